@@ -1,0 +1,186 @@
+//! Access tokens: HS256 JWTs naming who someone is, which room they may join and in what role.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use convene_signaling::Role;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// Identity: stable across reconnects and devices.
+    pub sub: String,
+    pub name: String,
+    pub room: String,
+    pub role: Role,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing access token")]
+    Missing,
+    #[error("access token has expired")]
+    Expired,
+    #[error("access token is not valid: {0}")]
+    Invalid(String),
+    #[error("access token is for room {token_room:?}, not {requested:?}")]
+    WrongRoom {
+        token_room: String,
+        requested: String,
+    },
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKeys(..)")
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    pub fn mint(&self, claims: &Claims) -> String {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// A token for `identity` valid for `ttl` from now.
+    pub fn mint_for(
+        &self,
+        room: &str,
+        role: Role,
+        identity: &str,
+        name: &str,
+        attrs: BTreeMap<String, String>,
+        ttl: Duration,
+    ) -> String {
+        self.mint(&Claims {
+            sub: identity.to_string(),
+            name: name.to_string(),
+            room: room.to_string(),
+            role,
+            exp: unix_now() + ttl.as_secs(),
+            attrs,
+        })
+    }
+
+    /// Verifies signature and expiry; when `room` is given, the token must be for it.
+    pub fn verify(&self, token: &str, room: Option<&str>) -> Result<Claims, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?
+            .claims;
+        if claims.sub.is_empty() || claims.sub.len() > 200 || claims.name.len() > 200 {
+            return Err(AuthError::Invalid(
+                "sub and name must be 1-200 bytes".into(),
+            ));
+        }
+        if claims.room.is_empty() || claims.room.len() > 200 {
+            return Err(AuthError::Invalid("room must be 1-200 bytes".into()));
+        }
+        if let Some(requested) = room {
+            if requested != claims.room {
+                return Err(AuthError::WrongRoom {
+                    token_room: claims.room,
+                    requested: requested.to_string(),
+                });
+            }
+        }
+        Ok(claims)
+    }
+}
+
+/// Parses a duration like `90s`, `45m`, `2h`, `7d`, or plain seconds.
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 2h, 45m, 90s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("invalid duration unit in {text:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(b"test-secret")
+    }
+
+    #[test]
+    fn round_trip_with_attrs() {
+        let attrs = BTreeMap::from([("team".to_string(), "Knox County".to_string())]);
+        let token = keys().mint_for("r", Role::Participant, "u1", "Ana", attrs.clone(), Duration::from_secs(60));
+        let claims = keys().verify(&token, Some("r")).unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.attrs, attrs);
+    }
+
+    #[test]
+    fn refuses_forged_expired_and_wrong_room() {
+        let token = keys().mint_for("r", Role::Host, "u1", "Ana", BTreeMap::new(), Duration::from_secs(60));
+        assert!(matches!(
+            TokenKeys::new(b"other").verify(&token, Some("r")),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(keys().verify(&token, Some("q")), Err(AuthError::WrongRoom { .. })));
+        let expired = keys().mint(&Claims {
+            sub: "u1".into(),
+            name: "Ana".into(),
+            room: "r".into(),
+            role: Role::Host,
+            exp: unix_now() - 3600,
+            attrs: BTreeMap::new(),
+        });
+        assert_eq!(keys().verify(&expired, Some("r")), Err(AuthError::Expired));
+        assert_eq!(keys().verify("", None), Err(AuthError::Missing));
+        assert!(matches!(keys().verify("a.b.c", None), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_ttl("2w").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+}

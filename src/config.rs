@@ -1,0 +1,257 @@
+//! Configuration: the embedded `config/default.toml`, an optional file merged over it, then environment overrides.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default, so `convene serve` runs from any directory with no files around.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid environment variable {name}={value:?}: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: Limits,
+    pub rtc: RtcConfig,
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub max_sessions: usize,
+    pub max_sessions_per_room: usize,
+    pub shutdown_grace_s: u64,
+    pub reconnect_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub jwt_secret: String,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    pub direct_queue: usize,
+    pub ping_interval_s: u64,
+    pub idle_timeout_s: u64,
+    pub reconnect_grace_s: u64,
+    pub event_log_len: usize,
+    pub chat_history: usize,
+    pub idempotency_window: usize,
+    pub questions_per_minute: u32,
+    pub breakout_close_countdown_s: u32,
+    pub breakout_warning_s: u32,
+    pub empty_room_ttl_s: u64,
+    pub rate: RateLimits,
+    pub abuse: AbuseLimits,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    pub chat: Bucket,
+    pub qa: Bucket,
+    pub hands: Bucket,
+    pub signaling: Bucket,
+    pub other: Bucket,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbuseLimits {
+    pub strikes: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtcConfig {
+    pub udp_port: u16,
+    pub advertise_ip: String,
+    pub bind_ip: IpAddr,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+}
+
+impl Limits {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.reconnect_grace_s)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str(DEFAULT_TOML).expect("embedded default.toml is valid")
+    }
+}
+
+impl Config {
+    /// The default, `file` merged over it (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, |name| std::env::var(name).ok())
+    }
+
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).expect("embedded default");
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let overlay: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+            merge(&mut merged, overlay);
+        }
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                value,
+                reason: e.to_string(),
+            })
+        }
+        if let Some(v) = env("CONVENE_LISTEN") {
+            self.server.listen = parsed("CONVENE_LISTEN", v)?;
+        }
+        if let Some(v) = env("CONVENE_PUBLIC_URL") {
+            self.server.public_url = v;
+        }
+        if let Some(v) = env("CONVENE_JWT_SECRET") {
+            self.auth.jwt_secret = v;
+        }
+        if let Some(v) = env("CONVENE_API_KEY") {
+            self.auth.api_key = v;
+        }
+        if let Some(v) = env("CONVENE_REDIS_URL") {
+            self.redis.url = v;
+        }
+        if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
+            self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_ADVERTISE_IP") {
+            let _: IpAddr = parsed("CONVENE_RTC_ADVERTISE_IP", v.clone())?;
+            self.rtc.advertise_ip = v;
+        }
+        Ok(())
+    }
+
+    /// The base URL people join at, e.g. `http://localhost:8080`.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        if !self.server.public_url.is_empty() {
+            return self.server.public_url.trim_end_matches('/').to_string();
+        }
+        let host = if bound.ip().is_unspecified() || bound.ip().is_loopback() {
+            "localhost".to_string()
+        } else {
+            bound.ip().to_string()
+        };
+        format!("http://{host}:{}", bound.port())
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, other values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_one_node_on_8080() {
+        let c = Config::default();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert!(c.redis.url.is_empty());
+        assert_eq!(c.limits.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn environment_overrides_file_and_default() {
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_LISTEN" => Some("127.0.0.1:0".into()),
+            "CONVENE_JWT_SECRET" => Some("s3cret".into()),
+            "CONVENE_RTC_ADVERTISE_IP" => Some("127.0.0.1".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(c.auth.jwt_secret, "s3cret");
+        assert_eq!(c.rtc.advertise_ip, "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_environment_value_is_named() {
+        let err = Config::load_with_env(None, |name| {
+            (name == "CONVENE_RTC_UDP_PORT").then(|| "lots".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("CONVENE_RTC_UDP_PORT"), "{err}");
+    }
+
+    #[test]
+    fn cluster_file_merges_over_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cluster.toml");
+        let c = Config::load_with_env(Some(Path::new(path)), |_| None).unwrap();
+        assert!(c.redis.url.starts_with("redis://"));
+    }
+}

@@ -1,0 +1,160 @@
+//! `/api/v1`: the admin API (rooms, tokens, Q&A export), behind the API key or, per room, a host token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use convene_signaling::{Question, Role};
+use serde::Deserialize;
+
+use super::ws::bearer;
+use super::{ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/rooms", get(list_rooms))
+        .route("/rooms/{room}/questions", get(export_questions))
+        .route("/tokens", post(mint_token))
+}
+
+enum Caller {
+    Admin,
+    Host,
+}
+
+/// The API key for everything, or a host token for its own room.
+fn authorise(state: &AppState, headers: &HeaderMap, room: Option<&str>) -> Result<Caller, ApiError> {
+    let token = bearer(headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let key = &state.config.auth.api_key;
+    if !key.is_empty() && constant_time_eq(token.as_bytes(), key.as_bytes()) {
+        return Ok(Caller::Admin);
+    }
+    let Some(room) = room else {
+        return Err(ApiError::unauthorized("this endpoint needs the API key"));
+    };
+    let claims = state
+        .keys
+        .verify(&token, Some(room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if claims.role != Role::Host {
+        return Err(ApiError::forbidden("only a host token or the API key may do this"));
+    }
+    Ok(Caller::Host)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorise(&state, &headers, None)?;
+    Ok(Json(serde_json::json!({ "rooms": state.rooms.names() })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ExportQuery {
+    format: Option<String>,
+}
+
+async fn export_questions(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorise(&state, &headers, Some(&room))?;
+    let format = query.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv") {
+        return Err(ApiError::bad_request("format must be json or csv"));
+    }
+    let handle = state.rooms.get(&room).ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
+    let questions = handle
+        .export_questions()
+        .await
+        .map_err(|_| ApiError::not_found(format!("room {room:?} has closed")))?;
+    Ok(match format {
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{room}-questions.csv\"")),
+            ],
+            to_csv(&questions),
+        )
+            .into_response(),
+        _ => Json(serde_json::json!({ "room": room, "questions": questions })).into_response(),
+    })
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+fn to_csv(questions: &[Question]) -> String {
+    let mut out = String::from("id,state,live,votes,text,edited,author,author_name,anonymous,asked_at,updated_at,answered_at,answer,duplicate_of\n");
+    for q in questions {
+        let row = [
+            q.id.to_string(),
+            format!("{:?}", q.state).to_lowercase(),
+            q.live.to_string(),
+            q.votes.to_string(),
+            csv_field(&q.text),
+            q.edited.to_string(),
+            csv_field(q.author.as_deref().unwrap_or("")),
+            csv_field(q.author_name.as_deref().unwrap_or(if q.anonymous { "anonymous" } else { "" })),
+            q.anonymous.to_string(),
+            q.asked_at.to_string(),
+            q.updated_at.to_string(),
+            q.answered_at.map(|t| t.to_string()).unwrap_or_default(),
+            csv_field(q.answer.as_deref().unwrap_or("")),
+            q.duplicate_of.map(|d| d.to_string()).unwrap_or_default(),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    room: String,
+    role: Role,
+    name: String,
+    identity: Option<String>,
+    #[serde(default)]
+    attrs: BTreeMap<String, String>,
+    ttl_s: Option<u64>,
+}
+
+async fn mint_token(State(state): State<AppState>, headers: HeaderMap, Json(req): Json<TokenRequest>) -> Result<Response, ApiError> {
+    if !matches!(authorise(&state, &headers, None)?, Caller::Admin) {
+        return Err(ApiError::forbidden("minting tokens needs the API key"));
+    }
+    if req.room.is_empty() || req.name.is_empty() {
+        return Err(ApiError::bad_request("room and name are required"));
+    }
+    let identity = req.identity.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(4 * 3600).min(30 * 86_400));
+    let token = state.keys.mint_for(&req.room, req.role, &identity, &req.name, req.attrs, ttl);
+    let url = format!("{}/?token={token}", state.config.public_url(state.config.server.listen));
+    Ok(Json(serde_json::json!({ "token": token, "identity": identity, "url": url })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+    }
+}

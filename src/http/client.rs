@@ -1,0 +1,22 @@
+//! The browser client, embedded in the binary so `convene serve` works from any directory.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::AppState;
+
+macro_rules! asset {
+    ($path:literal, $mime:literal) => {
+        get(|| async { ([(header::CONTENT_TYPE, $mime), (header::CACHE_CONTROL, "no-cache")], include_str!(concat!("../../client/", $path))).into_response() })
+    };
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", asset!("index.html", "text/html; charset=utf-8"))
+        .route("/app.js", asset!("app.js", "text/javascript; charset=utf-8"))
+        .route("/protocol.js", asset!("protocol.js", "text/javascript; charset=utf-8"))
+        .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
+}

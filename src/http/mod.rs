@@ -1,0 +1,191 @@
+//! The HTTP edge: the WebSocket upgrade, health, metrics, the embedded browser client and the admin API.
+//!
+//! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
+
+mod api;
+mod client;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use crate::auth::TokenKeys;
+use crate::bus::{Bus, LocalBus};
+use crate::config::Config;
+use crate::room::actor::ActorConfig;
+use crate::room::registry::Rooms;
+use crate::room::RoomLimits;
+
+/// Errors the edge answers with: a status and a JSON body naming the problem.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub keys: TokenKeys,
+    pub rooms: Rooms,
+    /// Connected sessions on this node.
+    pub sessions: Arc<AtomicUsize>,
+    /// `Some(reconnect_after_ms)` once shutdown has begun.
+    pub shutdown: Arc<watch::Sender<Option<u64>>>,
+}
+
+impl AppState {
+    /// Chooses the bus once, here; nothing else asks which one runs.
+    pub fn new(config: Config) -> AppState {
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.limits.outbound_queue));
+        if !config.redis.url.is_empty() {
+            tracing::warn!("CONVENE_REDIS_URL is set but this build runs one node with the in-process bus");
+        }
+        let limits = &config.limits;
+        let actor = ActorConfig {
+            limits: RoomLimits {
+                chat_history: limits.chat_history,
+                questions_per_minute: limits.questions_per_minute,
+                reconnect_grace_ms: limits.reconnect_grace_s * 1000,
+                breakout_close_countdown_s: limits.breakout_close_countdown_s,
+                breakout_warning_s: limits.breakout_warning_s,
+            },
+            event_log_len: limits.event_log_len,
+            idempotency_window: limits.idempotency_window,
+            empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
+        };
+        AppState {
+            keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
+            rooms: Rooms::new(actor, bus),
+            sessions: Arc::new(AtomicUsize::new(0)),
+            shutdown: Arc::new(watch::channel(None).0),
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.borrow().is_some()
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/ws", get(ws::upgrade))
+        .nest("/api/v1", api::router())
+        .merge(client::router())
+        .with_state(state)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if state.shutting_down() {
+        ApiError::unavailable("shutting down").into_response()
+    } else {
+        "ready".into_response()
+    }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let text = format!(
+        "# HELP convene_sessions Connected WebSocket sessions on this node.\n\
+         # TYPE convene_sessions gauge\n\
+         convene_sessions {}\n\
+         # HELP convene_rooms Rooms running on this node.\n\
+         # TYPE convene_rooms gauge\n\
+         convene_rooms {}\n",
+        state.sessions.load(Ordering::Relaxed),
+        state.rooms.len(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A running server: its address, its state, and the way to stop it.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `config.server.listen` and serves until [`Server::shutdown`].
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(config);
+        let mut stop = state.shutdown.subscribe();
+        let router = app(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| s.is_some()).await;
+                })
+                .await
+        });
+        Ok(Server { addr, state, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, tells every session to reconnect later, and waits (bounded) for them to drain.
+    pub async fn shutdown(self) {
+        let config = &self.state.config.server;
+        self.state
+            .shutdown
+            .send_replace(Some(config.reconnect_after_ms));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_grace_s);
+        while self.state.sessions.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.state.sessions.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(left, "sessions still open at the end of the shutdown grace");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
+    }
+}

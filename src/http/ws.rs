@@ -1,0 +1,178 @@
+//! `GET /ws`: authenticates before the upgrade, checks limits and bans, then hands the socket to a session.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::auth::Claims;
+use crate::room::actor::{error_frame, RoomHandle, Start};
+use crate::room::Joiner;
+use crate::session::outbox::{self, Inbox, Outbox};
+use crate::session::{self, SessionParams};
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+    /// Optional: the room the client means to join; must match the token's.
+    room: Option<String>,
+    /// Resume this session, replaying events after `last_seq`.
+    resume: Option<String>,
+    last_seq: Option<u64>,
+}
+
+/// The bearer token from `Authorization` or, for browsers that cannot set headers, `?token=`.
+pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string())
+        .or_else(|| query_token.map(str::to_string))
+}
+
+/// Counts a session on the node and in its room for as long as it lives.
+struct SessionGuard {
+    node: Arc<AtomicUsize>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.node.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    match prepare(&state, &query, &headers).await {
+        Ok((claims, room)) => {
+            let upgrade = match upgrade {
+                Ok(upgrade) => upgrade,
+                Err(_) => {
+                    return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "this endpoint speaks WebSocket only")
+                        .into_response()
+                }
+            };
+            let resume = match (&query.resume, query.last_seq) {
+                (Some(id), Some(last_seq)) => match Uuid::parse_str(id) {
+                    Ok(id) => Some((id, last_seq)),
+                    Err(_) => return ApiError::bad_request("resume must be a session id").into_response(),
+                },
+                (Some(_), None) => return ApiError::bad_request("resume needs last_seq").into_response(),
+                _ => None,
+            };
+            state.sessions.fetch_add(1, Ordering::Relaxed);
+            let guard = SessionGuard {
+                node: state.sessions.clone(),
+            };
+            let limit = state.config.limits.max_frame_bytes;
+            upgrade
+                .max_message_size(limit)
+                .max_frame_size(limit)
+                .read_buffer_size(4 * 1024)
+                .write_buffer_size(0)
+                .on_upgrade(move |socket| async move {
+                    serve_socket(socket, state, claims, room, resume).await;
+                    drop(guard);
+                })
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Everything that can refuse a connection before the upgrade: token, shutdown, limits, bans.
+async fn prepare(state: &AppState, query: &WsQuery, headers: &HeaderMap) -> Result<(Claims, RoomHandle), ApiError> {
+    let token = bearer(headers, query.token.as_deref()).ok_or_else(|| ApiError::unauthorized("missing access token: pass ?token= or Authorization: Bearer"))?;
+    let claims = state
+        .keys
+        .verify(&token, query.room.as_deref())
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if state.shutting_down() {
+        return Err(ApiError::unavailable("the server is shutting down; reconnect shortly"));
+    }
+    let limits = &state.config.server;
+    if state.sessions.load(Ordering::Relaxed) >= limits.max_sessions {
+        return Err(ApiError::unavailable(format!("this node is full ({} sessions)", limits.max_sessions)));
+    }
+    let room = state.rooms.get_or_start(&claims.room);
+    if room.sessions.load(Ordering::Relaxed) >= limits.max_sessions_per_room {
+        return Err(ApiError::unavailable(format!("room {:?} is full ({} sessions)", claims.room, limits.max_sessions_per_room)));
+    }
+    if room.is_banned(&claims.sub).await.unwrap_or(false) {
+        return Err(ApiError::forbidden("you were removed from this room"));
+    }
+    Ok((claims, room))
+}
+
+async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut room: RoomHandle, resume: Option<(Uuid, u64)>) {
+    let joiner = Joiner {
+        identity: claims.sub.clone(),
+        name: claims.name.clone(),
+        role: claims.role,
+        attrs: claims.attrs.clone(),
+    };
+    let connection = Uuid::new_v4();
+    // Subscribe before joining so nothing between the snapshot and the first live event is lost.
+    let mut attempt = 0;
+    let (start, events, outbox, inbox) = loop {
+        let events = state.rooms.bus().subscribe(&room.name);
+        let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
+        match room.join(joiner.clone(), connection, outbox.clone(), resume).await {
+            Ok(Ok(start)) => break (start, events, outbox, inbox),
+            Ok(Err(denied)) => {
+                refuse(socket, error_frame(None, denied)).await;
+                return;
+            }
+            // The room closed between lookup and join (it had been empty): start it again.
+            Err(_) if attempt == 0 => {
+                attempt += 1;
+                room = state.rooms.get_or_start(&claims.room);
+            }
+            Err(gone) => {
+                tracing::warn!(%gone, "could not join room");
+                return;
+            }
+        }
+    };
+    let Start { session_id, .. } = &start;
+    tracing::debug!(%session_id, "session started");
+    let (sink, stream) = socket.split();
+    session::run(
+        sink,
+        stream,
+        SessionParams {
+            room,
+            identity: claims.sub,
+            session_start: start,
+            connection,
+            events,
+            outbox,
+            inbox,
+            limits: Arc::new(state.config.limits.clone()),
+            shutdown: state.shutdown.subscribe(),
+            media: None,
+        },
+    )
+    .await;
+}
+
+async fn refuse(mut socket: WebSocket, error: crate::bus::Frame) {
+    let _ = socket.send(Message::Text(error)).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code: 4003,
+            reason: "refused".into(),
+        })))
+        .await;
+}

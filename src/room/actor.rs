@@ -1,0 +1,508 @@
+//! The room actor: one task per room that owns its `RoomState`, sequences and logs its events, and answers sessions.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use convene_signaling::{
+    Command, ErrorCode, Millis, Question, RoomEvent, ServerMessage, Track, PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
+use crate::bus::{Bus, EventLog, Frame, LoggedEvent, SessionEffect};
+use crate::session::outbox::{CloseReason, Outbox};
+
+/// Serialises a server message once; every recipient shares the bytes.
+pub fn frame(msg: &ServerMessage) -> Frame {
+    Frame::from(serde_json::to_string(msg).expect("server messages always serialise"))
+}
+
+/// Wall-clock milliseconds derived from tokio's clock, so paused-time tests drive room timers.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base_unix_ms: Millis,
+    base: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            base_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as Millis,
+            base: Instant::now(),
+        }
+    }
+    pub fn now(&self) -> Millis {
+        self.base_unix_ms + self.base.elapsed().as_millis() as Millis
+    }
+    fn instant_at(&self, at: Millis) -> Instant {
+        self.base + Duration::from_millis(at.saturating_sub(self.base_unix_ms))
+    }
+}
+
+/// What a joining session starts with.
+pub struct Start {
+    pub session_id: Uuid,
+    pub viewer: Viewer,
+    /// `welcome` or `resumed`.
+    pub first: Frame,
+    /// Missed events to filter and send after `first` (resume only).
+    pub replay: Vec<Arc<LoggedEvent>>,
+    /// Live events with a higher seq follow.
+    pub seq: u64,
+}
+
+pub enum RoomCommand {
+    Join {
+        joiner: Joiner,
+        /// This socket's id, so a late close of a replaced socket is ignored.
+        connection: Uuid,
+        outbox: Outbox,
+        /// A previous session to resume, and the last seq its client saw.
+        resume: Option<(Uuid, u64)>,
+        reply: oneshot::Sender<Result<Start, Denied>>,
+    },
+    Client {
+        session_id: Uuid,
+        request_id: Option<String>,
+        command: Command,
+    },
+    Closed {
+        session_id: Uuid,
+        connection: Uuid,
+        /// The client closed on purpose: no grace period.
+        left: bool,
+    },
+    CheckBanned {
+        identity: String,
+        reply: oneshot::Sender<bool>,
+    },
+    ExportQuestions {
+        reply: oneshot::Sender<Vec<Question>>,
+    },
+    MayPublish {
+        identity: String,
+        reply: oneshot::Sender<Option<Place>>,
+    },
+    TrackPublished(Track),
+    TrackUnpublished(String),
+}
+
+/// A cheap handle to a running room.
+#[derive(Clone)]
+pub struct RoomHandle {
+    pub name: Arc<str>,
+    tx: mpsc::Sender<RoomCommand>,
+    /// Connected sessions, for limits checked before the upgrade.
+    pub sessions: Arc<AtomicUsize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("room {0} has closed")]
+pub struct RoomGone(pub String);
+
+impl RoomHandle {
+    pub async fn send(&self, cmd: RoomCommand) -> Result<(), RoomGone> {
+        self.tx
+            .send(cmd)
+            .await
+            .map_err(|_| RoomGone(self.name.to_string()))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    pub fn same_room(&self, other: &RoomHandle) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> RoomCommand) -> Result<T, RoomGone> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| RoomGone(self.name.to_string()))
+    }
+
+    pub async fn join(&self, joiner: Joiner, connection: Uuid, outbox: Outbox, resume: Option<(Uuid, u64)>) -> Result<Result<Start, Denied>, RoomGone> {
+        self.ask(|reply| RoomCommand::Join { joiner, connection, outbox, resume, reply }).await
+    }
+
+    pub async fn is_banned(&self, identity: &str) -> Result<bool, RoomGone> {
+        let identity = identity.to_string();
+        self.ask(|reply| RoomCommand::CheckBanned { identity, reply }).await
+    }
+
+    pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
+        self.ask(|reply| RoomCommand::ExportQuestions { reply }).await
+    }
+
+    /// Where this identity may publish media now, or `None` if they may not.
+    pub async fn may_publish(&self, identity: &str) -> Result<Option<Place>, RoomGone> {
+        let identity = identity.to_string();
+        self.ask(|reply| RoomCommand::MayPublish { identity, reply }).await
+    }
+}
+
+/// Remembers replies by request_id so a resent command is applied once.
+struct Idempotency {
+    capacity: usize,
+    order: VecDeque<String>,
+    replies: HashMap<String, Frame>,
+}
+
+impl Idempotency {
+    fn new(capacity: usize) -> Self {
+        Idempotency {
+            capacity,
+            order: VecDeque::new(),
+            replies: HashMap::new(),
+        }
+    }
+    fn get(&self, request_id: &str) -> Option<&Frame> {
+        self.replies.get(request_id)
+    }
+    fn remember(&mut self, request_id: String, reply: Frame) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.replies.insert(request_id.clone(), reply).is_none() {
+            self.order.push_back(request_id);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.replies.remove(&old);
+            }
+        }
+    }
+}
+
+struct SessionEntry {
+    identity: String,
+    connection: Uuid,
+    outbox: Option<Outbox>,
+    recent: Idempotency,
+    disconnected_at: Option<Millis>,
+}
+
+/// Settings the actor needs beyond the room's own limits.
+#[derive(Clone)]
+pub struct ActorConfig {
+    pub limits: RoomLimits,
+    pub event_log_len: usize,
+    pub idempotency_window: usize,
+    pub empty_room_ttl: Duration,
+}
+
+pub struct RoomActor {
+    state: RoomState,
+    log: EventLog,
+    bus: Arc<dyn Bus>,
+    sessions: HashMap<Uuid, SessionEntry>,
+    config: ActorConfig,
+    clock: Clock,
+    connected: Arc<AtomicUsize>,
+}
+
+/// Starts a room; `on_exit` runs when it has been empty for the configured time.
+pub fn spawn(name: &str, config: ActorConfig, bus: Arc<dyn Bus>, clock: Clock, on_exit: impl FnOnce(&RoomHandle) + Send + 'static) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(1024);
+    let handle = RoomHandle {
+        name: name.into(),
+        tx,
+        sessions: Arc::new(AtomicUsize::new(0)),
+    };
+    let actor = RoomActor {
+        state: RoomState::new(name, config.limits.clone()),
+        log: EventLog::new(config.event_log_len),
+        bus,
+        sessions: HashMap::new(),
+        config,
+        clock,
+        connected: handle.sessions.clone(),
+    };
+    let exit_handle = handle.clone();
+    tokio::spawn(async move {
+        actor.run(rx).await;
+        on_exit(&exit_handle);
+    });
+    handle
+}
+
+impl RoomActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomCommand>) {
+        let mut empty_since: Option<Instant> = Some(Instant::now());
+        loop {
+            let deadline = self.state.next_deadline().map(|t| self.clock.instant_at(t));
+            let expiry = empty_since.map(|t| t + self.config.empty_room_ttl);
+            let wake = [deadline, expiry].into_iter().flatten().min();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd),
+                    None => break,
+                },
+                _ = sleep_until_opt(wake) => {
+                    let now = self.clock.now();
+                    let events = self.state.tick(now);
+                    self.publish(events);
+                    self.expire_sessions(now);
+                }
+            }
+            if self.state.is_empty() && self.sessions.is_empty() {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.config.empty_room_ttl {
+                    tracing::info!(room = %self.state.name(), "room closed after being empty");
+                    break;
+                }
+            } else {
+                empty_since = None;
+            }
+        }
+        self.bus.forget(self.state.name());
+    }
+
+    fn handle(&mut self, cmd: RoomCommand) {
+        let now = self.clock.now();
+        match cmd {
+            RoomCommand::Join { joiner, connection, outbox, resume, reply } => {
+                let start = self.join(joiner, connection, outbox, resume, now);
+                let _ = reply.send(start);
+            }
+            RoomCommand::Client { session_id, request_id, command } => {
+                self.client_command(session_id, request_id, command, now)
+            }
+            RoomCommand::Closed { session_id, connection, left } => {
+                self.session_closed(session_id, connection, left, now)
+            }
+            RoomCommand::CheckBanned { identity, reply } => {
+                let _ = reply.send(self.state.is_banned(&identity));
+            }
+            RoomCommand::ExportQuestions { reply } => {
+                let _ = reply.send(self.state.qa().export());
+            }
+            RoomCommand::MayPublish { identity, reply } => {
+                let place = self
+                    .state
+                    .may_publish(&identity)
+                    .then(|| self.state.viewer(&identity).map(|v| v.place))
+                    .flatten();
+                let _ = reply.send(place);
+            }
+            RoomCommand::TrackPublished(track) => {
+                let events = self.state.track_published(track);
+                self.publish(events);
+            }
+            RoomCommand::TrackUnpublished(id) => {
+                let events = self.state.track_unpublished(&id);
+                self.publish(events);
+            }
+        }
+    }
+
+    fn join(&mut self, joiner: Joiner, connection: Uuid, outbox: Outbox, resume: Option<(Uuid, u64)>, now: Millis) -> Result<Start, Denied> {
+        let identity = joiner.identity.clone();
+        let resumable = resume.filter(|(sid, _)| {
+            self.sessions
+                .get(sid)
+                .is_some_and(|s| s.identity == identity)
+        });
+        let events = self.state.join(joiner, now)?;
+        self.publish(events);
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        let viewer = self.state.viewer(&identity).expect("just joined");
+        let seq = self.log.last_seq();
+
+        if let Some((session_id, last_seq)) = resumable {
+            let entry = self.sessions.get_mut(&session_id).expect("checked above");
+            let replaced = entry.outbox.replace(outbox);
+            entry.connection = connection;
+            entry.disconnected_at = None;
+            if let Some(old) = replaced {
+                // The old socket may still be open (a half-dead connection): it yields to the new one.
+                old.close(CloseReason::REPLACED);
+                self.connected.fetch_sub(1, Ordering::Relaxed);
+                let events = self.state.connection_closed(&identity, false, now);
+                self.publish(events);
+            }
+            match self.log.since(last_seq) {
+                Ok(replay) => {
+                    let viewer = viewer_before(viewer, &replay);
+                    let first = frame(&ServerMessage::Resumed {
+                        protocol: PROTOCOL_VERSION,
+                        session_id: session_id.to_string(),
+                        last_seq,
+                        seq,
+                    });
+                    return Ok(Start { session_id, viewer, first, replay, seq });
+                }
+                Err(gap) => {
+                    let reason = format!(
+                        "events after seq {last_seq} are no longer kept (oldest is {}); this is a fresh snapshot",
+                        gap.oldest_kept
+                    );
+                    return Ok(self.welcome(session_id, viewer, seq, Some(reason)));
+                }
+            }
+        }
+
+        let session_id = Uuid::new_v4();
+        self.sessions.insert(
+            session_id,
+            SessionEntry {
+                identity,
+                connection,
+                outbox: Some(outbox),
+                recent: Idempotency::new(self.config.idempotency_window),
+                disconnected_at: None,
+            },
+        );
+        let failed = resume.map(|_| "unknown or expired session; this is a fresh snapshot".to_string());
+        Ok(self.welcome(session_id, viewer, seq, failed))
+    }
+
+    fn welcome(&self, session_id: Uuid, viewer: Viewer, seq: u64, resume_failed: Option<String>) -> Start {
+        let you = self.state.member(&viewer.identity).cloned().expect("member exists");
+        let first = frame(&ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            session_id: session_id.to_string(),
+            you,
+            snapshot: self.state.snapshot(&viewer),
+            seq,
+            resume_failed,
+        });
+        Start { session_id, viewer, first, replay: Vec::new(), seq }
+    }
+
+    fn client_command(&mut self, session_id: Uuid, request_id: Option<String>, command: Command, now: Millis) {
+        let Some(entry) = self.sessions.get(&session_id) else {
+            return;
+        };
+        let Some(outbox) = entry.outbox.clone() else {
+            return;
+        };
+        if let Some(reply) = request_id.as_deref().and_then(|r| entry.recent.get(r)) {
+            outbox.send(reply.clone());
+            return;
+        }
+        let identity = entry.identity.clone();
+        let reply = match self.state.apply(&command, &identity, now) {
+            Ok(outcome) => {
+                self.publish(outcome.events);
+                request_id.clone().map(|request_id| {
+                    frame(&ServerMessage::Ack {
+                        request_id,
+                        id: outcome.created,
+                    })
+                })
+            }
+            Err(denied) => Some(error_frame(request_id.clone(), denied)),
+        };
+        if let Some(reply) = reply {
+            if let (Some(request_id), Some(entry)) = (request_id, self.sessions.get_mut(&session_id)) {
+                entry.recent.remember(request_id, reply.clone());
+            }
+            outbox.send(reply);
+        }
+    }
+
+    fn session_closed(&mut self, session_id: Uuid, connection: Uuid, left: bool, now: Millis) {
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        if entry.connection != connection {
+            // A replaced socket closing late: its session lives on in the new one.
+            return;
+        }
+        if entry.outbox.take().is_none() {
+            return;
+        }
+        self.connected.fetch_sub(1, Ordering::Relaxed);
+        let identity = entry.identity.clone();
+        if left {
+            self.sessions.remove(&session_id);
+        } else {
+            entry.disconnected_at = Some(now);
+        }
+        let events = self.state.connection_closed(&identity, left, now);
+        self.publish(events);
+    }
+
+    /// Forgets sessions whose grace period ran out, or whose member is gone.
+    fn expire_sessions(&mut self, now: Millis) {
+        let grace = self.config.limits.reconnect_grace_ms;
+        let state = &self.state;
+        self.sessions.retain(|_, s| {
+            s.outbox.is_some()
+                || (state.member(&s.identity).is_some()
+                    && s.disconnected_at.is_some_and(|t| now < t + grace))
+        });
+    }
+
+    /// Sequences, logs and fans out events: each is serialised once.
+    fn publish(&mut self, events: Vec<Event>) {
+        for Event { audience, body } in events {
+            let seq = self.log.next_seq();
+            let effect = effect_of(&audience, &body);
+            if let Some(SessionEffect::Kick { identity }) = &effect {
+                // Their sessions end: no resume into a room that removed them.
+                self.sessions.retain(|_, s| s.identity != *identity || s.outbox.is_some());
+            }
+            let frame = frame(&ServerMessage::Event { seq, event: body });
+            let event = Arc::new(LoggedEvent { seq, audience, effect, frame });
+            self.log.append(event.clone());
+            self.bus.publish(self.state.name(), event);
+        }
+    }
+}
+
+fn effect_of(audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
+    let Audience::Some { person: Some(identity), .. } = audience else {
+        return None;
+    };
+    match body {
+        RoomEvent::Moved { from, breakout, .. } => Some(SessionEffect::Move {
+            identity: identity.clone(),
+            from: Place::from_breakout(*from),
+            to: Place::from_breakout(*breakout),
+        }),
+        RoomEvent::Removed { .. } => Some(SessionEffect::Kick { identity: identity.clone() }),
+        _ => None,
+    }
+}
+
+/// Where the viewer was at the start of a replay: before the first move it contains.
+fn viewer_before(mut viewer: Viewer, replay: &[Arc<LoggedEvent>]) -> Viewer {
+    let first_move = replay.iter().find_map(|e| match &e.effect {
+        Some(SessionEffect::Move { identity, from, .. }) if *identity == viewer.identity => Some(*from),
+        _ => None,
+    });
+    if let Some(place) = first_move {
+        viewer.place = place;
+    }
+    viewer
+}
+
+pub fn error_frame(request_id: Option<String>, denied: Denied) -> Frame {
+    frame(&ServerMessage::Error {
+        request_id,
+        code: denied.code,
+        message: denied.message,
+        retry_after_ms: denied.retry_after_ms,
+    })
+}
+
+pub fn simple_error(request_id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Frame {
+    error_frame(request_id, Denied::new(code, message))
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,560 @@
+//! Breakouts: the plan, assignment (manual, auto, by attribute, self-select), timers, help and close-all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+
+use convene_signaling::{
+    Assignment, BreakoutId, BreakoutPhase, BreakoutPlan, BreakoutRoom, BreakoutRooms, Breakouts,
+    Command, ErrorCode, Millis, Role, RoomEvent, MAX_CHAT_CHARS,
+};
+
+use super::{check_text, Audience, Denied, Event, Outcome, Place, RoomState};
+
+const MAX_ROOMS: usize = 200;
+const MAX_NAME_CHARS: usize = 100;
+const MAX_DURATION_S: u32 = 24 * 3600;
+
+/// A plan and, once opened, its running state.
+pub struct BreakoutSession {
+    phase: BreakoutPhase,
+    plan: BreakoutPlan,
+    rooms: Vec<BreakoutRoom>,
+    assignments: BTreeMap<String, BreakoutId>,
+    ends_at: Option<Millis>,
+    /// Pending warning; cleared once sent.
+    warning_at: Option<Millis>,
+    closes_at: Option<Millis>,
+    seed: u64,
+}
+
+impl BreakoutSession {
+    pub(super) fn next_deadline(&self) -> Option<Millis> {
+        match self.phase {
+            BreakoutPhase::Draft => None,
+            BreakoutPhase::Open => [self.warning_at, self.ends_at].into_iter().flatten().min(),
+            BreakoutPhase::Closing => self.closes_at,
+        }
+    }
+
+    fn room(&self, id: BreakoutId) -> Result<&BreakoutRoom, Denied> {
+        self.rooms
+            .iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Denied::not_found(&format!("breakout {id}")))
+    }
+
+    fn room_named(&self, name: &str) -> Option<BreakoutId> {
+        self.rooms.iter().find(|r| r.name == name).map(|r| r.id)
+    }
+
+    fn occupancy(&self, id: BreakoutId) -> usize {
+        self.assignments.values().filter(|b| **b == id).count()
+    }
+
+    fn least_occupied(&self) -> Option<BreakoutId> {
+        self.rooms
+            .iter()
+            .min_by_key(|r| (self.occupancy(r.id), r.id))
+            .map(|r| r.id)
+    }
+
+    /// Where a newcomer goes under automatic plans; may add a room for a new attribute value.
+    fn place_automatically(&mut self, attrs: &BTreeMap<String, String>) -> Option<BreakoutId> {
+        match &self.plan.assignment {
+            Assignment::Auto => self.least_occupied(),
+            Assignment::ByAttribute { key } => {
+                let value = attrs.get(key)?;
+                if let Some(id) = self.room_named(value) {
+                    return Some(id);
+                }
+                let grows = matches!(&self.plan.rooms, BreakoutRooms::FromAttribute { from_attribute } if from_attribute == key);
+                if !grows || self.rooms.len() >= MAX_ROOMS {
+                    return None;
+                }
+                let id = self.rooms.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+                self.rooms.push(BreakoutRoom {
+                    id,
+                    name: value.clone(),
+                });
+                Some(id)
+            }
+            Assignment::Manual { .. } | Assignment::SelfSelect { .. } => None,
+        }
+    }
+
+    fn view(&self, staff: bool, identity: &str) -> Breakouts {
+        let assignments = if staff {
+            self.assignments.clone()
+        } else {
+            self.assignments
+                .get_key_value(identity)
+                .map(|(k, v)| BTreeMap::from([(k.clone(), *v)]))
+                .unwrap_or_default()
+        };
+        Breakouts {
+            phase: self.phase,
+            plan: self.plan.clone(),
+            rooms: self.rooms.clone(),
+            assignments,
+            ends_at: self.ends_at,
+            warning_at: self.warning_at,
+            closes_at: self.closes_at,
+        }
+    }
+}
+
+/// Hosts and moderators run breakouts and stay in the main room unless they visit.
+fn assignable(role: Role) -> bool {
+    !role.can_moderate()
+}
+
+/// A stable shuffle key: "random" but reproducible for a given plan.
+fn shuffle_key(identity: &str, seed: u64) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (identity, seed).hash(&mut hasher);
+    hasher.finish()
+}
+
+impl RoomState {
+    pub(super) fn breakouts_view(&self, staff: bool, identity: &str) -> Option<Breakouts> {
+        self.breakouts.as_ref().map(|b| b.view(staff, identity))
+    }
+
+    /// The plan changed: staff see every assignment, participants the rooms and timers.
+    fn breakouts_updated(&self) -> Vec<Event> {
+        let staff = self.breakouts_view(true, "");
+        let others = self.breakouts_view(false, "");
+        vec![
+            Event::new(Audience::staff(), RoomEvent::BreakoutsUpdated { breakouts: staff }),
+            Event::new(Audience::Participants, RoomEvent::BreakoutsUpdated { breakouts: others }),
+        ]
+    }
+
+    /// Moves one member between the main room and a breakout, resetting what belongs to a place.
+    fn move_member(&mut self, identity: &str, to: Option<BreakoutId>, facilitator: bool) -> Vec<Event> {
+        let (name, ends_at) = match (to, &self.breakouts) {
+            (Some(id), Some(b)) => (
+                b.room(id).map(|r| r.name.clone()).unwrap_or_default(),
+                b.ends_at,
+            ),
+            _ => ("Main room".to_string(), None),
+        };
+        let Some(state) = self.members.get_mut(identity) else {
+            return Vec::new();
+        };
+        let from = state.member.breakout;
+        if from == to && state.member.facilitator == facilitator {
+            return Vec::new();
+        }
+        state.member.breakout = to;
+        state.member.facilitator = facilitator;
+        state.member.hand_raised = false;
+        if to.is_none() {
+            state.member.on_stage = state.member.role == Role::Presenter;
+        }
+        let mut events = self.unpublish_all(identity);
+        events.push(Event::new(
+            Audience::person(identity),
+            RoomEvent::Moved {
+                from,
+                breakout: to,
+                name,
+                ends_at,
+            },
+        ));
+        let member = self.members[identity].member.clone();
+        // Those in the place left behind hear of it as well as those where they arrive.
+        let audience = match (self.member_audience(&member), from) {
+            (Audience::Some { mut places, staff, person }, Some(old)) => {
+                places.push(Place::Breakout(old));
+                Audience::Some { places, staff, person }
+            }
+            (audience, _) => audience,
+        };
+        events.push(Event::new(audience, RoomEvent::MemberUpdated { member }));
+        events
+    }
+
+    /// Places a newcomer (or a returning member) where the open plan puts them.
+    pub(super) fn place_late_joiner(&mut self, identity: &str) -> Vec<Event> {
+        let Some(state) = self.members.get(identity) else {
+            return Vec::new();
+        };
+        let (role, attrs) = (state.member.role, state.member.attrs.clone());
+        let Some(b) = self.breakouts.as_mut() else {
+            return Vec::new();
+        };
+        if b.phase != BreakoutPhase::Open || !assignable(role) {
+            return Vec::new();
+        }
+        let target = match b.assignments.get(identity) {
+            Some(id) => Some(*id),
+            None => {
+                let placed = b.place_automatically(&attrs);
+                if let Some(id) = placed {
+                    b.assignments.insert(identity.to_string(), id);
+                }
+                placed
+            }
+        };
+        let Some(id) = target else {
+            // Unassigned: waits in the main room; staff see them in the member list.
+            return Vec::new();
+        };
+        if let Some(m) = self.members.get_mut(identity) {
+            m.member.breakout = Some(id);
+            m.member.hand_raised = false;
+        }
+        self.breakouts_updated()
+    }
+
+    pub(super) fn breakout_tick(&mut self, now: Millis) -> Vec<Event> {
+        let Some(b) = self.breakouts.as_mut() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        if b.phase == BreakoutPhase::Open {
+            if let (Some(warn), Some(ends_at)) = (b.warning_at, b.ends_at) {
+                if now >= warn {
+                    b.warning_at = None;
+                    events.push(Event::new(Audience::Everyone, RoomEvent::BreakoutWarning { ends_at }));
+                }
+            }
+            if b.ends_at.is_some_and(|t| now >= t) {
+                let countdown = self.limits.breakout_close_countdown_s;
+                events.extend(self.start_closing(countdown, now));
+            }
+        }
+        if let Some(b) = &self.breakouts {
+            if b.phase == BreakoutPhase::Closing && b.closes_at.is_some_and(|t| now >= t) {
+                events.extend(self.close_all());
+            }
+        }
+        events
+    }
+
+    fn start_closing(&mut self, countdown_s: u32, now: Millis) -> Vec<Event> {
+        let Some(b) = self.breakouts.as_mut() else {
+            return Vec::new();
+        };
+        if countdown_s == 0 {
+            return self.close_all();
+        }
+        let closes_at = now + u64::from(countdown_s) * 1000;
+        b.phase = BreakoutPhase::Closing;
+        b.closes_at = Some(closes_at);
+        b.warning_at = None;
+        let mut events = vec![Event::new(Audience::Everyone, RoomEvent::BreakoutsClosing { closes_at })];
+        events.extend(self.breakouts_updated());
+        events
+    }
+
+    /// Everyone returns to the main room with stage and hand reset.
+    fn close_all(&mut self) -> Vec<Event> {
+        let away: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.member.breakout.is_some())
+            .map(|m| m.member.identity.clone())
+            .collect();
+        self.breakouts = None;
+        let mut events: Vec<Event> = away
+            .iter()
+            .flat_map(|identity| self.move_member(identity, None, false))
+            .collect();
+        events.push(Event::new(Audience::Everyone, RoomEvent::BreakoutsClosed));
+        events.extend(self.breakouts_updated());
+        events
+    }
+
+    fn resolve_plan(&self, plan: &BreakoutPlan, seed: u64) -> Result<BreakoutSession, Denied> {
+        let names: Vec<String> = match &plan.rooms {
+            BreakoutRooms::Named(names) => {
+                let mut seen = BTreeSet::new();
+                let mut out = Vec::new();
+                for name in names {
+                    let name = check_text(name, MAX_NAME_CHARS, "breakout name")?;
+                    if !seen.insert(name.to_lowercase()) {
+                        return Err(Denied::invalid(format!("duplicate breakout name {name:?}")));
+                    }
+                    out.push(name);
+                }
+                out
+            }
+            BreakoutRooms::FromAttribute { from_attribute } => self
+                .members
+                .values()
+                .filter(|m| assignable(m.member.role))
+                .filter_map(|m| m.member.attrs.get(from_attribute))
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.chars().take(MAX_NAME_CHARS).collect::<String>())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        if names.is_empty() {
+            return Err(Denied::invalid(match &plan.rooms {
+                BreakoutRooms::FromAttribute { from_attribute } => {
+                    format!("no one present has the attribute {from_attribute:?}, so the plan has no rooms")
+                }
+                _ => "a breakout plan needs at least one room".to_string(),
+            }));
+        }
+        if names.len() > MAX_ROOMS {
+            return Err(Denied::invalid(format!("at most {MAX_ROOMS} breakout rooms")));
+        }
+        match plan.duration_s {
+            Some(0) => return Err(Denied::invalid("duration must be at least one second")),
+            Some(d) if d > MAX_DURATION_S => return Err(Denied::invalid("duration is over 24 hours")),
+            _ => {}
+        }
+        let rooms: Vec<BreakoutRoom> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| BreakoutRoom { id: i as u32 + 1, name })
+            .collect();
+        let mut session = BreakoutSession {
+            phase: BreakoutPhase::Draft,
+            plan: plan.clone(),
+            rooms,
+            assignments: BTreeMap::new(),
+            ends_at: None,
+            warning_at: None,
+            closes_at: None,
+            seed,
+        };
+        match &plan.assignment {
+            Assignment::Manual { assignments } => {
+                for (identity, room) in assignments {
+                    if self.member(identity).is_none() {
+                        return Err(Denied::invalid(format!("unknown identity {identity:?} in assignments")));
+                    }
+                    let id = session
+                        .room_named(room)
+                        .ok_or_else(|| Denied::invalid(format!("assignment to unknown breakout {room:?}")))?;
+                    session.assignments.insert(identity.clone(), id);
+                }
+            }
+            Assignment::ByAttribute { key } if key.trim().is_empty() => {
+                return Err(Denied::invalid("by-attribute assignment needs an attribute key"));
+            }
+            Assignment::SelfSelect { cap: Some(0) } => {
+                return Err(Denied::invalid("a room cap must be at least 1"));
+            }
+            _ => {}
+        }
+        self.fill_assignments(&mut session);
+        Ok(session)
+    }
+
+    /// Places everyone present that the plan places automatically and is not yet placed.
+    fn fill_assignments(&self, session: &mut BreakoutSession) {
+        let mut unplaced: Vec<&super::MemberState> = self
+            .members
+            .values()
+            .filter(|m| assignable(m.member.role) && !session.assignments.contains_key(&m.member.identity))
+            .collect();
+        unplaced.sort_by_key(|m| shuffle_key(&m.member.identity, session.seed));
+        for m in unplaced {
+            if let Some(id) = session.place_automatically(&m.member.attrs) {
+                session.assignments.insert(m.member.identity.clone(), id);
+            }
+        }
+    }
+
+    pub(super) fn apply_breakout(&mut self, cmd: &Command, by: &str, role: Role, now: Millis) -> Result<Outcome, Denied> {
+        let moderate = |what: &str| {
+            if role.can_moderate() {
+                Ok(())
+            } else {
+                Err(Denied::forbidden(what))
+            }
+        };
+        let phase = self.breakouts.as_ref().map(|b| b.phase);
+        let events = match cmd {
+            Command::SetBreakoutPlan { plan } => {
+                moderate("plan breakouts")?;
+                if matches!(phase, Some(BreakoutPhase::Open | BreakoutPhase::Closing)) {
+                    return Err(Denied::conflict("breakouts are open; close them before changing the plan"));
+                }
+                self.plans_made += 1;
+                let session = self.resolve_plan(plan, now ^ self.plans_made)?;
+                self.breakouts = Some(session);
+                self.breakouts_updated()
+            }
+            Command::CancelBreakoutPlan => {
+                moderate("cancel breakouts")?;
+                match phase {
+                    None => return Err(Denied::conflict("there is no breakout plan")),
+                    Some(BreakoutPhase::Draft) => {}
+                    Some(_) => return Err(Denied::conflict("breakouts are open; close them instead")),
+                }
+                self.breakouts = None;
+                self.breakouts_updated()
+            }
+            Command::AssignBreakout { identity, breakout } => {
+                moderate("assign people to breakouts")?;
+                let b = self.breakouts.as_mut().ok_or_else(|| Denied::conflict("there is no breakout plan"))?;
+                b.room(*breakout)?;
+                if b.phase == BreakoutPhase::Closing {
+                    return Err(Denied::conflict("breakouts are closing"));
+                }
+                let Some(target) = self.members.get(identity) else {
+                    return Err(Denied::invalid(format!("unknown identity {identity:?}")));
+                };
+                if !assignable(target.member.role) {
+                    return Err(Denied::invalid("hosts and moderators visit breakouts with join_breakout"));
+                }
+                let b = self.breakouts.as_mut().expect("checked above");
+                b.assignments.insert(identity.clone(), *breakout);
+                let mut events = if b.phase == BreakoutPhase::Open {
+                    self.move_member(identity, Some(*breakout), false)
+                } else {
+                    Vec::new()
+                };
+                events.extend(self.breakouts_updated());
+                events
+            }
+            Command::OpenBreakouts => {
+                moderate("open breakouts")?;
+                match phase {
+                    None => return Err(Denied::conflict("make a breakout plan first")),
+                    Some(BreakoutPhase::Draft) => {}
+                    Some(_) => return Err(Denied::conflict("breakouts are already open")),
+                }
+                let mut session = self.breakouts.take().expect("draft exists");
+                // People who arrived after the plan was made.
+                self.fill_assignments(&mut session);
+                session.phase = BreakoutPhase::Open;
+                session.ends_at = session.plan.duration_s.map(|d| now + u64::from(d) * 1000);
+                session.warning_at = self.warning_for(session.ends_at, now);
+                let placed: Vec<(String, BreakoutId)> = session
+                    .assignments
+                    .iter()
+                    .filter(|(identity, _)| self.members.contains_key(*identity))
+                    .map(|(i, b)| (i.clone(), *b))
+                    .collect();
+                self.breakouts = Some(session);
+                let mut events: Vec<Event> = placed
+                    .iter()
+                    .flat_map(|(identity, id)| self.move_member(identity, Some(*id), false))
+                    .collect();
+                events.extend(self.breakouts_updated());
+                events
+            }
+            Command::ChooseBreakout { breakout } => {
+                let b = self.open_session()?;
+                let Assignment::SelfSelect { cap } = b.plan.assignment else {
+                    return Err(Denied::new(ErrorCode::Forbidden, "this plan does not let participants choose a breakout"));
+                };
+                let room = b.room(*breakout)?.clone();
+                if !assignable(role) {
+                    return Err(Denied::invalid("hosts and moderators visit breakouts with join_breakout"));
+                }
+                let others = b.assignments.iter().filter(|(i, id)| **id == room.id && i.as_str() != by).count();
+                if cap.is_some_and(|cap| others >= cap as usize) {
+                    return Err(Denied::conflict(format!("breakout {:?} is full", room.name)));
+                }
+                self.breakouts.as_mut().expect("open").assignments.insert(by.to_string(), room.id);
+                let mut events = self.move_member(by, Some(room.id), false);
+                events.extend(self.breakouts_updated());
+                events
+            }
+            Command::ExtendBreakouts { seconds } => {
+                moderate("extend breakouts")?;
+                if *seconds == 0 || *seconds > MAX_DURATION_S {
+                    return Err(Denied::invalid("extend by 1 second to 24 hours"));
+                }
+                self.open_session()?;
+                let ends_at = self.breakouts.as_ref().and_then(|b| b.ends_at).unwrap_or(now) + u64::from(*seconds) * 1000;
+                let warning_at = self.warning_for(Some(ends_at), now);
+                let b = self.breakouts.as_mut().expect("open");
+                b.ends_at = Some(ends_at);
+                b.warning_at = warning_at;
+                self.breakouts_updated()
+            }
+            Command::BroadcastToBreakouts { text } => {
+                moderate("broadcast to breakouts")?;
+                if phase.is_none_or(|p| p == BreakoutPhase::Draft) {
+                    return Err(Denied::conflict("breakouts are not open"));
+                }
+                let text = check_text(text, MAX_CHAT_CHARS, "broadcast")?;
+                let from = self.members[by].member.name.clone();
+                vec![Event::new(Audience::Everyone, RoomEvent::BreakoutBroadcast { from, text })]
+            }
+            Command::AskForHelp => {
+                let m = &self.members[by].member;
+                let Some(id) = m.breakout.filter(|_| !m.facilitator) else {
+                    return Err(Denied::new(ErrorCode::NotInRoom, "you are not in a breakout"));
+                };
+                let breakout_name = self.breakouts.as_ref().and_then(|b| b.room(id).ok()).map(|r| r.name.clone()).unwrap_or_default();
+                vec![Event::new(
+                    Audience::staff(),
+                    RoomEvent::HelpRequested {
+                        identity: m.identity.clone(),
+                        name: m.name.clone(),
+                        breakout: id,
+                        breakout_name,
+                    },
+                )]
+            }
+            Command::JoinBreakout { breakout } => {
+                if !role.is_staff() {
+                    return Err(Denied::forbidden("visit breakouts"));
+                }
+                if phase.is_none_or(|p| p == BreakoutPhase::Draft) {
+                    return Err(Denied::conflict("breakouts are not open"));
+                }
+                self.breakouts.as_ref().expect("open").room(*breakout)?;
+                self.move_member(by, Some(*breakout), true)
+            }
+            Command::LeaveBreakout => {
+                let m = &self.members[by].member;
+                if m.breakout.is_none() {
+                    return Err(Denied::new(ErrorCode::NotInRoom, "you are not in a breakout"));
+                }
+                if !m.facilitator {
+                    let allowed = self.breakouts.as_ref().is_none_or(|b| b.plan.allow_leave);
+                    if !allowed {
+                        return Err(Denied::new(ErrorCode::Forbidden, "this plan keeps participants in their breakouts until they close"));
+                    }
+                    if let Some(b) = self.breakouts.as_mut() {
+                        b.assignments.remove(by);
+                    }
+                }
+                let mut events = self.move_member(by, None, false);
+                events.extend(self.breakouts_updated());
+                events
+            }
+            Command::CloseBreakouts { countdown_s } => {
+                moderate("close breakouts")?;
+                if phase != Some(BreakoutPhase::Open) {
+                    return Err(Denied::conflict(if phase == Some(BreakoutPhase::Closing) {
+                        "breakouts are already closing"
+                    } else {
+                        "breakouts are not open"
+                    }));
+                }
+                let countdown = countdown_s.unwrap_or(self.limits.breakout_close_countdown_s);
+                if countdown > 3600 {
+                    return Err(Denied::invalid("countdown is over an hour"));
+                }
+                self.start_closing(countdown, now)
+            }
+            _ => return Err(Denied::new(ErrorCode::InvalidMessage, "not a breakout command")),
+        };
+        Ok(events.into())
+    }
+
+    fn open_session(&self) -> Result<&BreakoutSession, Denied> {
+        self.breakouts
+            .as_ref()
+            .filter(|b| b.phase == BreakoutPhase::Open)
+            .ok_or_else(|| Denied::conflict("breakouts are not open"))
+    }
+
+    fn warning_for(&self, ends_at: Option<Millis>, now: Millis) -> Option<Millis> {
+        let warn = u64::from(self.limits.breakout_warning_s) * 1000;
+        ends_at.and_then(|end| end.checked_sub(warn)).filter(|w| *w > now)
+    }
+}

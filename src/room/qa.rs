@@ -1,0 +1,833 @@
+//! Live Q&A: questions, votes, the moderation queue, the single live question, duplicates.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use convene_signaling::{
+    Command, ErrorCode, Millis, QaMode, Question, QuestionState, Role, RoomEvent,
+    MAX_CHAT_CHARS, MAX_QUESTION_CHARS,
+};
+
+use super::{check_text, Audience, Denied, Event, Outcome, Viewer};
+
+/// Vote counts go out at most this often (per room, so per question too).
+pub const VOTE_INTERVAL_MS: Millis = 250;
+
+/// The room's questions as an export row (anonymous authors stay hidden).
+pub type ExportedQuestion = Question;
+
+pub(super) struct Asker<'a> {
+    pub identity: &'a str,
+    pub name: &'a str,
+    pub role: Role,
+}
+
+struct Record {
+    /// The wire record; `author` fields are `None` when anonymous.
+    question: Question,
+    /// Kept server-side even for anonymous questions, for moderation and visibility.
+    author: String,
+    voters: HashSet<String>,
+    /// Where `restore` returns a dismissed question.
+    before_dismissal: QuestionState,
+}
+
+impl Record {
+    fn is_public(&self) -> bool {
+        matches!(
+            self.question.state,
+            QuestionState::Approved | QuestionState::Answered
+        )
+    }
+
+    fn audience(&self) -> Audience {
+        if self.is_public() {
+            Audience::Everyone
+        } else {
+            Audience::staff_and(&self.author)
+        }
+    }
+
+    fn visible_to(&self, viewer: &Viewer) -> bool {
+        self.is_public() || viewer.role.is_staff() || viewer.identity == self.author
+    }
+
+    /// Display order: live, approved by votes then age, pending, dismissed.
+    fn order_key(&self) -> (u8, std::cmp::Reverse<u32>, Millis, u64) {
+        let q = &self.question;
+        let rank = match (q.live, q.state) {
+            (true, _) => 0,
+            (_, QuestionState::Approved) => 1,
+            (_, QuestionState::Pending) => 2,
+            _ => 3,
+        };
+        (rank, std::cmp::Reverse(q.votes), q.asked_at, q.id)
+    }
+}
+
+#[derive(Default)]
+pub struct Qa {
+    questions: BTreeMap<u64, Record>,
+    live: Option<u64>,
+    next_id: u64,
+    asked_recently: HashMap<String, VecDeque<Millis>>,
+    dirty_votes: BTreeSet<u64>,
+    votes_sent_at: Option<Millis>,
+}
+
+impl Qa {
+    /// Every question, for export after the event.
+    pub fn export(&self) -> Vec<ExportedQuestion> {
+        self.questions.values().map(|r| r.question.clone()).collect()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Question> {
+        self.questions.get(&id).map(|r| &r.question)
+    }
+
+    pub fn live(&self) -> Option<u64> {
+        self.live
+    }
+
+    /// Open questions in display order, and answered ones (newest first).
+    pub(super) fn visible_to(&self, viewer: &Viewer) -> (Vec<Question>, Vec<Question>) {
+        let mut open: Vec<&Record> = Vec::new();
+        let mut answered: Vec<&Question> = Vec::new();
+        for r in self.questions.values().filter(|r| r.visible_to(viewer)) {
+            if r.question.state == QuestionState::Answered {
+                answered.push(&r.question);
+            } else {
+                open.push(r);
+            }
+        }
+        open.sort_by_key(|r| r.order_key());
+        answered.sort_by_key(|q| std::cmp::Reverse((q.answered_at, q.id)));
+        (
+            open.into_iter().map(|r| r.question.clone()).collect(),
+            answered.into_iter().cloned().collect(),
+        )
+    }
+
+    pub(super) fn votes_of(&self, identity: &str) -> Vec<u64> {
+        self.questions
+            .values()
+            .filter(|r| r.voters.contains(identity))
+            .map(|r| r.question.id)
+            .collect()
+    }
+
+    pub(super) fn asked_by(&self, identity: &str) -> Vec<u64> {
+        self.questions
+            .values()
+            .filter(|r| r.author == identity)
+            .map(|r| r.question.id)
+            .collect()
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Millis> {
+        if self.dirty_votes.is_empty() {
+            return None;
+        }
+        Some(self.votes_sent_at.map_or(0, |t| t + VOTE_INTERVAL_MS))
+    }
+
+    /// Sends coalesced vote counts when due (or now, when `force`).
+    pub(super) fn flush_votes(&mut self, now: Millis, force: bool) -> Vec<Event> {
+        let due = self.next_deadline().is_some_and(|d| now >= d);
+        if self.dirty_votes.is_empty() || !(force || due) {
+            return Vec::new();
+        }
+        self.votes_sent_at = Some(now);
+        std::mem::take(&mut self.dirty_votes)
+            .into_iter()
+            .filter_map(|id| self.questions.get(&id))
+            .map(|r| {
+                Event::new(
+                    r.audience(),
+                    RoomEvent::QuestionVotes {
+                        question_id: r.question.id,
+                        votes: r.question.votes,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn votes_changed(&mut self, id: u64, now: Millis) -> Vec<Event> {
+        self.dirty_votes.insert(id);
+        self.flush_votes(now, false)
+    }
+
+    /// Events for a change to question `id`, given whether others could see it before.
+    fn changed(&self, id: u64, was_public: bool) -> Vec<Event> {
+        let r = &self.questions[&id];
+        let update = RoomEvent::QuestionUpdated {
+            question: r.question.clone(),
+        };
+        if r.is_public() {
+            return vec![Event::new(Audience::Everyone, update)];
+        }
+        let mut events = vec![Event::new(Audience::staff_and(&r.author), update)];
+        if was_public {
+            events.push(Event::new(
+                Audience::Rest(r.author.clone()),
+                RoomEvent::QuestionRemoved { question_id: id },
+            ));
+        }
+        events
+    }
+
+    fn find(&self, id: u64, viewer: &Asker) -> Result<&Record, Denied> {
+        let as_viewer = Viewer {
+            identity: viewer.identity.to_string(),
+            role: viewer.role,
+            place: super::Place::Main,
+        };
+        self.questions
+            .get(&id)
+            .filter(|r| r.visible_to(&as_viewer))
+            .ok_or_else(|| Denied::not_found(&format!("question {id}")))
+    }
+
+    fn record(&mut self, id: u64) -> &mut Record {
+        self.questions.get_mut(&id).expect("looked up before")
+    }
+
+    /// Clears the live flag if `id` holds it.
+    fn clear_live_if(&mut self, id: u64) {
+        if self.live == Some(id) {
+            self.live = None;
+            self.record(id).question.live = false;
+        }
+    }
+
+    pub(super) fn apply(
+        &mut self,
+        cmd: &Command,
+        by: &Asker,
+        mode: QaMode,
+        per_minute: u32,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
+        let moderate = |what: &str| {
+            if by.role.can_moderate() {
+                Ok(())
+            } else {
+                Err(Denied::forbidden(what))
+            }
+        };
+        match cmd {
+            Command::AskQuestion { text, anonymous } => {
+                self.ask(by, text, *anonymous, mode, per_minute, now)
+            }
+            Command::WithdrawQuestion { question_id } => {
+                let r = self.find(*question_id, by)?;
+                if r.author != by.identity {
+                    return Err(Denied::forbidden("withdraw someone else's question"));
+                }
+                if r.question.state == QuestionState::Answered {
+                    return Err(Denied::conflict("answered questions cannot be withdrawn"));
+                }
+                let audience = r.audience();
+                self.clear_live_if(*question_id);
+                self.questions.remove(question_id);
+                self.dirty_votes.remove(question_id);
+                Ok(vec![Event::new(
+                    audience,
+                    RoomEvent::QuestionRemoved {
+                        question_id: *question_id,
+                    },
+                )]
+                .into())
+            }
+            Command::Upvote { question_id } | Command::RemoveUpvote { question_id } => {
+                let up = matches!(cmd, Command::Upvote { .. });
+                let r = self.find(*question_id, by)?;
+                if r.question.state != QuestionState::Approved {
+                    return Err(Denied::conflict(format!(
+                        "only approved, unanswered questions take votes; this one is {:?}",
+                        r.question.state
+                    )
+                    .to_lowercase()));
+                }
+                if r.author == by.identity {
+                    return Err(Denied::conflict("you cannot vote on your own question"));
+                }
+                let r = self.record(*question_id);
+                let changed = if up {
+                    r.voters.insert(by.identity.to_string())
+                } else {
+                    r.voters.remove(by.identity)
+                };
+                if !changed {
+                    return Err(Denied::conflict(if up {
+                        "you already upvoted this question"
+                    } else {
+                        "you have not upvoted this question"
+                    }));
+                }
+                r.question.votes = r.voters.len() as u32;
+                Ok(self.votes_changed(*question_id, now).into())
+            }
+            Command::ApproveQuestion { question_id } => {
+                moderate("approve questions")?;
+                self.transition(*question_id, by, now, |r| match r.question.state {
+                    QuestionState::Pending => {
+                        r.question.state = QuestionState::Approved;
+                        Ok(())
+                    }
+                    other => Err(Denied::conflict(format!(
+                        "only pending questions can be approved; this one is {}",
+                        state_name(other)
+                    ))),
+                })
+            }
+            Command::DismissQuestion { question_id } => {
+                moderate("dismiss questions")?;
+                self.transition(*question_id, by, now, |r| match r.question.state {
+                    QuestionState::Pending | QuestionState::Approved => {
+                        r.before_dismissal = r.question.state;
+                        r.question.state = QuestionState::Dismissed;
+                        Ok(())
+                    }
+                    other => Err(Denied::conflict(format!(
+                        "only pending or approved questions can be dismissed; this one is {}",
+                        state_name(other)
+                    ))),
+                })
+            }
+            Command::RestoreQuestion { question_id } => {
+                moderate("restore questions")?;
+                self.transition(*question_id, by, now, |r| match r.question.state {
+                    QuestionState::Dismissed => {
+                        r.question.state = r.before_dismissal;
+                        r.question.duplicate_of = None;
+                        Ok(())
+                    }
+                    other => Err(Denied::conflict(format!(
+                        "only dismissed questions can be restored; this one is {}",
+                        state_name(other)
+                    ))),
+                })
+            }
+            Command::EditQuestion { question_id, text } => {
+                moderate("edit questions")?;
+                let text = check_text(text, MAX_QUESTION_CHARS, "question")?;
+                self.transition(*question_id, by, now, |r| {
+                    if r.question.text != text {
+                        r.question.text = text;
+                        r.question.edited = true;
+                    }
+                    Ok(())
+                })
+            }
+            Command::SetLiveQuestion { question_id } => {
+                if !by.role.is_staff() {
+                    return Err(Denied::forbidden("choose the live question"));
+                }
+                self.set_live(*question_id, by, now)
+            }
+            Command::AnswerQuestion {
+                question_id,
+                answer,
+            } => {
+                if !by.role.is_staff() {
+                    return Err(Denied::forbidden("answer questions"));
+                }
+                let answer = match answer.as_deref().map(str::trim) {
+                    Some(a) if !a.is_empty() => Some(check_text(a, MAX_CHAT_CHARS, "answer")?),
+                    _ => None,
+                };
+                let may_answer_pending = by.role.can_moderate();
+                let was_live = self.live == Some(*question_id);
+                let outcome = self.transition(*question_id, by, now, |r| {
+                    match r.question.state {
+                        QuestionState::Approved => {}
+                        QuestionState::Pending if may_answer_pending => {}
+                        QuestionState::Pending => {
+                            return Err(Denied::conflict("approve the question before answering it"))
+                        }
+                        QuestionState::Dismissed => {
+                            return Err(Denied::conflict("dismissed questions cannot be answered"))
+                        }
+                        QuestionState::Answered => {
+                            return Err(Denied::conflict("this question is already answered"))
+                        }
+                    }
+                    r.question.state = QuestionState::Answered;
+                    r.question.answer = answer;
+                    r.question.answered_at = Some(now);
+                    r.question.live = false;
+                    Ok(())
+                })?;
+                if was_live {
+                    self.live = None;
+                }
+                Ok(outcome)
+            }
+            Command::ReopenQuestion { question_id } => {
+                moderate("reopen questions")?;
+                self.transition(*question_id, by, now, |r| match r.question.state {
+                    QuestionState::Answered => {
+                        r.question.state = QuestionState::Approved;
+                        r.question.answered_at = None;
+                        r.question.answer = None;
+                        Ok(())
+                    }
+                    other => Err(Denied::conflict(format!(
+                        "only answered questions can be reopened; this one is {}",
+                        state_name(other)
+                    ))),
+                })
+            }
+            Command::MarkDuplicate {
+                question_id,
+                duplicate_of,
+            } => {
+                moderate("merge questions")?;
+                self.mark_duplicate(*question_id, *duplicate_of, by, now)
+            }
+            _ => Err(Denied::new(ErrorCode::InvalidMessage, "not a Q&A command")),
+        }
+    }
+
+    /// Applies `change` to a question the sender can see and returns the visibility-aware events.
+    fn transition(
+        &mut self,
+        id: u64,
+        by: &Asker,
+        now: Millis,
+        change: impl FnOnce(&mut Record) -> Result<(), Denied>,
+    ) -> Result<Outcome, Denied> {
+        self.find(id, by)?;
+        let r = self.record(id);
+        let was_public = r.is_public();
+        let before = r.question.clone();
+        change(r)?;
+        if r.question == before {
+            return Ok(Outcome::default());
+        }
+        r.question.updated_at = now;
+        // A question that left the open queue cannot stay live.
+        if r.question.state != QuestionState::Approved && r.question.live {
+            r.question.live = false;
+        }
+        if self.live == Some(id) && !self.questions[&id].question.live {
+            self.live = None;
+        }
+        Ok(self.changed(id, was_public).into())
+    }
+
+    fn ask(
+        &mut self,
+        by: &Asker,
+        text: &str,
+        anonymous: bool,
+        mode: QaMode,
+        per_minute: u32,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
+        let text = check_text(text, MAX_QUESTION_CHARS, "question")?;
+        let recent = self
+            .asked_recently
+            .entry(by.identity.to_string())
+            .or_default();
+        while recent.front().is_some_and(|t| now >= t + 60_000) {
+            recent.pop_front();
+        }
+        if recent.len() >= per_minute as usize {
+            let retry = recent.front().map_or(60_000, |t| t + 60_000 - now);
+            return Err(Denied {
+                code: ErrorCode::RateLimited,
+                message: format!("at most {per_minute} questions per minute"),
+                retry_after_ms: Some(retry),
+            });
+        }
+        recent.push_back(now);
+        self.next_id += 1;
+        let id = self.next_id;
+        let state = match mode {
+            QaMode::Open => QuestionState::Approved,
+            QaMode::Moderated => QuestionState::Pending,
+        };
+        self.questions.insert(
+            id,
+            Record {
+                question: Question {
+                    id,
+                    text,
+                    author: (!anonymous).then(|| by.identity.to_string()),
+                    author_name: (!anonymous).then(|| by.name.to_string()),
+                    anonymous,
+                    votes: 0,
+                    state,
+                    live: false,
+                    edited: false,
+                    answer: None,
+                    duplicate_of: None,
+                    asked_at: now,
+                    updated_at: now,
+                    answered_at: None,
+                },
+                author: by.identity.to_string(),
+                voters: HashSet::new(),
+                before_dismissal: state,
+            },
+        );
+        Ok(Outcome {
+            events: self.changed(id, false),
+            created: Some(id),
+        })
+    }
+
+    fn set_live(&mut self, id: Option<u64>, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        if let Some(id) = id {
+            let r = self.find(id, by)?;
+            if r.question.state != QuestionState::Approved {
+                return Err(Denied::conflict(format!(
+                    "only approved questions can be live; this one is {}",
+                    state_name(r.question.state)
+                )));
+            }
+        }
+        if self.live == id {
+            return Ok(Outcome::default());
+        }
+        let mut events = Vec::new();
+        for (question, live) in [(self.live, false), (id, true)] {
+            if let Some(q) = question {
+                let r = self.record(q);
+                r.question.live = live;
+                r.question.updated_at = now;
+                events.extend(self.changed(q, true));
+            }
+        }
+        self.live = id;
+        Ok(events.into())
+    }
+
+    fn mark_duplicate(
+        &mut self,
+        id: u64,
+        of: u64,
+        by: &Asker,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
+        if id == of {
+            return Err(Denied::invalid("a question cannot be a duplicate of itself"));
+        }
+        let source = self.find(id, by)?;
+        if source.question.state == QuestionState::Answered {
+            return Err(Denied::conflict("answered questions cannot be merged"));
+        }
+        let target = self.find(of, by)?;
+        if target.question.state == QuestionState::Dismissed {
+            return Err(Denied::conflict(format!(
+                "question {of} is dismissed and cannot take duplicates"
+            )));
+        }
+        // Follow the target's chain: reaching the source would make a cycle.
+        let mut cursor = target.question.duplicate_of;
+        let mut hops = 0;
+        while let Some(next) = cursor {
+            if next == id || hops > self.questions.len() {
+                return Err(Denied::invalid("that merge would form a cycle of duplicates"));
+            }
+            cursor = self.questions.get(&next).and_then(|r| r.question.duplicate_of);
+            hops += 1;
+        }
+        let target_author = target.author.clone();
+        let was_public = source.is_public();
+        let moved: Vec<String> = self.record(id).voters.drain().collect();
+        {
+            let r = self.record(id);
+            r.before_dismissal = match r.question.state {
+                QuestionState::Dismissed => r.before_dismissal,
+                other => other,
+            };
+            r.question.state = QuestionState::Dismissed;
+            r.question.duplicate_of = Some(of);
+            r.question.votes = 0;
+            r.question.live = false;
+            r.question.updated_at = now;
+        }
+        if self.live == Some(id) {
+            self.live = None;
+        }
+        self.dirty_votes.remove(&id);
+        let t = self.record(of);
+        // A set: someone who voted for both counts once; the target's author never votes for themself.
+        t.voters
+            .extend(moved.into_iter().filter(|v| *v != target_author));
+        t.question.votes = t.voters.len() as u32;
+        t.question.updated_at = now;
+        let mut events = self.changed(id, was_public);
+        events.extend(self.changed(of, true));
+        Ok(events.into())
+    }
+}
+
+fn state_name(state: QuestionState) -> &'static str {
+    match state {
+        QuestionState::Pending => "pending",
+        QuestionState::Approved => "approved",
+        QuestionState::Dismissed => "dismissed",
+        QuestionState::Answered => "answered",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asker(identity: &str, role: Role) -> Asker<'_> {
+        Asker {
+            identity,
+            name: identity,
+            role,
+        }
+    }
+
+    fn ask(qa: &mut Qa, who: &str, text: &str, mode: QaMode, now: Millis) -> u64 {
+        qa.apply(
+            &Command::AskQuestion {
+                text: text.into(),
+                anonymous: false,
+            },
+            &asker(who, Role::Participant),
+            mode,
+            100,
+            now,
+        )
+        .unwrap()
+        .created
+        .unwrap()
+    }
+
+    fn run(qa: &mut Qa, cmd: Command, who: &str, role: Role, now: Millis) -> Result<Outcome, Denied> {
+        qa.apply(&cmd, &asker(who, role), QaMode::Moderated, 100, now)
+    }
+
+    #[test]
+    fn moderated_question_reaches_staff_and_author_only() {
+        let mut qa = Qa::default();
+        let out = qa
+            .apply(
+                &Command::AskQuestion {
+                    text: "Why?".into(),
+                    anonymous: false,
+                },
+                &asker("ana", Role::Participant),
+                QaMode::Moderated,
+                5,
+                0,
+            )
+            .unwrap();
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].audience, Audience::staff_and("ana"));
+        let id = out.created.unwrap();
+        assert_eq!(qa.get(id).unwrap().state, QuestionState::Pending);
+        // Another participant can neither see nor vote on it.
+        let err = run(&mut qa, Command::Upvote { question_id: id }, "ben", Role::Participant, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::NotFound);
+        // Approval publishes it to everyone.
+        let out = run(&mut qa, Command::ApproveQuestion { question_id: id }, "mod", Role::Moderator, 2).unwrap();
+        assert_eq!(out.events[0].audience, Audience::Everyone);
+    }
+
+    #[test]
+    fn participants_cannot_moderate() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Moderated, 0);
+        for cmd in [
+            Command::ApproveQuestion { question_id: id },
+            Command::DismissQuestion { question_id: id },
+            Command::EditQuestion { question_id: id, text: "x".into() },
+            Command::MarkDuplicate { question_id: id, duplicate_of: id },
+            Command::SetLiveQuestion { question_id: Some(id) },
+            Command::AnswerQuestion { question_id: id, answer: None },
+        ] {
+            let err = run(&mut qa, cmd, "ben", Role::Participant, 1).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden);
+        }
+        // Presenters may not approve but may answer approved questions.
+        let err = run(&mut qa, Command::ApproveQuestion { question_id: id }, "pres", Role::Presenter, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        let err = run(&mut qa, Command::AnswerQuestion { question_id: id, answer: None }, "pres", Role::Presenter, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+    }
+
+    #[test]
+    fn votes_are_one_per_identity_and_not_on_own_question() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Open, 0);
+        run(&mut qa, Command::Upvote { question_id: id }, "ben", Role::Participant, 1).unwrap();
+        let twice = run(&mut qa, Command::Upvote { question_id: id }, "ben", Role::Participant, 2).unwrap_err();
+        assert_eq!(twice.code, ErrorCode::Conflict);
+        let own = run(&mut qa, Command::Upvote { question_id: id }, "ana", Role::Participant, 3).unwrap_err();
+        assert_eq!(own.code, ErrorCode::Conflict);
+        assert_eq!(qa.get(id).unwrap().votes, 1);
+        run(&mut qa, Command::RemoveUpvote { question_id: id }, "ben", Role::Participant, 4).unwrap();
+        assert_eq!(qa.get(id).unwrap().votes, 0);
+        let err = run(&mut qa, Command::RemoveUpvote { question_id: id }, "ben", Role::Participant, 5).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+    }
+
+    #[test]
+    fn vote_counts_are_coalesced_but_exact() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Open, 0);
+        let mut sent = 0;
+        for i in 0..100u64 {
+            let out = run(&mut qa, Command::Upvote { question_id: id }, &format!("v{i}"), Role::Participant, 1000 + i).unwrap();
+            sent += out.events.len();
+        }
+        // 100 votes within 100 ms: the first goes out at once, the rest wait for the window.
+        assert_eq!(sent, 1);
+        assert_eq!(qa.next_deadline(), Some(1000 + VOTE_INTERVAL_MS));
+        assert!(qa.flush_votes(1100, false).is_empty());
+        let flushed = qa.flush_votes(1000 + VOTE_INTERVAL_MS, false);
+        assert_eq!(
+            flushed[0].body,
+            RoomEvent::QuestionVotes { question_id: id, votes: 100 }
+        );
+        assert_eq!(qa.next_deadline(), None);
+    }
+
+    #[test]
+    fn one_live_question_at_a_time() {
+        let mut qa = Qa::default();
+        let a = ask(&mut qa, "ana", "a", QaMode::Open, 0);
+        let b = ask(&mut qa, "ben", "b", QaMode::Open, 1);
+        run(&mut qa, Command::SetLiveQuestion { question_id: Some(a) }, "pres", Role::Presenter, 2).unwrap();
+        assert!(qa.get(a).unwrap().live);
+        let out = run(&mut qa, Command::SetLiveQuestion { question_id: Some(b) }, "pres", Role::Presenter, 3).unwrap();
+        assert_eq!(out.events.len(), 2);
+        assert!(!qa.get(a).unwrap().live);
+        assert!(qa.get(b).unwrap().live);
+        assert_eq!(qa.live(), Some(b));
+        // Answering the live question clears it.
+        run(&mut qa, Command::AnswerQuestion { question_id: b, answer: Some("Yes.".into()) }, "pres", Role::Presenter, 4).unwrap();
+        let q = qa.get(b).unwrap();
+        assert_eq!((q.state, q.live, q.answer.as_deref()), (QuestionState::Answered, false, Some("Yes.")));
+        assert_eq!(qa.live(), None);
+        // Reopen brings it back to the queue.
+        run(&mut qa, Command::ReopenQuestion { question_id: b }, "mod", Role::Moderator, 5).unwrap();
+        assert_eq!(qa.get(b).unwrap().state, QuestionState::Approved);
+        run(&mut qa, Command::SetLiveQuestion { question_id: None }, "pres", Role::Presenter, 6).unwrap();
+    }
+
+    #[test]
+    fn dismiss_restore_and_answer_rules() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Open, 0);
+        run(&mut qa, Command::SetLiveQuestion { question_id: Some(id) }, "mod", Role::Moderator, 1).unwrap();
+        let out = run(&mut qa, Command::DismissQuestion { question_id: id }, "mod", Role::Moderator, 2).unwrap();
+        // Others are told it is gone; staff and the author see the dismissed record.
+        assert!(out.events.iter().any(|e| e.audience == Audience::Rest("ana".into())
+            && e.body == RoomEvent::QuestionRemoved { question_id: id }));
+        assert_eq!(qa.live(), None);
+        let err = run(&mut qa, Command::AnswerQuestion { question_id: id, answer: None }, "mod", Role::Moderator, 3).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        assert!(err.message.contains("dismissed"));
+        run(&mut qa, Command::RestoreQuestion { question_id: id }, "mod", Role::Moderator, 4).unwrap();
+        assert_eq!(qa.get(id).unwrap().state, QuestionState::Approved);
+        let again = run(&mut qa, Command::RestoreQuestion { question_id: id }, "mod", Role::Moderator, 5).unwrap_err();
+        assert_eq!(again.code, ErrorCode::Conflict);
+        let unknown = run(&mut qa, Command::ApproveQuestion { question_id: 999 }, "mod", Role::Moderator, 6).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn edit_marks_edited_and_validates() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Moderated, 0);
+        run(&mut qa, Command::EditQuestion { question_id: id, text: "Better q".into() }, "mod", Role::Moderator, 1).unwrap();
+        let q = qa.get(id).unwrap();
+        assert!(q.edited);
+        assert_eq!(q.text, "Better q");
+        for bad in ["", "   ", &"x".repeat(MAX_QUESTION_CHARS + 1)] {
+            let err = run(&mut qa, Command::EditQuestion { question_id: id, text: bad.into() }, "mod", Role::Moderator, 2).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn duplicate_moves_votes_without_double_counting() {
+        let mut qa = Qa::default();
+        let original = ask(&mut qa, "ana", "How do we enrol?", QaMode::Open, 0);
+        let dup = ask(&mut qa, "ben", "How to enrol?", QaMode::Open, 1);
+        for v in ["c", "d"] {
+            run(&mut qa, Command::Upvote { question_id: original }, v, Role::Participant, 2).unwrap();
+        }
+        // c voted for both; ana (the original's author) voted for the duplicate.
+        for v in ["c", "e", "ana"] {
+            run(&mut qa, Command::Upvote { question_id: dup }, v, Role::Participant, 3).unwrap();
+        }
+        run(&mut qa, Command::MarkDuplicate { question_id: dup, duplicate_of: original }, "mod", Role::Moderator, 4).unwrap();
+        assert_eq!(qa.get(original).unwrap().votes, 3); // c, d, e
+        let d = qa.get(dup).unwrap();
+        assert_eq!((d.state, d.duplicate_of, d.votes), (QuestionState::Dismissed, Some(original), 0));
+        // Self-reference, cycles and dismissed targets are refused.
+        let err = run(&mut qa, Command::MarkDuplicate { question_id: original, duplicate_of: original }, "mod", Role::Moderator, 5).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidArgument);
+        let err = run(&mut qa, Command::MarkDuplicate { question_id: original, duplicate_of: dup }, "mod", Role::Moderator, 5).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict);
+        // A chain a -> b where b -> a would be a cycle.
+        let third = ask(&mut qa, "f", "third", QaMode::Open, 6);
+        run(&mut qa, Command::MarkDuplicate { question_id: third, duplicate_of: original }, "mod", Role::Moderator, 7).unwrap();
+        run(&mut qa, Command::RestoreQuestion { question_id: third }, "mod", Role::Moderator, 8).unwrap();
+        run(&mut qa, Command::MarkDuplicate { question_id: original, duplicate_of: third }, "mod", Role::Moderator, 9).unwrap();
+        let err = run(&mut qa, Command::MarkDuplicate { question_id: third, duplicate_of: original }, "mod", Role::Moderator, 10).unwrap_err();
+        assert!(err.message.contains("dismissed") || err.message.contains("cycle"), "{err:?}");
+    }
+
+    #[test]
+    fn withdraw_and_rate_limit() {
+        let mut qa = Qa::default();
+        let id = ask(&mut qa, "ana", "q", QaMode::Open, 0);
+        let err = run(&mut qa, Command::WithdrawQuestion { question_id: id }, "ben", Role::Participant, 1).unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden);
+        run(&mut qa, Command::WithdrawQuestion { question_id: id }, "ana", Role::Participant, 2).unwrap();
+        assert!(qa.get(id).is_none());
+        let ask_at = |qa: &mut Qa, now| {
+            qa.apply(&Command::AskQuestion { text: "q".into(), anonymous: true }, &asker("zed", Role::Participant), QaMode::Open, 2, now)
+        };
+        ask_at(&mut qa, 10_000).unwrap();
+        ask_at(&mut qa, 20_000).unwrap();
+        let err = ask_at(&mut qa, 30_000).unwrap_err();
+        assert_eq!(err.code, ErrorCode::RateLimited);
+        assert_eq!(err.retry_after_ms, Some(40_000));
+        ask_at(&mut qa, 70_000).unwrap();
+    }
+
+    #[test]
+    fn anonymous_questions_hide_the_author_but_not_from_the_server() {
+        let mut qa = Qa::default();
+        let out = qa
+            .apply(&Command::AskQuestion { text: "q".into(), anonymous: true }, &asker("ana", Role::Participant), QaMode::Moderated, 5, 0)
+            .unwrap();
+        let id = out.created.unwrap();
+        let q = qa.get(id).unwrap();
+        assert_eq!((q.author.as_deref(), q.author_name.as_deref()), (None, None));
+        assert_eq!(qa.asked_by("ana"), vec![id]);
+        // The pending anonymous question still reaches its author.
+        assert_eq!(out.events[0].audience, Audience::staff_and("ana"));
+    }
+
+    #[test]
+    fn display_order_is_live_then_votes_then_age() {
+        let mut qa = Qa::default();
+        let a = ask(&mut qa, "a", "a", QaMode::Open, 0);
+        let b = ask(&mut qa, "b", "b", QaMode::Open, 1);
+        let c = ask(&mut qa, "c", "c", QaMode::Open, 2);
+        let p = ask(&mut qa, "p", "p", QaMode::Moderated, 3);
+        run(&mut qa, Command::Upvote { question_id: c }, "x", Role::Participant, 4).unwrap();
+        run(&mut qa, Command::SetLiveQuestion { question_id: Some(b) }, "m", Role::Moderator, 5).unwrap();
+        let staff = Viewer { identity: "m".into(), role: Role::Moderator, place: super::super::Place::Main };
+        let (open, _) = qa.visible_to(&staff);
+        assert_eq!(open.iter().map(|q| q.id).collect::<Vec<_>>(), vec![b, c, a, p]);
+        let other = Viewer { identity: "z".into(), role: Role::Participant, place: super::super::Place::Main };
+        let (open, _) = qa.visible_to(&other);
+        assert_eq!(open.iter().map(|q| q.id).collect::<Vec<_>>(), vec![b, c, a]);
+    }
+}

@@ -1,0 +1,83 @@
+//! The rooms of this node: finds a room's actor, starting it when its first member arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::actor::{self, ActorConfig, Clock, RoomHandle};
+use crate::bus::Bus;
+
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rooms: Mutex<HashMap<String, RoomHandle>>,
+    config: ActorConfig,
+    bus: Arc<dyn Bus>,
+    clock: Clock,
+}
+
+impl Rooms {
+    pub fn new(config: ActorConfig, bus: Arc<dyn Bus>) -> Rooms {
+        Rooms {
+            inner: Arc::new(Inner {
+                rooms: Mutex::new(HashMap::new()),
+                config,
+                bus,
+                clock: Clock::start(),
+            }),
+        }
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.inner.bus
+    }
+
+    /// The running room, if any.
+    pub fn get(&self, name: &str) -> Option<RoomHandle> {
+        let rooms = self.inner.rooms.lock().expect("rooms lock poisoned");
+        rooms.get(name).filter(|h| !h.is_closed()).cloned()
+    }
+
+    /// The running room, started if needed. Call only for an authorised member.
+    pub fn get_or_start(&self, name: &str) -> RoomHandle {
+        let mut rooms = self.inner.rooms.lock().expect("rooms lock poisoned");
+        if let Some(handle) = rooms.get(name).filter(|h| !h.is_closed()) {
+            return handle.clone();
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let handle = actor::spawn(
+            name,
+            self.inner.config.clone(),
+            self.inner.bus.clone(),
+            self.inner.clock,
+            move |exited| {
+                if let Some(inner) = weak.upgrade() {
+                    let mut rooms = inner.rooms.lock().expect("rooms lock poisoned");
+                    if rooms.get(&*exited.name).is_some_and(|h| h.same_room(exited)) {
+                        rooms.remove(&*exited.name);
+                    }
+                }
+            },
+        );
+        rooms.insert(name.to_string(), handle.clone());
+        tracing::info!(room = name, "room started");
+        handle
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.rooms.lock().expect("rooms lock poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let rooms = self.inner.rooms.lock().expect("rooms lock poisoned");
+        let mut names: Vec<String> = rooms.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

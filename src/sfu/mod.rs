@@ -1,0 +1,662 @@
+//! The media engine: a selective forwarding unit (SFU) on `str0m`, one UDP port, ICE-lite.
+//!
+//! It knows peers, groups and tracks, not rooms. A *peer* is one WebRTC
+//! connection (a browser session, a WHIP publisher, a WHEP viewer). It lives in
+//! one *group* (an opaque string such as `"room-x"` or `"room-x/breakout-2"`),
+//! receives every track published in its group except its own, and offers its
+//! own tracks to the group while it may publish.
+//!
+//! # Layout
+//!
+//! - `mod.rs` (this file): the public handle [`Sfu`], its config, options, events and errors.
+//! - `directory.rs`: the control plane. Peers, groups, tracks, who subscribes to what;
+//!   every change returns the actions that bring the workers in line. Plain data, unit-tested.
+//! - `worker.rs`: a worker thread owns a shard of peers (their `str0m::Rtc`), drives them
+//!   with datagrams and timeouts, and forwards media to local subscribers and, in one batch
+//!   per loop turn, to other workers.
+//! - `udp.rs`: the receive thread. Reads the one socket and hands each datagram to the worker
+//!   of its peer: by remote address, or for a new address by the ICE ufrag in the STUN
+//!   `USERNAME`. Workers send on the shared socket directly.
+//! - `layer.rs`: pure forwarding rules: simulcast layer choice, keyframe-request throttle,
+//!   per-layer bitrate meter, RTP time rewriting across layer switches.
+//!
+//! # Use
+//!
+//! ```ignore
+//! let sfu = Sfu::start(SfuConfig { udp_port: 0, bind_ip, advertise_ip, workers: 0 })?;
+//! let mut events = sfu.add_peer("alice".into(), "room-x".into(), PeerOptions::session("Alice"));
+//! let answer = sfu.accept_offer(&"alice".into(), offer_sdp).await?;   // -> rtc_answer
+//! while let Some(ev) = events.recv().await {
+//!     match ev {
+//!         PeerEvent::Offer(sdp) => { /* send rtc_offer; later */ sfu.accept_answer(&id, answer).await?; }
+//!         PeerEvent::TrackPublished(info) => { /* tell the room */ }
+//!         _ => {}
+//!     }
+//! }
+//! sfu.remove_peer(&"alice".into());
+//! ```
+//!
+//! # Behaviour
+//!
+//! - The client always makes the first offer. Tracks it sends become published tracks
+//!   ([`PeerEvent::TrackPublished`] on the *publisher's* channel; the room announces them).
+//!   Its `recvonly` m-lines are slots the SFU fills with tracks of the group, audio and video
+//!   in publication order (this is how WHEP works). Tracks that find no slot are added
+//!   by a server offer ([`PeerEvent::Offer`]) when [`PeerOptions::renegotiate`] is set;
+//!   the client answers through [`Sfu::accept_answer`]. Ended tracks are stopped the same way.
+//! - A subscriber's SDP carries `a=msid:<publisher> <track id>`, so the client can map an
+//!   incoming track to [`TrackInfo::id`] (`<publisher>-<mid>`, with characters outside
+//!   `[A-Za-z0-9_.-]` replaced by `_`).
+//! - Video waits for a keyframe: a new subscriber asks for one. Subscriber PLI/FIR go to the
+//!   publisher, coalesced to at most one per track layer per second. NACK/RTX is str0m's.
+//! - Simulcast (up to three rids): each subscriber gets the layer its
+//!   [`VideoQuality`] caps and its bandwidth estimate fits; switches happen on a keyframe of
+//!   the new layer, which is requested on switch.
+//! - Codecs: Opus; VP8, H264, VP9, AV1 (str0m's defaults); the subscriber's payload types
+//!   are matched to the publisher's codec. A subscriber that lacks the codec gets nothing
+//!   for that track.
+//! - A peer whose ICE or DTLS fails, or that does not connect within 30 s of its first
+//!   offer, is removed; its channel gets [`PeerEvent::Disconnected`].
+//! - Nothing a client sends panics the engine: SDP errors are [`SfuError::BadSdp`], and a
+//!   panic inside `str0m` for one peer drops that peer only.
+#![forbid(unsafe_code)]
+
+mod directory;
+mod layer;
+mod udp;
+mod worker;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex, MutexGuard};
+use std::thread;
+
+use convene_signaling::{BreakoutId, Track, TrackKind, TrackSource, VideoQuality};
+use str0m::change::{SdpAnswer, SdpOffer};
+use tokio::sync::{mpsc, oneshot};
+
+use directory::{Action, Directory, PeerKey, PeerRec};
+use worker::WorkerMsg;
+
+/// One WebRTC connection's id, chosen by the caller (unique within the SFU).
+pub type PeerId = String;
+/// An opaque group name: peers of a group receive each other's tracks.
+pub type GroupId = String;
+
+/// Largest SDP accepted, in bytes.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// UDP port for all media; 0 picks an ephemeral port.
+    pub udp_port: u16,
+    pub bind_ip: IpAddr,
+    /// The host candidate put in answers (what clients send to).
+    pub advertise_ip: IpAddr,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            udp_port: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    #[error("bad SDP: {0}")]
+    BadSdp(String),
+    #[error("unknown peer")]
+    UnknownPeer,
+    #[error("no server offer is waiting for an answer")]
+    NoPendingOffer,
+    #[error("bad media config: {0}")]
+    Config(String),
+    #[error("udp socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the media engine has stopped")]
+    Stopped,
+}
+
+/// How a peer takes part.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    /// Its tracks are offered to the group (can change with [`Sfu::set_can_publish`]).
+    pub can_publish: bool,
+    /// It receives the group's tracks.
+    pub subscribe: bool,
+    /// Receive only this publisher's tracks (WHEP `?participant=ID`).
+    pub only_publisher: Option<PeerId>,
+    pub display_name: String,
+    /// Source of its video tracks when the SDP does not tell (e.g. a WHIP screen share).
+    pub source_hint: Option<TrackSource>,
+    /// The peer can take server offers ([`PeerEvent::Offer`]); false for WHIP/WHEP.
+    pub renegotiate: bool,
+}
+
+impl PeerOptions {
+    /// A signaling-session peer: publishes, subscribes, renegotiates.
+    pub fn session(display_name: impl Into<String>) -> Self {
+        PeerOptions {
+            can_publish: true,
+            subscribe: true,
+            only_publisher: None,
+            display_name: display_name.into(),
+            source_hint: None,
+            renegotiate: true,
+        }
+    }
+
+    /// A WHIP publisher: publishes only, no renegotiation.
+    pub fn whip(display_name: impl Into<String>) -> Self {
+        PeerOptions {
+            subscribe: false,
+            renegotiate: false,
+            ..Self::session(display_name)
+        }
+    }
+
+    /// A WHEP viewer: receives into the m-lines it offered, no renegotiation.
+    pub fn whep(display_name: impl Into<String>, only_publisher: Option<PeerId>) -> Self {
+        PeerOptions {
+            can_publish: false,
+            only_publisher,
+            renegotiate: false,
+            ..Self::session(display_name)
+        }
+    }
+}
+
+/// A published track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// `<publisher>-<mid>`; also the msid track id subscribers see.
+    pub id: String,
+    pub publisher: PeerId,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    pub group: GroupId,
+    /// Simulcast rids, empty when single-layer.
+    pub layers: Vec<String>,
+}
+
+impl TrackInfo {
+    /// The wire record; the caller maps the group to a breakout.
+    pub fn to_track(&self, breakout: Option<BreakoutId>) -> Track {
+        Track {
+            id: self.id.clone(),
+            publisher: self.publisher.clone(),
+            kind: self.kind,
+            source: self.source,
+            breakout,
+            layers: self.layers.clone(),
+        }
+    }
+}
+
+/// What happens to a peer. Track events arrive on the publisher's channel.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// ICE and DTLS are up.
+    Connected,
+    /// One of this peer's tracks is now offered to its group.
+    TrackPublished(TrackInfo),
+    /// One of this peer's tracks is no longer offered (ended, revoked or moved).
+    TrackUnpublished { track_id: String },
+    /// A server offer (renegotiation): send it as `rtc_offer`, pass the reply to
+    /// [`Sfu::accept_answer`].
+    Offer(String),
+    /// The connection is gone; the peer has been removed.
+    Disconnected,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SfuStats {
+    pub workers: usize,
+    pub peers: usize,
+    pub tracks: usize,
+    pub datagrams_in: u64,
+    /// Datagrams dropped: unknown sender, unparseable, or a worker queue full.
+    pub datagrams_dropped: u64,
+    /// Media frames written to subscribers.
+    pub frames_forwarded: u64,
+    pub bytes_forwarded: u64,
+    /// PLI/FIR received from subscribers.
+    pub keyframe_requests_in: u64,
+    /// Keyframe requests sent to publishers (after throttling).
+    pub keyframe_requests_out: u64,
+    pub offers_sent: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub datagrams_in: AtomicU64,
+    pub datagrams_dropped: AtomicU64,
+    pub frames_forwarded: AtomicU64,
+    pub bytes_forwarded: AtomicU64,
+    pub keyframe_requests_in: AtomicU64,
+    pub keyframe_requests_out: AtomicU64,
+    pub offers_sent: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What every thread shares. Threads hold this, never [`Inner`], so dropping the
+/// last [`Sfu`] handle stops them.
+pub(crate) struct Shared {
+    pub socket: UdpSocket,
+    pub local_addr: SocketAddr,
+    pub advertise: SocketAddr,
+    pub workers: Vec<worker::WorkerTx>,
+    pub directory: Mutex<Directory>,
+    pub counters: Counters,
+    pub udp_ctl: std_mpsc::Sender<udp::UdpCtl>,
+    pub stop: AtomicBool,
+    pub crypto: Arc<str0m::config::CryptoProvider>,
+    /// Peer events: publishers learn of their tracks here.
+    pub events: Mutex<std::collections::HashMap<PeerKey, mpsc::UnboundedSender<PeerEvent>>>,
+}
+
+impl Shared {
+    pub fn directory(&self) -> MutexGuard<'_, Directory> {
+        // A panic while holding the lock leaves plain data; keep going.
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn events(&self) -> MutexGuard<'_, std::collections::HashMap<PeerKey, mpsc::UnboundedSender<PeerEvent>>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn emit(&self, peer: PeerKey, ev: PeerEvent) {
+        if let Some(tx) = self.events().get(&peer) {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Carries out what the directory decided.
+    pub fn execute(&self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Subscribe { worker, peer, track } => {
+                    self.send(worker, WorkerMsg::Subscribe { peer, track })
+                }
+                Action::Unsubscribe { worker, peer, track } => {
+                    self.send(worker, WorkerMsg::Unsubscribe { peer, track })
+                }
+                Action::Fanout {
+                    worker,
+                    track,
+                    workers,
+                } => self.send(worker, WorkerMsg::Fanout { track, workers }),
+                Action::Published { publisher, info } => {
+                    self.emit(publisher, PeerEvent::TrackPublished(info))
+                }
+                Action::Unpublished {
+                    publisher,
+                    track_id,
+                } => self.emit(publisher, PeerEvent::TrackUnpublished { track_id }),
+            }
+        }
+    }
+
+    pub fn send(&self, worker: usize, msg: WorkerMsg) {
+        if let Some(w) = self.workers.get(worker) {
+            w.send(msg);
+        }
+    }
+
+    /// Removes a peer everywhere except its worker (which calls this, or is told).
+    pub fn forget_peer(&self, key: PeerKey) -> Option<PeerRec> {
+        let removed = self.directory().remove_peer(key);
+        let (rec, actions) = removed?;
+        self.execute(actions);
+        let _ = self.udp_ctl.send(udp::UdpCtl::Forget {
+            ufrag: rec.ufrag.clone(),
+        });
+        self.events().remove(&key);
+        Some(rec)
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    next_key: AtomicU64,
+    next_worker: AtomicUsize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for w in &self.shared.workers {
+            w.send(WorkerMsg::Shutdown);
+        }
+    }
+}
+
+/// Handle to the media engine. Cheap to clone; the engine stops when the last
+/// handle is dropped.
+#[derive(Clone)]
+pub struct Sfu {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("local_addr", &self.inner.shared.local_addr)
+            .finish()
+    }
+}
+
+impl Sfu {
+    /// Binds the UDP socket and spawns the receive thread and the workers.
+    pub fn start(cfg: SfuConfig) -> Result<Sfu, SfuError> {
+        if cfg.advertise_ip.is_unspecified() {
+            return Err(SfuError::Config(
+                "advertise_ip must be an address clients can reach, not 0.0.0.0".into(),
+            ));
+        }
+        let socket = UdpSocket::bind(SocketAddr::new(cfg.bind_ip, cfg.udp_port))?;
+        let local_addr = socket.local_addr()?;
+        let advertise = SocketAddr::new(cfg.advertise_ip, local_addr.port());
+        str0m::Candidate::host(advertise, "udp")
+            .map_err(|e| SfuError::Config(format!("advertise_ip {}: {e}", cfg.advertise_ip)))?;
+        let n = if cfg.workers == 0 {
+            thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            cfg.workers
+        };
+        let mut txs = Vec::with_capacity(n);
+        let mut rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = worker::channel();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let (udp_tx, udp_rx) = std_mpsc::channel();
+        let (recycle_tx, recycle_rx) = std_mpsc::sync_channel(4096);
+        let shared = Arc::new(Shared {
+            socket,
+            local_addr,
+            advertise,
+            workers: txs,
+            directory: Mutex::new(Directory::default()),
+            counters: Counters::default(),
+            udp_ctl: udp_tx,
+            stop: AtomicBool::new(false),
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            events: Mutex::new(Default::default()),
+        });
+        for (i, rx) in rxs.into_iter().enumerate() {
+            let shared = shared.clone();
+            let recycle = recycle_tx.clone();
+            thread::Builder::new()
+                .name(format!("sfu-worker-{i}"))
+                .spawn(move || worker::run(i, shared, rx, recycle))?;
+        }
+        {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sfu-udp".into())
+                .spawn(move || udp::run(shared, udp_rx, recycle_rx))?;
+        }
+        tracing::info!(%local_addr, %advertise, workers = n, "media engine started");
+        Ok(Sfu {
+            inner: Arc::new(Inner {
+                shared,
+                next_key: AtomicU64::new(1),
+                next_worker: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.shared.local_addr
+    }
+
+    /// Registers a peer in `group`. Its connection starts with [`Sfu::accept_offer`].
+    /// Adding an id that exists replaces the old peer.
+    pub fn add_peer(
+        &self,
+        peer: PeerId,
+        group: GroupId,
+        opts: PeerOptions,
+    ) -> mpsc::UnboundedReceiver<PeerEvent> {
+        let shared = &self.inner.shared;
+        let old = shared.directory().peers.get(&peer).map(|p| (p.key, p.worker));
+        if let Some((key, worker)) = old {
+            shared.forget_peer(key);
+            shared.send(worker, WorkerMsg::RemovePeer { peer: key });
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let key: PeerKey = self.inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let worker = {
+            // Least loaded worker; ties go round-robin.
+            let dir = shared.directory();
+            let start = self.inner.next_worker.fetch_add(1, Ordering::Relaxed);
+            (0..shared.workers.len())
+                .map(|i| (start + i) % shared.workers.len())
+                .min_by_key(|w| dir.peer_count_on(*w))
+                .unwrap_or(0)
+        };
+        let creds = str0m::IceCreds::new();
+        shared.events().insert(key, tx.clone());
+        let _ = shared.udp_ctl.send(udp::UdpCtl::Register {
+            ufrag: creds.ufrag.clone(),
+            worker,
+        });
+        shared.send(
+            worker,
+            WorkerMsg::AddPeer(Box::new(worker::NewPeer {
+                key,
+                id: peer.clone(),
+                creds: creds.clone(),
+                opts: opts.clone(),
+                events: tx,
+            })),
+        );
+        let actions = shared.directory().add_peer(PeerRec {
+            key,
+            id: peer,
+            worker,
+            group,
+            ufrag: creds.ufrag,
+            can_publish: opts.can_publish,
+            subscribe: opts.subscribe,
+            only_publisher: opts.only_publisher,
+            tracks: Vec::new(),
+        });
+        shared.execute(actions);
+        rx
+    }
+
+    fn locate(&self, peer: &str) -> Result<(PeerKey, usize), SfuError> {
+        self.inner
+            .shared
+            .directory()
+            .peers
+            .get(peer)
+            .map(|p| (p.key, p.worker))
+            .ok_or(SfuError::UnknownPeer)
+    }
+
+    /// Applies the client's offer and returns the SDP answer.
+    pub async fn accept_offer(&self, peer: &PeerId, sdp: String) -> Result<String, SfuError> {
+        let offer = parse_sdp(&sdp, SdpOffer::from_sdp_string)?;
+        let (key, worker) = self.locate(peer)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.shared.send(
+            worker,
+            WorkerMsg::Offer {
+                peer: key,
+                offer: Box::new(offer),
+                reply,
+            },
+        );
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Applies the client's answer to the last [`PeerEvent::Offer`].
+    pub async fn accept_answer(&self, peer: &PeerId, sdp: String) -> Result<(), SfuError> {
+        let answer = parse_sdp(&sdp, SdpAnswer::from_sdp_string)?;
+        let (key, worker) = self.locate(peer)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.shared.send(
+            worker,
+            WorkerMsg::Answer {
+                peer: key,
+                answer: Box::new(answer),
+                reply,
+            },
+        );
+        rx.await.map_err(|_| SfuError::Stopped)?
+    }
+
+    /// Allows or stops forwarding this peer's tracks to its group.
+    pub fn set_can_publish(&self, peer: &PeerId, allowed: bool) {
+        let actions = self.inner.shared.directory().set_can_publish(peer, allowed);
+        self.inner.shared.execute(actions);
+    }
+
+    /// Moves a peer to another group (breakouts): it leaves the old group's tracks,
+    /// receives the new group's, and its own tracks follow it. Renegotiates as needed.
+    pub fn move_peer(&self, peer: &PeerId, group: GroupId) {
+        let actions = self.inner.shared.directory().move_peer(peer, group);
+        self.inner.shared.execute(actions);
+    }
+
+    /// The video quality a peer wants, for one track or (None) as its default.
+    pub fn set_video_quality(&self, peer: &PeerId, track: Option<&str>, q: VideoQuality) {
+        if let Ok((key, worker)) = self.locate(peer) {
+            self.inner.shared.send(
+                worker,
+                WorkerMsg::SetQuality {
+                    peer: key,
+                    track: track.map(str::to_owned),
+                    quality: q,
+                },
+            );
+        }
+    }
+
+    /// Corrects a track's source (e.g. the client says a video track is a screen share).
+    /// The track is announced again with the new source.
+    pub fn set_track_source(&self, peer: &PeerId, track_id: &str, source: TrackSource) {
+        let actions = self.inner.shared.directory().set_source(peer, track_id, source);
+        self.inner.shared.execute(actions);
+    }
+
+    /// Closes a peer; its tracks end for subscribers.
+    pub fn remove_peer(&self, peer: &PeerId) {
+        let Ok((key, worker)) = self.locate(peer) else {
+            return;
+        };
+        self.inner.shared.forget_peer(key);
+        self.inner.shared.send(worker, WorkerMsg::RemovePeer { peer: key });
+    }
+
+    /// Tracks offered in a group.
+    pub fn tracks(&self, group: &GroupId) -> Vec<TrackInfo> {
+        self.inner.shared.directory().tracks(group)
+    }
+
+    pub fn stats(&self) -> SfuStats {
+        let s = &self.inner.shared;
+        let (peers, tracks) = {
+            let d = s.directory();
+            (d.peers.len(), d.track_count())
+        };
+        let c = &s.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SfuStats {
+            workers: s.workers.len(),
+            peers,
+            tracks,
+            datagrams_in: get(&c.datagrams_in),
+            datagrams_dropped: get(&c.datagrams_dropped),
+            frames_forwarded: get(&c.frames_forwarded),
+            bytes_forwarded: get(&c.bytes_forwarded),
+            keyframe_requests_in: get(&c.keyframe_requests_in),
+            keyframe_requests_out: get(&c.keyframe_requests_out),
+            offers_sent: get(&c.offers_sent),
+        }
+    }
+}
+
+fn parse_sdp<T, E: std::fmt::Display>(
+    sdp: &str,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, SfuError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(SfuError::BadSdp(format!(
+            "larger than {MAX_SDP_BYTES} bytes"
+        )));
+    }
+    if sdp.trim().is_empty() {
+        return Err(SfuError::BadSdp("empty".into()));
+    }
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(sdp))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(SfuError::BadSdp(e.to_string())),
+        Err(_) => Err(SfuError::BadSdp("unparseable".into())),
+    }
+}
+
+/// Keeps `[A-Za-z0-9_.-]`, replaces the rest with `_` (SDP token-safe, at most 48 chars).
+pub(crate) fn sanitize_id(s: &str) -> String {
+    let v: String = s
+        .chars()
+        .take(48)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if v.is_empty() {
+        "_".into()
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_sdp_is_bad_sdp() {
+        for s in ["", "hello", "v=0\r\n", "v=0\r\no=- 0 0 IN IP4 0\r\nm=audio x\r\n"] {
+            let r = parse_sdp(s, SdpOffer::from_sdp_string);
+            assert!(matches!(r, Err(SfuError::BadSdp(_))), "{s:?}");
+        }
+        let big = "v=0\r\n".repeat(MAX_SDP_BYTES);
+        assert!(matches!(
+            parse_sdp(&big, SdpOffer::from_sdp_string),
+            Err(SfuError::BadSdp(_))
+        ));
+    }
+
+    #[test]
+    fn ids_are_token_safe() {
+        assert_eq!(sanitize_id("alice@x.org"), "alice_x.org");
+        assert_eq!(sanitize_id(""), "_");
+        assert_eq!(sanitize_id(&"a".repeat(100)).len(), 48);
+    }
+}
