@@ -220,7 +220,8 @@ impl Directory {
         };
         let group = p.group.clone();
         let Some(t) = self.tracks.values_mut().find(|t| {
-            t.meta.id == track_id && self.by_key.get(&t.meta.publisher).map(String::as_str) == Some(peer)
+            t.meta.id == track_id
+                && self.by_key.get(&t.meta.publisher).map(String::as_str) == Some(peer)
         }) else {
             return Vec::new();
         };
@@ -326,7 +327,9 @@ impl Directory {
             workers.sort_unstable();
             workers.dedup();
             let want_announced = active.then_some(publisher_group);
-            let track = self.tracks.get_mut(&key).expect("key listed above");
+            let Some(track) = self.tracks.get_mut(&key) else {
+                continue;
+            };
             if changed {
                 actions.push(Action::Fanout {
                     worker: publisher_worker,
@@ -417,10 +420,12 @@ mod tests {
         peer(&mut d, 3, "other", 0);
         let a = track(&mut d, 10, 1);
         assert_eq!(subs(&a), [(2, 10)]);
-        assert!(a.iter().any(|a| matches!(a, Action::Published { publisher: 1, .. })));
         assert!(a
             .iter()
-            .any(|a| matches!(a, Action::Fanout { worker: 0, track: 10, workers } if workers == &[1])));
+            .any(|a| matches!(a, Action::Published { publisher: 1, .. })));
+        assert!(a.iter().any(
+            |a| matches!(a, Action::Fanout { worker: 0, track: 10, workers } if workers == &[1])
+        ));
         // A late joiner gets existing tracks.
         let a = peer(&mut d, 4, "room", 0);
         assert_eq!(subs(&a), [(4, 10)]);

@@ -185,34 +185,64 @@ mod tests {
 
     fn layers() -> Vec<Layer> {
         vec![
-            Layer { rid: Rid::from("l"), bps: 150_000 },
-            Layer { rid: Rid::from("m"), bps: 500_000 },
-            Layer { rid: Rid::from("h"), bps: 1_500_000 },
+            Layer {
+                rid: Rid::from("l"),
+                bps: 150_000,
+            },
+            Layer {
+                rid: Rid::from("m"),
+                bps: 500_000,
+            },
+            Layer {
+                rid: Rid::from("h"),
+                bps: 1_500_000,
+            },
         ]
     }
 
     #[test]
     fn quality_caps_the_layer() {
         let l = layers();
-        assert_eq!(choose_layer(&l, VideoQuality::High, None, None), Some(Rid::from("h")));
-        assert_eq!(choose_layer(&l, VideoQuality::Medium, None, None), Some(Rid::from("m")));
-        assert_eq!(choose_layer(&l, VideoQuality::Low, None, None), Some(Rid::from("l")));
+        assert_eq!(
+            choose_layer(&l, VideoQuality::High, None, None),
+            Some(Rid::from("h"))
+        );
+        assert_eq!(
+            choose_layer(&l, VideoQuality::Medium, None, None),
+            Some(Rid::from("m"))
+        );
+        assert_eq!(
+            choose_layer(&l, VideoQuality::Low, None, None),
+            Some(Rid::from("l"))
+        );
         assert_eq!(choose_layer(&[], VideoQuality::High, None, None), None);
     }
 
     #[test]
     fn medium_with_two_layers_is_the_lower_one() {
         let l = &layers()[..2];
-        assert_eq!(choose_layer(l, VideoQuality::Medium, None, None), Some(Rid::from("l")));
-        assert_eq!(choose_layer(l, VideoQuality::High, None, None), Some(Rid::from("m")));
+        assert_eq!(
+            choose_layer(l, VideoQuality::Medium, None, None),
+            Some(Rid::from("l"))
+        );
+        assert_eq!(
+            choose_layer(l, VideoQuality::High, None, None),
+            Some(Rid::from("m"))
+        );
     }
 
     #[test]
     fn bandwidth_steps_down_but_never_below_lowest() {
         let l = layers();
         let q = VideoQuality::High;
-        assert_eq!(choose_layer(&l, q, Some(1_000_000), None), Some(Rid::from("m")));
-        assert_eq!(choose_layer(&l, q, Some(200_000), None), Some(Rid::from("l")));
+        assert_eq!(
+            choose_layer(&l, q, Some(1_000_000), None),
+            Some(Rid::from("m"))
+        );
+        assert_eq!(
+            choose_layer(&l, q, Some(200_000), None),
+            Some(Rid::from("l"))
+        );
         assert_eq!(choose_layer(&l, q, Some(10), None), Some(Rid::from("l")));
     }
 
@@ -221,7 +251,10 @@ mod tests {
         let l = layers();
         let q = VideoQuality::High;
         // 1.6 Mbps fits "h" (1.5) from scratch but not as an upgrade from "m" (needs 1.875).
-        assert_eq!(choose_layer(&l, q, Some(1_600_000), None), Some(Rid::from("h")));
+        assert_eq!(
+            choose_layer(&l, q, Some(1_600_000), None),
+            Some(Rid::from("h"))
+        );
         let from_m = choose_layer(&l, q, Some(1_600_000), Some(Rid::from("m")));
         assert_eq!(from_m, Some(Rid::from("m")));
         // Staying on "h" needs no headroom.

@@ -276,7 +276,9 @@ impl Shared {
         self.directory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn events(&self) -> MutexGuard<'_, std::collections::HashMap<PeerKey, mpsc::UnboundedSender<PeerEvent>>> {
+    fn events(
+        &self,
+    ) -> MutexGuard<'_, std::collections::HashMap<PeerKey, mpsc::UnboundedSender<PeerEvent>>> {
         self.events.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -290,12 +292,16 @@ impl Shared {
     pub fn execute(&self, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Subscribe { worker, peer, track } => {
-                    self.send(worker, WorkerMsg::Subscribe { peer, track })
-                }
-                Action::Unsubscribe { worker, peer, track } => {
-                    self.send(worker, WorkerMsg::Unsubscribe { peer, track })
-                }
+                Action::Subscribe {
+                    worker,
+                    peer,
+                    track,
+                } => self.send(worker, WorkerMsg::Subscribe { peer, track }),
+                Action::Unsubscribe {
+                    worker,
+                    peer,
+                    track,
+                } => self.send(worker, WorkerMsg::Unsubscribe { peer, track }),
                 Action::Fanout {
                     worker,
                     track,
@@ -437,7 +443,11 @@ impl Sfu {
         opts: PeerOptions,
     ) -> mpsc::UnboundedReceiver<PeerEvent> {
         let shared = &self.inner.shared;
-        let old = shared.directory().peers.get(&peer).map(|p| (p.key, p.worker));
+        let old = shared
+            .directory()
+            .peers
+            .get(&peer)
+            .map(|p| (p.key, p.worker));
         if let Some((key, worker)) = old {
             shared.forget_peer(key);
             shared.send(worker, WorkerMsg::RemovePeer { peer: key });
@@ -556,7 +566,11 @@ impl Sfu {
     /// Corrects a track's source (e.g. the client says a video track is a screen share).
     /// The track is announced again with the new source.
     pub fn set_track_source(&self, peer: &PeerId, track_id: &str, source: TrackSource) {
-        let actions = self.inner.shared.directory().set_source(peer, track_id, source);
+        let actions = self
+            .inner
+            .shared
+            .directory()
+            .set_source(peer, track_id, source);
         self.inner.shared.execute(actions);
     }
 
@@ -566,7 +580,9 @@ impl Sfu {
             return;
         };
         self.inner.shared.forget_peer(key);
-        self.inner.shared.send(worker, WorkerMsg::RemovePeer { peer: key });
+        self.inner
+            .shared
+            .send(worker, WorkerMsg::RemovePeer { peer: key });
     }
 
     /// Tracks offered in a group.
@@ -642,7 +658,12 @@ mod tests {
 
     #[test]
     fn garbage_sdp_is_bad_sdp() {
-        for s in ["", "hello", "v=0\r\n", "v=0\r\no=- 0 0 IN IP4 0\r\nm=audio x\r\n"] {
+        for s in [
+            "",
+            "hello",
+            "v=0\r\n",
+            "v=0\r\no=- 0 0 IN IP4 0\r\nm=audio x\r\n",
+        ] {
             let r = parse_sdp(s, SdpOffer::from_sdp_string);
             assert!(matches!(r, Err(SfuError::BadSdp(_))), "{s:?}");
         }

@@ -68,11 +68,7 @@ fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     username.split(':').next().filter(|u| !u.is_empty())
 }
 
-pub(crate) fn run(
-    shared: Arc<Shared>,
-    ctl: Receiver<UdpCtl>,
-    recycle: Receiver<Vec<u8>>,
-) {
+pub(crate) fn run(shared: Arc<Shared>, ctl: Receiver<UdpCtl>, recycle: Receiver<Vec<u8>>) {
     let mut routes = Routes {
         by_ufrag: HashMap::new(),
         by_addr: HashMap::new(),
@@ -162,7 +158,9 @@ mod tests {
         assert_eq!(r.route(src, &[0u8; 40]), None);
         r.by_addr.insert(src, (1, "abcd".into()));
         assert_eq!(r.route(src, &[0x80]), Some(1));
-        r.apply(UdpCtl::Forget { ufrag: "abcd".into() });
+        r.apply(UdpCtl::Forget {
+            ufrag: "abcd".into(),
+        });
         assert_eq!(r.route(src, &[0x80]), None);
     }
 }

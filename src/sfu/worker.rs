@@ -695,7 +695,8 @@ fn accept_offer(p: &mut Peer, offer: SdpOffer) -> Result<String, SfuError> {
             _ => {}
         }
     }
-    p.outs.retain(|o| !(o.unwanted && o.state == OutState::ToOpen));
+    p.outs
+        .retain(|o| !(o.unwanted && o.state == OutState::ToOpen));
     p.negotiate = true;
     Ok(answer.to_sdp_string())
 }
@@ -854,7 +855,6 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
                 .bwe()
                 .set_bitrate(Bitrate::kbps(300), Bitrate::mbps(5));
             let _ = p.events.send(PeerEvent::Connected);
-            // Anything already open waits for a keyframe: ask now.
             p.negotiate = true;
         }
         Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -862,7 +862,9 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
         }
         Event::Closed => p.dead = true,
         Event::MediaAdded(m) => match m.direction {
-            Direction::RecvOnly | Direction::SendRecv => publish(p, ctx, m.mid, m.kind, m.simulcast),
+            Direction::RecvOnly | Direction::SendRecv => {
+                publish(p, ctx, m.mid, m.kind, m.simulcast)
+            }
             Direction::SendOnly => {
                 let ours = p.outs.iter().any(|o| match o.state {
                     OutState::Negotiating(x) | OutState::Open(x) => x == m.mid,
@@ -1102,8 +1104,7 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
                 if f.keyframe {
                     o.need_keyframe = false;
                 } else {
-                    if o
-                        .last_ask
+                    if o.last_ask
                         .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
                     {
                         o.last_ask = Some(now);

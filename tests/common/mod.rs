@@ -1,0 +1,348 @@
+//! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients speaking the protocol types.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use convene::config::Config;
+use convene::http::Server;
+use convene_signaling::{ClientMessage, Command, RoomEvent, Role, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret";
+pub const API_KEY: &str = "test-api-key";
+/// Long enough for a loaded 2-core CI machine, short enough to fail fast.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The embedded default, on loopback port 0, with known secrets.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.auth.jwt_secret = SECRET.into();
+    config.auth.api_key = API_KEY.into();
+    config.rtc.advertise_ip = "127.0.0.1".into();
+    config.rtc.bind_ip = "127.0.0.1".parse().unwrap();
+    config.rtc.udp_port = 0;
+    config.rtc.workers = 1;
+    config
+}
+
+pub struct TestServer {
+    pub server: Server,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let _ = tracing_subscriber_init();
+        let mut config = test_config();
+        tweak(&mut config);
+        TestServer {
+            server: Server::start(config).await.expect("server starts"),
+        }
+    }
+
+    pub fn http(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.server.addr)
+    }
+
+    pub fn token(&self, room: &str, role: Role, identity: &str) -> String {
+        token(room, role, identity, &[])
+    }
+
+    /// Connects and reads the welcome.
+    pub async fn join(&self, room: &str, role: Role, identity: &str) -> Client {
+        self.join_with(room, role, identity, &[]).await
+    }
+
+    pub async fn join_with(&self, room: &str, role: Role, identity: &str, attrs: &[(&str, &str)]) -> Client {
+        let token = token(room, role, identity, attrs);
+        let mut client = Client::connect(&self.ws_url(&token)).await;
+        client.token = token;
+        client.base = format!("ws://{}/ws", self.server.addr);
+        client.read_welcome().await;
+        client
+    }
+}
+
+fn tracing_subscriber_init() -> Option<()> {
+    None
+}
+
+pub fn token(room: &str, role: Role, identity: &str, attrs: &[(&str, &str)]) -> String {
+    let keys = convene::auth::TokenKeys::new(SECRET.as_bytes());
+    let attrs: BTreeMap<String, String> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    keys.mint_for(room, role, identity, &identity.to_uppercase(), attrs, Duration::from_secs(3600))
+}
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A protocol client over a real socket. Tracks the last seq and session id, as a browser would.
+pub struct Client {
+    pub socket: Socket,
+    pub session_id: String,
+    pub last_seq: u64,
+    pub welcome: Option<ServerMessage>,
+    pub token: String,
+    pub base: String,
+    next_request: u64,
+    /// Messages skipped by `expect`, returned first by later reads.
+    pending: std::collections::VecDeque<ServerMessage>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("websocket connects");
+        Client {
+            socket,
+            session_id: String::new(),
+            last_seq: 0,
+            welcome: None,
+            token: String::new(),
+            base: String::new(),
+            next_request: 0,
+            pending: Default::default(),
+        }
+    }
+
+    async fn read_welcome(&mut self) {
+        match self.recv().await {
+            msg @ ServerMessage::Welcome { .. } => self.welcome = Some(msg),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    /// Reconnects with `resume`, as a client does after a drop. Returns the first message.
+    pub async fn resume(&self) -> (Client, ServerMessage) {
+        let url = format!("{}?token={}&resume={}&last_seq={}", self.base, self.token, self.session_id, self.last_seq);
+        let mut client = Client::connect(&url).await;
+        client.token = self.token.clone();
+        client.base = self.base.clone();
+        client.last_seq = self.last_seq;
+        let first = client.recv().await;
+        (client, first)
+    }
+
+    pub fn snapshot(&self) -> &convene_signaling::RoomSnapshot {
+        match &self.welcome {
+            Some(ServerMessage::Welcome { snapshot, .. }) => snapshot,
+            _ => panic!("no welcome"),
+        }
+    }
+
+    pub async fn send_raw(&mut self, text: impl Into<String>) {
+        self.socket.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    /// Sends a command with a fresh request_id, and returns the id.
+    pub async fn send(&mut self, command: Command) -> String {
+        self.next_request += 1;
+        let request_id = format!("r{}", self.next_request);
+        self.send_with_id(command, &request_id).await;
+        request_id
+    }
+
+    pub async fn send_with_id(&mut self, command: Command, request_id: &str) {
+        let msg = ClientMessage::with_request_id(command, request_id);
+        self.send_raw(serde_json::to_string(&msg).unwrap()).await;
+    }
+
+    /// Sends and waits for the ack (panics on an error reply). Returns the created id, if any.
+    pub async fn ok(&mut self, command: Command) -> Option<u64> {
+        let rid = self.send(command.clone()).await;
+        match self.reply(&rid).await {
+            ServerMessage::Ack { id, .. } => id,
+            other => panic!("{command:?} was refused: {other:?}"),
+        }
+    }
+
+    /// Sends and expects an error reply; returns its code and message.
+    pub async fn refused(&mut self, command: Command) -> (convene_signaling::ErrorCode, String) {
+        let rid = self.send(command.clone()).await;
+        match self.reply(&rid).await {
+            ServerMessage::Error { code, message, .. } => (code, message),
+            other => panic!("{command:?} was accepted: {other:?}"),
+        }
+    }
+
+    /// Waits for the ack or error that echoes `request_id`.
+    pub async fn reply(&mut self, request_id: &str) -> ServerMessage {
+        self.expect(|m| match m {
+            ServerMessage::Ack { request_id: r, .. } => r == request_id,
+            ServerMessage::Error { request_id: Some(r), .. } => r == request_id,
+            _ => false,
+        })
+        .await
+    }
+
+    /// The next server message (panics on timeout or close).
+    pub async fn recv(&mut self) -> ServerMessage {
+        match self.try_recv(WAIT).await {
+            Some(msg) => msg,
+            None => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    /// The next server message within `wait`, or `None` if none came or the socket closed.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<ServerMessage> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Some(msg);
+        }
+        self.read_socket(wait).await
+    }
+
+    async fn read_socket(&mut self, wait: Duration) -> Option<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??;
+            match next {
+                Ok(Message::Text(text)) => {
+                    let msg: ServerMessage = serde_json::from_str(&text).unwrap_or_else(|e| panic!("unparseable server message {text}: {e}"));
+                    match &msg {
+                        ServerMessage::Event { seq, .. } => {
+                            assert!(*seq > self.last_seq, "event seq {seq} after {}", self.last_seq);
+                            self.last_seq = *seq;
+                        }
+                        ServerMessage::Welcome { session_id, seq, .. } => {
+                            self.session_id = session_id.clone();
+                            self.last_seq = *seq;
+                        }
+                        ServerMessage::Resumed { session_id, .. } => self.session_id = session_id.clone(),
+                        _ => {}
+                    }
+                    return Some(msg);
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The first message (buffered or new) that matches; others stay buffered for later reads.
+    pub async fn expect(&mut self, mut matches: impl FnMut(&ServerMessage) -> bool) -> ServerMessage {
+        if let Some(i) = self.pending.iter().position(&mut matches) {
+            return self.pending.remove(i).expect("index in range");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_socket(left).await {
+                Some(msg) if matches(&msg) => return msg,
+                Some(msg) => self.pending.push_back(msg),
+                None => panic!("expected message did not arrive within {WAIT:?}; skipped: {:?}", self.pending),
+            }
+        }
+    }
+
+    /// Forgets buffered messages.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Skips messages until a room event matches; returns it.
+    pub async fn expect_event(&mut self, mut matches: impl FnMut(&RoomEvent) -> bool) -> RoomEvent {
+        match self.expect(|m| matches!(m, ServerMessage::Event { event, .. } if matches(event))).await {
+            ServerMessage::Event { event, .. } => event,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Collects every message arriving within `wait`.
+    pub async fn drain(&mut self, wait: Duration) -> Vec<ServerMessage> {
+        let mut out = Vec::new();
+        while let Some(msg) = self.try_recv(wait).await {
+            out.push(msg);
+        }
+        out
+    }
+
+    /// Events (not acks or pongs) that arrive within `wait`.
+    pub async fn events_within(&mut self, wait: Duration) -> Vec<RoomEvent> {
+        self.drain(wait)
+            .await
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Event { event, .. } => Some(event),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits for the socket to close; returns the close code.
+    pub async fn closed(&mut self) -> Option<CloseCode> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.next()).await {
+                Err(_) => panic!("socket did not close within {WAIT:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| f.code),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Drops the TCP connection without a close frame, like a Wi-Fi dropout.
+    pub fn drop_connection(self) -> (String, u64, String, String) {
+        (self.session_id, self.last_seq, self.token, self.base)
+    }
+}
+
+/// An HTTP GET returning status and body, for health, export and refusal checks.
+pub async fn http_get(url: &str, bearer: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url.strip_prefix("http://").expect("http url");
+    let (host, path) = url.split_at(url.find('/').unwrap_or(url.len()));
+    let mut stream = TcpStream::connect(host).await.expect("connect");
+    let mut request = format!("GET {} HTTP/1.1\r\nHost: {host}\r\n", if path.is_empty() { "/" } else { path });
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+        request.push_str("Connection: close\r\n");
+    }
+    if let Some(token) = bearer {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read until the body named by Content-Length is complete (the server may keep the socket open).
+    let mut response = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&response);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                if length.is_some_and(|len| body.len() >= len) {
+                    break;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read).await.expect("response in time");
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
