@@ -7,7 +7,8 @@
 //! - [`session`]: one task pair per socket: parsing, limits, the outbound path, resume.
 //! - [`room`]: the pure `RoomState` (members, stage, chat, Q&A, breakouts) and its actor.
 //! - [`bus`]: fan-out of sequenced events (in-process; Redis later) and the event log for resume.
-//! - [`media`]: glue between sessions and the SFU.
+//! - [`media`]: glue between sessions, rooms and the SFU.
+//! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
@@ -21,3 +22,4 @@ pub mod load;
 pub mod media;
 pub mod room;
 pub mod session;
+pub mod sfu;

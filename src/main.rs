@@ -47,6 +47,11 @@ enum Cmd {
         #[arg(long, default_value = "2h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
     },
+    /// Drive a running server with real clients and print figures.
+    Load {
+        #[command(subcommand)]
+        tool: convene::load::LoadCommand,
+    },
 }
 
 fn parse_attr(text: &str) -> Result<(String, String), String> {
@@ -63,6 +68,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve { config } => serve(config),
+        Cmd::Load { tool } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(convene::load::run(tool))?;
+            Ok(())
+        }
         Cmd::Token { config, room, role, name, identity, attrs, ttl } => {
             let config = Config::load(config.as_deref())?;
             if config.auth.jwt_secret.is_empty() {

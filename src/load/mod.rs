@@ -1,1 +1,34 @@
 //! Load tools: real WebSocket and WebRTC clients that drive a running server and print figures.
+//!
+//! `convene load chat|votes` drives the signaling hub (see `chat.rs`); `convene load sfu`
+//! drives the media path with str0m client peers (see `sfu.rs`).
+
+pub mod chat;
+pub mod sfu;
+
+/// A load run that could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(clap::Subcommand)]
+pub enum LoadCommand {
+    /// N WebSocket clients in one room, K of them sending chat at M msgs/s in total.
+    Chat(chat::ChatArgs),
+    /// N WebSocket clients upvoting the same questions.
+    Votes(chat::VotesArgs),
+    /// WebRTC subscribers (str0m peers) of one published stream.
+    Sfu(sfu::SfuArgs),
+}
+
+pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
+    match command {
+        LoadCommand::Chat(args) => chat::run_chat(args).await,
+        LoadCommand::Votes(args) => chat::run_votes(args).await,
+        LoadCommand::Sfu(args) => sfu::run(args).await,
+    }
+}
