@@ -1,96 +1,170 @@
-// The Convene browser client: joins with ?token=, resumes after drops, renders people, chat and Q&A.
-import { command, questionOrder, PROTOCOL_VERSION } from "/protocol.js";
+// The Convene browser client: joins with ?token=, resumes after drops, and renders people,
+// chat, hands, Q&A and breakouts. Plain DOM, no framework; the server checks every command,
+// the client only hides what a role cannot use. Media (WebRTC) is wired in a later release.
+import {
+  PROTOCOL_VERSION, CLOSE, isFinalClose, socketUrl, command, isStaff, canModerate,
+  questionOrder, answeredOrder, breakoutPlan, countdown,
+} from "/protocol.js";
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
-const state = { you: null, members: new Map(), chat: [], questions: new Map(), myVotes: new Set(), seq: 0, sessionId: null, count: 0 };
+
+const state = {
+  you: null, settings: null, members: new Map(), count: 0, chat: [],
+  questions: new Map(), myVotes: new Set(), myQuestions: new Set(),
+  breakouts: null, placeName: null, tracks: new Map(), helpRequests: [],
+  seq: 0, sessionId: null, joins: 0, resumes: 0,
+};
 let socket = null;
 let retryMs = 500;
+let retryTimer = null;
+/** Commands not yet acknowledged, by request_id; resent after a resume (the server applies each id once). */
+const unacked = new Map();
+
+// --- Connection -------------------------------------------------------------------
+
+function setStatus(kind, text) {
+  $("status").dataset.state = kind;
+  $("status").textContent = text;
+}
 
 function connect() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
   if (!token) {
-    $("status").textContent = "no token: open the join link you were given";
+    setStatus("closed", "No token: open the join link you were given (`convene token` prints one).");
     return;
   }
-  const url = new URL("/ws", location.href);
-  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("token", token);
-  if (state.sessionId) {
-    url.searchParams.set("resume", state.sessionId);
-    url.searchParams.set("last_seq", String(state.seq));
-  }
-  socket = new WebSocket(url);
-  socket.onmessage = (e) => handle(JSON.parse(e.data));
-  socket.onclose = (e) => {
-    if (e.code === 4001 || e.code === 4003) {
-      $("status").textContent = "removed from this room";
+  const resume = state.sessionId ? { sessionId: state.sessionId, lastSeq: state.seq } : null;
+  const ws = new WebSocket(socketUrl(location.href, token, resume));
+  socket = ws;
+  ws.onmessage = (e) => {
+    let msg;
+    try { msg = JSON.parse(e.data); } catch { return; }
+    handle(msg);
+  };
+  ws.onclose = (e) => {
+    if (socket !== ws) return;
+    socket = null;
+    if (isFinalClose(e.code)) {
+      const why = { [CLOSE.REMOVED]: "You were removed from this room.", [CLOSE.REPLACED]: "This session continued in another tab.", [CLOSE.REFUSED]: "The server refused this session." };
+      setStatus("closed", why[e.code]);
       return;
     }
-    $("status").textContent = "reconnecting…";
-    setTimeout(connect, retryMs);
+    setStatus("reconnecting", "reconnecting…");
+    reconnectLater(retryMs);
     retryMs = Math.min(retryMs * 2, 10000);
   };
 }
 
-function send(type, fields) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(command(type, fields)));
+function reconnectLater(ms) {
+  if (!retryTimer) retryTimer = setTimeout(connect, ms + Math.random() * 250);
 }
+
+// Back online: try now rather than at the end of the backoff.
+window.addEventListener("online", () => { if (!socket) connect(); });
+
+function send(type, fields = {}) {
+  const entry = { msg: command(type, fields), sent: false };
+  unacked.set(entry.msg.request_id, entry);
+  if (unacked.size > 200) unacked.delete(unacked.keys().next().value);
+  transmit(entry);
+}
+
+function transmit(entry) {
+  if (socket?.readyState === WebSocket.OPEN) {
+    socket.send(JSON.stringify(entry.msg));
+    entry.sent = true;
+  }
+}
+
+function connected() {
+  retryMs = 500;
+  setStatus("connected", `${state.you.name} · ${state.you.role}`);
+  $("app").hidden = false;
+}
+
+// --- Server messages ---------------------------------------------------------------
 
 function handle(msg) {
   switch (msg.type) {
     case "welcome": {
-      if (msg.protocol !== PROTOCOL_VERSION) console.warn("protocol", msg.protocol);
-      state.sessionId = msg.session_id;
-      state.seq = msg.seq;
-      state.you = msg.you;
+      if (msg.protocol !== PROTOCOL_VERSION) notice(`Server speaks protocol ${msg.protocol}; this page expects ${PROTOCOL_VERSION}. Reload.`, "error");
+      if (msg.resume_failed) notice(`Reconnected with a fresh view (${msg.resume_failed}).`);
       const s = msg.snapshot;
-      state.members = new Map(s.members.map((m) => [m.identity, m]));
-      state.chat = s.chat;
-      state.questions = new Map([...s.questions, ...s.answered].map((q) => [q.id, q]));
-      state.myVotes = new Set(s.my_votes);
-      state.count = s.participant_count;
+      Object.assign(state, {
+        sessionId: msg.session_id, seq: msg.seq, you: msg.you, settings: s.settings,
+        members: new Map(s.members.map((m) => [m.identity, m])), count: s.participant_count,
+        chat: s.chat, questions: new Map([...s.questions, ...s.answered].map((q) => [q.id, q])),
+        myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions), breakouts: s.breakouts,
+        tracks: new Map(s.tracks.map((t) => [t.id, t])), placeName: null,
+      });
+      state.joins++;
       $("room").textContent = s.room;
-      retryMs = 500;
-      $("status").textContent = `connected as ${msg.you.name} (${msg.you.role})`;
-      $("app").hidden = false;
-      render();
+      // A fresh session does not know earlier request ids: resend only what never left.
+      for (const [id, entry] of unacked) entry.sent ? unacked.delete(id) : transmit(entry);
+      connected();
       break;
     }
     case "resumed":
       state.sessionId = msg.session_id;
-      retryMs = 500;
-      $("status").textContent = `connected as ${state.you?.name ?? ""}`;
+      state.resumes++;
+      connected();
+      for (const entry of unacked.values()) transmit(entry);
       break;
+    case "ack": {
+      const entry = unacked.get(msg.request_id);
+      unacked.delete(msg.request_id);
+      const { type, question_id } = entry?.msg ?? {};
+      if (type === "ask_question" && msg.id != null) state.myQuestions.add(msg.id);
+      if (type === "upvote") state.myVotes.add(question_id);
+      if (type === "remove_upvote") state.myVotes.delete(question_id);
+      break;
+    }
+    case "error": {
+      unacked.delete(msg.request_id);
+      const wait = msg.retry_after_ms ? ` (try again in ${Math.ceil(msg.retry_after_ms / 1000)} s)` : "";
+      notice(`${msg.message}${wait}`, "error", msg.code);
+      break;
+    }
     case "event":
+      if (msg.seq <= state.seq) return;
       state.seq = msg.seq;
       applyEvent(msg.event);
-      render();
-      break;
-    case "error":
-      $("notice").textContent = msg.message;
       break;
     case "server_shutdown":
-      $("status").textContent = "server restarting…";
+      notice("The server is restarting; reconnecting shortly.");
       retryMs = msg.reconnect_after_ms;
       break;
+    default:
+      return; // pong, and media signaling (not wired yet)
   }
+  scheduleRender();
 }
 
 function applyEvent(ev) {
+  const you = state.you?.identity;
   switch (ev.type) {
     case "member_joined":
     case "member_updated":
       state.members.set(ev.member.identity, ev.member);
-      if (state.you && ev.member.identity === state.you.identity) state.you = ev.member;
+      if (ev.member.identity === you) state.you = ev.member;
       break;
     case "member_left":
       state.members.delete(ev.identity);
       break;
+    case "removed":
+      notice(`You were removed: ${ev.reason}`, "error");
+      break;
     case "participant_count":
       state.count = ev.count;
       break;
+    case "settings_changed":
+      state.settings = ev.settings;
+      break;
     case "chat_message":
       state.chat.push(ev.message);
+      if (state.chat.length > 300) state.chat.shift();
       break;
     case "chat_deleted":
       state.chat = state.chat.filter((m) => m.id !== ev.message_id);
@@ -106,65 +180,275 @@ function applyEvent(ev) {
     case "question_removed":
       state.questions.delete(ev.question_id);
       break;
-    case "removed":
-      $("notice").textContent = `You were removed: ${ev.reason}`;
+    case "breakouts_updated":
+      state.breakouts = ev.breakouts;
       break;
     case "moved":
       state.chat = [];
-      $("notice").textContent = `You are now in ${ev.name}`;
+      state.placeName = ev.breakout == null ? null : ev.name;
+      if (state.you) state.you = { ...state.you, breakout: ev.breakout };
+      notice(ev.breakout == null ? "You are back in the main room." : `You are in ${ev.name}.`);
+      break;
+    case "breakout_warning":
+      notice(`Breakouts end in ${countdown(ev.ends_at - Date.now())}.`);
+      break;
+    case "breakout_broadcast":
+      notice(`${ev.from} to all breakouts: ${ev.text}`, "broadcast");
+      break;
+    case "help_requested":
+      state.helpRequests = [...state.helpRequests.filter((r) => r.identity !== ev.identity), ev];
+      notice(`${ev.name} asks for help in ${ev.breakout_name}.`, "help");
+      break;
+    case "breakouts_closing":
+      if (state.breakouts) state.breakouts.closes_at = ev.closes_at;
+      notice(`Breakouts close in ${countdown(ev.closes_at - Date.now())}.`);
+      break;
+    case "breakouts_closed":
+      state.helpRequests = [];
+      notice("Breakouts are closed.");
+      break;
+    case "track_published":
+      state.tracks.set(ev.track.id, ev.track);
+      break;
+    case "track_unpublished":
+      state.tracks.delete(ev.track_id);
       break;
   }
 }
 
-function render() {
-  const members = $("members");
-  members.replaceChildren(...[...state.members.values()].map((m) => {
-    const li = document.createElement("li");
-    li.textContent = `${m.name} · ${m.role}${m.on_stage ? " · on stage" : ""}${m.hand_raised ? " ✋" : ""}${m.presence === "reconnecting" ? " (reconnecting)" : ""}`;
-    return li;
-  }));
-  $("count").textContent = `(${state.count} participants)`;
-  $("hand").textContent = state.you?.hand_raised ? "Lower hand" : "Raise hand";
-  const chat = $("chat");
-  chat.replaceChildren(...state.chat.map((m) => {
-    const li = document.createElement("li");
-    li.textContent = `${m.name}: ${m.text}`;
-    return li;
-  }));
-  const questions = $("questions");
-  const sorted = [...state.questions.values()].sort(questionOrder);
-  questions.replaceChildren(...sorted.map((q) => {
-    const li = document.createElement("li");
-    li.dataset.state = q.state;
-    const text = document.createElement("span");
-    text.textContent = `${q.live ? "LIVE · " : ""}${q.text} — ${q.author_name ?? "anonymous"} (${q.votes})${q.state !== "approved" ? ` [${q.state}]` : ""}`;
-    li.append(text);
-    if (q.state === "approved" && q.author !== state.you?.identity) {
-      const vote = document.createElement("button");
-      const voted = state.myVotes.has(q.id);
-      vote.textContent = voted ? "Unvote" : "Upvote";
-      vote.onclick = () => {
-        send(voted ? "remove_upvote" : "upvote", { question_id: q.id });
-        voted ? state.myVotes.delete(q.id) : state.myVotes.add(q.id);
-      };
-      li.append(" ", vote);
-    }
-    return li;
-  }));
+// --- Notices ----------------------------------------------------------------------
+
+function notice(text, kind = "info", code) {
+  const li = h("li", { class: kind, "data-code": code }, h("span", {}, text),
+    button("×", () => li.remove(), "Dismiss notice"));
+  $("notices").prepend(li);
+  while ($("notices").children.length > 6) $("notices").lastChild.remove();
+  setTimeout(() => li.remove(), kind === "error" ? 30000 : 15000);
 }
 
-$("chat-form").onsubmit = (e) => {
-  e.preventDefault();
+// --- Rendering --------------------------------------------------------------------
+
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (v == null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  el.append(...children.flat().filter((c) => c != null && c !== false));
+  return el;
+}
+
+const button = (label, onclick, ariaLabel, extra = {}) => h("button", { type: "button", "aria-label": ariaLabel, onclick, ...extra }, label);
+
+let renderQueued = false;
+function scheduleRender() {
+  if (!renderQueued) {
+    renderQueued = true;
+    setTimeout(() => { renderQueued = false; render(); }, 0);
+  }
+}
+
+const myRole = () => state.you?.role ?? "participant";
+const roomName = (id) => state.breakouts?.rooms.find((r) => r.id === id)?.name ?? state.placeName ?? `breakout ${id}`;
+
+function render() {
+  if (!state.you) return;
+  const staff = isStaff(myRole());
+  const moderator = canModerate(myRole());
+  for (const el of document.querySelectorAll(".staff-only")) el.hidden = !staff;
+  for (const el of document.querySelectorAll(".mod-only")) el.hidden = !moderator;
+  $("settings").hidden = myRole() !== "host";
+  $("set-chat").checked = state.settings.chat_enabled;
+  $("set-qa").value = state.settings.qa_mode;
+  $("place").textContent = state.you.breakout == null ? "Main room" : `${state.you.facilitator ? "Visiting" : "In"} ${roomName(state.you.breakout)}`;
+  renderPeople(staff, moderator);
+  renderChat(moderator);
+  renderQuestions(staff, moderator);
+  renderBreakouts(staff, moderator);
+  $("tracks").replaceChildren(...[...state.tracks.values()].map((t) =>
+    h("li", {}, `${state.members.get(t.publisher)?.name ?? t.publisher}: ${t.source} (${t.kind})`)));
+}
+
+function renderPeople(staff, moderator) {
+  const webcastViewer = !staff && state.settings.kind === "webcast" && state.you.breakout == null;
+  $("people-title").textContent = webcastViewer ? "On stage" : "People";
+  $("count").textContent = `${state.count} participant${state.count === 1 ? "" : "s"}`;
+  const rank = { host: 0, moderator: 1, presenter: 2, participant: 3 };
+  const people = [...state.members.values()].sort((a, b) =>
+    (b.hand_raised - a.hand_raised) || (rank[a.role] - rank[b.role]) || a.name.localeCompare(b.name));
+  $("members").replaceChildren(...people.map((m) => {
+    const you = m.identity === state.you.identity;
+    const bits = [m.role];
+    if (m.on_stage) bits.push("on stage");
+    if (m.breakout != null) bits.push(`${m.facilitator ? "visiting" : "in"} ${roomName(m.breakout)}`);
+    if (m.presence === "reconnecting") bits.push("reconnecting");
+    if (m.chat_muted) bits.push("chat muted");
+    const controls = [];
+    if (!you && staff && m.hand_raised) controls.push(button("Lower hand", () => send("lower_hand", { identity: m.identity }), `Lower ${m.name}'s hand`));
+    if (!you && moderator) {
+      if (!canModerate(m.role)) controls.push(button(m.chat_muted ? "Unmute" : "Mute", () => send("mute_chat", { identity: m.identity, muted: !m.chat_muted }), `${m.chat_muted ? "Unmute" : "Mute"} ${m.name} in chat`));
+      controls.push(button(m.on_stage ? "Off stage" : "On stage", () => send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }), `${m.on_stage ? "Remove" : "Invite"} ${m.name} ${m.on_stage ? "from" : "to"} stage`));
+      if (!canModerate(m.role)) controls.push(button("Remove", () => confirm(`Remove ${m.name} from the room?`) && send("remove_participant", { identity: m.identity }), `Remove ${m.name}`));
+    }
+    return h("li", { "data-identity": m.identity, "data-presence": m.presence, "data-hand": m.hand_raised, class: m.presence },
+      h("span", { class: "name" }, m.name + (you ? " (you)" : "")),
+      m.hand_raised && h("span", { class: "hand", role: "img", "aria-label": "hand raised" }, "✋"),
+      h("span", { class: "meta" }, bits.join(" · ")),
+      controls.length > 0 && h("span", { class: "controls" }, controls));
+  }));
+  $("hand").textContent = state.you.hand_raised ? "Lower hand" : "Raise hand";
+  $("hand").setAttribute("aria-pressed", String(state.you.hand_raised));
+}
+
+function renderChat(moderator) {
+  const list = $("chat");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  $("chat-title").textContent = state.you.breakout == null ? "Chat" : `Chat · ${roomName(state.you.breakout)}`;
+  list.replaceChildren(...state.chat.map((m) => {
+    const mine = m.from === state.you.identity;
+    const time = new Date(m.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return h("li", { "data-id": m.id, "data-from": m.from, class: mine ? "mine" : null },
+      h("time", { datetime: new Date(m.at).toISOString() }, time), " ",
+      h("b", {}, m.name), ": ", h("span", { class: "text" }, m.text),
+      (mine || moderator) && button("Delete", () => send("delete_chat", { message_id: m.id }), `Delete message from ${m.name}`, { class: "small" }));
+  }));
+  if (atBottom) list.scrollTop = list.scrollHeight;
+  const off = !state.settings.chat_enabled && !isStaff(myRole());
+  const muted = state.you.chat_muted;
+  $("chat-text").disabled = $("chat-send").disabled = off || muted;
+  $("chat-text").placeholder = muted ? "A moderator muted your chat" : off ? "Chat is off" : "Say something";
+}
+
+function renderQuestions(staff, moderator) {
+  const qs = [...state.questions.values()];
+  const mine = (q) => q.author === state.you.identity || state.myQuestions.has(q.id);
+  const item = (q) => {
+    const controls = [];
+    if (q.state === "approved" && !mine(q)) {
+      const voted = state.myVotes.has(q.id);
+      controls.push(button(voted ? "Unvote" : "Upvote", () => send(voted ? "remove_upvote" : "upvote", { question_id: q.id }),
+        `${voted ? "Remove upvote from" : "Upvote"} question ${q.id}`, { "aria-pressed": String(voted), class: "vote" }));
+    }
+    if (mine(q) && q.state !== "answered") controls.push(button("Withdraw", () => send("withdraw_question", { question_id: q.id }), `Withdraw question ${q.id}`));
+    if (moderator && q.state === "pending") controls.push(button("Approve", () => send("approve_question", { question_id: q.id }), `Approve question ${q.id}`));
+    if (staff && q.state === "approved") {
+      controls.push(button(q.live ? "Not live" : "Live", () => send("set_live_question", { question_id: q.live ? null : q.id }), `${q.live ? "Clear live" : "Mark live"} question ${q.id}`));
+      controls.push(button("Answered", () => send("answer_question", { question_id: q.id }), `Mark question ${q.id} answered`));
+    }
+    if (moderator && (q.state === "pending" || q.state === "approved")) controls.push(button("Dismiss", () => send("dismiss_question", { question_id: q.id }), `Dismiss question ${q.id}`));
+    if (moderator && q.state === "dismissed") controls.push(button("Restore", () => send("restore_question", { question_id: q.id }), `Restore question ${q.id}`));
+    if (staff && q.state === "answered") controls.push(button("Reopen", () => send("reopen_question", { question_id: q.id }), `Reopen question ${q.id}`));
+    return h("li", { "data-id": q.id, "data-state": q.state, "data-live": q.live, class: q.live ? "live" : null },
+      q.live && h("strong", { class: "badge" }, "LIVE"),
+      h("span", { class: "votes", "aria-label": `${q.votes} votes` }, String(q.votes)),
+      h("span", { class: "text" }, q.text),
+      h("span", { class: "meta" }, `${q.anonymous ? "anonymous" : q.author_name ?? ""}${mine(q) ? " (you)" : ""}${q.edited ? " · edited" : ""}`),
+      q.answer && h("p", { class: "answer" }, q.answer),
+      controls.length > 0 && h("span", { class: "controls" }, controls));
+  };
+  const pending = qs.filter((q) => q.state === "pending").sort(questionOrder);
+  $("pending-title").hidden = pending.length === 0;
+  $("pending").replaceChildren(...pending.map(item));
+  $("questions").replaceChildren(...qs.filter((q) => q.state === "approved").sort(questionOrder).map(item));
+  $("dismissed").replaceChildren(...qs.filter((q) => q.state === "dismissed").sort(questionOrder).map(item));
+  $("answered").replaceChildren(...qs.filter((q) => q.state === "answered").sort(answeredOrder).map(item));
+}
+
+function renderBreakouts(staff, moderator) {
+  const b = state.breakouts;
+  const here = state.you.breakout;
+  const open = b?.phase === "open" || b?.phase === "closing";
+  let status = "No breakouts.";
+  if (here != null) status = state.you.facilitator ? `You are visiting ${roomName(here)}` : `You are in ${roomName(here)}`;
+  else if (b && staff) status = `${b.phase === "draft" ? "Planned" : b.phase === "open" ? "Open" : "Closing"}: ${b.rooms.length} room${b.rooms.length === 1 ? "" : "s"}`;
+  else if (b?.phase === "draft") status = "Breakouts are being planned.";
+  else if (open) status = b.plan.assignment.mode === "self_select" ? "Choose a breakout room." : "You are in the main room.";
+  $("bo-status").textContent = status;
+  $("bo-mine").hidden = here == null;
+  $("bo-help").hidden = state.you.facilitator;
+  $("bo-leave").hidden = !state.you.facilitator && b?.plan.allow_leave === false;
+  $("bo-leave").textContent = state.you.facilitator ? "Return to main room" : "Leave breakout";
+  renderTimer();
+
+  const selfSelect = open && b.plan.assignment.mode === "self_select" && !staff;
+  $("bo-rooms").replaceChildren(...(b && (staff || selfSelect) ? b.rooms : []).map((r) => {
+    const names = Object.entries(b.assignments).filter(([, id]) => id === r.id).map(([who]) => state.members.get(who)?.name ?? who);
+    return h("li", { "data-breakout": r.id },
+      h("b", {}, r.name), staff && ` (${names.length}) ${names.join(", ")}`,
+      staff && open && here !== r.id && button("Visit", () => send("join_breakout", { breakout: r.id }), `Visit ${r.name}`),
+      selfSelect && here !== r.id && button("Join", () => send("choose_breakout", { breakout: r.id }), `Join ${r.name}`));
+  }));
+  if (moderator) {
+    $("bo-plan-form").hidden = open;
+    $("bo-controls").hidden = !b;
+    $("bo-open").hidden = $("bo-cancel").hidden = b?.phase !== "draft";
+    $("bo-extend").hidden = b?.phase !== "open" || b.ends_at == null;
+    $("bo-close").hidden = b?.phase !== "open";
+    $("bo-broadcast-form").hidden = !open;
+  }
+  $("bo-help-requests").replaceChildren(...(staff ? state.helpRequests : []).map((r) =>
+    h("li", {}, `${r.name} needs help in ${r.breakout_name} `,
+      button("Go", () => send("join_breakout", { breakout: r.breakout }), `Visit ${r.breakout_name} to help ${r.name}`),
+      button("Done", () => { state.helpRequests = state.helpRequests.filter((x) => x !== r); render(); }, `Clear help request from ${r.name}`))));
+}
+
+function renderTimer() {
+  const b = state.breakouts;
+  const at = b?.phase === "closing" ? b.closes_at : b?.phase === "open" ? b.ends_at : null;
+  $("bo-timer").hidden = at == null;
+  if (at != null) $("bo-timer").textContent = `${b.phase === "closing" ? "Closing in" : "Time left"} ${countdown(at - Date.now())}`;
+}
+setInterval(renderTimer, 1000);
+
+// --- Controls ---------------------------------------------------------------------
+
+function onSubmit(id, fn) {
+  $(id).addEventListener("submit", (e) => { e.preventDefault(); fn(); });
+}
+
+onSubmit("chat-form", () => {
   const text = $("chat-text").value.trim();
   if (text) send("send_chat", { text });
   $("chat-text").value = "";
-};
-$("ask-form").onsubmit = (e) => {
-  e.preventDefault();
+});
+onSubmit("ask-form", () => {
   const text = $("ask-text").value.trim();
   if (text) send("ask_question", { text, anonymous: $("ask-anon").checked });
   $("ask-text").value = "";
-};
-$("hand").onclick = () => send(state.you?.hand_raised ? "lower_hand" : "raise_hand", {});
+});
+$("hand").onclick = () => send(state.you?.hand_raised ? "lower_hand" : "raise_hand");
+$("set-chat").onchange = (e) => send("update_settings", { chat_enabled: e.target.checked });
+$("set-qa").onchange = (e) => send("update_settings", { qa_mode: e.target.value });
+
+onSubmit("bo-plan-form", () => {
+  const byAttribute = $("bo-by-attr").checked;
+  const names = $("bo-names").value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (byAttribute ? !$("bo-attr").value.trim() : names.length === 0) {
+    notice(byAttribute ? "Name the attribute to group by (e.g. team)." : "Name at least one room.", "error");
+    return;
+  }
+  send("set_breakout_plan", {
+    plan: breakoutPlan({
+      attribute: byAttribute ? $("bo-attr").value.trim() : null,
+      names, selfSelect: $("bo-self").checked,
+      minutes: Number($("bo-minutes").value), allowLeave: $("bo-allow-leave").checked,
+    }),
+  });
+});
+$("bo-open").onclick = () => send("open_breakouts");
+$("bo-cancel").onclick = () => send("cancel_breakout_plan");
+$("bo-extend").onclick = () => send("extend_breakouts", { seconds: 300 });
+$("bo-close").onclick = () => send("close_breakouts", {});
+$("bo-help").onclick = () => send("ask_for_help");
+$("bo-leave").onclick = () => send("leave_breakout");
+onSubmit("bo-broadcast-form", () => {
+  const text = $("bo-broadcast-text").value.trim();
+  if (text) send("broadcast_to_breakouts", { text });
+  $("bo-broadcast-text").value = "";
+});
+
+// For the console and for tests: the live state and socket (read-only use).
+window.convene = { state, get socket() { return socket; } };
 
 connect();

@@ -1,13 +1,82 @@
-// Convene wire protocol helpers; mirrors signaling/src/lib.rs (see signaling/PROTOCOL.md).
+// Convene wire protocol helpers; mirrors signaling/src/lib.rs (prose: signaling/PROTOCOL.md).
+// Pure functions only: no DOM, no socket, so they can be read (and tested) on their own.
 export const PROTOCOL_VERSION = 1;
+export const MAX_CHAT_CHARS = 2000;
+export const MAX_QUESTION_CHARS = 500;
 
-let nextRequest = 1;
-export function command(type, fields = {}) {
-  return { type, request_id: `c${nextRequest++}`, ...fields };
+// WebSocket close codes the server uses (src/session/outbox.rs) and what the client does.
+export const CLOSE = {
+  NORMAL: 1000,
+  RESTARTING: 1012,
+  SLOW: 1013,
+  IDLE: 4000,
+  REMOVED: 4001,
+  REPLACED: 4002,
+  REFUSED: 4003,
+};
+
+/** Close codes after which reconnecting makes no sense. */
+export function isFinalClose(code) {
+  return code === CLOSE.REMOVED || code === CLOSE.REPLACED || code === CLOSE.REFUSED;
 }
 
-// Display order every client agrees on: live, approved by votes then age, pending, dismissed.
+/** The `/ws` URL for a page at `base`: a fresh join, or a resume after `lastSeq`. */
+export function socketUrl(base, token, resume) {
+  const url = new URL("/ws", base);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("token", token);
+  if (resume) {
+    url.searchParams.set("resume", resume.sessionId);
+    url.searchParams.set("last_seq", String(resume.lastSeq));
+  }
+  return url.toString();
+}
+
+let nextRequest = 1;
+/** A client message: `{type, request_id, ...fields}`; the server's `ack`/`error` echoes the id. */
+export function command(type, fields = {}) {
+  return { type, request_id: `c${Date.now().toString(36)}-${nextRequest++}`, ...fields };
+}
+
+export const isStaff = (role) => role !== "participant";
+export const canModerate = (role) => role === "host" || role === "moderator";
+
+/** Display order every client agrees on: live, approved by votes desc then asked time asc, pending, the rest. */
 export function questionOrder(a, b) {
   const rank = (q) => (q.live ? 0 : q.state === "approved" ? 1 : q.state === "pending" ? 2 : 3);
   return rank(a) - rank(b) || b.votes - a.votes || a.asked_at - b.asked_at || a.id - b.id;
+}
+
+/** Answered questions: most recent first. */
+export function answeredOrder(a, b) {
+  return (b.answered_at ?? 0) - (a.answered_at ?? 0) || b.id - a.id;
+}
+
+/**
+ * A breakout plan (`set_breakout_plan`).
+ * by attribute: `{ attribute: "team" }`; named rooms: `{ names: ["A", "B"], selfSelect }`.
+ */
+export function breakoutPlan({ attribute, names, selfSelect = false, minutes, allowLeave = true }) {
+  const duration_s = minutes > 0 ? Math.round(minutes * 60) : null;
+  if (attribute) {
+    return {
+      rooms: { from_attribute: attribute },
+      assignment: { mode: "by_attribute", key: attribute },
+      duration_s,
+      allow_leave: allowLeave,
+    };
+  }
+  return {
+    rooms: names,
+    assignment: selfSelect ? { mode: "self_select", cap: null } : { mode: "auto" },
+    duration_s,
+    allow_leave: allowLeave,
+  };
+}
+
+/** "4:05" for a number of milliseconds (never negative). */
+export function countdown(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const m = Math.floor(s / 60);
+  return `${m}:${String(s % 60).padStart(2, "0")}`;
 }

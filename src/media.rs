@@ -1,15 +1,341 @@
-//! Media glue: connects a session's WebRTC signaling to the SFU for the place the room allows.
+//! Media glue: maps rooms and places to SFU groups, runs each session's WebRTC signaling, and serves WHIP/WHEP peers.
+//!
+//! The SFU knows peers, groups and tracks. This module is where rooms meet it: a place
+//! (main room or breakout) is a group, a member's right to publish comes from the room,
+//! and the SFU's track events become room events.
 
-use convene_signaling::{Command, ErrorCode};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
-use crate::room::actor::simple_error;
+use convene_signaling::{Command, ErrorCode, ServerMessage};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::config::RtcConfig;
+use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
+use crate::room::Place;
 use crate::session::outbox::Outbox;
+use crate::sfu::{PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 
-/// A session's link to the SFU.
-pub struct MediaLink {}
+/// The SFU group of a place in a room.
+pub fn group(room: &str, place: Place) -> String {
+    match place {
+        Place::Main => room.to_string(),
+        Place::Breakout(id) => format!("{room}/breakout-{id}"),
+    }
+}
+
+fn place_of_group(group: &str) -> Place {
+    group
+        .rsplit_once("/breakout-")
+        .and_then(|(_, id)| id.parse().ok())
+        .map_or(Place::Main, Place::Breakout)
+}
+
+/// Does this offer send media (any m-line that is not recvonly or inactive)?
+pub fn offer_sends_media(sdp: &str) -> bool {
+    sdp.lines()
+        .map(str::trim)
+        .any(|l| l == "a=sendrecv" || l == "a=sendonly")
+}
+
+/// What a member may do with media now, as the room last said.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MediaAccess {
+    pub place: Place,
+    pub may_publish: bool,
+}
+
+/// The node's media: the SFU and who publishes where.
+#[derive(Clone)]
+pub struct Media {
+    pub sfu: Sfu,
+    /// room -> identity -> the peer that identity publishes from (for WHEP `?participant=`).
+    publishers: Arc<Mutex<HashMap<String, HashMap<String, PeerId>>>>,
+}
+
+impl Media {
+    pub fn start(config: &RtcConfig) -> Result<Media, SfuError> {
+        let advertise_ip: IpAddr = if config.advertise_ip.is_empty() {
+            if config.bind_ip.is_unspecified() {
+                tracing::warn!("rtc.advertise_ip is not set: advertising 127.0.0.1, so only this machine can receive media (set CONVENE_RTC_ADVERTISE_IP)");
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.bind_ip
+            }
+        } else {
+            config
+                .advertise_ip
+                .parse()
+                .map_err(|e| SfuError::Config(format!("rtc.advertise_ip: {e}")))?
+        };
+        let sfu = Sfu::start(SfuConfig {
+            udp_port: config.udp_port,
+            bind_ip: config.bind_ip,
+            advertise_ip,
+            workers: config.workers,
+        })?;
+        tracing::info!(udp = %sfu.local_addr(), %advertise_ip, "media engine started");
+        Ok(Media {
+            sfu,
+            publishers: Arc::default(),
+        })
+    }
+
+    pub fn publisher_peer(&self, room: &str, identity: &str) -> Option<PeerId> {
+        let publishers = self.publishers.lock().expect("publishers lock");
+        publishers.get(room)?.get(identity).cloned()
+    }
+
+    fn set_publisher(&self, room: &str, identity: &str, peer: Option<&PeerId>) {
+        let mut publishers = self.publishers.lock().expect("publishers lock");
+        let room_map = publishers.entry(room.to_string()).or_default();
+        match peer {
+            Some(peer) => {
+                room_map.insert(identity.to_string(), peer.clone());
+            }
+            None => {
+                room_map.remove(identity);
+                if room_map.is_empty() {
+                    publishers.remove(room);
+                }
+            }
+        }
+    }
+
+    /// Relays a peer's events to the room until the peer is gone; unpublishes what is left.
+    /// Returns when the channel closes or the peer disconnects.
+    pub async fn relay_tracks(&self, room: &RoomHandle, identity: &str, peer: &PeerId, mut events: mpsc::UnboundedReceiver<PeerEvent>, offers: Option<&Outbox>) {
+        let mut published = HashSet::new();
+        while let Some(event) = events.recv().await {
+            if !self.on_peer_event(room, identity, peer, event, &mut published, offers).await {
+                break;
+            }
+        }
+        self.unpublish_all(room, identity, &mut published).await;
+    }
+
+    /// Handles one SFU event for a peer; false when the peer is gone.
+    async fn on_peer_event(&self, room: &RoomHandle, identity: &str, peer: &PeerId, event: PeerEvent, published: &mut HashSet<String>, offers: Option<&Outbox>) -> bool {
+        match event {
+            PeerEvent::TrackPublished(info) => {
+                let mut track = info.to_track(place_of_group(&info.group).breakout());
+                track.publisher = identity.to_string();
+                published.insert(track.id.clone());
+                self.set_publisher(&room.name, identity, Some(peer));
+                let _ = room.send(RoomCommand::TrackPublished(track)).await;
+            }
+            PeerEvent::TrackUnpublished { track_id } => {
+                published.remove(&track_id);
+                let _ = room.send(RoomCommand::TrackUnpublished(track_id)).await;
+            }
+            PeerEvent::Offer(sdp) => {
+                if let Some(outbox) = offers {
+                    outbox.send(frame(&ServerMessage::RtcOffer { sdp }));
+                }
+            }
+            PeerEvent::Disconnected => return false,
+            _ => {}
+        }
+        true
+    }
+
+    async fn unpublish_all(&self, room: &RoomHandle, identity: &str, published: &mut HashSet<String>) {
+        for track_id in published.drain() {
+            let _ = room.send(RoomCommand::TrackUnpublished(track_id)).await;
+        }
+        let mut publishers = self.publishers.lock().expect("publishers lock");
+        if let Some(room_map) = publishers.get_mut(&*room.name) {
+            room_map.remove(identity);
+        }
+    }
+}
+
+/// A session's handle on its media task.
+pub struct MediaLink {
+    commands: mpsc::Sender<(Option<String>, Command)>,
+}
 
 impl MediaLink {
-    pub async fn handle(&self, request_id: Option<String>, _command: Command, outbox: &Outbox) {
-        outbox.send(simple_error(request_id, ErrorCode::MediaError, "media is not available yet"));
+    /// Starts the media task for a session. `access` follows the member's place and stage.
+    pub fn start(media: Media, room: RoomHandle, identity: String, name: String, session_id: Uuid, outbox: Outbox, access: watch::Receiver<MediaAccess>) -> MediaLink {
+        let (tx, rx) = mpsc::channel(32);
+        let peer: PeerId = format!("{identity}.{}", &session_id.simple().to_string()[..8]);
+        let task = SessionMedia {
+            media,
+            room,
+            identity,
+            name,
+            peer,
+            outbox,
+            access,
+            events: None,
+            published: HashSet::new(),
+        };
+        tokio::spawn(task.run(rx));
+        MediaLink { commands: tx }
+    }
+
+    /// Queues a signaling command; the media task replies through the outbox.
+    pub async fn handle(&self, request_id: Option<String>, command: Command, outbox: &Outbox) {
+        if self.commands.try_send((request_id.clone(), command)).is_err() {
+            outbox.send(simple_error(request_id, ErrorCode::RateLimited, "too much signaling at once; wait for the previous answer"));
+        }
+    }
+}
+
+/// One session's WebRTC peer. Answers are sent before the next SFU event is read, so a
+/// server offer never overtakes the answer to the client's own offer.
+struct SessionMedia {
+    media: Media,
+    room: RoomHandle,
+    identity: String,
+    name: String,
+    peer: PeerId,
+    outbox: Outbox,
+    access: watch::Receiver<MediaAccess>,
+    events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
+    published: HashSet<String>,
+}
+
+impl SessionMedia {
+    async fn run(mut self, mut commands: mpsc::Receiver<(Option<String>, Command)>) {
+        let mut current = *self.access.borrow();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some((request_id, command)) => self.signal(request_id, command).await,
+                    None => break,
+                },
+                event = next_event(&mut self.events) => match event {
+                    Some(event) => {
+                        let (media, room, identity, peer) = (&self.media, &self.room, &self.identity, &self.peer);
+                        if !media.on_peer_event(room, identity, peer, event, &mut self.published, Some(&self.outbox)).await {
+                            self.peer_gone().await;
+                        }
+                    }
+                    None => self.peer_gone().await,
+                },
+                changed = self.access.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let access = *self.access.borrow();
+                    if access != current && self.events.is_some() {
+                        if access.place != current.place {
+                            self.media.sfu.move_peer(&self.peer, group(&self.room.name, access.place));
+                        }
+                        self.media.sfu.set_can_publish(&self.peer, access.may_publish);
+                    }
+                    current = access;
+                }
+            }
+        }
+        if self.events.is_some() {
+            self.media.sfu.remove_peer(&self.peer);
+        }
+        let (media, room, identity) = (&self.media, &self.room, &self.identity);
+        media.unpublish_all(room, identity, &mut self.published).await;
+    }
+
+    async fn peer_gone(&mut self) {
+        self.events = None;
+        let (media, room, identity) = (&self.media, &self.room, &self.identity);
+        media.unpublish_all(room, identity, &mut self.published).await;
+    }
+
+    fn reply(&self, request_id: Option<String>) {
+        if let Some(request_id) = request_id {
+            self.outbox.send(frame(&ServerMessage::Ack { request_id, id: None }));
+        }
+    }
+
+    fn refuse(&self, request_id: Option<String>, code: ErrorCode, message: impl Into<String>) {
+        self.outbox.send(simple_error(request_id, code, message));
+    }
+
+    async fn signal(&mut self, request_id: Option<String>, command: Command) {
+        match command {
+            Command::RtcOffer { sdp } => self.offer(request_id, sdp).await,
+            Command::RtcAnswer { sdp } => match self.media.sfu.accept_answer(&self.peer, sdp).await {
+                Ok(()) => self.reply(request_id),
+                Err(SfuError::BadSdp(why)) => self.refuse(request_id, ErrorCode::InvalidArgument, format!("bad SDP: {why}")),
+                Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
+            },
+            // ICE-lite: the answer carries the server's candidate and the client's are learnt
+            // from its checks, so trickled candidates need no action.
+            Command::RtcCandidate { .. } => self.reply(request_id),
+            Command::Unpublish { track_id: _ } => {
+                if self.events.is_some() {
+                    self.media.sfu.set_can_publish(&self.peer, false);
+                }
+                self.reply(request_id);
+            }
+            Command::SetVideoQuality { track_id, quality } => {
+                self.media.sfu.set_video_quality(&self.peer, track_id.as_deref(), quality);
+                self.reply(request_id);
+            }
+            _ => self.refuse(request_id, ErrorCode::InvalidMessage, "not a media command"),
+        }
+    }
+
+    async fn offer(&mut self, request_id: Option<String>, sdp: String) {
+        // Ask the room: it is the authority on where this member is and whether they may publish.
+        let Ok(Some((place, may_publish))) = self.room.media_access(&self.identity).await else {
+            return self.refuse(request_id, ErrorCode::NotInRoom, "you are not in this room");
+        };
+        if offer_sends_media(&sdp) && !may_publish {
+            return self.refuse(request_id, ErrorCode::Forbidden, "only people on stage may publish media in a webcast; raise your hand to be invited");
+        }
+        if self.events.is_none() {
+            let mut options = PeerOptions::session(self.name.clone());
+            options.can_publish = may_publish;
+            let events = self.media.sfu.add_peer(self.peer.clone(), group(&self.room.name, place), options);
+            self.events = Some(events);
+        } else {
+            self.media.sfu.set_can_publish(&self.peer, may_publish);
+        }
+        match self.media.sfu.accept_offer(&self.peer, sdp).await {
+            Ok(answer) => {
+                self.outbox.send(frame(&ServerMessage::RtcAnswer { sdp: answer }));
+                self.reply(request_id);
+            }
+            Err(SfuError::BadSdp(why)) => {
+                self.refuse(request_id, ErrorCode::InvalidArgument, format!("bad SDP: {why}"));
+            }
+            Err(SfuError::UnknownPeer) => {
+                // The engine dropped the peer after a failed offer: the next offer starts afresh.
+                self.events = None;
+                self.refuse(request_id, ErrorCode::InvalidArgument, "the offer was rejected; send a new one");
+            }
+            Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
+        }
+    }
+}
+
+async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<PeerEvent>>) -> Option<PeerEvent> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_map_to_groups_and_back() {
+        assert_eq!(group("r", Place::Main), "r");
+        assert_eq!(group("r", Place::Breakout(3)), "r/breakout-3");
+        assert_eq!(place_of_group("r/breakout-3"), Place::Breakout(3));
+        assert_eq!(place_of_group("r"), Place::Main);
+    }
+
+    #[test]
+    fn offers_that_send_media_are_recognised() {
+        assert!(offer_sends_media("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n"));
+        assert!(!offer_sends_media("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"));
     }
 }

@@ -26,6 +26,13 @@ pub enum SessionEffect {
         identity: String,
         from: Place,
         to: Place,
+        may_publish: bool,
+    },
+    /// This identity's record changed (stage, place): its media rights may have too.
+    Access {
+        identity: String,
+        place: Place,
+        may_publish: bool,
     },
     /// This identity was removed; its sessions close after sending the event.
     Kick { identity: String },

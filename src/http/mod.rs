@@ -4,6 +4,7 @@
 
 mod api;
 mod client;
+mod media;
 mod ws;
 
 use std::net::SocketAddr;
@@ -19,7 +20,8 @@ use tokio::sync::watch;
 
 use crate::auth::TokenKeys;
 use crate::bus::{Bus, LocalBus};
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::media::Media;
 use crate::room::actor::ActorConfig;
 use crate::room::registry::Rooms;
 use crate::room::RoomLimits;
@@ -74,6 +76,10 @@ pub struct AppState {
     pub sessions: Arc<AtomicUsize>,
     /// `Some(reconnect_after_ms)` once shutdown has begun.
     pub shutdown: Arc<watch::Sender<Option<u64>>>,
+    pub limits: Arc<Limits>,
+    /// The SFU; `None` when its UDP port could not be bound.
+    pub media: Option<Media>,
+    pub resources: media::Resources,
 }
 
 impl AppState {
@@ -96,7 +102,17 @@ impl AppState {
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
         };
+        let media = match Media::start(&config.rtc) {
+            Ok(media) => Some(media),
+            Err(error) => {
+                tracing::error!(%error, "media engine did not start; signaling and chat still work");
+                None
+            }
+        };
         AppState {
+            limits: Arc::new(config.limits.clone()),
+            media,
+            resources: media::Resources::default(),
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms: Rooms::new(actor, bus),
             sessions: Arc::new(AtomicUsize::new(0)),
@@ -116,6 +132,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws::upgrade))
+        .merge(media::router())
         .nest("/api/v1", api::router())
         .merge(client::router())
         .with_state(state)
@@ -130,7 +147,7 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let text = format!(
+    let mut text = format!(
         "# HELP convene_sessions Connected WebSocket sessions on this node.\n\
          # TYPE convene_sessions gauge\n\
          convene_sessions {}\n\
@@ -140,6 +157,21 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         state.sessions.load(Ordering::Relaxed),
         state.rooms.len(),
     );
+    if let Some(media) = &state.media {
+        let s = media.sfu.stats();
+        for (name, kind, help, value) in [
+            ("convene_sfu_peers", "gauge", "WebRTC peers.", s.peers as u64),
+            ("convene_sfu_tracks", "gauge", "Published tracks.", s.tracks as u64),
+            ("convene_sfu_datagrams_in_total", "counter", "UDP datagrams received.", s.datagrams_in),
+            ("convene_sfu_datagrams_dropped_total", "counter", "UDP datagrams dropped.", s.datagrams_dropped),
+            ("convene_sfu_frames_forwarded_total", "counter", "Media frames written to subscribers.", s.frames_forwarded),
+            ("convene_sfu_bytes_forwarded_total", "counter", "Media bytes written to subscribers.", s.bytes_forwarded),
+            ("convene_sfu_keyframe_requests_in_total", "counter", "PLI/FIR received from subscribers.", s.keyframe_requests_in),
+            ("convene_sfu_keyframe_requests_out_total", "counter", "Keyframe requests sent to publishers.", s.keyframe_requests_out),
+        ] {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+        }
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

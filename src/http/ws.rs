@@ -16,6 +16,7 @@ use crate::auth::Claims;
 use crate::room::actor::{error_frame, RoomHandle, Start};
 use crate::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
+use crate::media::{MediaAccess, MediaLink};
 use crate::session::{self, SessionParams};
 
 #[derive(Deserialize)]
@@ -121,6 +122,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
         name: claims.name.clone(),
         role: claims.role,
         attrs: claims.attrs.clone(),
+        on_stage: false,
     };
     let connection = Uuid::new_v4();
     // Subscribe before joining so nothing between the snapshot and the first live event is lost.
@@ -145,8 +147,16 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
             }
         }
     };
-    let Start { session_id, .. } = &start;
+    let Start { session_id, viewer, may_publish, .. } = &start;
     tracing::debug!(%session_id, "session started");
+    let (media, media_access) = match &state.media {
+        Some(engine) => {
+            let (access_tx, access_rx) = tokio::sync::watch::channel(MediaAccess { place: viewer.place, may_publish: *may_publish });
+            let link = MediaLink::start(engine.clone(), room.clone(), claims.sub.clone(), claims.name.clone(), *session_id, outbox.clone(), access_rx);
+            (Some(link), Some(access_tx))
+        }
+        None => (None, None),
+    };
     let (sink, stream) = socket.split();
     session::run(
         sink,
@@ -159,9 +169,10 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
             events,
             outbox,
             inbox,
-            limits: Arc::new(state.config.limits.clone()),
+            limits: state.limits.clone(),
             shutdown: state.shutdown.subscribe(),
-            media: None,
+            media,
+            media_access,
         },
     )
     .await;

@@ -50,6 +50,8 @@ impl Clock {
 pub struct Start {
     pub session_id: Uuid,
     pub viewer: Viewer,
+    /// Whether the member may publish media where they are (at join time).
+    pub may_publish: bool,
     /// `welcome` or `resumed`.
     pub first: Frame,
     /// Missed events to filter and send after `first` (resume only).
@@ -86,9 +88,9 @@ pub enum RoomCommand {
     ExportQuestions {
         reply: oneshot::Sender<Vec<Question>>,
     },
-    MayPublish {
+    MediaAccess {
         identity: String,
-        reply: oneshot::Sender<Option<Place>>,
+        reply: oneshot::Sender<Option<(Place, bool)>>,
     },
     TrackPublished(Track),
     TrackUnpublished(String),
@@ -142,10 +144,10 @@ impl RoomHandle {
         self.ask(|reply| RoomCommand::ExportQuestions { reply }).await
     }
 
-    /// Where this identity may publish media now, or `None` if they may not.
-    pub async fn may_publish(&self, identity: &str) -> Result<Option<Place>, RoomGone> {
+    /// Where this identity is and whether it may publish media there; `None` if not a member.
+    pub async fn media_access(&self, identity: &str) -> Result<Option<(Place, bool)>, RoomGone> {
         let identity = identity.to_string();
-        self.ask(|reply| RoomCommand::MayPublish { identity, reply }).await
+        self.ask(|reply| RoomCommand::MediaAccess { identity, reply }).await
     }
 }
 
@@ -285,13 +287,12 @@ impl RoomActor {
             RoomCommand::ExportQuestions { reply } => {
                 let _ = reply.send(self.state.qa().export());
             }
-            RoomCommand::MayPublish { identity, reply } => {
-                let place = self
+            RoomCommand::MediaAccess { identity, reply } => {
+                let access = self
                     .state
-                    .may_publish(&identity)
-                    .then(|| self.state.viewer(&identity).map(|v| v.place))
-                    .flatten();
-                let _ = reply.send(place);
+                    .viewer(&identity)
+                    .map(|v| (v.place, self.state.may_publish(&identity)));
+                let _ = reply.send(access);
             }
             RoomCommand::TrackPublished(track) => {
                 let events = self.state.track_published(track);
@@ -338,7 +339,8 @@ impl RoomActor {
                         last_seq,
                         seq,
                     });
-                    return Ok(Start { session_id, viewer, first, replay, seq });
+                    let may_publish = self.state.may_publish(&identity);
+                    return Ok(Start { session_id, viewer, may_publish, first, replay, seq });
                 }
                 Err(gap) => {
                     let reason = format!(
@@ -375,7 +377,8 @@ impl RoomActor {
             seq,
             resume_failed,
         });
-        Start { session_id, viewer, first, replay: Vec::new(), seq }
+        let may_publish = self.state.may_publish(&viewer.identity);
+        Start { session_id, viewer, may_publish, first, replay: Vec::new(), seq }
     }
 
     fn client_command(&mut self, session_id: Uuid, request_id: Option<String>, command: Command, now: Millis) {
@@ -447,7 +450,7 @@ impl RoomActor {
     fn publish(&mut self, events: Vec<Event>) {
         for Event { audience, body } in events {
             let seq = self.log.next_seq();
-            let effect = effect_of(&audience, &body);
+            let effect = effect_of(&self.state, &audience, &body);
             if let Some(SessionEffect::Kick { identity }) = &effect {
                 // Their sessions end: no resume into a room that removed them.
                 self.sessions.retain(|_, s| s.identity != *identity || s.outbox.is_some());
@@ -460,7 +463,14 @@ impl RoomActor {
     }
 }
 
-fn effect_of(audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
+fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
+    if let RoomEvent::MemberUpdated { member } = body {
+        return Some(SessionEffect::Access {
+            identity: member.identity.clone(),
+            place: Place::from_breakout(member.breakout),
+            may_publish: state.may_publish(&member.identity),
+        });
+    }
     let Audience::Some { person: Some(identity), .. } = audience else {
         return None;
     };
@@ -469,6 +479,7 @@ fn effect_of(audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
             identity: identity.clone(),
             from: Place::from_breakout(*from),
             to: Place::from_breakout(*breakout),
+            may_publish: state.may_publish(identity),
         }),
         RoomEvent::Removed { .. } => Some(SessionEffect::Kick { identity: identity.clone() }),
         _ => None,

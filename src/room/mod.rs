@@ -179,6 +179,8 @@ pub struct Joiner {
     pub name: String,
     pub role: Role,
     pub attrs: BTreeMap<String, String>,
+    /// Starts on stage (WHIP publishers); presenters always do.
+    pub on_stage: bool,
 }
 
 /// The room's tunables, from `[limits]`.
@@ -388,8 +390,10 @@ impl RoomState {
         if let Some(existing) = self.members.get_mut(&who.identity) {
             existing.connections += 1;
             existing.disconnected_at = None;
-            if existing.member.presence != Presence::Online {
+            let stage = who.on_stage && !existing.member.on_stage;
+            if existing.member.presence != Presence::Online || stage {
                 existing.member.presence = Presence::Online;
+                existing.member.on_stage |= who.on_stage;
                 events.extend(self.member_updated(&who.identity));
             }
             return Ok(events);
@@ -399,7 +403,7 @@ impl RoomState {
             name: who.name,
             role: who.role,
             presence: Presence::Online,
-            on_stage: who.role == Role::Presenter,
+            on_stage: who.role == Role::Presenter || who.on_stage,
             hand_raised: false,
             chat_muted: false,
             breakout: None,

@@ -11,6 +11,7 @@ fn joiner(identity: &str, role: Role) -> Joiner {
         name: identity.to_uppercase(),
         role,
         attrs: BTreeMap::new(),
+        on_stage: false,
     }
 }
 

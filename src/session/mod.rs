@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use crate::bus::{Frame, LoggedEvent, SessionEffect, Subscription};
 use crate::config::Limits;
-use crate::media::MediaLink;
+use crate::media::{MediaAccess, MediaLink};
 use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle, Start};
-use crate::room::Viewer;
+use crate::room::{Place, Viewer};
 use outbox::{CloseReason, Inbox, Outbox};
 use rate::{CommandClass, RateLimiter};
 
@@ -41,6 +41,8 @@ pub struct SessionParams {
     pub limits: Arc<Limits>,
     pub shutdown: watch::Receiver<Option<u64>>,
     pub media: Option<MediaLink>,
+    /// Tells the media task where the member is and whether they may publish.
+    pub media_access: Option<watch::Sender<MediaAccess>>,
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
@@ -60,11 +62,13 @@ where
         limits,
         shutdown,
         media,
+        media_access,
     } = params;
     let session_id = session_start.session_id;
     let span = tracing::info_span!("session", room = %room.name, %identity, %session_id);
     let _enter = span.enter();
     let writer = Writer {
+        media_access,
         viewer: session_start.viewer.clone(),
         ping_every: Duration::from_secs(limits.ping_interval_s.max(1)),
         capacity: limits.outbound_queue,
@@ -94,6 +98,7 @@ where
 }
 
 struct Writer {
+    media_access: Option<watch::Sender<MediaAccess>>,
     viewer: Viewer,
     ping_every: Duration,
     capacity: usize,
@@ -195,12 +200,28 @@ impl Writer {
             return Next::Close(CloseReason::SLOW);
         }
         match &event.effect {
-            Some(SessionEffect::Move { identity, to, .. }) if *identity == self.viewer.identity => {
+            Some(SessionEffect::Move { identity, to, may_publish, .. }) if *identity == self.viewer.identity => {
                 self.viewer.place = *to;
+                self.set_media_access(*to, *may_publish);
+                Next::Continue
+            }
+            Some(SessionEffect::Access { identity, place, may_publish }) if *identity == self.viewer.identity => {
+                self.set_media_access(*place, *may_publish);
                 Next::Continue
             }
             Some(SessionEffect::Kick { identity }) if *identity == self.viewer.identity => Next::Close(CloseReason::REMOVED),
             _ => Next::Continue,
+        }
+    }
+
+    fn set_media_access(&self, place: Place, may_publish: bool) {
+        if let Some(access) = &self.media_access {
+            access.send_if_modified(|current| {
+                let next = MediaAccess { place, may_publish };
+                let changed = *current != next;
+                *current = next;
+                changed
+            });
         }
     }
 

@@ -1,6 +1,9 @@
 """An aiortc publisher: synthetic VP8 video + Opus audio, counts keyframe requests.
 
-    publisher.py (--whip URL | --ws URL) [--token T] [--duration S] [--no-audio]
+    publisher.py (--whip URL | --ws URL) [--token T] [--duration S] [--no-audio] [--receive]
+
+With --receive (meeting rooms) it also decodes what others publish and reports
+"frames_received".
 
 Prints one JSON line: {"connected", "plis", "pli_times", "frames_sent", ...}.
 "plis" counts PLI/FIR the publisher received (aiortc forces a keyframe for each;
@@ -60,6 +63,7 @@ async def main():
     p = argparse.ArgumentParser()
     add_signaling_args(p)
     p.add_argument("--no-audio", action="store_true")
+    p.add_argument("--receive", action="store_true", help="also count frames received from others")
     args = p.parse_args()
 
     pc = RTCPeerConnection()
@@ -69,6 +73,20 @@ async def main():
     if not args.no_audio:
         pc.addTrack(AudioStreamTrack())
     connected = asyncio.Event()
+    received = {"video": 0, "audio": 0}
+
+    async def consume(track):
+        while True:
+            try:
+                await track.recv()
+            except Exception:  # noqa: BLE001  (track ended)
+                return
+            received[track.kind] += 1
+
+    @pc.on("track")
+    def on_track(track):
+        if args.receive:
+            asyncio.ensure_future(consume(track))
 
     @pc.on("connectionstatechange")
     def _():
@@ -89,6 +107,8 @@ async def main():
     except Exception as e:  # noqa: BLE001
         result["error"] = repr(e)
     result["frames_sent"] = video.n
+    result["frames_received"] = received["video"]
+    result["audio_received"] = received["audio"]
     result["plis"] = len(PLI_TIMES)
     result["pli_times"] = [round(t - t0, 3) for t in PLI_TIMES]
     result["events"] = [e.get("event", e) for e in getattr(sig, "events", [])]

@@ -2,6 +2,7 @@
 
     subscriber.py (--whep URL | --ws URL) [--token T] [--duration S]
                   [--pli-burst N --pli-at S]
+    subscriber.py --whep print-offer    (prints a recvonly offer and exits)
 
 Offers recvonly video + audio. With --pli-burst N it sends N PLIs for the video
 stream, spread over one second starting --pli-at seconds after the first
@@ -42,11 +43,17 @@ async def main():
     args = p.parse_args()
 
     pc = RTCPeerConnection()
-    sig = signaling_from_args(args)
     for _ in range(args.video_slots):
         pc.addTransceiver("video", direction="recvonly")
     for _ in range(args.audio_slots):
         pc.addTransceiver("audio", direction="recvonly")
+    if args.whep == "print-offer":
+        # Only print a real client offer (for tests that POST it themselves).
+        await pc.setLocalDescription(await pc.createOffer())
+        emit({"offer": pc.localDescription.sdp})
+        await pc.close()
+        return
+    sig = signaling_from_args(args)
 
     t0 = time.monotonic()
     counts = {"video": 0, "audio": 0}

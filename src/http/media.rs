@@ -1,0 +1,204 @@
+//! WHIP ingest (`POST /whip/{room}`) and WHEP playback (`POST /whep/{room}`), RFC 9725 semantics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::Router;
+use convene_signaling::Role;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::ws::bearer;
+use super::{ApiError, AppState};
+use crate::auth::Claims;
+use crate::media::{group, Media};
+use crate::room::actor::RoomCommand;
+use crate::room::{Joiner, Place};
+use crate::session::outbox;
+use crate::sfu::{PeerOptions, SfuError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/whip/{room}", post(whip))
+        .route("/whip/{room}/{resource}", delete(end_resource))
+        .route("/whep/{room}", post(whep))
+        .route("/whep/{room}/{resource}", delete(end_resource))
+}
+
+/// Live WHIP/WHEP sessions, by resource id; dropping the sender ends the session.
+#[derive(Clone, Default)]
+pub struct Resources {
+    inner: Arc<Mutex<HashMap<String, Resource>>>,
+}
+
+struct Resource {
+    room: String,
+    stop: oneshot::Sender<()>,
+}
+
+impl Resources {
+    fn insert(&self, id: &str, room: &str, stop: oneshot::Sender<()>) {
+        let mut map = self.inner.lock().expect("resources lock");
+        map.insert(id.to_string(), Resource { room: room.to_string(), stop });
+    }
+    fn remove(&self, id: &str) -> Option<Resource> {
+        self.inner.lock().expect("resources lock").remove(id)
+    }
+}
+
+/// Checks what both endpoints need: media on, SDP body, a valid token for this room.
+fn check_request(state: &AppState, room: &str, headers: &HeaderMap, body: &str) -> Result<(Media, Claims), ApiError> {
+    let media = state.media.clone().ok_or_else(|| ApiError::unavailable("media is not enabled on this server"))?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/sdp"));
+    }
+    let token = bearer(headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let claims = state.keys.verify(&token, Some(room)).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if body.trim().is_empty() {
+        return Err(ApiError::bad_request("the body must be an SDP offer"));
+    }
+    Ok((media, claims))
+}
+
+fn created(location: String, answer: String) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::LOCATION, location), (header::CONTENT_TYPE, "application/sdp".to_string())],
+        answer,
+    )
+        .into_response()
+}
+
+fn sdp_error(error: SfuError) -> ApiError {
+    match error {
+        SfuError::BadSdp(why) => ApiError::bad_request(format!("bad SDP: {why}")),
+        SfuError::UnknownPeer => ApiError::bad_request("bad SDP: the offer was rejected"),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+/// A publisher (e.g. OBS) joins the room on stage under its token's name and publishes.
+async fn whip(State(state): State<AppState>, Path(room): Path<String>, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
+    let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    if !matches!(claims.role, Role::Host | Role::Presenter) {
+        return Err(ApiError::forbidden("only host and presenter tokens may publish over WHIP"));
+    }
+    let handle = state.rooms.get_or_start(&room);
+    let (outbox, _inbox) = outbox::outbox(8);
+    let connection = Uuid::new_v4();
+    let joiner = Joiner {
+        identity: claims.sub.clone(),
+        name: claims.name.clone(),
+        role: claims.role,
+        attrs: claims.attrs.clone(),
+        on_stage: true,
+    };
+    let start = match handle.join(joiner, connection, outbox, None).await {
+        Ok(Ok(start)) => start,
+        Ok(Err(denied)) => return Err(ApiError::forbidden(denied.message)),
+        Err(gone) => return Err(ApiError::unavailable(gone.to_string())),
+    };
+    let session_id = start.session_id;
+    let leave = {
+        let handle = handle.clone();
+        move || async move {
+            let _ = handle.send(RoomCommand::Closed { session_id, connection, left: true }).await;
+        }
+    };
+    let resource = Uuid::new_v4().simple().to_string();
+    let peer = format!("{}.whip-{}", claims.sub, &resource[..8]);
+    let events = media.sfu.add_peer(peer.clone(), group(&room, Place::Main), PeerOptions::whip(claims.name.clone()));
+    let answer = match media.sfu.accept_offer(&peer, body).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            media.sfu.remove_peer(&peer);
+            leave().await;
+            return Err(sdp_error(error));
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    state.resources.insert(&resource, &room, stop_tx);
+    let resources = state.resources.clone();
+    let id = resource.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = media.relay_tracks(&handle, &claims.sub, &peer, events, None) => {}
+            _ = stop_rx => {}
+        }
+        media.sfu.remove_peer(&peer);
+        resources.remove(&id);
+        leave().await;
+        tracing::info!(room = %handle.name, identity = %claims.sub, "WHIP session ended");
+    });
+    Ok(created(format!("/whip/{room}/{resource}"), answer))
+}
+
+#[derive(Deserialize)]
+struct WhepQuery {
+    participant: Option<String>,
+}
+
+/// A viewer plays the room's main-room tracks (or one participant's) without the chat client.
+async fn whep(State(state): State<AppState>, Path(room): Path<String>, Query(query): Query<WhepQuery>, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
+    let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    let handle = state.rooms.get(&room).ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
+    if handle.is_banned(&claims.sub).await.unwrap_or(false) {
+        return Err(ApiError::forbidden("you were removed from this room"));
+    }
+    let only = match &query.participant {
+        Some(identity) => Some(media.publisher_peer(&room, identity).ok_or_else(|| ApiError::not_found(format!("participant {identity:?} is not publishing")))?),
+        None => None,
+    };
+    let resource = Uuid::new_v4().simple().to_string();
+    let peer = format!("whep-{resource}");
+    let mut events = media.sfu.add_peer(peer.clone(), group(&room, Place::Main), PeerOptions::whep(claims.name.clone(), only));
+    let answer = match media.sfu.accept_offer(&peer, body).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            media.sfu.remove_peer(&peer);
+            return Err(sdp_error(error));
+        }
+    };
+    let (stop_tx, mut stop_rx) = oneshot::channel();
+    state.resources.insert(&resource, &room, stop_tx);
+    let resources = state.resources.clone();
+    let id = resource.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    None | Some(crate::sfu::PeerEvent::Disconnected) => break,
+                    Some(_) => {}
+                },
+                _ = &mut stop_rx => break,
+            }
+        }
+        media.sfu.remove_peer(&peer);
+        resources.remove(&id);
+    });
+    Ok(created(format!("/whep/{room}/{resource}"), answer))
+}
+
+/// `DELETE` on a WHIP or WHEP resource ends that session.
+async fn end_resource(State(state): State<AppState>, Path((room, resource)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = bearer(&headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    state.keys.verify(&token, Some(&room)).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    match state.resources.remove(&resource) {
+        Some(found) if found.room == room => {
+            let _ = found.stop.send(());
+            Ok(StatusCode::OK.into_response())
+        }
+        Some(other) => {
+            // Not this room's: put it back untouched.
+            state.resources.insert(&resource, &other.room, other.stop);
+            Err(ApiError::not_found("no such session in this room"))
+        }
+        None => Err(ApiError::not_found("no such session")),
+    }
+}
