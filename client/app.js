@@ -18,6 +18,7 @@ const state = {
 let socket = null;
 let retryMs = 500;
 let retryTimer = null;
+let failures = 0;
 /** Commands not yet acknowledged, by request_id; resent after a resume (the server applies each id once). */
 const unacked = new Map();
 
@@ -51,7 +52,9 @@ function connect() {
       setStatus("closed", why[e.code]);
       return;
     }
-    setStatus("reconnecting", "reconnecting…");
+    failures++;
+    // Never admitted after several tries: most likely an expired or mistyped link (HTTP 401 before the upgrade).
+    setStatus("reconnecting", !state.you && failures >= 3 ? "Cannot join yet: the link may be invalid or expired. Retrying…" : "reconnecting…");
     reconnectLater(retryMs);
     retryMs = Math.min(retryMs * 2, 10000);
   };
@@ -80,6 +83,7 @@ function transmit(entry) {
 
 function connected() {
   retryMs = 500;
+  failures = 0;
   setStatus("connected", `${state.you.name} · ${state.you.role}`);
   $("app").hidden = false;
 }
@@ -351,6 +355,7 @@ function renderQuestions(staff, moderator) {
   $("pending-title").hidden = pending.length === 0;
   $("pending").replaceChildren(...pending.map(item));
   $("questions").replaceChildren(...qs.filter((q) => q.state === "approved").sort(questionOrder).map(item));
+  $("dismissed-box").hidden = !moderator || !qs.some((q) => q.state === "dismissed");
   $("dismissed").replaceChildren(...qs.filter((q) => q.state === "dismissed").sort(questionOrder).map(item));
   $("answered").replaceChildren(...qs.filter((q) => q.state === "answered").sort(answeredOrder).map(item));
 }

@@ -45,6 +45,7 @@ pub struct ServerConfig {
     pub max_sessions_per_room: usize,
     pub shutdown_grace_s: u64,
     pub reconnect_after_ms: u64,
+    pub socket_send_buffer: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -190,6 +190,14 @@ impl Server {
         let state = AppState::new(config);
         let mut stop = state.shutdown.subscribe();
         let router = app(state.clone());
+        let send_buffer = state.config.server.socket_send_buffer;
+        // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
+        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+            }
+        });
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

@@ -94,7 +94,7 @@ const FPS: u32 = 30;
 const AUDIO_PER_S: u32 = 50;
 const AUDIO_BYTES: usize = 120;
 
-const CONNECTING: u8 = 0;
+/// `SubStats::state`: 0 while connecting.
 const CONNECTED: u8 = 1;
 const FAILED: u8 = 2;
 
@@ -345,18 +345,20 @@ struct Synthetic {
     next_audio: u64,
     want_keyframe: bool,
     frames: Arc<AtomicU64>,
+    /// RTP packets sent (retransmissions included).
+    packets: Arc<AtomicU64>,
 }
 
 impl Synthetic {
-    fn new(video: Mid, audio: Mid, bitrate_kbps: u64, frames: Arc<AtomicU64>) -> Self {
+    fn new(bitrate_kbps: u64, frames: Arc<AtomicU64>, packets: Arc<AtomicU64>) -> Self {
         let audio_bps = u64::from(AUDIO_PER_S) * AUDIO_BYTES as u64 * 8;
         let video_bps = (bitrate_kbps * 1000).saturating_sub(audio_bps).max(100_000);
         // A keyframe every KEYFRAME_EVERY frames, four times the size of a delta frame.
         let per_frame = video_bps / 8 / u64::from(FPS);
         let delta = (per_frame * u64::from(KEYFRAME_EVERY) / u64::from(KEYFRAME_EVERY + 3)) as usize;
         Synthetic {
-            video,
-            audio,
+            video: Mid::from("1"),
+            audio: Mid::from("0"),
             key: vp8_frame(true, delta * 4).into(),
             delta: vp8_frame(false, delta).into(),
             opus: vec![0xfc; AUDIO_BYTES].into(),
@@ -364,7 +366,8 @@ impl Synthetic {
             next_video: 0,
             next_audio: 0,
             want_keyframe: true,
-            frames: frames.clone(),
+            frames,
+            packets,
         }
     }
 
@@ -432,6 +435,11 @@ fn vp8_frame(key: bool, len: usize) -> Vec<u8> {
     f
 }
 
+/// RTP, not RTCP, STUN or DTLS (RFC 7983 first byte; RFC 5761 payload types).
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && (128..=191).contains(&d[0]) && !(64..=95).contains(&(d[1] & 0x7f))
+}
+
 /// A client peer: one `Rtc`, one UDP socket on 127.0.0.1.
 struct Peer {
     rtc: Rtc,
@@ -465,6 +473,11 @@ impl Peer {
             match self.rtc.poll_output().map_err(|e| e.to_string())? {
                 Output::Timeout(t) => return Ok(t),
                 Output::Transmit(t) => {
+                    if let Job::Publisher(s) = &self.job {
+                        if is_rtp(&t.contents) {
+                            s.packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     // Like the network: a full socket buffer drops the datagram.
                     let _ = self.sock.try_send_to(&t.contents, t.destination);
                 }
@@ -658,7 +671,28 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+/// What a run measured; `json` is the object `--json` prints.
+#[derive(Debug, Clone)]
+pub struct SfuReport {
+    pub connected: usize,
+    /// RTP packets received by all subscribers in the window.
+    pub packets: u64,
+    /// Loss from sequence numbers over the window, percent.
+    pub loss_pct: f64,
+    pub json: serde_json::Value,
+}
+
 pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
+    let json = args.json;
+    let report = measure(args).await?;
+    if json {
+        println!("{}", report.json);
+    }
+    Ok(())
+}
+
+/// Runs the load and returns the figures (printing progress unless `args.json`).
+pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
     if args.subscribers > MAX_SUBSCRIBERS {
         return Err(LoadError::Setup(format!("at most {MAX_SUBSCRIBERS} subscribers")));
     }
@@ -676,8 +710,9 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
 
     // The publisher first, so subscribers find its tracks.
     let frames = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     if args.publish == Some(Publish::Synthetic) {
-        let syn = Synthetic::new(Mid::from("0"), Mid::from("1"), args.bitrate_kbps, frames.clone());
+        let syn = Synthetic::new(args.bitrate_kbps, frames.clone(), sent.clone());
         let mut p = Peer::new(false, Job::Publisher(Box::new(syn)))
             .await
             .map_err(LoadError::Setup)?;
@@ -811,6 +846,7 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
     let cpu0 = pid.as_deref().and_then(proc_cpu_us);
     let self0 = proc_cpu_us("self");
     let frames0 = frames.load(Ordering::Relaxed);
+    let sent0 = sent.load(Ordering::Relaxed);
     let w0 = Instant::now();
     let mut per_second = Vec::new();
     let mut prev = s0.clone();
@@ -836,6 +872,7 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
     let s1 = snap_all(&stats);
     let m1 = sfu_metrics(&host, &prefix).await;
     let frames1 = frames.load(Ordering::Relaxed);
+    let sent1 = sent.load(Ordering::Relaxed);
 
     let _ = stop_tx.send(true);
     let mut deletes = Vec::new();
@@ -863,7 +900,10 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
     let connected = stats.iter().filter(|s| s.state.load(Ordering::Relaxed) == CONNECTED).count();
     let (mut packets, mut bytes, mut expected, mut distinct) = (0u64, 0u64, 0u64, 0u64);
     let mut ok = 0usize;
+    let mut held = 0usize;
     let mut receiving = 0usize;
+    // RTP packets the publisher sent in the window: what each subscriber should get.
+    let published = sent1 - sent0;
     let mut worst: f64 = 0.0;
     for (a, b) in s0.iter().zip(&s1) {
         let (pk, ex, di) = (b.packets - a.packets, b.expected - a.expected, b.distinct - a.distinct);
@@ -877,6 +917,9 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
             worst = worst.max(loss);
             if loss < 0.01 {
                 ok += 1;
+                if published == 0 || (pk as f64) >= 0.99 * published as f64 {
+                    held += 1;
+                }
             }
         }
     }
@@ -912,6 +955,9 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
         "loss_pct": round2(loss_pct * 100.0) / 100.0,
         "worst_subscriber_loss_pct": round2(worst * 100.0),
         "subscribers_under_1pct_loss": ok,
+        "subscribers_held": held,
+        "publisher_packets_per_s": round2(published as f64 / window),
+        "delivery_pct": (published > 0).then(|| round2(100.0 * packets as f64 / (published as f64 * n.max(1) as f64))),
         "time_to_first_packet_ms": {
             "count": ttfp.len(),
             "p50": round2(percentile(&ttfp, 0.5)),
@@ -926,9 +972,7 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
         "server_metrics_delta": metrics_delta,
         "per_second": per_second,
     });
-    if args.json {
-        println!("{report}");
-    } else {
+    if !args.json {
         println!(
             "window {:.1} s: {} packets ({:.0}/s, {:.1}/s per subscriber, {:.2} Mbit/s), loss {:.3}%, worst {:.2}%",
             window,
@@ -939,7 +983,14 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
             loss_pct,
             worst * 100.0
         );
-        println!("subscribers: {n} started, {connected} connected, {receiving} receiving, {ok} under 1% loss");
+        println!("subscribers: {n} started, {connected} connected, {receiving} receiving, {ok} under 1% loss, {held} held (also >= 99% of what was published)");
+        if published > 0 {
+            println!(
+                "publisher: {:.0} RTP packets/s; subscribers got {:.1}% of them",
+                published as f64 / window,
+                100.0 * packets as f64 / (published as f64 * n.max(1) as f64)
+            );
+        }
         println!(
             "time to first packet: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} of {n})",
             percentile(&ttfp, 0.5),
@@ -954,7 +1005,12 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
             println!("server metrics over the window: {metrics_delta:?}");
         }
     }
-    Ok(())
+    Ok(SfuReport {
+        connected,
+        packets,
+        loss_pct,
+        json: report,
+    })
 }
 
 #[cfg(test)]

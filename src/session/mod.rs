@@ -83,10 +83,17 @@ where
         limits: limits.clone(),
         media,
     };
-    let left = reader.run(stream).await;
-    // The reader is done: make sure the writer ends too, then tell the room.
-    outbox.close(CloseReason::GOING_AWAY);
-    let _ = writer_task.await;
+    let mut writer_task = writer_task;
+    // Whichever half ends first ends the session: a closed writer (slow reader, removal,
+    // shutdown) stops the reader, and a finished reader stops the writer.
+    let left = tokio::select! {
+        left = reader.run(stream) => {
+            outbox.close(CloseReason::GOING_AWAY);
+            let _ = (&mut writer_task).await;
+            left
+        }
+        _ = &mut writer_task => false,
+    };
     let _ = room
         .send(RoomCommand::Closed {
             session_id,
@@ -265,11 +272,15 @@ impl Reader {
         R: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
         let idle = Duration::from_secs(self.limits.idle_timeout_s.max(1));
+        let outbox = self.outbox.clone();
+        let closing = outbox.closing();
+        tokio::pin!(closing);
         loop {
-            if self.outbox.is_closed() {
-                return false;
-            }
-            let next = tokio::time::timeout(idle, stream.next()).await;
+            // When the writer closes the session (slow reader, removal, shutdown), stop reading too.
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, stream.next()) => next,
+                _ = &mut closing => return false,
+            };
             let message = match next {
                 Err(_) => {
                     tracing::info!("socket silent past the idle timeout");
@@ -295,7 +306,8 @@ impl Reader {
                 Message::Binary(_) => {
                     self.refuse(None, ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text");
                 }
-                Message::Close(frame) => return frame.is_some_and(|f| f.code == 1000),
+                // A tab closing sends 1001, a client leaving 1000 or no code; a network drop sends nothing.
+                Message::Close(frame) => return frame.is_none_or(|f| f.code == 1000 || f.code == 1001),
                 Message::Ping(_) | Message::Pong(_) => {}
             }
             if self.strikes >= self.limits.abuse.strikes {

@@ -76,4 +76,10 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         self.frames.is_closed()
     }
+
+    /// Resolves once a close has been asked for (by anyone holding this outbox).
+    pub async fn closing(&self) {
+        let mut signal = self.close.subscribe();
+        let _ = signal.wait_for(|reason| reason.is_some()).await;
+    }
 }

@@ -43,6 +43,16 @@ const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
 static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
 
+/// str0m's bandwidth estimation (and with it its leaky-bucket pacer) per peer; on unless
+/// `CONVENE_SFU_BWE=0`. Off, a subscriber's simulcast layer follows its quality only, and
+/// `convene load sfu` measured about a third less worker CPU per packet with every packet
+/// delivered (docs/benchmarks.md, "SFU"). Read once.
+/// TODO(config): move to `[rtc]` config when the edge passes it in.
+fn bwe_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("CONVENE_SFU_BWE").map_or(true, |v| v != "0"))
+}
+
 pub(crate) struct NewPeer {
     pub key: PeerKey,
     pub id: String,
@@ -531,12 +541,14 @@ impl Worker {
     fn add_peer(&mut self, np: NewPeer) {
         let now = Instant::now();
         let shared = &self.ctx.shared;
-        let mut rtc = RtcConfig::new()
+        let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
             .set_crypto_provider(shared.crypto.clone())
-            .set_local_ice_credentials(np.creds)
-            .enable_bwe(Some(Bitrate::kbps(1_000)))
-            .build(now);
+            .set_local_ice_credentials(np.creds);
+        if bwe_enabled() {
+            cfg = cfg.enable_bwe(Some(Bitrate::kbps(1_000)));
+        }
+        let mut rtc = cfg.build(now);
         match Candidate::host(shared.advertise, "udp") {
             Ok(c) => {
                 rtc.add_local_candidate(c);
@@ -851,9 +863,11 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
     match e {
         Event::Connected => {
             p.connected = true;
-            p.rtc
-                .bwe()
-                .set_bitrate(Bitrate::kbps(300), Bitrate::mbps(5));
+            if bwe_enabled() {
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::kbps(300), Bitrate::mbps(5));
+            }
             let _ = p.events.send(PeerEvent::Connected);
             p.negotiate = true;
         }

@@ -76,6 +76,23 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Reconnects a dropped session: `resume=session_id&last_seq=N`. Returns the client and its first message.
+    pub async fn resume(&self, token: &str, session_id: &str, last_seq: u64) -> (Client, ServerMessage) {
+        resume_at(&format!("ws://{}/ws", self.server.addr), token, session_id, last_seq).await
+    }
+}
+
+async fn resume_at(base: &str, token: &str, session_id: &str, last_seq: u64) -> (Client, ServerMessage) {
+    let url = format!("{base}?token={token}&resume={session_id}&last_seq={last_seq}");
+    let mut client = Client::connect(&url).await;
+    client.token = token.to_string();
+    client.base = base.to_string();
+    client.last_seq = last_seq;
+    let first = client.recv().await;
+    (client, first)
+}
+
 fn tracing_subscriber_init() -> Option<()> {
     None
 }
@@ -128,13 +145,7 @@ impl Client {
 
     /// Reconnects with `resume`, as a client does after a drop. Returns the first message.
     pub async fn resume(&self) -> (Client, ServerMessage) {
-        let url = format!("{}?token={}&resume={}&last_seq={}", self.base, self.token, self.session_id, self.last_seq);
-        let mut client = Client::connect(&url).await;
-        client.token = self.token.clone();
-        client.base = self.base.clone();
-        client.last_seq = self.last_seq;
-        let first = client.recv().await;
-        (client, first)
+        resume_at(&self.base, &self.token, &self.session_id, self.last_seq).await
     }
 
     pub fn snapshot(&self) -> &convene_signaling::RoomSnapshot {
@@ -243,7 +254,10 @@ impl Client {
             match self.read_socket(left).await {
                 Some(msg) if matches(&msg) => return msg,
                 Some(msg) => self.pending.push_back(msg),
-                None => panic!("expected message did not arrive within {WAIT:?}; skipped: {:?}", self.pending),
+                None => {
+                    let skipped: Vec<String> = self.pending.iter().rev().take(8).map(|m| format!("{m:?}").chars().take(160).collect()).collect();
+                    panic!("expected message did not arrive within {WAIT:?}; {} skipped, the last: {skipped:#?}", self.pending.len())
+                }
             }
         }
     }
@@ -295,9 +309,10 @@ impl Client {
         }
     }
 
-    /// Drops the TCP connection without a close frame, like a Wi-Fi dropout.
-    pub fn drop_connection(self) -> (String, u64, String, String) {
-        (self.session_id, self.last_seq, self.token, self.base)
+    /// Drops the TCP connection without a close frame, like a Wi-Fi dropout; returns
+    /// what a client keeps to resume: token, session id, last seq.
+    pub fn drop_connection(self) -> (String, String, u64) {
+        (self.token, self.session_id, self.last_seq)
     }
 }
 

@@ -1,0 +1,205 @@
+// The browser client against the real server: a host and two participants in headless Chromium.
+// Chat, moderated Q&A with votes, hands, a dropped socket that resumes, breakouts by team.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, launchChromium } from "./harness.mjs";
+
+const ROOM = "launch";
+const STEP = { timeout: 60_000 };
+let server;
+let browser;
+const pages = {};
+const pageErrors = [];
+
+async function join(who, { role, name, attrs }) {
+  const { url } = server.token({ room: ROOM, role, name, identity: who, attrs });
+  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/\?token=/);
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
+  await page.goto(url);
+  await page.locator("#status[data-state=connected]").waitFor();
+  pages[who] = page;
+  return page;
+}
+
+const item = (page, list, text) => page.locator(`${list} li`, { hasText: text });
+const visible = (locator) => locator.first().waitFor({ state: "visible" });
+const gone = (locator) => locator.first().waitFor({ state: "detached" });
+
+before(async () => {
+  server = await startServer();
+  browser = await launchChromium();
+  await join("hana", { role: "host", name: "Hana" });
+  await join("pia", { role: "participant", name: "Pia", attrs: { team: "Knox County" } });
+  await join("quinn", { role: "participant", name: "Quinn", attrs: { team: "Hamilton" } });
+}, { timeout: 120_000 });
+
+after(async () => {
+  try {
+    await browser?.close();
+  } finally {
+    await server?.stop();
+  }
+}, { timeout: 30_000 });
+
+test("everyone joins and sees who is there", STEP, async () => {
+  const { hana, pia } = pages;
+  await visible(hana.locator("#count", { hasText: "2 participants" }));
+  await visible(pia.locator("#count", { hasText: "2 participants" }));
+  await visible(hana.locator("#members li[data-identity=pia]", { hasText: "participant" }));
+  await visible(hana.locator("#members li[data-identity=quinn]"));
+  // Webcast: participants see the stage and staff, not each other.
+  assert.equal(await pia.locator("#people-title").textContent(), "On stage");
+  await visible(pia.locator("#members li[data-identity=hana]", { hasText: "host" }));
+  assert.equal(await pia.locator("#members li[data-identity=quinn]").count(), 0);
+  assert.equal(await hana.locator("#room").textContent(), ROOM);
+});
+
+test("chat: a participant's message reaches the host; own messages can be deleted", STEP, async () => {
+  const { hana, pia, quinn } = pages;
+  await pia.fill("#chat-text", "Hello from Pia");
+  await pia.press("#chat-text", "Enter");
+  await visible(item(hana, "#chat", "Hello from Pia"));
+  await visible(item(quinn, "#chat", "Hello from Pia"));
+
+  await pia.fill("#chat-text", "typo mesage");
+  await pia.click("#chat-send");
+  await visible(item(hana, "#chat", "typo mesage"));
+  assert.equal(await item(quinn, "#chat", "Hello from Pia").getByRole("button", { name: /Delete/ }).count(), 0, "no delete on others' messages");
+  await item(pia, "#chat", "typo mesage").getByRole("button", { name: "Delete message from Pia" }).click();
+  await gone(item(hana, "#chat", "typo mesage"));
+  await gone(item(quinn, "#chat", "typo mesage"));
+});
+
+test("Q&A: moderated question is approved by the host, then upvoted", STEP, async () => {
+  const { hana, pia, quinn } = pages;
+  const text = "When does the next cohort start?";
+  await pia.fill("#ask-text", text);
+  await pia.click("#ask-send");
+  // Pending: the author and staff see it, other participants do not.
+  await visible(item(pia, "#pending", text));
+  const pending = item(hana, "#pending", text);
+  await visible(pending);
+  assert.equal(await item(quinn, "#pending", text).count(), 0);
+  assert.equal(await item(quinn, "#questions", text).count(), 0);
+
+  await pending.getByRole("button", { name: /^Approve question/ }).click();
+  await visible(pia.locator("#questions li[data-state=approved]", { hasText: text }));
+  const forQuinn = quinn.locator("#questions li[data-state=approved]", { hasText: text });
+  await visible(forQuinn);
+  // Authors cannot vote on their own question.
+  assert.equal(await item(pia, "#questions", text).getByRole("button", { name: /^Upvote/ }).count(), 0);
+
+  await forQuinn.getByRole("button", { name: /^Upvote question/ }).click();
+  await visible(forQuinn.locator("button.vote[aria-pressed=true]", { hasText: "Unvote" }));
+  await visible(item(hana, "#questions", text).locator(".votes", { hasText: "1" }));
+  await visible(item(pia, "#questions", text).locator(".votes", { hasText: "1" }));
+
+  // Anonymous question: the host sees it pending without a name.
+  await quinn.check("#ask-anon");
+  await quinn.fill("#ask-text", "Is there funding for substitutes?");
+  await quinn.click("#ask-send");
+  const anon = item(hana, "#pending", "Is there funding for substitutes?");
+  await visible(anon);
+  assert.match(await anon.locator(".meta").textContent(), /anonymous/);
+  assert.doesNotMatch(await anon.textContent(), /Quinn/);
+
+  // Live, then answered.
+  await item(hana, "#questions", text).getByRole("button", { name: /^Mark live/ }).click();
+  await visible(quinn.locator("#questions li.live", { hasText: text }));
+  await item(hana, "#questions", text).getByRole("button", { name: /answered$/ }).click();
+  await visible(item(quinn, "#answered", text));
+});
+
+test("hands: the host sees a participant's raised hand and can lower it", STEP, async () => {
+  const { hana, pia } = pages;
+  await pia.click("#hand");
+  await visible(pia.locator("#hand[aria-pressed=true]", { hasText: "Lower hand" }));
+  const row = hana.locator("#members li[data-identity=pia][data-hand]");
+  await visible(row);
+  assert.equal(await row.getByRole("img", { name: "hand raised" }).count(), 1);
+  await row.getByRole("button", { name: "Lower Pia's hand" }).click();
+  await visible(pia.locator("#hand[aria-pressed=false]", { hasText: "Raise hand" }));
+});
+
+test("a dropped connection resumes and shows chat sent meanwhile", STEP, async () => {
+  const { hana, pia } = pages;
+  const before = await pia.evaluate(() => ({ id: convene.state.sessionId, joins: convene.state.joins, resumes: convene.state.resumes }));
+  const context = pia.context();
+  await context.setOffline(true);
+  // Not a clean leave (1000): the server keeps Pia's seat for the grace period.
+  await pia.evaluate(() => convene.socket.close(3000, "test: network drop"));
+  await visible(pia.locator("#status[data-state=reconnecting]"));
+  await visible(hana.locator("#members li[data-identity=pia][data-presence=reconnecting]"));
+
+  await hana.fill("#chat-text", "Sent while Pia was away");
+  await hana.press("#chat-text", "Enter");
+  await visible(item(hana, "#chat", "Sent while Pia was away"));
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await item(pia, "#chat", "Sent while Pia was away").count(), 0, "offline page got the message early");
+
+  await context.setOffline(false);
+  await visible(pia.locator("#status[data-state=connected]"));
+  await visible(item(pia, "#chat", "Sent while Pia was away"));
+  await visible(hana.locator("#members li[data-identity=pia][data-presence=online]"));
+  const after = await pia.evaluate(() => ({ id: convene.state.sessionId, joins: convene.state.joins, resumes: convene.state.resumes }));
+  assert.equal(after.id, before.id, "same session after resume");
+  assert.equal(after.joins, before.joins, "resumed, not a fresh welcome");
+  assert.equal(after.resumes, before.resumes + 1);
+  // Earlier chat is still there, exactly once.
+  assert.equal(await item(pia, "#chat", "Hello from Pia").count(), 1);
+});
+
+test("moderation: the host mutes a participant's chat", STEP, async () => {
+  const { hana, quinn } = pages;
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute Quinn in chat" }).click();
+  await visible(quinn.locator("#chat-text[disabled]"));
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute Quinn in chat" }).click();
+  await visible(quinn.locator("#chat-text:not([disabled])"));
+});
+
+test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, async () => {
+  const { hana, pia, quinn } = pages;
+  await hana.check("#bo-by-attr");
+  await hana.fill("#bo-attr", "team");
+  await hana.fill("#bo-minutes", "10");
+  await hana.click("#bo-plan");
+  await visible(hana.locator("#bo-status", { hasText: "Planned: 2 rooms" }));
+  await visible(item(hana, "#bo-rooms", "Knox County"));
+  await hana.click("#bo-open");
+
+  await visible(pia.locator("#bo-status", { hasText: "You are in Knox County" }));
+  await visible(quinn.locator("#bo-status", { hasText: "You are in Hamilton" }));
+  assert.match(await pia.locator("#bo-timer").textContent(), /^Time left (9:[0-5]\d|10:00)$/);
+  await visible(hana.locator("#members li[data-identity=pia]", { hasText: "in Knox County" }));
+
+  // Chat is per breakout.
+  await quinn.fill("#chat-text", "Hamilton only");
+  await quinn.press("#chat-text", "Enter");
+  await visible(item(quinn, "#chat", "Hamilton only"));
+
+  await pia.click("#bo-help");
+  await visible(item(hana, "#bo-help-requests", "Pia needs help in Knox County"));
+
+  await hana.fill("#bo-broadcast-text", "Five minutes to wrap up");
+  await hana.click("#bo-broadcast");
+  await visible(item(pia, "#notices", "Five minutes to wrap up"));
+  await visible(item(quinn, "#notices", "Five minutes to wrap up"));
+
+  assert.equal(await item(pia, "#chat", "Hamilton only").count(), 0, "breakout chat stays in its room");
+  await pia.click("#bo-leave");
+  await visible(pia.locator("#place", { hasText: "Main room" }));
+  await visible(pia.locator("#bo-status", { hasText: "main room" }));
+
+  await hana.click("#bo-close");
+  await visible(hana.locator("#bo-status", { hasText: "Closing" }));
+  await visible(quinn.locator("#bo-timer", { hasText: /Closing in \d+:\d\d/ }));
+});
+
+test("screenshot of the host's page", STEP, async () => {
+  await pages.hana.screenshot({ path: "/tmp/convene-client.png", fullPage: true });
+  await pages.quinn.screenshot({ path: "/tmp/convene-client-participant.png", fullPage: true });
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+});

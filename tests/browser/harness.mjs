@@ -1,0 +1,126 @@
+// Shared by the browser tests: the real `convene serve` on a free 127.0.0.1 port, tokens from
+// `convene token`, and Debian's Chromium through playwright-core. Not a test file itself.
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+export const ROOT = path.resolve(import.meta.dirname, "../..");
+const BIN = process.env.CONVENE_BIN ?? path.join(ROOT, "target/debug/convene");
+const CHROMIUM = process.env.CONVENE_CHROMIUM ?? "/usr/bin/chromium";
+
+/** Builds the server when the binary is missing or older than the client files it embeds. */
+export function ensureBinary() {
+  if (process.env.CONVENE_BIN) return BIN;
+  const built = fs.existsSync(BIN) ? fs.statSync(BIN).mtimeMs : 0;
+  const clientDir = path.join(ROOT, "client");
+  const newest = Math.max(...fs.readdirSync(clientDir).map((f) => fs.statSync(path.join(clientDir, f)).mtimeMs));
+  if (built < newest) {
+    const r = spawnSync("cargo", ["build", "--bin", "convene"], { cwd: ROOT, stdio: "inherit" });
+    if (r.status !== 0) throw new Error("cargo build --bin convene failed");
+  }
+  return BIN;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A running `convene serve`; `stop()` always ends it. */
+export async function startServer() {
+  const bin = ensureBinary();
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
+  const config = path.join(dir, "test.toml");
+  // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.
+  fs.writeFileSync(config, '[rtc]\nbind_ip = "127.0.0.1"\n');
+  const env = {
+    ...process.env,
+    CONVENE_LISTEN: `127.0.0.1:${port}`,
+    // Join links as printed by `convene token` then point at 127.0.0.1, not "localhost".
+    CONVENE_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    CONVENE_JWT_SECRET: randomBytes(24).toString("hex"),
+    CONVENE_RTC_UDP_PORT: "0",
+    CONVENE_RTC_ADVERTISE_IP: "127.0.0.1",
+    RUST_LOG: process.env.RUST_LOG ?? "info",
+  };
+  delete env.CONVENE_REDIS_URL;
+  const child = spawn(bin, ["serve", "--config", config], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const keep = (chunk) => { log = (log + chunk).slice(-20000); };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  let exited = null;
+  child.on("exit", (code, signal) => { exited = { code, signal }; });
+  // The server never outlives the test process, however it ends.
+  const kill = () => { if (exited === null) child.kill("SIGKILL"); };
+  const onSignal = (signal) => { kill(); process.exit(signal === "SIGINT" ? 130 : 143); };
+  process.on("exit", kill);
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+
+  const base = `http://127.0.0.1:${port}`;
+  const server = {
+    base,
+    log: () => log,
+    /** `convene token ...`: returns { token, url } (line 1 and line 2 of its output). */
+    token({ room, role, name, identity, attrs = {} }) {
+      const args = ["token", "--config", config, "--room", room, "--role", role, "--name", name, "--identity", identity];
+      for (const [k, v] of Object.entries(attrs)) args.push("--attr", `${k}=${v}`);
+      const [token, url] = execFileSync(bin, args, { env, encoding: "utf8" }).trim().split("\n");
+      return { token, url };
+    },
+    async stop() {
+      if (exited === null) {
+        child.kill("SIGTERM");
+        for (let i = 0; i < 50 && exited === null; i++) await sleep(100);
+        kill();
+      }
+      process.off("exit", kill);
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  const deadline = Date.now() + 20000;
+  for (;;) {
+    if (exited !== null) throw new Error(`convene serve exited (${JSON.stringify(exited)}):\n${log}`);
+    try {
+      const res = await fetch(`${base}/readyz`);
+      if (res.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await server.stop();
+      throw new Error(`convene serve was not ready within 20 s:\n${log}`);
+    }
+    await sleep(100);
+  }
+  return server;
+}
+
+/** Debian's Chromium, headless, with the flags this machine needs (no background network traffic). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // playwright-core gives every launch a fresh temporary profile (--user-data-dir) of its own.
+    args: [
+      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+}
