@@ -105,6 +105,8 @@ pub struct RtcConfig {
     pub advertise_ip: String,
     pub bind_ip: IpAddr,
     pub workers: usize,
+    /// Bandwidth estimation (and pacing) for meeting peers; WHIP/WHEP peers never have it.
+    pub bandwidth_estimation: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

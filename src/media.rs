@@ -75,6 +75,7 @@ impl Media {
             bind_ip: config.bind_ip,
             advertise_ip,
             workers: config.workers,
+            bandwidth_estimation: config.bandwidth_estimation,
         })?;
         tracing::info!(udp = %sfu.local_addr(), %advertise_ip, "media engine started");
         Ok(Media {

@@ -536,7 +536,7 @@ pub enum ServerMessage {
         protocol: u32,
         session_id: String,
         you: Member,
-        snapshot: RoomSnapshot,
+        snapshot: Box<RoomSnapshot>,
         /// The room's sequence number the snapshot reflects; events follow with higher `seq`.
         seq: u64,
         /// Set when a resume was asked for but could not be honoured (the gap is older than the log).

@@ -373,7 +373,7 @@ impl RoomActor {
             protocol: PROTOCOL_VERSION,
             session_id: session_id.to_string(),
             you,
-            snapshot: self.state.snapshot(&viewer),
+            snapshot: Box::new(self.state.snapshot(&viewer)),
             seq,
             resume_failed,
         });

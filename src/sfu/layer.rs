@@ -1,5 +1,6 @@
 //! Pure parts of forwarding: simulcast layer choice, keyframe-request throttling,
-//! per-layer bitrate metering and RTP time rewriting across layer switches.
+//! per-layer bitrate metering, RTP sequence and time rewriting across layer switches,
+//! and spotting the first packet of a keyframe in an RTP payload.
 //!
 //! Nothing here does I/O; time is an argument, so every rule is unit-tested below.
 
@@ -178,6 +179,130 @@ impl TimeRewriter {
     }
 }
 
+impl TimeRewriter {
+    /// Like [`TimeRewriter::rewrite`] without the clamp, for single RTP packets: a
+    /// retransmitted packet keeps the time of its frame.
+    pub fn map(&mut self, incoming: u64) -> u64 {
+        let out = (incoming as i64).saturating_add(self.offset).max(0) as u64;
+        self.last_out = Some(self.last_out.map_or(out, |l| l.max(out)));
+        out
+    }
+}
+
+/// Rewrites RTP sequence numbers (extended, 64-bit) so a subscriber sees one gapless
+/// sequence that starts wherever it joins and continues across layer switches.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SeqRewriter {
+    offset: i64,
+    /// First incoming number of the current run; older packets are not forwarded.
+    base_in: Option<u64>,
+    max_out: Option<u64>,
+}
+
+impl SeqRewriter {
+    /// The next packet forwarded is `incoming` (a keyframe start, a new layer): number it
+    /// right after the last one sent, or for the first run in the first rollover (no ROC
+    /// to signal).
+    pub fn rebase(&mut self, incoming: u64) {
+        let next = match self.max_out {
+            Some(m) => m + 1,
+            None => incoming & 0xffff,
+        };
+        self.offset = next as i64 - incoming as i64;
+        self.base_in = Some(incoming);
+    }
+
+    /// The outgoing number, or None for a packet from before the current run.
+    /// The first packet ever starts a run.
+    pub fn map(&mut self, incoming: u64) -> Option<u64> {
+        let base = match self.base_in {
+            Some(b) => b,
+            None => {
+                self.rebase(incoming);
+                incoming
+            }
+        };
+        if incoming < base {
+            return None;
+        }
+        let out = (incoming as i64 + self.offset) as u64;
+        self.max_out = Some(self.max_out.map_or(out, |m| m.max(out)));
+        Some(out)
+    }
+}
+
+/// Is this RTP payload the first packet of a keyframe? VP8: start of partition 0 with a
+/// key frame tag; H264: an SPS or IDR NAL unit (single, in a STAP-A, or an FU-A start);
+/// VP9: start of a frame that is not inter-predicted; AV1: the N bit (new coded video
+/// sequence). Other codecs: never.
+pub fn is_keyframe_start(codec: str0m::format::Codec, payload: &[u8]) -> bool {
+    use str0m::format::Codec;
+    match codec {
+        Codec::Vp8 => vp8_keyframe_start(payload),
+        Codec::H264 => h264_keyframe_start(payload),
+        Codec::Vp9 => payload
+            .first()
+            .is_some_and(|b| b & 0x40 == 0 && b & 0x08 != 0),
+        Codec::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0),
+        _ => false,
+    }
+}
+
+fn vp8_keyframe_start(p: &[u8]) -> bool {
+    // RFC 7741 payload descriptor: X R N S R PID(3).
+    let Some(&b0) = p.first() else {
+        return false;
+    };
+    if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
+        return false;
+    }
+    let mut i = 1;
+    if b0 & 0x80 != 0 {
+        let Some(&x) = p.get(1) else {
+            return false;
+        };
+        i = 2;
+        if x & 0x80 != 0 {
+            // PictureID: 7 or 15 bits.
+            let Some(&pid) = p.get(i) else {
+                return false;
+            };
+            i += if pid & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            i += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            i += 1; // TID/Y/KEYIDX
+        }
+    }
+    // VP8 frame tag: bit 0 is the inverse key frame flag.
+    p.get(i).is_some_and(|tag| tag & 0x01 == 0)
+}
+
+fn h264_keyframe_start(p: &[u8]) -> bool {
+    let key = |t: u8| t == 5 || t == 7;
+    let Some(&b0) = p.first() else {
+        return false;
+    };
+    match b0 & 0x1f {
+        24 => {
+            // STAP-A: (16-bit size, NAL unit)*
+            let mut i = 1;
+            while i + 2 < p.len() {
+                let size = usize::from(u16::from_be_bytes([p[i], p[i + 1]]));
+                if key(p[i + 2] & 0x1f) {
+                    return true;
+                }
+                i += 2 + size;
+            }
+            false
+        }
+        28 => p.get(1).is_some_and(|h| h & 0x80 != 0 && key(h & 0x1f)),
+        t => key(t),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +439,59 @@ mod tests {
         assert_eq!(r.rewrite(50), 13_000);
         // A stale frame never moves time backwards.
         assert_eq!(r.rewrite(0), 13_000);
+    }
+
+    #[test]
+    fn sequence_is_gapless_across_runs() {
+        let mut s = SeqRewriter::default();
+        // Joins late in a long stream: starts in the first rollover.
+        assert_eq!(s.map(70_000), Some(70_000 & 0xffff));
+        assert_eq!(s.map(70_001), Some((70_000 & 0xffff) + 1));
+        // A retransmission from before the join is not forwarded.
+        assert_eq!(s.map(69_999), None);
+        // Layer switch: the new layer's keyframe follows the last packet sent.
+        s.rebase(500);
+        assert_eq!(s.map(500), Some((70_000 & 0xffff) + 2));
+        assert_eq!(s.map(499), None);
+        // A gap upstream stays a gap (the subscriber NACKs it; the repair fills it).
+        assert_eq!(s.map(502), Some((70_000 & 0xffff) + 4));
+        assert_eq!(s.map(501), Some((70_000 & 0xffff) + 3));
+    }
+
+    #[test]
+    fn packet_times_are_not_clamped() {
+        let mut r = TimeRewriter::default();
+        assert_eq!(r.map(3000), 3000);
+        assert_eq!(r.map(6000), 6000);
+        // A retransmitted packet of an older frame keeps its time.
+        assert_eq!(r.map(3000), 3000);
+        r.rebase(900_000, 3000);
+        assert_eq!(r.map(900_000), 9000);
+    }
+
+    #[test]
+    fn keyframe_starts() {
+        use str0m::format::Codec;
+        // VP8: S=1, PID=0, no extension; frame tag P bit 0 (key) / 1 (delta).
+        assert!(is_keyframe_start(Codec::Vp8, &[0x10, 0x00, 0x9d]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x10, 0x01, 0x9d]));
+        // Not the start of the partition.
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x00, 0x00, 0x9d]));
+        // With X, I and a 15-bit picture id, then the tag.
+        assert!(is_keyframe_start(Codec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x10]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x11]));
+        // 7-bit picture id, TL0PICIDX and TID.
+        assert!(is_keyframe_start(Codec::Vp8, &[0x90, 0xe0, 0x05, 0x07, 0x20, 0x00]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[0x90]));
+        // H264: SPS, IDR, non-IDR, STAP-A with SPS, FU-A start/middle of an IDR.
+        assert!(is_keyframe_start(Codec::H264, &[0x67, 0x42]));
+        assert!(is_keyframe_start(Codec::H264, &[0x65, 0x88]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x41, 0x9a]));
+        assert!(is_keyframe_start(Codec::H264, &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x78, 0x00, 0x01, 0x06]));
+        assert!(is_keyframe_start(Codec::H264, &[0x7c, 0x85, 0x00]));
+        assert!(!is_keyframe_start(Codec::H264, &[0x7c, 0x05, 0x00]));
+        assert!(!is_keyframe_start(Codec::Opus, &[0x10, 0x00, 0x9d]));
+        assert!(!is_keyframe_start(Codec::Vp8, &[]));
     }
 }

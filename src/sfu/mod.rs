@@ -23,7 +23,7 @@
 //! # Use
 //!
 //! ```ignore
-//! let sfu = Sfu::start(SfuConfig { udp_port: 0, bind_ip, advertise_ip, workers: 0 })?;
+//! let sfu = Sfu::start(SfuConfig { udp_port: 0, bind_ip, advertise_ip, workers: 0, bandwidth_estimation: true })?;
 //! let mut events = sfu.add_peer("alice".into(), "room-x".into(), PeerOptions::session("Alice"));
 //! let answer = sfu.accept_offer(&"alice".into(), offer_sdp).await?;   // -> rtc_answer
 //! while let Some(ev) = events.recv().await {
@@ -95,6 +95,10 @@ pub struct SfuConfig {
     pub advertise_ip: IpAddr,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// str0m's bandwidth estimation and pacer for peers whose
+    /// [`PeerOptions::bandwidth_estimation`] asks for it (meeting peers); off, every
+    /// subscriber's simulcast layer follows its [`VideoQuality`] only.
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for SfuConfig {
@@ -104,6 +108,7 @@ impl Default for SfuConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             workers: 0,
+            bandwidth_estimation: true,
         }
     }
 }
@@ -139,6 +144,9 @@ pub struct PeerOptions {
     pub source_hint: Option<TrackSource>,
     /// The peer can take server offers ([`PeerEvent::Offer`]); false for WHIP/WHEP.
     pub renegotiate: bool,
+    /// Estimate its bandwidth (TWCC) to choose simulcast layers, when
+    /// [`SfuConfig::bandwidth_estimation`] allows. False for WHIP/WHEP.
+    pub bandwidth_estimation: bool,
 }
 
 impl PeerOptions {
@@ -151,6 +159,7 @@ impl PeerOptions {
             display_name: display_name.into(),
             source_hint: None,
             renegotiate: true,
+            bandwidth_estimation: true,
         }
     }
 
@@ -159,6 +168,7 @@ impl PeerOptions {
         PeerOptions {
             subscribe: false,
             renegotiate: false,
+            bandwidth_estimation: false,
             ..Self::session(display_name)
         }
     }
@@ -169,6 +179,7 @@ impl PeerOptions {
             can_publish: false,
             only_publisher,
             renegotiate: false,
+            bandwidth_estimation: false,
             ..Self::session(display_name)
         }
     }
@@ -227,7 +238,7 @@ pub struct SfuStats {
     pub datagrams_in: u64,
     /// Datagrams dropped: unknown sender, unparseable, or a worker queue full.
     pub datagrams_dropped: u64,
-    /// Media frames written to subscribers.
+    /// RTP packets written to subscribers (str0m's retransmissions not counted).
     pub frames_forwarded: u64,
     pub bytes_forwarded: u64,
     /// PLI/FIR received from subscribers.
@@ -266,6 +277,8 @@ pub(crate) struct Shared {
     pub udp_ctl: std_mpsc::Sender<udp::UdpCtl>,
     pub stop: AtomicBool,
     pub crypto: Arc<str0m::config::CryptoProvider>,
+    /// [`SfuConfig::bandwidth_estimation`].
+    pub bwe: bool,
     /// Peer events: publishers learn of their tracks here.
     pub events: Mutex<std::collections::HashMap<PeerKey, mpsc::UnboundedSender<PeerEvent>>>,
 }
@@ -404,6 +417,7 @@ impl Sfu {
             udp_ctl: udp_tx,
             stop: AtomicBool::new(false),
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            bwe: cfg.bandwidth_estimation,
             events: Mutex::new(Default::default()),
         });
         for (i, rx) in rxs.into_iter().enumerate() {

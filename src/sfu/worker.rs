@@ -4,8 +4,13 @@
 //! workers) or the earliest `str0m` timeout, feed the peers, poll them, and
 //! forward what publishers sent. Subscribers on this worker are written to
 //! directly; each other worker with subscribers gets one batch per loop turn.
-//! Media payloads are `Arc<[u8]>` shared by every subscriber; nothing on this
-//! path takes a lock.
+//!
+//! Peers run in str0m's RTP mode: an incoming RTP packet is forwarded as it is
+//! (payload `Arc<[u8]>` shared by every subscriber), with the subscriber's own
+//! SSRC (str0m's send stream), sequence numbers and RTP time rewritten per
+//! subscriber so they stay gapless across keyframe waits and layer switches.
+//! str0m still does SRTP, NACK/RTX and TWCC per stream. Nothing on this path
+//! takes a lock.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,13 +24,17 @@ use convene_signaling::{TrackKind, TrackSource, VideoQuality};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Rid};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, VideoOrientation};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::directory::{PeerKey, TrackKey, TrackMeta};
-use super::layer::{choose_layer, KeyframeThrottle, Layer, LayerMeter, TimeRewriter};
+use super::layer::{
+    choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter,
+    TimeRewriter,
+};
 use super::{sanitize_id, Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
 /// Datagrams and media batches queued to one worker before new ones are dropped.
@@ -43,16 +52,6 @@ const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
 static NEXT_TRACK: AtomicU64 = AtomicU64::new(1);
 
-/// str0m's bandwidth estimation (and with it its leaky-bucket pacer) per peer; on unless
-/// `CONVENE_SFU_BWE=0`. Off, a subscriber's simulcast layer follows its quality only, and
-/// `convene load sfu` measured about a third less worker CPU per packet with every packet
-/// delivered (docs/benchmarks.md, "SFU"). Read once.
-/// TODO(config): move to `[rtc]` config when the edge passes it in.
-fn bwe_enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("CONVENE_SFU_BWE").map_or(true, |v| v != "0"))
-}
-
 pub(crate) struct NewPeer {
     pub key: PeerKey,
     pub id: String,
@@ -61,15 +60,22 @@ pub(crate) struct NewPeer {
     pub events: tokio_mpsc::UnboundedSender<PeerEvent>,
 }
 
-/// One frame from a publisher, on its way to subscribers.
+/// One RTP packet from a publisher, on its way to subscribers.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarded {
     track: TrackKey,
     rid: Option<Rid>,
     params: PayloadParams,
+    /// Extended sequence number and RTP time, as received.
+    seq: u64,
     time: MediaTime,
     network_time: Instant,
+    marker: bool,
+    /// The first packet of a keyframe.
     keyframe: bool,
+    audio_level: Option<i8>,
+    voice_activity: Option<bool>,
+    video_orientation: Option<VideoOrientation>,
     data: Arc<[u8]>,
 }
 
@@ -205,7 +211,10 @@ struct TrackOut {
     target: Option<Rid>,
     /// Video without a keyframe yet (single-layer tracks).
     need_keyframe: bool,
+    seq: SeqRewriter,
     time: TimeRewriter,
+    /// The publisher's payload type and ours for it (None: we lack the codec).
+    pt: Option<(Pt, Option<Pt>)>,
     last_eval: Option<Instant>,
     last_ask: Option<Instant>,
 }
@@ -214,6 +223,9 @@ impl TrackOut {
     fn open(&mut self, mid: Mid) {
         self.state = OutState::Open(mid);
         self.need_keyframe = self.meta.kind == TrackKind::Video;
+        self.seq = SeqRewriter::default();
+        self.time = TimeRewriter::default();
+        self.pt = None;
         self.current = None;
         self.target = None;
         self.last_eval = None;
@@ -237,6 +249,8 @@ struct Peer {
     negotiate: bool,
     pending: Option<SdpPendingOffer>,
     tracks_in: Vec<(Mid, TrackKey)>,
+    /// Incoming SSRCs seen, with their track, layer and last payload type's params.
+    rx: Vec<RxStream>,
     outs: Vec<TrackOut>,
     /// Client-offered m-lines we may send on, not yet bound to a track.
     free_slots: Vec<(Mid, MediaKind)>,
@@ -265,6 +279,15 @@ impl Peer {
         // Leave ~10% for audio and RTCP.
         Some(bwe * 9 / 10 / videos)
     }
+}
+
+/// One incoming RTP stream (an SSRC) of a publisher.
+struct RxStream {
+    ssrc: Ssrc,
+    mid: Mid,
+    track: TrackKey,
+    rid: Option<Rid>,
+    params: Option<PayloadParams>,
 }
 
 /// A track published by a peer on this worker.
@@ -425,7 +448,9 @@ impl Worker {
                     current: None,
                     target: None,
                     need_keyframe: false,
+                    seq: SeqRewriter::default(),
                     time: TimeRewriter::default(),
+                    pt: None,
                     last_eval: None,
                     last_ask: None,
                 });
@@ -543,9 +568,10 @@ impl Worker {
         let shared = &self.ctx.shared;
         let mut cfg = RtcConfig::new()
             .set_ice_lite(true)
+            .set_rtp_mode(true)
             .set_crypto_provider(shared.crypto.clone())
             .set_local_ice_credentials(np.creds);
-        if bwe_enabled() {
+        if shared.bwe && np.opts.bandwidth_estimation {
             cfg = cfg.enable_bwe(Some(Bitrate::kbps(1_000)));
         }
         let mut rtc = cfg.build(now);
@@ -572,6 +598,7 @@ impl Worker {
                 negotiate: false,
                 pending: None,
                 tracks_in: Vec::new(),
+                rx: Vec::new(),
                 outs: Vec::new(),
                 free_slots: Vec::new(),
                 quality: VideoQuality::High,
@@ -863,7 +890,7 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
     match e {
         Event::Connected => {
             p.connected = true;
-            if bwe_enabled() {
+            if ctx.shared.bwe && p.opts.bandwidth_estimation {
                 p.rtc
                     .bwe()
                     .set_bitrate(Bitrate::kbps(300), Bitrate::mbps(5));
@@ -895,48 +922,14 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
             if matches!(m.direction, Direction::SendOnly | Direction::Inactive) {
                 if let Some(i) = p.tracks_in.iter().position(|(mid, _)| *mid == m.mid) {
                     let (_, key) = p.tracks_in.remove(i);
+                    p.rx.retain(|r| r.track != key);
                     ctx.published.remove(&key);
                     let actions = ctx.shared.directory().remove_track(key);
                     ctx.shared.execute(actions);
                 }
             }
         }
-        Event::MediaData(d) => {
-            let Some(&(_, track)) = p.tracks_in.iter().find(|(mid, _)| *mid == d.mid) else {
-                return;
-            };
-            let Some(pubd) = ctx.published.get_mut(&track) else {
-                return;
-            };
-            let now = d.network_time;
-            if !d.contiguous && d.params.spec().codec.is_video() && pubd.throttle.allow(d.rid, now)
-            {
-                if let Some(mut w) = p.rtc.writer(d.mid) {
-                    if w.request_keyframe(d.rid, KeyframeRequestKind::Pli).is_ok() {
-                        Counters::add(&ctx.shared.counters.keyframe_requests_out, 1);
-                    }
-                }
-            }
-            if pubd.fanout.is_empty() {
-                return;
-            }
-            let f = Forwarded {
-                track,
-                rid: d.rid,
-                params: d.params,
-                time: d.time,
-                network_time: d.network_time,
-                keyframe: d.is_keyframe(),
-                data: d.data,
-            };
-            for &w in &pubd.fanout {
-                if w == ctx.idx {
-                    ctx.local.push(f.clone());
-                } else if let Some(b) = ctx.outbox.get_mut(w) {
-                    b.push(f.clone());
-                }
-            }
-        }
+        Event::RtpPacket(pkt) => on_rtp(p, ctx, pkt),
         Event::KeyframeRequest(req) => {
             Counters::add(&ctx.shared.counters.keyframe_requests_in, 1);
             let Some(o) = p.outs.iter().find(|o| o.state == OutState::Open(req.mid)) else {
@@ -952,6 +945,77 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
             p.bwe_bps = Some(estimate.as_u64());
         }
         _ => {}
+    }
+}
+
+/// A publisher's RTP packet: queued for every worker with subscribers of its track.
+fn on_rtp(p: &mut Peer, ctx: &mut Ctx, pkt: RtpPacket) {
+    let ssrc = pkt.header.ssrc;
+    let i = match p.rx.iter().position(|r| r.ssrc == ssrc) {
+        Some(i) => i,
+        None => {
+            let (mid, rid) = {
+                let mut api = p.rtc.direct_api();
+                let Some(s) = api.stream_rx(&ssrc) else {
+                    return;
+                };
+                (s.mid(), s.rid())
+            };
+            // Not yet published (the MediaAdded event comes first): nothing to forward.
+            let Some(&(_, track)) = p.tracks_in.iter().find(|(m, _)| *m == mid) else {
+                return;
+            };
+            p.rx.push(RxStream {
+                ssrc,
+                mid,
+                track,
+                rid,
+                params: None,
+            });
+            p.rx.len() - 1
+        }
+    };
+    let pt = pkt.header.payload_type;
+    let rx = &mut p.rx[i];
+    let params = match rx.params {
+        Some(pp) if pp.pt() == pt => pp,
+        _ => {
+            let Some(pp) = p.rtc.codec_config().find(|c| c.pt() == pt).copied() else {
+                return;
+            };
+            rx.params = Some(pp);
+            pp
+        }
+    };
+    let Some(pubd) = ctx.published.get(&rx.track) else {
+        return;
+    };
+    if pubd.fanout.is_empty() || pkt.payload.is_empty() {
+        return;
+    }
+    let codec = params.spec().codec;
+    let ext = &pkt.header.ext_vals;
+    let f = Forwarded {
+        track: rx.track,
+        rid: rx.rid,
+        params,
+        seq: *pkt.seq_no,
+        time: pkt.time,
+        network_time: pkt.timestamp,
+        marker: pkt.header.marker,
+        keyframe: codec.is_video() && is_keyframe_start(codec, &pkt.payload),
+        audio_level: ext.audio_level,
+        voice_activity: ext.voice_activity,
+        video_orientation: ext.video_orientation,
+        data: pkt.payload,
+    };
+    let _ = rx.mid;
+    for &w in &pubd.fanout {
+        if w == ctx.idx {
+            ctx.local.push(f.clone());
+        } else if let Some(b) = ctx.outbox.get_mut(w) {
+            b.push(f.clone());
+        }
     }
 }
 
@@ -1061,7 +1125,7 @@ fn request_keyframe(
     }
 }
 
-/// Writes one frame to every subscriber of its track on this worker.
+/// Writes one packet to every subscriber of its track on this worker.
 fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now: Instant) {
     let Some(lt) = ctx.subs.get_mut(&f.track) else {
         return;
@@ -1103,6 +1167,7 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
                         tracing::debug!(peer = %p.id, track = %o.meta.id, layer = %rid, "layer switch");
                         o.current = o.target;
                         rebase = true;
+                        o.seq.rebase(f.seq);
                     } else if o
                         .last_ask
                         .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
@@ -1117,6 +1182,7 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             } else if o.need_keyframe {
                 if f.keyframe {
                     o.need_keyframe = false;
+                    o.seq.rebase(f.seq);
                 } else {
                     if o.last_ask
                         .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
@@ -1132,22 +1198,40 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             let ticks = u64::from(f.time.denom()) / 30;
             o.time.rebase(f.time.numer(), ticks);
         }
-        let t = o.time.rewrite(f.time.numer());
-        let Some(w) = p.rtc.writer(mid) else {
+        let Some(seq) = o.seq.map(f.seq) else {
             continue;
         };
-        let Some(pt) = w.match_params(f.params) else {
-            continue;
-        };
-        let time = MediaTime::new(t, f.time.frequency());
-        match w.write(pt, f.network_time, time, f.data.clone()) {
-            Ok(()) => {
-                ctx.frames += 1;
-                ctx.bytes += f.data.len() as u64;
-                p.dirty = true;
+        let t = o.time.map(f.time.numer());
+        let in_pt = f.params.pt();
+        let pt = match o.pt {
+            Some((i, out)) if i == in_pt => out,
+            _ => {
+                let out = p.rtc.writer(mid).and_then(|w| w.match_params(f.params));
+                o.pt = Some((in_pt, out));
+                out
             }
-            Err(e) => tracing::debug!(peer = %p.id, error = %e, "write"),
-        }
+        };
+        let Some(pt) = pt else {
+            continue;
+        };
+        let video = o.meta.kind == TrackKind::Video;
+        let mut api = p.rtc.direct_api();
+        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            continue;
+        };
+        let mut ext = ExtensionValues::default();
+        ext.audio_level = f.audio_level;
+        ext.voice_activity = f.voice_activity;
+        ext.video_orientation = f.video_orientation;
+        tx.write_rtp(
+            RtpWrite::new(pt, seq.into(), t as u32, f.network_time, f.data.clone())
+                .marker(f.marker)
+                .ext_vals(ext)
+                .nackable(video),
+        );
+        ctx.frames += 1;
+        ctx.bytes += f.data.len() as u64;
+        p.dirty = true;
     }
     for (meta, rid) in asks {
         ask_keyframe(ctx, &meta, rid);

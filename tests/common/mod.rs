@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use convene::config::Config;
 use convene::http::Server;
-use convene_signaling::{ClientMessage, Command, RoomEvent, Role, ServerMessage};
+use convene_signaling::{ClientMessage, Command, Role, RoomEvent, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -66,7 +66,13 @@ impl TestServer {
         self.join_with(room, role, identity, &[]).await
     }
 
-    pub async fn join_with(&self, room: &str, role: Role, identity: &str, attrs: &[(&str, &str)]) -> Client {
+    pub async fn join_with(
+        &self,
+        room: &str,
+        role: Role,
+        identity: &str,
+        attrs: &[(&str, &str)],
+    ) -> Client {
         let token = token(room, role, identity, attrs);
         let mut client = Client::connect(&self.ws_url(&token)).await;
         client.token = token;
@@ -78,12 +84,28 @@ impl TestServer {
 
 impl TestServer {
     /// Reconnects a dropped session: `resume=session_id&last_seq=N`. Returns the client and its first message.
-    pub async fn resume(&self, token: &str, session_id: &str, last_seq: u64) -> (Client, ServerMessage) {
-        resume_at(&format!("ws://{}/ws", self.server.addr), token, session_id, last_seq).await
+    pub async fn resume(
+        &self,
+        token: &str,
+        session_id: &str,
+        last_seq: u64,
+    ) -> (Client, ServerMessage) {
+        resume_at(
+            &format!("ws://{}/ws", self.server.addr),
+            token,
+            session_id,
+            last_seq,
+        )
+        .await
     }
 }
 
-async fn resume_at(base: &str, token: &str, session_id: &str, last_seq: u64) -> (Client, ServerMessage) {
+async fn resume_at(
+    base: &str,
+    token: &str,
+    session_id: &str,
+    last_seq: u64,
+) -> (Client, ServerMessage) {
     let url = format!("{base}?token={token}&resume={session_id}&last_seq={last_seq}");
     let mut client = Client::connect(&url).await;
     client.token = token.to_string();
@@ -99,8 +121,18 @@ fn tracing_subscriber_init() -> Option<()> {
 
 pub fn token(room: &str, role: Role, identity: &str, attrs: &[(&str, &str)]) -> String {
     let keys = convene::auth::TokenKeys::new(SECRET.as_bytes());
-    let attrs: BTreeMap<String, String> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    keys.mint_for(room, role, identity, &identity.to_uppercase(), attrs, Duration::from_secs(3600))
+    let attrs: BTreeMap<String, String> = attrs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    keys.mint_for(
+        room,
+        role,
+        identity,
+        &identity.to_uppercase(),
+        attrs,
+        Duration::from_secs(3600),
+    )
 }
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -156,7 +188,10 @@ impl Client {
     }
 
     pub async fn send_raw(&mut self, text: impl Into<String>) {
-        self.socket.send(Message::Text(text.into().into())).await.expect("send");
+        self.socket
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
     }
 
     /// Sends a command with a fresh request_id, and returns the id.
@@ -194,7 +229,10 @@ impl Client {
     pub async fn reply(&mut self, request_id: &str) -> ServerMessage {
         self.expect(|m| match m {
             ServerMessage::Ack { request_id: r, .. } => r == request_id,
-            ServerMessage::Error { request_id: Some(r), .. } => r == request_id,
+            ServerMessage::Error {
+                request_id: Some(r),
+                ..
+            } => r == request_id,
             _ => false,
         })
         .await
@@ -219,20 +257,31 @@ impl Client {
     async fn read_socket(&mut self, wait: Duration) -> Option<ServerMessage> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??;
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()??;
             match next {
                 Ok(Message::Text(text)) => {
-                    let msg: ServerMessage = serde_json::from_str(&text).unwrap_or_else(|e| panic!("unparseable server message {text}: {e}"));
+                    let msg: ServerMessage = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("unparseable server message {text}: {e}"));
                     match &msg {
                         ServerMessage::Event { seq, .. } => {
-                            assert!(*seq > self.last_seq, "event seq {seq} after {}", self.last_seq);
+                            assert!(
+                                *seq > self.last_seq,
+                                "event seq {seq} after {}",
+                                self.last_seq
+                            );
                             self.last_seq = *seq;
                         }
-                        ServerMessage::Welcome { session_id, seq, .. } => {
+                        ServerMessage::Welcome {
+                            session_id, seq, ..
+                        } => {
                             self.session_id = session_id.clone();
                             self.last_seq = *seq;
                         }
-                        ServerMessage::Resumed { session_id, .. } => self.session_id = session_id.clone(),
+                        ServerMessage::Resumed { session_id, .. } => {
+                            self.session_id = session_id.clone()
+                        }
                         _ => {}
                     }
                     return Some(msg);
@@ -244,7 +293,10 @@ impl Client {
     }
 
     /// The first message (buffered or new) that matches; others stay buffered for later reads.
-    pub async fn expect(&mut self, mut matches: impl FnMut(&ServerMessage) -> bool) -> ServerMessage {
+    pub async fn expect(
+        &mut self,
+        mut matches: impl FnMut(&ServerMessage) -> bool,
+    ) -> ServerMessage {
         if let Some(i) = self.pending.iter().position(&mut matches) {
             return self.pending.remove(i).expect("index in range");
         }
@@ -255,7 +307,13 @@ impl Client {
                 Some(msg) if matches(&msg) => return msg,
                 Some(msg) => self.pending.push_back(msg),
                 None => {
-                    let skipped: Vec<String> = self.pending.iter().rev().take(8).map(|m| format!("{m:?}").chars().take(160).collect()).collect();
+                    let skipped: Vec<String> = self
+                        .pending
+                        .iter()
+                        .rev()
+                        .take(8)
+                        .map(|m| format!("{m:?}").chars().take(160).collect())
+                        .collect();
                     panic!("expected message did not arrive within {WAIT:?}; {} skipped, the last: {skipped:#?}", self.pending.len())
                 }
             }
@@ -269,7 +327,10 @@ impl Client {
 
     /// Skips messages until a room event matches; returns it.
     pub async fn expect_event(&mut self, mut matches: impl FnMut(&RoomEvent) -> bool) -> RoomEvent {
-        match self.expect(|m| matches!(m, ServerMessage::Event { event, .. } if matches(event))).await {
+        match self
+            .expect(|m| matches!(m, ServerMessage::Event { event, .. } if matches(event)))
+            .await
+        {
             ServerMessage::Event { event, .. } => event,
             _ => unreachable!(),
         }
@@ -322,21 +383,42 @@ pub async fn http_get(url: &str, bearer: Option<&str>, headers: &[(&str, &str)])
 }
 
 /// Any HTTP request over a plain socket; returns status and body.
-pub async fn http_request(method: &str, url: &str, bearer: Option<&str>, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-    http_request_full(method, url, bearer, headers, body).await.map(|(status, _, body)| (status, body)).expect("http request")
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    http_request_full(method, url, bearer, headers, body)
+        .await
+        .map(|(status, _, body)| (status, body))
+        .expect("http request")
 }
 
 /// Returns status, the raw head (for headers like Location) and body.
-pub async fn http_request_full(method: &str, url: &str, bearer: Option<&str>, headers: &[(&str, &str)], body: &str) -> Option<(u16, String, String)> {
+pub async fn http_request_full(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = url.strip_prefix("http://").expect("http url");
     let (host, path) = url.split_at(url.find('/').unwrap_or(url.len()));
     let mut stream = TcpStream::connect(host).await.expect("connect");
-    let mut request = format!("{method} {} HTTP/1.1\r\nHost: {host}\r\n", if path.is_empty() { "/" } else { path });
+    let mut request = format!(
+        "{method} {} HTTP/1.1\r\nHost: {host}\r\n",
+        if path.is_empty() { "/" } else { path }
+    );
     if !body.is_empty() || method == "POST" {
         request.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("connection")) {
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
         request.push_str("Connection: close\r\n");
     }
     if let Some(token) = bearer {
@@ -360,19 +442,30 @@ pub async fn http_request_full(method: &str, url: &str, bearer: Option<&str>, he
             response.extend_from_slice(&chunk[..n]);
             let text = String::from_utf8_lossy(&response);
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                let length = head.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                });
                 if length.is_some_and(|len| body.len() >= len) {
                     break;
                 }
             }
         }
     };
-    tokio::time::timeout(WAIT, read).await.expect("response in time");
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("response in time");
     let text = String::from_utf8_lossy(&response).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").map(|(h, b)| (h.to_string(), b.to_string())).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_string(), b.to_string()))
+        .unwrap_or_default();
     Some((status, head, body))
 }
 
