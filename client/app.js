@@ -1,9 +1,9 @@
 // The Convene browser client: joins with ?token=, resumes after drops, and renders people,
 // chat, hands, Q&A and breakouts. Plain DOM, no framework; the server checks every command,
-// the client only hides what a role cannot use. Media (WebRTC) is wired in a later release.
+// the client only hides what a role cannot use. Media: one RTCPeerConnection to the server's SFU.
 import {
   PROTOCOL_VERSION, CLOSE, isFinalClose, socketUrl, command, isStaff, canModerate,
-  questionOrder, answeredOrder, breakoutPlan, countdown,
+  questionOrder, answeredOrder, breakoutPlan, countdown, canPublish, SIMULCAST_LAYERS, publisherOf,
 } from "/protocol.js";
 
 const $ = (id) => document.getElementById(id);
@@ -108,6 +108,7 @@ function handle(msg) {
       // A fresh session does not know earlier request ids: resend only what never left.
       for (const [id, entry] of unacked) entry.sent ? unacked.delete(id) : transmit(entry);
       connected();
+      restartMedia(); // a new session has no peer on the server
       break;
     }
     case "resumed":
@@ -126,6 +127,7 @@ function handle(msg) {
       break;
     }
     case "error": {
+      if (msg.request_id && msg.request_id === media.awaiting?.id) answered(null, msg.message);
       unacked.delete(msg.request_id);
       const wait = msg.retry_after_ms ? ` (try again in ${Math.ceil(msg.retry_after_ms / 1000)} s)` : "";
       notice(`${msg.message}${wait}`, "error", msg.code);
@@ -140,8 +142,14 @@ function handle(msg) {
       notice("The server is restarting; reconnecting shortly.");
       retryMs = msg.reconnect_after_ms;
       break;
+    case "rtc_answer":
+      answered(msg.sdp);
+      return;
+    case "rtc_offer":
+      serverOffer(msg.sdp);
+      return;
     default:
-      return; // pong, and media signaling (not wired yet)
+      return; // pong
   }
   scheduleRender();
 }
@@ -190,6 +198,8 @@ function applyEvent(ev) {
     case "moved":
       state.chat = [];
       state.placeName = ev.breakout == null ? null : ev.name;
+      // Media follows the place: the server renegotiates the peer; tracks of the old place go.
+      for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
       if (state.you) state.you = { ...state.you, breakout: ev.breakout };
       notice(ev.breakout == null ? "You are back in the main room." : `You are in ${ev.name}.`);
       break;
@@ -213,9 +223,11 @@ function applyEvent(ev) {
       break;
     case "track_published":
       state.tracks.set(ev.track.id, ev.track);
+      startReceiving();
       break;
     case "track_unpublished":
       state.tracks.delete(ev.track_id);
+      dropRemoteTrack(ev.track_id);
       break;
   }
 }
@@ -270,8 +282,8 @@ function render() {
   renderChat(moderator);
   renderQuestions(staff, moderator);
   renderBreakouts(staff, moderator);
-  $("tracks").replaceChildren(...[...state.tracks.values()].map((t) =>
-    h("li", {}, `${state.members.get(t.publisher)?.name ?? t.publisher}: ${t.source} (${t.kind})`)));
+  $("set-kind").value = state.settings.kind;
+  renderMedia();
 }
 
 function renderPeople(staff, moderator) {
@@ -406,6 +418,189 @@ function renderTimer() {
 }
 setInterval(renderTimer, 1000);
 
+// --- Media ------------------------------------------------------------------------
+// One RTCPeerConnection per session. The client makes the first offer (to publish, or with
+// recvonly m-lines to watch); the server then offers to add or stop remote tracks and the client
+// answers. A client offer cancels a server offer in flight, so a server offer that arrives while
+// ours is outstanding is stale and dropped (the server makes it again). The server is ICE-lite
+// and puts its host candidate in its SDP: no ICE servers, nothing to trickle.
+
+const media = {
+  pc: null,
+  camera: null, // MediaStream while publishing
+  sending: [], // our sendonly transceivers (audio, video), kept for the next "Start camera"
+  offers: 0, // client offers queued or waiting for rtc_answer
+  awaiting: null, // { id, resolve, reject } for the offer on the wire
+  chain: Promise.resolve(), // signaling steps, one at a time
+  tiles: new Map(), // remote MediaStream id (the publisher's peer) -> { stream, el }
+  local: null, // the preview tile
+};
+
+function signal(step) {
+  media.chain = media.chain.then(step).catch((e) => notice(`Media: ${e.message}`, "error", "media_error"));
+  return media.chain;
+}
+
+function peer() {
+  if (media.pc) return media.pc;
+  const pc = new RTCPeerConnection({ iceServers: [] });
+  pc.ontrack = (e) => addRemoteTrack(e.track, e.streams[0]);
+  pc.onconnectionstatechange = scheduleRender;
+  media.pc = pc;
+  return pc;
+}
+
+/** Offers the peer's current m-lines and applies the server's `rtc_answer`. */
+function offer() {
+  media.offers++;
+  return signal(async () => {
+    const pc = peer();
+    const msg = command("rtc_offer");
+    const answer = new Promise((resolve, reject) => { media.awaiting = { id: msg.request_id, resolve, reject }; });
+    answer.catch(() => {}); // awaited below, unless we fail first
+    const timer = setTimeout(() => answered(null, "no answer from the server"), 15000);
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      if (socket?.readyState !== WebSocket.OPEN) throw new Error("not connected");
+      socket.send(JSON.stringify({ ...msg, sdp: pc.localDescription.sdp }));
+      await pc.setRemoteDescription({ type: "answer", sdp: await answer });
+    } catch (e) {
+      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+      throw e;
+    } finally {
+      clearTimeout(timer);
+      if (media.awaiting?.id === msg.request_id) answered(null);
+    }
+  });
+}
+
+/** The server's answer (or refusal) to our offer; counted at once, so later server offers are current. */
+function answered(sdp, refusal) {
+  const waiting = media.awaiting;
+  if (!waiting) return;
+  media.awaiting = null;
+  media.offers--;
+  sdp ? waiting.resolve(sdp) : waiting.reject(new Error(refusal ?? "offer abandoned"));
+}
+
+function serverOffer(sdp) {
+  if (media.offers > 0 || !media.pc) return; // stale: our offer replaces it
+  signal(async () => {
+    const pc = media.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    socket?.send(JSON.stringify(command("rtc_answer", { sdp: pc.localDescription.sdp })));
+  });
+}
+
+/** Watchers (who may not publish) connect once there is something to watch. */
+function startReceiving() {
+  if (media.pc || ![...state.tracks.values()].some((t) => t.publisher !== state.you?.identity)) return;
+  // A data channel is enough to connect; the server then offers each track with its msid.
+  peer().createDataChannel("convene");
+  offer();
+}
+
+async function startCamera() {
+  $("cam").disabled = true;
+  try {
+    media.camera = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+  } catch (e) {
+    notice(`Camera: ${e.message}`, "error");
+    return;
+  } finally {
+    $("cam").disabled = false;
+  }
+  const pc = peer();
+  const [audio] = media.camera.getAudioTracks();
+  const [video] = media.camera.getVideoTracks();
+  if (media.sending.length) {
+    await media.sending[0].sender.replaceTrack(audio ?? null);
+    await media.sending[1].sender.replaceTrack(video ?? null);
+  } else {
+    const streams = [media.camera];
+    media.sending = [
+      pc.addTransceiver(audio ?? "audio", { direction: "sendonly", streams }),
+      pc.addTransceiver(video ?? "video", { direction: "sendonly", streams, sendEncodings: SIMULCAST_LAYERS }),
+    ];
+  }
+  media.local = tile("you", "You", media.camera, true);
+  offer(); // also tells the server we publish again after "Stop camera"
+  scheduleRender();
+}
+
+function stopCamera() {
+  for (const t of media.camera?.getTracks() ?? []) t.stop();
+  for (const tr of media.sending) tr.sender.replaceTrack(null);
+  media.camera = media.local = null;
+  send("unpublish");
+  scheduleRender();
+}
+
+/** After a fresh welcome the server has no peer for us: start over with what we had. */
+function restartMedia() {
+  const publishing = media.camera != null;
+  media.pc?.close();
+  for (const t of media.camera?.getTracks() ?? []) t.stop();
+  Object.assign(media, { pc: null, camera: null, sending: [], local: null, chain: Promise.resolve() });
+  if (media.awaiting) answered(null);
+  media.tiles.clear();
+  if (publishing && canPublish(state.you, state.settings)) startCamera();
+  else startReceiving();
+}
+
+function tile(key, caption, stream, mirrored) {
+  const video = h("video", { autoplay: true, playsinline: true, muted: mirrored, class: mirrored ? "mirrored" : null });
+  video.muted = mirrored;
+  video.srcObject = stream;
+  // Autoplay with sound needs a user gesture; without one, play muted until the video is clicked.
+  video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
+  video.onclick = () => { video.muted = false; };
+  return { stream, video, el: h("figure", { class: "tile", "data-publisher": key }, video, h("figcaption", {}, caption)) };
+}
+
+function addRemoteTrack(track, stream) {
+  stream ??= new MediaStream([track]);
+  if (!media.tiles.has(stream.id)) {
+    media.tiles.set(stream.id, tile(publisherOf(state.tracks, track.id, stream.id), "", stream, false));
+    stream.onremovetrack = () => { if (stream.getTracks().length === 0) dropTile(stream.id); };
+  }
+  scheduleRender();
+}
+
+function dropRemoteTrack(trackId) {
+  for (const [id, t] of media.tiles) {
+    for (const track of t.stream.getTracks()) if (track.id === trackId) t.stream.removeTrack(track);
+    if (t.stream.getTracks().length === 0) dropTile(id);
+  }
+}
+
+function dropTile(id) {
+  media.tiles.delete(id);
+  scheduleRender();
+}
+
+function renderMedia() {
+  const may = canPublish(state.you, state.settings);
+  if (media.camera && !may) stopCamera(); // taken off stage
+  $("cam").hidden = !may;
+  $("cam").textContent = media.camera ? "Stop camera" : "Start camera";
+  $("cam").setAttribute("aria-pressed", String(media.camera != null));
+  $("quality-box").hidden = ![...state.tracks.values()].some((t) => t.layers?.length > 1 && t.publisher !== state.you.identity);
+  const remote = [...media.tiles.values()];
+  for (const t of remote) {
+    const who = t.el.dataset.publisher;
+    t.el.querySelector("figcaption").textContent = state.members.get(who)?.name ?? who;
+  }
+  const tiles = [media.local, ...remote].filter(Boolean).map((t) => t.el);
+  const grid = $("videos");
+  if (tiles.length !== grid.children.length || tiles.some((el, i) => grid.children[i] !== el)) grid.replaceChildren(...tiles);
+  const pcState = media.pc?.connectionState;
+  $("media-status").textContent = !media.pc ? (may ? "Camera off." : "Nothing on stage yet.")
+    : pcState === "connected" ? `${remote.length} on video${media.camera ? " · you are live" : ""}`
+      : `media ${pcState}…`;
+}
+
 // --- Controls ---------------------------------------------------------------------
 
 function onSubmit(id, fn) {
@@ -425,6 +620,9 @@ onSubmit("ask-form", () => {
 $("hand").onclick = () => send(state.you?.hand_raised ? "lower_hand" : "raise_hand");
 $("set-chat").onchange = (e) => send("update_settings", { chat_enabled: e.target.checked });
 $("set-qa").onchange = (e) => send("update_settings", { qa_mode: e.target.value });
+$("set-kind").onchange = (e) => send("update_settings", { kind: e.target.value });
+$("cam").onclick = () => (media.camera ? stopCamera() : startCamera());
+$("quality").onchange = (e) => send("set_video_quality", { quality: e.target.value });
 
 onSubmit("bo-plan-form", () => {
   const byAttribute = $("bo-by-attr").checked;
@@ -454,6 +652,6 @@ onSubmit("bo-broadcast-form", () => {
 });
 
 // For the console and for tests: the live state and socket (read-only use).
-window.convene = { state, get socket() { return socket; } };
+window.convene = { state, media, get socket() { return socket; } };
 
 connect();

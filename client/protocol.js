@@ -80,3 +80,20 @@ export function countdown(ms) {
   const m = Math.floor(s / 60);
   return `${m}:${String(s % 60).padStart(2, "0")}`;
 }
+
+/** May this member publish media now? Meetings and breakouts: everyone; webcasts: the stage. */
+export function canPublish(you, settings) {
+  return you.breakout != null || settings.kind === "meeting" || you.on_stage;
+}
+
+/** Camera simulcast: three layers the SFU picks from per viewer (`set_video_quality`). */
+export const SIMULCAST_LAYERS = [
+  { rid: "h" },
+  { rid: "m", scaleResolutionDownBy: 2 },
+  { rid: "l", scaleResolutionDownBy: 4 },
+];
+
+/** The publisher of a remote track: the room's track list knows it; else the SDP msid (`<identity>.<session>`). */
+export function publisherOf(tracks, trackId, streamId) {
+  return tracks.get(trackId)?.publisher ?? streamId?.split(".")[0] ?? null;
+}

@@ -153,15 +153,20 @@ impl Media {
     }
 }
 
-/// A session's handle on its media task.
+/// A session's handle on its media task, which starts on the first signaling message:
+/// most of a webcast audience never sends one, and an idle session should cost little.
 pub struct MediaLink {
-    commands: mpsc::Sender<(Option<String>, Command)>,
+    state: LinkState,
+}
+
+enum LinkState {
+    Idle(Box<SessionMedia>),
+    Running(mpsc::Sender<(Option<String>, Command)>),
 }
 
 impl MediaLink {
-    /// Starts the media task for a session. `access` follows the member's place and stage.
-    pub fn start(media: Media, room: RoomHandle, identity: String, name: String, session_id: Uuid, outbox: Outbox, access: watch::Receiver<MediaAccess>) -> MediaLink {
-        let (tx, rx) = mpsc::channel(32);
+    /// Prepares the media task for a session. `access` follows the member's place and stage.
+    pub fn new(media: Media, room: RoomHandle, identity: String, name: String, session_id: Uuid, outbox: Outbox, access: watch::Receiver<MediaAccess>) -> MediaLink {
         let peer: PeerId = format!("{identity}.{}", &session_id.simple().to_string()[..8]);
         let task = SessionMedia {
             media,
@@ -174,13 +179,24 @@ impl MediaLink {
             events: None,
             published: HashSet::new(),
         };
-        tokio::spawn(task.run(rx));
-        MediaLink { commands: tx }
+        MediaLink {
+            state: LinkState::Idle(Box::new(task)),
+        }
     }
 
     /// Queues a signaling command; the media task replies through the outbox.
-    pub async fn handle(&self, request_id: Option<String>, command: Command, outbox: &Outbox) {
-        if self.commands.try_send((request_id.clone(), command)).is_err() {
+    pub async fn handle(&mut self, request_id: Option<String>, command: Command, outbox: &Outbox) {
+        if let LinkState::Idle(_) = self.state {
+            let (tx, rx) = mpsc::channel(32);
+            let LinkState::Idle(task) = std::mem::replace(&mut self.state, LinkState::Running(tx)) else {
+                unreachable!("checked above");
+            };
+            tokio::spawn(task.run(rx));
+        }
+        let LinkState::Running(commands) = &self.state else {
+            unreachable!("started above");
+        };
+        if commands.try_send((request_id.clone(), command)).is_err() {
             outbox.send(simple_error(request_id, ErrorCode::RateLimited, "too much signaling at once; wait for the previous answer"));
         }
     }

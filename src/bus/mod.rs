@@ -49,20 +49,40 @@ pub struct LoggedEvent {
 
 pub type Subscription = broadcast::Receiver<Arc<LoggedEvent>>;
 
+/// A room has two topics. Events only staff may see go on `Staff`, so that in a webcast
+/// thousands of audience sessions are not woken for each other's joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    All,
+    Staff,
+}
+
+impl Topic {
+    pub fn of(audience: &Audience) -> Topic {
+        if audience.staff_only() {
+            Topic::Staff
+        } else {
+            Topic::All
+        }
+    }
+}
+
 /// Fan-out of room events to sessions.
 pub trait Bus: Send + Sync + 'static {
-    /// Sends to every current subscriber of `room`; never waits on a slow one.
-    fn publish(&self, room: &str, event: Arc<LoggedEvent>);
-    /// Subscribes to `room`; a subscriber that falls `capacity` events behind gets `Lagged`.
-    fn subscribe(&self, room: &str) -> Subscription;
-    /// The room is gone; release what its topic holds.
+    /// Sends to every current subscriber of the room's topic; never waits on a slow one.
+    fn publish(&self, room: &str, topic: Topic, event: Arc<LoggedEvent>);
+    /// Subscribes to a room's topic; a subscriber that falls `capacity` events behind gets `Lagged`.
+    fn subscribe(&self, room: &str, topic: Topic) -> Subscription;
+    /// The room is gone; release what its topics hold.
     fn forget(&self, room: &str);
 }
 
-/// One node: a broadcast channel per room. A lagging receiver is told so instead of blocking senders.
+type Channels = HashMap<(String, Topic), broadcast::Sender<Arc<LoggedEvent>>>;
+
+/// One node: a broadcast channel per room and topic. A lagging receiver is told so instead of blocking senders.
 pub struct LocalBus {
     capacity: usize,
-    topics: Mutex<HashMap<String, broadcast::Sender<Arc<LoggedEvent>>>>,
+    topics: Mutex<Channels>,
 }
 
 impl LocalBus {
@@ -73,30 +93,28 @@ impl LocalBus {
         }
     }
 
-    fn topic(&self, room: &str) -> broadcast::Sender<Arc<LoggedEvent>> {
+    fn channel(&self, room: &str, topic: Topic) -> broadcast::Sender<Arc<LoggedEvent>> {
         let mut topics = self.topics.lock().expect("bus lock poisoned");
         topics
-            .entry(room.to_string())
+            .entry((room.to_string(), topic))
             .or_insert_with(|| broadcast::channel(self.capacity).0)
             .clone()
     }
 }
 
 impl Bus for LocalBus {
-    fn publish(&self, room: &str, event: Arc<LoggedEvent>) {
+    fn publish(&self, room: &str, topic: Topic, event: Arc<LoggedEvent>) {
         // No receivers is fine: nobody is listening yet.
-        let _ = self.topic(room).send(event);
+        let _ = self.channel(room, topic).send(event);
     }
 
-    fn subscribe(&self, room: &str) -> Subscription {
-        self.topic(room).subscribe()
+    fn subscribe(&self, room: &str, topic: Topic) -> Subscription {
+        self.channel(room, topic).subscribe()
     }
 
     fn forget(&self, room: &str) {
         let mut topics = self.topics.lock().expect("bus lock poisoned");
-        if topics.get(room).is_some_and(|t| t.receiver_count() == 0) {
-            topics.remove(room);
-        }
+        topics.retain(|(r, _), t| r != room || t.receiver_count() > 0);
     }
 }
 
@@ -116,10 +134,11 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_the_same_bytes_and_laggards_are_told() {
         let bus = LocalBus::new(16);
-        let mut fast = bus.subscribe("r");
-        let mut slow = bus.subscribe("r");
+        let mut fast = bus.subscribe("r", Topic::All);
+        let mut slow = bus.subscribe("r", Topic::All);
+        let mut staff = bus.subscribe("r", Topic::Staff);
         for seq in 1..=20 {
-            bus.publish("r", event(seq));
+            bus.publish("r", Topic::All, event(seq));
             let got = fast.recv().await.unwrap();
             assert_eq!(got.seq, seq);
         }
@@ -127,9 +146,10 @@ mod tests {
             slow.recv().await,
             Err(broadcast::error::RecvError::Lagged(4))
         ));
-        // Other rooms hear nothing.
-        let mut other = bus.subscribe("q");
-        bus.publish("r", event(21));
+        // Other rooms and topics hear nothing.
+        let mut other = bus.subscribe("q", Topic::All);
+        bus.publish("r", Topic::All, event(21));
         assert!(other.try_recv().is_err());
+        assert!(staff.try_recv().is_err());
     }
 }

@@ -175,6 +175,19 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Binds with a deep accept backlog: a thousand clients reconnecting at once (after a
+/// Wi-Fi blip or a restart) must not overflow the default 128.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// A running server: its address, its state, and the way to stop it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -185,7 +198,7 @@ pub struct Server {
 impl Server {
     /// Binds `config.server.listen` and serves until [`Server::shutdown`].
     pub async fn start(config: Config) -> std::io::Result<Server> {
-        let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
+        let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
         let mut stop = state.shutdown.subscribe();

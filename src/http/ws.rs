@@ -17,7 +17,8 @@ use crate::room::actor::{error_frame, RoomHandle, Start};
 use crate::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
 use crate::media::{MediaAccess, MediaLink};
-use crate::session::{self, SessionParams};
+use crate::bus::Topic;
+use crate::session::{self, EventStream, SessionParams};
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -82,7 +83,8 @@ pub async fn upgrade(
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 .read_buffer_size(4 * 1024)
-                .write_buffer_size(0)
+                // Frames accumulate until a batch is flushed (or this much is waiting).
+                .write_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| async move {
                     serve_socket(socket, state, claims, room, resume).await;
                     drop(guard);
@@ -128,7 +130,9 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
     // Subscribe before joining so nothing between the snapshot and the first live event is lost.
     let mut attempt = 0;
     let (start, events, outbox, inbox) = loop {
-        let events = state.rooms.bus().subscribe(&room.name);
+        let bus = state.rooms.bus();
+        let staff = claims.role.is_staff().then(|| bus.subscribe(&room.name, Topic::Staff));
+        let events = EventStream::new(bus.subscribe(&room.name, Topic::All), staff);
         let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
         match room.join(joiner.clone(), connection, outbox.clone(), resume).await {
             Ok(Ok(start)) => break (start, events, outbox, inbox),
@@ -149,14 +153,11 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
     };
     let Start { session_id, viewer, may_publish, .. } = &start;
     tracing::debug!(%session_id, "session started");
-    let (media, media_access) = match &state.media {
-        Some(engine) => {
-            let (access_tx, access_rx) = tokio::sync::watch::channel(MediaAccess { place: viewer.place, may_publish: *may_publish });
-            let link = MediaLink::start(engine.clone(), room.clone(), claims.sub.clone(), claims.name.clone(), *session_id, outbox.clone(), access_rx);
-            (Some(link), Some(access_tx))
-        }
-        None => (None, None),
-    };
+    let (media_access, access_rx) = tokio::sync::watch::channel(MediaAccess { place: viewer.place, may_publish: *may_publish });
+    let media = state
+        .media
+        .as_ref()
+        .map(|engine| MediaLink::new(engine.clone(), room.clone(), claims.sub.clone(), claims.name.clone(), *session_id, outbox.clone(), access_rx));
     let (sink, stream) = socket.split();
     session::run(
         sink,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
-use crate::bus::{Bus, EventLog, Frame, LoggedEvent, SessionEffect};
+use crate::bus::{Bus, EventLog, Frame, LoggedEvent, SessionEffect, Topic};
 use crate::session::outbox::{CloseReason, Outbox};
 
 /// Serialises a server message once; every recipient shares the bytes.
@@ -456,9 +456,10 @@ impl RoomActor {
                 self.sessions.retain(|_, s| s.identity != *identity || s.outbox.is_some());
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
+            let topic = Topic::of(&audience);
             let event = Arc::new(LoggedEvent { seq, audience, effect, frame });
             self.log.append(event.clone());
-            self.bus.publish(self.state.name(), event);
+            self.bus.publish(self.state.name(), topic, event);
         }
     }
 }

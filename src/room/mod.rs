@@ -95,6 +95,11 @@ impl Audience {
         }
     }
 
+    /// Only staff can be in this audience.
+    pub fn staff_only(&self) -> bool {
+        matches!(self, Audience::Some { places, staff: true, person: None } if places.is_empty())
+    }
+
     pub fn includes(&self, viewer: &Viewer) -> bool {
         match self {
             Audience::Everyone => true,
@@ -354,6 +359,24 @@ impl RoomState {
         }
     }
 
+    /// Who hears that this member arrived, left or lost their connection. A webcast audience
+    /// member's presence is for staff only: they know their own from `welcome`, and
+    /// thousands of joins must not wake thousands of sessions.
+    fn presence_audience(&self, m: &Member) -> Audience {
+        match self.member_audience(m) {
+            Audience::Some { places, staff: true, person: Some(_) } if places.is_empty() => Audience::staff(),
+            audience => audience,
+        }
+    }
+
+    fn presence_updated(&self, identity: &str) -> Option<Event> {
+        let m = self.member(identity)?;
+        Some(Event::new(
+            self.presence_audience(m),
+            RoomEvent::MemberUpdated { member: m.clone() },
+        ))
+    }
+
     fn member_updated(&self, identity: &str) -> Option<Event> {
         let m = self.member(identity)?;
         Some(Event::new(
@@ -394,7 +417,7 @@ impl RoomState {
             if existing.member.presence != Presence::Online || stage {
                 existing.member.presence = Presence::Online;
                 existing.member.on_stage |= who.on_stage;
-                events.extend(self.member_updated(&who.identity));
+                events.extend(if stage { self.member_updated(&who.identity) } else { self.presence_updated(&who.identity) });
             }
             return Ok(events);
         }
@@ -422,7 +445,7 @@ impl RoomState {
         let placed = self.place_late_joiner(&who.identity);
         let m = &self.members[&who.identity].member;
         events.push(Event::new(
-            self.member_audience(m),
+            self.presence_audience(m),
             RoomEvent::MemberJoined { member: m.clone() },
         ));
         events.extend(placed);
@@ -447,14 +470,14 @@ impl RoomState {
         }
         state.disconnected_at = Some(now);
         state.member.presence = Presence::Reconnecting;
-        self.member_updated(identity).into_iter().collect()
+        self.presence_updated(identity).into_iter().collect()
     }
 
     fn drop_member(&mut self, identity: &str, reason: LeaveReason, now: Millis) -> Vec<Event> {
         let Some(state) = self.members.get(identity) else {
             return Vec::new();
         };
-        let audience = self.member_audience(&state.member);
+        let audience = self.presence_audience(&state.member);
         let staff = state.member.role.is_staff();
         self.members.remove(identity);
         let mut events = vec![Event::new(

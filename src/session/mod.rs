@@ -12,13 +12,14 @@ pub mod rate;
 use std::sync::Arc;
 use std::time::Duration;
 
+
 use axum::extract::ws::{CloseFrame, Message};
 use convene_signaling::{ClientMessage, Command, ErrorCode, ServerMessage};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
-use crate::bus::{Frame, LoggedEvent, SessionEffect, Subscription};
+use crate::bus::{LoggedEvent, SessionEffect, Subscription};
 use crate::config::Limits;
 use crate::media::{MediaAccess, MediaLink};
 use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle, Start};
@@ -35,14 +36,14 @@ pub struct SessionParams {
     pub identity: String,
     pub session_start: Start,
     pub connection: Uuid,
-    pub events: Subscription,
+    pub events: EventStream,
     pub outbox: Outbox,
     pub inbox: Inbox,
     pub limits: Arc<Limits>,
     pub shutdown: watch::Receiver<Option<u64>>,
     pub media: Option<MediaLink>,
     /// Tells the media task where the member is and whether they may publish.
-    pub media_access: Option<watch::Sender<MediaAccess>>,
+    pub media_access: watch::Sender<MediaAccess>,
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
@@ -51,9 +52,18 @@ where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
 {
+    let span = tracing::info_span!("session", room = %params.room.name, identity = %params.identity, session_id = %params.session_start.session_id);
+    tracing::Instrument::instrument(run_session(sink, stream, params), span).await
+}
+
+async fn run_session<W, R>(sink: W, stream: R, params: SessionParams)
+where
+    W: Sink<Message> + Unpin + Send + 'static,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
+{
     let SessionParams {
         room,
-        identity,
+        identity: _,
         session_start,
         connection,
         events,
@@ -65,8 +75,6 @@ where
         media_access,
     } = params;
     let session_id = session_start.session_id;
-    let span = tracing::info_span!("session", room = %room.name, %identity, %session_id);
-    let _enter = span.enter();
     let writer = Writer {
         media_access,
         viewer: session_start.viewer.clone(),
@@ -105,7 +113,7 @@ where
 }
 
 struct Writer {
-    media_access: Option<watch::Sender<MediaAccess>>,
+    media_access: watch::Sender<MediaAccess>,
     viewer: Viewer,
     ping_every: Duration,
     capacity: usize,
@@ -116,8 +124,11 @@ enum Next {
     Close(CloseReason),
 }
 
+/// Frames written before one flush: a burst of room events costs one syscall, not one each.
+const BATCH: usize = 64;
+
 impl Writer {
-    async fn run<W>(mut self, mut sink: W, start: Start, mut events: Subscription, mut inbox: Inbox, mut shutdown: watch::Receiver<Option<u64>>)
+    async fn run<W>(mut self, mut sink: W, start: Start, mut events: EventStream, mut inbox: Inbox, mut shutdown: watch::Receiver<Option<u64>>)
     where
         W: Sink<Message> + Unpin,
     {
@@ -133,18 +144,20 @@ impl Writer {
     }
 
     /// Returns the close frame to send, if any.
-    async fn pump<W>(&mut self, sink: &mut W, start: Start, events: &mut Subscription, inbox: &mut Inbox, shutdown: &mut watch::Receiver<Option<u64>>) -> Option<CloseReason>
+    async fn pump<W>(&mut self, sink: &mut W, start: Start, events: &mut EventStream, inbox: &mut Inbox, shutdown: &mut watch::Receiver<Option<u64>>) -> Option<CloseReason>
     where
         W: Sink<Message> + Unpin,
     {
-        if !self.send(sink, start.first, events).await {
+        if !self.write(sink, Message::Text(start.first), events).await {
             return Some(CloseReason::SLOW);
         }
         for event in &start.replay {
-            match self.deliver(sink, event, events).await {
-                Next::Continue => {}
-                Next::Close(reason) => return Some(reason),
+            if let Next::Close(reason) = self.deliver(sink, event, events).await {
+                return Some(reason);
             }
+        }
+        if !self.flush(sink, events).await {
+            return Some(CloseReason::SLOW);
         }
         let seq = start.seq;
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + self.ping_every, self.ping_every);
@@ -164,28 +177,52 @@ impl Writer {
                         return self.shutdown(sink, after, events).await;
                     }
                 }
-                event = events.recv() => match event {
-                    Ok(event) if event.seq <= seq => {}
-                    Ok(event) => match self.deliver(sink, &event, events).await {
-                        Next::Continue => {}
-                        Next::Close(reason) => return Some(reason),
-                    },
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::info!(missed, "session fell behind the room; closing with 1013");
-                        return Some(CloseReason::SLOW);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return Some(CloseReason::GOING_AWAY),
-                },
-                direct = inbox.frames.recv() => match direct {
-                    Some(frame) => {
-                        if !self.send(sink, frame, events).await {
-                            return Some(CloseReason::SLOW);
+                event = events.recv() => {
+                    // This event, then whatever else is already waiting, then one flush.
+                    let mut next = Some(event);
+                    let mut batched = 0;
+                    while let Some(event) = next.take() {
+                        match event {
+                            Ok(event) if event.seq <= seq => {}
+                            Ok(event) => {
+                                if let Next::Close(reason) = self.deliver(sink, &event, events).await {
+                                    return Some(reason);
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                                tracing::info!(missed, "session fell behind the room; closing with 1013");
+                                return Some(CloseReason::SLOW);
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return Some(CloseReason::GOING_AWAY),
+                        }
+                        batched += 1;
+                        if batched < BATCH {
+                            next = events.try_recv();
                         }
                     }
-                    None => return None,
-                },
+                    if !self.flush(sink, events).await {
+                        return Some(CloseReason::SLOW);
+                    }
+                }
+                direct = inbox.frames.recv() => {
+                    let Some(frame) = direct else { return None };
+                    let mut next = Some(frame);
+                    let mut batched = 0;
+                    while let Some(frame) = next.take() {
+                        if !self.write(sink, Message::Text(frame), events).await {
+                            return Some(CloseReason::SLOW);
+                        }
+                        batched += 1;
+                        if batched < BATCH {
+                            next = inbox.frames.try_recv().ok();
+                        }
+                    }
+                    if !self.flush(sink, events).await {
+                        return Some(CloseReason::SLOW);
+                    }
+                }
                 _ = ping.tick() => {
-                    if !self.send_message(sink, Message::Ping(Default::default()), events).await {
+                    if !self.write(sink, Message::Ping(Default::default()), events).await || !self.flush(sink, events).await {
                         return Some(CloseReason::SLOW);
                     }
                 }
@@ -193,17 +230,19 @@ impl Writer {
         }
     }
 
-    async fn shutdown<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, after_ms: u64, events: &Subscription) -> Option<CloseReason> {
+    async fn shutdown<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, after_ms: u64, events: &EventStream) -> Option<CloseReason> {
         let notice = frame(&ServerMessage::ServerShutdown {
             reconnect_after_ms: after_ms,
         });
-        self.send(sink, notice, events).await;
+        if self.write(sink, Message::Text(notice), events).await {
+            self.flush(sink, events).await;
+        }
         Some(CloseReason::RESTARTING)
     }
 
-    /// Sends the event if this viewer may see it, then applies its effect on the session.
-    async fn deliver<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, event: &LoggedEvent, events: &Subscription) -> Next {
-        if event.audience.includes(&self.viewer) && !self.send(sink, event.frame.clone(), events).await {
+    /// Queues the event if this viewer may see it, then applies its effect on the session.
+    async fn deliver<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, event: &LoggedEvent, events: &EventStream) -> Next {
+        if event.audience.includes(&self.viewer) && !self.write(sink, Message::Text(event.frame.clone()), events).await {
             return Next::Close(CloseReason::SLOW);
         }
         match &event.effect {
@@ -216,42 +255,123 @@ impl Writer {
                 self.set_media_access(*place, *may_publish);
                 Next::Continue
             }
-            Some(SessionEffect::Kick { identity }) if *identity == self.viewer.identity => Next::Close(CloseReason::REMOVED),
+            Some(SessionEffect::Kick { identity }) if *identity == self.viewer.identity => {
+                self.flush(sink, events).await;
+                Next::Close(CloseReason::REMOVED)
+            }
             _ => Next::Continue,
         }
     }
 
     fn set_media_access(&self, place: Place, may_publish: bool) {
-        if let Some(access) = &self.media_access {
-            access.send_if_modified(|current| {
-                let next = MediaAccess { place, may_publish };
-                let changed = *current != next;
-                *current = next;
-                changed
-            });
+        self.media_access.send_if_modified(|current| {
+            let next = MediaAccess { place, may_publish };
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+
+    /// Queues one message (the socket's write buffer sends it when full or on flush).
+    async fn write<W: Sink<Message> + Unpin>(&self, sink: &mut W, message: Message, events: &EventStream) -> bool {
+        self.unstalled(sink.feed(message), events).await
+    }
+
+    async fn flush<W: Sink<Message> + Unpin>(&self, sink: &mut W, events: &EventStream) -> bool {
+        self.unstalled(sink.flush(), events).await
+    }
+
+    /// Runs a socket operation. Most complete at once; while one is stalled the room's
+    /// events keep arriving, and when a whole ring of them waits, or the stall lasts too
+    /// long, the reader is too slow: false.
+    async fn unstalled<E>(&self, operation: impl std::future::Future<Output = Result<(), E>>, events: &EventStream) -> bool {
+        tokio::pin!(operation);
+        if let Some(result) = futures_util::FutureExt::now_or_never(&mut operation) {
+            return result.is_ok();
         }
-    }
-
-    async fn send<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, frame: Frame, events: &Subscription) -> bool {
-        self.send_message(sink, Message::Text(frame), events).await
-    }
-
-    /// Writes one message. While the socket is stalled, the room's events keep arriving:
-    /// when a whole ring of them is waiting, or the stall lasts too long, the reader is too slow.
-    async fn send_message<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, message: Message, events: &Subscription) -> bool {
-        let send = sink.send(message);
-        tokio::pin!(send);
         let started = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                result = &mut send => return result.is_ok(),
+                result = &mut operation => return result.is_ok(),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    if events.len() >= self.capacity || started.elapsed() >= WRITE_STALL {
+                    if events.backlog() >= self.capacity || started.elapsed() >= WRITE_STALL {
                         return false;
                     }
                 }
             }
         }
+    }
+}
+
+/// A session's room events: the all-members topic, and for staff the staff topic too,
+/// merged back into `seq` order. The actor publishes in `seq` order, so when one topic
+/// yields an event, every event with a lower `seq` on the other is already there.
+pub struct EventStream {
+    all: Subscription,
+    staff: Option<Subscription>,
+    held_all: Option<Arc<LoggedEvent>>,
+    held_staff: Option<Arc<LoggedEvent>>,
+}
+
+type Received = Result<Arc<LoggedEvent>, broadcast::error::RecvError>;
+
+impl EventStream {
+    pub fn new(all: Subscription, staff: Option<Subscription>) -> EventStream {
+        EventStream { all, staff, held_all: None, held_staff: None }
+    }
+
+    /// Events published but not yet taken, on the fuller topic.
+    fn backlog(&self) -> usize {
+        self.all.len().max(self.staff.as_ref().map_or(0, |s| s.len()))
+    }
+
+    async fn recv(&mut self) -> Received {
+        if self.held_all.is_none() && self.held_staff.is_none() {
+            match &mut self.staff {
+                Some(staff) => tokio::select! {
+                    event = self.all.recv() => self.held_all = Some(event?),
+                    event = staff.recv() => self.held_staff = Some(event?),
+                },
+                None => return self.all.recv().await,
+            }
+        }
+        self.take_lowest().expect("one event is held")
+    }
+
+    /// The next event if one is ready, without waiting.
+    fn try_recv(&mut self) -> Option<Received> {
+        self.take_lowest()
+    }
+
+    fn take_lowest(&mut self) -> Option<Received> {
+        use broadcast::error::TryRecvError;
+        fn fill(held: &mut Option<Arc<LoggedEvent>>, rx: &mut Subscription) -> Result<(), broadcast::error::RecvError> {
+            if held.is_none() {
+                match rx.try_recv() {
+                    Ok(event) => *held = Some(event),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Lagged(n)) => return Err(broadcast::error::RecvError::Lagged(n)),
+                    Err(TryRecvError::Closed) => return Err(broadcast::error::RecvError::Closed),
+                }
+            }
+            Ok(())
+        }
+        if let Err(e) = fill(&mut self.held_all, &mut self.all) {
+            return Some(Err(e));
+        }
+        if let Some(staff) = &mut self.staff {
+            if let Err(e) = fill(&mut self.held_staff, staff) {
+                return Some(Err(e));
+            }
+        }
+        let take_staff = match (&self.held_all, &self.held_staff) {
+            (Some(a), Some(s)) => s.seq < a.seq,
+            (None, Some(_)) => true,
+            (Some(_), None) => false,
+            (None, None) => return None,
+        };
+        let event = if take_staff { self.held_staff.take() } else { self.held_all.take() };
+        event.map(Ok)
     }
 }
 
@@ -358,7 +478,7 @@ impl Reader {
                 true
             }
             Command::RtcOffer { .. } | Command::RtcAnswer { .. } | Command::RtcCandidate { .. } | Command::Unpublish { .. } | Command::SetVideoQuality { .. } => {
-                match &self.media {
+                match &mut self.media {
                     Some(media) => media.handle(request_id, command, &self.outbox).await,
                     None => self.refuse(request_id, ErrorCode::MediaError, "media is not available on this server"),
                 }
@@ -404,6 +524,27 @@ fn is_too_big(error: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::{Bus, LocalBus, Topic};
+    use crate::room::Audience;
+
+    #[tokio::test]
+    async fn staff_stream_merges_both_topics_in_seq_order() {
+        let bus = LocalBus::new(64);
+        let mut staff = EventStream::new(bus.subscribe("r", Topic::All), Some(bus.subscribe("r", Topic::Staff)));
+        let mut audience = EventStream::new(bus.subscribe("r", Topic::All), None);
+        let topics = [Topic::All, Topic::Staff, Topic::Staff, Topic::All, Topic::Staff, Topic::All, Topic::All];
+        for (i, topic) in topics.iter().enumerate() {
+            let event = LoggedEvent { seq: i as u64 + 1, audience: Audience::Everyone, effect: None, frame: "{}".into() };
+            bus.publish("r", *topic, Arc::new(event));
+        }
+        let mut seen = Vec::new();
+        while let Some(Ok(event)) = staff.try_recv() {
+            seen.push(event.seq);
+        }
+        assert_eq!(seen, vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(audience.recv().await.unwrap().seq, 1);
+        assert_eq!(audience.recv().await.unwrap().seq, 4);
+    }
 
     #[test]
     fn parse_errors_are_named() {

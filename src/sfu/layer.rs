@@ -167,21 +167,8 @@ impl TimeRewriter {
         };
     }
 
-    pub fn rewrite(&mut self, incoming: u64) -> u64 {
-        let out = (incoming as i64).saturating_add(self.offset).max(0) as u64;
-        // Never go backwards: a late frame from the old layer is clamped.
-        let out = match self.last_out {
-            Some(last) if out < last => last,
-            _ => out,
-        };
-        self.last_out = Some(out);
-        out
-    }
-}
-
-impl TimeRewriter {
-    /// Like [`TimeRewriter::rewrite`] without the clamp, for single RTP packets: a
-    /// retransmitted packet keeps the time of its frame.
+    /// The outgoing time of a packet. Not clamped: a retransmitted packet keeps the
+    /// time of its frame (stale packets of an old layer are not forwarded at all).
     pub fn map(&mut self, incoming: u64) -> u64 {
         let out = (incoming as i64).saturating_add(self.offset).max(0) as u64;
         self.last_out = Some(self.last_out.map_or(out, |l| l.max(out)));
@@ -428,17 +415,15 @@ mod tests {
     #[test]
     fn time_is_continuous_across_switches() {
         let mut r = TimeRewriter::default();
-        assert_eq!(r.rewrite(1000), 1000);
-        assert_eq!(r.rewrite(4000), 4000);
+        assert_eq!(r.map(1000), 1000);
+        assert_eq!(r.map(4000), 4000);
         // Switch to a layer whose clock is at 900_000.
         r.rebase(900_000, 3000);
-        assert_eq!(r.rewrite(900_000), 7000);
-        assert_eq!(r.rewrite(903_000), 10_000);
+        assert_eq!(r.map(900_000), 7000);
+        assert_eq!(r.map(903_000), 10_000);
         // Switch to a layer with a lower base.
         r.rebase(50, 3000);
-        assert_eq!(r.rewrite(50), 13_000);
-        // A stale frame never moves time backwards.
-        assert_eq!(r.rewrite(0), 13_000);
+        assert_eq!(r.map(50), 13_000);
     }
 
     #[test]
@@ -478,16 +463,28 @@ mod tests {
         // Not the start of the partition.
         assert!(!is_keyframe_start(Codec::Vp8, &[0x00, 0x00, 0x9d]));
         // With X, I and a 15-bit picture id, then the tag.
-        assert!(is_keyframe_start(Codec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x10]));
-        assert!(!is_keyframe_start(Codec::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x11]));
+        assert!(is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x10]
+        ));
+        assert!(!is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x11]
+        ));
         // 7-bit picture id, TL0PICIDX and TID.
-        assert!(is_keyframe_start(Codec::Vp8, &[0x90, 0xe0, 0x05, 0x07, 0x20, 0x00]));
+        assert!(is_keyframe_start(
+            Codec::Vp8,
+            &[0x90, 0xe0, 0x05, 0x07, 0x20, 0x00]
+        ));
         assert!(!is_keyframe_start(Codec::Vp8, &[0x90]));
         // H264: SPS, IDR, non-IDR, STAP-A with SPS, FU-A start/middle of an IDR.
         assert!(is_keyframe_start(Codec::H264, &[0x67, 0x42]));
         assert!(is_keyframe_start(Codec::H264, &[0x65, 0x88]));
         assert!(!is_keyframe_start(Codec::H264, &[0x41, 0x9a]));
-        assert!(is_keyframe_start(Codec::H264, &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]));
+        assert!(is_keyframe_start(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x01, 0x68]
+        ));
         assert!(!is_keyframe_start(Codec::H264, &[0x78, 0x00, 0x01, 0x06]));
         assert!(is_keyframe_start(Codec::H264, &[0x7c, 0x85, 0x00]));
         assert!(!is_keyframe_start(Codec::H264, &[0x7c, 0x05, 0x00]));

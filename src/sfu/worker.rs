@@ -32,8 +32,7 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::directory::{PeerKey, TrackKey, TrackMeta};
 use super::layer::{
-    choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter,
-    TimeRewriter,
+    choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
 use super::{sanitize_id, Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
@@ -284,7 +283,6 @@ impl Peer {
 /// One incoming RTP stream (an SSRC) of a publisher.
 struct RxStream {
     ssrc: Ssrc,
-    mid: Mid,
     track: TrackKey,
     rid: Option<Rid>,
     params: Option<PayloadParams>,
@@ -560,7 +558,11 @@ impl Worker {
                 p.dead = true;
             }
         }
-        p.dirty = true;
+        // RTP mode keeps one received packet for the next poll: drain it now.
+        if !p.dead && catch_unwind(AssertUnwindSafe(|| poll_peer(p, &mut self.ctx))).is_err() {
+            tracing::warn!(peer = %p.id, "rtc panicked; dropping peer");
+            p.dead = true;
+        }
     }
 
     fn add_peer(&mut self, np: NewPeer) {
@@ -967,7 +969,6 @@ fn on_rtp(p: &mut Peer, ctx: &mut Ctx, pkt: RtpPacket) {
             };
             p.rx.push(RxStream {
                 ssrc,
-                mid,
                 track,
                 rid,
                 params: None,
@@ -1009,7 +1010,6 @@ fn on_rtp(p: &mut Peer, ctx: &mut Ctx, pkt: RtpPacket) {
         video_orientation: ext.video_orientation,
         data: pkt.payload,
     };
-    let _ = rx.mid;
     for &w in &pubd.fanout {
         if w == ctx.idx {
             ctx.local.push(f.clone());
@@ -1109,19 +1109,16 @@ fn request_keyframe(
     if !pubd.throttle.allow(rid, now) {
         return;
     }
-    if let Some(mut w) = p.rtc.writer(pubd.mid) {
-        let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
-            KeyframeRequestKind::Pli
-        } else {
-            KeyframeRequestKind::Fir
-        };
-        match w.request_keyframe(rid, kind) {
-            Ok(()) => {
-                Counters::add(&ctx.shared.counters.keyframe_requests_out, 1);
-                p.dirty = true;
-            }
-            Err(e) => tracing::debug!(peer = %p.id, error = %e, "keyframe request"),
+    // RTP mode: the request goes on the receive stream of the layer (PLI; every
+    // WebRTC client negotiates it).
+    let mut api = p.rtc.direct_api();
+    match api.stream_rx_by_mid(pubd.mid, rid) {
+        Some(rx) => {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            Counters::add(&ctx.shared.counters.keyframe_requests_out, 1);
+            p.dirty = true;
         }
+        None => tracing::debug!(peer = %p.id, ?rid, "keyframe request: no receive stream"),
     }
 }
 
@@ -1206,7 +1203,8 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
         let pt = match o.pt {
             Some((i, out)) if i == in_pt => out,
             _ => {
-                let out = p.rtc.writer(mid).and_then(|w| w.match_params(f.params));
+                // What `Writer::match_params` does (the writer is off limits in RTP mode).
+                let out = p.rtc.codec_config().match_params(f.params).map(|c| c.pt());
                 o.pt = Some((in_pt, out));
                 out
             }
@@ -1219,10 +1217,12 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             continue;
         };
-        let mut ext = ExtensionValues::default();
-        ext.audio_level = f.audio_level;
-        ext.voice_activity = f.voice_activity;
-        ext.video_orientation = f.video_orientation;
+        let ext = ExtensionValues {
+            audio_level: f.audio_level,
+            voice_activity: f.voice_activity,
+            video_orientation: f.video_orientation,
+            ..Default::default()
+        };
         tx.write_rtp(
             RtpWrite::new(pt, seq.into(), t as u32, f.network_time, f.data.clone())
                 .marker(f.marker)

@@ -1,6 +1,6 @@
 // Shared by the browser tests: the real `convene serve` on a free 127.0.0.1 port, tokens from
 // `convene token`, and Debian's Chromium through playwright-core. Not a test file itself.
-import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { spawn, spawnSync, execFileSync, execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
@@ -38,10 +38,21 @@ function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** A running `convene serve`; `stop()` always ends it. */
-export async function startServer() {
+/** Is `url` answering 200, asked from inside network namespace `netns` (a short-lived node)? */
+function readyInside(netns, url) {
+  const probe = `fetch(${JSON.stringify(url)}).then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))`;
+  const [cmd, args] = netns.exec([process.execPath, "-e", probe]);
+  return new Promise((resolve) => execFile(cmd, args, { timeout: 5000 }, (err) => resolve(!err)));
+}
+
+/**
+ * A running `convene serve`; `stop()` always ends it. With `netns` (from netns.mjs) it runs inside
+ * that namespace, where only processes in the same namespace (Chromium started there) reach it.
+ */
+export async function startServer({ netns = null } = {}) {
   const bin = ensureBinary();
-  const port = await freePort();
+  // Inside a fresh namespace every port is free; outside, ask the kernel for one.
+  const port = netns ? 8080 : await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
   const config = path.join(dir, "test.toml");
   // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.
@@ -52,12 +63,14 @@ export async function startServer() {
     // Join links as printed by `convene token` then point at 127.0.0.1, not "localhost".
     CONVENE_PUBLIC_URL: `http://127.0.0.1:${port}`,
     CONVENE_JWT_SECRET: randomBytes(24).toString("hex"),
-    CONVENE_RTC_UDP_PORT: "0",
+    // In a namespace of its own the port is surely free; elsewhere let the server pick one.
+    CONVENE_RTC_UDP_PORT: netns ? "3478" : "0",
     CONVENE_RTC_ADVERTISE_IP: "127.0.0.1",
     RUST_LOG: process.env.RUST_LOG ?? "info",
   };
   delete env.CONVENE_REDIS_URL;
-  const child = spawn(bin, ["serve", "--config", config], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const [cmd, args] = netns ? netns.exec([bin, "serve", "--config", config]) : [bin, ["serve", "--config", config]];
+  const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   const keep = (chunk) => { log = (log + chunk).slice(-20000); };
   child.stdout.on("data", keep);
@@ -97,11 +110,15 @@ export async function startServer() {
   const deadline = Date.now() + 20000;
   for (;;) {
     if (exited !== null) throw new Error(`convene serve exited (${JSON.stringify(exited)}):\n${log}`);
-    try {
-      const res = await fetch(`${base}/readyz`);
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
+    if (netns) {
+      if (await readyInside(netns, `${base}/readyz`)) break;
+    } else {
+      try {
+        const res = await fetch(`${base}/readyz`);
+        if (res.status === 200) break;
+      } catch {
+        // not listening yet
+      }
     }
     if (Date.now() > deadline) {
       await server.stop();
@@ -112,15 +129,19 @@ export async function startServer() {
   return server;
 }
 
-/** Debian's Chromium, headless, with the flags this machine needs (no background network traffic). */
-export function launchChromium() {
+/**
+ * Debian's Chromium, headless, with the flags this machine needs (no background network traffic).
+ * With `netns` it runs inside that namespace (playwright drives it over a pipe, so control still works).
+ */
+export function launchChromium({ netns = null, args = [] } = {}) {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: netns ? netns.wrapper(CHROMIUM) : CHROMIUM,
     headless: true,
     // playwright-core gives every launch a fresh temporary profile (--user-data-dir) of its own.
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      ...args,
     ],
   });
 }

@@ -1,0 +1,257 @@
+// Media against Chromium: WHIP publish + WHEP playback, and the browser client in a meeting, where
+// each person sees the other's camera (and, with simulcast, changes the layer they receive).
+// The server and Chromium run inside a network namespace of their own with only `lo`, so WebRTC
+// stays on 127.0.0.1 (DESIGN.md, "Test networking"). Needs root for `ip netns add`; skipped without.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, launchChromium } from "./harness.mjs";
+import { createNetns } from "./netns.mjs";
+
+const STEP = { timeout: 90_000 };
+let netns;
+let skip = null;
+let server;
+let browser;
+const pageErrors = [];
+
+before(async () => {
+  try {
+    netns = createNetns();
+  } catch (e) {
+    if (!e.skip) throw e;
+    skip = e.skip;
+    return;
+  }
+  server = await startServer({ netns });
+  browser = await launchChromium({
+    netns,
+    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
+  });
+}, { timeout: 120_000 });
+
+after(async () => {
+  try {
+    await browser?.close();
+  } finally {
+    try {
+      await server?.stop();
+    } finally {
+      netns?.delete();
+    }
+  }
+}, { timeout: 30_000 });
+
+async function newPage(who, url) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15000);
+  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
+  await page.goto(url);
+  return page;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` until `ok(value)`; returns the value, or throws with the last one seen. */
+async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
+    await sleep(every);
+  }
+}
+
+// In a page: the inbound video stats of an RTCPeerConnection, summed over its video receivers.
+const inboundVideo = async (pc) => {
+  let framesDecoded = 0;
+  let frameWidth = 0;
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") {
+      framesDecoded += s.framesDecoded ?? 0;
+      frameWidth = Math.max(frameWidth, s.frameWidth ?? 0);
+    }
+  });
+  return { framesDecoded, frameWidth };
+};
+
+// In a client page: how the video of `publisher` plays there.
+const remoteStats = (page, publisher) => page.evaluate(async ({ publisher, inbound }) => {
+  const video = document.querySelector(`#videos figure[data-publisher="${publisher}"] video`);
+  const { framesDecoded, frameWidth } = await eval(inbound)(convene.media.pc);
+  return { videoWidth: video?.videoWidth ?? 0, playing: video ? !video.paused : false, framesDecoded, frameWidth };
+}, { publisher, inbound: inboundVideo.toString() });
+
+test("WHIP publisher and WHEP viewer in Chromium", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "launch-av";
+  const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
+  const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
+
+  const pub = await newPage("whip", `${server.base}/healthz`);
+  const whip = await pub.evaluate(async ({ room, token }) => {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(`/whip/${room}`, {
+      method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` }, body: pc.localDescription.sdp,
+    });
+    const answer = await res.text();
+    if (res.status !== 201) return { status: res.status, answer };
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    window.pc = pc;
+    return { status: res.status, location: res.headers.get("Location"), type: res.headers.get("Content-Type") };
+  }, { room, token: presenter });
+  assert.equal(whip.status, 201, `WHIP: ${whip.answer}`);
+  assert.match(whip.location, new RegExp(`^/whip/${room}/\\w+$`));
+  assert.match(whip.type, /^application\/sdp/);
+  await pub.waitForFunction(() => window.pc.connectionState === "connected");
+
+  const view = await newPage("whep", `${server.base}/healthz`);
+  const whep = await view.evaluate(async ({ room, token }) => {
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    const started = performance.now();
+    const res = await fetch(`/whep/${room}`, {
+      method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` }, body: pc.localDescription.sdp,
+    });
+    const answer = await res.text();
+    if (res.status !== 201) return { status: res.status, answer };
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    window.pc = pc;
+    window.started = started;
+    return { status: res.status, location: res.headers.get("Location"), codecs: [...answer.matchAll(/a=rtpmap:\d+ ([\w-]+)\//g)].map((m) => m[1]) };
+  }, { room, token: viewer });
+  assert.equal(whep.status, 201, `WHEP: ${whep.answer}`);
+
+  // Time to first decoded frame, then a steady stream of them.
+  const firstFrameMs = await view.evaluate(async (inbound) => {
+    const stats = eval(inbound);
+    for (;;) {
+      if ((await stats(window.pc)).framesDecoded > 0) return Math.round(performance.now() - window.started);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }, inboundVideo.toString());
+  const after = await until(() => view.evaluate((inbound) => eval(inbound)(window.pc), inboundVideo.toString()),
+    (s) => s.framesDecoded > 30, { what: "30 decoded frames" });
+  t.diagnostic(`WHEP viewer: first frame ${firstFrameMs} ms after POST; ${after.framesDecoded} frames at ${after.frameWidth}px; answer codecs ${[...new Set(whep.codecs)].join(",")}`);
+  assert.ok(after.frameWidth > 0);
+
+  // A webcast participant in the browser client cannot publish but watches the stage.
+  const vera = await newPage("vera", server.token({ room, role: "participant", name: "Vera", identity: "vera" }).url);
+  await vera.locator("#status[data-state=connected]").waitFor();
+  const stage = await until(() => remoteStats(vera, "pat"), (s) => s.videoWidth > 0 && s.playing, { what: "the stage video in the client" });
+  assert.equal(await vera.locator("#cam").isHidden(), true, "no camera button for a webcast participant");
+  assert.equal(await vera.locator("#videos figure[data-publisher=pat] figcaption").textContent(), "Pat");
+  t.diagnostic(`webcast participant in the client: stage video ${stage.videoWidth}px, ${stage.framesDecoded} frames decoded`);
+
+  // DELETE ends both sessions.
+  const del = (page, location, token) => page.evaluate(async ({ location, token }) =>
+    (await fetch(location, { method: "DELETE", headers: { Authorization: `Bearer ${token}` } })).status, { location, token });
+  assert.equal(await del(view, whep.location, viewer), 200);
+  assert.equal(await del(pub, whip.location, presenter), 200);
+  assert.equal(await del(pub, whip.location, presenter), 404, "a second DELETE finds nothing");
+  await vera.locator("#videos figure[data-publisher=pat]").waitFor({ state: "detached" });
+  for (const page of [view, pub, vera]) await page.context().close();
+});
+
+// --- The browser client in a meeting ---------------------------------------------------------
+
+const pages = {};
+
+test("client: two people in a meeting see each other's camera", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "exchange";
+  const join = async (who, role, name) => {
+    const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    pages[who] = page;
+    return page;
+  };
+  const hana = await join("hana", "host", "Hana");
+  await hana.selectOption("#set-kind", "meeting");
+  const pia = await join("pia", "participant", "Pia");
+  await pia.locator("#cam", { hasText: "Start camera" }).waitFor();
+
+  const started = Date.now();
+  await hana.click("#cam");
+  await pia.click("#cam");
+  await hana.locator("#cam[aria-pressed=true]", { hasText: "Stop camera" }).waitFor();
+  for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
+    await page.locator(`#videos figure[data-publisher="${other}"] video`).waitFor();
+    await until(() => remoteStats(page, other), (s) => s.videoWidth > 0 && s.playing, { every: 100, what: `${other}'s video playing` });
+  }
+  const bothPlayingMs = Date.now() - started;
+  const first = { hana: await remoteStats(hana, "pia"), pia: await remoteStats(pia, "hana") };
+  await sleep(2000);
+  const second = { hana: await remoteStats(hana, "pia"), pia: await remoteStats(pia, "hana") };
+  for (const who of ["hana", "pia"]) {
+    assert.ok(second[who].framesDecoded > first[who].framesDecoded, `${who}'s view decodes frames: ${JSON.stringify([first[who], second[who]])}`);
+    assert.ok(second[who].videoWidth > 0);
+  }
+  assert.equal(await pia.locator("#videos figure[data-publisher=hana] figcaption").textContent(), "Hana");
+  t.diagnostic(`both cameras playing ${bothPlayingMs} ms after the clicks; over 2 s hana decoded ${second.hana.framesDecoded - first.hana.framesDecoded} frames of pia (${second.hana.frameWidth}px), pia ${second.pia.framesDecoded - first.pia.framesDecoded} of hana (${second.pia.frameWidth}px)`);
+});
+
+test("client: simulcast layers follow the viewer's quality choice", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const { hana, pia } = pages;
+  if (!hana) return t.skip("the meeting test did not run");
+  const layers = await pia.evaluate(() => [...convene.state.tracks.values()].find((x) => x.publisher === "hana" && x.kind === "video")?.layers ?? []);
+  if (layers.length < 2) return t.skip(`the SFU did not take simulcast (layers ${JSON.stringify(layers)})`);
+  await pia.locator("#quality-box").waitFor();
+  const widthAfter = async (quality) => {
+    await pia.selectOption("#quality", quality);
+    // Switches happen on a keyframe of the new layer; give it a moment and read what is decoded.
+    let width = 0;
+    for (let i = 0; i < 40; i++) {
+      await sleep(250);
+      width = (await remoteStats(pia, "hana")).frameWidth;
+      if (quality === "low" ? width <= 400 : width >= 600) break;
+    }
+    return width;
+  };
+  const low = await widthAfter("low");
+  const high = await widthAfter("high");
+  t.diagnostic(`layers ${layers.join(",")}: pia receives hana at ${low}px on low, ${high}px on high`);
+  assert.ok(low < high, `low (${low}px) is smaller than high (${high}px)`);
+});
+
+test("client: screenshot with two videos; stopping a camera removes it elsewhere", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const { hana, pia } = pages;
+  if (!hana) return t.skip("the meeting test did not run");
+  await hana.screenshot({ path: "/tmp/convene-media.png", fullPage: true });
+  await hana.click("#cam");
+  await hana.locator("#cam[aria-pressed=false]", { hasText: "Start camera" }).waitFor();
+  await pia.locator("#videos figure[data-publisher=hana]").waitFor({ state: "detached" });
+  assert.equal(await hana.locator("#videos figure[data-publisher=pia]").count(), 1, "Hana still sees Pia");
+  // And on again: the same transceivers carry the new camera.
+  await hana.click("#cam");
+  await until(() => remoteStats(pia, "hana"), (s) => s.videoWidth > 0 && s.playing, { what: "Hana's video back on Pia's page" });
+});
+
+test("client: media follows people into a breakout", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const { hana, pia } = pages;
+  if (!hana) return t.skip("the meeting test did not run");
+  await hana.check("#bo-by-names");
+  await hana.fill("#bo-names", "Circle A");
+  await hana.click("#bo-plan");
+  await hana.click("#bo-open");
+  await pia.locator("#place", { hasText: "In Circle A" }).waitFor();
+  // Different places: each loses the other's video.
+  await pia.locator("#videos figure[data-publisher=hana]").waitFor({ state: "detached" });
+  await hana.locator("#videos figure[data-publisher=pia]").waitFor({ state: "detached" });
+  // The host visits the breakout: the same peers meet again there.
+  await hana.locator("#bo-rooms li", { hasText: "Circle A" }).getByRole("button", { name: "Visit Circle A" }).click();
+  await hana.locator("#place", { hasText: "Visiting Circle A" }).waitFor();
+  await until(() => remoteStats(hana, "pia"), (s) => s.videoWidth > 0 && s.playing, { what: "Pia's video for the visiting host" });
+  await until(() => remoteStats(pia, "hana"), (s) => s.videoWidth > 0 && s.playing, { what: "the visiting host's video in the breakout" });
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+});

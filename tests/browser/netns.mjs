@@ -1,0 +1,76 @@
+// A private network namespace for media tests: only `lo`, so the server and Chromium inside it
+// can reach each other on 127.0.0.1 and nothing else (DESIGN.md, "Test networking").
+// Needs root (CAP_SYS_ADMIN) and `ip` from iproute2. Not a test file itself.
+import { execFileSync, spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const PREFIX = "convene-media-";
+
+function ip(...args) {
+  return execFileSync("ip", args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** Namespaces left by earlier runs whose process is gone (a test killed with SIGKILL). */
+function removeStale() {
+  let names = [];
+  try {
+    names = ip("netns", "list").split("\n").map((l) => l.split(" ")[0]).filter((n) => n.startsWith(PREFIX));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.slice(PREFIX.length));
+    let alive = false;
+    try { process.kill(pid, 0); alive = true; } catch { /* gone */ }
+    if (!alive) spawnSync("ip", ["netns", "delete", name]);
+  }
+}
+
+/**
+ * Creates `convene-media-<pid>` with loopback up. Returns `{ name, exec(argv), wrapper(exe), delete() }`,
+ * or throws an Error whose `skip` is a reason to skip (not root, no `ip`).
+ */
+export function createNetns() {
+  if (spawnSync("sh", ["-c", "command -v ip"]).status !== 0) {
+    throw Object.assign(new Error("no `ip` command"), { skip: "needs `ip` from iproute2 (apt-get install iproute2)" });
+  }
+  removeStale();
+  const name = `${PREFIX}${process.pid}`;
+  spawnSync("ip", ["netns", "delete", name]);
+  try {
+    ip("netns", "add", name);
+  } catch (e) {
+    const why = String(e.stderr || e.message).trim();
+    throw Object.assign(new Error(why), { skip: `cannot create a network namespace (run as root): ${why}` });
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-netns-"));
+  let deleted = false;
+  const ns = {
+    name,
+    /** argv prefixed so it runs inside the namespace (`ip netns exec` execs, so the pid is the program's). */
+    exec: (argv) => ["ip", ["netns", "exec", name, ...argv]],
+    /** An executable script that runs `exe` inside the namespace, for tools that take a program path. */
+    wrapper(exe) {
+      const file = path.join(dir, path.basename(exe));
+      fs.writeFileSync(file, `#!/bin/sh\nexec ip netns exec ${name} ${exe} "$@"\n`, { mode: 0o755 });
+      return file;
+    },
+    delete() {
+      if (deleted) return;
+      deleted = true;
+      spawnSync("ip", ["netns", "delete", name]);
+      fs.rmSync(dir, { recursive: true, force: true });
+      process.off("exit", ns.delete);
+    },
+  };
+  process.on("exit", ns.delete);
+  try {
+    ip("netns", "exec", name, "ip", "link", "set", "lo", "up");
+  } catch (e) {
+    ns.delete();
+    throw e;
+  }
+  return ns;
+}
