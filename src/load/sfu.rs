@@ -450,9 +450,16 @@ struct Peer {
     connected: bool,
 }
 
+/// Receive buffer of each load peer's socket (the kernel caps it at `net.core.rmem_max`).
+const RECV_BUFFER: usize = 1 << 20;
+
 impl Peer {
     async fn new(rtp_mode: bool, job: Job) -> Result<Peer, String> {
         let sock = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        // Sharing the cores with the server, a peer can stall for tens of ms; with the
+        // default ~200 KB a keyframe burst to it could then overflow its socket and count
+        // as server loss. Browsers read on a dedicated network thread. Best effort.
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
         let local = sock.local_addr().map_err(|e| e.to_string())?;
         let mut rtc = RtcConfig::new().set_rtp_mode(rtp_mode).build(Instant::now());
         let cand = Candidate::host(local, "udp").map_err(|e| e.to_string())?;

@@ -83,6 +83,9 @@ pub type PeerId = String;
 /// An opaque group name: peers of a group receive each other's tracks.
 pub type GroupId = String;
 
+/// Send and receive buffer asked for the media socket, in bytes.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Largest SDP accepted, in bytes.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 
@@ -389,6 +392,11 @@ impl Sfu {
             ));
         }
         let socket = UdpSocket::bind(SocketAddr::new(cfg.bind_ip, cfg.udp_port))?;
+        // One socket carries every peer: room for bursts (a keyframe to every subscriber)
+        // while the receive thread waits for a core. Best effort; the kernel caps both.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         let local_addr = socket.local_addr()?;
         let advertise = SocketAddr::new(cfg.advertise_ip, local_addr.port());
         str0m::Candidate::host(advertise, "udp")
