@@ -82,7 +82,8 @@ pub async fn upgrade(
             upgrade
                 .max_message_size(limit)
                 .max_frame_size(limit)
-                .read_buffer_size(4 * 1024)
+                // Client messages are small; a large read buffer would cost every idle session.
+                .read_buffer_size(1024)
                 // Frames accumulate until a batch is flushed (or this much is waiting).
                 .write_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| async move {
@@ -134,7 +135,8 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
         let staff = claims.role.is_staff().then(|| bus.subscribe(&room.name, Topic::Staff));
         let events = EventStream::new(bus.subscribe(&room.name, Topic::All), staff);
         let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
-        match room.join(joiner.clone(), connection, outbox.clone(), resume).await {
+        // Boxed so the join's state does not stay inlined in every session's long-lived future.
+        match Box::pin(room.join(joiner.clone(), connection, outbox.clone(), resume)).await {
             Ok(Ok(start)) => break (start, events, outbox, inbox),
             Ok(Err(denied)) => {
                 refuse(socket, error_frame(None, denied)).await;
@@ -159,7 +161,8 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
         .as_ref()
         .map(|engine| MediaLink::new(engine.clone(), room.clone(), claims.sub.clone(), claims.name.clone(), *session_id, outbox.clone(), access_rx));
     let (sink, stream) = socket.split();
-    session::run(
+    // Boxed: the session outlives everything above, whose state would otherwise be kept inline.
+    Box::pin(session::run(
         sink,
         stream,
         SessionParams {
@@ -175,7 +178,7 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
             media,
             media_access,
         },
-    )
+    ))
     .await;
 }
 

@@ -392,7 +392,9 @@ impl Synthetic {
             let data = if key { self.key.clone() } else { self.delta.clone() };
             let time = MediaTime::new(n * 90_000 / u64::from(FPS), str0m::media::Frequency::NINETY_KHZ);
             if write(rtc, self.video, Codec::Vp8, now, time, data) {
-                self.frames.fetch_add(1, Ordering::Relaxed);
+                // The frame index (not a count): its rate is the frame rate, and its phase
+                // tells where the periodic keyframes are.
+                self.frames.store(n + 1, Ordering::Relaxed);
             }
         }
         while self.next_audio * 1_000_000 / u64::from(AUDIO_PER_S) <= elapsed {
@@ -844,6 +846,15 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
     }
     // Let keyframe requests settle before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // Open the window mid-GOP: a periodic keyframe is a burst of packets, and one split
+    // by a window edge (sent inside, forwarded after) would skew delivery by ~2%.
+    if args.publish.is_some() {
+        let mid_gop = |f: u64| f % u64::from(KEYFRAME_EVERY) == u64::from(KEYFRAME_EVERY / 2);
+        let until = Instant::now() + Duration::from_secs(3);
+        while !mid_gop(frames.load(Ordering::Relaxed)) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
     // Measurement window.
     let pid = args.server_pid.map(|p| p.to_string());

@@ -47,11 +47,19 @@
 //! - A subscriber's SDP carries `a=msid:<publisher> <track id>`, so the client can map an
 //!   incoming track to [`TrackInfo::id`] (`<publisher>-<mid>`, with characters outside
 //!   `[A-Za-z0-9_.-]` replaced by `_`).
+//! - Media is forwarded per RTP packet (str0m's RTP mode): the payload is shared by every
+//!   subscriber, which gets its own SSRC, sequence numbers and RTP time (rewritten so they
+//!   stay gapless across keyframe waits and layer switches). Keyframe starts are read from
+//!   the payload (VP8, H264, VP9, AV1).
 //! - Video waits for a keyframe: a new subscriber asks for one. Subscriber PLI/FIR go to the
-//!   publisher, coalesced to at most one per track layer per second. NACK/RTX is str0m's.
+//!   publisher as PLI, coalesced to at most one per track layer per second. NACK/RTX is
+//!   str0m's, per subscriber stream.
 //! - Simulcast (up to three rids): each subscriber gets the layer its
-//!   [`VideoQuality`] caps and its bandwidth estimate fits; switches happen on a keyframe of
-//!   the new layer, which is requested on switch.
+//!   [`VideoQuality`] caps and, where bandwidth estimation runs, its estimate fits; switches
+//!   happen on a keyframe of the new layer, which is requested on switch.
+//! - Bandwidth estimation (TWCC, str0m's pacer) runs only for peers whose
+//!   [`PeerOptions::bandwidth_estimation`] asks for it (meeting peers) when
+//!   [`SfuConfig::bandwidth_estimation`] allows; WHIP/WHEP peers never run it.
 //! - Codecs: Opus; VP8, H264, VP9, AV1 (str0m's defaults); the subscriber's payload types
 //!   are matched to the publisher's codec. A subscriber that lacks the codec gets nothing
 //!   for that track.

@@ -26,7 +26,9 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, VideoOrientation};
+use str0m::rtp::{
+    Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Ssrc, VideoOrientation,
+};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
@@ -575,6 +577,16 @@ impl Worker {
             .set_local_ice_credentials(np.creds);
         if shared.bwe && np.opts.bandwidth_estimation {
             cfg = cfg.enable_bwe(Some(Bitrate::kbps(1_000)));
+        } else if !np.opts.can_publish {
+            // Nothing to estimate and nothing it sends needs our feedback: no
+            // transport-wide sequence numbers, so no TWCC bookkeeping or feedback either way.
+            let mut exts = ExtensionMap::empty();
+            for (id, e) in cfg.extension_map().iter() {
+                if *e != Extension::TransportSequenceNumber {
+                    exts.set(id, e.clone());
+                }
+            }
+            cfg = cfg.set_extension_map(exts);
         }
         let mut rtc = cfg.build(now);
         match Candidate::host(shared.advertise, "udp") {
