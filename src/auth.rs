@@ -124,7 +124,10 @@ impl TokenKeys {
 /// Parses a duration like `90s`, `45m`, `2h`, `7d`, or plain seconds.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("invalid duration {text:?}: expected e.g. 2h, 45m, 90s"))?;
@@ -133,7 +136,11 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => return Err(format!("invalid duration unit in {text:?}: use s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?}: use s, m, h or d"
+            ))
+        }
     };
     Ok(Duration::from_secs(secs))
 }
@@ -149,7 +156,14 @@ mod tests {
     #[test]
     fn round_trip_with_attrs() {
         let attrs = BTreeMap::from([("team".to_string(), "Knox County".to_string())]);
-        let token = keys().mint_for("r", Role::Participant, "u1", "Ana", attrs.clone(), Duration::from_secs(60));
+        let token = keys().mint_for(
+            "r",
+            Role::Participant,
+            "u1",
+            "Ana",
+            attrs.clone(),
+            Duration::from_secs(60),
+        );
         let claims = keys().verify(&token, Some("r")).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.attrs, attrs);
@@ -157,12 +171,22 @@ mod tests {
 
     #[test]
     fn refuses_forged_expired_and_wrong_room() {
-        let token = keys().mint_for("r", Role::Host, "u1", "Ana", BTreeMap::new(), Duration::from_secs(60));
+        let token = keys().mint_for(
+            "r",
+            Role::Host,
+            "u1",
+            "Ana",
+            BTreeMap::new(),
+            Duration::from_secs(60),
+        );
         assert!(matches!(
             TokenKeys::new(b"other").verify(&token, Some("r")),
             Err(AuthError::Invalid(_))
         ));
-        assert!(matches!(keys().verify(&token, Some("q")), Err(AuthError::WrongRoom { .. })));
+        assert!(matches!(
+            keys().verify(&token, Some("q")),
+            Err(AuthError::WrongRoom { .. })
+        ));
         let expired = keys().mint(&Claims {
             sub: "u1".into(),
             name: "Ana".into(),
@@ -173,7 +197,10 @@ mod tests {
         });
         assert_eq!(keys().verify(&expired, Some("r")), Err(AuthError::Expired));
         assert_eq!(keys().verify("", None), Err(AuthError::Missing));
-        assert!(matches!(keys().verify("a.b.c", None), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            keys().verify("a.b.c", None),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

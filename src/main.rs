@@ -12,7 +12,11 @@ use convene_signaling::Role;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "convene", version, about = "Live virtual convenings: webcasts, moderated Q&A and breakouts")]
+#[command(
+    name = "convene",
+    version,
+    about = "Live virtual convenings: webcasts, moderated Q&A and breakouts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -70,14 +74,26 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve { config } => serve(config),
         Cmd::Load { tool } => {
             tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+                )
                 .with_writer(std::io::stderr)
                 .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(convene::load::run(tool))?;
             Ok(())
         }
-        Cmd::Token { config, room, role, name, identity, attrs, ttl } => {
+        Cmd::Token {
+            config,
+            room,
+            role,
+            name,
+            identity,
+            attrs,
+            ttl,
+        } => {
             let config = Config::load(config.as_deref())?;
             if config.auth.jwt_secret.is_empty() {
                 bail!("no JWT secret configured: set CONVENE_JWT_SECRET (or auth.jwt_secret) for both `serve` and `token`");
@@ -99,7 +115,9 @@ fn main() -> anyhow::Result<()> {
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let mut config = Config::load(config_path.as_deref()).context("loading configuration")?;
@@ -109,7 +127,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let bytes: [u8; 32] = rand::rng().random();
         config.auth.jwt_secret = bytes.iter().map(|b| format!("{b:02x}")).collect();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let server = Server::start(config).await.context("binding the listen address")?;
         let base = server.state.config.public_url(server.addr);

@@ -107,10 +107,20 @@ impl Media {
 
     /// Relays a peer's events to the room until the peer is gone; unpublishes what is left.
     /// Returns when the channel closes or the peer disconnects.
-    pub async fn relay_tracks(&self, room: &RoomHandle, identity: &str, peer: &PeerId, mut events: mpsc::UnboundedReceiver<PeerEvent>, offers: Option<&Outbox>) {
+    pub async fn relay_tracks(
+        &self,
+        room: &RoomHandle,
+        identity: &str,
+        peer: &PeerId,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+        offers: Option<&Outbox>,
+    ) {
         let mut published = HashSet::new();
         while let Some(event) = events.recv().await {
-            if !self.on_peer_event(room, identity, peer, event, &mut published, offers).await {
+            if !self
+                .on_peer_event(room, identity, peer, event, &mut published, offers)
+                .await
+            {
                 break;
             }
         }
@@ -118,7 +128,15 @@ impl Media {
     }
 
     /// Handles one SFU event for a peer; false when the peer is gone.
-    async fn on_peer_event(&self, room: &RoomHandle, identity: &str, peer: &PeerId, event: PeerEvent, published: &mut HashSet<String>, offers: Option<&Outbox>) -> bool {
+    async fn on_peer_event(
+        &self,
+        room: &RoomHandle,
+        identity: &str,
+        peer: &PeerId,
+        event: PeerEvent,
+        published: &mut HashSet<String>,
+        offers: Option<&Outbox>,
+    ) -> bool {
         match event {
             PeerEvent::TrackPublished(info) => {
                 let mut track = info.to_track(place_of_group(&info.group).breakout());
@@ -142,7 +160,12 @@ impl Media {
         true
     }
 
-    async fn unpublish_all(&self, room: &RoomHandle, identity: &str, published: &mut HashSet<String>) {
+    async fn unpublish_all(
+        &self,
+        room: &RoomHandle,
+        identity: &str,
+        published: &mut HashSet<String>,
+    ) {
         for track_id in published.drain() {
             let _ = room.send(RoomCommand::TrackUnpublished(track_id)).await;
         }
@@ -166,7 +189,15 @@ enum LinkState {
 
 impl MediaLink {
     /// Prepares the media task for a session. `access` follows the member's place and stage.
-    pub fn new(media: Media, room: RoomHandle, identity: String, name: String, session_id: Uuid, outbox: Outbox, access: watch::Receiver<MediaAccess>) -> MediaLink {
+    pub fn new(
+        media: Media,
+        room: RoomHandle,
+        identity: String,
+        name: String,
+        session_id: Uuid,
+        outbox: Outbox,
+        access: watch::Receiver<MediaAccess>,
+    ) -> MediaLink {
         let peer: PeerId = format!("{identity}.{}", &session_id.simple().to_string()[..8]);
         let task = SessionMedia {
             media,
@@ -188,7 +219,8 @@ impl MediaLink {
     pub async fn handle(&mut self, request_id: Option<String>, command: Command, outbox: &Outbox) {
         if let LinkState::Idle(_) = self.state {
             let (tx, rx) = mpsc::channel(32);
-            let LinkState::Idle(task) = std::mem::replace(&mut self.state, LinkState::Running(tx)) else {
+            let LinkState::Idle(task) = std::mem::replace(&mut self.state, LinkState::Running(tx))
+            else {
                 unreachable!("checked above");
             };
             tokio::spawn(task.run(rx));
@@ -197,7 +229,11 @@ impl MediaLink {
             unreachable!("started above");
         };
         if commands.try_send((request_id.clone(), command)).is_err() {
-            outbox.send(simple_error(request_id, ErrorCode::RateLimited, "too much signaling at once; wait for the previous answer"));
+            outbox.send(simple_error(
+                request_id,
+                ErrorCode::RateLimited,
+                "too much signaling at once; wait for the previous answer",
+            ));
         }
     }
 }
@@ -253,18 +289,25 @@ impl SessionMedia {
             self.media.sfu.remove_peer(&self.peer);
         }
         let (media, room, identity) = (&self.media, &self.room, &self.identity);
-        media.unpublish_all(room, identity, &mut self.published).await;
+        media
+            .unpublish_all(room, identity, &mut self.published)
+            .await;
     }
 
     async fn peer_gone(&mut self) {
         self.events = None;
         let (media, room, identity) = (&self.media, &self.room, &self.identity);
-        media.unpublish_all(room, identity, &mut self.published).await;
+        media
+            .unpublish_all(room, identity, &mut self.published)
+            .await;
     }
 
     fn reply(&self, request_id: Option<String>) {
         if let Some(request_id) = request_id {
-            self.outbox.send(frame(&ServerMessage::Ack { request_id, id: None }));
+            self.outbox.send(frame(&ServerMessage::Ack {
+                request_id,
+                id: None,
+            }));
         }
     }
 
@@ -275,9 +318,14 @@ impl SessionMedia {
     async fn signal(&mut self, request_id: Option<String>, command: Command) {
         match command {
             Command::RtcOffer { sdp } => self.offer(request_id, sdp).await,
-            Command::RtcAnswer { sdp } => match self.media.sfu.accept_answer(&self.peer, sdp).await {
+            Command::RtcAnswer { sdp } => match self.media.sfu.accept_answer(&self.peer, sdp).await
+            {
                 Ok(()) => self.reply(request_id),
-                Err(SfuError::BadSdp(why)) => self.refuse(request_id, ErrorCode::InvalidArgument, format!("bad SDP: {why}")),
+                Err(SfuError::BadSdp(why)) => self.refuse(
+                    request_id,
+                    ErrorCode::InvalidArgument,
+                    format!("bad SDP: {why}"),
+                ),
                 Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
             },
             // ICE-lite: the answer carries the server's candidate and the client's are learnt
@@ -290,7 +338,9 @@ impl SessionMedia {
                 self.reply(request_id);
             }
             Command::SetVideoQuality { track_id, quality } => {
-                self.media.sfu.set_video_quality(&self.peer, track_id.as_deref(), quality);
+                self.media
+                    .sfu
+                    .set_video_quality(&self.peer, track_id.as_deref(), quality);
                 self.reply(request_id);
             }
             _ => self.refuse(request_id, ErrorCode::InvalidMessage, "not a media command"),
@@ -308,23 +358,35 @@ impl SessionMedia {
         if self.events.is_none() {
             let mut options = PeerOptions::session(self.name.clone());
             options.can_publish = may_publish;
-            let events = self.media.sfu.add_peer(self.peer.clone(), group(&self.room.name, place), options);
+            let events =
+                self.media
+                    .sfu
+                    .add_peer(self.peer.clone(), group(&self.room.name, place), options);
             self.events = Some(events);
         } else {
             self.media.sfu.set_can_publish(&self.peer, may_publish);
         }
         match self.media.sfu.accept_offer(&self.peer, sdp).await {
             Ok(answer) => {
-                self.outbox.send(frame(&ServerMessage::RtcAnswer { sdp: answer }));
+                self.outbox
+                    .send(frame(&ServerMessage::RtcAnswer { sdp: answer }));
                 self.reply(request_id);
             }
             Err(SfuError::BadSdp(why)) => {
-                self.refuse(request_id, ErrorCode::InvalidArgument, format!("bad SDP: {why}"));
+                self.refuse(
+                    request_id,
+                    ErrorCode::InvalidArgument,
+                    format!("bad SDP: {why}"),
+                );
             }
             Err(SfuError::UnknownPeer) => {
                 // The engine dropped the peer after a failed offer: the next offer starts afresh.
                 self.events = None;
-                self.refuse(request_id, ErrorCode::InvalidArgument, "the offer was rejected; send a new one");
+                self.refuse(
+                    request_id,
+                    ErrorCode::InvalidArgument,
+                    "the offer was rejected; send a new one",
+                );
             }
             Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
         }
@@ -352,7 +414,11 @@ mod tests {
 
     #[test]
     fn offers_that_send_media_are_recognised() {
-        assert!(offer_sends_media("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n"));
-        assert!(!offer_sends_media("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"));
+        assert!(offer_sends_media(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n"
+        ));
+        assert!(!offer_sends_media(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\n"
+        ));
     }
 }

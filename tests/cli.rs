@@ -14,7 +14,11 @@ use tokio::process::{Child, Command as Process};
 const BIN: &str = env!("CARGO_BIN_EXE_convene");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn serve(port: u16, secret: Option<&str>) -> Child {
@@ -55,11 +59,25 @@ async fn log_line(child: &mut Child, needle: &str) -> String {
 }
 
 async fn token(secret: &str, args: &[&str]) -> (String, String) {
-    let out = Process::new(BIN).arg("token").args(args).env("CONVENE_JWT_SECRET", secret).env("CONVENE_PUBLIC_URL", "http://127.0.0.1:9").output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Process::new(BIN)
+        .arg("token")
+        .args(args)
+        .env("CONVENE_JWT_SECRET", secret)
+        .env("CONVENE_PUBLIC_URL", "http://127.0.0.1:9")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut lines = text.lines();
-    (lines.next().unwrap().to_string(), lines.next().unwrap().to_string())
+    (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    )
 }
 
 #[tokio::test]
@@ -67,22 +85,53 @@ async fn tokens_from_the_cli_verify_against_serve_and_sigterm_drains_sessions() 
     let port = free_port();
     let mut server = serve(port, Some("shared-secret"));
     log_line(&mut server, "convene listening").await;
-    let (jwt, url) = token("shared-secret", &["--room", "launch", "--role", "moderator", "--name", "Mo Reyes", "--attr", "team=Knox County", "--ttl", "30m"]).await;
+    let (jwt, url) = token(
+        "shared-secret",
+        &[
+            "--room",
+            "launch",
+            "--role",
+            "moderator",
+            "--name",
+            "Mo Reyes",
+            "--attr",
+            "team=Knox County",
+            "--ttl",
+            "30m",
+        ],
+    )
+    .await;
     assert_eq!(url, format!("http://127.0.0.1:9/?token={jwt}"));
     let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/ws?token={jwt}")).await;
     match client.recv().await {
         ServerMessage::Welcome { you, .. } => {
             assert_eq!(you.name, "Mo Reyes");
-            assert_eq!(you.attrs.get("team").map(String::as_str), Some("Knox County"));
+            assert_eq!(
+                you.attrs.get("team").map(String::as_str),
+                Some("Knox County")
+            );
         }
         other => panic!("{other:?}"),
     }
     client.ok(Command::Ping).await;
     // SIGTERM: the session is told to come back later, and the process exits by itself.
     let pid = server.id().unwrap().to_string();
-    assert!(Process::new("kill").args(["-TERM", &pid]).status().await.unwrap().success());
-    assert!(matches!(client.expect(|m| matches!(m, ServerMessage::ServerShutdown { .. })).await, ServerMessage::ServerShutdown { .. }));
-    let status = tokio::time::timeout(Duration::from_secs(15), server.wait()).await.expect("exits within the shutdown grace").unwrap();
+    assert!(Process::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    assert!(matches!(
+        client
+            .expect(|m| matches!(m, ServerMessage::ServerShutdown { .. }))
+            .await,
+        ServerMessage::ServerShutdown { .. }
+    ));
+    let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+        .await
+        .expect("exits within the shutdown grace")
+        .unwrap();
     assert!(status.success(), "{status:?}");
 }
 
@@ -91,7 +140,12 @@ async fn without_a_secret_serve_generates_one_and_logs_a_working_host_link() {
     let port = free_port();
     let mut server = serve(port, None);
     let line = log_line(&mut server, "join room \"demo\" as host").await;
-    let jwt = line.split("?token=").nth(1).expect("link has a token").trim().to_string();
+    let jwt = line
+        .split("?token=")
+        .nth(1)
+        .expect("link has a token")
+        .trim()
+        .to_string();
     let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/ws?token={jwt}")).await;
     match client.recv().await {
         ServerMessage::Welcome { you, snapshot, .. } => {
@@ -101,17 +155,32 @@ async fn without_a_secret_serve_generates_one_and_logs_a_working_host_link() {
         other => panic!("{other:?}"),
     }
     // `token` refuses to mint without a secret rather than print something that will not verify.
-    let out = Process::new(BIN).args(["token", "--room", "demo", "--role", "host", "--name", "H"]).env_remove("CONVENE_JWT_SECRET").output().await.unwrap();
+    let out = Process::new(BIN)
+        .args(["token", "--room", "demo", "--role", "host", "--name", "H"])
+        .env_remove("CONVENE_JWT_SECRET")
+        .output()
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONVENE_JWT_SECRET"));
 }
 
 #[tokio::test]
 async fn bad_arguments_and_environment_are_reported() {
-    let out = Process::new(BIN).args(["token", "--room", "r", "--role", "king", "--name", "N"]).env("CONVENE_JWT_SECRET", "s").output().await.unwrap();
+    let out = Process::new(BIN)
+        .args(["token", "--room", "r", "--role", "king", "--name", "N"])
+        .env("CONVENE_JWT_SECRET", "s")
+        .output()
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
-    let out = Process::new(BIN).arg("serve").env("CONVENE_LISTEN", "not-an-address").output().await.unwrap();
+    let out = Process::new(BIN)
+        .arg("serve")
+        .env("CONVENE_LISTEN", "not-an-address")
+        .output()
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONVENE_LISTEN"));
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use common::{http_get, TestServer};
 use convene::auth::{unix_now, Claims, TokenKeys};
-use convene_signaling::{Command, ErrorCode, LeaveReason, RoomEvent, Role, ServerMessage, PROTOCOL_VERSION};
+use convene_signaling::{
+    Command, ErrorCode, LeaveReason, Role, RoomEvent, ServerMessage, PROTOCOL_VERSION,
+};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,7 +20,13 @@ async fn welcome_names_protocol_session_and_you() {
     let t = TestServer::start().await;
     let host = t.join("r1", Role::Host, "hana").await;
     match host.welcome.as_ref().unwrap() {
-        ServerMessage::Welcome { protocol, session_id, you, snapshot, .. } => {
+        ServerMessage::Welcome {
+            protocol,
+            session_id,
+            you,
+            snapshot,
+            ..
+        } => {
             assert_eq!(*protocol, PROTOCOL_VERSION);
             assert!(!session_id.is_empty());
             assert_eq!((you.identity.as_str(), you.role), ("hana", Role::Host));
@@ -33,25 +41,49 @@ async fn two_participants_chat_and_history_reaches_late_joiners() {
     let t = TestServer::start().await;
     let mut ana = t.join("r", Role::Participant, "ana").await;
     let mut ben = t.join("r", Role::Participant, "ben").await;
-    let id = ana.ok(Command::SendChat { text: "hello ben".into() }).await;
+    let id = ana
+        .ok(Command::SendChat {
+            text: "hello ben".into(),
+        })
+        .await;
     assert!(id.is_some(), "ack carries the message id");
-    let got = ben.expect_event(|e| matches!(e, RoomEvent::ChatMessage { .. })).await;
+    let got = ben
+        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { .. }))
+        .await;
     match got {
         RoomEvent::ChatMessage { message } => {
-            assert_eq!((message.from.as_str(), message.text.as_str()), ("ana", "hello ben"));
+            assert_eq!(
+                (message.from.as_str(), message.text.as_str()),
+                ("ana", "hello ben")
+            );
             assert_eq!(Some(message.id), id);
         }
         _ => unreachable!(),
     }
-    ben.ok(Command::SendChat { text: "hi ana".into() }).await;
+    ben.ok(Command::SendChat {
+        text: "hi ana".into(),
+    })
+    .await;
     let cleo = t.join("r", Role::Participant, "cleo").await;
-    let texts: Vec<_> = cleo.snapshot().chat.iter().map(|m| m.text.as_str()).collect();
+    let texts: Vec<_> = cleo
+        .snapshot()
+        .chat
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
     assert_eq!(texts, vec!["hello ben", "hi ana"]);
     // Another room hears nothing of it.
     let mut other = t.join("elsewhere", Role::Participant, "dan").await;
     assert!(other.snapshot().chat.is_empty());
-    ana.ok(Command::SendChat { text: "still here".into() }).await;
-    assert!(other.events_within(QUIET).await.iter().all(|e| !matches!(e, RoomEvent::ChatMessage { .. })));
+    ana.ok(Command::SendChat {
+        text: "still here".into(),
+    })
+    .await;
+    assert!(other
+        .events_within(QUIET)
+        .await
+        .iter()
+        .all(|e| !matches!(e, RoomEvent::ChatMessage { .. })));
 }
 
 #[tokio::test]
@@ -61,12 +93,28 @@ async fn every_staff_command_is_refused_to_participants() {
     let mut ana = t.join("r", Role::Participant, "ana").await;
     let mut ben = t.join("r", Role::Participant, "ben").await;
     let staff_only = [
-        Command::UpdateSettings { kind: Some(convene_signaling::RoomKind::Meeting), chat_enabled: None, qa_mode: None },
-        Command::MuteChat { identity: "ben".into(), muted: true },
-        Command::LowerHand { identity: Some("ben".into()) },
-        Command::InviteToStage { identity: "ben".into() },
-        Command::RemoveFromStage { identity: "ben".into() },
-        Command::RemoveParticipant { identity: "ben".into(), reason: None },
+        Command::UpdateSettings {
+            kind: Some(convene_signaling::RoomKind::Meeting),
+            chat_enabled: None,
+            qa_mode: None,
+        },
+        Command::MuteChat {
+            identity: "ben".into(),
+            muted: true,
+        },
+        Command::LowerHand {
+            identity: Some("ben".into()),
+        },
+        Command::InviteToStage {
+            identity: "ben".into(),
+        },
+        Command::RemoveFromStage {
+            identity: "ben".into(),
+        },
+        Command::RemoveParticipant {
+            identity: "ben".into(),
+            reason: None,
+        },
         Command::OpenBreakouts,
         Command::CloseBreakouts { countdown_s: None },
     ];
@@ -76,8 +124,18 @@ async fn every_staff_command_is_refused_to_participants() {
     }
     // A moderator may do the moderation, but not host-only settings.
     let mut moderator = t.join("r", Role::Moderator, "mo").await;
-    moderator.ok(Command::InviteToStage { identity: "ben".into() }).await;
-    let (code, _) = moderator.refused(Command::UpdateSettings { kind: None, chat_enabled: Some(false), qa_mode: None }).await;
+    moderator
+        .ok(Command::InviteToStage {
+            identity: "ben".into(),
+        })
+        .await;
+    let (code, _) = moderator
+        .refused(Command::UpdateSettings {
+            kind: None,
+            chat_enabled: Some(false),
+            qa_mode: None,
+        })
+        .await;
     assert_eq!(code, ErrorCode::Forbidden);
     ben.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ben" && member.on_stage)).await;
 }
@@ -93,10 +151,18 @@ async fn webcast_participants_see_counts_and_staff_see_the_list() {
     }
     // Staff saw each join; the watcher saw none of them, only coalesced counts.
     let host_events = host.events_within(Duration::from_millis(1200)).await;
-    let joins = host_events.iter().filter(|e| matches!(e, RoomEvent::MemberJoined { .. })).count();
+    let joins = host_events
+        .iter()
+        .filter(|e| matches!(e, RoomEvent::MemberJoined { .. }))
+        .count();
     assert_eq!(joins, 21);
     let watcher_events = watcher.events_within(Duration::from_millis(200)).await;
-    assert!(watcher_events.iter().all(|e| !matches!(e, RoomEvent::MemberJoined { .. })), "{watcher_events:?}");
+    assert!(
+        watcher_events
+            .iter()
+            .all(|e| !matches!(e, RoomEvent::MemberJoined { .. })),
+        "{watcher_events:?}"
+    );
     let counts: Vec<u32> = watcher_events
         .iter()
         .filter_map(|e| match e {
@@ -104,12 +170,18 @@ async fn webcast_participants_see_counts_and_staff_see_the_list() {
             _ => None,
         })
         .collect();
-    assert!(!counts.is_empty() && counts.len() < 10, "coalesced counts: {counts:?}");
+    assert!(
+        !counts.is_empty() && counts.len() < 10,
+        "coalesced counts: {counts:?}"
+    );
     assert_eq!(*counts.last().unwrap(), 21);
     let late = t.join("web", Role::Participant, "late").await;
     let snap = late.snapshot();
     assert_eq!(snap.participant_count, 22);
-    assert!(snap.members.iter().all(|m| m.role.is_staff() || m.on_stage || m.identity == "late"));
+    assert!(snap
+        .members
+        .iter()
+        .all(|m| m.role.is_staff() || m.on_stage || m.identity == "late"));
     let staff = t.join("web", Role::Moderator, "mo").await;
     assert_eq!(staff.snapshot().members.len(), 24);
 }
@@ -119,11 +191,37 @@ async fn removed_participant_is_told_closed_and_cannot_rejoin() {
     let t = TestServer::start().await;
     let mut moderator = t.join("r", Role::Moderator, "mo").await;
     let mut ana = t.join("r", Role::Participant, "ana").await;
-    moderator.ok(Command::RemoveParticipant { identity: "ana".into(), reason: Some("spam links".into()) }).await;
-    ana.expect_event(|e| *e == RoomEvent::Removed { reason: "spam links".into() }).await;
+    moderator
+        .ok(Command::RemoveParticipant {
+            identity: "ana".into(),
+            reason: Some("spam links".into()),
+        })
+        .await;
+    ana.expect_event(|e| {
+        *e == RoomEvent::Removed {
+            reason: "spam links".into(),
+        }
+    })
+    .await;
     assert_eq!(ana.closed().await, Some(CloseCode::from(4001)));
-    moderator.expect_event(|e| *e == RoomEvent::MemberLeft { identity: "ana".into(), reason: LeaveReason::Removed }).await;
-    let (status, body) = http_get(&format!("{}/ws?token={}", t.http(), t.token("r", Role::Participant, "ana")), None, &[]).await;
+    moderator
+        .expect_event(|e| {
+            *e == RoomEvent::MemberLeft {
+                identity: "ana".into(),
+                reason: LeaveReason::Removed,
+            }
+        })
+        .await;
+    let (status, body) = http_get(
+        &format!(
+            "{}/ws?token={}",
+            t.http(),
+            t.token("r", Role::Participant, "ana")
+        ),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("removed"));
 }
@@ -135,16 +233,44 @@ async fn bad_input_gets_a_named_error_and_the_connection_stays_open() {
     let mut ben = t.join("r", Role::Participant, "ben").await;
     let cases: [(&str, ErrorCode, Option<&str>); 6] = [
         ("{this is not json", ErrorCode::MalformedJson, None),
-        (r#"{"type":"teleport","request_id":"t1"}"#, ErrorCode::UnknownType, Some("t1")),
-        (r#"{"type":"send_chat","request_id":"t2"}"#, ErrorCode::InvalidMessage, Some("t2")),
-        (r#"{"request_id":"t3","text":"no type"}"#, ErrorCode::InvalidMessage, Some("t3")),
-        (r#"{"type":"send_chat","text":"hi","room":"other-room","request_id":"t4"}"#, ErrorCode::NotInRoom, Some("t4")),
-        (r#"{"type":"upvote","question_id":"seven","request_id":"t5"}"#, ErrorCode::InvalidMessage, Some("t5")),
+        (
+            r#"{"type":"teleport","request_id":"t1"}"#,
+            ErrorCode::UnknownType,
+            Some("t1"),
+        ),
+        (
+            r#"{"type":"send_chat","request_id":"t2"}"#,
+            ErrorCode::InvalidMessage,
+            Some("t2"),
+        ),
+        (
+            r#"{"request_id":"t3","text":"no type"}"#,
+            ErrorCode::InvalidMessage,
+            Some("t3"),
+        ),
+        (
+            r#"{"type":"send_chat","text":"hi","room":"other-room","request_id":"t4"}"#,
+            ErrorCode::NotInRoom,
+            Some("t4"),
+        ),
+        (
+            r#"{"type":"upvote","question_id":"seven","request_id":"t5"}"#,
+            ErrorCode::InvalidMessage,
+            Some("t5"),
+        ),
     ];
     for (raw, code, request_id) in cases {
         ana.send_raw(raw).await;
-        match ana.expect(|m| matches!(m, ServerMessage::Error { .. })).await {
-            ServerMessage::Error { code: got, request_id: rid, message, .. } => {
+        match ana
+            .expect(|m| matches!(m, ServerMessage::Error { .. }))
+            .await
+        {
+            ServerMessage::Error {
+                code: got,
+                request_id: rid,
+                message,
+                ..
+            } => {
                 assert_eq!(got, code, "{raw}: {message}");
                 assert_eq!(rid.as_deref(), request_id);
                 assert!(!message.is_empty());
@@ -157,9 +283,15 @@ async fn bad_input_gets_a_named_error_and_the_connection_stays_open() {
     assert_eq!(code, ErrorCode::InvalidArgument);
     assert!(message.contains("2000"), "{message}");
     // Still open and working; ben noticed nothing but the real message.
-    ana.ok(Command::SendChat { text: "after all that".into() }).await;
+    ana.ok(Command::SendChat {
+        text: "after all that".into(),
+    })
+    .await;
     let seen = ben.events_within(QUIET).await;
-    let chats: Vec<_> = seen.iter().filter(|e| matches!(e, RoomEvent::ChatMessage { .. })).collect();
+    let chats: Vec<_> = seen
+        .iter()
+        .filter(|e| matches!(e, RoomEvent::ChatMessage { .. }))
+        .collect();
     assert_eq!(chats.len(), 1, "{seen:?}");
 }
 
@@ -175,7 +307,14 @@ async fn oversized_frame_closes_with_1009() {
 #[tokio::test]
 async fn bad_tokens_are_refused_with_401_and_json() {
     let t = TestServer::start().await;
-    let forged = TokenKeys::new(b"not-the-secret").mint_for("r", Role::Host, "eve", "Eve", Default::default(), Duration::from_secs(60));
+    let forged = TokenKeys::new(b"not-the-secret").mint_for(
+        "r",
+        Role::Host,
+        "eve",
+        "Eve",
+        Default::default(),
+        Duration::from_secs(60),
+    );
     let expired = TokenKeys::new(common::SECRET.as_bytes()).mint(&Claims {
         sub: "old".into(),
         name: "Old".into(),
@@ -187,35 +326,61 @@ async fn bad_tokens_are_refused_with_401_and_json() {
     let good = t.token("r", Role::Participant, "ana");
     let base = format!("{}/ws", t.http());
     let cases = [
-        (format!("{base}"), "missing"),
+        (base.clone(), "missing"),
         (format!("{base}?token=garbage"), "not valid"),
         (format!("{base}?token={forged}"), "not valid"),
         (format!("{base}?token={expired}"), "expired"),
-        (format!("{base}?token={good}&room=another"), "not \"another\""),
+        (
+            format!("{base}?token={good}&room=another"),
+            "not \"another\"",
+        ),
     ];
-    let upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
     for (url, why) in cases {
         let (status, body) = http_get(&url, None, &upgrade).await;
         assert_eq!(status, 401, "{url}: {body}");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON body: {body}"));
+        let json: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON body: {body}"));
         assert_eq!(json["error"], "unauthorized");
         assert!(json["message"].as_str().unwrap().contains(why), "{body}");
     }
     // The same token in an Authorization header works.
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{}/ws", t.server.addr).into_client_request().unwrap();
-    request.headers_mut().insert("Authorization", format!("Bearer {good}").parse().unwrap());
-    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade with header token");
+    let mut request = format!("ws://{}/ws", t.server.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {good}").parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade with header token");
     assert_eq!(response.status(), 101);
-    let first = futures_util::StreamExt::next(&mut socket).await.unwrap().unwrap();
+    let first = futures_util::StreamExt::next(&mut socket)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(first.to_text().unwrap().contains("\"welcome\""));
 }
 
 #[tokio::test]
 async fn health_ready_metrics_and_client_are_served() {
     let t = TestServer::start().await;
-    assert_eq!(http_get(&format!("{}/healthz", t.http()), None, &[]).await.0, 200);
-    assert_eq!(http_get(&format!("{}/readyz", t.http()), None, &[]).await.0, 200);
+    assert_eq!(
+        http_get(&format!("{}/healthz", t.http()), None, &[])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        http_get(&format!("{}/readyz", t.http()), None, &[]).await.0,
+        200
+    );
     let (status, body) = http_get(&format!("{}/metrics", t.http()), None, &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("convene_sessions"));
@@ -238,7 +403,15 @@ async fn hands_reach_staff_and_the_raiser() {
     ana.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ana" && member.hand_raised)).await;
     // In a webcast, another participant does not see ana's hand.
     let seen = ben.events_within(QUIET).await;
-    assert!(seen.iter().all(|e| !matches!(e, RoomEvent::MemberUpdated { .. })), "{seen:?}");
-    host.ok(Command::LowerHand { identity: Some("ana".into()) }).await;
-    ana.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if !member.hand_raised)).await;
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e, RoomEvent::MemberUpdated { .. })),
+        "{seen:?}"
+    );
+    host.ok(Command::LowerHand {
+        identity: Some("ana".into()),
+    })
+    .await;
+    ana.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if !member.hand_raised))
+        .await;
 }

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use convene::room::{Joiner, RoomLimits, RoomState, Viewer};
 use convene_signaling::{
-    Assignment, BreakoutPlan, BreakoutRooms, ClientMessage, Command, QaMode, QuestionState, RoomKind, Role, VideoQuality,
+    Assignment, BreakoutPlan, BreakoutRooms, ClientMessage, Command, QaMode, QuestionState, Role,
+    RoomKind, VideoQuality,
 };
 use proptest::prelude::*;
 
@@ -30,7 +31,10 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn identity() -> impl Strategy<Value = String> {
-    prop_oneof![(0..PEOPLE.len()).prop_map(|i| PEOPLE[i].0.to_string()), Just("ghost".to_string())]
+    prop_oneof![
+        (0..PEOPLE.len()).prop_map(|i| PEOPLE[i].0.to_string()),
+        Just("ghost".to_string())
+    ]
 }
 
 fn question() -> impl Strategy<Value = u64> {
@@ -40,50 +44,81 @@ fn question() -> impl Strategy<Value = u64> {
 fn plan() -> impl Strategy<Value = BreakoutPlan> {
     let rooms = prop_oneof![
         prop::collection::vec("[A-C]{1}", 0..4).prop_map(BreakoutRooms::Named),
-        Just(BreakoutRooms::FromAttribute { from_attribute: "team".into() }),
+        Just(BreakoutRooms::FromAttribute {
+            from_attribute: "team".into()
+        }),
     ];
     let assignment = prop_oneof![
         Just(Assignment::Auto),
         Just(Assignment::ByAttribute { key: "team".into() }),
         prop::option::of(0u32..3).prop_map(|cap| Assignment::SelfSelect { cap }),
-        (identity(), "[A-D]{1}").prop_map(|(i, r)| Assignment::Manual { assignments: BTreeMap::from([(i, r)]) }),
+        (identity(), "[A-D]{1}").prop_map(|(i, r)| Assignment::Manual {
+            assignments: BTreeMap::from([(i, r)])
+        }),
     ];
-    (rooms, assignment, prop::option::of(0u32..5), any::<bool>()).prop_map(|(rooms, assignment, duration_s, allow_leave)| BreakoutPlan {
-        rooms,
-        assignment,
-        duration_s,
-        allow_leave,
-    })
+    (rooms, assignment, prop::option::of(0u32..5), any::<bool>()).prop_map(
+        |(rooms, assignment, duration_s, allow_leave)| BreakoutPlan {
+            rooms,
+            assignment,
+            duration_s,
+            allow_leave,
+        },
+    )
 }
 
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Ping),
-        (prop::option::of(prop_oneof![Just(RoomKind::Webcast), Just(RoomKind::Meeting)]), prop::option::of(any::<bool>()), prop::option::of(prop_oneof![Just(QaMode::Open), Just(QaMode::Moderated)]))
-            .prop_map(|(kind, chat_enabled, qa_mode)| Command::UpdateSettings { kind, chat_enabled, qa_mode }),
+        (
+            prop::option::of(prop_oneof![
+                Just(RoomKind::Webcast),
+                Just(RoomKind::Meeting)
+            ]),
+            prop::option::of(any::<bool>()),
+            prop::option::of(prop_oneof![Just(QaMode::Open), Just(QaMode::Moderated)])
+        )
+            .prop_map(|(kind, chat_enabled, qa_mode)| Command::UpdateSettings {
+                kind,
+                chat_enabled,
+                qa_mode
+            }),
         text().prop_map(|text| Command::SendChat { text }),
         (0u64..6).prop_map(|message_id| Command::DeleteChat { message_id }),
-        (identity(), any::<bool>()).prop_map(|(identity, muted)| Command::MuteChat { identity, muted }),
+        (identity(), any::<bool>())
+            .prop_map(|(identity, muted)| Command::MuteChat { identity, muted }),
         Just(Command::RaiseHand),
         prop::option::of(identity()).prop_map(|identity| Command::LowerHand { identity }),
         identity().prop_map(|identity| Command::InviteToStage { identity }),
         identity().prop_map(|identity| Command::RemoveFromStage { identity }),
-        (identity(), prop::option::of(text())).prop_map(|(identity, reason)| Command::RemoveParticipant { identity, reason }),
-        (text(), any::<bool>()).prop_map(|(text, anonymous)| Command::AskQuestion { text, anonymous }),
+        (identity(), prop::option::of(text()))
+            .prop_map(|(identity, reason)| Command::RemoveParticipant { identity, reason }),
+        (text(), any::<bool>())
+            .prop_map(|(text, anonymous)| Command::AskQuestion { text, anonymous }),
         question().prop_map(|question_id| Command::WithdrawQuestion { question_id }),
         question().prop_map(|question_id| Command::Upvote { question_id }),
         question().prop_map(|question_id| Command::RemoveUpvote { question_id }),
         question().prop_map(|question_id| Command::ApproveQuestion { question_id }),
         question().prop_map(|question_id| Command::DismissQuestion { question_id }),
         question().prop_map(|question_id| Command::RestoreQuestion { question_id }),
-        (question(), text()).prop_map(|(question_id, text)| Command::EditQuestion { question_id, text }),
-        prop::option::of(question()).prop_map(|question_id| Command::SetLiveQuestion { question_id }),
-        (question(), prop::option::of(text())).prop_map(|(question_id, answer)| Command::AnswerQuestion { question_id, answer }),
+        (question(), text())
+            .prop_map(|(question_id, text)| Command::EditQuestion { question_id, text }),
+        prop::option::of(question())
+            .prop_map(|question_id| Command::SetLiveQuestion { question_id }),
+        (question(), prop::option::of(text())).prop_map(|(question_id, answer)| {
+            Command::AnswerQuestion {
+                question_id,
+                answer,
+            }
+        }),
         question().prop_map(|question_id| Command::ReopenQuestion { question_id }),
-        (question(), question()).prop_map(|(question_id, duplicate_of)| Command::MarkDuplicate { question_id, duplicate_of }),
+        (question(), question()).prop_map(|(question_id, duplicate_of)| Command::MarkDuplicate {
+            question_id,
+            duplicate_of
+        }),
         plan().prop_map(|plan| Command::SetBreakoutPlan { plan }),
         Just(Command::CancelBreakoutPlan),
-        (identity(), 0u32..5).prop_map(|(identity, breakout)| Command::AssignBreakout { identity, breakout }),
+        (identity(), 0u32..5)
+            .prop_map(|(identity, breakout)| Command::AssignBreakout { identity, breakout }),
         Just(Command::OpenBreakouts),
         (0u32..5).prop_map(|breakout| Command::ChooseBreakout { breakout }),
         (0u32..100).prop_map(|seconds| Command::ExtendBreakouts { seconds }),
@@ -92,7 +127,10 @@ fn command() -> impl Strategy<Value = Command> {
         (0u32..5).prop_map(|breakout| Command::JoinBreakout { breakout }),
         Just(Command::LeaveBreakout),
         prop::option::of(0u32..3).prop_map(|countdown_s| Command::CloseBreakouts { countdown_s }),
-        Just(Command::SetVideoQuality { track_id: None, quality: VideoQuality::Low }),
+        Just(Command::SetVideoQuality {
+            track_id: None,
+            quality: VideoQuality::Low
+        }),
     ]
 }
 
@@ -127,7 +165,10 @@ fn joiner(i: usize) -> Joiner {
 
 /// 64 cases by default; `PROPTEST_CASES` raises it (scripts/fuzz).
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
 }
 
 fn check_invariants(room: &RoomState) {
@@ -136,13 +177,21 @@ fn check_invariants(room: &RoomState) {
     let live: Vec<_> = questions.iter().filter(|q| q.live).collect();
     assert!(live.len() <= 1, "more than one live question");
     for q in &live {
-        assert_eq!(q.state, QuestionState::Approved, "a live question must be approved");
+        assert_eq!(
+            q.state,
+            QuestionState::Approved,
+            "a live question must be approved"
+        );
         assert_eq!(qa.live(), Some(q.id));
     }
     for q in &questions {
         if let Some(of) = q.duplicate_of {
             assert_ne!(of, q.id, "self duplicate");
-            assert_eq!(q.state, QuestionState::Dismissed, "a duplicate stays dismissed");
+            assert_eq!(
+                q.state,
+                QuestionState::Dismissed,
+                "a duplicate stays dismissed"
+            );
         }
     }
     // No cycles among duplicates.
@@ -156,15 +205,25 @@ fn check_invariants(room: &RoomState) {
     }
     for m in room.members() {
         // Each viewer's snapshot is consistent with what they may see.
-        let viewer = Viewer { identity: m.identity.clone(), role: m.role, place: convene::room::Place::from_breakout(m.breakout) };
+        let viewer = Viewer {
+            identity: m.identity.clone(),
+            role: m.role,
+            place: convene::room::Place::from_breakout(m.breakout),
+        };
         let snapshot = room.snapshot(&viewer);
         if !m.role.is_staff() {
             for q in snapshot.questions.iter().chain(&snapshot.answered) {
                 let own = snapshot.my_questions.contains(&q.id);
-                assert!(own || matches!(q.state, QuestionState::Approved | QuestionState::Answered), "participant sees a hidden question");
+                assert!(
+                    own || matches!(q.state, QuestionState::Approved | QuestionState::Answered),
+                    "participant sees a hidden question"
+                );
             }
         }
-        assert!(snapshot.chat.iter().all(|c| c.breakout == m.breakout), "chat from another place in a snapshot");
+        assert!(
+            snapshot.chat.iter().all(|c| c.breakout == m.breakout),
+            "chat from another place in a snapshot"
+        );
     }
 }
 

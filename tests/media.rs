@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{header, http_request, http_request_full, TestServer};
-use convene_signaling::{Command, ErrorCode, RoomEvent, RoomKind, Role, ServerMessage};
+use convene_signaling::{Command, ErrorCode, Role, RoomEvent, RoomKind, ServerMessage};
 use serde_json::Value;
 
 /// The venv's python, set up by scripts/test (CONVENE_TEST_PYTHON overrides).
@@ -16,13 +16,19 @@ fn python() -> PathBuf {
     let path = std::env::var_os("CONVENE_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(path.exists(), "{} is missing: run scripts/test, which creates the venv with aiortc", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/test, which creates the venv with aiortc",
+        path.display()
+    );
     path
 }
 
 /// Starts an aiortc peer script; its JSON result is its last stdout line.
 fn peer(script: &str, args: &[String]) -> tokio::process::Child {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(script);
     tokio::process::Command::new(python())
         .arg(script)
         .args(args)
@@ -34,9 +40,17 @@ fn peer(script: &str, args: &[String]) -> tokio::process::Child {
 }
 
 async fn result(child: tokio::process::Child) -> Value {
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("peer finishes").expect("peer output");
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("peer finishes")
+        .expect("peer output");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| panic!("peer printed nothing; stderr: {}", String::from_utf8_lossy(&output.stderr)));
+    let line = stdout.lines().last().unwrap_or_else(|| {
+        panic!(
+            "peer printed nothing; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
     serde_json::from_str(line).unwrap_or_else(|e| panic!("peer output {line}: {e}"))
 }
 
@@ -50,14 +64,41 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
     let mut host = t.join("launch", Role::Host, "host").await;
     let presenter = t.token("launch", Role::Presenter, "obs");
     let viewer = t.token("launch", Role::Participant, "viewer");
-    let publisher = peer("publisher.py", &args(&["--whip", &format!("{}/whip/launch", t.http()), "--token", &presenter, "--duration", "14"]));
+    let publisher = peer(
+        "publisher.py",
+        &args(&[
+            "--whip",
+            &format!("{}/whip/launch", t.http()),
+            "--token",
+            &presenter,
+            "--duration",
+            "14",
+        ]),
+    );
     // The WHIP publisher appears on stage under its token's name, with its tracks.
     host.expect_event(|e| matches!(e, RoomEvent::MemberJoined { member } if member.identity == "obs" && member.on_stage && member.name == "OBS")).await;
     host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
-    let subscriber = peer("subscriber.py", &args(&["--whep", &format!("{}/whep/launch", t.http()), "--token", &viewer, "--duration", "8", "--pli-burst", "20", "--pli-at", "2"]));
+    let subscriber = peer(
+        "subscriber.py",
+        &args(&[
+            "--whep",
+            &format!("{}/whep/launch", t.http()),
+            "--token",
+            &viewer,
+            "--duration",
+            "8",
+            "--pli-burst",
+            "20",
+            "--pli-at",
+            "2",
+        ]),
+    );
     let sub = result(subscriber).await;
     assert_eq!(sub["error"], Value::Null, "{sub}");
-    assert!(sub["video_frames"].as_u64().unwrap() >= 30, "decoded video frames: {sub}");
+    assert!(
+        sub["video_frames"].as_u64().unwrap() >= 30,
+        "decoded video frames: {sub}"
+    );
     assert!(sub["audio_frames"].as_u64().unwrap() > 0, "{sub}");
     assert_eq!(sub["delete_status"], 200, "{sub}");
     assert!(sub["plis_sent"].as_u64().unwrap() >= 15, "{sub}");
@@ -65,11 +106,16 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
     assert_eq!(publ["error"], Value::Null, "{publ}");
     // One keyframe request for the new viewer plus at most one per second of the burst.
     let plis = publ["plis"].as_u64().unwrap();
-    assert!((1..=4).contains(&plis), "publisher saw {plis} PLIs for a burst of 20: {publ}");
+    assert!(
+        (1..=4).contains(&plis),
+        "publisher saw {plis} PLIs for a burst of 20: {publ}"
+    );
     assert_eq!(publ["delete_status"], 200, "{publ}");
     // DELETE ended the WHIP session: its tracks are gone and the publisher left.
-    host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { .. })).await;
-    host.expect_event(|e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "obs")).await;
+    host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { .. }))
+        .await;
+    host.expect_event(|e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "obs"))
+        .await;
 }
 
 #[tokio::test]
@@ -77,11 +123,27 @@ async fn websocket_publisher_and_two_subscribers_then_leave_removes_tracks() {
     let t = TestServer::start().await;
     let mut host = t.join("web", Role::Host, "host").await;
     let presenter = t.ws_url(&t.token("web", Role::Presenter, "pres"));
-    let publisher = peer("publisher.py", &args(&["--ws", &presenter, "--duration", "9"]));
-    host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "pres")).await;
+    let publisher = peer(
+        "publisher.py",
+        &args(&["--ws", &presenter, "--duration", "9"]),
+    );
+    host.expect_event(
+        |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "pres"),
+    )
+    .await;
     let subs: Vec<_> = ["ana", "ben"]
         .iter()
-        .map(|who| peer("subscriber.py", &args(&["--ws", &t.ws_url(&t.token("web", Role::Participant, who)), "--duration", "11"])))
+        .map(|who| {
+            peer(
+                "subscriber.py",
+                &args(&[
+                    "--ws",
+                    &t.ws_url(&t.token("web", Role::Participant, who)),
+                    "--duration",
+                    "11",
+                ]),
+            )
+        })
         .collect();
     let publ = result(publisher).await;
     assert_eq!(publ["error"], Value::Null, "{publ}");
@@ -92,27 +154,54 @@ async fn websocket_publisher_and_two_subscribers_then_leave_removes_tracks() {
         assert!(sub["audio_frames"].as_u64().unwrap() > 0, "{sub}");
         // The publisher left before the subscribers: they were told its tracks went.
         let events = sub["events"].as_array().unwrap();
-        let gone: Vec<_> = events.iter().filter(|e| e["type"] == "track_unpublished").collect();
+        let gone: Vec<_> = events
+            .iter()
+            .filter(|e| e["type"] == "track_unpublished")
+            .collect();
         assert_eq!(gone.len(), 2, "video and audio unpublished: {sub}");
-        assert!(gone.iter().all(|e| e["track_id"].as_str().unwrap().starts_with("pres.")), "{sub}");
+        assert!(
+            gone.iter()
+                .all(|e| e["track_id"].as_str().unwrap().starts_with("pres.")),
+            "{sub}"
+        );
     }
-    host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { .. })).await;
+    host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { .. }))
+        .await;
 }
 
 #[tokio::test]
 async fn meeting_members_receive_each_others_media() {
     let t = TestServer::start().await;
     let mut host = t.join("peer-exchange", Role::Host, "host").await;
-    host.ok(Command::UpdateSettings { kind: Some(RoomKind::Meeting), chat_enabled: None, qa_mode: None }).await;
+    host.ok(Command::UpdateSettings {
+        kind: Some(RoomKind::Meeting),
+        chat_enabled: None,
+        qa_mode: None,
+    })
+    .await;
     // Two participants, each publishing and receiving the other over one connection.
     let peers: Vec<_> = ["ana", "ben"]
         .iter()
-        .map(|who| peer("publisher.py", &args(&["--ws", &t.ws_url(&t.token("peer-exchange", Role::Participant, who)), "--duration", "10", "--receive"])))
+        .map(|who| {
+            peer(
+                "publisher.py",
+                &args(&[
+                    "--ws",
+                    &t.ws_url(&t.token("peer-exchange", Role::Participant, who)),
+                    "--duration",
+                    "10",
+                    "--receive",
+                ]),
+            )
+        })
         .collect();
     for p in peers {
         let r = result(p).await;
         assert_eq!(r["error"], Value::Null, "{r}");
-        assert!(r["frames_received"].as_u64().unwrap_or(0) >= 30, "each receives the other's video: {r}");
+        assert!(
+            r["frames_received"].as_u64().unwrap_or(0) >= 30,
+            "each receives the other's video: {r}"
+        );
     }
 }
 
@@ -122,20 +211,45 @@ async fn webcast_audience_may_not_publish_until_invited_on_stage() {
     let mut moderator = t.join("web", Role::Moderator, "mo").await;
     let mut ana = t.join("web", Role::Participant, "ana").await;
     let sending = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendrecv\r\n";
-    let (code, message) = ana.refused(Command::RtcOffer { sdp: sending.into() }).await;
+    let (code, message) = ana
+        .refused(Command::RtcOffer {
+            sdp: sending.into(),
+        })
+        .await;
     assert_eq!(code, ErrorCode::Forbidden, "{message}");
     assert!(message.contains("stage"), "{message}");
-    moderator.ok(Command::InviteToStage { identity: "ana".into() }).await;
+    moderator
+        .ok(Command::InviteToStage {
+            identity: "ana".into(),
+        })
+        .await;
     ana.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ana" && member.on_stage)).await;
     // On stage the same offer gets past the rule, to the engine (which finds it incomplete).
-    let (code, message) = ana.refused(Command::RtcOffer { sdp: sending.into() }).await;
+    let (code, message) = ana
+        .refused(Command::RtcOffer {
+            sdp: sending.into(),
+        })
+        .await;
     assert_eq!(code, ErrorCode::InvalidArgument, "{message}");
     assert!(message.contains("SDP"), "{message}");
     // A real publisher with an audience token is refused too.
-    let refused = peer("publisher.py", &args(&["--ws", &t.ws_url(&t.token("web", Role::Participant, "cleo")), "--duration", "4"]));
+    let refused = peer(
+        "publisher.py",
+        &args(&[
+            "--ws",
+            &t.ws_url(&t.token("web", Role::Participant, "cleo")),
+            "--duration",
+            "4",
+        ]),
+    );
     let r = result(refused).await;
     let events = r["events"].as_array().unwrap();
-    assert!(events.iter().any(|e| e["type"] == "error" && e["code"] == "forbidden"), "{r}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "error" && e["code"] == "forbidden"),
+        "{r}"
+    );
 }
 
 #[tokio::test]
@@ -149,22 +263,50 @@ async fn whip_and_whep_refusals_follow_the_rfc() {
     let (status, body) = http_request("POST", &whip, Some(&host), &sdp, "this is not SDP").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("bad SDP"), "{body}");
-    let (status, _) = http_request("POST", &whip, Some(&host), &[("Content-Type", "text/plain")], "v=0").await;
+    let (status, _) = http_request(
+        "POST",
+        &whip,
+        Some(&host),
+        &[("Content-Type", "text/plain")],
+        "v=0",
+    )
+    .await;
     assert_eq!(status, 415);
     let (status, _) = http_request("POST", &whip, None, &sdp, "v=0").await;
     assert_eq!(status, 401);
-    let (status, _) = http_request("POST", &format!("{}/whip/other", t.http()), Some(&host), &sdp, "v=0").await;
+    let (status, _) = http_request(
+        "POST",
+        &format!("{}/whip/other", t.http()),
+        Some(&host),
+        &sdp,
+        "v=0",
+    )
+    .await;
     assert_eq!(status, 401, "a token for another room");
     let (status, body) = http_request("POST", &whip, Some(&participant), &sdp, "v=0").await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = http_request("POST", &format!("{}/whep/nowhere", t.http()), Some(&t.token("nowhere", Role::Participant, "x")), &sdp, "v=0").await;
+    let (status, body) = http_request(
+        "POST",
+        &format!("{}/whep/nowhere", t.http()),
+        Some(&t.token("nowhere", Role::Participant, "x")),
+        &sdp,
+        "v=0",
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     // The room runs once someone is in it; garbage SDP to WHEP is a 400 with the reason.
     let _host = t.join("r", Role::Host, "host").await;
     let (status, body) = http_request("POST", &whep, Some(&participant), &sdp, "m=garbage").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("bad SDP"), "{body}");
-    let (status, body) = http_request("POST", &format!("{whep}?participant=nobody"), Some(&participant), &sdp, "v=0").await;
+    let (status, body) = http_request(
+        "POST",
+        &format!("{whep}?participant=nobody"),
+        Some(&participant),
+        &sdp,
+        "v=0",
+    )
+    .await;
     assert_eq!(status, 404, "{body}");
     let (status, _) = http_request("DELETE", &format!("{whip}/0123"), Some(&host), &[], "").await;
     assert_eq!(status, 404);
@@ -176,16 +318,38 @@ async fn whep_answer_carries_location_and_loopback_candidate() {
     let _host = t.join("r", Role::Host, "host").await;
     let viewer = t.token("r", Role::Participant, "v");
     // An offer from a real client library, printed by the peer script without connecting.
-    let offer = result(peer("subscriber.py", &args(&["--whep", "print-offer", "--duration", "1"]))).await;
+    let offer = result(peer(
+        "subscriber.py",
+        &args(&["--whep", "print-offer", "--duration", "1"]),
+    ))
+    .await;
     let sdp = offer["offer"].as_str().expect("offer sdp");
-    let (status, head, body) = http_request_full("POST", &format!("{}/whep/r", t.http()), Some(&viewer), &[("Content-Type", "application/sdp")], sdp).await.unwrap();
+    let (status, head, body) = http_request_full(
+        "POST",
+        &format!("{}/whep/r", t.http()),
+        Some(&viewer),
+        &[("Content-Type", "application/sdp")],
+        sdp,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 201, "{body}");
     let location = header(&head, "location").expect("Location header");
     assert!(location.starts_with("/whep/r/"), "{location}");
     assert_eq!(header(&head, "content-type"), Some("application/sdp"));
-    assert!(body.contains("a=candidate:") && body.contains("127.0.0.1"), "{body}");
+    assert!(
+        body.contains("a=candidate:") && body.contains("127.0.0.1"),
+        "{body}"
+    );
     assert!(body.contains("a=ice-lite"), "{body}");
-    let (status, _) = http_request("DELETE", &format!("{}{location}", t.http()), Some(&viewer), &[], "").await;
+    let (status, _) = http_request(
+        "DELETE",
+        &format!("{}{location}", t.http()),
+        Some(&viewer),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     let _ = ServerMessage::Pong;
 }

@@ -5,7 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{http_get, TestServer, WAIT};
-use convene_signaling::{Command, ErrorCode, LeaveReason, Presence, RoomEvent, Role, ServerMessage};
+use convene_signaling::{
+    Command, ErrorCode, LeaveReason, Presence, Role, RoomEvent, ServerMessage,
+};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -13,7 +15,10 @@ fn chat_texts(messages: &[ServerMessage]) -> Vec<String> {
     messages
         .iter()
         .filter_map(|m| match m {
-            ServerMessage::Event { event: RoomEvent::ChatMessage { message }, .. } => Some(message.text.clone()),
+            ServerMessage::Event {
+                event: RoomEvent::ChatMessage { message },
+                ..
+            } => Some(message.text.clone()),
             _ => None,
         })
         .collect()
@@ -25,13 +30,20 @@ async fn dropped_socket_resumes_with_exactly_the_missed_events_in_order() {
     let mut host = t.join("r", Role::Host, "host").await;
     let mut ana = t.join("r", Role::Participant, "ana").await;
     let mut ben = t.join("r", Role::Participant, "ben").await;
-    ana.ok(Command::SendChat { text: "before".into() }).await;
-    ben.expect_event(|e| matches!(e, RoomEvent::ChatMessage { .. })).await;
+    ana.ok(Command::SendChat {
+        text: "before".into(),
+    })
+    .await;
+    ben.expect_event(|e| matches!(e, RoomEvent::ChatMessage { .. }))
+        .await;
     // Wi-Fi drops: no close frame.
     let (token, session_id, last_seq) = ben.drop_connection();
     host.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ben" && member.presence == Presence::Reconnecting)).await;
     for i in 0..5 {
-        ana.ok(Command::SendChat { text: format!("missed {i}") }).await;
+        ana.ok(Command::SendChat {
+            text: format!("missed {i}"),
+        })
+        .await;
     }
     // Staff-only events (another participant's hand) must not be replayed to ben.
     let mut cleo = t.join("r", Role::Participant, "cleo").await;
@@ -42,13 +54,19 @@ async fn dropped_socket_resumes_with_exactly_the_missed_events_in_order() {
         other => panic!("expected resumed, got {other:?}"),
     }
     let replayed = ben.drain(Duration::from_millis(500)).await;
-    assert_eq!(chat_texts(&replayed), (0..5).map(|i| format!("missed {i}")).collect::<Vec<_>>());
+    assert_eq!(
+        chat_texts(&replayed),
+        (0..5).map(|i| format!("missed {i}")).collect::<Vec<_>>()
+    );
     assert!(
         replayed.iter().all(|m| !matches!(m, ServerMessage::Event { event: RoomEvent::MemberUpdated { member }, .. } if member.identity == "cleo")),
         "a participant's hand reached another participant: {replayed:?}"
     );
     // Live events follow, once each.
-    ana.ok(Command::SendChat { text: "live".into() }).await;
+    ana.ok(Command::SendChat {
+        text: "live".into(),
+    })
+    .await;
     let live = ben.drain(Duration::from_millis(300)).await;
     assert_eq!(chat_texts(&live), vec!["live"]);
     host.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ben" && member.presence == Presence::Online)).await;
@@ -65,11 +83,19 @@ async fn resume_after_the_log_rolled_over_gets_a_fresh_snapshot() {
     let ben = t.join("r", Role::Participant, "ben").await;
     let (token, session_id, last_seq) = ben.drop_connection();
     for i in 0..20 {
-        ana.ok(Command::SendChat { text: format!("m{i}") }).await;
+        ana.ok(Command::SendChat {
+            text: format!("m{i}"),
+        })
+        .await;
     }
     let (ben, first) = t.resume(&token, &session_id, last_seq).await;
     match first {
-        ServerMessage::Welcome { resume_failed, snapshot, session_id: sid, .. } => {
+        ServerMessage::Welcome {
+            resume_failed,
+            snapshot,
+            session_id: sid,
+            ..
+        } => {
             assert!(resume_failed.unwrap().contains("no longer kept"));
             assert_eq!(sid, session_id, "the session id survives");
             assert_eq!(snapshot.chat.last().unwrap().text, "m19");
@@ -84,7 +110,16 @@ async fn resume_of_an_unknown_session_is_a_fresh_welcome() {
     let t = TestServer::start().await;
     let token = t.token("r", Role::Participant, "ana");
     let (_, first) = t.resume(&token, &uuid::Uuid::new_v4().to_string(), 3).await;
-    assert!(matches!(first, ServerMessage::Welcome { resume_failed: Some(_), .. }), "{first:?}");
+    assert!(
+        matches!(
+            first,
+            ServerMessage::Welcome {
+                resume_failed: Some(_),
+                ..
+            }
+        ),
+        "{first:?}"
+    );
 }
 
 #[tokio::test]
@@ -92,16 +127,34 @@ async fn a_resent_request_id_is_applied_once() {
     let t = TestServer::start().await;
     let mut ana = t.join("r", Role::Participant, "ana").await;
     let mut ben = t.join("r", Role::Participant, "ben").await;
-    ana.send_with_id(Command::SendChat { text: "once".into() }, "req-1").await;
+    ana.send_with_id(
+        Command::SendChat {
+            text: "once".into(),
+        },
+        "req-1",
+    )
+    .await;
     let first = ana.reply("req-1").await;
     // The ack was lost with the connection: resend after resuming.
     let (token, session_id, last_seq) = ana.drop_connection();
     let (mut ana, _) = t.resume(&token, &session_id, last_seq).await;
-    ana.send_with_id(Command::SendChat { text: "once".into() }, "req-1").await;
+    ana.send_with_id(
+        Command::SendChat {
+            text: "once".into(),
+        },
+        "req-1",
+    )
+    .await;
     let again = ana.reply("req-1").await;
     assert_eq!(first, again, "the same ack, with the same message id");
     // And on the same connection.
-    ana.send_with_id(Command::SendChat { text: "once".into() }, "req-1").await;
+    ana.send_with_id(
+        Command::SendChat {
+            text: "once".into(),
+        },
+        "req-1",
+    )
+    .await;
     assert_eq!(ana.reply("req-1").await, first);
     let seen = ben.drain(Duration::from_millis(400)).await;
     assert_eq!(chat_texts(&seen), vec!["once"]);
@@ -143,7 +196,10 @@ async fn a_client_that_never_reads_is_cut_off_while_others_keep_receiving() {
         let mut got = 0;
         while got < n {
             match r.try_recv(WAIT).await {
-                Some(ServerMessage::Event { event: RoomEvent::ChatMessage { .. }, .. }) => got += 1,
+                Some(ServerMessage::Event {
+                    event: RoomEvent::ChatMessage { .. },
+                    ..
+                }) => got += 1,
                 Some(_) => {}
                 None => break,
             }
@@ -151,10 +207,19 @@ async fn a_client_that_never_reads_is_cut_off_while_others_keep_receiving() {
         got
     }));
     let (_, counts) = tokio::join!(send, receive);
-    assert!(counts.iter().all(|c| *c == n), "every attentive reader got all {n}: {counts:?}");
+    assert!(
+        counts.iter().all(|c| *c == n),
+        "every attentive reader got all {n}: {counts:?}"
+    );
     // The room saw the stalled session end; its seat is kept for a resume.
     let observer = t.join("big", Role::Moderator, "mo").await;
-    let stalled_member = observer.snapshot().members.iter().find(|m| m.identity == "stalled").cloned().expect("seat kept");
+    let stalled_member = observer
+        .snapshot()
+        .members
+        .iter()
+        .find(|m| m.identity == "stalled")
+        .cloned()
+        .expect("seat kept");
     assert_eq!(stalled_member.presence, Presence::Reconnecting);
     // Reading now drains what the kernel held, then the end: a 1013 close frame if it fit.
     let mut stalled = stalled;
@@ -181,25 +246,40 @@ async fn rate_limits_refuse_then_recover_and_abuse_closes_with_1008() {
     // Default chat bucket: a burst of 10, 2 per second.
     let mut ids = Vec::new();
     for i in 0..14 {
-        ids.push(ana.send(Command::SendChat { text: format!("m{i}") }).await);
+        ids.push(
+            ana.send(Command::SendChat {
+                text: format!("m{i}"),
+            })
+            .await,
+        );
     }
     let mut acks = 0;
     let mut limited = Vec::new();
     for id in &ids {
         match ana.reply(id).await {
             ServerMessage::Ack { .. } => acks += 1,
-            ServerMessage::Error { code: ErrorCode::RateLimited, retry_after_ms, .. } => limited.push(retry_after_ms.expect("retry hint")),
+            ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            } => limited.push(retry_after_ms.expect("retry hint")),
             other => panic!("{other:?}"),
         }
     }
     assert_eq!((acks, limited.len()), (10, 4));
     tokio::time::sleep(Duration::from_millis(limited[0] + 50)).await;
-    ana.ok(Command::SendChat { text: "after waiting".into() }).await;
+    ana.ok(Command::SendChat {
+        text: "after waiting".into(),
+    })
+    .await;
     // Hands have their own bucket: chat limits do not block them.
     ana.ok(Command::RaiseHand).await;
     // Hammering past the limit closes the socket.
     for i in 0..60 {
-        ana.send(Command::SendChat { text: format!("flood {i}") }).await;
+        ana.send(Command::SendChat {
+            text: format!("flood {i}"),
+        })
+        .await;
     }
     assert_eq!(ana.closed().await, Some(CloseCode::Policy));
 }
@@ -211,11 +291,23 @@ async fn reconnecting_member_is_announced_as_left_only_after_the_grace() {
     let ana = t.join("r", Role::Participant, "ana").await;
     drop(ana);
     host.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "ana" && member.presence == Presence::Reconnecting)).await;
-    host.expect_event(|e| *e == RoomEvent::MemberLeft { identity: "ana".into(), reason: LeaveReason::TimedOut }).await;
+    host.expect_event(|e| {
+        *e == RoomEvent::MemberLeft {
+            identity: "ana".into(),
+            reason: LeaveReason::TimedOut,
+        }
+    })
+    .await;
     // A close frame (normal, going away or without a code) is leaving on purpose: no grace.
     let mut ben = t.join("r", Role::Participant, "ben").await;
     ben.socket.close(None).await.unwrap();
-    host.expect_event(|e| *e == RoomEvent::MemberLeft { identity: "ben".into(), reason: LeaveReason::Left }).await;
+    host.expect_event(|e| {
+        *e == RoomEvent::MemberLeft {
+            identity: "ben".into(),
+            reason: LeaveReason::Left,
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -248,7 +340,16 @@ async fn connection_limits_refuse_before_the_upgrade() {
     let t = TestServer::start_with(|c| c.server.max_sessions_per_room = 2).await;
     let _a = t.join("r", Role::Participant, "a").await;
     let _b = t.join("r", Role::Participant, "b").await;
-    let (status, body) = http_get(&format!("{}/ws?token={}", t.http(), t.token("r", Role::Participant, "c")), None, &[]).await;
+    let (status, body) = http_get(
+        &format!(
+            "{}/ws?token={}",
+            t.http(),
+            t.token("r", Role::Participant, "c")
+        ),
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("full"), "{body}");
     // Another room still has room.
@@ -263,10 +364,23 @@ async fn shutdown_tells_every_session_and_finishes() {
     let addr = t.server.addr;
     let stopped = tokio::spawn(t.server.shutdown());
     for client in [&mut ana, &mut ben] {
-        let notice = client.expect(|m| matches!(m, ServerMessage::ServerShutdown { .. })).await;
-        assert_eq!(notice, ServerMessage::ServerShutdown { reconnect_after_ms: 2000 });
+        let notice = client
+            .expect(|m| matches!(m, ServerMessage::ServerShutdown { .. }))
+            .await;
+        assert_eq!(
+            notice,
+            ServerMessage::ServerShutdown {
+                reconnect_after_ms: 2000
+            }
+        );
         assert_eq!(client.closed().await, Some(CloseCode::Restart));
     }
-    tokio::time::timeout(WAIT, stopped).await.expect("shutdown is bounded").unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    tokio::time::timeout(WAIT, stopped)
+        .await
+        .expect("shutdown is bounded")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
 }

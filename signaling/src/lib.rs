@@ -568,13 +568,24 @@ pub enum ServerMessage {
     },
     Pong,
     /// A sequenced room event.
-    Event { seq: u64, event: RoomEvent },
+    Event {
+        seq: u64,
+        event: RoomEvent,
+    },
     /// The server is going away; reconnect (and resume) after the delay.
-    ServerShutdown { reconnect_after_ms: u64 },
+    ServerShutdown {
+        reconnect_after_ms: u64,
+    },
     /// The server's SDP answer to `rtc_offer`, or a server-initiated offer (renegotiation).
-    RtcAnswer { sdp: String },
-    RtcOffer { sdp: String },
-    RtcCandidate { candidate: String },
+    RtcAnswer {
+        sdp: String,
+    },
+    RtcOffer {
+        sdp: String,
+    },
+    RtcCandidate {
+        candidate: String,
+    },
 }
 
 /// Something that happened in a convening, in `seq` order.

@@ -50,7 +50,9 @@ impl EventLog {
         }
         let oldest = self.events.front().map_or(self.last_seq + 1, |e| e.seq);
         if last_seq + 1 < oldest {
-            return Err(GapTooOld { oldest_kept: oldest });
+            return Err(GapTooOld {
+                oldest_kept: oldest,
+            });
         }
         let skip = (last_seq + 1 - oldest) as usize;
         Ok(self.events.iter().skip(skip).cloned().collect())

@@ -27,8 +27,13 @@ enum Caller {
 }
 
 /// The API key for everything, or a host token for its own room.
-fn authorise(state: &AppState, headers: &HeaderMap, room: Option<&str>) -> Result<Caller, ApiError> {
-    let token = bearer(headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+fn authorise(
+    state: &AppState,
+    headers: &HeaderMap,
+    room: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let token = bearer(headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
     let key = &state.config.auth.api_key;
     if !key.is_empty() && constant_time_eq(token.as_bytes(), key.as_bytes()) {
         return Ok(Caller::Admin);
@@ -41,7 +46,9 @@ fn authorise(state: &AppState, headers: &HeaderMap, room: Option<&str>) -> Resul
         .verify(&token, Some(room))
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     if claims.role != Role::Host {
-        return Err(ApiError::forbidden("only a host token or the API key may do this"));
+        return Err(ApiError::forbidden(
+            "only a host token or the API key may do this",
+        ));
     }
     Ok(Caller::Host)
 }
@@ -50,7 +57,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn list_rooms(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn list_rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorise(&state, &headers, None)?;
     Ok(Json(serde_json::json!({ "rooms": state.rooms.names() })).into_response())
 }
@@ -71,7 +81,10 @@ async fn export_questions(
     if !matches!(format, "json" | "csv") {
         return Err(ApiError::bad_request("format must be json or csv"));
     }
-    let handle = state.rooms.get(&room).ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
+    let handle = state
+        .rooms
+        .get(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
     let questions = handle
         .export_questions()
         .await
@@ -80,7 +93,10 @@ async fn export_questions(
         "csv" => (
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{room}-questions.csv\"")),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{room}-questions.csv\""),
+                ),
             ],
             to_csv(&questions),
         )
@@ -108,7 +124,11 @@ fn to_csv(questions: &[Question]) -> String {
             csv_field(&q.text),
             q.edited.to_string(),
             csv_field(q.author.as_deref().unwrap_or("")),
-            csv_field(q.author_name.as_deref().unwrap_or(if q.anonymous { "anonymous" } else { "" })),
+            csv_field(q.author_name.as_deref().unwrap_or(if q.anonymous {
+                "anonymous"
+            } else {
+                ""
+            })),
             q.anonymous.to_string(),
             q.asked_at.to_string(),
             q.updated_at.to_string(),
@@ -133,18 +153,32 @@ struct TokenRequest {
     ttl_s: Option<u64>,
 }
 
-async fn mint_token(State(state): State<AppState>, headers: HeaderMap, Json(req): Json<TokenRequest>) -> Result<Response, ApiError> {
+async fn mint_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<TokenRequest>,
+) -> Result<Response, ApiError> {
     if !matches!(authorise(&state, &headers, None)?, Caller::Admin) {
         return Err(ApiError::forbidden("minting tokens needs the API key"));
     }
     if req.room.is_empty() || req.name.is_empty() {
         return Err(ApiError::bad_request("room and name are required"));
     }
-    let identity = req.identity.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let identity = req
+        .identity
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(4 * 3600).min(30 * 86_400));
-    let token = state.keys.mint_for(&req.room, req.role, &identity, &req.name, req.attrs, ttl);
-    let url = format!("{}/?token={token}", state.config.public_url(state.config.server.listen));
-    Ok(Json(serde_json::json!({ "token": token, "identity": identity, "url": url })).into_response())
+    let token = state
+        .keys
+        .mint_for(&req.room, req.role, &identity, &req.name, req.attrs, ttl);
+    let url = format!(
+        "{}/?token={token}",
+        state.config.public_url(state.config.server.listen)
+    );
+    Ok(
+        Json(serde_json::json!({ "token": token, "identity": identity, "url": url }))
+            .into_response(),
+    )
 }
 
 #[cfg(test)]

@@ -9,14 +9,29 @@ use super::AppState;
 
 macro_rules! asset {
     ($path:literal, $mime:literal) => {
-        get(|| async { ([(header::CONTENT_TYPE, $mime), (header::CACHE_CONTROL, "no-cache")], include_str!(concat!("../../client/", $path))).into_response() })
+        get(|| async {
+            (
+                [
+                    (header::CONTENT_TYPE, $mime),
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                include_str!(concat!("../../client/", $path)),
+            )
+                .into_response()
+        })
     };
 }
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", asset!("index.html", "text/html; charset=utf-8"))
-        .route("/app.js", asset!("app.js", "text/javascript; charset=utf-8"))
-        .route("/protocol.js", asset!("protocol.js", "text/javascript; charset=utf-8"))
+        .route(
+            "/app.js",
+            asset!("app.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/protocol.js",
+            asset!("protocol.js", "text/javascript; charset=utf-8"),
+        )
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
 }

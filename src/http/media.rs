@@ -44,7 +44,13 @@ struct Resource {
 impl Resources {
     fn insert(&self, id: &str, room: &str, stop: oneshot::Sender<()>) {
         let mut map = self.inner.lock().expect("resources lock");
-        map.insert(id.to_string(), Resource { room: room.to_string(), stop });
+        map.insert(
+            id.to_string(),
+            Resource {
+                room: room.to_string(),
+                stop,
+            },
+        );
     }
     fn remove(&self, id: &str) -> Option<Resource> {
         self.inner.lock().expect("resources lock").remove(id)
@@ -52,14 +58,37 @@ impl Resources {
 }
 
 /// Checks what both endpoints need: media on, SDP body, a valid token for this room.
-fn check_request(state: &AppState, room: &str, headers: &HeaderMap, body: &str) -> Result<(Media, Claims), ApiError> {
-    let media = state.media.clone().ok_or_else(|| ApiError::unavailable("media is not enabled on this server"))?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Content-Type must be application/sdp"));
+fn check_request(
+    state: &AppState,
+    room: &str,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<(Media, Claims), ApiError> {
+    let media = state
+        .media
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("media is not enabled on this server"))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/sdp",
+        ));
     }
-    let token = bearer(headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
-    let claims = state.keys.verify(&token, Some(room)).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let token = bearer(headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let claims = state
+        .keys
+        .verify(&token, Some(room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     if body.trim().is_empty() {
         return Err(ApiError::bad_request("the body must be an SDP offer"));
     }
@@ -69,7 +98,10 @@ fn check_request(state: &AppState, room: &str, headers: &HeaderMap, body: &str) 
 fn created(location: String, answer: String) -> Response {
     (
         StatusCode::CREATED,
-        [(header::LOCATION, location), (header::CONTENT_TYPE, "application/sdp".to_string())],
+        [
+            (header::LOCATION, location),
+            (header::CONTENT_TYPE, "application/sdp".to_string()),
+        ],
         answer,
     )
         .into_response()
@@ -84,10 +116,17 @@ fn sdp_error(error: SfuError) -> ApiError {
 }
 
 /// A publisher (e.g. OBS) joins the room on stage under its token's name and publishes.
-async fn whip(State(state): State<AppState>, Path(room): Path<String>, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
+async fn whip(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
     if !matches!(claims.role, Role::Host | Role::Presenter) {
-        return Err(ApiError::forbidden("only host and presenter tokens may publish over WHIP"));
+        return Err(ApiError::forbidden(
+            "only host and presenter tokens may publish over WHIP",
+        ));
     }
     let handle = state.rooms.get_or_start(&room);
     let (outbox, _inbox) = outbox::outbox(8);
@@ -108,12 +147,22 @@ async fn whip(State(state): State<AppState>, Path(room): Path<String>, headers: 
     let leave = {
         let handle = handle.clone();
         move || async move {
-            let _ = handle.send(RoomCommand::Closed { session_id, connection, left: true }).await;
+            let _ = handle
+                .send(RoomCommand::Closed {
+                    session_id,
+                    connection,
+                    left: true,
+                })
+                .await;
         }
     };
     let resource = Uuid::new_v4().simple().to_string();
     let peer = format!("{}.whip-{}", claims.sub, &resource[..8]);
-    let events = media.sfu.add_peer(peer.clone(), group(&room, Place::Main), PeerOptions::whip(claims.name.clone()));
+    let events = media.sfu.add_peer(
+        peer.clone(),
+        group(&room, Place::Main),
+        PeerOptions::whip(claims.name.clone()),
+    );
     let answer = match media.sfu.accept_offer(&peer, body).await {
         Ok(answer) => answer,
         Err(error) => {
@@ -145,19 +194,34 @@ struct WhepQuery {
 }
 
 /// A viewer plays the room's main-room tracks (or one participant's) without the chat client.
-async fn whep(State(state): State<AppState>, Path(room): Path<String>, Query(query): Query<WhepQuery>, headers: HeaderMap, body: String) -> Result<Response, ApiError> {
+async fn whep(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<WhepQuery>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
-    let handle = state.rooms.get(&room).ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
+    let handle = state
+        .rooms
+        .get(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
     if handle.is_banned(&claims.sub).await.unwrap_or(false) {
         return Err(ApiError::forbidden("you were removed from this room"));
     }
     let only = match &query.participant {
-        Some(identity) => Some(media.publisher_peer(&room, identity).ok_or_else(|| ApiError::not_found(format!("participant {identity:?} is not publishing")))?),
+        Some(identity) => Some(media.publisher_peer(&room, identity).ok_or_else(|| {
+            ApiError::not_found(format!("participant {identity:?} is not publishing"))
+        })?),
         None => None,
     };
     let resource = Uuid::new_v4().simple().to_string();
     let peer = format!("whep-{resource}");
-    let mut events = media.sfu.add_peer(peer.clone(), group(&room, Place::Main), PeerOptions::whep(claims.name.clone(), only));
+    let mut events = media.sfu.add_peer(
+        peer.clone(),
+        group(&room, Place::Main),
+        PeerOptions::whep(claims.name.clone(), only),
+    );
     let answer = match media.sfu.accept_offer(&peer, body).await {
         Ok(answer) => answer,
         Err(error) => {
@@ -186,9 +250,17 @@ async fn whep(State(state): State<AppState>, Path(room): Path<String>, Query(que
 }
 
 /// `DELETE` on a WHIP or WHEP resource ends that session.
-async fn end_resource(State(state): State<AppState>, Path((room, resource)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = bearer(&headers, None).ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
-    state.keys.verify(&token, Some(&room)).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+async fn end_resource(
+    State(state): State<AppState>,
+    Path((room, resource)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    state
+        .keys
+        .verify(&token, Some(&room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     match state.resources.remove(&resource) {
         Some(found) if found.room == room => {
             let _ = found.stop.send(());

@@ -87,7 +87,9 @@ impl AppState {
     pub fn new(config: Config) -> AppState {
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.limits.outbound_queue));
         if !config.redis.url.is_empty() {
-            tracing::warn!("CONVENE_REDIS_URL is set but this build runs one node with the in-process bus");
+            tracing::warn!(
+                "CONVENE_REDIS_URL is set but this build runs one node with the in-process bus"
+            );
         }
         let limits = &config.limits;
         let actor = ActorConfig {
@@ -160,16 +162,58 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     if let Some(media) = &state.media {
         let s = media.sfu.stats();
         for (name, kind, help, value) in [
-            ("convene_sfu_peers", "gauge", "WebRTC peers.", s.peers as u64),
-            ("convene_sfu_tracks", "gauge", "Published tracks.", s.tracks as u64),
-            ("convene_sfu_datagrams_in_total", "counter", "UDP datagrams received.", s.datagrams_in),
-            ("convene_sfu_datagrams_dropped_total", "counter", "UDP datagrams dropped.", s.datagrams_dropped),
-            ("convene_sfu_frames_forwarded_total", "counter", "Media frames written to subscribers.", s.frames_forwarded),
-            ("convene_sfu_bytes_forwarded_total", "counter", "Media bytes written to subscribers.", s.bytes_forwarded),
-            ("convene_sfu_keyframe_requests_in_total", "counter", "PLI/FIR received from subscribers.", s.keyframe_requests_in),
-            ("convene_sfu_keyframe_requests_out_total", "counter", "Keyframe requests sent to publishers.", s.keyframe_requests_out),
+            (
+                "convene_sfu_peers",
+                "gauge",
+                "WebRTC peers.",
+                s.peers as u64,
+            ),
+            (
+                "convene_sfu_tracks",
+                "gauge",
+                "Published tracks.",
+                s.tracks as u64,
+            ),
+            (
+                "convene_sfu_datagrams_in_total",
+                "counter",
+                "UDP datagrams received.",
+                s.datagrams_in,
+            ),
+            (
+                "convene_sfu_datagrams_dropped_total",
+                "counter",
+                "UDP datagrams dropped.",
+                s.datagrams_dropped,
+            ),
+            (
+                "convene_sfu_frames_forwarded_total",
+                "counter",
+                "Media frames written to subscribers.",
+                s.frames_forwarded,
+            ),
+            (
+                "convene_sfu_bytes_forwarded_total",
+                "counter",
+                "Media bytes written to subscribers.",
+                s.bytes_forwarded,
+            ),
+            (
+                "convene_sfu_keyframe_requests_in_total",
+                "counter",
+                "PLI/FIR received from subscribers.",
+                s.keyframe_requests_in,
+            ),
+            (
+                "convene_sfu_keyframe_requests_out_total",
+                "counter",
+                "Keyframe requests sent to publishers.",
+                s.keyframe_requests_out,
+            ),
         ] {
-            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
@@ -205,12 +249,13 @@ impl Server {
         let router = app(state.clone());
         let send_buffer = state.config.server.socket_send_buffer;
         // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
-        let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-            let _ = tcp.set_nodelay(true);
-            if send_buffer > 0 {
-                let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-            }
-        });
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
+                let _ = tcp.set_nodelay(true);
+                if send_buffer > 0 {
+                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
+                }
+            });
         let task = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -232,7 +277,9 @@ impl Server {
             .shutdown
             .send_replace(Some(config.reconnect_after_ms));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(config.shutdown_grace_s);
-        while self.state.sessions.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        while self.state.sessions.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let left = self.state.sessions.load(Ordering::Relaxed);

@@ -13,11 +13,11 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::auth::Claims;
+use crate::bus::Topic;
+use crate::media::{MediaAccess, MediaLink};
 use crate::room::actor::{error_frame, RoomHandle, Start};
 use crate::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
-use crate::media::{MediaAccess, MediaLink};
-use crate::bus::Topic;
 use crate::session::{self, EventStream, SessionParams};
 
 #[derive(Deserialize)]
@@ -62,16 +62,24 @@ pub async fn upgrade(
             let upgrade = match upgrade {
                 Ok(upgrade) => upgrade,
                 Err(_) => {
-                    return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "this endpoint speaks WebSocket only")
-                        .into_response()
+                    return ApiError::new(
+                        StatusCode::UPGRADE_REQUIRED,
+                        "upgrade_required",
+                        "this endpoint speaks WebSocket only",
+                    )
+                    .into_response()
                 }
             };
             let resume = match (&query.resume, query.last_seq) {
                 (Some(id), Some(last_seq)) => match Uuid::parse_str(id) {
                     Ok(id) => Some((id, last_seq)),
-                    Err(_) => return ApiError::bad_request("resume must be a session id").into_response(),
+                    Err(_) => {
+                        return ApiError::bad_request("resume must be a session id").into_response()
+                    }
                 },
-                (Some(_), None) => return ApiError::bad_request("resume needs last_seq").into_response(),
+                (Some(_), None) => {
+                    return ApiError::bad_request("resume needs last_seq").into_response()
+                }
                 _ => None,
             };
             state.sessions.fetch_add(1, Ordering::Relaxed);
@@ -96,22 +104,36 @@ pub async fn upgrade(
 }
 
 /// Everything that can refuse a connection before the upgrade: token, shutdown, limits, bans.
-async fn prepare(state: &AppState, query: &WsQuery, headers: &HeaderMap) -> Result<(Claims, RoomHandle), ApiError> {
-    let token = bearer(headers, query.token.as_deref()).ok_or_else(|| ApiError::unauthorized("missing access token: pass ?token= or Authorization: Bearer"))?;
+async fn prepare(
+    state: &AppState,
+    query: &WsQuery,
+    headers: &HeaderMap,
+) -> Result<(Claims, RoomHandle), ApiError> {
+    let token = bearer(headers, query.token.as_deref()).ok_or_else(|| {
+        ApiError::unauthorized("missing access token: pass ?token= or Authorization: Bearer")
+    })?;
     let claims = state
         .keys
         .verify(&token, query.room.as_deref())
         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
     if state.shutting_down() {
-        return Err(ApiError::unavailable("the server is shutting down; reconnect shortly"));
+        return Err(ApiError::unavailable(
+            "the server is shutting down; reconnect shortly",
+        ));
     }
     let limits = &state.config.server;
     if state.sessions.load(Ordering::Relaxed) >= limits.max_sessions {
-        return Err(ApiError::unavailable(format!("this node is full ({} sessions)", limits.max_sessions)));
+        return Err(ApiError::unavailable(format!(
+            "this node is full ({} sessions)",
+            limits.max_sessions
+        )));
     }
     let room = state.rooms.get_or_start(&claims.room);
     if room.sessions.load(Ordering::Relaxed) >= limits.max_sessions_per_room {
-        return Err(ApiError::unavailable(format!("room {:?} is full ({} sessions)", claims.room, limits.max_sessions_per_room)));
+        return Err(ApiError::unavailable(format!(
+            "room {:?} is full ({} sessions)",
+            claims.room, limits.max_sessions_per_room
+        )));
     }
     if room.is_banned(&claims.sub).await.unwrap_or(false) {
         return Err(ApiError::forbidden("you were removed from this room"));
@@ -119,7 +141,13 @@ async fn prepare(state: &AppState, query: &WsQuery, headers: &HeaderMap) -> Resu
     Ok((claims, room))
 }
 
-async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut room: RoomHandle, resume: Option<(Uuid, u64)>) {
+async fn serve_socket(
+    socket: WebSocket,
+    state: AppState,
+    claims: Claims,
+    mut room: RoomHandle,
+    resume: Option<(Uuid, u64)>,
+) {
     let joiner = Joiner {
         identity: claims.sub.clone(),
         name: claims.name.clone(),
@@ -132,7 +160,10 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
     let mut attempt = 0;
     let (start, events, outbox, inbox) = loop {
         let bus = state.rooms.bus();
-        let staff = claims.role.is_staff().then(|| bus.subscribe(&room.name, Topic::Staff));
+        let staff = claims
+            .role
+            .is_staff()
+            .then(|| bus.subscribe(&room.name, Topic::Staff));
         let events = EventStream::new(bus.subscribe(&room.name, Topic::All), staff);
         let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
         // Boxed so the join's state does not stay inlined in every session's long-lived future.
@@ -153,13 +184,28 @@ async fn serve_socket(socket: WebSocket, state: AppState, claims: Claims, mut ro
             }
         }
     };
-    let Start { session_id, viewer, may_publish, .. } = &start;
+    let Start {
+        session_id,
+        viewer,
+        may_publish,
+        ..
+    } = &start;
     tracing::debug!(%session_id, "session started");
-    let (media_access, access_rx) = tokio::sync::watch::channel(MediaAccess { place: viewer.place, may_publish: *may_publish });
-    let media = state
-        .media
-        .as_ref()
-        .map(|engine| MediaLink::new(engine.clone(), room.clone(), claims.sub.clone(), claims.name.clone(), *session_id, outbox.clone(), access_rx));
+    let (media_access, access_rx) = tokio::sync::watch::channel(MediaAccess {
+        place: viewer.place,
+        may_publish: *may_publish,
+    });
+    let media = state.media.as_ref().map(|engine| {
+        MediaLink::new(
+            engine.clone(),
+            room.clone(),
+            claims.sub.clone(),
+            claims.name.clone(),
+            *session_id,
+            outbox.clone(),
+            access_rx,
+        )
+    });
     let (sink, stream) = socket.split();
     // Boxed: the session outlives everything above, whose state would otherwise be kept inline.
     Box::pin(session::run(

@@ -207,11 +207,20 @@ fn tokens(args: &SfuArgs) -> Result<Tokens, LoadError> {
         .clone()
         .or_else(|| std::env::var("CONVENE_JWT_SECRET").ok())
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| LoadError::Setup("give --token or --secret (or set CONVENE_JWT_SECRET)".into()))?;
+        .ok_or_else(|| {
+            LoadError::Setup("give --token or --secret (or set CONVENE_JWT_SECRET)".into())
+        })?;
     let keys = TokenKeys::new(secret.as_bytes());
     let ttl = Duration::from_secs(args.duration.min(MAX_DURATION_S) + 3600);
     let room = args.room.clone();
-    let publisher = keys.mint_for(&room, Role::Host, "load-publisher", "Load publisher", BTreeMap::new(), ttl);
+    let publisher = keys.mint_for(
+        &room,
+        Role::Host,
+        "load-publisher",
+        "Load publisher",
+        BTreeMap::new(),
+        ttl,
+    );
     // Minting is cheap (HS256) but done once per subscriber, up front.
     let viewers: Vec<String> = (0..args.subscribers)
         .map(|i| {
@@ -264,7 +273,9 @@ async fn http(
     body: &str,
 ) -> Result<HttpResponse, String> {
     let fut = async {
-        let mut s = TcpStream::connect(host).await.map_err(|e| format!("connect {host}: {e}"))?;
+        let mut s = TcpStream::connect(host)
+            .await
+            .map_err(|e| format!("connect {host}: {e}"))?;
         let _ = s.set_nodelay(true);
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
         for (k, v) in headers {
@@ -272,7 +283,9 @@ async fn http(
         }
         req.push_str("\r\n");
         req.push_str(body);
-        s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
         parse_response(&raw)
@@ -299,9 +312,9 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
     let mut body = raw[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
     if chunked {
         body = dechunk(&body).ok_or("bad chunked body")?;
     }
@@ -329,7 +342,10 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
 
 /// What one peer is for.
 enum Job {
-    Subscriber { stats: Arc<SubStats>, posted: Instant },
+    Subscriber {
+        stats: Arc<SubStats>,
+        posted: Instant,
+    },
     Publisher(Box<Synthetic>),
 }
 
@@ -355,7 +371,8 @@ impl Synthetic {
         let video_bps = (bitrate_kbps * 1000).saturating_sub(audio_bps).max(100_000);
         // A keyframe every KEYFRAME_EVERY frames, four times the size of a delta frame.
         let per_frame = video_bps / 8 / u64::from(FPS);
-        let delta = (per_frame * u64::from(KEYFRAME_EVERY) / u64::from(KEYFRAME_EVERY + 3)) as usize;
+        let delta =
+            (per_frame * u64::from(KEYFRAME_EVERY) / u64::from(KEYFRAME_EVERY + 3)) as usize;
         Synthetic {
             video: Mid::from("1"),
             audio: Mid::from("0"),
@@ -389,8 +406,15 @@ impl Synthetic {
             self.next_video += 1;
             let key = self.want_keyframe || n % u64::from(KEYFRAME_EVERY) == 0;
             self.want_keyframe = false;
-            let data = if key { self.key.clone() } else { self.delta.clone() };
-            let time = MediaTime::new(n * 90_000 / u64::from(FPS), str0m::media::Frequency::NINETY_KHZ);
+            let data = if key {
+                self.key.clone()
+            } else {
+                self.delta.clone()
+            };
+            let time = MediaTime::new(
+                n * 90_000 / u64::from(FPS),
+                str0m::media::Frequency::NINETY_KHZ,
+            );
             if write(rtc, self.video, Codec::Vp8, now, time, data) {
                 // The frame index (not a count): its rate is the frame rate, and its phase
                 // tells where the periodic keyframes are.
@@ -400,17 +424,31 @@ impl Synthetic {
         while self.next_audio * 1_000_000 / u64::from(AUDIO_PER_S) <= elapsed {
             let n = self.next_audio;
             self.next_audio += 1;
-            let time = MediaTime::new(n * 48_000 / u64::from(AUDIO_PER_S), str0m::media::Frequency::FORTY_EIGHT_KHZ);
+            let time = MediaTime::new(
+                n * 48_000 / u64::from(AUDIO_PER_S),
+                str0m::media::Frequency::FORTY_EIGHT_KHZ,
+            );
             write(rtc, self.audio, Codec::Opus, now, time, self.opus.clone());
         }
     }
 }
 
-fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, now: Instant, time: MediaTime, data: Arc<[u8]>) -> bool {
+fn write(
+    rtc: &mut Rtc,
+    mid: Mid,
+    codec: Codec,
+    now: Instant,
+    time: MediaTime,
+    data: Arc<[u8]>,
+) -> bool {
     let Some(w) = rtc.writer(mid) else {
         return false;
     };
-    let Some(pt) = w.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt()) else {
+    let Some(pt) = w
+        .payload_params()
+        .find(|p| p.spec().codec == codec)
+        .map(|p| p.pt())
+    else {
         return false;
     };
     w.write(pt, now, time, data).is_ok()
@@ -457,13 +495,17 @@ const RECV_BUFFER: usize = 1 << 20;
 
 impl Peer {
     async fn new(rtp_mode: bool, job: Job) -> Result<Peer, String> {
-        let sock = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let sock = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         // Sharing the cores with the server, a peer can stall for tens of ms; with the
         // default ~200 KB a keyframe burst to it could then overflow its socket and count
         // as server loss. Browsers read on a dedicated network thread. Best effort.
         let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(RECV_BUFFER);
         let local = sock.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = RtcConfig::new().set_rtp_mode(rtp_mode).build(Instant::now());
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(rtp_mode)
+            .build(Instant::now());
         let cand = Candidate::host(local, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(cand);
         Ok(Peer {
@@ -500,7 +542,9 @@ impl Peer {
             Event::Connected => {
                 self.connected = true;
                 match &mut self.job {
-                    Job::Subscriber { stats, .. } => stats.state.store(CONNECTED, Ordering::Relaxed),
+                    Job::Subscriber { stats, .. } => {
+                        stats.state.store(CONNECTED, Ordering::Relaxed)
+                    }
                     Job::Publisher(s) => s.started = Some(Instant::now()),
                 }
             }
@@ -528,7 +572,9 @@ impl Peer {
                         stats.first_packet_us.store(us + 1, Ordering::Relaxed);
                     }
                     stats.packets.fetch_add(1, Ordering::Relaxed);
-                    stats.bytes.fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    stats
+                        .bytes
+                        .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
                     stats.expected.fetch_add(spanned, Ordering::Relaxed);
                     stats.distinct.fetch_add(fresh, Ordering::Relaxed);
                 }
@@ -576,7 +622,9 @@ impl Peer {
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
             }
             let now = Instant::now();
-            self.rtc.handle_input(Input::Timeout(now)).map_err(|e| e.to_string())?;
+            self.rtc
+                .handle_input(Input::Timeout(now))
+                .map_err(|e| e.to_string())?;
             if let Job::Publisher(s) = &mut self.job {
                 s.write_due(&mut self.rtc, now);
             }
@@ -614,7 +662,10 @@ async fn negotiate(
         host,
         "POST",
         path,
-        &[("Content-Type", "application/sdp"), ("Authorization", &auth)],
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &auth),
+        ],
         &offer.to_sdp_string(),
     )
     .await?;
@@ -703,7 +754,9 @@ pub async fn run(args: SfuArgs) -> Result<(), LoadError> {
 /// Runs the load and returns the figures (printing progress unless `args.json`).
 pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
     if args.subscribers > MAX_SUBSCRIBERS {
-        return Err(LoadError::Setup(format!("at most {MAX_SUBSCRIBERS} subscribers")));
+        return Err(LoadError::Setup(format!(
+            "at most {MAX_SUBSCRIBERS} subscribers"
+        )));
     }
     let duration = Duration::from_secs(args.duration.clamp(1, MAX_DURATION_S));
     let (host, prefix) = parse_url(&args.url)?;
@@ -731,7 +784,10 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             &host,
             &path,
             &toks.publisher,
-            &[(MediaKind::Audio, Direction::SendOnly), (MediaKind::Video, Direction::SendOnly)],
+            &[
+                (MediaKind::Audio, Direction::SendOnly),
+                (MediaKind::Video, Direction::SendOnly),
+            ],
         )
         .await
         .map_err(LoadError::Setup)?;
@@ -752,11 +808,16 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        say(format!("publisher connected in {} ms", t0.elapsed().as_millis()));
+        say(format!(
+            "publisher connected in {} ms",
+            t0.elapsed().as_millis()
+        ));
     }
 
     // Subscribers, `connect_concurrency` at a time.
-    let stats: Vec<Arc<SubStats>> = (0..args.subscribers).map(|_| Arc::new(SubStats::default())).collect();
+    let stats: Vec<Arc<SubStats>> = (0..args.subscribers)
+        .map(|_| Arc::new(SubStats::default()))
+        .collect();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let started = Instant::now();
     for (i, st) in stats.iter().enumerate() {
@@ -839,7 +900,10 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             break;
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
-            say(format!("connecting: {up}/{} up, {failed} failed", stats.len()));
+            say(format!(
+                "connecting: {up}/{} up, {failed} failed",
+                stats.len()
+            ));
             last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -868,7 +932,10 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
     let w0 = Instant::now();
     let mut per_second = Vec::new();
     let mut prev = s0.clone();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     for sec in 1..=duration.as_secs() {
         tick.tick().await;
         let now = snap_all(&stats);
@@ -878,9 +945,15 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             ex += b.expected - a.expected;
             di += b.distinct - a.distinct;
         }
-        let loss = if ex > 0 { 100.0 * ex.saturating_sub(di) as f64 / ex as f64 } else { 0.0 };
+        let loss = if ex > 0 {
+            100.0 * ex.saturating_sub(di) as f64 / ex as f64
+        } else {
+            0.0
+        };
         let per_sub = pk as f64 / stats.len().max(1) as f64;
-        say(format!("t={sec:>3}s packets={pk:>7}/s per_sub={per_sub:>7.1}/s loss={loss:.2}%"));
+        say(format!(
+            "t={sec:>3}s packets={pk:>7}/s per_sub={per_sub:>7.1}/s loss={loss:.2}%"
+        ));
         per_second.push(serde_json::json!({ "t": sec, "packets": pk, "per_subscriber": round2(per_sub), "loss_pct": round2(loss) }));
         prev = now;
     }
@@ -911,11 +984,17 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             }
         });
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while del.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while del.join_next().await.is_some() {}
+    })
+    .await;
 
     // Figures.
     let n = stats.len();
-    let connected = stats.iter().filter(|s| s.state.load(Ordering::Relaxed) == CONNECTED).count();
+    let connected = stats
+        .iter()
+        .filter(|s| s.state.load(Ordering::Relaxed) == CONNECTED)
+        .count();
     let (mut packets, mut bytes, mut expected, mut distinct) = (0u64, 0u64, 0u64, 0u64);
     let mut ok = 0usize;
     let mut held = 0usize;
@@ -924,7 +1003,11 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
     let published = sent1 - sent0;
     let mut worst: f64 = 0.0;
     for (a, b) in s0.iter().zip(&s1) {
-        let (pk, ex, di) = (b.packets - a.packets, b.expected - a.expected, b.distinct - a.distinct);
+        let (pk, ex, di) = (
+            b.packets - a.packets,
+            b.expected - a.expected,
+            b.distinct - a.distinct,
+        );
         packets += pk;
         bytes += b.bytes - a.bytes;
         expected += ex;
@@ -941,7 +1024,11 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             }
         }
     }
-    let loss_pct = if expected > 0 { 100.0 * expected.saturating_sub(distinct) as f64 / expected as f64 } else { 0.0 };
+    let loss_pct = if expected > 0 {
+        100.0 * expected.saturating_sub(distinct) as f64 / expected as f64
+    } else {
+        0.0
+    };
     let mut ttfp: Vec<f64> = stats
         .iter()
         .filter_map(|s| match s.first_packet_us.load(Ordering::Relaxed) {
@@ -954,7 +1041,9 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let us_per_packet = server_cpu_us.filter(|_| packets > 0).map(|c| round2(c as f64 / packets as f64));
+    let us_per_packet = server_cpu_us
+        .filter(|_| packets > 0)
+        .map(|c| round2(c as f64 / packets as f64));
     let metrics_delta: BTreeMap<String, f64> = m1
         .iter()
         .map(|(k, v)| (k.clone(), v - m0.get(k).copied().unwrap_or(0.0)))
@@ -1017,7 +1106,11 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
             ttfp.len()
         );
         if let (Some(c), Some(u)) = (server_cpu_us, us_per_packet) {
-            println!("server cpu: {} ms ({:.1}% of a core), {u} us per received packet", c / 1000, c as f64 / window / 1e4);
+            println!(
+                "server cpu: {} ms ({:.1}% of a core), {u} us per received packet",
+                c / 1000,
+                c as f64 / window / 1e4
+            );
         }
         if !metrics_delta.is_empty() {
             println!("server metrics over the window: {metrics_delta:?}");
@@ -1061,7 +1154,10 @@ mod tests {
         assert_eq!(r.status, 201);
         assert_eq!(r.header("location"), Some("/whep/r/1"));
         assert_eq!(r.body, "v=0");
-        assert_eq!(parse_url("http://127.0.0.1:80/x/").unwrap(), ("127.0.0.1:80".into(), "/x".into()));
+        assert_eq!(
+            parse_url("http://127.0.0.1:80/x/").unwrap(),
+            ("127.0.0.1:80".into(), "/x".into())
+        );
         assert_eq!(location_path("", "http://h:1/whep/a/b"), "/whep/a/b");
     }
 }

@@ -125,29 +125,48 @@ impl RoomHandle {
         self.tx.same_channel(&other.tx)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> RoomCommand) -> Result<T, RoomGone> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> RoomCommand,
+    ) -> Result<T, RoomGone> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
         rx.await.map_err(|_| RoomGone(self.name.to_string()))
     }
 
-    pub async fn join(&self, joiner: Joiner, connection: Uuid, outbox: Outbox, resume: Option<(Uuid, u64)>) -> Result<Result<Start, Denied>, RoomGone> {
-        self.ask(|reply| RoomCommand::Join { joiner, connection, outbox, resume, reply }).await
+    pub async fn join(
+        &self,
+        joiner: Joiner,
+        connection: Uuid,
+        outbox: Outbox,
+        resume: Option<(Uuid, u64)>,
+    ) -> Result<Result<Start, Denied>, RoomGone> {
+        self.ask(|reply| RoomCommand::Join {
+            joiner,
+            connection,
+            outbox,
+            resume,
+            reply,
+        })
+        .await
     }
 
     pub async fn is_banned(&self, identity: &str) -> Result<bool, RoomGone> {
         let identity = identity.to_string();
-        self.ask(|reply| RoomCommand::CheckBanned { identity, reply }).await
+        self.ask(|reply| RoomCommand::CheckBanned { identity, reply })
+            .await
     }
 
     pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
-        self.ask(|reply| RoomCommand::ExportQuestions { reply }).await
+        self.ask(|reply| RoomCommand::ExportQuestions { reply })
+            .await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
     pub async fn media_access(&self, identity: &str) -> Result<Option<(Place, bool)>, RoomGone> {
         let identity = identity.to_string();
-        self.ask(|reply| RoomCommand::MediaAccess { identity, reply }).await
+        self.ask(|reply| RoomCommand::MediaAccess { identity, reply })
+            .await
     }
 }
 
@@ -212,7 +231,13 @@ pub struct RoomActor {
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
-pub fn spawn(name: &str, config: ActorConfig, bus: Arc<dyn Bus>, clock: Clock, on_exit: impl FnOnce(&RoomHandle) + Send + 'static) -> RoomHandle {
+pub fn spawn(
+    name: &str,
+    config: ActorConfig,
+    bus: Arc<dyn Bus>,
+    clock: Clock,
+    on_exit: impl FnOnce(&RoomHandle) + Send + 'static,
+) -> RoomHandle {
     let (tx, rx) = mpsc::channel(1024);
     let handle = RoomHandle {
         name: name.into(),
@@ -271,16 +296,26 @@ impl RoomActor {
     fn handle(&mut self, cmd: RoomCommand) {
         let now = self.clock.now();
         match cmd {
-            RoomCommand::Join { joiner, connection, outbox, resume, reply } => {
+            RoomCommand::Join {
+                joiner,
+                connection,
+                outbox,
+                resume,
+                reply,
+            } => {
                 let start = self.join(joiner, connection, outbox, resume, now);
                 let _ = reply.send(start);
             }
-            RoomCommand::Client { session_id, request_id, command } => {
-                self.client_command(session_id, request_id, command, now)
-            }
-            RoomCommand::Closed { session_id, connection, left } => {
-                self.session_closed(session_id, connection, left, now)
-            }
+            RoomCommand::Client {
+                session_id,
+                request_id,
+                command,
+            } => self.client_command(session_id, request_id, command, now),
+            RoomCommand::Closed {
+                session_id,
+                connection,
+                left,
+            } => self.session_closed(session_id, connection, left, now),
             RoomCommand::CheckBanned { identity, reply } => {
                 let _ = reply.send(self.state.is_banned(&identity));
             }
@@ -305,7 +340,14 @@ impl RoomActor {
         }
     }
 
-    fn join(&mut self, joiner: Joiner, connection: Uuid, outbox: Outbox, resume: Option<(Uuid, u64)>, now: Millis) -> Result<Start, Denied> {
+    fn join(
+        &mut self,
+        joiner: Joiner,
+        connection: Uuid,
+        outbox: Outbox,
+        resume: Option<(Uuid, u64)>,
+        now: Millis,
+    ) -> Result<Start, Denied> {
         let identity = joiner.identity.clone();
         let resumable = resume.filter(|(sid, _)| {
             self.sessions
@@ -340,7 +382,14 @@ impl RoomActor {
                         seq,
                     });
                     let may_publish = self.state.may_publish(&identity);
-                    return Ok(Start { session_id, viewer, may_publish, first, replay, seq });
+                    return Ok(Start {
+                        session_id,
+                        viewer,
+                        may_publish,
+                        first,
+                        replay,
+                        seq,
+                    });
                 }
                 Err(gap) => {
                     let reason = format!(
@@ -363,12 +412,23 @@ impl RoomActor {
                 disconnected_at: None,
             },
         );
-        let failed = resume.map(|_| "unknown or expired session; this is a fresh snapshot".to_string());
+        let failed =
+            resume.map(|_| "unknown or expired session; this is a fresh snapshot".to_string());
         Ok(self.welcome(session_id, viewer, seq, failed))
     }
 
-    fn welcome(&self, session_id: Uuid, viewer: Viewer, seq: u64, resume_failed: Option<String>) -> Start {
-        let you = self.state.member(&viewer.identity).cloned().expect("member exists");
+    fn welcome(
+        &self,
+        session_id: Uuid,
+        viewer: Viewer,
+        seq: u64,
+        resume_failed: Option<String>,
+    ) -> Start {
+        let you = self
+            .state
+            .member(&viewer.identity)
+            .cloned()
+            .expect("member exists");
         let first = frame(&ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             session_id: session_id.to_string(),
@@ -378,10 +438,23 @@ impl RoomActor {
             resume_failed,
         });
         let may_publish = self.state.may_publish(&viewer.identity);
-        Start { session_id, viewer, may_publish, first, replay: Vec::new(), seq }
+        Start {
+            session_id,
+            viewer,
+            may_publish,
+            first,
+            replay: Vec::new(),
+            seq,
+        }
     }
 
-    fn client_command(&mut self, session_id: Uuid, request_id: Option<String>, command: Command, now: Millis) {
+    fn client_command(
+        &mut self,
+        session_id: Uuid,
+        request_id: Option<String>,
+        command: Command,
+        now: Millis,
+    ) {
         let Some(entry) = self.sessions.get(&session_id) else {
             return;
         };
@@ -406,7 +479,9 @@ impl RoomActor {
             Err(denied) => Some(error_frame(request_id.clone(), denied)),
         };
         if let Some(reply) = reply {
-            if let (Some(request_id), Some(entry)) = (request_id, self.sessions.get_mut(&session_id)) {
+            if let (Some(request_id), Some(entry)) =
+                (request_id, self.sessions.get_mut(&session_id))
+            {
                 entry.recent.remember(request_id, reply.clone());
             }
             outbox.send(reply);
@@ -453,11 +528,17 @@ impl RoomActor {
             let effect = effect_of(&self.state, &audience, &body);
             if let Some(SessionEffect::Kick { identity }) = &effect {
                 // Their sessions end: no resume into a room that removed them.
-                self.sessions.retain(|_, s| s.identity != *identity || s.outbox.is_some());
+                self.sessions
+                    .retain(|_, s| s.identity != *identity || s.outbox.is_some());
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
             let topic = Topic::of(&audience);
-            let event = Arc::new(LoggedEvent { seq, audience, effect, frame });
+            let event = Arc::new(LoggedEvent {
+                seq,
+                audience,
+                effect,
+                frame,
+            });
             self.log.append(event.clone());
             self.bus.publish(self.state.name(), topic, event);
         }
@@ -472,7 +553,11 @@ fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option
             may_publish: state.may_publish(&member.identity),
         });
     }
-    let Audience::Some { person: Some(identity), .. } = audience else {
+    let Audience::Some {
+        person: Some(identity),
+        ..
+    } = audience
+    else {
         return None;
     };
     match body {
@@ -482,7 +567,9 @@ fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option
             to: Place::from_breakout(*breakout),
             may_publish: state.may_publish(identity),
         }),
-        RoomEvent::Removed { .. } => Some(SessionEffect::Kick { identity: identity.clone() }),
+        RoomEvent::Removed { .. } => Some(SessionEffect::Kick {
+            identity: identity.clone(),
+        }),
         _ => None,
     }
 }
@@ -490,7 +577,9 @@ fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option
 /// Where the viewer was at the start of a replay: before the first move it contains.
 fn viewer_before(mut viewer: Viewer, replay: &[Arc<LoggedEvent>]) -> Viewer {
     let first_move = replay.iter().find_map(|e| match &e.effect {
-        Some(SessionEffect::Move { identity, from, .. }) if *identity == viewer.identity => Some(*from),
+        Some(SessionEffect::Move { identity, from, .. }) if *identity == viewer.identity => {
+            Some(*from)
+        }
         _ => None,
     });
     if let Some(place) = first_move {
@@ -508,7 +597,11 @@ pub fn error_frame(request_id: Option<String>, denied: Denied) -> Frame {
     })
 }
 
-pub fn simple_error(request_id: Option<String>, code: ErrorCode, message: impl Into<String>) -> Frame {
+pub fn simple_error(
+    request_id: Option<String>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Frame {
     error_frame(request_id, Denied::new(code, message))
 }
 

@@ -125,13 +125,24 @@ impl RoomState {
         let staff = self.breakouts_view(true, "");
         let others = self.breakouts_view(false, "");
         vec![
-            Event::new(Audience::staff(), RoomEvent::BreakoutsUpdated { breakouts: staff }),
-            Event::new(Audience::Participants, RoomEvent::BreakoutsUpdated { breakouts: others }),
+            Event::new(
+                Audience::staff(),
+                RoomEvent::BreakoutsUpdated { breakouts: staff },
+            ),
+            Event::new(
+                Audience::Participants,
+                RoomEvent::BreakoutsUpdated { breakouts: others },
+            ),
         ]
     }
 
     /// Moves one member between the main room and a breakout, resetting what belongs to a place.
-    fn move_member(&mut self, identity: &str, to: Option<BreakoutId>, facilitator: bool) -> Vec<Event> {
+    fn move_member(
+        &mut self,
+        identity: &str,
+        to: Option<BreakoutId>,
+        facilitator: bool,
+    ) -> Vec<Event> {
         let (name, ends_at) = match (to, &self.breakouts) {
             (Some(id), Some(b)) => (
                 b.room(id).map(|r| r.name.clone()).unwrap_or_default(),
@@ -165,9 +176,20 @@ impl RoomState {
         let member = self.members[identity].member.clone();
         // Those in the place left behind hear of it as well as those where they arrive.
         let audience = match (self.member_audience(&member), from) {
-            (Audience::Some { mut places, staff, person }, Some(old)) => {
+            (
+                Audience::Some {
+                    mut places,
+                    staff,
+                    person,
+                },
+                Some(old),
+            ) => {
                 places.push(Place::Breakout(old));
-                Audience::Some { places, staff, person }
+                Audience::Some {
+                    places,
+                    staff,
+                    person,
+                }
             }
             (audience, _) => audience,
         };
@@ -217,7 +239,10 @@ impl RoomState {
             if let (Some(warn), Some(ends_at)) = (b.warning_at, b.ends_at) {
                 if now >= warn {
                     b.warning_at = None;
-                    events.push(Event::new(Audience::Everyone, RoomEvent::BreakoutWarning { ends_at }));
+                    events.push(Event::new(
+                        Audience::Everyone,
+                        RoomEvent::BreakoutWarning { ends_at },
+                    ));
                 }
             }
             if b.ends_at.is_some_and(|t| now >= t) {
@@ -244,7 +269,10 @@ impl RoomState {
         b.phase = BreakoutPhase::Closing;
         b.closes_at = Some(closes_at);
         b.warning_at = None;
-        let mut events = vec![Event::new(Audience::Everyone, RoomEvent::BreakoutsClosing { closes_at })];
+        let mut events = vec![Event::new(
+            Audience::Everyone,
+            RoomEvent::BreakoutsClosing { closes_at },
+        )];
         events.extend(self.breakouts_updated());
         events
     }
@@ -301,17 +329,24 @@ impl RoomState {
             }));
         }
         if names.len() > MAX_ROOMS {
-            return Err(Denied::invalid(format!("at most {MAX_ROOMS} breakout rooms")));
+            return Err(Denied::invalid(format!(
+                "at most {MAX_ROOMS} breakout rooms"
+            )));
         }
         match plan.duration_s {
             Some(0) => return Err(Denied::invalid("duration must be at least one second")),
-            Some(d) if d > MAX_DURATION_S => return Err(Denied::invalid("duration is over 24 hours")),
+            Some(d) if d > MAX_DURATION_S => {
+                return Err(Denied::invalid("duration is over 24 hours"))
+            }
             _ => {}
         }
         let rooms: Vec<BreakoutRoom> = names
             .into_iter()
             .enumerate()
-            .map(|(i, name)| BreakoutRoom { id: i as u32 + 1, name })
+            .map(|(i, name)| BreakoutRoom {
+                id: i as u32 + 1,
+                name,
+            })
             .collect();
         let mut session = BreakoutSession {
             phase: BreakoutPhase::Draft,
@@ -327,16 +362,20 @@ impl RoomState {
             Assignment::Manual { assignments } => {
                 for (identity, room) in assignments {
                     if self.member(identity).is_none() {
-                        return Err(Denied::invalid(format!("unknown identity {identity:?} in assignments")));
+                        return Err(Denied::invalid(format!(
+                            "unknown identity {identity:?} in assignments"
+                        )));
                     }
-                    let id = session
-                        .room_named(room)
-                        .ok_or_else(|| Denied::invalid(format!("assignment to unknown breakout {room:?}")))?;
+                    let id = session.room_named(room).ok_or_else(|| {
+                        Denied::invalid(format!("assignment to unknown breakout {room:?}"))
+                    })?;
                     session.assignments.insert(identity.clone(), id);
                 }
             }
             Assignment::ByAttribute { key } if key.trim().is_empty() => {
-                return Err(Denied::invalid("by-attribute assignment needs an attribute key"));
+                return Err(Denied::invalid(
+                    "by-attribute assignment needs an attribute key",
+                ));
             }
             Assignment::SelfSelect { cap: Some(0) } => {
                 return Err(Denied::invalid("a room cap must be at least 1"));
@@ -352,7 +391,9 @@ impl RoomState {
         let mut unplaced: Vec<&super::MemberState> = self
             .members
             .values()
-            .filter(|m| assignable(m.member.role) && !session.assignments.contains_key(&m.member.identity))
+            .filter(|m| {
+                assignable(m.member.role) && !session.assignments.contains_key(&m.member.identity)
+            })
             .collect();
         unplaced.sort_by_key(|m| shuffle_key(&m.member.identity, session.seed));
         for m in unplaced {
@@ -362,7 +403,13 @@ impl RoomState {
         }
     }
 
-    pub(super) fn apply_breakout(&mut self, cmd: &Command, by: &str, role: Role, now: Millis) -> Result<Outcome, Denied> {
+    pub(super) fn apply_breakout(
+        &mut self,
+        cmd: &Command,
+        by: &str,
+        role: Role,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
         let moderate = |what: &str| {
             if role.can_moderate() {
                 Ok(())
@@ -375,7 +422,9 @@ impl RoomState {
             Command::SetBreakoutPlan { plan } => {
                 moderate("plan breakouts")?;
                 if matches!(phase, Some(BreakoutPhase::Open | BreakoutPhase::Closing)) {
-                    return Err(Denied::conflict("breakouts are open; close them before changing the plan"));
+                    return Err(Denied::conflict(
+                        "breakouts are open; close them before changing the plan",
+                    ));
                 }
                 self.plans_made += 1;
                 let session = self.resolve_plan(plan, now ^ self.plans_made)?;
@@ -387,14 +436,19 @@ impl RoomState {
                 match phase {
                     None => return Err(Denied::conflict("there is no breakout plan")),
                     Some(BreakoutPhase::Draft) => {}
-                    Some(_) => return Err(Denied::conflict("breakouts are open; close them instead")),
+                    Some(_) => {
+                        return Err(Denied::conflict("breakouts are open; close them instead"))
+                    }
                 }
                 self.breakouts = None;
                 self.breakouts_updated()
             }
             Command::AssignBreakout { identity, breakout } => {
                 moderate("assign people to breakouts")?;
-                let b = self.breakouts.as_mut().ok_or_else(|| Denied::conflict("there is no breakout plan"))?;
+                let b = self
+                    .breakouts
+                    .as_mut()
+                    .ok_or_else(|| Denied::conflict("there is no breakout plan"))?;
                 b.room(*breakout)?;
                 if b.phase == BreakoutPhase::Closing {
                     return Err(Denied::conflict("breakouts are closing"));
@@ -403,7 +457,9 @@ impl RoomState {
                     return Err(Denied::invalid(format!("unknown identity {identity:?}")));
                 };
                 if !assignable(target.member.role) {
-                    return Err(Denied::invalid("hosts and moderators visit breakouts with join_breakout"));
+                    return Err(Denied::invalid(
+                        "hosts and moderators visit breakouts with join_breakout",
+                    ));
                 }
                 let b = self.breakouts.as_mut().expect("checked above");
                 b.assignments.insert(identity.clone(), *breakout);
@@ -445,17 +501,33 @@ impl RoomState {
             Command::ChooseBreakout { breakout } => {
                 let b = self.open_session()?;
                 let Assignment::SelfSelect { cap } = b.plan.assignment else {
-                    return Err(Denied::new(ErrorCode::Forbidden, "this plan does not let participants choose a breakout"));
+                    return Err(Denied::new(
+                        ErrorCode::Forbidden,
+                        "this plan does not let participants choose a breakout",
+                    ));
                 };
                 let room = b.room(*breakout)?.clone();
                 if !assignable(role) {
-                    return Err(Denied::invalid("hosts and moderators visit breakouts with join_breakout"));
+                    return Err(Denied::invalid(
+                        "hosts and moderators visit breakouts with join_breakout",
+                    ));
                 }
-                let others = b.assignments.iter().filter(|(i, id)| **id == room.id && i.as_str() != by).count();
+                let others = b
+                    .assignments
+                    .iter()
+                    .filter(|(i, id)| **id == room.id && i.as_str() != by)
+                    .count();
                 if cap.is_some_and(|cap| others >= cap as usize) {
-                    return Err(Denied::conflict(format!("breakout {:?} is full", room.name)));
+                    return Err(Denied::conflict(format!(
+                        "breakout {:?} is full",
+                        room.name
+                    )));
                 }
-                self.breakouts.as_mut().expect("open").assignments.insert(by.to_string(), room.id);
+                self.breakouts
+                    .as_mut()
+                    .expect("open")
+                    .assignments
+                    .insert(by.to_string(), room.id);
                 let mut events = self.move_member(by, Some(room.id), false);
                 events.extend(self.breakouts_updated());
                 events
@@ -466,7 +538,12 @@ impl RoomState {
                     return Err(Denied::invalid("extend by 1 second to 24 hours"));
                 }
                 self.open_session()?;
-                let ends_at = self.breakouts.as_ref().and_then(|b| b.ends_at).unwrap_or(now) + u64::from(*seconds) * 1000;
+                let ends_at = self
+                    .breakouts
+                    .as_ref()
+                    .and_then(|b| b.ends_at)
+                    .unwrap_or(now)
+                    + u64::from(*seconds) * 1000;
                 let warning_at = self.warning_for(Some(ends_at), now);
                 let b = self.breakouts.as_mut().expect("open");
                 b.ends_at = Some(ends_at);
@@ -480,14 +557,25 @@ impl RoomState {
                 }
                 let text = check_text(text, MAX_CHAT_CHARS, "broadcast")?;
                 let from = self.members[by].member.name.clone();
-                vec![Event::new(Audience::Everyone, RoomEvent::BreakoutBroadcast { from, text })]
+                vec![Event::new(
+                    Audience::Everyone,
+                    RoomEvent::BreakoutBroadcast { from, text },
+                )]
             }
             Command::AskForHelp => {
                 let m = &self.members[by].member;
                 let Some(id) = m.breakout.filter(|_| !m.facilitator) else {
-                    return Err(Denied::new(ErrorCode::NotInRoom, "you are not in a breakout"));
+                    return Err(Denied::new(
+                        ErrorCode::NotInRoom,
+                        "you are not in a breakout",
+                    ));
                 };
-                let breakout_name = self.breakouts.as_ref().and_then(|b| b.room(id).ok()).map(|r| r.name.clone()).unwrap_or_default();
+                let breakout_name = self
+                    .breakouts
+                    .as_ref()
+                    .and_then(|b| b.room(id).ok())
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default();
                 vec![Event::new(
                     Audience::staff(),
                     RoomEvent::HelpRequested {
@@ -511,12 +599,18 @@ impl RoomState {
             Command::LeaveBreakout => {
                 let m = &self.members[by].member;
                 if m.breakout.is_none() {
-                    return Err(Denied::new(ErrorCode::NotInRoom, "you are not in a breakout"));
+                    return Err(Denied::new(
+                        ErrorCode::NotInRoom,
+                        "you are not in a breakout",
+                    ));
                 }
                 if !m.facilitator {
                     let allowed = self.breakouts.as_ref().is_none_or(|b| b.plan.allow_leave);
                     if !allowed {
-                        return Err(Denied::new(ErrorCode::Forbidden, "this plan keeps participants in their breakouts until they close"));
+                        return Err(Denied::new(
+                            ErrorCode::Forbidden,
+                            "this plan keeps participants in their breakouts until they close",
+                        ));
                     }
                     if let Some(b) = self.breakouts.as_mut() {
                         b.assignments.remove(by);
@@ -541,7 +635,12 @@ impl RoomState {
                 }
                 self.start_closing(countdown, now)
             }
-            _ => return Err(Denied::new(ErrorCode::InvalidMessage, "not a breakout command")),
+            _ => {
+                return Err(Denied::new(
+                    ErrorCode::InvalidMessage,
+                    "not a breakout command",
+                ))
+            }
         };
         Ok(events.into())
     }
@@ -555,6 +654,8 @@ impl RoomState {
 
     fn warning_for(&self, ends_at: Option<Millis>, now: Millis) -> Option<Millis> {
         let warn = u64::from(self.limits.breakout_warning_s) * 1000;
-        ends_at.and_then(|end| end.checked_sub(warn)).filter(|w| *w > now)
+        ends_at
+            .and_then(|end| end.checked_sub(warn))
+            .filter(|w| *w > now)
     }
 }

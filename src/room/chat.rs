@@ -22,13 +22,24 @@ impl Chat {
 }
 
 impl RoomState {
-    pub(super) fn send_chat(&mut self, by: &str, text: &str, now: Millis) -> Result<Outcome, Denied> {
+    pub(super) fn send_chat(
+        &mut self,
+        by: &str,
+        text: &str,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
         let sender = &self.members[by].member;
         if !self.settings.chat_enabled && !sender.role.is_staff() {
-            return Err(Denied::new(ErrorCode::ChatDisabled, "chat is turned off in this room"));
+            return Err(Denied::new(
+                ErrorCode::ChatDisabled,
+                "chat is turned off in this room",
+            ));
         }
         if sender.chat_muted {
-            return Err(Denied::new(ErrorCode::ChatMuted, "a moderator has muted your chat"));
+            return Err(Denied::new(
+                ErrorCode::ChatMuted,
+                "a moderator has muted your chat",
+            ));
         }
         let text = check_text(text, MAX_CHAT_CHARS, "chat message")?;
         let place = Place::from_breakout(sender.breakout);
@@ -48,7 +59,10 @@ impl RoomState {
         }
         Ok(Outcome {
             created: Some(message.id),
-            events: vec![Event::new(Audience::at(place), RoomEvent::ChatMessage { message })],
+            events: vec![Event::new(
+                Audience::at(place),
+                RoomEvent::ChatMessage { message },
+            )],
         })
     }
 
@@ -79,7 +93,12 @@ impl RoomState {
         .into())
     }
 
-    pub(super) fn mute_chat(&mut self, by: &str, identity: &str, muted: bool) -> Result<Outcome, Denied> {
+    pub(super) fn mute_chat(
+        &mut self,
+        by: &str,
+        identity: &str,
+        muted: bool,
+    ) -> Result<Outcome, Denied> {
         if !self.members[by].member.role.can_moderate() {
             return Err(Denied::forbidden("mute chat"));
         }
@@ -93,6 +112,10 @@ impl RoomState {
             return Ok(Outcome::default());
         }
         target.member.chat_muted = muted;
-        Ok(self.member_updated(identity).into_iter().collect::<Vec<_>>().into())
+        Ok(self
+            .member_updated(identity)
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into())
     }
 }

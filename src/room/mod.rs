@@ -14,8 +14,8 @@ pub mod registry;
 use std::collections::{BTreeMap, HashSet};
 
 use convene_signaling::{
-    BreakoutId, Command, ErrorCode, LeaveReason, Member, Millis, Presence, RoomEvent, RoomKind,
-    RoomSettings, RoomSnapshot, Role, Track,
+    BreakoutId, Command, ErrorCode, LeaveReason, Member, Millis, Presence, Role, RoomEvent,
+    RoomKind, RoomSettings, RoomSnapshot, Track,
 };
 
 pub use breakouts::BreakoutSession;
@@ -364,7 +364,11 @@ impl RoomState {
     /// thousands of joins must not wake thousands of sessions.
     fn presence_audience(&self, m: &Member) -> Audience {
         match self.member_audience(m) {
-            Audience::Some { places, staff: true, person: Some(_) } if places.is_empty() => Audience::staff(),
+            Audience::Some {
+                places,
+                staff: true,
+                person: Some(_),
+            } if places.is_empty() => Audience::staff(),
             audience => audience,
         }
     }
@@ -417,7 +421,11 @@ impl RoomState {
             if existing.member.presence != Presence::Online || stage {
                 existing.member.presence = Presence::Online;
                 existing.member.on_stage |= who.on_stage;
-                events.extend(if stage { self.member_updated(&who.identity) } else { self.presence_updated(&who.identity) });
+                events.extend(if stage {
+                    self.member_updated(&who.identity)
+                } else {
+                    self.presence_updated(&who.identity)
+                });
             }
             return Ok(events);
         }
@@ -539,7 +547,10 @@ impl RoomState {
     /// Applies a client command from member `by`.
     pub fn apply(&mut self, cmd: &Command, by: &str, now: Millis) -> Result<Outcome, Denied> {
         let Some(sender) = self.member(by) else {
-            return Err(Denied::new(ErrorCode::NotInRoom, "you are not in this room"));
+            return Err(Denied::new(
+                ErrorCode::NotInRoom,
+                "you are not in this room",
+            ));
         };
         let role = sender.role;
         match cmd {
@@ -731,9 +742,7 @@ impl RoomState {
         match self.tracks.remove(track_id) {
             Some(track) => vec![Event::new(
                 Audience::at(Place::from_breakout(track.breakout)),
-                RoomEvent::TrackUnpublished {
-                    track_id: track.id,
-                },
+                RoomEvent::TrackUnpublished { track_id: track.id },
             )],
             None => Vec::new(),
         }
@@ -746,7 +755,9 @@ impl RoomState {
             .filter(|t| t.publisher == identity)
             .map(|t| t.id.clone())
             .collect();
-        ids.iter().flat_map(|id| self.track_unpublished(id)).collect()
+        ids.iter()
+            .flat_map(|id| self.track_unpublished(id))
+            .collect()
     }
 
     /// The room as `viewer` may see it.

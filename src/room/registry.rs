@@ -55,7 +55,10 @@ impl Rooms {
             move |exited| {
                 if let Some(inner) = weak.upgrade() {
                     let mut rooms = inner.rooms.lock().expect("rooms lock poisoned");
-                    if rooms.get(&*exited.name).is_some_and(|h| h.same_room(exited)) {
+                    if rooms
+                        .get(&*exited.name)
+                        .is_some_and(|h| h.same_room(exited))
+                    {
                         rooms.remove(&*exited.name);
                     }
                 }

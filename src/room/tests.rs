@@ -49,7 +49,10 @@ fn webcast_presence_shows_counts_to_participants_and_lists_to_staff() {
     // The join of an audience member reaches staff only (ana has her welcome); the count goes to all.
     assert_eq!(events[0].audience, Audience::staff());
     assert!(events[0].audience.staff_only());
-    assert!(matches!(events[1].body, RoomEvent::ParticipantCount { count: 1 }));
+    assert!(matches!(
+        events[1].body,
+        RoomEvent::ParticipantCount { count: 1 }
+    ));
     room.join(joiner("ben", Role::Participant), 10_001).unwrap();
     let ben = viewer(&room, "ben");
     let snap = room.snapshot(&ben);
@@ -60,7 +63,17 @@ fn webcast_presence_shows_counts_to_participants_and_lists_to_staff() {
     assert_eq!(host_snap.members.len(), 4);
     // Presenters start on stage; a meeting shows everyone to everyone.
     assert!(room.member("pres").unwrap().on_stage);
-    run(&mut room, "host", Command::UpdateSettings { kind: Some(RoomKind::Meeting), chat_enabled: None, qa_mode: None }, 10_002).unwrap();
+    run(
+        &mut room,
+        "host",
+        Command::UpdateSettings {
+            kind: Some(RoomKind::Meeting),
+            chat_enabled: None,
+            qa_mode: None,
+        },
+        10_002,
+    )
+    .unwrap();
     assert_eq!(room.snapshot(&ben).members.len(), 4);
 }
 
@@ -69,14 +82,22 @@ fn participant_counts_are_coalesced() {
     let mut room = room_with(&[("host", Role::Host)]);
     let mut counts = 0;
     for i in 0..50 {
-        let events = room.join(joiner(&format!("p{i}"), Role::Participant), 1_000 + i).unwrap();
-        counts += events.iter().filter(|e| matches!(e.body, RoomEvent::ParticipantCount { .. })).count();
+        let events = room
+            .join(joiner(&format!("p{i}"), Role::Participant), 1_000 + i)
+            .unwrap();
+        counts += events
+            .iter()
+            .filter(|e| matches!(e.body, RoomEvent::ParticipantCount { .. }))
+            .count();
     }
     assert_eq!(counts, 1, "a burst of joins sends one count at once");
     let deadline = room.next_deadline().unwrap();
     assert_eq!(deadline, 1_000 + COUNT_INTERVAL_MS);
     let events = room.tick(deadline);
-    assert_eq!(bodies(&events), vec![&RoomEvent::ParticipantCount { count: 50 }]);
+    assert_eq!(
+        bodies(&events),
+        vec![&RoomEvent::ParticipantCount { count: 50 }]
+    );
     assert_eq!(room.next_deadline(), None);
 }
 
@@ -85,34 +106,63 @@ fn reconnecting_then_left_after_grace() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
     room.apply(&Command::RaiseHand, "ana", 1).unwrap();
     let events = room.connection_closed("ana", false, 1_000);
-    assert!(matches!(&events[0].body, RoomEvent::MemberUpdated { member } if member.presence == Presence::Reconnecting));
+    assert!(
+        matches!(&events[0].body, RoomEvent::MemberUpdated { member } if member.presence == Presence::Reconnecting)
+    );
     // A return within the grace keeps the seat (hand still raised).
     room.join(joiner("ana", Role::Participant), 5_000).unwrap();
     let ana = room.member("ana").unwrap();
     assert_eq!((ana.presence, ana.hand_raised), (Presence::Online, true));
     room.connection_closed("ana", false, 6_000);
-    assert!(room.tick(6_000 + 19_999).iter().all(|e| !matches!(e.body, RoomEvent::MemberLeft { .. })));
+    assert!(room
+        .tick(6_000 + 19_999)
+        .iter()
+        .all(|e| !matches!(e.body, RoomEvent::MemberLeft { .. })));
     let events = room.tick(26_000);
-    assert!(events.iter().any(|e| e.body == RoomEvent::MemberLeft { identity: "ana".into(), reason: LeaveReason::TimedOut }));
+    assert!(events.iter().any(|e| e.body
+        == RoomEvent::MemberLeft {
+            identity: "ana".into(),
+            reason: LeaveReason::TimedOut
+        }));
     assert!(room.member("ana").is_none());
     // Leaving on purpose skips the grace.
     room.join(joiner("ben", Role::Participant), 30_000).unwrap();
     let events = room.connection_closed("ben", true, 30_001);
-    assert!(events.iter().any(|e| e.body == RoomEvent::MemberLeft { identity: "ben".into(), reason: LeaveReason::Left }));
+    assert!(events.iter().any(|e| e.body
+        == RoomEvent::MemberLeft {
+            identity: "ben".into(),
+            reason: LeaveReason::Left
+        }));
 }
 
 #[test]
 fn two_connections_of_one_identity_are_one_member() {
     let mut room = room_with(&[("ana", Role::Participant)]);
-    assert!(room.join(joiner("ana", Role::Participant), 1).unwrap().is_empty());
+    assert!(room
+        .join(joiner("ana", Role::Participant), 1)
+        .unwrap()
+        .is_empty());
     assert!(room.connection_closed("ana", false, 2).is_empty());
     assert_eq!(room.member("ana").unwrap().presence, Presence::Online);
 }
 
 #[test]
 fn chat_rules() {
-    let mut room = room_with(&[("host", Role::Host), ("mod", Role::Moderator), ("ana", Role::Participant), ("ben", Role::Participant)]);
-    let out = run(&mut room, "ana", Command::SendChat { text: "  hello  ".into() }, 1).unwrap();
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("mod", Role::Moderator),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    let out = run(
+        &mut room,
+        "ana",
+        Command::SendChat {
+            text: "  hello  ".into(),
+        },
+        1,
+    )
+    .unwrap();
     let id = out.created.unwrap();
     match &out.events[0].body {
         RoomEvent::ChatMessage { message } => assert_eq!(message.text, "hello"),
@@ -122,81 +172,318 @@ fn chat_rules() {
         let err = run(&mut room, "ana", Command::SendChat { text: bad.into() }, 2).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument);
     }
-    run(&mut room, "ana", Command::SendChat { text: "é".repeat(2000) }, 2).unwrap();
+    run(
+        &mut room,
+        "ana",
+        Command::SendChat {
+            text: "é".repeat(2000),
+        },
+        2,
+    )
+    .unwrap();
     // Only the author or a moderator deletes.
-    assert_eq!(run(&mut room, "ben", Command::DeleteChat { message_id: id }, 3).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(&mut room, "ben", Command::DeleteChat { message_id: id }, 3)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
     run(&mut room, "mod", Command::DeleteChat { message_id: id }, 3).unwrap();
-    assert_eq!(run(&mut room, "ana", Command::DeleteChat { message_id: id }, 4).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        run(&mut room, "ana", Command::DeleteChat { message_id: id }, 4)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
     // Muting is for moderators and stops that person only.
-    assert_eq!(run(&mut room, "ben", Command::MuteChat { identity: "ana".into(), muted: true }, 5).unwrap_err().code, ErrorCode::Forbidden);
-    run(&mut room, "mod", Command::MuteChat { identity: "ana".into(), muted: true }, 5).unwrap();
-    assert_eq!(run(&mut room, "ana", Command::SendChat { text: "hi".into() }, 6).unwrap_err().code, ErrorCode::ChatMuted);
+    assert_eq!(
+        run(
+            &mut room,
+            "ben",
+            Command::MuteChat {
+                identity: "ana".into(),
+                muted: true
+            },
+            5
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
+    run(
+        &mut room,
+        "mod",
+        Command::MuteChat {
+            identity: "ana".into(),
+            muted: true,
+        },
+        5,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut room, "ana", Command::SendChat { text: "hi".into() }, 6)
+            .unwrap_err()
+            .code,
+        ErrorCode::ChatMuted
+    );
     run(&mut room, "ben", Command::SendChat { text: "hi".into() }, 6).unwrap();
     // Chat off: participants refused, staff still speak.
-    assert_eq!(run(&mut room, "mod", Command::UpdateSettings { kind: None, chat_enabled: Some(false), qa_mode: None }, 7).unwrap_err().code, ErrorCode::Forbidden);
-    run(&mut room, "host", Command::UpdateSettings { kind: None, chat_enabled: Some(false), qa_mode: None }, 7).unwrap();
-    assert_eq!(run(&mut room, "ben", Command::SendChat { text: "hi".into() }, 8).unwrap_err().code, ErrorCode::ChatDisabled);
-    run(&mut room, "host", Command::SendChat { text: "announcement".into() }, 8).unwrap();
+    assert_eq!(
+        run(
+            &mut room,
+            "mod",
+            Command::UpdateSettings {
+                kind: None,
+                chat_enabled: Some(false),
+                qa_mode: None
+            },
+            7
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
+    run(
+        &mut room,
+        "host",
+        Command::UpdateSettings {
+            kind: None,
+            chat_enabled: Some(false),
+            qa_mode: None,
+        },
+        7,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut room, "ben", Command::SendChat { text: "hi".into() }, 8)
+            .unwrap_err()
+            .code,
+        ErrorCode::ChatDisabled
+    );
+    run(
+        &mut room,
+        "host",
+        Command::SendChat {
+            text: "announcement".into(),
+        },
+        8,
+    )
+    .unwrap();
     let history = room.snapshot(&viewer(&room, "ben")).chat;
     assert_eq!(history.last().unwrap().text, "announcement");
 }
 
 #[test]
 fn chat_history_is_bounded() {
-    let limits = RoomLimits { chat_history: 3, ..RoomLimits::default() };
+    let limits = RoomLimits {
+        chat_history: 3,
+        ..RoomLimits::default()
+    };
     let mut room = RoomState::new("r", limits);
     room.join(joiner("ana", Role::Participant), 0).unwrap();
     for i in 0..5 {
-        run(&mut room, "ana", Command::SendChat { text: format!("m{i}") }, i).unwrap();
+        run(
+            &mut room,
+            "ana",
+            Command::SendChat {
+                text: format!("m{i}"),
+            },
+            i,
+        )
+        .unwrap();
     }
-    let texts: Vec<String> = room.snapshot(&viewer(&room, "ana")).chat.into_iter().map(|m| m.text).collect();
+    let texts: Vec<String> = room
+        .snapshot(&viewer(&room, "ana"))
+        .chat
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
     assert_eq!(texts, vec!["m2", "m3", "m4"]);
 }
 
 #[test]
 fn hands_and_stage() {
-    let mut room = room_with(&[("host", Role::Host), ("mod", Role::Moderator), ("ana", Role::Participant), ("ben", Role::Participant)]);
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("mod", Role::Moderator),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
     run(&mut room, "ana", Command::RaiseHand, 1).unwrap();
     assert!(room.member("ana").unwrap().hand_raised);
-    assert_eq!(run(&mut room, "ben", Command::LowerHand { identity: Some("ana".into()) }, 2).unwrap_err().code, ErrorCode::Forbidden);
-    assert_eq!(run(&mut room, "ben", Command::InviteToStage { identity: "ana".into() }, 2).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(
+            &mut room,
+            "ben",
+            Command::LowerHand {
+                identity: Some("ana".into())
+            },
+            2
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        run(
+            &mut room,
+            "ben",
+            Command::InviteToStage {
+                identity: "ana".into()
+            },
+            2
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
     assert!(!room.may_publish("ana"));
-    let out = run(&mut room, "mod", Command::InviteToStage { identity: "ana".into() }, 3).unwrap();
+    let out = run(
+        &mut room,
+        "mod",
+        Command::InviteToStage {
+            identity: "ana".into(),
+        },
+        3,
+    )
+    .unwrap();
     // Going on stage makes ana visible to the whole webcast audience, and lowers her hand.
     assert_eq!(out.events[0].audience, Audience::Everyone);
     let ana = room.member("ana").unwrap();
     assert!(ana.on_stage && !ana.hand_raised);
     assert!(room.may_publish("ana"));
-    assert!(room.snapshot(&viewer(&room, "ben")).members.iter().any(|m| m.identity == "ana"));
-    run(&mut room, "host", Command::RemoveFromStage { identity: "ana".into() }, 4).unwrap();
+    assert!(room
+        .snapshot(&viewer(&room, "ben"))
+        .members
+        .iter()
+        .any(|m| m.identity == "ana"));
+    run(
+        &mut room,
+        "host",
+        Command::RemoveFromStage {
+            identity: "ana".into(),
+        },
+        4,
+    )
+    .unwrap();
     assert!(!room.may_publish("ana"));
-    assert_eq!(run(&mut room, "mod", Command::InviteToStage { identity: "nobody".into() }, 5).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        run(
+            &mut room,
+            "mod",
+            Command::InviteToStage {
+                identity: "nobody".into()
+            },
+            5
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::NotFound
+    );
 }
 
 #[test]
 fn removal_bans_the_identity() {
-    let mut room = room_with(&[("host", Role::Host), ("mod", Role::Moderator), ("ana", Role::Participant)]);
-    assert_eq!(run(&mut room, "ana", Command::RemoveParticipant { identity: "mod".into(), reason: None }, 1).unwrap_err().code, ErrorCode::Forbidden);
-    assert_eq!(run(&mut room, "mod", Command::RemoveParticipant { identity: "host".into(), reason: None }, 1).unwrap_err().code, ErrorCode::Forbidden);
-    let out = run(&mut room, "mod", Command::RemoveParticipant { identity: "ana".into(), reason: Some("spam".into()) }, 2).unwrap();
-    assert_eq!(out.events[0], Event::new(Audience::person("ana"), RoomEvent::Removed { reason: "spam".into() }));
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("mod", Role::Moderator),
+        ("ana", Role::Participant),
+    ]);
+    assert_eq!(
+        run(
+            &mut room,
+            "ana",
+            Command::RemoveParticipant {
+                identity: "mod".into(),
+                reason: None
+            },
+            1
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        run(
+            &mut room,
+            "mod",
+            Command::RemoveParticipant {
+                identity: "host".into(),
+                reason: None
+            },
+            1
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
+    let out = run(
+        &mut room,
+        "mod",
+        Command::RemoveParticipant {
+            identity: "ana".into(),
+            reason: Some("spam".into()),
+        },
+        2,
+    )
+    .unwrap();
+    assert_eq!(
+        out.events[0],
+        Event::new(
+            Audience::person("ana"),
+            RoomEvent::Removed {
+                reason: "spam".into()
+            }
+        )
+    );
     assert!(room.member("ana").is_none());
     assert!(room.is_banned("ana"));
-    assert_eq!(room.join(joiner("ana", Role::Participant), 3).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        room.join(joiner("ana", Role::Participant), 3)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
 }
 
 #[test]
 fn settings_are_host_only_and_qa_mode_applies() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
-    run(&mut room, "host", Command::UpdateSettings { kind: None, chat_enabled: None, qa_mode: Some(QaMode::Open) }, 1).unwrap();
-    let id = run(&mut room, "ana", Command::AskQuestion { text: "open?".into(), anonymous: false }, 2).unwrap().created.unwrap();
+    run(
+        &mut room,
+        "host",
+        Command::UpdateSettings {
+            kind: None,
+            chat_enabled: None,
+            qa_mode: Some(QaMode::Open),
+        },
+        1,
+    )
+    .unwrap();
+    let id = run(
+        &mut room,
+        "ana",
+        Command::AskQuestion {
+            text: "open?".into(),
+            anonymous: false,
+        },
+        2,
+    )
+    .unwrap()
+    .created
+    .unwrap();
     assert_eq!(room.qa().get(id).unwrap().state, QuestionState::Approved);
 }
 
 #[test]
 fn unknown_sender_is_not_in_room() {
     let mut room = room_with(&[]);
-    assert_eq!(run(&mut room, "ghost", Command::RaiseHand, 0).unwrap_err().code, ErrorCode::NotInRoom);
+    assert_eq!(
+        run(&mut room, "ghost", Command::RaiseHand, 0)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotInRoom
+    );
 }
 
 // ---- Breakouts ----
@@ -210,12 +497,21 @@ fn team_room(teams: &[(&str, &str)]) -> RoomState {
 }
 
 fn plan(rooms: BreakoutRooms, assignment: Assignment, duration_s: Option<u32>) -> Command {
-    Command::SetBreakoutPlan { plan: BreakoutPlan { rooms, assignment, duration_s, allow_leave: true } }
+    Command::SetBreakoutPlan {
+        plan: BreakoutPlan {
+            rooms,
+            assignment,
+            duration_s,
+            allow_leave: true,
+        },
+    }
 }
 
 fn by_team() -> Command {
     plan(
-        BreakoutRooms::FromAttribute { from_attribute: "team".into() },
+        BreakoutRooms::FromAttribute {
+            from_attribute: "team".into(),
+        },
         Assignment::ByAttribute { key: "team".into() },
         Some(600),
     )
@@ -223,8 +519,16 @@ fn by_team() -> Command {
 
 #[test]
 fn by_attribute_plan_groups_teams_and_moves_people_on_open() {
-    let mut room = team_room(&[("a1", "Knox"), ("a2", "Knox"), ("b1", "Blount"), ("c1", "Sevier")]);
-    assert_eq!(run(&mut room, "a1", by_team(), 0).unwrap_err().code, ErrorCode::Forbidden);
+    let mut room = team_room(&[
+        ("a1", "Knox"),
+        ("a2", "Knox"),
+        ("b1", "Blount"),
+        ("c1", "Sevier"),
+    ]);
+    assert_eq!(
+        run(&mut room, "a1", by_team(), 0).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
     run(&mut room, "mod", by_team(), 0).unwrap();
     let staff_view = room.breakouts_view(true, "host").unwrap();
     let names: Vec<_> = staff_view.rooms.iter().map(|r| r.name.as_str()).collect();
@@ -232,13 +536,22 @@ fn by_attribute_plan_groups_teams_and_moves_people_on_open() {
     assert_eq!(staff_view.assignments.len(), 4);
     assert_eq!(staff_view.phase, BreakoutPhase::Draft);
     let out = run(&mut room, "host", Command::OpenBreakouts, 1_000).unwrap();
-    let moved: Vec<_> = out.events.iter().filter(|e| matches!(e.body, RoomEvent::Moved { .. })).collect();
+    let moved: Vec<_> = out
+        .events
+        .iter()
+        .filter(|e| matches!(e.body, RoomEvent::Moved { .. }))
+        .collect();
     assert_eq!(moved.len(), 4);
     let knox = room.member("a1").unwrap().breakout;
     assert_eq!(room.member("a2").unwrap().breakout, knox);
     assert_ne!(room.member("b1").unwrap().breakout, knox);
     assert_eq!(room.member("host").unwrap().breakout, None);
-    assert_eq!(run(&mut room, "host", Command::OpenBreakouts, 1_001).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(
+        run(&mut room, "host", Command::OpenBreakouts, 1_001)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
     // A participant sees only their own assignment.
     let mine = room.breakouts_view(false, "a1").unwrap();
     assert_eq!(mine.assignments.len(), 1);
@@ -249,7 +562,15 @@ fn breakout_chat_stays_inside() {
     let mut room = team_room(&[("a1", "Knox"), ("b1", "Blount")]);
     run(&mut room, "mod", by_team(), 0).unwrap();
     run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
-    let out = run(&mut room, "a1", Command::SendChat { text: "knox only".into() }, 1).unwrap();
+    let out = run(
+        &mut room,
+        "a1",
+        Command::SendChat {
+            text: "knox only".into(),
+        },
+        1,
+    )
+    .unwrap();
     let audience = &out.events[0].audience;
     assert!(audience.includes(&viewer(&room, "a1")));
     assert!(!audience.includes(&viewer(&room, "b1")));
@@ -263,19 +584,33 @@ fn timer_warns_then_closes_with_countdown() {
     run(&mut room, "mod", by_team(), 0).unwrap();
     run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
     room.tick(COUNT_INTERVAL_MS); // flush the joins' coalesced count
-    // 600 s timer, warning 60 s before the end.
+                                  // 600 s timer, warning 60 s before the end.
     assert_eq!(room.next_deadline(), Some(540_000));
     assert!(room.tick(539_999).is_empty());
     let events = room.tick(540_000);
-    assert_eq!(bodies(&events), vec![&RoomEvent::BreakoutWarning { ends_at: 600_000 }]);
+    assert_eq!(
+        bodies(&events),
+        vec![&RoomEvent::BreakoutWarning { ends_at: 600_000 }]
+    );
     // The host extends by 5 minutes: a new warning is due.
-    run(&mut room, "host", Command::ExtendBreakouts { seconds: 300 }, 550_000).unwrap();
-    assert_eq!(room.breakouts_view(true, "").unwrap().ends_at, Some(900_000));
+    run(
+        &mut room,
+        "host",
+        Command::ExtendBreakouts { seconds: 300 },
+        550_000,
+    )
+    .unwrap();
+    assert_eq!(
+        room.breakouts_view(true, "").unwrap().ends_at,
+        Some(900_000)
+    );
     assert_eq!(room.next_deadline(), Some(840_000));
     room.tick(840_000);
     // Expiry starts the close-all countdown (30 s by default).
     let events = room.tick(900_000);
-    assert!(events.iter().any(|e| e.body == RoomEvent::BreakoutsClosing { closes_at: 930_000 }));
+    assert!(events
+        .iter()
+        .any(|e| e.body == RoomEvent::BreakoutsClosing { closes_at: 930_000 }));
     assert!(room.member("a1").unwrap().breakout.is_some());
     let events = room.tick(930_000);
     assert!(events.iter().any(|e| e.body == RoomEvent::BreakoutsClosed));
@@ -291,10 +626,31 @@ fn close_all_returns_everyone_with_stage_and_hand_reset() {
     run(&mut room, "a1", Command::RaiseHand, 1).unwrap();
     run(&mut room, "mod", Command::JoinBreakout { breakout: 1 }, 2).unwrap();
     assert!(room.member("mod").unwrap().facilitator);
-    run(&mut room, "host", Command::CloseBreakouts { countdown_s: Some(10) }, 3).unwrap();
-    assert_eq!(run(&mut room, "host", Command::CloseBreakouts { countdown_s: None }, 4).unwrap_err().code, ErrorCode::Conflict);
+    run(
+        &mut room,
+        "host",
+        Command::CloseBreakouts {
+            countdown_s: Some(10),
+        },
+        3,
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            &mut room,
+            "host",
+            Command::CloseBreakouts { countdown_s: None },
+            4
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Conflict
+    );
     let events = room.tick(13_000);
-    let moved = events.iter().filter(|e| matches!(e.body, RoomEvent::Moved { breakout: None, .. })).count();
+    let moved = events
+        .iter()
+        .filter(|e| matches!(e.body, RoomEvent::Moved { breakout: None, .. }))
+        .count();
     assert_eq!(moved, 3);
     let a1 = room.member("a1").unwrap();
     assert!(!a1.hand_raised && !a1.on_stage && a1.breakout.is_none());
@@ -304,82 +660,222 @@ fn close_all_returns_everyone_with_stage_and_hand_reset() {
 #[test]
 fn help_broadcast_and_leaving() {
     let mut room = team_room(&[("a1", "Knox")]);
-    assert_eq!(run(&mut room, "a1", Command::AskForHelp, 0).unwrap_err().code, ErrorCode::NotInRoom);
+    assert_eq!(
+        run(&mut room, "a1", Command::AskForHelp, 0)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotInRoom
+    );
     run(&mut room, "mod", by_team(), 0).unwrap();
     run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
     let out = run(&mut room, "a1", Command::AskForHelp, 1).unwrap();
     assert_eq!(out.events[0].audience, Audience::staff());
-    assert!(matches!(&out.events[0].body, RoomEvent::HelpRequested { breakout_name, .. } if breakout_name == "Knox"));
-    let out = run(&mut room, "host", Command::BroadcastToBreakouts { text: "5 minutes left".into() }, 2).unwrap();
+    assert!(
+        matches!(&out.events[0].body, RoomEvent::HelpRequested { breakout_name, .. } if breakout_name == "Knox")
+    );
+    let out = run(
+        &mut room,
+        "host",
+        Command::BroadcastToBreakouts {
+            text: "5 minutes left".into(),
+        },
+        2,
+    )
+    .unwrap();
     assert_eq!(out.events[0].audience, Audience::Everyone);
-    assert_eq!(run(&mut room, "a1", Command::BroadcastToBreakouts { text: "x".into() }, 2).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(
+            &mut room,
+            "a1",
+            Command::BroadcastToBreakouts { text: "x".into() },
+            2
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Forbidden
+    );
     run(&mut room, "a1", Command::LeaveBreakout, 3).unwrap();
     assert_eq!(room.member("a1").unwrap().breakout, None);
-    assert_eq!(run(&mut room, "a1", Command::LeaveBreakout, 4).unwrap_err().code, ErrorCode::NotInRoom);
+    assert_eq!(
+        run(&mut room, "a1", Command::LeaveBreakout, 4)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotInRoom
+    );
 }
 
 #[test]
 fn leaving_early_can_be_forbidden() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
     let cmd = Command::SetBreakoutPlan {
-        plan: BreakoutPlan { rooms: BreakoutRooms::Named(vec!["A".into()]), assignment: Assignment::Auto, duration_s: None, allow_leave: false },
+        plan: BreakoutPlan {
+            rooms: BreakoutRooms::Named(vec!["A".into()]),
+            assignment: Assignment::Auto,
+            duration_s: None,
+            allow_leave: false,
+        },
     };
     run(&mut room, "host", cmd, 0).unwrap();
     run(&mut room, "host", Command::OpenBreakouts, 0).unwrap();
-    assert_eq!(run(&mut room, "ana", Command::LeaveBreakout, 1).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(&mut room, "ana", Command::LeaveBreakout, 1)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
 }
 
 #[test]
 fn bad_plans_are_refused() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
-    let named = |names: &[&str], assignment| plan(BreakoutRooms::Named(names.iter().map(|s| s.to_string()).collect()), assignment, None);
+    let named = |names: &[&str], assignment| {
+        plan(
+            BreakoutRooms::Named(names.iter().map(|s| s.to_string()).collect()),
+            assignment,
+            None,
+        )
+    };
     let cases = [
         named(&[], Assignment::Auto),
         named(&["A", "a"], Assignment::Auto),
         named(&["A", " "], Assignment::Auto),
-        named(&["A"], Assignment::Manual { assignments: BTreeMap::from([("ghost".to_string(), "A".to_string())]) }),
-        named(&["A"], Assignment::Manual { assignments: BTreeMap::from([("ana".to_string(), "B".to_string())]) }),
+        named(
+            &["A"],
+            Assignment::Manual {
+                assignments: BTreeMap::from([("ghost".to_string(), "A".to_string())]),
+            },
+        ),
+        named(
+            &["A"],
+            Assignment::Manual {
+                assignments: BTreeMap::from([("ana".to_string(), "B".to_string())]),
+            },
+        ),
         named(&["A"], Assignment::SelfSelect { cap: Some(0) }),
-        plan(BreakoutRooms::FromAttribute { from_attribute: "team".into() }, Assignment::Auto, None),
-        plan(BreakoutRooms::Named(vec!["A".into()]), Assignment::Auto, Some(0)),
+        plan(
+            BreakoutRooms::FromAttribute {
+                from_attribute: "team".into(),
+            },
+            Assignment::Auto,
+            None,
+        ),
+        plan(
+            BreakoutRooms::Named(vec!["A".into()]),
+            Assignment::Auto,
+            Some(0),
+        ),
     ];
     for cmd in cases {
         let err = run(&mut room, "host", cmd.clone(), 0).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidArgument, "{cmd:?}: {err:?}");
     }
-    assert_eq!(run(&mut room, "host", Command::OpenBreakouts, 0).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(run(&mut room, "host", Command::CloseBreakouts { countdown_s: None }, 0).unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(
+        run(&mut room, "host", Command::OpenBreakouts, 0)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        run(
+            &mut room,
+            "host",
+            Command::CloseBreakouts { countdown_s: None },
+            0
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::Conflict
+    );
 }
 
 #[test]
 fn self_select_with_cap() {
-    let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant), ("ben", Role::Participant)]);
-    run(&mut room, "host", plan(BreakoutRooms::Named(vec!["A".into(), "B".into()]), Assignment::SelfSelect { cap: Some(1) }, None), 0).unwrap();
-    assert_eq!(run(&mut room, "ana", Command::ChooseBreakout { breakout: 1 }, 0).unwrap_err().code, ErrorCode::Conflict);
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    run(
+        &mut room,
+        "host",
+        plan(
+            BreakoutRooms::Named(vec!["A".into(), "B".into()]),
+            Assignment::SelfSelect { cap: Some(1) },
+            None,
+        ),
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&mut room, "ana", Command::ChooseBreakout { breakout: 1 }, 0)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
     run(&mut room, "host", Command::OpenBreakouts, 0).unwrap();
-    assert_eq!(room.member("ana").unwrap().breakout, None, "self-select starts unassigned");
+    assert_eq!(
+        room.member("ana").unwrap().breakout,
+        None,
+        "self-select starts unassigned"
+    );
     run(&mut room, "ana", Command::ChooseBreakout { breakout: 1 }, 1).unwrap();
     assert_eq!(room.member("ana").unwrap().breakout, Some(1));
-    assert_eq!(run(&mut room, "ben", Command::ChooseBreakout { breakout: 1 }, 2).unwrap_err().code, ErrorCode::Conflict);
-    assert_eq!(run(&mut room, "ben", Command::ChooseBreakout { breakout: 9 }, 2).unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(
+        run(&mut room, "ben", Command::ChooseBreakout { breakout: 1 }, 2)
+            .unwrap_err()
+            .code,
+        ErrorCode::Conflict
+    );
+    assert_eq!(
+        run(&mut room, "ben", Command::ChooseBreakout { breakout: 9 }, 2)
+            .unwrap_err()
+            .code,
+        ErrorCode::NotFound
+    );
     run(&mut room, "ben", Command::ChooseBreakout { breakout: 2 }, 2).unwrap();
 }
 
 #[test]
 fn self_select_only_when_the_plan_allows() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
-    run(&mut room, "host", plan(BreakoutRooms::Named(vec!["A".into(), "B".into()]), Assignment::Auto, None), 0).unwrap();
+    run(
+        &mut room,
+        "host",
+        plan(
+            BreakoutRooms::Named(vec!["A".into(), "B".into()]),
+            Assignment::Auto,
+            None,
+        ),
+        0,
+    )
+    .unwrap();
     run(&mut room, "host", Command::OpenBreakouts, 0).unwrap();
-    assert_eq!(run(&mut room, "ana", Command::ChooseBreakout { breakout: 2 }, 1).unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(&mut room, "ana", Command::ChooseBreakout { breakout: 2 }, 1)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden
+    );
 }
 
 #[test]
 fn auto_assignment_is_balanced_and_late_joiners_are_placed() {
     let mut room = room_with(&[("host", Role::Host)]);
     for i in 0..10 {
-        room.join(joiner(&format!("p{i}"), Role::Participant), 0).unwrap();
+        room.join(joiner(&format!("p{i}"), Role::Participant), 0)
+            .unwrap();
     }
-    run(&mut room, "host", plan(BreakoutRooms::Named(vec!["A".into(), "B".into(), "C".into()]), Assignment::Auto, None), 0).unwrap();
+    run(
+        &mut room,
+        "host",
+        plan(
+            BreakoutRooms::Named(vec!["A".into(), "B".into(), "C".into()]),
+            Assignment::Auto,
+            None,
+        ),
+        0,
+    )
+    .unwrap();
     run(&mut room, "host", Command::OpenBreakouts, 0).unwrap();
     let mut sizes = BTreeMap::new();
     for m in room.members().filter(|m| m.role == Role::Participant) {
@@ -394,14 +890,54 @@ fn auto_assignment_is_balanced_and_late_joiners_are_placed() {
 #[test]
 fn manual_plans_leave_late_joiners_unassigned_and_staff_can_move_people() {
     let mut room = room_with(&[("host", Role::Host), ("ana", Role::Participant)]);
-    let manual = Assignment::Manual { assignments: BTreeMap::from([("ana".to_string(), "A".to_string())]) };
-    run(&mut room, "host", plan(BreakoutRooms::Named(vec!["A".into(), "B".into()]), manual, None), 0).unwrap();
+    let manual = Assignment::Manual {
+        assignments: BTreeMap::from([("ana".to_string(), "A".to_string())]),
+    };
+    run(
+        &mut room,
+        "host",
+        plan(
+            BreakoutRooms::Named(vec!["A".into(), "B".into()]),
+            manual,
+            None,
+        ),
+        0,
+    )
+    .unwrap();
     run(&mut room, "host", Command::OpenBreakouts, 0).unwrap();
     room.join(joiner("late", Role::Participant), 1).unwrap();
     assert_eq!(room.member("late").unwrap().breakout, None);
-    assert_eq!(run(&mut room, "host", Command::AssignBreakout { identity: "ghost".into(), breakout: 1 }, 2).unwrap_err().code, ErrorCode::InvalidArgument);
-    let out = run(&mut room, "host", Command::AssignBreakout { identity: "late".into(), breakout: 2 }, 2).unwrap();
-    assert!(out.events.iter().any(|e| matches!(e.body, RoomEvent::Moved { breakout: Some(2), .. })));
+    assert_eq!(
+        run(
+            &mut room,
+            "host",
+            Command::AssignBreakout {
+                identity: "ghost".into(),
+                breakout: 1
+            },
+            2
+        )
+        .unwrap_err()
+        .code,
+        ErrorCode::InvalidArgument
+    );
+    let out = run(
+        &mut room,
+        "host",
+        Command::AssignBreakout {
+            identity: "late".into(),
+            breakout: 2,
+        },
+        2,
+    )
+    .unwrap();
+    assert!(out.events.iter().any(|e| matches!(
+        e.body,
+        RoomEvent::Moved {
+            breakout: Some(2),
+            ..
+        }
+    )));
     assert_eq!(room.member("late").unwrap().breakout, Some(2));
 }
 
@@ -414,7 +950,14 @@ fn a_member_returning_within_grace_stays_in_their_breakout() {
     room.connection_closed("a1", false, 1_000);
     room.join(with_team("a1", "Knox"), 2_000).unwrap();
     assert_eq!(room.member("a1").unwrap().breakout, place);
-    assert_eq!(room.snapshot(&viewer(&room, "a1")).breakouts.unwrap().assignments.len(), 1);
+    assert_eq!(
+        room.snapshot(&viewer(&room, "a1"))
+            .breakouts
+            .unwrap()
+            .assignments
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -424,8 +967,21 @@ fn moves_reach_both_the_old_and_the_new_breakout() {
     run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
     let blount = room.member("b1").unwrap().breakout.unwrap();
     let a2_before = viewer(&room, "a2");
-    let out = run(&mut room, "mod", Command::AssignBreakout { identity: "a1".into(), breakout: blount }, 1).unwrap();
-    let update = out.events.iter().find(|e| matches!(e.body, RoomEvent::MemberUpdated { .. })).unwrap();
+    let out = run(
+        &mut room,
+        "mod",
+        Command::AssignBreakout {
+            identity: "a1".into(),
+            breakout: blount,
+        },
+        1,
+    )
+    .unwrap();
+    let update = out
+        .events
+        .iter()
+        .find(|e| matches!(e.body, RoomEvent::MemberUpdated { .. }))
+        .unwrap();
     assert!(update.audience.includes(&a2_before));
     assert!(update.audience.includes(&viewer(&room, "b1")));
 }

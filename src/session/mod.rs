@@ -12,7 +12,6 @@ pub mod rate;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use axum::extract::ws::{CloseFrame, Message};
 use convene_signaling::{ClientMessage, Command, ErrorCode, ServerMessage};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -128,11 +127,19 @@ enum Next {
 const BATCH: usize = 64;
 
 impl Writer {
-    async fn run<W>(mut self, mut sink: W, start: Start, mut events: EventStream, mut inbox: Inbox, mut shutdown: watch::Receiver<Option<u64>>)
-    where
+    async fn run<W>(
+        mut self,
+        mut sink: W,
+        start: Start,
+        mut events: EventStream,
+        mut inbox: Inbox,
+        mut shutdown: watch::Receiver<Option<u64>>,
+    ) where
         W: Sink<Message> + Unpin,
     {
-        let reason = self.pump(&mut sink, start, &mut events, &mut inbox, &mut shutdown).await;
+        let reason = self
+            .pump(&mut sink, start, &mut events, &mut inbox, &mut shutdown)
+            .await;
         if let Some(reason) = reason {
             let close = Message::Close(Some(CloseFrame {
                 code: reason.code,
@@ -144,7 +151,14 @@ impl Writer {
     }
 
     /// Returns the close frame to send, if any.
-    async fn pump<W>(&mut self, sink: &mut W, start: Start, events: &mut EventStream, inbox: &mut Inbox, shutdown: &mut watch::Receiver<Option<u64>>) -> Option<CloseReason>
+    async fn pump<W>(
+        &mut self,
+        sink: &mut W,
+        start: Start,
+        events: &mut EventStream,
+        inbox: &mut Inbox,
+        shutdown: &mut watch::Receiver<Option<u64>>,
+    ) -> Option<CloseReason>
     where
         W: Sink<Message> + Unpin,
     {
@@ -160,7 +174,10 @@ impl Writer {
             return Some(CloseReason::SLOW);
         }
         let seq = start.seq;
-        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + self.ping_every, self.ping_every);
+        let mut ping = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.ping_every,
+            self.ping_every,
+        );
         let already = *shutdown.borrow();
         if let Some(after) = already {
             return self.shutdown(sink, after, events).await;
@@ -205,8 +222,8 @@ impl Writer {
                     }
                 }
                 direct = inbox.frames.recv() => {
-                    let Some(frame) = direct else { return None };
-                    let mut next = Some(frame);
+                    // The mailbox closed: the session is over.
+                    let mut next = Some(direct?);
                     let mut batched = 0;
                     while let Some(frame) = next.take() {
                         if !self.write(sink, Message::Text(frame), events).await {
@@ -230,7 +247,12 @@ impl Writer {
         }
     }
 
-    async fn shutdown<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, after_ms: u64, events: &EventStream) -> Option<CloseReason> {
+    async fn shutdown<W: Sink<Message> + Unpin>(
+        &mut self,
+        sink: &mut W,
+        after_ms: u64,
+        events: &EventStream,
+    ) -> Option<CloseReason> {
         let notice = frame(&ServerMessage::ServerShutdown {
             reconnect_after_ms: after_ms,
         });
@@ -241,17 +263,35 @@ impl Writer {
     }
 
     /// Queues the event if this viewer may see it, then applies its effect on the session.
-    async fn deliver<W: Sink<Message> + Unpin>(&mut self, sink: &mut W, event: &LoggedEvent, events: &EventStream) -> Next {
-        if event.audience.includes(&self.viewer) && !self.write(sink, Message::Text(event.frame.clone()), events).await {
+    async fn deliver<W: Sink<Message> + Unpin>(
+        &mut self,
+        sink: &mut W,
+        event: &LoggedEvent,
+        events: &EventStream,
+    ) -> Next {
+        if event.audience.includes(&self.viewer)
+            && !self
+                .write(sink, Message::Text(event.frame.clone()), events)
+                .await
+        {
             return Next::Close(CloseReason::SLOW);
         }
         match &event.effect {
-            Some(SessionEffect::Move { identity, to, may_publish, .. }) if *identity == self.viewer.identity => {
+            Some(SessionEffect::Move {
+                identity,
+                to,
+                may_publish,
+                ..
+            }) if *identity == self.viewer.identity => {
                 self.viewer.place = *to;
                 self.set_media_access(*to, *may_publish);
                 Next::Continue
             }
-            Some(SessionEffect::Access { identity, place, may_publish }) if *identity == self.viewer.identity => {
+            Some(SessionEffect::Access {
+                identity,
+                place,
+                may_publish,
+            }) if *identity == self.viewer.identity => {
                 self.set_media_access(*place, *may_publish);
                 Next::Continue
             }
@@ -273,7 +313,12 @@ impl Writer {
     }
 
     /// Queues one message (the socket's write buffer sends it when full or on flush).
-    async fn write<W: Sink<Message> + Unpin>(&self, sink: &mut W, message: Message, events: &EventStream) -> bool {
+    async fn write<W: Sink<Message> + Unpin>(
+        &self,
+        sink: &mut W,
+        message: Message,
+        events: &EventStream,
+    ) -> bool {
         self.unstalled(sink.feed(message), events).await
     }
 
@@ -284,7 +329,11 @@ impl Writer {
     /// Runs a socket operation. Most complete at once; while one is stalled the room's
     /// events keep arriving, and when a whole ring of them waits, or the stall lasts too
     /// long, the reader is too slow: false.
-    async fn unstalled<E>(&self, operation: impl std::future::Future<Output = Result<(), E>>, events: &EventStream) -> bool {
+    async fn unstalled<E>(
+        &self,
+        operation: impl std::future::Future<Output = Result<(), E>>,
+        events: &EventStream,
+    ) -> bool {
         tokio::pin!(operation);
         if let Some(result) = futures_util::FutureExt::now_or_never(&mut operation) {
             return result.is_ok();
@@ -317,12 +366,19 @@ type Received = Result<Arc<LoggedEvent>, broadcast::error::RecvError>;
 
 impl EventStream {
     pub fn new(all: Subscription, staff: Option<Subscription>) -> EventStream {
-        EventStream { all, staff, held_all: None, held_staff: None }
+        EventStream {
+            all,
+            staff,
+            held_all: None,
+            held_staff: None,
+        }
     }
 
     /// Events published but not yet taken, on the fuller topic.
     fn backlog(&self) -> usize {
-        self.all.len().max(self.staff.as_ref().map_or(0, |s| s.len()))
+        self.all
+            .len()
+            .max(self.staff.as_ref().map_or(0, |s| s.len()))
     }
 
     async fn recv(&mut self) -> Received {
@@ -345,12 +401,17 @@ impl EventStream {
 
     fn take_lowest(&mut self) -> Option<Received> {
         use broadcast::error::TryRecvError;
-        fn fill(held: &mut Option<Arc<LoggedEvent>>, rx: &mut Subscription) -> Result<(), broadcast::error::RecvError> {
+        fn fill(
+            held: &mut Option<Arc<LoggedEvent>>,
+            rx: &mut Subscription,
+        ) -> Result<(), broadcast::error::RecvError> {
             if held.is_none() {
                 match rx.try_recv() {
                     Ok(event) => *held = Some(event),
                     Err(TryRecvError::Empty) => {}
-                    Err(TryRecvError::Lagged(n)) => return Err(broadcast::error::RecvError::Lagged(n)),
+                    Err(TryRecvError::Lagged(n)) => {
+                        return Err(broadcast::error::RecvError::Lagged(n))
+                    }
                     Err(TryRecvError::Closed) => return Err(broadcast::error::RecvError::Closed),
                 }
             }
@@ -370,7 +431,11 @@ impl EventStream {
             (Some(_), None) => false,
             (None, None) => return None,
         };
-        let event = if take_staff { self.held_staff.take() } else { self.held_all.take() };
+        let event = if take_staff {
+            self.held_staff.take()
+        } else {
+            self.held_all.take()
+        };
         event.map(Ok)
     }
 }
@@ -424,10 +489,16 @@ impl Reader {
                     }
                 }
                 Message::Binary(_) => {
-                    self.refuse(None, ErrorCode::InvalidMessage, "binary frames are not supported; send JSON text");
+                    self.refuse(
+                        None,
+                        ErrorCode::InvalidMessage,
+                        "binary frames are not supported; send JSON text",
+                    );
                 }
                 // A tab closing sends 1001, a client leaving 1000 or no code; a network drop sends nothing.
-                Message::Close(frame) => return frame.is_none_or(|f| f.code == 1000 || f.code == 1001),
+                Message::Close(frame) => {
+                    return frame.is_none_or(|f| f.code == 1000 || f.code == 1001)
+                }
                 Message::Ping(_) | Message::Pong(_) => {}
             }
             if self.strikes >= self.limits.abuse.strikes {
@@ -453,7 +524,11 @@ impl Reader {
                 return true;
             }
         };
-        let ClientMessage { request_id, room, command } = message;
+        let ClientMessage {
+            request_id,
+            room,
+            command,
+        } = message;
         if let Err(retry_after_ms) = self.limiter.check(CommandClass::of(&command)) {
             self.strikes += 1;
             self.outbox.send(frame(&ServerMessage::Error {
@@ -465,7 +540,14 @@ impl Reader {
             return true;
         }
         if let Some(room) = room.filter(|r| **r != *self.room.name) {
-            self.refuse(request_id, ErrorCode::NotInRoom, format!("this session is in room {:?}, not {room:?}", &*self.room.name));
+            self.refuse(
+                request_id,
+                ErrorCode::NotInRoom,
+                format!(
+                    "this session is in room {:?}, not {room:?}",
+                    &*self.room.name
+                ),
+            );
             return true;
         }
         self.strikes = 0;
@@ -473,14 +555,25 @@ impl Reader {
             Command::Ping => {
                 self.outbox.send(frame(&ServerMessage::Pong));
                 if let Some(request_id) = request_id {
-                    self.outbox.send(frame(&ServerMessage::Ack { request_id, id: None }));
+                    self.outbox.send(frame(&ServerMessage::Ack {
+                        request_id,
+                        id: None,
+                    }));
                 }
                 true
             }
-            Command::RtcOffer { .. } | Command::RtcAnswer { .. } | Command::RtcCandidate { .. } | Command::Unpublish { .. } | Command::SetVideoQuality { .. } => {
+            Command::RtcOffer { .. }
+            | Command::RtcAnswer { .. }
+            | Command::RtcCandidate { .. }
+            | Command::Unpublish { .. }
+            | Command::SetVideoQuality { .. } => {
                 match &mut self.media {
                     Some(media) => media.handle(request_id, command, &self.outbox).await,
-                    None => self.refuse(request_id, ErrorCode::MediaError, "media is not available on this server"),
+                    None => self.refuse(
+                        request_id,
+                        ErrorCode::MediaError,
+                        "media is not available on this server",
+                    ),
                 }
                 true
             }
@@ -498,27 +591,54 @@ impl Reader {
 }
 
 /// Names the problem with a frame that is not a valid `ClientMessage`.
-fn explain_parse_error(text: &str, error: &serde_json::Error) -> (Option<String>, ErrorCode, String) {
+fn explain_parse_error(
+    text: &str,
+    error: &serde_json::Error,
+) -> (Option<String>, ErrorCode, String) {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
-        return (None, ErrorCode::MalformedJson, format!("not valid JSON: {error}"));
+        return (
+            None,
+            ErrorCode::MalformedJson,
+            format!("not valid JSON: {error}"),
+        );
     };
-    let request_id = value.get("request_id").and_then(|r| r.as_str()).map(str::to_string);
+    let request_id = value
+        .get("request_id")
+        .and_then(|r| r.as_str())
+        .map(str::to_string);
     let Some(object) = value.as_object() else {
-        return (request_id, ErrorCode::InvalidMessage, "a message must be a JSON object".into());
+        return (
+            request_id,
+            ErrorCode::InvalidMessage,
+            "a message must be a JSON object".into(),
+        );
     };
     match object.get("type") {
-        None => (request_id, ErrorCode::InvalidMessage, "missing field `type`".into()),
-        Some(serde_json::Value::String(kind)) if error.to_string().contains("unknown variant") => {
-            (request_id, ErrorCode::UnknownType, format!("unknown message type {kind:?}"))
-        }
-        Some(_) => (request_id, ErrorCode::InvalidMessage, format!("invalid message: {error}")),
+        None => (
+            request_id,
+            ErrorCode::InvalidMessage,
+            "missing field `type`".into(),
+        ),
+        Some(serde_json::Value::String(kind)) if error.to_string().contains("unknown variant") => (
+            request_id,
+            ErrorCode::UnknownType,
+            format!("unknown message type {kind:?}"),
+        ),
+        Some(_) => (
+            request_id,
+            ErrorCode::InvalidMessage,
+            format!("invalid message: {error}"),
+        ),
     }
 }
 
 /// tungstenite reports an oversized message or frame as a capacity error.
 fn is_too_big(error: &axum::Error) -> bool {
     let text = error.to_string().to_lowercase();
-    text.contains("space limit exceeded") || text.contains("message too long") || text.contains("frame too long") || text.contains("capacity")
+    text.contains("space limit exceeded")
+        || text.contains("message too long")
+        || text.contains("frame too long")
+        || text.contains("capacity")
 }
 
 #[cfg(test)]
@@ -530,11 +650,27 @@ mod tests {
     #[tokio::test]
     async fn staff_stream_merges_both_topics_in_seq_order() {
         let bus = LocalBus::new(64);
-        let mut staff = EventStream::new(bus.subscribe("r", Topic::All), Some(bus.subscribe("r", Topic::Staff)));
+        let mut staff = EventStream::new(
+            bus.subscribe("r", Topic::All),
+            Some(bus.subscribe("r", Topic::Staff)),
+        );
         let mut audience = EventStream::new(bus.subscribe("r", Topic::All), None);
-        let topics = [Topic::All, Topic::Staff, Topic::Staff, Topic::All, Topic::Staff, Topic::All, Topic::All];
+        let topics = [
+            Topic::All,
+            Topic::Staff,
+            Topic::Staff,
+            Topic::All,
+            Topic::Staff,
+            Topic::All,
+            Topic::All,
+        ];
         for (i, topic) in topics.iter().enumerate() {
-            let event = LoggedEvent { seq: i as u64 + 1, audience: Audience::Everyone, effect: None, frame: "{}".into() };
+            let event = LoggedEvent {
+                seq: i as u64 + 1,
+                audience: Audience::Everyone,
+                effect: None,
+                frame: "{}".into(),
+            };
             bus.publish("r", *topic, Arc::new(event));
         }
         let mut seen = Vec::new();

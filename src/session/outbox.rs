@@ -14,15 +14,39 @@ pub struct CloseReason {
 }
 
 impl CloseReason {
-    pub const GOING_AWAY: CloseReason = CloseReason { code: 1001, reason: "going away" };
-    pub const POLICY: CloseReason = CloseReason { code: 1008, reason: "too many refused messages" };
-    pub const TOO_BIG: CloseReason = CloseReason { code: 1009, reason: "message too big" };
-    pub const RESTARTING: CloseReason = CloseReason { code: 1012, reason: "server restarting" };
+    pub const GOING_AWAY: CloseReason = CloseReason {
+        code: 1001,
+        reason: "going away",
+    };
+    pub const POLICY: CloseReason = CloseReason {
+        code: 1008,
+        reason: "too many refused messages",
+    };
+    pub const TOO_BIG: CloseReason = CloseReason {
+        code: 1009,
+        reason: "message too big",
+    };
+    pub const RESTARTING: CloseReason = CloseReason {
+        code: 1012,
+        reason: "server restarting",
+    };
     /// Fell behind the room's events; the client may resume.
-    pub const SLOW: CloseReason = CloseReason { code: 1013, reason: "too slow reading events; resume" };
-    pub const IDLE: CloseReason = CloseReason { code: 4000, reason: "idle timeout" };
-    pub const REMOVED: CloseReason = CloseReason { code: 4001, reason: "removed from the room" };
-    pub const REPLACED: CloseReason = CloseReason { code: 4002, reason: "session resumed elsewhere" };
+    pub const SLOW: CloseReason = CloseReason {
+        code: 1013,
+        reason: "too slow reading events; resume",
+    };
+    pub const IDLE: CloseReason = CloseReason {
+        code: 4000,
+        reason: "idle timeout",
+    };
+    pub const REMOVED: CloseReason = CloseReason {
+        code: 4001,
+        reason: "removed from the room",
+    };
+    pub const REPLACED: CloseReason = CloseReason {
+        code: 4002,
+        reason: "session resumed elsewhere",
+    };
 }
 
 /// The sending half of a session: bounded, never awaited. A full mailbox closes that session only.

@@ -116,7 +116,13 @@ mod tests {
     #[test]
     fn bucket_allows_burst_then_refills() {
         let start = Instant::now();
-        let mut bucket = TokenBucket::new(Bucket { per_second: 2.0, burst: 3 }, start);
+        let mut bucket = TokenBucket::new(
+            Bucket {
+                per_second: 2.0,
+                burst: 3,
+            },
+            start,
+        );
         for _ in 0..3 {
             bucket.take(start).unwrap();
         }
@@ -134,10 +140,22 @@ mod tests {
 
     #[test]
     fn commands_are_classed() {
-        assert_eq!(CommandClass::of(&Command::SendChat { text: "x".into() }), CommandClass::Chat);
-        assert_eq!(CommandClass::of(&Command::Upvote { question_id: 1 }), CommandClass::Qa);
+        assert_eq!(
+            CommandClass::of(&Command::SendChat { text: "x".into() }),
+            CommandClass::Chat
+        );
+        assert_eq!(
+            CommandClass::of(&Command::Upvote { question_id: 1 }),
+            CommandClass::Qa
+        );
         assert_eq!(CommandClass::of(&Command::RaiseHand), CommandClass::Hands);
-        assert_eq!(CommandClass::of(&Command::RtcOffer { sdp: String::new() }), CommandClass::Signaling);
-        assert_eq!(CommandClass::of(&Command::OpenBreakouts), CommandClass::Other);
+        assert_eq!(
+            CommandClass::of(&Command::RtcOffer { sdp: String::new() }),
+            CommandClass::Signaling
+        );
+        assert_eq!(
+            CommandClass::of(&Command::OpenBreakouts),
+            CommandClass::Other
+        );
     }
 }
