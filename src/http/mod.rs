@@ -189,7 +189,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
             (
                 "convene_sfu_frames_forwarded_total",
                 "counter",
-                "Media frames written to subscribers.",
+                "RTP packets written to subscribers.",
                 s.frames_forwarded,
             ),
             (

@@ -94,10 +94,7 @@ pub async fn upgrade(
                 .read_buffer_size(1024)
                 // Frames accumulate until a batch is flushed (or this much is waiting).
                 .write_buffer_size(16 * 1024)
-                .on_upgrade(move |socket| async move {
-                    serve_socket(socket, state, claims, room, resume).await;
-                    drop(guard);
-                })
+                .on_upgrade(move |socket| serve_socket(socket, state, claims, room, resume, guard))
         }
         Err(error) => error.into_response(),
     }
@@ -147,6 +144,7 @@ async fn serve_socket(
     claims: Claims,
     mut room: RoomHandle,
     resume: Option<(Uuid, u64)>,
+    guard: SessionGuard,
 ) {
     let joiner = Joiner {
         identity: claims.sub.clone(),
@@ -207,8 +205,9 @@ async fn serve_socket(
         )
     });
     let (sink, stream) = socket.split();
-    // Boxed: the session outlives everything above, whose state would otherwise be kept inline.
-    Box::pin(session::run(
+    // The session runs as its own task, sized for it alone: the join above, and the upgrade
+    // task around it, end here instead of being kept alive for the whole session.
+    let session = session::run(
         sink,
         stream,
         SessionParams {
@@ -224,8 +223,11 @@ async fn serve_socket(
             media,
             media_access,
         },
-    ))
-    .await;
+    );
+    tokio::spawn(async move {
+        session.await;
+        drop(guard);
+    });
 }
 
 async fn refuse(mut socket: WebSocket, error: crate::bus::Frame) {
