@@ -91,7 +91,7 @@ pub async fn upgrade(
                 .max_message_size(limit)
                 .max_frame_size(limit)
                 // Client messages are small; a large read buffer would cost every idle session.
-                .read_buffer_size(1024)
+                .read_buffer_size(256)
                 // Frames accumulate until a batch is flushed (or this much is waiting).
                 .write_buffer_size(16 * 1024)
                 .on_upgrade(move |socket| serve_socket(socket, state, claims, room, resume, guard))

@@ -222,8 +222,7 @@ impl Writer {
                     }
                 }
                 direct = inbox.frames.recv() => {
-                    // The mailbox closed: the session is over.
-                    let mut next = Some(direct?);
+                    let mut next = Some(direct);
                     let mut batched = 0;
                     while let Some(frame) = next.take() {
                         if !self.write(sink, Message::Text(frame), events).await {
@@ -231,7 +230,7 @@ impl Writer {
                         }
                         batched += 1;
                         if batched < BATCH {
-                            next = inbox.frames.try_recv().ok();
+                            next = inbox.frames.try_recv();
                         }
                     }
                     if !self.flush(sink, events).await {
