@@ -119,6 +119,58 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
 }
 
 #[tokio::test]
+async fn a_whip_publisher_taken_off_stage_stops_publishing_and_a_removed_one_ends() {
+    let t = TestServer::start().await;
+    let mut host = t.join("launch", Role::Host, "host").await;
+    let presenter = t.token("launch", Role::Presenter, "obs");
+    let publisher = peer(
+        "publisher.py",
+        &args(&[
+            "--whip",
+            &format!("{}/whip/launch", t.http()),
+            "--token",
+            &presenter,
+            "--duration",
+            "12",
+        ]),
+    );
+    for _ in 0..2 {
+        host.expect_event(
+            |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs"),
+        )
+        .await;
+    }
+    host.ok(Command::RemoveFromStage {
+        identity: "obs".into(),
+    })
+    .await;
+    for _ in 0..2 {
+        host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { track_id } if track_id.starts_with("obs."))).await;
+    }
+    // Back on stage, its tracks are offered again; removed from the room, the session ends.
+    host.ok(Command::InviteToStage {
+        identity: "obs".into(),
+    })
+    .await;
+    host.expect_event(
+        |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs"),
+    )
+    .await;
+    host.ok(Command::RemoveParticipant {
+        identity: "obs".into(),
+        reason: Some("wrong stream".into()),
+    })
+    .await;
+    host.expect_event(|e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "obs"))
+        .await;
+    let publ = result(publisher).await;
+    assert_eq!(
+        publ["delete_status"], 404,
+        "the server had already ended the session: {publ}"
+    );
+}
+
+#[tokio::test]
 async fn websocket_publisher_and_two_subscribers_then_leave_removes_tracks() {
     let t = TestServer::start().await;
     let mut host = t.join("web", Role::Host, "host").await;

@@ -10,12 +10,13 @@ use axum::routing::{delete, post};
 use axum::Router;
 use convene_signaling::Role;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use super::ws::bearer;
 use super::{ApiError, AppState};
 use crate::auth::Claims;
+use crate::bus::{SessionEffect, Topic};
 use crate::media::{group, Media};
 use crate::room::actor::RoomCommand;
 use crate::room::{Joiner, Place};
@@ -175,10 +176,33 @@ async fn whip(
     state.resources.insert(&resource, &room, stop_tx);
     let resources = state.resources.clone();
     let id = resource.clone();
+    // The room decides who may publish: follow its word for this publisher (stage, removal).
+    let mut room_events = state.rooms.bus().subscribe(&room, Topic::All);
     tokio::spawn(async move {
+        let identity = claims.sub.clone();
+        let follow_rights = async {
+            loop {
+                match room_events.recv().await {
+                    Ok(event) => match &event.effect {
+                        Some(SessionEffect::Access {
+                            identity: who,
+                            may_publish,
+                            ..
+                        }) if *who == identity => {
+                            media.sfu.set_can_publish(&peer, *may_publish);
+                        }
+                        Some(SessionEffect::Kick { identity: who }) if *who == identity => return,
+                        _ => {}
+                    },
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
         tokio::select! {
             _ = media.relay_tracks(&handle, &claims.sub, &peer, events, None) => {}
             _ = stop_rx => {}
+            _ = follow_rights => {}
         }
         media.sfu.remove_peer(&peer);
         resources.remove(&id);
