@@ -45,6 +45,8 @@ pub fn offer_sends_media(sdp: &str) -> bool {
 pub struct MediaAccess {
     pub place: Place,
     pub may_publish: bool,
+    /// Bumped when room settings change: the media task asks the room again.
+    pub recheck: u64,
 }
 
 /// The node's media: the SFU and who publishes where.
@@ -274,7 +276,14 @@ impl SessionMedia {
                     if changed.is_err() {
                         break;
                     }
-                    let access = *self.access.borrow();
+                    let mut access = *self.access.borrow();
+                    if access.recheck != current.recheck {
+                        // The room kind may have changed (meeting <-> webcast): ask the room.
+                        if let Ok(Some((place, may_publish))) = self.room.media_access(&self.identity).await {
+                            access.place = place;
+                            access.may_publish = may_publish;
+                        }
+                    }
                     if access != current && self.events.is_some() {
                         if access.place != current.place {
                             self.media.sfu.move_peer(&self.peer, group(&self.room.name, access.place));

@@ -258,6 +258,36 @@ async fn meeting_members_receive_each_others_media() {
 }
 
 #[tokio::test]
+async fn switching_a_meeting_to_a_webcast_stops_audience_cameras() {
+    let t = TestServer::start().await;
+    let mut host = t.join("switch", Role::Host, "host").await;
+    let meeting = |kind| Command::UpdateSettings {
+        kind: Some(kind),
+        chat_enabled: None,
+        qa_mode: None,
+    };
+    host.ok(meeting(RoomKind::Meeting)).await;
+    let ana = t.ws_url(&t.token("switch", Role::Participant, "ana"));
+    let publisher = peer("publisher.py", &args(&["--ws", &ana, "--duration", "12"]));
+    for _ in 0..2 {
+        host.expect_event(
+            |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "ana"),
+        )
+        .await;
+    }
+    host.ok(meeting(RoomKind::Webcast)).await;
+    for _ in 0..2 {
+        host.expect_event(|e| matches!(e, RoomEvent::TrackUnpublished { track_id } if track_id.starts_with("ana."))).await;
+    }
+    host.ok(meeting(RoomKind::Meeting)).await;
+    host.expect_event(
+        |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "ana"),
+    )
+    .await;
+    drop(publisher);
+}
+
+#[tokio::test]
 async fn webcast_audience_may_not_publish_until_invited_on_stage() {
     let t = TestServer::start().await;
     let mut moderator = t.join("web", Role::Moderator, "mo").await;

@@ -36,6 +36,8 @@ pub enum SessionEffect {
     },
     /// This identity was removed; its sessions close after sending the event.
     Kick { identity: String },
+    /// Room settings changed: every session's media rights may have too.
+    Recheck,
 }
 
 /// A room event as it travels: sequence number, who may see it, and its bytes, serialised once.

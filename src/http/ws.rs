@@ -192,6 +192,7 @@ async fn serve_socket(
     let (media_access, access_rx) = tokio::sync::watch::channel(MediaAccess {
         place: viewer.place,
         may_publish: *may_publish,
+        recheck: 0,
     });
     let media = state.media.as_ref().map(|engine| {
         MediaLink::new(

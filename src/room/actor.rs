@@ -546,6 +546,9 @@ impl RoomActor {
 }
 
 fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
+    if let RoomEvent::SettingsChanged { .. } = body {
+        return Some(SessionEffect::Recheck);
+    }
     if let RoomEvent::MemberUpdated { member } = body {
         return Some(SessionEffect::Access {
             identity: member.identity.clone(),

@@ -298,13 +298,22 @@ impl Writer {
                 self.flush(sink, events).await;
                 Next::Close(CloseReason::REMOVED)
             }
+            Some(SessionEffect::Recheck) => {
+                self.media_access
+                    .send_modify(|access| access.recheck = access.recheck.wrapping_add(1));
+                Next::Continue
+            }
             _ => Next::Continue,
         }
     }
 
     fn set_media_access(&self, place: Place, may_publish: bool) {
         self.media_access.send_if_modified(|current| {
-            let next = MediaAccess { place, may_publish };
+            let next = MediaAccess {
+                place,
+                may_publish,
+                recheck: current.recheck,
+            };
             let changed = *current != next;
             *current = next;
             changed
