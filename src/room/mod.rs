@@ -11,7 +11,7 @@ mod chat;
 mod qa;
 pub mod registry;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use convene_signaling::{
     BreakoutId, Command, ErrorCode, LeaveReason, Member, Millis, Presence, Role, RoomEvent,
@@ -225,6 +225,9 @@ pub struct RoomState {
     settings: RoomSettings,
     limits: RoomLimits,
     members: BTreeMap<String, MemberState>,
+    /// Members whose last connection dropped, by when: the grace timer reads the first
+    /// entry instead of scanning every member on each command.
+    reconnecting: BTreeSet<(Millis, String)>,
     banned: HashSet<String>,
     chat: chat::Chat,
     qa: Qa,
@@ -290,6 +293,7 @@ impl RoomState {
             settings: RoomSettings::default(),
             limits,
             members: BTreeMap::new(),
+            reconnecting: BTreeSet::new(),
             banned: HashSet::new(),
             chat: chat::Chat::default(),
             qa: Qa::default(),
@@ -416,7 +420,9 @@ impl RoomState {
         let mut events = Vec::new();
         if let Some(existing) = self.members.get_mut(&who.identity) {
             existing.connections += 1;
-            existing.disconnected_at = None;
+            if let Some(at) = existing.disconnected_at.take() {
+                self.reconnecting.remove(&(at, who.identity.clone()));
+            }
             let stage = who.on_stage && !existing.member.on_stage;
             if existing.member.presence != Presence::Online || stage {
                 existing.member.presence = Presence::Online;
@@ -476,8 +482,13 @@ impl RoomState {
         if left {
             return self.drop_member(identity, LeaveReason::Left, now);
         }
+        if state.disconnected_at.is_some() {
+            // Already reconnecting: the grace runs from the first drop.
+            return Vec::new();
+        }
         state.disconnected_at = Some(now);
         state.member.presence = Presence::Reconnecting;
+        self.reconnecting.insert((now, identity.to_string()));
         self.presence_updated(identity).into_iter().collect()
     }
 
@@ -487,6 +498,9 @@ impl RoomState {
         };
         let audience = self.presence_audience(&state.member);
         let staff = state.member.role.is_staff();
+        if let Some(at) = state.disconnected_at {
+            self.reconnecting.remove(&(at, identity.to_string()));
+        }
         self.members.remove(identity);
         let mut events = vec![Event::new(
             audience,
@@ -505,11 +519,9 @@ impl RoomState {
     /// The earliest time `tick` has work to do.
     pub fn next_deadline(&self) -> Option<Millis> {
         let grace = self
-            .members
-            .values()
-            .filter_map(|m| m.disconnected_at)
-            .min()
-            .map(|t| t + self.limits.reconnect_grace_ms);
+            .reconnecting
+            .first()
+            .map(|(at, _)| at + self.limits.reconnect_grace_ms);
         [
             grace,
             self.count.deadline(COUNT_INTERVAL_MS),
@@ -524,14 +536,12 @@ impl RoomState {
     /// Runs what is due at `now`: grace expiries, coalesced counts, breakout timers.
     pub fn tick(&mut self, now: Millis) -> Vec<Event> {
         let mut events = Vec::new();
+        let grace = self.limits.reconnect_grace_ms;
         let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| {
-                m.disconnected_at
-                    .is_some_and(|t| now >= t + self.limits.reconnect_grace_ms)
-            })
-            .map(|m| m.member.identity.clone())
+            .reconnecting
+            .iter()
+            .take_while(|(at, _)| now >= at + grace)
+            .map(|(_, identity)| identity.clone())
             .collect();
         for identity in expired {
             events.extend(self.drop_member(&identity, LeaveReason::TimedOut, now));

@@ -136,6 +136,19 @@ fn reconnecting_then_left_after_grace() {
 }
 
 #[test]
+fn the_grace_runs_from_the_first_drop() {
+    let mut room = room_with(&[("ana", Role::Participant)]);
+    assert_eq!(room.connection_closed("ana", false, 1_000).len(), 1);
+    // A further close while reconnecting changes nothing and does not restart the grace.
+    assert!(room.connection_closed("ana", false, 15_000).is_empty());
+    assert_eq!(room.next_deadline(), Some(21_000));
+    room.tick(21_000);
+    assert!(room.member("ana").is_none());
+    // Nothing stale is left behind to wake the room.
+    assert_eq!(room.next_deadline(), None);
+}
+
+#[test]
 fn two_connections_of_one_identity_are_one_member() {
     let mut room = room_with(&[("ana", Role::Participant)]);
     assert!(room
