@@ -13,8 +13,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
-use super::ws::bearer;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::bus::{SessionEffect, Topic};
 use crate::media::{group, Media};
@@ -56,6 +55,16 @@ impl Resources {
     fn remove(&self, id: &str) -> Option<Resource> {
         self.inner.lock().expect("resources lock").remove(id)
     }
+
+    /// Removes the resource only if it belongs to `room`.
+    fn remove_in(&self, room: &str, id: &str) -> Option<Resource> {
+        let mut map = self.inner.lock().expect("resources lock");
+        if map.get(id).is_some_and(|r| r.room == room) {
+            map.remove(id)
+        } else {
+            None
+        }
+    }
 }
 
 /// Checks what both endpoints need: media on, SDP body, a valid token for this room.
@@ -84,12 +93,7 @@ fn check_request(
             "Content-Type must be application/sdp",
         ));
     }
-    let token = bearer(headers, None)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
-    let claims = state
-        .keys
-        .verify(&token, Some(room))
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let claims = state.claims(headers, TokenFrom::Header, Some(room))?;
     if body.trim().is_empty() {
         return Err(ApiError::bad_request("the body must be an SDP offer"));
     }
@@ -279,22 +283,11 @@ async fn end_resource(
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers, None)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
-    state
-        .keys
-        .verify(&token, Some(&room))
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    match state.resources.remove(&resource) {
-        Some(found) if found.room == room => {
-            let _ = found.stop.send(());
-            Ok(StatusCode::OK.into_response())
-        }
-        Some(other) => {
-            // Not this room's: put it back untouched.
-            state.resources.insert(&resource, &other.room, other.stop);
-            Err(ApiError::not_found("no such session in this room"))
-        }
-        None => Err(ApiError::not_found("no such session")),
-    }
+    state.claims(&headers, TokenFrom::Header, Some(&room))?;
+    let found = state
+        .resources
+        .remove_in(&room, &resource)
+        .ok_or_else(|| ApiError::not_found("no such session in this room"))?;
+    let _ = found.stop.send(());
+    Ok(StatusCode::OK.into_response())
 }

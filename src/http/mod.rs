@@ -66,6 +66,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Where an endpoint takes its access token from.
+pub enum TokenFrom<'a> {
+    Header,
+    /// Browsers cannot set headers on a WebSocket, so `/ws` also takes `?token=`.
+    HeaderOrQuery(Option<&'a str>),
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -121,6 +128,26 @@ impl AppState {
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         }
+    }
+
+    /// The bearer token verified (for `room`, when given): 401 with the reason otherwise.
+    pub fn claims(
+        &self,
+        headers: &axum::http::HeaderMap,
+        from: TokenFrom<'_>,
+        room: Option<&str>,
+    ) -> Result<crate::auth::Claims, ApiError> {
+        let (query, missing) = match from {
+            TokenFrom::Header => (None, "missing Authorization: Bearer"),
+            TokenFrom::HeaderOrQuery(query) => (
+                query,
+                "missing access token: pass ?token= or Authorization: Bearer",
+            ),
+        };
+        let token = ws::bearer(headers, query).ok_or_else(|| ApiError::unauthorized(missing))?;
+        self.keys
+            .verify(&token, room)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 
     pub fn shutting_down(&self) -> bool {

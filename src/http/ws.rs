@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::bus::Topic;
 use crate::media::{MediaAccess, MediaLink};
@@ -106,13 +106,11 @@ async fn prepare(
     query: &WsQuery,
     headers: &HeaderMap,
 ) -> Result<(Claims, RoomHandle), ApiError> {
-    let token = bearer(headers, query.token.as_deref()).ok_or_else(|| {
-        ApiError::unauthorized("missing access token: pass ?token= or Authorization: Bearer")
-    })?;
-    let claims = state
-        .keys
-        .verify(&token, query.room.as_deref())
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let claims = state.claims(
+        headers,
+        TokenFrom::HeaderOrQuery(query.token.as_deref()),
+        query.room.as_deref(),
+    )?;
     if state.shutting_down() {
         return Err(ApiError::unavailable(
             "the server is shutting down; reconnect shortly",
