@@ -152,15 +152,7 @@ impl ChatArgs {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: ChatArgs,
-        }
-        <Wrap as clap::Parser>::try_parse_from(
-            std::iter::once(OsString::from("chat")).chain(args.into_iter().map(Into::into)),
-        )
-        .map(|w| w.args)
+        parse_flattened("chat", args)
     }
 }
 
@@ -171,16 +163,22 @@ impl VotesArgs {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: VotesArgs,
-        }
-        <Wrap as clap::Parser>::try_parse_from(
-            std::iter::once(OsString::from("votes")).chain(args.into_iter().map(Into::into)),
-        )
-        .map(|w| w.args)
+        parse_flattened("votes", args)
     }
+}
+
+/// Parses `args` as if they followed the subcommand `name`.
+fn parse_flattened<A, I, T>(name: &'static str, args: I) -> Result<A, clap::Error>
+where
+    A: clap::Args + clap::FromArgMatches,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    let command = A::augment_args(clap::Command::new(name));
+    let matches = command.try_get_matches_from(
+        std::iter::once(OsString::from(name)).chain(args.into_iter().map(Into::into)),
+    )?;
+    A::from_arg_matches(&matches)
 }
 
 // --- Reports -------------------------------------------------------------------
