@@ -237,6 +237,30 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
                 "Keyframe requests sent to publishers.",
                 s.keyframe_requests_out,
             ),
+            (
+                "convene_sfu_packets_direct_total",
+                "counter",
+                "RTP packets SRTP-protected and sent by the workers (direct egress path).",
+                s.packets_direct,
+            ),
+            (
+                "convene_sfu_retransmits_total",
+                "counter",
+                "RTP packets re-sent on the direct path after a NACK.",
+                s.retransmits,
+            ),
+            (
+                "convene_sfu_datagrams_out_total",
+                "counter",
+                "UDP datagrams sent.",
+                s.datagrams_out,
+            ),
+            (
+                "convene_sfu_send_calls_total",
+                "counter",
+                "Send system calls (sendmmsg batches up to 64 datagrams).",
+                s.send_calls,
+            ),
         ] {
             text.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"

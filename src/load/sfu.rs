@@ -76,6 +76,10 @@ pub struct SfuArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Subscribers discard every Nth RTP datagram they receive, as a lossy network
+    /// would (0: none). NACKed video comes back; audio is not retransmitted.
+    #[arg(long, default_value_t = 0)]
+    pub drop_every: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -488,6 +492,8 @@ struct Peer {
     job: Job,
     seqs: Vec<SeqWindow>,
     connected: bool,
+    drop_every: u64,
+    rtp_seen: u64,
 }
 
 /// Receive buffer of each load peer's socket (the kernel caps it at `net.core.rmem_max`).
@@ -515,6 +521,8 @@ impl Peer {
             job,
             seqs: Vec::new(),
             connected: false,
+            drop_every: 0,
+            rtp_seen: 0,
         })
     }
 
@@ -585,6 +593,12 @@ impl Peer {
     }
 
     fn receive(&mut self, n: usize, source: SocketAddr, buf: &[u8]) -> Result<(), String> {
+        if self.drop_every > 0 && is_rtp(&buf[..n]) {
+            self.rtp_seen += 1;
+            if self.rtp_seen % self.drop_every == 0 {
+                return Ok(());
+            }
+        }
         let Ok(recv) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) else {
             return Ok(());
         };
@@ -827,12 +841,13 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
         let host = host.clone();
         let path = format!("{prefix}/whep/{}", args.room);
         let stop = stop_rx.clone();
+        let drop_every = args.drop_every;
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await.ok();
             let posted = Instant::now();
             let job = Job::Subscriber { stats: st.clone(), posted };
             let mut p = match Peer::new(true, job).await {
-                Ok(p) => p,
+                Ok(p) => Peer { drop_every, ..p },
                 Err(e) => {
                     st.state.store(FAILED, Ordering::Relaxed);
                     tracing::warn!(subscriber = i, error = %e, "socket");

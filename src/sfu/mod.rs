@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 mod directory;
+mod egress;
 mod layer;
 mod udp;
 mod worker;
@@ -257,6 +258,14 @@ pub struct SfuStats {
     /// Keyframe requests sent to publishers (after throttling).
     pub keyframe_requests_out: u64,
     pub offers_sent: u64,
+    /// Of `frames_forwarded`, those protected and sent by the worker itself (the direct
+    /// egress path) rather than through the engine.
+    pub packets_direct: u64,
+    /// Packets re-sent on the direct path in answer to a NACK.
+    pub retransmits: u64,
+    /// Datagrams sent, and the `sendmmsg`/`sendto` calls it took.
+    pub datagrams_out: u64,
+    pub send_calls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +277,10 @@ pub(crate) struct Counters {
     pub keyframe_requests_in: AtomicU64,
     pub keyframe_requests_out: AtomicU64,
     pub offers_sent: AtomicU64,
+    pub packets_direct: AtomicU64,
+    pub retransmits: AtomicU64,
+    pub datagrams_out: AtomicU64,
+    pub send_calls: AtomicU64,
 }
 
 impl Counters {
@@ -432,7 +445,7 @@ impl Sfu {
             counters: Counters::default(),
             udp_ctl: udp_tx,
             stop: AtomicBool::new(false),
-            crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            crypto: Arc::new(egress::capturing(str0m::crypto::from_feature_flags())),
             bwe: cfg.bandwidth_estimation,
             events: Mutex::new(Default::default()),
         });
@@ -639,6 +652,10 @@ impl Sfu {
             keyframe_requests_in: get(&c.keyframe_requests_in),
             keyframe_requests_out: get(&c.keyframe_requests_out),
             offers_sent: get(&c.offers_sent),
+            packets_direct: get(&c.packets_direct),
+            retransmits: get(&c.retransmits),
+            datagrams_out: get(&c.datagrams_out),
+            send_calls: get(&c.send_calls),
         }
     }
 }

@@ -26,6 +26,8 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::rtcp::{Nack, Rtcp};
+use str0m::rtp::RawPacket;
 use str0m::rtp::{
     Extension, ExtensionMap, ExtensionValues, RtpPacket, RtpWrite, Ssrc, VideoOrientation,
 };
@@ -33,6 +35,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::directory::{PeerKey, TrackKey, TrackMeta};
+use super::egress::{self, ExtIds, History, KeySlot, RtpOut, SendBatch, Sent, SrtpSender};
 use super::layer::{
     choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
@@ -218,9 +221,34 @@ struct TrackOut {
     pt: Option<(Pt, Option<Pt>)>,
     last_eval: Option<Instant>,
     last_ask: Option<Instant>,
+    /// Direct egress: our SSRC and header extension ids (looked up on first use), when
+    /// the engine last sent a packet of this stream, and recent video for NACKs.
+    direct: Option<(u32, ExtIds)>,
+    engine_at: Option<Instant>,
+    history: History,
 }
 
 impl TrackOut {
+    fn new(meta: Arc<TrackMeta>, state: OutState, slot: bool) -> Self {
+        TrackOut {
+            meta,
+            state,
+            slot,
+            unwanted: false,
+            current: None,
+            target: None,
+            need_keyframe: false,
+            seq: SeqRewriter::default(),
+            time: TimeRewriter::default(),
+            pt: None,
+            last_eval: None,
+            last_ask: None,
+            direct: None,
+            engine_at: None,
+            history: History::default(),
+        }
+    }
+
     fn open(&mut self, mid: Mid) {
         self.state = OutState::Open(mid);
         self.need_keyframe = self.meta.kind == TrackKind::Video;
@@ -231,6 +259,9 @@ impl TrackOut {
         self.target = None;
         self.last_eval = None;
         self.last_ask = None;
+        self.direct = None;
+        self.engine_at = None;
+        self.history = History::default();
     }
 }
 
@@ -258,6 +289,12 @@ struct Peer {
     quality: VideoQuality,
     quality_by_track: Vec<(String, VideoQuality)>,
     bwe_bps: Option<u64>,
+    /// Forwarded media skips the engine (no bandwidth estimation to feed): see `egress`.
+    direct: bool,
+    keys: KeySlot,
+    srtp: Option<SrtpSender>,
+    /// Where the engine last sent to (the nominated remote address).
+    remote: Option<SocketAddr>,
 }
 
 impl Peer {
@@ -316,6 +353,16 @@ struct Ctx {
     outbox: Vec<Vec<Forwarded>>,
     frames: u64,
     bytes: u64,
+    direct: u64,
+    retransmits: u64,
+    /// Every datagram this worker sends goes through here, in order.
+    batch: SendBatch,
+}
+
+impl Ctx {
+    fn send(&mut self, buf: Vec<u8>, to: SocketAddr) {
+        self.batch.push(&self.shared.socket, buf, to);
+    }
 }
 
 struct Worker {
@@ -341,6 +388,9 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
             outbox: (0..n).map(|_| Vec::new()).collect(),
             frames: 0,
             bytes: 0,
+            direct: 0,
+            retransmits: 0,
+            batch: SendBatch::default(),
         },
         recycle,
         queued: rx.queued,
@@ -405,7 +455,7 @@ impl Worker {
                     let _ = catch_unwind(AssertUnwindSafe(|| {
                         let _ = p.rtc.close();
                         while let Ok(Output::Transmit(t)) = p.rtc.poll_output() {
-                            let _ = self.ctx.shared.socket.send_to(&t.contents, t.destination);
+                            self.ctx.send(t.contents.into(), t.destination);
                         }
                     }));
                     self.ctx.drop_peer_state(&p);
@@ -440,20 +490,7 @@ impl Worker {
                 if !lt.subscribers.contains(&peer) {
                     lt.subscribers.push(peer);
                 }
-                p.outs.push(TrackOut {
-                    meta: track,
-                    state: OutState::ToOpen,
-                    slot: false,
-                    unwanted: false,
-                    current: None,
-                    target: None,
-                    need_keyframe: false,
-                    seq: SeqRewriter::default(),
-                    time: TimeRewriter::default(),
-                    pt: None,
-                    last_eval: None,
-                    last_ask: None,
-                });
+                p.outs.push(TrackOut::new(track, OutState::ToOpen, false));
                 p.negotiate = true;
             }
             WorkerMsg::Unsubscribe { peer, track } => {
@@ -570,7 +607,10 @@ impl Worker {
     fn add_peer(&mut self, np: NewPeer) {
         let now = Instant::now();
         let shared = &self.ctx.shared;
+        let direct = !(shared.bwe && np.opts.bandwidth_estimation);
         let mut cfg = RtcConfig::new()
+            // Direct egress answers NACKs itself, from the RTCP the engine decrypted.
+            .enable_raw_packets(direct)
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_crypto_provider(shared.crypto.clone())
@@ -588,7 +628,7 @@ impl Worker {
             }
             cfg = cfg.set_extension_map(exts);
         }
-        let mut rtc = cfg.build(now);
+        let (mut rtc, keys) = egress::build_with_keys(|| cfg.build(now));
         match Candidate::host(shared.advertise, "udp") {
             Ok(c) => {
                 rtc.add_local_candidate(c);
@@ -618,6 +658,10 @@ impl Worker {
                 quality: VideoQuality::High,
                 quality_by_track: Vec::new(),
                 bwe_bps: None,
+                direct,
+                keys,
+                srtp: None,
+                remote: None,
             },
         );
     }
@@ -681,10 +725,22 @@ impl Worker {
                 }
             }
         }
+        self.ctx.batch.flush(&self.ctx.shared.socket);
         let c = &self.ctx.shared.counters;
         if self.ctx.frames > 0 {
             Counters::add(&c.frames_forwarded, std::mem::take(&mut self.ctx.frames));
             Counters::add(&c.bytes_forwarded, std::mem::take(&mut self.ctx.bytes));
+            Counters::add(&c.packets_direct, std::mem::take(&mut self.ctx.direct));
+        }
+        if self.ctx.retransmits > 0 {
+            Counters::add(&c.retransmits, std::mem::take(&mut self.ctx.retransmits));
+        }
+        if self.ctx.batch.datagrams > 0 {
+            Counters::add(
+                &c.datagrams_out,
+                std::mem::take(&mut self.ctx.batch.datagrams),
+            );
+            Counters::add(&c.send_calls, std::mem::take(&mut self.ctx.batch.syscalls));
         }
         self.reap();
     }
@@ -891,9 +947,8 @@ fn poll_peer(p: &mut Peer, ctx: &mut Ctx) {
                 return;
             }
             Output::Transmit(t) => {
-                if let Err(e) = ctx.shared.socket.send_to(&t.contents, t.destination) {
-                    tracing::debug!(error = %e, dest = %t.destination, "udp send");
-                }
+                p.remote = Some(t.destination);
+                ctx.send(t.contents.into(), t.destination);
             }
             Output::Event(e) => on_event(p, ctx, e),
         }
@@ -957,6 +1012,11 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
         }
         Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
             p.bwe_bps = Some(estimate.as_u64());
+        }
+        Event::RawPacket(raw) => {
+            if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                retransmit(p, ctx, &nack);
+            }
         }
         _ => {}
     }
@@ -1134,6 +1194,84 @@ fn request_keyframe(
     }
 }
 
+/// Our SSRC for the stream on `mid` and the extension ids the subscriber negotiated.
+fn direct_stream(rtc: &mut Rtc, mid: Mid) -> Option<(u32, ExtIds)> {
+    let ssrc = *rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
+    let exts = rtc.media(mid)?.remote_extmap();
+    let ids = ExtIds {
+        mid: exts.id_of(Extension::RtpMid),
+        audio_level: exts.id_of(Extension::AudioLevel),
+        video_orientation: exts.id_of(Extension::VideoOrientation),
+    };
+    Some((ssrc, ids))
+}
+
+/// Writes, protects and queues one packet on the direct egress path.
+fn send_direct(
+    batch: &mut SendBatch,
+    socket: &std::net::UdpSocket,
+    srtp: &mut SrtpSender,
+    out: &RtpOut<'_>,
+    ids: ExtIds,
+    payload: &[u8],
+    to: SocketAddr,
+) -> bool {
+    let mut buf = batch.buffer();
+    egress::write_header(&mut buf, out, ids);
+    if !srtp.protect(&mut buf, payload, out.ssrc, out.seq) {
+        batch.recycle(buf);
+        return false;
+    }
+    batch.push(socket, buf, to);
+    true
+}
+
+/// Answers a subscriber's NACK from the direct path's history (the engine answers for
+/// the packets it sent itself).
+fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
+    let (Some(srtp), Some(remote)) = (&mut p.srtp, p.remote) else {
+        return;
+    };
+    let ssrc = *nack.ssrc;
+    for o in &p.outs {
+        let (OutState::Open(mid), Some((our_ssrc, ids))) = (o.state, o.direct) else {
+            continue;
+        };
+        if our_ssrc != ssrc {
+            continue;
+        }
+        for entry in nack.reports.iter() {
+            for seq in egress::nacked(entry.pid, entry.blp) {
+                let Some(sent) = o.history.get(seq) else {
+                    continue;
+                };
+                let out = RtpOut {
+                    pt: sent.pt,
+                    marker: sent.marker,
+                    seq: sent.seq,
+                    time: sent.time,
+                    ssrc,
+                    mid: &mid,
+                    audio_level: None,
+                    video_orientation: sent.video_orientation,
+                };
+                if send_direct(
+                    &mut ctx.batch,
+                    &ctx.shared.socket,
+                    srtp,
+                    &out,
+                    ids,
+                    &sent.data,
+                    remote,
+                ) {
+                    ctx.retransmits += 1;
+                }
+            }
+        }
+        return;
+    }
+}
+
 /// Writes one packet to every subscriber of its track on this worker.
 fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now: Instant) {
     let Some(lt) = ctx.subs.get_mut(&f.track) else {
@@ -1225,6 +1363,60 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             continue;
         };
         let video = o.meta.kind == TrackKind::Video;
+        if p.direct
+            && o.engine_at
+                .is_some_and(|t| now.saturating_duration_since(t) < egress::ENGINE_EVERY)
+        {
+            if p.srtp.is_none() {
+                p.srtp = p
+                    .keys
+                    .get()
+                    .and_then(|k| SrtpSender::new(&ctx.shared.crypto, k));
+            }
+            if o.direct.is_none() {
+                o.direct = direct_stream(&mut p.rtc, mid);
+            }
+            if let (Some(srtp), Some(remote), Some((ssrc, ids))) = (&mut p.srtp, p.remote, o.direct)
+            {
+                let out = RtpOut {
+                    pt,
+                    marker: f.marker,
+                    seq,
+                    time: t as u32,
+                    ssrc,
+                    mid: &mid,
+                    audio_level: f.audio_level.zip(f.voice_activity),
+                    video_orientation: f.video_orientation,
+                };
+                if send_direct(
+                    &mut ctx.batch,
+                    &ctx.shared.socket,
+                    srtp,
+                    &out,
+                    ids,
+                    &f.data,
+                    remote,
+                ) {
+                    ctx.direct += 1;
+                    ctx.frames += 1;
+                    ctx.bytes += f.data.len() as u64;
+                    if video {
+                        o.history.push(Sent {
+                            seq,
+                            pt,
+                            marker: f.marker,
+                            time: t as u32,
+                            video_orientation: f.video_orientation,
+                            data: f.data.clone(),
+                        });
+                    }
+                    continue;
+                }
+            }
+        }
+        // Through the engine: the first packets (before keys and address are known),
+        // one per stream per `ENGINE_EVERY` on the direct path, everything otherwise.
+        o.engine_at = Some(now);
         let mut api = p.rtc.direct_api();
         let Some(tx) = api.stream_tx_by_mid(mid, None) else {
             continue;
