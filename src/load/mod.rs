@@ -1,9 +1,11 @@
 //! Load tools: real WebSocket and WebRTC clients that drive a running server and print figures.
 //!
 //! `convene load chat|votes` drives the signaling hub (see `chat.rs`); `convene load sfu`
-//! drives the media path with str0m client peers (see `sfu.rs`).
+//! drives the media path with str0m client peers (see `sfu.rs`); `convene load udp-floor`
+//! measures the kernel's share of sending a datagram (see `floor.rs`).
 
 pub mod chat;
+pub mod floor;
 pub mod sfu;
 
 /// A load run that could not complete.
@@ -23,6 +25,8 @@ pub enum LoadCommand {
     Votes(chat::VotesArgs),
     /// WebRTC subscribers (str0m peers) of one published stream.
     Sfu(sfu::SfuArgs),
+    /// Plain UDP datagrams to N sockets: the kernel's CPU per datagram, the SFU's floor.
+    UdpFloor(floor::FloorArgs),
 }
 
 pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
@@ -30,5 +34,6 @@ pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
         LoadCommand::Chat(args) => chat::run_chat(args).await,
         LoadCommand::Votes(args) => chat::run_votes(args).await,
         LoadCommand::Sfu(args) => sfu::run(args).await,
+        LoadCommand::UdpFloor(args) => floor::run(args).await,
     }
 }

@@ -71,6 +71,7 @@
 
 mod directory;
 mod egress;
+pub(crate) use egress::SendBatch;
 mod layer;
 mod udp;
 mod worker;
