@@ -16,7 +16,10 @@
 //!   per loop turn, to other workers.
 //! - `udp.rs`: the receive thread. Reads the one socket and hands each datagram to the worker
 //!   of its peer: by remote address, or for a new address by the ICE ufrag in the STUN
-//!   `USERNAME`. Workers send on the shared socket directly.
+//!   `USERNAME`. Workers send on the shared socket directly, in `sendmmsg` batches.
+//! - `egress.rs`: the direct egress path. Viewers without bandwidth estimation get packets
+//!   SRTP-protected by the worker (keys captured from the DTLS handshake), not polled out of
+//!   the engine one by one; NACKs answered from a short history.
 //! - `layer.rs`: pure forwarding rules: simulcast layer choice, keyframe-request throttle,
 //!   per-layer bitrate meter, RTP time rewriting across layer switches.
 //!

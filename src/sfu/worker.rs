@@ -9,7 +9,9 @@
 //! (payload `Arc<[u8]>` shared by every subscriber), with the subscriber's own
 //! SSRC (str0m's send stream), sequence numbers and RTP time rewritten per
 //! subscriber so they stay gapless across keyframe waits and layer switches.
-//! str0m still does SRTP, NACK/RTX and TWCC per stream. Nothing on this path
+//! For subscribers with bandwidth estimation str0m does SRTP, NACK/RTX and TWCC
+//! per stream; the others take the direct egress path (`egress.rs`). Every
+//! datagram leaves through the worker's `sendmmsg` batch. Nothing on this path
 //! takes a lock.
 
 use std::collections::HashMap;
