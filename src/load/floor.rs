@@ -167,23 +167,9 @@ fn send(
     Ok((datagrams, calls, cpu))
 }
 
-/// This thread's user + system CPU time, from `/proc/thread-self/stat`.
+/// This thread's user + system CPU time.
 fn thread_cpu() -> Result<Duration, LoadError> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    // Fields after the command name (which may hold spaces) start at the state.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| LoadError::Setup("unreadable /proc/thread-self/stat".into()))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of stat(5); index 11 and 12 after the state.
-    let total = ticks(11) + ticks(12);
-    // Clock ticks are 100 Hz on Linux.
-    Ok(Duration::from_millis(total * 10))
+    super::sfu::proc_cpu_us("thread-self")
+        .map(Duration::from_micros)
+        .ok_or_else(|| LoadError::Setup("unreadable /proc/thread-self/stat".into()))
 }

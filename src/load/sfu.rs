@@ -706,8 +706,8 @@ fn location_path(prefix: &str, loc: &str) -> String {
     }
 }
 
-/// `/proc/<pid>/stat` utime + stime, microseconds.
-fn proc_cpu_us(pid: &str) -> Option<u64> {
+/// `/proc/<pid>/stat` utime + stime, microseconds (`pid` may be `self` or `thread-self`).
+pub(crate) fn proc_cpu_us(pid: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at state (field 3).
     let rest = &text[text.rfind(')')? + 2..];
