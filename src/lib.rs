@@ -4,14 +4,18 @@
 //! - [`config`]: `config/default.toml` embedded, a file merged over it, environment overrides.
 //! - [`auth`]: HS256 access tokens naming identity, room, role and attributes.
 //! - [`http`]: the edge: `/ws`, health, metrics, the embedded client, `/api/v1`.
-//! - [`session`]: one task pair per socket: parsing, limits, the outbound path, resume.
+//! - [`wire`]: the neutral layer below room, session and bus: envelopes, audiences, places,
+//!   session effects, lanes, and the `SessionSink` seam rooms deliver through.
+//! - [`session`]: one task pair per socket: parsing, limits, the outbound path, resume; and
+//!   the hub, this node's `SessionSink`.
 //! - [`room`]: the pure `RoomState` (members, stage, chat, Q&A, breakouts) and its actor.
-//! - [`bus`]: fan-out of sequenced events (in-process; Redis later) and the event log for resume.
+//! - [`bus`]: this node's lanes of sequenced envelopes and the event log for resume.
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
 //!
-//! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
+//! Data flows one way: socket -> session -> room actor -> event log + sink (lanes) -> sessions -> sockets.
+//! `room` never imports `session`, and `bus` never imports `room` (`tests/layering.rs`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -23,3 +27,4 @@ pub mod media;
 pub mod room;
 pub mod session;
 pub mod sfu;
+pub mod wire;

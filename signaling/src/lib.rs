@@ -517,6 +517,60 @@ pub enum ErrorCode {
     Unavailable,
 }
 
+/// Why the server closes a socket: a WebSocket close code and reason, one mapping for the whole server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    pub const GOING_AWAY: CloseReason = CloseReason {
+        code: 1001,
+        reason: "going away",
+    };
+    pub const POLICY: CloseReason = CloseReason {
+        code: 1008,
+        reason: "too many refused messages",
+    };
+    pub const TOO_BIG: CloseReason = CloseReason {
+        code: 1009,
+        reason: "message too big",
+    };
+    pub const RESTARTING: CloseReason = CloseReason {
+        code: 1012,
+        reason: "server restarting",
+    };
+    /// Fell behind the room's events; the client may resume.
+    pub const SLOW: CloseReason = CloseReason {
+        code: 1013,
+        reason: "too slow reading events; resume",
+    };
+    pub const IDLE: CloseReason = CloseReason {
+        code: 4000,
+        reason: "idle timeout",
+    };
+    pub const REMOVED: CloseReason = CloseReason {
+        code: 4001,
+        reason: "removed from the room",
+    };
+    pub const REPLACED: CloseReason = CloseReason {
+        code: 4002,
+        reason: "session resumed elsewhere",
+    };
+    pub const REFUSED: CloseReason = CloseReason {
+        code: 4003,
+        reason: "refused",
+    };
+}
+
+/// One member's new place in a bulk move.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct MemberMove {
+    pub identity: String,
+    pub breakout: Option<BreakoutId>,
+}
+
 /// Why someone left.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -644,6 +698,17 @@ pub enum RoomEvent {
         breakout: Option<BreakoutId>,
         name: String,
         ends_at: Option<Millis>,
+        /// People at the destination you could not see before (a webcast audience's
+        /// teammates in a breakout); empty when you already see everyone there.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        members: Vec<Member>,
+    },
+    /// Many people moved at once (breakouts opened or closed). For each move the viewer
+    /// sets `breakout`, clears `hand_raised`, and on a return to the main room
+    /// (`breakout: null`) sets `on_stage` to whether the member is a presenter. One event
+    /// instead of one per person, so a bulk move costs each session one frame.
+    MembersMoved {
+        moves: Vec<MemberMove>,
     },
     BreakoutWarning {
         ends_at: Millis,

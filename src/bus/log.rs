@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::LoggedEvent;
+use crate::wire::Envelope;
 
 /// The requested gap starts before the oldest event kept.
 #[derive(Debug, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub struct GapTooOld {
 
 pub struct EventLog {
     capacity: usize,
-    events: VecDeque<Arc<LoggedEvent>>,
+    events: VecDeque<Arc<Envelope>>,
     last_seq: u64,
 }
 
@@ -34,7 +34,7 @@ impl EventLog {
         self.last_seq + 1
     }
 
-    pub fn append(&mut self, event: Arc<LoggedEvent>) {
+    pub fn append(&mut self, event: Arc<Envelope>) {
         debug_assert_eq!(event.seq, self.last_seq + 1);
         self.last_seq = event.seq;
         self.events.push_back(event);
@@ -44,7 +44,7 @@ impl EventLog {
     }
 
     /// Every event after `last_seq`, in order.
-    pub fn since(&self, last_seq: u64) -> Result<Vec<Arc<LoggedEvent>>, GapTooOld> {
+    pub fn since(&self, last_seq: u64) -> Result<Vec<Arc<Envelope>>, GapTooOld> {
         if last_seq >= self.last_seq {
             return Ok(Vec::new());
         }
@@ -62,12 +62,12 @@ impl EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::Audience;
+    use crate::wire::Audience;
 
     fn log_with(capacity: usize, n: u64) -> EventLog {
         let mut log = EventLog::new(capacity);
         for seq in 1..=n {
-            log.append(Arc::new(LoggedEvent {
+            log.append(Arc::new(Envelope {
                 seq,
                 audience: Audience::Everyone,
                 effect: None,

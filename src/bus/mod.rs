@@ -1,131 +1,181 @@
-//! The event bus rooms publish to and sessions subscribe through, and the per-room event log behind resume.
+//! This node's fan-out: bounded lanes of sequenced envelopes that sessions read at their own pace, and the per-room event log behind resume.
 //!
-//! `Bus` is a trait so a Redis implementation can replace [`LocalBus`] without rooms or
-//! sessions knowing; the choice is made once, at start-up (`http::AppState::new`).
+//! A room's events travel on lanes ([`Lane`]): one for the whole room, one per place (main
+//! room, each breakout) and one for staff; a person's direct lane is their sessions' own
+//! queue (see `session::hub`). A lane keeps its recent envelopes, so a session that moves to
+//! another place reads the new place's lane from the move's `seq` on, and one that falls a
+//! whole lane behind learns it lagged instead of silently missing events.
 
 mod log;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 pub use log::{EventLog, GapTooOld};
 
-use crate::room::{Audience, Place};
+use crate::wire::{Envelope, Lane, Place};
 
-/// A serialised server message, shared by every session that sends it.
-pub type Frame = Utf8Bytes;
+/// A reader asked for events that this lane no longer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lagged;
 
-/// What a session must do when it delivers an event, beyond sending it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SessionEffect {
-    /// This identity moved; its sessions now see events for `to`.
-    Move {
-        identity: String,
-        from: Place,
-        to: Place,
-        may_publish: bool,
-    },
-    /// This identity's record changed (stage, place): its media rights may have too.
-    Access {
-        identity: String,
-        place: Place,
-        may_publish: bool,
-    },
-    /// This identity was removed; its sessions close after sending the event.
-    Kick { identity: String },
-    /// Room settings changed: every session's media rights may have too.
-    Recheck,
-}
-
-/// A room event as it travels: sequence number, who may see it, and its bytes, serialised once.
-#[derive(Debug)]
-pub struct LoggedEvent {
-    pub seq: u64,
-    pub audience: Audience,
-    pub effect: Option<SessionEffect>,
-    pub frame: Frame,
-}
-
-pub type Subscription = broadcast::Receiver<Arc<LoggedEvent>>;
-
-/// A room has two topics. Events only staff may see go on `Staff`, so that in a webcast
-/// thousands of audience sessions are not woken for each other's joins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Topic {
-    All,
-    Staff,
-}
-
-impl Topic {
-    pub fn of(audience: &Audience) -> Topic {
-        if audience.staff_only() {
-            Topic::Staff
-        } else {
-            Topic::All
-        }
-    }
-}
-
-/// Fan-out of room events to sessions.
-pub trait Bus: Send + Sync + 'static {
-    /// Sends to every current subscriber of the room's topic; never waits on a slow one.
-    fn publish(&self, room: &str, topic: Topic, event: Arc<LoggedEvent>);
-    /// Subscribes to a room's topic; a subscriber that falls `capacity` events behind gets `Lagged`.
-    fn subscribe(&self, room: &str, topic: Topic) -> Subscription;
-    /// The room is gone; release what its topics hold.
-    fn forget(&self, room: &str);
-}
-
-type Channels = HashMap<(String, Topic), broadcast::Sender<Arc<LoggedEvent>>>;
-
-/// One node: a broadcast channel per room and topic. A lagging receiver is told so instead of blocking senders.
-pub struct LocalBus {
+/// One lane: the newest `capacity` envelopes in `seq` order, and a wake-up for readers.
+pub struct LaneRing {
+    events: RwLock<VecDeque<Arc<Envelope>>>,
+    /// The highest `seq` pushed, written after the push so a reader that sees it finds the event.
+    head: AtomicU64,
+    /// The highest `seq` dropped off the front.
+    evicted_through: AtomicU64,
+    wake: watch::Sender<u64>,
     capacity: usize,
-    topics: Mutex<Channels>,
 }
 
-impl LocalBus {
-    pub fn new(capacity: usize) -> LocalBus {
-        LocalBus {
+impl LaneRing {
+    pub fn new(capacity: usize) -> LaneRing {
+        LaneRing {
+            events: RwLock::new(VecDeque::new()),
+            head: AtomicU64::new(0),
+            evicted_through: AtomicU64::new(0),
+            wake: watch::Sender::new(0),
             capacity: capacity.max(16),
-            topics: Mutex::new(HashMap::new()),
         }
     }
 
-    fn channel(&self, room: &str, topic: Topic) -> broadcast::Sender<Arc<LoggedEvent>> {
-        let mut topics = self.topics.lock().expect("bus lock poisoned");
-        topics
-            .entry((room.to_string(), topic))
-            .or_insert_with(|| broadcast::channel(self.capacity).0)
+    pub fn push(&self, envelope: Arc<Envelope>) {
+        let seq = envelope.seq;
+        {
+            let mut events = self.events.write().expect("lane lock");
+            events.push_back(envelope);
+            if events.len() > self.capacity {
+                if let Some(old) = events.pop_front() {
+                    self.evicted_through.store(old.seq, Ordering::Release);
+                }
+            }
+        }
+        self.head.store(seq, Ordering::Release);
+        self.wake.send_replace(seq);
+    }
+
+    /// The highest `seq` on this lane.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Whether a reader that has delivered up to `after` has lost events on this lane.
+    pub fn lost_after(&self, after: u64) -> bool {
+        self.evicted_through.load(Ordering::Acquire) > after
+    }
+
+    /// Copies up to `max` envelopes with `seq > after` into `out`, oldest first.
+    pub fn read_after(
+        &self,
+        after: u64,
+        max: usize,
+        out: &mut VecDeque<Arc<Envelope>>,
+    ) -> Result<(), Lagged> {
+        let events = self.events.read().expect("lane lock");
+        if self.lost_after(after) {
+            return Err(Lagged);
+        }
+        let start = events.partition_point(|e| e.seq <= after);
+        out.extend(events.range(start..).take(max).cloned());
+        Ok(())
+    }
+
+    /// Wakes when something is pushed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.read().expect("lane lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The shared lanes of one room on this node.
+pub struct RoomLanes {
+    pub room: Arc<LaneRing>,
+    pub staff: Arc<LaneRing>,
+    places: Mutex<HashMap<Place, Arc<LaneRing>>>,
+    capacity: usize,
+}
+
+impl RoomLanes {
+    fn new(capacity: usize) -> RoomLanes {
+        RoomLanes {
+            room: Arc::new(LaneRing::new(capacity)),
+            staff: Arc::new(LaneRing::new(capacity)),
+            places: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// A place's lane, created on first use and kept while the room lives (a room has at
+    /// most a few hundred places).
+    pub fn place(&self, place: Place) -> Arc<LaneRing> {
+        let mut places = self.places.lock().expect("places lock");
+        places
+            .entry(place)
+            .or_insert_with(|| Arc::new(LaneRing::new(self.capacity)))
             .clone()
     }
+
+    /// Pushes an envelope onto one shared lane; `None` for a person's lane, which is not here.
+    pub fn push(&self, lane: &Lane, envelope: &Arc<Envelope>) -> Option<()> {
+        match lane {
+            Lane::Room => self.room.push(envelope.clone()),
+            Lane::Staff => self.staff.push(envelope.clone()),
+            Lane::Place(place) => self.place(*place).push(envelope.clone()),
+            Lane::Person(_) => return None,
+        }
+        Some(())
+    }
 }
 
-impl Bus for LocalBus {
-    fn publish(&self, room: &str, topic: Topic, event: Arc<LoggedEvent>) {
-        // No receivers is fine: nobody is listening yet.
-        let _ = self.channel(room, topic).send(event);
+/// The rooms' lanes on this node.
+pub struct Lanes {
+    capacity: usize,
+    rooms: Mutex<HashMap<String, Arc<RoomLanes>>>,
+}
+
+impl Lanes {
+    pub fn new(capacity: usize) -> Lanes {
+        Lanes {
+            capacity,
+            rooms: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn subscribe(&self, room: &str, topic: Topic) -> Subscription {
-        self.channel(room, topic).subscribe()
+    pub fn room(&self, room: &str) -> Arc<RoomLanes> {
+        let mut rooms = self.rooms.lock().expect("lanes lock");
+        if let Some(lanes) = rooms.get(room) {
+            return lanes.clone();
+        }
+        let lanes = Arc::new(RoomLanes::new(self.capacity));
+        rooms.insert(room.to_string(), lanes.clone());
+        lanes
     }
 
-    fn forget(&self, room: &str) {
-        let mut topics = self.topics.lock().expect("bus lock poisoned");
-        topics.retain(|(r, _), t| r != room || t.receiver_count() > 0);
+    /// The room has ended: sessions still reading keep their lanes until they drop them.
+    pub fn forget(&self, room: &str) {
+        self.rooms.lock().expect("lanes lock").remove(room);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{Audience, Frame};
 
-    fn event(seq: u64) -> Arc<LoggedEvent> {
-        Arc::new(LoggedEvent {
+    fn envelope(seq: u64) -> Arc<Envelope> {
+        Arc::new(Envelope {
             seq,
             audience: Audience::Everyone,
             effect: None,
@@ -133,25 +183,44 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn subscribers_get_the_same_bytes_and_laggards_are_told() {
-        let bus = LocalBus::new(16);
-        let mut fast = bus.subscribe("r", Topic::All);
-        let mut slow = bus.subscribe("r", Topic::All);
-        let mut staff = bus.subscribe("r", Topic::Staff);
-        for seq in 1..=20 {
-            bus.publish("r", Topic::All, event(seq));
-            let got = fast.recv().await.unwrap();
-            assert_eq!(got.seq, seq);
+    #[test]
+    fn readers_take_what_follows_their_seq_and_learn_when_they_lagged() {
+        let lane = LaneRing::new(16);
+        for seq in (2..=40).step_by(2) {
+            lane.push(envelope(seq));
         }
-        assert!(matches!(
-            slow.recv().await,
-            Err(broadcast::error::RecvError::Lagged(4))
-        ));
-        // Other rooms and topics hear nothing.
-        let mut other = bus.subscribe("q", Topic::All);
-        bus.publish("r", Topic::All, event(21));
-        assert!(other.try_recv().is_err());
-        assert!(staff.try_recv().is_err());
+        assert_eq!(lane.head(), 40);
+        let mut out = VecDeque::new();
+        // Seqs 2..=8 were evicted (16 kept: 10..=40).
+        assert_eq!(lane.read_after(5, 100, &mut out), Err(Lagged));
+        lane.read_after(8, 3, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![10, 12, 14]
+        );
+        out.clear();
+        lane.read_after(35, 100, &mut out).unwrap();
+        assert_eq!(
+            out.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![36, 38, 40]
+        );
+        assert!(!lane.lost_after(8));
+        assert!(lane.lost_after(7));
+    }
+
+    #[tokio::test]
+    async fn a_push_wakes_subscribers() {
+        let lanes = Lanes::new(16);
+        let room = lanes.room("r");
+        let mut wake = room.place(Place::Breakout(2)).subscribe();
+        room.push(&Lane::Place(Place::Breakout(2)), &envelope(1));
+        wake.changed().await.unwrap();
+        assert_eq!(*wake.borrow(), 1);
+        // The same room's lanes are shared; another room's are not.
+        assert_eq!(lanes.room("r").place(Place::Breakout(2)).head(), 1);
+        assert_eq!(lanes.room("q").place(Place::Breakout(2)).head(), 0);
+        assert!(room
+            .push(&Lane::Person("ana".into()), &envelope(2))
+            .is_none());
     }
 }

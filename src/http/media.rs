@@ -10,16 +10,15 @@ use axum::routing::{delete, post};
 use axum::Router;
 use convene_signaling::Role;
 use serde::Deserialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
-use crate::bus::{SessionEffect, Topic};
 use crate::media::{group, Media};
 use crate::room::actor::RoomCommand;
 use crate::room::{Joiner, Place};
-use crate::session::outbox;
+use crate::session::{follow, outbox, Rights};
 use crate::sfu::{PeerOptions, SfuError};
 
 pub fn router() -> Router<AppState> {
@@ -134,8 +133,9 @@ async fn whip(
         ));
     }
     let handle = state.rooms.get_or_start(&room);
-    let (outbox, _inbox) = outbox::outbox(8);
+    let (outbox, inbox) = outbox::outbox(64);
     let connection = Uuid::new_v4();
+    let registration = state.hub.register(&room, &claims.sub, connection, outbox);
     let joiner = Joiner {
         identity: claims.sub.clone(),
         name: claims.name.clone(),
@@ -143,7 +143,7 @@ async fn whip(
         attrs: claims.attrs.clone(),
         on_stage: true,
     };
-    let start = match handle.join(joiner, connection, outbox, None).await {
+    let start = match handle.join(joiner, connection, None).await {
         Ok(Ok(start)) => start,
         Ok(Err(denied)) => return Err(ApiError::forbidden(denied.message)),
         Err(gone) => return Err(ApiError::unavailable(gone.to_string())),
@@ -180,26 +180,39 @@ async fn whip(
     state.resources.insert(&resource, &room, stop_tx);
     let resources = state.resources.clone();
     let id = resource.clone();
-    // The room decides who may publish: follow its word for this publisher (stage, removal).
-    let mut room_events = state.rooms.bus().subscribe(&room, Topic::All);
+    // The room decides who may publish: follow its word for this publisher (stage, removal),
+    // read from the same lanes and in the same way as a WebSocket session's. A publisher
+    // that falls a whole lane behind ends rather than guess what it missed.
+    let mut room_events = state.hub.events(
+        &room,
+        false,
+        start.viewer.place,
+        inbox.frames.direct_lane(),
+        start.seq,
+    );
+    let mut viewer = start.viewer.clone();
     tokio::spawn(async move {
-        let identity = claims.sub.clone();
+        // The mailbox accepts events only while its reading end lives.
+        let _reachable = (registration, inbox);
         let follow_rights = async {
             loop {
-                match room_events.recv().await {
-                    Ok(event) => match &event.effect {
-                        Some(SessionEffect::Access {
-                            identity: who,
-                            may_publish,
-                            ..
-                        }) if *who == identity => {
-                            media.sfu.set_can_publish(&peer, *may_publish);
+                let Ok(event) = room_events.recv().await else {
+                    tracing::warn!("WHIP publisher fell behind the room's events; ending it");
+                    return;
+                };
+                match follow(&mut viewer, &mut room_events, &event) {
+                    Rights::Unchanged => {}
+                    Rights::Changed { may_publish, .. } => {
+                        media.sfu.set_can_publish(&peer, may_publish)
+                    }
+                    Rights::Recheck => {
+                        if let Ok(Some((_, may_publish))) =
+                            handle.media_access(&viewer.identity).await
+                        {
+                            media.sfu.set_can_publish(&peer, may_publish);
                         }
-                        Some(SessionEffect::Kick { identity: who }) if *who == identity => return,
-                        _ => {}
-                    },
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    Rights::Removed => return,
                 }
             }
         };

@@ -19,12 +19,12 @@ use axum::{Json, Router};
 use tokio::sync::watch;
 
 use crate::auth::TokenKeys;
-use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, Limits};
 use crate::media::Media;
 use crate::room::actor::ActorConfig;
 use crate::room::registry::Rooms;
 use crate::room::RoomLimits;
+use crate::session::Hub;
 
 /// Errors the edge answers with: a status and a JSON body naming the problem.
 #[derive(Debug)]
@@ -79,6 +79,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub keys: TokenKeys,
     pub rooms: Rooms,
+    /// Delivers rooms' events and replies to this node's sessions.
+    pub hub: Arc<Hub>,
     /// Connected sessions on this node.
     pub sessions: Arc<AtomicUsize>,
     /// `Some(reconnect_after_ms)` once shutdown has begun.
@@ -90,9 +92,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Chooses the bus once, here; nothing else asks which one runs.
+    /// Chooses how rooms reach sessions once, here; nothing else asks which one runs.
     pub fn new(config: Config) -> AppState {
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.limits.outbound_queue));
+        let hub = Hub::new(config.limits.outbound_queue);
         if !config.redis.url.is_empty() {
             tracing::warn!(
                 "CONVENE_REDIS_URL is set but this build runs one node with the in-process bus"
@@ -123,7 +125,8 @@ impl AppState {
             media,
             resources: media::Resources::default(),
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
-            rooms: Rooms::new(actor, bus),
+            rooms: Rooms::new(actor, hub.clone()),
+            hub,
             sessions: Arc::new(AtomicUsize::new(0)),
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),

@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
-use crate::bus::Topic;
 use crate::media::{MediaAccess, MediaLink};
 use crate::room::actor::{error_frame, RoomHandle, Start};
 use crate::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
-use crate::session::{self, EventStream, SessionParams};
+use crate::session::{self, SessionParams};
+use crate::wire::Frame;
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -152,19 +152,16 @@ async fn serve_socket(
         on_stage: false,
     };
     let connection = Uuid::new_v4();
-    // Subscribe before joining so nothing between the snapshot and the first live event is lost.
+    let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
+    // Registered before joining, so nothing addressed to this person after the join is missed.
+    let registration = state
+        .hub
+        .register(&claims.room, &claims.sub, connection, outbox.clone());
     let mut attempt = 0;
-    let (start, events, outbox, inbox) = loop {
-        let bus = state.rooms.bus();
-        let staff = claims
-            .role
-            .is_staff()
-            .then(|| bus.subscribe(&room.name, Topic::Staff));
-        let events = EventStream::new(bus.subscribe(&room.name, Topic::All), staff);
-        let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
+    let start = loop {
         // Boxed so the join's state does not stay inlined in every session's long-lived future.
-        match Box::pin(room.join(joiner.clone(), connection, outbox.clone(), resume)).await {
-            Ok(Ok(start)) => break (start, events, outbox, inbox),
+        match Box::pin(room.join(joiner.clone(), connection, resume)).await {
+            Ok(Ok(start)) => break start,
             Ok(Err(denied)) => {
                 refuse(socket, error_frame(None, denied)).await;
                 return;
@@ -180,6 +177,15 @@ async fn serve_socket(
             }
         }
     };
+    // The replay (on resume) covers everything up to `start.seq`; lanes carry what follows.
+    // The viewer's place is where the replay starts; its moves switch the place lane.
+    let events = state.hub.events(
+        &claims.room,
+        claims.role.is_staff(),
+        start.viewer.place,
+        inbox.frames.direct_lane(),
+        start.seq,
+    );
     let Start {
         session_id,
         viewer,
@@ -210,7 +216,7 @@ async fn serve_socket(
         sink,
         stream,
         SessionParams {
-            room,
+            room: Arc::new(room),
             identity: claims.sub,
             session_start: start,
             connection,
@@ -221,6 +227,7 @@ async fn serve_socket(
             shutdown: state.shutdown.subscribe(),
             media,
             media_access,
+            registration,
         },
     );
     tokio::spawn(async move {
@@ -229,7 +236,7 @@ async fn serve_socket(
     });
 }
 
-async fn refuse(mut socket: WebSocket, error: crate::bus::Frame) {
+async fn refuse(mut socket: WebSocket, error: Frame) {
     let _ = socket.send(Message::Text(error)).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {

@@ -1,20 +1,23 @@
 //! The room actor: one task per room that owns its `RoomState`, sequences and logs its events, and answers sessions.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    Command, ErrorCode, Millis, Question, RoomEvent, ServerMessage, Track, PROTOCOL_VERSION,
+    CloseReason, Command, ErrorCode, Millis, Question, RoomEvent, ServerMessage, Track,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
-use crate::bus::{Bus, EventLog, Frame, LoggedEvent, SessionEffect, Topic};
-use crate::session::outbox::{CloseReason, Outbox};
+use crate::bus::EventLog;
+use crate::wire::{ConnectionId, Envelope, Frame, RoomOutput, SessionEffect, SessionSink};
 
 /// Serialises a server message once; every recipient shares the bytes.
 pub fn frame(msg: &ServerMessage) -> Frame {
@@ -55,7 +58,7 @@ pub struct Start {
     /// `welcome` or `resumed`.
     pub first: Frame,
     /// Missed events to filter and send after `first` (resume only).
-    pub replay: Vec<Arc<LoggedEvent>>,
+    pub replay: Vec<Arc<Envelope>>,
     /// Live events with a higher seq follow.
     pub seq: u64,
 }
@@ -63,9 +66,8 @@ pub struct Start {
 pub enum RoomCommand {
     Join {
         joiner: Joiner,
-        /// This socket's id, so a late close of a replaced socket is ignored.
-        connection: Uuid,
-        outbox: Outbox,
+        /// This socket's id: replies go to it, and a late close of a replaced socket is ignored.
+        connection: ConnectionId,
         /// A previous session to resume, and the last seq its client saw.
         resume: Option<(Uuid, u64)>,
         reply: oneshot::Sender<Result<Start, Denied>>,
@@ -96,7 +98,17 @@ pub enum RoomCommand {
     TrackUnpublished(String),
 }
 
-/// A cheap handle to a running room.
+/// How sessions reach a room: the local handle below; a cluster adds one for rooms owned elsewhere.
+pub trait RoomClient: Send + Sync + 'static {
+    fn room_name(&self) -> &str;
+    /// Delivers an input to the room, waiting for space in its inbox.
+    fn send_input(
+        &self,
+        input: RoomCommand,
+    ) -> Pin<Box<dyn Future<Output = Result<(), RoomGone>> + Send + '_>>;
+}
+
+/// A cheap handle to a room running on this node.
 #[derive(Clone)]
 pub struct RoomHandle {
     pub name: Arc<str>,
@@ -137,14 +149,12 @@ impl RoomHandle {
     pub async fn join(
         &self,
         joiner: Joiner,
-        connection: Uuid,
-        outbox: Outbox,
+        connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
     ) -> Result<Result<Start, Denied>, RoomGone> {
         self.ask(|reply| RoomCommand::Join {
             joiner,
             connection,
-            outbox,
             resume,
             reply,
         })
@@ -170,17 +180,37 @@ impl RoomHandle {
     }
 }
 
-/// Remembers replies by request_id so a resent command is applied once.
+impl RoomClient for RoomHandle {
+    fn room_name(&self) -> &str {
+        &self.name
+    }
+    fn send_input(
+        &self,
+        input: RoomCommand,
+    ) -> Pin<Box<dyn Future<Output = Result<(), RoomGone>> + Send + '_>> {
+        Box::pin(self.send(input))
+    }
+}
+
+/// Remembers replies by request_id so a resent command is applied once. Bounded in count
+/// and in bytes: ids are capped at the edge, but replies (errors) carry text too.
 struct Idempotency {
     capacity: usize,
-    order: VecDeque<String>,
-    replies: HashMap<String, Frame>,
+    max_bytes: usize,
+    bytes: usize,
+    order: VecDeque<Arc<str>>,
+    replies: HashMap<Arc<str>, Frame>,
 }
+
+/// Bytes of remembered replies (ids and frames) per session.
+const IDEMPOTENCY_BYTES: usize = 64 * 1024;
 
 impl Idempotency {
     fn new(capacity: usize) -> Self {
         Idempotency {
             capacity,
+            max_bytes: IDEMPOTENCY_BYTES,
+            bytes: 0,
             order: VecDeque::new(),
             replies: HashMap::new(),
         }
@@ -192,12 +222,20 @@ impl Idempotency {
         if self.capacity == 0 {
             return;
         }
-        if self.replies.insert(request_id.clone(), reply).is_none() {
-            self.order.push_back(request_id);
+        let id: Arc<str> = request_id.into();
+        let size = id.len() + reply.len();
+        if let Some(old) = self.replies.insert(id.clone(), reply) {
+            self.bytes -= id.len() + old.len();
+        } else {
+            self.order.push_back(id);
         }
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.replies.remove(&old);
+        self.bytes += size;
+        while self.order.len() > self.capacity || self.bytes > self.max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(frame) = self.replies.remove(&old) {
+                self.bytes -= old.len() + frame.len();
             }
         }
     }
@@ -205,8 +243,9 @@ impl Idempotency {
 
 struct SessionEntry {
     identity: String,
-    connection: Uuid,
-    outbox: Option<Outbox>,
+    connection: ConnectionId,
+    /// The socket is open (not waiting out the reconnect grace).
+    connected: bool,
     recent: Idempotency,
     disconnected_at: Option<Millis>,
 }
@@ -223,7 +262,7 @@ pub struct ActorConfig {
 pub struct RoomActor {
     state: RoomState,
     log: EventLog,
-    bus: Arc<dyn Bus>,
+    sink: Arc<dyn SessionSink>,
     sessions: HashMap<Uuid, SessionEntry>,
     config: ActorConfig,
     clock: Clock,
@@ -234,7 +273,7 @@ pub struct RoomActor {
 pub fn spawn(
     name: &str,
     config: ActorConfig,
-    bus: Arc<dyn Bus>,
+    sink: Arc<dyn SessionSink>,
     clock: Clock,
     on_exit: impl FnOnce(&RoomHandle) + Send + 'static,
 ) -> RoomHandle {
@@ -247,7 +286,7 @@ pub fn spawn(
     let actor = RoomActor {
         state: RoomState::new(name, config.limits.clone()),
         log: EventLog::new(config.event_log_len),
-        bus,
+        sink,
         sessions: HashMap::new(),
         config,
         clock,
@@ -290,7 +329,7 @@ impl RoomActor {
                 empty_since = None;
             }
         }
-        self.bus.forget(self.state.name());
+        self.sink.room_ended(self.state.name());
     }
 
     fn handle(&mut self, cmd: RoomCommand) {
@@ -299,11 +338,10 @@ impl RoomActor {
             RoomCommand::Join {
                 joiner,
                 connection,
-                outbox,
                 resume,
                 reply,
             } => {
-                let start = self.join(joiner, connection, outbox, resume, now);
+                let start = self.join(joiner, connection, resume, now);
                 let _ = reply.send(start);
             }
             RoomCommand::Client {
@@ -343,8 +381,7 @@ impl RoomActor {
     fn join(
         &mut self,
         joiner: Joiner,
-        connection: Uuid,
-        outbox: Outbox,
+        connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
         now: Millis,
     ) -> Result<Start, Denied> {
@@ -362,12 +399,18 @@ impl RoomActor {
 
         if let Some((session_id, last_seq)) = resumable {
             let entry = self.sessions.get_mut(&session_id).expect("checked above");
-            let replaced = entry.outbox.replace(outbox);
-            entry.connection = connection;
+            let replaced = std::mem::replace(&mut entry.connection, connection);
+            let was_connected = std::mem::replace(&mut entry.connected, true);
             entry.disconnected_at = None;
-            if let Some(old) = replaced {
+            if was_connected {
                 // The old socket may still be open (a half-dead connection): it yields to the new one.
-                old.close(CloseReason::REPLACED);
+                self.sink.deliver(
+                    self.state.name(),
+                    RoomOutput::Close {
+                        to: replaced,
+                        reason: CloseReason::REPLACED,
+                    },
+                );
                 self.connected.fetch_sub(1, Ordering::Relaxed);
                 let events = self.state.connection_closed(&identity, false, now);
                 self.publish(events);
@@ -407,7 +450,7 @@ impl RoomActor {
             SessionEntry {
                 identity,
                 connection,
-                outbox: Some(outbox),
+                connected: true,
                 recent: Idempotency::new(self.config.idempotency_window),
                 disconnected_at: None,
             },
@@ -455,14 +498,14 @@ impl RoomActor {
         command: Command,
         now: Millis,
     ) {
-        let Some(entry) = self.sessions.get(&session_id) else {
+        let Some(entry) = self.sessions.get(&session_id).filter(|e| e.connected) else {
             return;
         };
-        let Some(outbox) = entry.outbox.clone() else {
-            return;
-        };
+        let to = entry.connection;
         if let Some(reply) = request_id.as_deref().and_then(|r| entry.recent.get(r)) {
-            outbox.send(reply.clone());
+            let frame = reply.clone();
+            self.sink
+                .deliver(self.state.name(), RoomOutput::Reply { to, frame });
             return;
         }
         let identity = entry.identity.clone();
@@ -484,7 +527,8 @@ impl RoomActor {
             {
                 entry.recent.remember(request_id, reply.clone());
             }
-            outbox.send(reply);
+            self.sink
+                .deliver(self.state.name(), RoomOutput::Reply { to, frame: reply });
         }
     }
 
@@ -496,7 +540,7 @@ impl RoomActor {
             // A replaced socket closing late: its session lives on in the new one.
             return;
         }
-        if entry.outbox.take().is_none() {
+        if !std::mem::replace(&mut entry.connected, false) {
             return;
         }
         self.connected.fetch_sub(1, Ordering::Relaxed);
@@ -515,7 +559,7 @@ impl RoomActor {
         let grace = self.config.limits.reconnect_grace_ms;
         let state = &self.state;
         self.sessions.retain(|_, s| {
-            s.outbox.is_some()
+            s.connected
                 || (state.member(&s.identity).is_some()
                     && s.disconnected_at.is_some_and(|t| now < t + grace))
         });
@@ -529,18 +573,18 @@ impl RoomActor {
             if let Some(SessionEffect::Kick { identity }) = &effect {
                 // Their sessions end: no resume into a room that removed them.
                 self.sessions
-                    .retain(|_, s| s.identity != *identity || s.outbox.is_some());
+                    .retain(|_, s| s.identity != *identity || s.connected);
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
-            let topic = Topic::of(&audience);
-            let event = Arc::new(LoggedEvent {
+            let envelope = Arc::new(Envelope {
                 seq,
                 audience,
                 effect,
                 frame,
             });
-            self.log.append(event.clone());
-            self.bus.publish(self.state.name(), topic, event);
+            self.log.append(envelope.clone());
+            self.sink
+                .deliver(self.state.name(), RoomOutput::Publish(envelope));
         }
     }
 }
@@ -578,7 +622,7 @@ fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option
 }
 
 /// Where the viewer was at the start of a replay: before the first move it contains.
-fn viewer_before(mut viewer: Viewer, replay: &[Arc<LoggedEvent>]) -> Viewer {
+fn viewer_before(mut viewer: Viewer, replay: &[Arc<Envelope>]) -> Viewer {
     let first_move = replay.iter().find_map(|e| match &e.effect {
         Some(SessionEffect::Move { identity, from, .. }) if *identity == viewer.identity => {
             Some(*from)

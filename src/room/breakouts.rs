@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 
 use convene_signaling::{
     Assignment, BreakoutId, BreakoutPhase, BreakoutPlan, BreakoutRoom, BreakoutRooms, Breakouts,
-    Command, ErrorCode, Millis, Role, RoomEvent, MAX_CHAT_CHARS,
+    Command, ErrorCode, Member, MemberMove, Millis, Role, RoomEvent, RoomKind, MAX_CHAT_CHARS,
 };
 
 use super::{check_text, Audience, Denied, Event, Outcome, Place, RoomState};
@@ -91,9 +91,14 @@ impl BreakoutSession {
                 .map(|(k, v)| BTreeMap::from([(k.clone(), *v)]))
                 .unwrap_or_default()
         };
+        let mut plan = self.plan.clone();
+        if let (false, Assignment::Manual { assignments }) = (staff, &mut plan.assignment) {
+            // The identity-to-room map would reveal who else is here (a webcast hides its audience).
+            assignments.retain(|who, _| who == identity);
+        }
         Breakouts {
             phase: self.phase,
-            plan: self.plan.clone(),
+            plan,
             rooms: self.rooms.clone(),
             assignments,
             ends_at: self.ends_at,
@@ -136,6 +141,131 @@ impl RoomState {
         ]
     }
 
+    fn is_staff(&self, identity: &str) -> bool {
+        self.member(identity).is_some_and(|m| m.role.is_staff())
+    }
+
+    /// The name and end time of where a move leads.
+    fn destination(&self, to: Option<BreakoutId>) -> (String, Option<Millis>) {
+        match (to, &self.breakouts) {
+            (Some(id), Some(b)) => (
+                b.room(id).map(|r| r.name.clone()).unwrap_or_default(),
+                b.ends_at,
+            ),
+            _ => ("Main room".to_string(), None),
+        }
+    }
+
+    /// People in a webcast breakout whom its newcomers cannot see from elsewhere (everyone
+    /// sees staff and the stage). Empty in a meeting, where everyone sees everyone.
+    fn hidden_rosters(&self) -> BTreeMap<BreakoutId, Vec<Member>> {
+        let mut rosters: BTreeMap<BreakoutId, Vec<Member>> = BTreeMap::new();
+        if self.settings.kind != RoomKind::Webcast {
+            return rosters;
+        }
+        for m in self.members.values().map(|m| &m.member) {
+            if let (Some(id), false) = (m.breakout, m.role.is_staff() || m.on_stage) {
+                rosters.entry(id).or_default().push(m.clone());
+            }
+        }
+        rosters
+    }
+
+    fn roster_for(
+        rosters: &BTreeMap<BreakoutId, Vec<Member>>,
+        to: Option<BreakoutId>,
+        identity: &str,
+        staff: bool,
+    ) -> Vec<Member> {
+        // Staff see every member wherever they are.
+        to.filter(|_| !staff)
+            .and_then(|id| rosters.get(&id))
+            .map(|r| {
+                r.iter()
+                    .filter(|m| m.identity != identity)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Moves many members at once (breakouts opening or closing). Each mover hears of their
+    /// own move on their direct lane; everyone else gets one `members_moved` to apply, so a
+    /// bulk move puts one event, not one per person, on shared lanes.
+    fn move_many(&mut self, moves: Vec<(String, Option<BreakoutId>)>) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut moved: Vec<(String, Option<BreakoutId>, Option<BreakoutId>)> = Vec::new();
+        for (identity, to) in moves {
+            let Some(state) = self.members.get_mut(&identity) else {
+                continue;
+            };
+            let from = state.member.breakout;
+            if from == to && !state.member.facilitator {
+                continue;
+            }
+            state.member.breakout = to;
+            state.member.facilitator = false;
+            state.member.hand_raised = false;
+            if to.is_none() {
+                state.member.on_stage = state.member.role == Role::Presenter;
+            }
+            events.extend(self.unpublish_all(&identity));
+            moved.push((identity, from, to));
+        }
+        if moved.is_empty() {
+            return events;
+        }
+        let rosters = self.hidden_rosters();
+        for (identity, from, to) in &moved {
+            let (name, ends_at) = self.destination(*to);
+            events.push(Event::new(
+                Audience::person(identity),
+                RoomEvent::Moved {
+                    from: *from,
+                    breakout: *to,
+                    name,
+                    ends_at,
+                    members: Self::roster_for(&rosters, *to, identity, self.is_staff(identity)),
+                },
+            ));
+        }
+        let as_move =
+            |(identity, _, to): &(String, Option<BreakoutId>, Option<BreakoutId>)| MemberMove {
+                identity: identity.clone(),
+                breakout: *to,
+            };
+        if self.settings.kind == RoomKind::Meeting {
+            let moves = moved.iter().map(as_move).collect();
+            events.push(Event::new(
+                Audience::Everyone,
+                RoomEvent::MembersMoved { moves },
+            ));
+            return events;
+        }
+        // A webcast: staff see every move; the audience only those of people it can see.
+        let public: Vec<MemberMove> = moved
+            .iter()
+            .filter(|(identity, _, _)| {
+                self.member(identity)
+                    .is_some_and(|m| m.role.is_staff() || m.on_stage)
+            })
+            .map(as_move)
+            .collect();
+        events.push(Event::new(
+            Audience::staff(),
+            RoomEvent::MembersMoved {
+                moves: moved.iter().map(as_move).collect(),
+            },
+        ));
+        if !public.is_empty() {
+            events.push(Event::new(
+                Audience::Participants,
+                RoomEvent::MembersMoved { moves: public },
+            ));
+        }
+        events
+    }
+
     /// Moves one member between the main room and a breakout, resetting what belongs to a place.
     fn move_member(
         &mut self,
@@ -143,13 +273,7 @@ impl RoomState {
         to: Option<BreakoutId>,
         facilitator: bool,
     ) -> Vec<Event> {
-        let (name, ends_at) = match (to, &self.breakouts) {
-            (Some(id), Some(b)) => (
-                b.room(id).map(|r| r.name.clone()).unwrap_or_default(),
-                b.ends_at,
-            ),
-            _ => ("Main room".to_string(), None),
-        };
+        let (name, ends_at) = self.destination(to);
         let Some(state) = self.members.get_mut(identity) else {
             return Vec::new();
         };
@@ -164,6 +288,12 @@ impl RoomState {
             state.member.on_stage = state.member.role == Role::Presenter;
         }
         let mut events = self.unpublish_all(identity);
+        let members = Self::roster_for(
+            &self.hidden_rosters(),
+            to,
+            identity,
+            self.is_staff(identity),
+        );
         events.push(Event::new(
             Audience::person(identity),
             RoomEvent::Moved {
@@ -171,6 +301,7 @@ impl RoomState {
                 breakout: to,
                 name,
                 ends_at,
+                members,
             },
         ));
         let member = self.members[identity].member.clone();
@@ -209,6 +340,7 @@ impl RoomState {
         if b.phase != BreakoutPhase::Open || !assignable(role) {
             return Vec::new();
         }
+        let rooms_before = b.rooms.len();
         let target = match b.assignments.get(identity) {
             Some(id) => Some(*id),
             None => {
@@ -223,11 +355,25 @@ impl RoomState {
             // Unassigned: waits in the main room; staff see them in the member list.
             return Vec::new();
         };
+        let grew = self
+            .breakouts
+            .as_ref()
+            .is_some_and(|b| b.rooms.len() != rooms_before);
         if let Some(m) = self.members.get_mut(identity) {
             m.member.breakout = Some(id);
             m.member.hand_raised = false;
         }
-        self.breakouts_updated()
+        if grew {
+            return self.breakouts_updated();
+        }
+        // Only staff's view (every assignment) changed: a join storm into open breakouts
+        // must not put one event per joiner on the room's lane.
+        vec![Event::new(
+            Audience::staff(),
+            RoomEvent::BreakoutsUpdated {
+                breakouts: self.breakouts_view(true, ""),
+            },
+        )]
     }
 
     pub(super) fn breakout_tick(&mut self, now: Millis) -> Vec<Event> {
@@ -286,10 +432,7 @@ impl RoomState {
             .map(|m| m.member.identity.clone())
             .collect();
         self.breakouts = None;
-        let mut events: Vec<Event> = away
-            .iter()
-            .flat_map(|identity| self.move_member(identity, None, false))
-            .collect();
+        let mut events = self.move_many(away.into_iter().map(|i| (i, None)).collect());
         events.push(Event::new(Audience::Everyone, RoomEvent::BreakoutsClosed));
         events.extend(self.breakouts_updated());
         events
@@ -491,10 +634,8 @@ impl RoomState {
                     .map(|(i, b)| (i.clone(), *b))
                     .collect();
                 self.breakouts = Some(session);
-                let mut events: Vec<Event> = placed
-                    .iter()
-                    .flat_map(|(identity, id)| self.move_member(identity, Some(*id), false))
-                    .collect();
+                let mut events =
+                    self.move_many(placed.into_iter().map(|(i, b)| (i, Some(b))).collect());
                 events.extend(self.breakouts_updated());
                 events
             }

@@ -14,109 +14,14 @@ pub mod registry;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use convene_signaling::{
-    BreakoutId, Command, ErrorCode, LeaveReason, Member, Millis, Presence, Role, RoomEvent,
-    RoomKind, RoomSettings, RoomSnapshot, Track,
+    Command, ErrorCode, LeaveReason, Member, Millis, Presence, Role, RoomEvent, RoomKind,
+    RoomSettings, RoomSnapshot, Track,
 };
 
 pub use breakouts::BreakoutSession;
 pub use qa::{ExportedQuestion, Qa, VOTE_INTERVAL_MS};
 
-/// Where someone is: the main room or one breakout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Place {
-    #[default]
-    Main,
-    Breakout(BreakoutId),
-}
-
-impl Place {
-    pub fn from_breakout(breakout: Option<BreakoutId>) -> Place {
-        breakout.map_or(Place::Main, Place::Breakout)
-    }
-    pub fn breakout(self) -> Option<BreakoutId> {
-        match self {
-            Place::Main => None,
-            Place::Breakout(id) => Some(id),
-        }
-    }
-}
-
-/// The person looking: what a session knows to filter events and snapshots.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Viewer {
-    pub identity: String,
-    pub role: Role,
-    pub place: Place,
-}
-
-/// Who may see an event. Checked for live and replayed events alike.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Audience {
-    Everyone,
-    /// Anyone matching one of the parts: people at `place`, staff, or `person`.
-    Some {
-        places: Vec<Place>,
-        staff: bool,
-        person: Option<String>,
-    },
-    /// Everyone except staff and this person (who receive a fuller event).
-    Rest(String),
-    /// Everyone but staff.
-    Participants,
-}
-
-impl Audience {
-    pub fn staff() -> Audience {
-        Audience::Some {
-            places: Vec::new(),
-            staff: true,
-            person: None,
-        }
-    }
-    pub fn person(identity: &str) -> Audience {
-        Audience::Some {
-            places: Vec::new(),
-            staff: false,
-            person: Some(identity.to_string()),
-        }
-    }
-    pub fn staff_and(identity: &str) -> Audience {
-        Audience::Some {
-            places: Vec::new(),
-            staff: true,
-            person: Some(identity.to_string()),
-        }
-    }
-    pub fn at(place: Place) -> Audience {
-        Audience::Some {
-            places: vec![place],
-            staff: false,
-            person: None,
-        }
-    }
-
-    /// Only staff can be in this audience.
-    pub fn staff_only(&self) -> bool {
-        matches!(self, Audience::Some { places, staff: true, person: None } if places.is_empty())
-    }
-
-    pub fn includes(&self, viewer: &Viewer) -> bool {
-        match self {
-            Audience::Everyone => true,
-            Audience::Some {
-                places,
-                staff,
-                person,
-            } => {
-                (*staff && viewer.role.is_staff())
-                    || places.contains(&viewer.place)
-                    || person.as_deref() == Some(viewer.identity.as_str())
-            }
-            Audience::Rest(identity) => !viewer.role.is_staff() && viewer.identity != *identity,
-            Audience::Participants => !viewer.role.is_staff(),
-        }
-    }
-}
+pub use crate::wire::{Audience, Place, Viewer};
 
 /// A room event and who may see it.
 #[derive(Clone, Debug, PartialEq)]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::actor::{self, ActorConfig, Clock, RoomHandle};
-use crate::bus::Bus;
+use crate::wire::SessionSink;
 
 #[derive(Clone)]
 pub struct Rooms {
@@ -14,24 +14,20 @@ pub struct Rooms {
 struct Inner {
     rooms: Mutex<HashMap<String, RoomHandle>>,
     config: ActorConfig,
-    bus: Arc<dyn Bus>,
+    sink: Arc<dyn SessionSink>,
     clock: Clock,
 }
 
 impl Rooms {
-    pub fn new(config: ActorConfig, bus: Arc<dyn Bus>) -> Rooms {
+    pub fn new(config: ActorConfig, sink: Arc<dyn SessionSink>) -> Rooms {
         Rooms {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
                 config,
-                bus,
+                sink,
                 clock: Clock::start(),
             }),
         }
-    }
-
-    pub fn bus(&self) -> &Arc<dyn Bus> {
-        &self.inner.bus
     }
 
     /// The running room, if any.
@@ -50,7 +46,7 @@ impl Rooms {
         let handle = actor::spawn(
             name,
             self.inner.config.clone(),
-            self.inner.bus.clone(),
+            self.inner.sink.clone(),
             self.inner.clock,
             move |exited| {
                 if let Some(inner) = weak.upgrade() {

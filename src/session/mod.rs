@@ -3,9 +3,10 @@
 //! A session is two halves. The reader parses `ClientMessage`s, applies rate limits and
 //! forwards commands to the room actor. The writer sends the first frame (`welcome` or
 //! `resumed`), then the room's events it may see, then direct replies, and pings. It never
-//! blocks the room: events reach it through a bounded broadcast ring, and a session that
-//! falls a whole ring behind is closed with 1013 (the client may resume).
+//! blocks the room: events reach it through bounded lanes (`hub`), and a session that
+//! falls a whole lane behind is closed with 1013 (the client may resume).
 
+pub mod hub;
 pub mod outbox;
 pub mod rate;
 
@@ -15,23 +16,26 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message};
 use convene_signaling::{ClientMessage, Command, ErrorCode, ServerMessage};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::bus::{LoggedEvent, SessionEffect, Subscription};
 use crate::config::Limits;
 use crate::media::{MediaAccess, MediaLink};
-use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle, Start};
-use crate::room::{Place, Viewer};
+use crate::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
+use crate::wire::{Envelope, Place, SessionEffect, Viewer};
+pub use hub::{EventStream, Hub, Registration};
 use outbox::{CloseReason, Inbox, Outbox};
 use rate::{CommandClass, RateLimiter};
+
+/// Longest `request_id` accepted.
+pub const MAX_REQUEST_ID_BYTES: usize = 64;
 
 /// A send that stalls this long means the client stopped reading.
 const WRITE_STALL: Duration = Duration::from_secs(20);
 
 /// Everything a session needs, assembled by the HTTP edge after authentication.
 pub struct SessionParams {
-    pub room: RoomHandle,
+    pub room: Arc<dyn RoomClient>,
     pub identity: String,
     pub session_start: Start,
     pub connection: Uuid,
@@ -43,6 +47,8 @@ pub struct SessionParams {
     pub media: Option<MediaLink>,
     /// Tells the media task where the member is and whether they may publish.
     pub media_access: watch::Sender<MediaAccess>,
+    /// Keeps the connection reachable by the hub while the session runs.
+    pub registration: Registration,
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
@@ -51,7 +57,7 @@ where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
 {
-    let span = tracing::info_span!("session", room = %params.room.name, identity = %params.identity, session_id = %params.session_start.session_id);
+    let span = tracing::info_span!("session", room = %params.room.room_name(), identity = %params.identity, session_id = %params.session_start.session_id);
     tracing::Instrument::instrument(run_session(sink, stream, params), span).await
 }
 
@@ -72,15 +78,17 @@ where
         shutdown,
         media,
         media_access,
+        registration,
     } = params;
     let session_id = session_start.session_id;
     let writer = Writer {
         media_access,
         viewer: session_start.viewer.clone(),
         ping_every: Duration::from_secs(limits.ping_interval_s.max(1)),
-        capacity: limits.outbound_queue,
     };
-    let writer_task = tokio::spawn(writer.run(sink, session_start, events, inbox, shutdown));
+    let (pumped, mut pump_ended) = tokio::sync::oneshot::channel();
+    let writer_task =
+        tokio::spawn(writer.run(sink, session_start, events, inbox, shutdown, pumped));
     let reader = Reader {
         room: room.clone(),
         session_id,
@@ -93,29 +101,79 @@ where
     let mut writer_task = writer_task;
     // Whichever half ends first ends the session: a closed writer (slow reader, removal,
     // shutdown) stops the reader, and a finished reader stops the writer.
-    let left = tokio::select! {
+    let (left, writer_done) = tokio::select! {
         left = reader.run(stream) => {
             outbox.close(CloseReason::GOING_AWAY);
             let _ = (&mut writer_task).await;
-            left
+            (left, true)
         }
-        _ = &mut writer_task => false,
+        // The room hears of it before the close handshake, which may wait on a stalled socket.
+        _ = &mut pump_ended => (false, false),
     };
+    drop(registration);
     let _ = room
-        .send(RoomCommand::Closed {
+        .send_input(RoomCommand::Closed {
             session_id,
             connection,
             left,
         })
         .await;
+    if !writer_done {
+        let _ = writer_task.await;
+    }
     tracing::debug!(left, "session ended");
+}
+
+/// What an event means for a session's media rights: one reading shared by WebSocket
+/// sessions and WHIP publishers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rights {
+    Unchanged,
+    Changed {
+        place: Place,
+        may_publish: bool,
+    },
+    /// Room settings changed: ask the room again.
+    Recheck,
+    /// Removed from the room: the session ends.
+    Removed,
+}
+
+/// Applies an event's effect to the viewer (its place) and its lanes, and says what it
+/// means for media.
+pub fn follow(viewer: &mut Viewer, events: &mut EventStream, event: &Envelope) -> Rights {
+    match &event.effect {
+        Some(SessionEffect::Move {
+            identity,
+            to,
+            may_publish,
+            ..
+        }) if *identity == viewer.identity => {
+            viewer.place = *to;
+            events.move_to(*to);
+            Rights::Changed {
+                place: *to,
+                may_publish: *may_publish,
+            }
+        }
+        Some(SessionEffect::Access {
+            identity,
+            place,
+            may_publish,
+        }) if *identity == viewer.identity => Rights::Changed {
+            place: *place,
+            may_publish: *may_publish,
+        },
+        Some(SessionEffect::Kick { identity }) if *identity == viewer.identity => Rights::Removed,
+        Some(SessionEffect::Recheck) => Rights::Recheck,
+        _ => Rights::Unchanged,
+    }
 }
 
 struct Writer {
     media_access: watch::Sender<MediaAccess>,
     viewer: Viewer,
     ping_every: Duration,
-    capacity: usize,
 }
 
 enum Next {
@@ -134,12 +192,14 @@ impl Writer {
         mut events: EventStream,
         mut inbox: Inbox,
         mut shutdown: watch::Receiver<Option<u64>>,
+        pumped: tokio::sync::oneshot::Sender<()>,
     ) where
         W: Sink<Message> + Unpin,
     {
         let reason = self
             .pump(&mut sink, start, &mut events, &mut inbox, &mut shutdown)
             .await;
+        let _ = pumped.send(());
         if let Some(reason) = reason {
             let close = Message::Close(Some(CloseFrame {
                 code: reason.code,
@@ -170,10 +230,10 @@ impl Writer {
                 return Some(reason);
             }
         }
+        events.skip_through(start.seq);
         if !self.flush(sink, events).await {
             return Some(CloseReason::SLOW);
         }
-        let seq = start.seq;
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + self.ping_every,
             self.ping_every,
@@ -200,17 +260,15 @@ impl Writer {
                     let mut batched = 0;
                     while let Some(event) = next.take() {
                         match event {
-                            Ok(event) if event.seq <= seq => {}
                             Ok(event) => {
                                 if let Next::Close(reason) = self.deliver(sink, &event, events).await {
                                     return Some(reason);
                                 }
                             }
-                            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                                tracing::info!(missed, "session fell behind the room; closing with 1013");
+                            Err(_lagged) => {
+                                tracing::info!(delivered = events.delivered(), "session fell a whole lane behind the room; closing with 1013");
                                 return Some(CloseReason::SLOW);
                             }
-                            Err(broadcast::error::RecvError::Closed) => return Some(CloseReason::GOING_AWAY),
                         }
                         batched += 1;
                         if batched < BATCH {
@@ -265,8 +323,8 @@ impl Writer {
     async fn deliver<W: Sink<Message> + Unpin>(
         &mut self,
         sink: &mut W,
-        event: &LoggedEvent,
-        events: &EventStream,
+        event: &Envelope,
+        events: &mut EventStream,
     ) -> Next {
         if event.audience.includes(&self.viewer)
             && !self
@@ -275,35 +333,21 @@ impl Writer {
         {
             return Next::Close(CloseReason::SLOW);
         }
-        match &event.effect {
-            Some(SessionEffect::Move {
-                identity,
-                to,
-                may_publish,
-                ..
-            }) if *identity == self.viewer.identity => {
-                self.viewer.place = *to;
-                self.set_media_access(*to, *may_publish);
+        match follow(&mut self.viewer, events, event) {
+            Rights::Unchanged => Next::Continue,
+            Rights::Changed { place, may_publish } => {
+                self.set_media_access(place, may_publish);
                 Next::Continue
             }
-            Some(SessionEffect::Access {
-                identity,
-                place,
-                may_publish,
-            }) if *identity == self.viewer.identity => {
-                self.set_media_access(*place, *may_publish);
-                Next::Continue
-            }
-            Some(SessionEffect::Kick { identity }) if *identity == self.viewer.identity => {
-                self.flush(sink, events).await;
-                Next::Close(CloseReason::REMOVED)
-            }
-            Some(SessionEffect::Recheck) => {
+            Rights::Recheck => {
                 self.media_access
                     .send_modify(|access| access.recheck = access.recheck.wrapping_add(1));
                 Next::Continue
             }
-            _ => Next::Continue,
+            Rights::Removed => {
+                self.flush(sink, events).await;
+                Next::Close(CloseReason::REMOVED)
+            }
         }
     }
 
@@ -351,7 +395,7 @@ impl Writer {
             tokio::select! {
                 result = &mut operation => return result.is_ok(),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    if events.backlog() >= self.capacity || started.elapsed() >= WRITE_STALL {
+                    if events.lagging() || started.elapsed() >= WRITE_STALL {
                         return false;
                     }
                 }
@@ -360,96 +404,8 @@ impl Writer {
     }
 }
 
-/// A session's room events: the all-members topic, and for staff the staff topic too,
-/// merged back into `seq` order. The actor publishes in `seq` order, so when one topic
-/// yields an event, every event with a lower `seq` on the other is already there.
-pub struct EventStream {
-    all: Subscription,
-    staff: Option<Subscription>,
-    held_all: Option<Arc<LoggedEvent>>,
-    held_staff: Option<Arc<LoggedEvent>>,
-}
-
-type Received = Result<Arc<LoggedEvent>, broadcast::error::RecvError>;
-
-impl EventStream {
-    pub fn new(all: Subscription, staff: Option<Subscription>) -> EventStream {
-        EventStream {
-            all,
-            staff,
-            held_all: None,
-            held_staff: None,
-        }
-    }
-
-    /// Events published but not yet taken, on the fuller topic.
-    fn backlog(&self) -> usize {
-        self.all
-            .len()
-            .max(self.staff.as_ref().map_or(0, |s| s.len()))
-    }
-
-    async fn recv(&mut self) -> Received {
-        if self.held_all.is_none() && self.held_staff.is_none() {
-            match &mut self.staff {
-                Some(staff) => tokio::select! {
-                    event = self.all.recv() => self.held_all = Some(event?),
-                    event = staff.recv() => self.held_staff = Some(event?),
-                },
-                None => return self.all.recv().await,
-            }
-        }
-        self.take_lowest().expect("one event is held")
-    }
-
-    /// The next event if one is ready, without waiting.
-    fn try_recv(&mut self) -> Option<Received> {
-        self.take_lowest()
-    }
-
-    fn take_lowest(&mut self) -> Option<Received> {
-        use broadcast::error::TryRecvError;
-        fn fill(
-            held: &mut Option<Arc<LoggedEvent>>,
-            rx: &mut Subscription,
-        ) -> Result<(), broadcast::error::RecvError> {
-            if held.is_none() {
-                match rx.try_recv() {
-                    Ok(event) => *held = Some(event),
-                    Err(TryRecvError::Empty) => {}
-                    Err(TryRecvError::Lagged(n)) => {
-                        return Err(broadcast::error::RecvError::Lagged(n))
-                    }
-                    Err(TryRecvError::Closed) => return Err(broadcast::error::RecvError::Closed),
-                }
-            }
-            Ok(())
-        }
-        if let Err(e) = fill(&mut self.held_all, &mut self.all) {
-            return Some(Err(e));
-        }
-        if let Some(staff) = &mut self.staff {
-            if let Err(e) = fill(&mut self.held_staff, staff) {
-                return Some(Err(e));
-            }
-        }
-        let take_staff = match (&self.held_all, &self.held_staff) {
-            (Some(a), Some(s)) => s.seq < a.seq,
-            (None, Some(_)) => true,
-            (Some(_), None) => false,
-            (None, None) => return None,
-        };
-        let event = if take_staff {
-            self.held_staff.take()
-        } else {
-            self.held_all.take()
-        };
-        event.map(Ok)
-    }
-}
-
 struct Reader {
-    room: RoomHandle,
+    room: Arc<dyn RoomClient>,
     session_id: Uuid,
     outbox: Outbox,
     limiter: RateLimiter,
@@ -537,6 +493,18 @@ impl Reader {
             room,
             command,
         } = message;
+        if request_id
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_REQUEST_ID_BYTES)
+        {
+            // Remembered for idempotency: an unbounded id would be unbounded memory.
+            self.refuse(
+                None,
+                ErrorCode::InvalidMessage,
+                format!("request_id is longer than {MAX_REQUEST_ID_BYTES} bytes"),
+            );
+            return true;
+        }
         if let Err(retry_after_ms) = self.limiter.check(CommandClass::of(&command)) {
             self.strikes += 1;
             self.outbox.send(frame(&ServerMessage::Error {
@@ -547,13 +515,13 @@ impl Reader {
             }));
             return true;
         }
-        if let Some(room) = room.filter(|r| **r != *self.room.name) {
+        if let Some(room) = room.filter(|r| r != self.room.room_name()) {
             self.refuse(
                 request_id,
                 ErrorCode::NotInRoom,
                 format!(
                     "this session is in room {:?}, not {room:?}",
-                    &*self.room.name
+                    self.room.room_name()
                 ),
             );
             return true;
@@ -587,7 +555,7 @@ impl Reader {
             }
             command => self
                 .room
-                .send(RoomCommand::Client {
+                .send_input(RoomCommand::Client {
                     session_id: self.session_id,
                     request_id,
                     command,
@@ -652,43 +620,6 @@ fn is_too_big(error: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::{Bus, LocalBus, Topic};
-    use crate::room::Audience;
-
-    #[tokio::test]
-    async fn staff_stream_merges_both_topics_in_seq_order() {
-        let bus = LocalBus::new(64);
-        let mut staff = EventStream::new(
-            bus.subscribe("r", Topic::All),
-            Some(bus.subscribe("r", Topic::Staff)),
-        );
-        let mut audience = EventStream::new(bus.subscribe("r", Topic::All), None);
-        let topics = [
-            Topic::All,
-            Topic::Staff,
-            Topic::Staff,
-            Topic::All,
-            Topic::Staff,
-            Topic::All,
-            Topic::All,
-        ];
-        for (i, topic) in topics.iter().enumerate() {
-            let event = LoggedEvent {
-                seq: i as u64 + 1,
-                audience: Audience::Everyone,
-                effect: None,
-                frame: "{}".into(),
-            };
-            bus.publish("r", *topic, Arc::new(event));
-        }
-        let mut seen = Vec::new();
-        while let Some(Ok(event)) = staff.try_recv() {
-            seen.push(event.seq);
-        }
-        assert_eq!(seen, vec![1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(audience.recv().await.unwrap().seq, 1);
-        assert_eq!(audience.recv().await.unwrap().seq, 4);
-    }
 
     #[test]
     fn parse_errors_are_named() {

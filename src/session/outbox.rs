@@ -1,57 +1,14 @@
-//! A session's direct mailbox (acks, errors, welcome) and its close signal, shared with the room actor.
-
-use std::sync::Arc;
+//! A session's mailbox: direct replies (acks, errors), its direct lane of sequenced events, and its close signal.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
-use crate::bus::Frame;
+pub use convene_signaling::CloseReason;
 
-/// Why the server closes a socket, as a WebSocket close code and reason. One mapping for the whole server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl CloseReason {
-    pub const GOING_AWAY: CloseReason = CloseReason {
-        code: 1001,
-        reason: "going away",
-    };
-    pub const POLICY: CloseReason = CloseReason {
-        code: 1008,
-        reason: "too many refused messages",
-    };
-    pub const TOO_BIG: CloseReason = CloseReason {
-        code: 1009,
-        reason: "message too big",
-    };
-    pub const RESTARTING: CloseReason = CloseReason {
-        code: 1012,
-        reason: "server restarting",
-    };
-    /// Fell behind the room's events; the client may resume.
-    pub const SLOW: CloseReason = CloseReason {
-        code: 1013,
-        reason: "too slow reading events; resume",
-    };
-    pub const IDLE: CloseReason = CloseReason {
-        code: 4000,
-        reason: "idle timeout",
-    };
-    pub const REMOVED: CloseReason = CloseReason {
-        code: 4001,
-        reason: "removed from the room",
-    };
-    pub const REPLACED: CloseReason = CloseReason {
-        code: 4002,
-        reason: "session resumed elsewhere",
-    };
-}
+use crate::wire::{Envelope, Frame};
 
 /// The sending half of a session: bounded, never awaited. A full mailbox closes that session only.
 #[derive(Clone, Debug)]
@@ -67,6 +24,9 @@ pub struct Outbox {
 struct Mailbox {
     frames: Mutex<VecDeque<Frame>>,
     ready: Notify,
+    /// This person's direct lane: sequenced events addressed to them alone.
+    events: Mutex<VecDeque<Arc<Envelope>>>,
+    events_ready: Notify,
     capacity: usize,
     /// The writer's `Inbox` still exists.
     open: AtomicBool,
@@ -87,6 +47,8 @@ pub fn outbox(capacity: usize) -> (Outbox, Inbox) {
     let mailbox = Arc::new(Mailbox {
         frames: Mutex::new(VecDeque::new()),
         ready: Notify::new(),
+        events: Mutex::new(VecDeque::new()),
+        events_ready: Notify::new(),
         capacity: capacity.max(1),
         open: AtomicBool::new(true),
     });
@@ -124,6 +86,44 @@ impl Frames {
     }
 }
 
+/// The writer's end of the direct lane, read by its `EventStream`.
+#[derive(Clone)]
+pub struct DirectLane {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Frames {
+    pub fn direct_lane(&self) -> DirectLane {
+        DirectLane {
+            mailbox: self.mailbox.clone(),
+        }
+    }
+}
+
+impl DirectLane {
+    /// The `seq` of the oldest waiting event, dropping any at or below `delivered`.
+    pub fn front_after(&self, delivered: u64) -> Option<u64> {
+        let mut events = self.mailbox.events.lock().expect("mailbox lock");
+        while events.front().is_some_and(|e| e.seq <= delivered) {
+            events.pop_front();
+        }
+        events.front().map(|e| e.seq)
+    }
+
+    pub fn pop(&self) -> Option<Arc<Envelope>> {
+        self.mailbox
+            .events
+            .lock()
+            .expect("mailbox lock")
+            .pop_front()
+    }
+
+    /// Resolves when an event is queued (a permit is kept if none is waiting).
+    pub async fn ready(&self) {
+        self.mailbox.events_ready.notified().await
+    }
+}
+
 impl Drop for Frames {
     fn drop(&mut self) {
         self.mailbox.open.store(false, Ordering::Release);
@@ -148,6 +148,26 @@ impl Outbox {
             self.close(CloseReason::SLOW);
         } else {
             self.mailbox.ready.notify_one();
+        }
+    }
+
+    /// Queues an event on this session's direct lane; a full lane closes the session.
+    pub fn send_event(&self, event: Arc<Envelope>) {
+        if !self.mailbox.open.load(Ordering::Acquire) {
+            return;
+        }
+        let full = {
+            let mut events = self.mailbox.events.lock().expect("mailbox lock");
+            let full = events.len() >= self.mailbox.capacity;
+            if !full {
+                events.push_back(event);
+            }
+            full
+        };
+        if full {
+            self.close(CloseReason::SLOW);
+        } else {
+            self.mailbox.events_ready.notify_one();
         }
     }
 

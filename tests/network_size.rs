@@ -1,0 +1,312 @@
+//! A peer exchange at the size of a real network: participants in district teams, breakouts by
+//! the `team` attribute, opened and closed in one command, over real sockets.
+//!
+//! `CONVENE_NETWORK_SIZE` sets the number of participants (default 1200, 60 teams of 20;
+//! never below 600). Each participant is a real WebSocket client that reads everything.
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use convene_signaling::{
+    Assignment, BreakoutPlan, BreakoutRooms, Command, Role, RoomEvent, RoomKind,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::{mpsc, Mutex};
+use tokio_tungstenite::tungstenite::Message;
+
+const TEAMS: usize = 60;
+/// Every participant must hear of a bulk move within this long of the command.
+const MOVE_DEADLINE: Duration = Duration::from_secs(5);
+
+fn network_size() -> usize {
+    std::env::var("CONVENE_NETWORK_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1200)
+        .max(600)
+}
+
+/// Only what the checks need from each frame, so a thousand readers stay cheap.
+#[derive(Deserialize)]
+struct Frame {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    event: Option<EventLite>,
+}
+
+#[derive(Deserialize)]
+struct EventLite {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    breakout: Option<u32>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    message: Option<ChatLite>,
+}
+
+#[derive(Deserialize)]
+struct ChatLite {
+    text: String,
+}
+
+/// What one participant saw.
+#[derive(Default)]
+struct Seen {
+    /// (when, breakout, breakout name) of each `moved`.
+    moves: Vec<(Instant, Option<u32>, String)>,
+    chat: Vec<String>,
+    closed: Option<String>,
+}
+
+struct Participant {
+    team: usize,
+    seen: Arc<Mutex<Seen>>,
+    say: mpsc::UnboundedSender<String>,
+}
+
+async fn connect(t: &TestServer, room: &str, i: usize) -> Participant {
+    let team = i % TEAMS;
+    let token = common::token(
+        room,
+        Role::Participant,
+        &format!("p{i:04}"),
+        &[("team", &format!("Team {team:02}"))],
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(t.ws_url(&token))
+        .await
+        .expect("participant connects");
+    match ws.next().await {
+        Some(Ok(Message::Text(text))) => assert!(
+            text.as_str().starts_with(r#"{"type":"welcome""#),
+            "first frame is welcome"
+        ),
+        other => panic!("no welcome: {other:?}"),
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (say, mut said) = mpsc::unbounded_channel::<String>();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                frame = ws.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(close))) => {
+                            log.lock().await.closed = Some(format!("{close:?}"));
+                            return;
+                        }
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => {
+                            log.lock().await.closed = Some(e.to_string());
+                            return;
+                        }
+                        None => {
+                            log.lock().await.closed = Some("ended".into());
+                            return;
+                        }
+                    };
+                    let frame: Frame = serde_json::from_str(text.as_str()).expect("server JSON");
+                    let Some(event) = frame.event.filter(|_| frame.kind == "event") else {
+                        continue;
+                    };
+                    match event.kind.as_str() {
+                        "moved" => log.lock().await.moves.push((
+                            Instant::now(),
+                            event.breakout,
+                            event.name.unwrap_or_default(),
+                        )),
+                        "chat_message" => {
+                            if let Some(message) = event.message {
+                                log.lock().await.chat.push(message.text);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                text = said.recv() => {
+                    let Some(text) = text else { return };
+                    n += 1;
+                    let command = serde_json::json!({"type": "send_chat", "text": text, "request_id": format!("c{n}")});
+                    if ws.send(Message::Text(command.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Participant { team, seen, say }
+}
+
+async fn crowd(t: &TestServer, room: &str, n: usize) -> Vec<Participant> {
+    let mut people = Vec::with_capacity(n);
+    // Joined in waves, as a convening fills in its first minute.
+    for wave in (0..n).collect::<Vec<_>>().chunks(100) {
+        let joins = wave.iter().map(|i| connect(t, room, *i));
+        people.extend(futures_util::future::join_all(joins).await);
+    }
+    people
+}
+
+/// Waits until every participant's latest move went to `want(team)`, then checks the deadline.
+async fn all_moved(
+    people: &[Participant],
+    since: Instant,
+    want: impl Fn(usize) -> Option<String>,
+) -> Duration {
+    let give_up = since + MOVE_DEADLINE * 4;
+    loop {
+        let mut done = 0;
+        let mut slowest = Duration::ZERO;
+        for p in people {
+            let seen = p.seen.lock().await;
+            assert!(seen.closed.is_none(), "a session closed: {:?}", seen.closed);
+            if let Some((at, breakout, name)) = seen.moves.last().filter(|(at, ..)| *at >= since) {
+                let expected = want(p.team);
+                assert_eq!(
+                    expected.as_deref().unwrap_or("Main room"),
+                    name,
+                    "moved to its team's breakout"
+                );
+                assert_eq!(breakout.is_some(), expected.is_some());
+                slowest = slowest.max(at.duration_since(since));
+                done += 1;
+            }
+        }
+        if done == people.len() {
+            return slowest;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "only {done} of {} participants were moved",
+            people.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn peer_exchange(kind: RoomKind) {
+    let n = network_size();
+    let t = TestServer::start_with(|c| {
+        // One machine runs the server and every client: allow the host's burst of commands.
+        c.limits.rate.other.burst = 1000;
+    })
+    .await;
+    let room = format!("network-{kind:?}").to_lowercase();
+    let mut host = t.join(&room, Role::Host, "host").await;
+    host.ok(Command::UpdateSettings {
+        kind: Some(kind),
+        chat_enabled: None,
+        qa_mode: None,
+    })
+    .await;
+    let people = crowd(&t, &room, n).await;
+    host.clear();
+    host.ok(Command::SetBreakoutPlan {
+        plan: BreakoutPlan {
+            rooms: BreakoutRooms::FromAttribute {
+                from_attribute: "team".into(),
+            },
+            assignment: Assignment::ByAttribute { key: "team".into() },
+            duration_s: None,
+            allow_leave: true,
+        },
+    })
+    .await;
+
+    // Open: acked (ok() waits for the ack), everyone moved to their team's room, no one cut off.
+    let opened = Instant::now();
+    host.ok(Command::OpenBreakouts).await;
+    let slowest = all_moved(&people, opened, |team| Some(format!("Team {team:02}"))).await;
+    eprintln!("{kind:?}, {n} participants: last `moved` {slowest:?} after open_breakouts");
+    assert!(
+        slowest <= MOVE_DEADLINE,
+        "the last `moved` came {slowest:?} after open_breakouts"
+    );
+    // The host (staff) learns every move in one event.
+    let moved = host
+        .expect_event(|e| matches!(e, RoomEvent::MembersMoved { .. }))
+        .await;
+    let RoomEvent::MembersMoved { moves } = moved else {
+        unreachable!()
+    };
+    assert_eq!(moves.len(), n, "one entry per participant");
+
+    // Chat stays inside each breakout: one voice per team, heard only by that team.
+    let mut speakers: BTreeMap<usize, &Participant> = BTreeMap::new();
+    for p in &people {
+        speakers.entry(p.team).or_insert(p);
+    }
+    for (team, p) in &speakers {
+        p.say.send(format!("hello from team {team:02}")).unwrap();
+    }
+    let per_team = n / TEAMS;
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut heard = 0;
+        for p in &people {
+            let seen = p.seen.lock().await;
+            assert!(seen.closed.is_none(), "a session closed: {:?}", seen.closed);
+            for text in &seen.chat {
+                assert_eq!(
+                    text,
+                    &format!("hello from team {:02}", p.team),
+                    "chat crossed breakouts"
+                );
+            }
+            heard += seen.chat.len();
+        }
+        if heard == TEAMS * per_team {
+            break;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "{heard} of {} chat deliveries",
+            TEAMS * per_team
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Close all: everyone is back in the main room.
+    let closing = Instant::now();
+    host.ok(Command::CloseBreakouts {
+        countdown_s: Some(0),
+    })
+    .await;
+    let slowest = all_moved(&people, closing, |_| None).await;
+    eprintln!("{kind:?}, {n} participants: last return {slowest:?} after close_breakouts");
+    assert!(
+        slowest <= MOVE_DEADLINE,
+        "the last return came {slowest:?} after close_breakouts"
+    );
+    let observer = t.join(&room, Role::Moderator, "observer").await;
+    let snapshot = observer.snapshot();
+    let away = snapshot
+        .members
+        .iter()
+        .filter(|m| m.breakout.is_some())
+        .count();
+    assert_eq!(away, 0, "everyone is back in the main room");
+    assert_eq!(snapshot.participant_count as usize, n);
+    // Nobody was cut off along the way.
+    for p in &people {
+        assert!(p.seen.lock().await.closed.is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webcast_peer_exchange_of_a_network_opens_and_closes_breakouts_by_team() {
+    peer_exchange(RoomKind::Webcast).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_peer_exchange_of_a_network_opens_and_closes_breakouts_by_team() {
+    peer_exchange(RoomKind::Meeting).await;
+}
