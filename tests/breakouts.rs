@@ -1094,6 +1094,24 @@ async fn resume_follows_a_move_made_while_away() {
         plan: named(&["Red", "Blue"], assignments, None),
     })
     .await;
+    // A participant's view of a manual plan holds no one else's assignment: the map would
+    // reveal who else is in a webcast.
+    let plan = p1
+        .expect_event(|e| matches!(e, RoomEvent::BreakoutsUpdated { .. }))
+        .await;
+    let RoomEvent::BreakoutsUpdated {
+        breakouts: Some(breakouts),
+    } = plan
+    else {
+        panic!("{plan:?}")
+    };
+    let Assignment::Manual { assignments } = &breakouts.plan.assignment else {
+        panic!("{breakouts:?}")
+    };
+    assert!(
+        assignments.keys().all(|who| who == "p1"),
+        "others' assignments leaked: {assignments:?}"
+    );
     let (token, session_id, last_seq) = p0.drop_connection();
     host.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if member.identity == "p0" && member.presence == Presence::Reconnecting)).await;
 

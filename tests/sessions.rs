@@ -384,3 +384,29 @@ async fn shutdown_tells_every_session_and_finishes() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_request_id_over_64_bytes_is_refused_and_a_64_byte_one_is_acked() {
+    let t = TestServer::start().await;
+    let mut ana = t.join("ids", Role::Participant, "ana").await;
+    ana.send_raw(
+        serde_json::json!({"type": "send_chat", "text": "hi", "request_id": "x".repeat(65)})
+            .to_string(),
+    )
+    .await;
+    match ana.recv().await {
+        ServerMessage::Error { code, message, .. } => {
+            assert_eq!(code, ErrorCode::InvalidMessage);
+            assert!(message.contains("64 bytes"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // Nothing was applied: the next chat is the first the room has.
+    let id = "y".repeat(64);
+    ana.send_with_id(Command::SendChat { text: "ok".into() }, &id)
+        .await;
+    assert!(matches!(
+        ana.reply(&id).await,
+        ServerMessage::Ack { id: Some(1), .. }
+    ));
+}
