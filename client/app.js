@@ -201,7 +201,24 @@ function applyEvent(ev) {
       // Media follows the place: the server renegotiates the peer; tracks of the old place go.
       for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
       if (state.you) state.you = { ...state.you, breakout: ev.breakout };
+      // Teammates already there whom a webcast hid until now.
+      for (const m of ev.members ?? []) state.members.set(m.identity, m);
       notice(ev.breakout == null ? "You are back in the main room." : `You are in ${ev.name}.`);
+      break;
+    case "members_moved":
+      // One event for a bulk move: apply the same rules the server did to each member.
+      for (const move of ev.moves) {
+        const m = state.members.get(move.identity);
+        if (!m) continue;
+        const back = move.breakout == null;
+        state.members.set(move.identity, {
+          ...m,
+          breakout: move.breakout,
+          hand_raised: false,
+          facilitator: false,
+          on_stage: back ? m.role === "presenter" : m.on_stage,
+        });
+      }
       break;
     case "breakout_warning":
       notice(`Breakouts end in ${countdown(ev.ends_at - Date.now())}.`);
