@@ -6,7 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use convene_signaling::{Command, ErrorCode, ServerMessage};
 use tokio::sync::{mpsc, watch};
@@ -17,6 +19,7 @@ use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
 use crate::room::Place;
 use crate::session::outbox::Outbox;
 use crate::sfu::{PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
+use crate::wire::Frame;
 
 /// The SFU group of a place in a room.
 pub fn group(room: &str, place: Place) -> String {
@@ -41,7 +44,7 @@ pub fn offer_sends_media(sdp: &str) -> bool {
 }
 
 /// What a member may do with media now, as the room last said.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MediaAccess {
     pub place: Place,
     pub may_publish: bool,
@@ -55,6 +58,17 @@ pub struct Media {
     pub sfu: Sfu,
     /// room -> identity -> the peer that identity publishes from (for WHEP `?participant=`).
     publishers: Arc<Mutex<HashMap<String, HashMap<String, PeerId>>>>,
+    /// Media of sessions whose socket dropped, kept through the reconnect grace so a resumed
+    /// session finds its peer still connected (its browser keeps the `RTCPeerConnection`).
+    parked: Arc<Mutex<HashMap<Uuid, Parked>>>,
+    parkings: Arc<AtomicU64>,
+}
+
+/// A session's media while it has no socket.
+struct Parked {
+    link: MediaLink,
+    access: watch::Sender<MediaAccess>,
+    ticket: u64,
 }
 
 impl Media {
@@ -83,7 +97,57 @@ impl Media {
         Ok(Media {
             sfu,
             publishers: Arc::default(),
+            parked: Arc::default(),
+            parkings: Arc::default(),
         })
+    }
+
+    /// Keeps a session's media for `grace` after its socket dropped; `reclaim` takes it back.
+    /// A link whose media task never started holds nothing worth keeping.
+    pub fn park(
+        &self,
+        session_id: Uuid,
+        link: MediaLink,
+        access: watch::Sender<MediaAccess>,
+        grace: Duration,
+    ) {
+        if !link.is_running() {
+            return;
+        }
+        let ticket = self.parkings.fetch_add(1, Ordering::Relaxed);
+        self.parked.lock().expect("parked lock").insert(
+            session_id,
+            Parked {
+                link,
+                access,
+                ticket,
+            },
+        );
+        let parked = self.parked.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let mut parked = parked.lock().expect("parked lock");
+            if parked.get(&session_id).is_some_and(|p| p.ticket == ticket) {
+                // Dropping the link ends its media task, which removes the peer.
+                parked.remove(&session_id);
+                tracing::debug!(%session_id, "parked media expired with the reconnect grace");
+            }
+        });
+    }
+
+    /// A resumed session's media, if it was parked; replies now go to `outbox`.
+    pub fn reclaim(
+        &self,
+        session_id: Uuid,
+        outbox: &Outbox,
+    ) -> Option<(MediaLink, watch::Sender<MediaAccess>)> {
+        let parked = self
+            .parked
+            .lock()
+            .expect("parked lock")
+            .remove(&session_id)?;
+        parked.link.replies.set(outbox.clone());
+        Some((parked.link, parked.access))
     }
 
     pub fn publisher_peer(&self, room: &str, identity: &str) -> Option<PeerId> {
@@ -115,7 +179,7 @@ impl Media {
         identity: &str,
         peer: &PeerId,
         mut events: mpsc::UnboundedReceiver<PeerEvent>,
-        offers: Option<&Outbox>,
+        offers: Option<&Replies>,
     ) {
         let mut published = HashSet::new();
         while let Some(event) = events.recv().await {
@@ -137,7 +201,7 @@ impl Media {
         peer: &PeerId,
         event: PeerEvent,
         published: &mut HashSet<String>,
-        offers: Option<&Outbox>,
+        offers: Option<&Replies>,
     ) -> bool {
         match event {
             PeerEvent::TrackPublished(info) => {
@@ -178,10 +242,26 @@ impl Media {
     }
 }
 
+/// Where a session's media task sends answers, offers and acks: the session's current
+/// socket, which changes when it resumes.
+#[derive(Clone)]
+pub struct Replies(Arc<Mutex<Outbox>>);
+
+impl Replies {
+    pub fn send(&self, frame: Frame) {
+        self.0.lock().expect("replies lock").send(frame);
+    }
+    fn set(&self, outbox: Outbox) {
+        *self.0.lock().expect("replies lock") = outbox;
+    }
+}
+
 /// A session's handle on its media task, which starts on the first signaling message:
 /// most of a webcast audience never sends one, and an idle session should cost little.
+/// It belongs to the session, not the socket: parked through a reconnect, it keeps the peer.
 pub struct MediaLink {
     state: LinkState,
+    replies: Replies,
 }
 
 enum LinkState {
@@ -201,20 +281,27 @@ impl MediaLink {
         access: watch::Receiver<MediaAccess>,
     ) -> MediaLink {
         let peer: PeerId = format!("{identity}.{}", &session_id.simple().to_string()[..8]);
+        let replies = Replies(Arc::new(Mutex::new(outbox)));
         let task = SessionMedia {
             media,
             room,
             identity,
             name,
             peer,
-            outbox,
+            outbox: replies.clone(),
             access,
             events: None,
             published: HashSet::new(),
         };
         MediaLink {
             state: LinkState::Idle(Box::new(task)),
+            replies,
         }
+    }
+
+    /// The media task has started (the session signalled).
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, LinkState::Running(_))
     }
 
     /// Queues a signaling command; the media task replies through the outbox.
@@ -248,7 +335,7 @@ struct SessionMedia {
     identity: String,
     name: String,
     peer: PeerId,
-    outbox: Outbox,
+    outbox: Replies,
     access: watch::Receiver<MediaAccess>,
     events: Option<mpsc::UnboundedReceiver<PeerEvent>>,
     published: HashSet<String>,

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -193,22 +194,45 @@ async fn serve_socket(
         ..
     } = &start;
     tracing::debug!(%session_id, "session started");
-    let (media_access, access_rx) = tokio::sync::watch::channel(MediaAccess {
+    let access_now = MediaAccess {
         place: viewer.place,
         may_publish: *may_publish,
         recheck: 0,
-    });
-    let media = state.media.as_ref().map(|engine| {
-        MediaLink::new(
-            engine.clone(),
-            room.clone(),
-            claims.sub.clone(),
-            claims.name.clone(),
-            *session_id,
-            outbox.clone(),
-            access_rx,
-        )
-    });
+    };
+    // A resumed session takes back its media: the browser kept its peer connection.
+    let reclaimed = match (&state.media, resume) {
+        (Some(engine), Some((asked, _))) if asked == *session_id => {
+            engine.reclaim(*session_id, &outbox)
+        }
+        _ => None,
+    };
+    let (media, media_access) = match reclaimed {
+        Some((link, access)) => {
+            // Where the member is now; the replay's moves, if any, follow.
+            access.send_modify(|a| {
+                a.place = access_now.place;
+                a.may_publish = access_now.may_publish;
+                a.recheck = a.recheck.wrapping_add(1);
+            });
+            (Some(link), access)
+        }
+        None => {
+            let (media_access, access_rx) = tokio::sync::watch::channel(access_now);
+            let media = state.media.as_ref().map(|engine| {
+                MediaLink::new(
+                    engine.clone(),
+                    room.clone(),
+                    claims.sub.clone(),
+                    claims.name.clone(),
+                    *session_id,
+                    outbox.clone(),
+                    access_rx,
+                )
+            });
+            (media, media_access)
+        }
+    };
+    let session_id = *session_id;
     let (sink, stream) = socket.split();
     // The session runs as its own task, sized for it alone: the join above, and the upgrade
     // task around it, end here instead of being kept alive for the whole session.
@@ -230,8 +254,13 @@ async fn serve_socket(
             registration,
         },
     );
+    let grace = Duration::from_secs(state.config.limits.reconnect_grace_s);
     tokio::spawn(async move {
-        session.await;
+        let end = session.await;
+        let may_resume = end.may_resume();
+        if let (Some(engine), Some(link), true) = (&state.media, end.media, may_resume) {
+            engine.park(session_id, link, end.media_access, grace);
+        }
         drop(guard);
     });
 }

@@ -194,7 +194,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(hist: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(hist: &Histogram<u64>) -> Latency {
         let ms = |us: u64| us as f64 / 1000.0;
         Latency {
             samples: hist.len(),
@@ -611,7 +611,7 @@ impl Errors {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -678,7 +678,7 @@ impl Samples {
     }
 }
 
-fn unix_nanos() -> u64 {
+pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -695,7 +695,7 @@ fn leading_u64(text: &str) -> Option<u64> {
 }
 
 /// The send time embedded in a relayed chat message (`"text":"t=<nanos>`), either protocol.
-fn stamp(text: &str) -> Option<u64> {
+pub(crate) fn stamp(text: &str) -> Option<u64> {
     const KEY: &str = "\"text\":\"t=";
     let at = text.find(KEY)?;
     leading_u64(&text[at + KEY.len()..])

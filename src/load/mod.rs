@@ -2,11 +2,13 @@
 //!
 //! `convene load chat|votes` drives the signaling hub (see `chat.rs`); `convene load sfu`
 //! drives the media path with str0m client peers (see `sfu.rs`); `convene load udp-floor`
-//! measures the kernel's share of sending a datagram (see `floor.rs`).
+//! measures the kernel's share of sending a datagram (see `floor.rs`), and `tcp-floor` the
+//! kernel's share of writing a frame to a session socket (see `tcp_floor.rs`).
 
 pub mod chat;
 pub mod floor;
 pub mod sfu;
+pub mod tcp_floor;
 
 /// A load run that could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,8 @@ pub enum LoadCommand {
     Sfu(sfu::SfuArgs),
     /// Plain UDP datagrams to N sockets: the kernel's CPU per datagram, the SFU's floor.
     UdpFloor(floor::FloorArgs),
+    /// One frame per message to N loopback TCP sockets, no hub: the kernel's CPU per delivery, the hub's floor.
+    TcpFloor(tcp_floor::TcpFloorArgs),
 }
 
 pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
@@ -35,5 +39,6 @@ pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
         LoadCommand::Votes(args) => chat::run_votes(args).await,
         LoadCommand::Sfu(args) => sfu::run(args).await,
         LoadCommand::UdpFloor(args) => floor::run(args).await,
+        LoadCommand::TcpFloor(args) => tcp_floor::run(args).await,
     }
 }

@@ -52,7 +52,29 @@ pub struct SessionParams {
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
-pub async fn run<W, R>(sink: W, stream: R, params: SessionParams)
+/// How a session ended, and what of it outlives the socket.
+pub struct SessionEnd {
+    /// The client left on purpose.
+    pub left: bool,
+    /// Why the server closed it, if it did.
+    pub closed: Option<CloseReason>,
+    /// The session's media, which a resume may take back.
+    pub media: Option<MediaLink>,
+    pub media_access: watch::Sender<MediaAccess>,
+}
+
+impl SessionEnd {
+    /// Whether the session may come back on another socket (and its media should wait for it).
+    pub fn may_resume(&self) -> bool {
+        !self.left
+            && !matches!(
+                self.closed,
+                Some(CloseReason::REMOVED | CloseReason::REPLACED)
+            )
+    }
+}
+
+pub async fn run<W, R>(sink: W, stream: R, params: SessionParams) -> SessionEnd
 where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
@@ -61,7 +83,7 @@ where
     tracing::Instrument::instrument(run_session(sink, stream, params), span).await
 }
 
-async fn run_session<W, R>(sink: W, stream: R, params: SessionParams)
+async fn run_session<W, R>(sink: W, stream: R, params: SessionParams) -> SessionEnd
 where
     W: Sink<Message> + Unpin + Send + 'static,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send + 'static,
@@ -89,7 +111,7 @@ where
     let (pumped, mut pump_ended) = tokio::sync::oneshot::channel();
     let writer_task =
         tokio::spawn(writer.run(sink, session_start, events, inbox, shutdown, pumped));
-    let reader = Reader {
+    let mut reader = Reader {
         room: room.clone(),
         session_id,
         outbox: outbox.clone(),
@@ -98,17 +120,15 @@ where
         limits: limits.clone(),
         media,
     };
-    let mut writer_task = writer_task;
     // Whichever half ends first ends the session: a closed writer (slow reader, removal,
     // shutdown) stops the reader, and a finished reader stops the writer.
-    let (left, writer_done) = tokio::select! {
+    let (left, mut closed) = tokio::select! {
         left = reader.run(stream) => {
             outbox.close(CloseReason::GOING_AWAY);
-            let _ = (&mut writer_task).await;
-            (left, true)
+            (left, None)
         }
         // The room hears of it before the close handshake, which may wait on a stalled socket.
-        _ = &mut pump_ended => (false, false),
+        reason = &mut pump_ended => (false, reason.ok().flatten()),
     };
     drop(registration);
     let _ = room
@@ -118,10 +138,20 @@ where
             left,
         })
         .await;
-    if !writer_done {
-        let _ = writer_task.await;
+    let media_access = match writer_task.await {
+        Ok((reason, access)) => {
+            closed = closed.or(reason);
+            access
+        }
+        Err(_) => watch::channel(MediaAccess::default()).0,
+    };
+    tracing::debug!(left, ?closed, "session ended");
+    SessionEnd {
+        left,
+        closed,
+        media: reader.media.take(),
+        media_access,
     }
-    tracing::debug!(left, "session ended");
 }
 
 /// What an event means for a session's media rights: one reading shared by WebSocket
@@ -192,14 +222,15 @@ impl Writer {
         mut events: EventStream,
         mut inbox: Inbox,
         mut shutdown: watch::Receiver<Option<u64>>,
-        pumped: tokio::sync::oneshot::Sender<()>,
-    ) where
+        pumped: tokio::sync::oneshot::Sender<Option<CloseReason>>,
+    ) -> (Option<CloseReason>, watch::Sender<MediaAccess>)
+    where
         W: Sink<Message> + Unpin,
     {
         let reason = self
             .pump(&mut sink, start, &mut events, &mut inbox, &mut shutdown)
             .await;
-        let _ = pumped.send(());
+        let _ = pumped.send(reason);
         if let Some(reason) = reason {
             let close = Message::Close(Some(CloseFrame {
                 code: reason.code,
@@ -208,6 +239,7 @@ impl Writer {
             let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+        (reason, self.media_access)
     }
 
     /// Returns the close frame to send, if any.
@@ -416,7 +448,7 @@ struct Reader {
 
 impl Reader {
     /// Reads until the socket ends; true when the client left on purpose.
-    async fn run<R>(mut self, mut stream: R) -> bool
+    async fn run<R>(&mut self, mut stream: R) -> bool
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {

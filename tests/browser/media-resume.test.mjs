@@ -1,0 +1,142 @@
+// Media belongs to the session, not the socket: a participant publishing and watching in a
+// meeting loses its WebSocket for 3 s (a proxy cuts it and refuses reconnects), resumes, and
+// its media keeps flowing both ways with no new `welcome` and no second peer connection.
+// Server, proxy and Chromium run in a network namespace with only `lo` (DESIGN.md, "Test
+// networking"). Needs root for `ip netns add`; skipped without.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import path from "node:path";
+import readline from "node:readline";
+import { startServer, launchChromium } from "./harness.mjs";
+import { createNetns } from "./netns.mjs";
+
+const PROXY_PORT = 8081;
+let netns;
+let skip = null;
+let server;
+let browser;
+let proxy;
+const proxyLines = [];
+
+before(async () => {
+  try {
+    netns = createNetns();
+  } catch (e) {
+    if (!e.skip) throw e;
+    skip = e.skip;
+    return;
+  }
+  server = await startServer({ netns });
+  const [cmd, args] = netns.exec([process.execPath, path.join(import.meta.dirname, "proxy.mjs"), String(PROXY_PORT), "8080"]);
+  proxy = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] });
+  readline.createInterface({ input: proxy.stdout }).on("line", (l) => proxyLines.push(l));
+  await until(async () => proxyLines.includes("ready"), (ok) => ok, { what: "the proxy" });
+  browser = await launchChromium({
+    netns,
+    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
+  });
+}, { timeout: 120_000 });
+
+after(async () => {
+  try {
+    await browser?.close();
+    proxy?.kill();
+  } finally {
+    try {
+      await server?.stop();
+    } finally {
+      netns?.delete();
+    }
+  }
+}, { timeout: 30_000 });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
+    await sleep(every);
+  }
+}
+
+// Counts what the page's client does: peer connections made and first messages received.
+const INSTRUMENT = () => {
+  window.__peerConnections = 0;
+  window.__first = [];
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    window.__peerConnections += 1;
+    return new PC(...args);
+  };
+  window.RTCPeerConnection.prototype = PC.prototype;
+  const WS = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const ws = new WS(...args);
+    ws.addEventListener("message", (e) => {
+      const m = String(e.data).match(/^\{"type":"(welcome|resumed)"/);
+      if (m) window.__first.push(m[1]);
+    });
+    return ws;
+  };
+  Object.assign(window.WebSocket, WS);
+  window.WebSocket.prototype = WS.prototype;
+};
+
+// Decoded video frames from `publisher` on this page.
+const framesFrom = (page, publisher) => page.evaluate(async (publisher) => {
+  const track = [...convene.state.tracks.values()].find((t) => t.publisher === publisher && t.kind === "video");
+  if (!track || !convene.media.pc) return 0;
+  let frames = 0;
+  (await convene.media.pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") frames += s.framesDecoded ?? 0;
+  });
+  return frames;
+}, publisher);
+
+test("a session's media survives a 3 s loss of its socket", { timeout: 120_000 }, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "resume-av";
+  const open = async (who, role, viaProxy) => {
+    const { url } = server.token({ room, role, name: who, identity: who });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    await context.addInitScript(INSTRUMENT);
+    const page = await context.newPage();
+    page.setDefaultTimeout(15000);
+    await page.goto(viaProxy ? url.replace(":8080/", `:${PROXY_PORT}/`) : url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    return page;
+  };
+  const host = await open("hana", "host", false);
+  await host.selectOption("#set-kind", "meeting");
+  const pia = await open("pia", "participant", true);
+  await pia.locator("#cam", { hasText: "Start camera" }).waitFor();
+  await host.click("#cam");
+  await pia.click("#cam");
+  await until(() => framesFrom(host, "pia"), (n) => n > 10, { what: "hana decoding pia" });
+  await until(() => framesFrom(pia, "hana"), (n) => n > 10, { what: "pia decoding hana" });
+
+  proxy.stdin.write("drop 3000\n");
+  await until(async () => proxyLines.includes("dropped"), (ok) => ok, { what: "the drop" });
+  // While the socket is gone, media still flows: it never went through the WebSocket.
+  const during = { pia: await framesFrom(pia, "hana"), hana: await framesFrom(host, "pia") };
+  await sleep(1500);
+  assert.ok(await framesFrom(pia, "hana") > during.pia, "pia still decodes hana with no socket");
+  assert.ok(await framesFrom(host, "pia") > during.hana, "hana still decodes pia while pia has no socket");
+
+  // The client reconnects once the network is back, and resumes.
+  await until(() => pia.evaluate(() => window.__first), (f) => f.includes("resumed"), { timeout: 30000, what: "a resumed session" });
+  await pia.locator("#status[data-state=connected]").waitFor();
+  const after = { pia: await framesFrom(pia, "hana"), hana: await framesFrom(host, "pia") };
+  await sleep(2000);
+  const later = { pia: await framesFrom(pia, "hana"), hana: await framesFrom(host, "pia") };
+  assert.ok(later.pia > after.pia, `pia decodes hana after the resume: ${JSON.stringify([after, later])}`);
+  assert.ok(later.hana > after.hana, `hana decodes pia after the resume: ${JSON.stringify([after, later])}`);
+  const first = await pia.evaluate(() => window.__first);
+  assert.deepEqual(first.filter((m) => m === "welcome"), ["welcome"], `one welcome only: ${first}`);
+  assert.equal(await pia.evaluate(() => window.__peerConnections), 1, "no second peer connection");
+  t.diagnostic(`first messages on pia's sockets: ${first.join(", ")}; frames pia<-hana ${after.pia}->${later.pia}, hana<-pia ${after.hana}->${later.hana}`);
+});
