@@ -268,6 +268,40 @@ impl RoomState {
         }
     }
 
+    /// `member_audience(m).includes(viewer)` without building the audience: a welcome checks
+    /// every member, and 5,000 joins would otherwise allocate 12.5 million audiences.
+    fn member_visible_to(&self, m: &Member, viewer: &Viewer) -> bool {
+        self.member_visible_unless_self(m, viewer) || m.identity == viewer.identity
+    }
+
+    fn member_visible_unless_self(&self, m: &Member, viewer: &Viewer) -> bool {
+        self.settings.kind == RoomKind::Meeting
+            || m.role.is_staff()
+            || m.on_stage
+            || viewer.role.is_staff()
+            || m.breakout
+                .is_some_and(|b| viewer.place == Place::Breakout(b))
+    }
+
+    /// The members `viewer` may see, in identity order. Comparing names only for the viewer's
+    /// own record keeps a welcome in a 5,000-person webcast to flag checks.
+    fn visible_members(&self, viewer: &Viewer) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .members
+            .values()
+            .filter(|m| self.member_visible_unless_self(&m.member, viewer))
+            .map(|m| m.member.clone())
+            .collect();
+        if let Some(me) = self.member(&viewer.identity) {
+            if let Err(at) =
+                members.binary_search_by(|m| m.identity.as_str().cmp(viewer.identity.as_str()))
+            {
+                members.insert(at, me.clone());
+            }
+        }
+        members
+    }
+
     /// Who hears that this member arrived, left or lost their connection. A webcast audience
     /// member's presence is for staff only: they know their own from `welcome`, and
     /// thousands of joins must not wake thousands of sessions.
@@ -677,12 +711,7 @@ impl RoomState {
 
     /// The room as `viewer` may see it.
     pub fn snapshot(&self, viewer: &Viewer) -> RoomSnapshot {
-        let members = self
-            .members
-            .values()
-            .filter(|m| self.member_audience(&m.member).includes(viewer))
-            .map(|m| m.member.clone())
-            .collect();
+        let members = self.visible_members(viewer);
         let (questions, answered) = self.qa.visible_to(viewer);
         RoomSnapshot {
             room: self.name.clone(),

@@ -998,3 +998,87 @@ fn moves_reach_both_the_old_and_the_new_breakout() {
     assert!(update.audience.includes(&a2_before));
     assert!(update.audience.includes(&viewer(&room, "b1")));
 }
+
+#[test]
+fn member_visibility_without_allocation_matches_the_audience() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("mod", Role::Moderator),
+        ("pres", Role::Presenter),
+    ]);
+    for (who, team) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("c1", "C")] {
+        room.join(with_team(who, team), 1).unwrap();
+    }
+    run(
+        &mut room,
+        "host",
+        Command::InviteToStage {
+            identity: "c1".into(),
+        },
+        2,
+    )
+    .unwrap();
+    run(
+        &mut room,
+        "host",
+        Command::SetBreakoutPlan {
+            plan: BreakoutPlan {
+                rooms: BreakoutRooms::FromAttribute {
+                    from_attribute: "team".into(),
+                },
+                assignment: Assignment::ByAttribute { key: "team".into() },
+                duration_s: None,
+                allow_leave: true,
+            },
+        },
+        3,
+    )
+    .unwrap();
+    for (kind, opened) in [
+        (RoomKind::Webcast, false),
+        (RoomKind::Webcast, true),
+        (RoomKind::Meeting, true),
+    ] {
+        room.settings.kind = kind;
+        if opened && room.members().all(|m| m.breakout.is_none()) {
+            run(&mut room, "host", Command::OpenBreakouts, 4).unwrap();
+        }
+        let everyone: Vec<Member> = room.members().cloned().collect();
+        for looking in &everyone {
+            let v = viewer(&room, &looking.identity);
+            for m in &everyone {
+                assert_eq!(
+                    room.member_visible_to(m, &v),
+                    room.member_audience(m).includes(&v),
+                    "{kind:?}, breakouts open {opened}: {} looking at {}",
+                    v.identity,
+                    m.identity
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_snapshot_lists_exactly_the_visible_members_in_identity_order() {
+    let mut room = room_with(&[("host", Role::Host), ("zed", Role::Presenter)]);
+    for who in ["ann", "bob", "mia", "yul"] {
+        room.join(joiner(who, Role::Participant), 1).unwrap();
+    }
+    for who in ["ann", "mia", "yul"] {
+        let v = viewer(&room, who);
+        let expected: Vec<String> = room
+            .members()
+            .filter(|m| room.member_audience(m).includes(&v))
+            .map(|m| m.identity.clone())
+            .collect();
+        let got: Vec<String> = room
+            .snapshot(&v)
+            .members
+            .into_iter()
+            .map(|m| m.identity)
+            .collect();
+        assert_eq!(got, expected);
+        assert!(got.contains(&who.to_string()));
+    }
+}
