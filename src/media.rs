@@ -18,22 +18,12 @@ use crate::config::RtcConfig;
 use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
 use crate::room::Place;
 use crate::session::outbox::Outbox;
-use crate::sfu::{PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
+use crate::sfu::{GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 use crate::wire::Frame;
 
 /// The SFU group of a place in a room.
-pub fn group(room: &str, place: Place) -> String {
-    match place {
-        Place::Main => room.to_string(),
-        Place::Breakout(id) => format!("{room}/breakout-{id}"),
-    }
-}
-
-fn place_of_group(group: &str) -> Place {
-    group
-        .rsplit_once("/breakout-")
-        .and_then(|(_, id)| id.parse().ok())
-        .map_or(Place::Main, Place::Breakout)
+pub fn group(room: &str, place: Place) -> GroupId {
+    GroupId::new(room, place)
 }
 
 /// Does this offer send media (any m-line that is not recvonly or inactive)?
@@ -205,7 +195,7 @@ impl Media {
     ) -> bool {
         match event {
             PeerEvent::TrackPublished(info) => {
-                let mut track = info.to_track(place_of_group(&info.group).breakout());
+                let mut track = info.to_track(info.group.place.breakout());
                 track.publisher = identity.to_string();
                 published.insert(track.id.clone());
                 self.set_publisher(&room.name, identity, Some(peer));
@@ -427,9 +417,13 @@ impl SessionMedia {
             // ICE-lite: the answer carries the server's candidate and the client's are learnt
             // from its checks, so trickled candidates need no action.
             Command::RtcCandidate { .. } => self.reply(request_id),
-            Command::Unpublish { track_id: _ } => {
+            Command::Unpublish { track_id } => {
                 if self.events.is_some() {
-                    self.media.sfu.set_can_publish(&self.peer, false);
+                    match track_id {
+                        // Only that track: a muted camera leaves the microphone on.
+                        Some(id) => self.media.sfu.set_track_withheld(&self.peer, &id, true),
+                        None => self.media.sfu.set_can_publish(&self.peer, false),
+                    }
                 }
                 self.reply(request_id);
             }
@@ -460,6 +454,8 @@ impl SessionMedia {
                     .add_peer(self.peer.clone(), group(&self.room.name, place), options);
             self.events = Some(events);
         } else {
+            // A new offer publishes anew: tracks stopped one by one come back.
+            self.media.sfu.release_withheld(&self.peer);
             self.media.sfu.set_can_publish(&self.peer, may_publish);
         }
         match self.media.sfu.accept_offer(&self.peer, sdp).await {
@@ -499,14 +495,6 @@ async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<PeerEvent>>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn places_map_to_groups_and_back() {
-        assert_eq!(group("r", Place::Main), "r");
-        assert_eq!(group("r", Place::Breakout(3)), "r/breakout-3");
-        assert_eq!(place_of_group("r/breakout-3"), Place::Breakout(3));
-        assert_eq!(place_of_group("r"), Place::Main);
-    }
 
     #[test]
     fn offers_that_send_media_are_recognised() {

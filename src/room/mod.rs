@@ -270,6 +270,7 @@ impl RoomState {
 
     /// `member_audience(m).includes(viewer)` without building the audience: a welcome checks
     /// every member, and 5,000 joins would otherwise allocate 12.5 million audiences.
+    #[cfg(test)]
     fn member_visible_to(&self, m: &Member, viewer: &Viewer) -> bool {
         self.member_visible_unless_self(m, viewer) || m.identity == viewer.identity
     }

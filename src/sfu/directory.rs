@@ -20,9 +20,9 @@ pub(crate) type WorkerIdx = usize;
 #[derive(Debug)]
 pub(crate) struct TrackMeta {
     pub key: TrackKey,
-    /// Public id (`<publisher>-<mid>`, msid-safe).
+    /// Public id, opaque (`t<n>`, msid-safe).
     pub id: String,
-    /// The publisher's id, sanitized for `a=msid` (the stream id subscribers see).
+    /// The publisher's stream id for `a=msid` (opaque, `p<n>`): one per publishing peer.
     pub stream_id: String,
     pub kind: TrackKind,
     pub publisher: PeerKey,
@@ -49,6 +49,8 @@ struct TrackRec {
     layers: Vec<String>,
     /// Group the track was last announced in (None: not announced).
     announced: Option<GroupId>,
+    /// The publisher stopped this one track (`unpublish {track_id}`).
+    withheld: bool,
     subscribers: BTreeSet<PeerKey>,
 }
 
@@ -157,6 +159,7 @@ impl Directory {
                 source,
                 layers,
                 announced: None,
+                withheld: false,
                 subscribers: BTreeSet::new(),
             },
         );
@@ -214,6 +217,34 @@ impl Directory {
         actions
     }
 
+    /// Withholds one track of `peer` (or, with `None`, changes all of them).
+    pub fn set_withheld(
+        &mut self,
+        peer: &str,
+        track_id: Option<&str>,
+        withheld: bool,
+    ) -> Vec<Action> {
+        let Some(p) = self.peers.get(peer) else {
+            return Vec::new();
+        };
+        let (group, key) = (p.group.clone(), p.key);
+        let mut changed = false;
+        for t in self.tracks.values_mut() {
+            if t.meta.publisher == key
+                && track_id.is_none_or(|id| t.meta.id == id)
+                && t.withheld != withheld
+            {
+                t.withheld = withheld;
+                changed = true;
+            }
+        }
+        if changed {
+            self.reconcile(&group)
+        } else {
+            Vec::new()
+        }
+    }
+
     pub fn set_source(&mut self, peer: &str, track_id: &str, source: TrackSource) -> Vec<Action> {
         let Some(p) = self.peers.get(peer) else {
             return Vec::new();
@@ -235,11 +266,11 @@ impl Directory {
     }
 
     /// Announced tracks of a group.
-    pub fn tracks(&self, group: &str) -> Vec<TrackInfo> {
+    pub fn tracks(&self, group: &GroupId) -> Vec<TrackInfo> {
         let mut v: Vec<TrackInfo> = self
             .tracks
             .values()
-            .filter(|t| t.announced.as_deref() == Some(group))
+            .filter(|t| t.announced.as_ref() == Some(group))
             .filter_map(|t| self.info(t))
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -262,7 +293,7 @@ impl Directory {
     /// it, in line with the rules: a peer receives the tracks of its group
     /// except its own, when it subscribes, the publisher may publish, and the
     /// `only_publisher` filter (if any) names the publisher.
-    fn reconcile(&mut self, group: &str) -> Vec<Action> {
+    fn reconcile(&mut self, group: &GroupId) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut keys: Vec<TrackKey> = self.tracks.keys().copied().collect();
         keys.sort_unstable();
@@ -273,12 +304,12 @@ impl Directory {
             let Some(publisher) = self.peer_by_key(track.meta.publisher) else {
                 continue;
             };
-            let in_group = publisher.group == group;
-            let was_here = track.announced.as_deref() == Some(group);
+            let in_group = publisher.group == *group;
+            let was_here = track.announced.as_ref() == Some(group);
             if !in_group && !was_here {
                 continue;
             }
-            let active = publisher.can_publish;
+            let active = publisher.can_publish && !track.withheld;
             let desired: BTreeSet<PeerKey> = if active {
                 self.peers
                     .values()
@@ -362,12 +393,20 @@ impl Directory {
 mod tests {
     use super::*;
 
+    /// `"room"` is the main room of room `room`; `"room/b1"` its breakout 1.
+    fn g(name: &str) -> GroupId {
+        match name.split_once("/b") {
+            Some((room, b)) => GroupId::new(room, crate::wire::Place::Breakout(b.parse().unwrap())),
+            None => GroupId::new(name, crate::wire::Place::Main),
+        }
+    }
+
     fn peer(dir: &mut Directory, key: PeerKey, group: &str, worker: WorkerIdx) -> Vec<Action> {
         dir.add_peer(PeerRec {
             key,
             id: format!("p{key}"),
             worker,
-            group: group.into(),
+            group: g(group),
             ufrag: format!("u{key}"),
             can_publish: true,
             subscribe: true,
@@ -429,8 +468,8 @@ mod tests {
         // A late joiner gets existing tracks.
         let a = peer(&mut d, 4, "room", 0);
         assert_eq!(subs(&a), [(4, 10)]);
-        assert_eq!(d.tracks("room").len(), 1);
-        assert!(d.tracks("other").is_empty());
+        assert_eq!(d.tracks(&g("room")).len(), 1);
+        assert!(d.tracks(&g("other")).is_empty());
     }
 
     #[test]
@@ -442,9 +481,27 @@ mod tests {
         let a = d.set_can_publish("p1", false);
         assert_eq!(unsubs(&a), [(2, 10)]);
         assert!(a.iter().any(|a| matches!(a, Action::Unpublished { .. })));
-        assert!(d.tracks("room").is_empty());
+        assert!(d.tracks(&g("room")).is_empty());
         let a = d.set_can_publish("p1", true);
         assert_eq!(subs(&a), [(2, 10)]);
+    }
+
+    #[test]
+    fn unpublishing_one_track_leaves_the_others_and_a_new_offer_releases_it() {
+        let mut d = Directory::default();
+        peer(&mut d, 1, "room", 0);
+        peer(&mut d, 2, "room", 0);
+        track(&mut d, 10, 1);
+        track(&mut d, 11, 1);
+        let a = d.set_withheld("p1", Some("p1-11"), true);
+        assert_eq!(unsubs(&a), [(2, 11)]);
+        assert!(subs(&a).is_empty());
+        assert_eq!(d.tracks(&g("room")).len(), 1);
+        // Another peer cannot withhold p1's track by naming it.
+        assert!(d.set_withheld("p2", Some("p1-10"), true).is_empty());
+        let a = d.set_withheld("p1", None, false);
+        assert_eq!(subs(&a), [(2, 11)]);
+        assert_eq!(d.tracks(&g("room")).len(), 2);
     }
 
     #[test]
@@ -455,16 +512,16 @@ mod tests {
         peer(&mut d, 3, "room/b1", 0);
         track(&mut d, 10, 1);
         track(&mut d, 30, 3);
-        let a = d.move_peer("p2", "room/b1".into());
+        let a = d.move_peer("p2", g("room/b1"));
         assert_eq!(unsubs(&a), [(2, 10)]);
         assert_eq!(subs(&a), [(2, 30)]);
         // The publisher moves: its track leaves the main room.
-        let a = d.move_peer("p1", "room/b1".into());
+        let a = d.move_peer("p1", g("room/b1"));
         let mut s = subs(&a);
         s.sort();
         assert_eq!(s, [(1, 30), (2, 10), (3, 10)]);
-        assert!(d.tracks("room").is_empty());
-        assert_eq!(d.tracks("room/b1").len(), 2);
+        assert!(d.tracks(&g("room")).is_empty());
+        assert_eq!(d.tracks(&g("room/b1")).len(), 2);
     }
 
     #[test]
@@ -476,7 +533,7 @@ mod tests {
             key: 5,
             id: "viewer".into(),
             worker: 1,
-            group: "room".into(),
+            group: g("room"),
             ufrag: "u5".into(),
             can_publish: false,
             subscribe: true,
@@ -492,6 +549,6 @@ mod tests {
         u.sort();
         assert_eq!(u, [(1, 20), (5, 20)]);
         assert!(a.iter().any(|a| matches!(a, Action::Unpublished { .. })));
-        assert_eq!(d.tracks("room").len(), 1);
+        assert_eq!(d.tracks(&g("room")).len(), 1);
     }
 }

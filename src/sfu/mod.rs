@@ -88,13 +88,28 @@ use convene_signaling::{BreakoutId, Track, TrackKind, TrackSource, VideoQuality}
 use str0m::change::{SdpAnswer, SdpOffer};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::wire::Place;
 use directory::{Action, Directory, PeerKey, PeerRec};
 use worker::WorkerMsg;
 
 /// One WebRTC connection's id, chosen by the caller (unique within the SFU).
 pub type PeerId = String;
-/// An opaque group name: peers of a group receive each other's tracks.
-pub type GroupId = String;
+/// Who shares media: the peers of one place (main room or a breakout) of one room receive
+/// each other's tracks. Typed, so nothing parses names to learn where a track is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId {
+    pub room: Arc<str>,
+    pub place: Place,
+}
+
+impl GroupId {
+    pub fn new(room: &str, place: Place) -> GroupId {
+        GroupId {
+            room: room.into(),
+            place,
+        }
+    }
+}
 
 /// Send and receive buffer asked for the media socket, in bytes.
 const SOCKET_BUFFER: usize = 4 << 20;
@@ -204,7 +219,7 @@ impl PeerOptions {
 /// A published track.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackInfo {
-    /// `<publisher>-<mid>`; also the msid track id subscribers see.
+    /// Opaque and unique on this server (`t<n>`); also the msid track id subscribers see.
     pub id: String,
     pub publisher: PeerId,
     pub kind: TrackKind,
@@ -610,6 +625,26 @@ impl Sfu {
         }
     }
 
+    /// Stops (or resumes) forwarding one of this peer's tracks; the others are untouched.
+    pub fn set_track_withheld(&self, peer: &PeerId, track_id: &str, withheld: bool) {
+        let actions = self
+            .inner
+            .shared
+            .directory()
+            .set_withheld(peer, Some(track_id), withheld);
+        self.inner.shared.execute(actions);
+    }
+
+    /// Resumes forwarding every track of this peer that was withheld.
+    pub fn release_withheld(&self, peer: &PeerId) {
+        let actions = self
+            .inner
+            .shared
+            .directory()
+            .set_withheld(peer, None, false);
+        self.inner.shared.execute(actions);
+    }
+
     /// Corrects a track's source (e.g. the client says a video track is a screen share).
     /// The track is announced again with the new source.
     pub fn set_track_source(&self, peer: &PeerId, track_id: &str, source: TrackSource) {
@@ -683,26 +718,6 @@ fn parse_sdp<T, E: std::fmt::Display>(
     }
 }
 
-/// Keeps `[A-Za-z0-9_.-]`, replaces the rest with `_` (SDP token-safe, at most 48 chars).
-pub(crate) fn sanitize_id(s: &str) -> String {
-    let v: String = s
-        .chars()
-        .take(48)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if v.is_empty() {
-        "_".into()
-    } else {
-        v
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -723,12 +738,5 @@ mod tests {
             parse_sdp(&big, SdpOffer::from_sdp_string),
             Err(SfuError::BadSdp(_))
         ));
-    }
-
-    #[test]
-    fn ids_are_token_safe() {
-        assert_eq!(sanitize_id("alice@x.org"), "alice_x.org");
-        assert_eq!(sanitize_id(""), "_");
-        assert_eq!(sanitize_id(&"a".repeat(100)).len(), 48);
     }
 }

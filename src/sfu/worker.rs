@@ -41,7 +41,7 @@ use super::egress::{self, ExtIds, History, KeySlot, RtpOut, SendBatch, Sent, Srt
 use super::layer::{
     choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
-use super::{sanitize_id, Counters, PeerEvent, PeerOptions, SfuError, Shared};
+use super::{Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
 /// Datagrams and media batches queued to one worker before new ones are dropped.
 const MAX_QUEUED: usize = 8192;
@@ -1121,10 +1121,12 @@ fn publish(
         .map(|l| l.rid.to_string())
         .collect();
     let key = NEXT_TRACK.fetch_add(1, Ordering::Relaxed);
-    let stream_id = sanitize_id(&p.id);
+    // Opaque ids: identities are up to 200 bytes and free text, so ids built from them
+    // would have to be cut (and then collide) or would leak them into SDP.
+    let stream_id = format!("p{}", p.key);
     let meta = Arc::new(TrackMeta {
         key,
-        id: format!("{stream_id}-{mid}"),
+        id: format!("t{key}"),
         stream_id,
         kind,
         publisher: p.key,

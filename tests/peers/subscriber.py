@@ -124,6 +124,7 @@ async def main():
             "auto_plis": len(AUTO_PLIS),
             "renegotiations": getattr(sig, "renegotiations", 0),
             "events": [e.get("event", e) for e in getattr(sig, "events", [])],
+            "welcome_tracks": ((getattr(sig, "welcome", None) or {}).get("snapshot") or {}).get("tracks", []),
         }
     )
     await sig.close()
