@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     pub reconnect_after_ms: u64,
     pub socket_send_buffer: usize,
+    pub header_read_timeout_s: u64,
+    pub request_timeout_s: u64,
+    pub max_http_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

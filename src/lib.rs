@@ -10,6 +10,7 @@
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
+//! - [`logging`]: the log format, with control characters in fields escaped.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod load;
+pub mod logging;
 pub mod media;
 pub mod room;
 pub mod session;

@@ -114,12 +114,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    tracing::subscriber::set_global_default(convene::logging::subscriber(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        std::io::stdout,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    ))
+    .context("installing the log subscriber")?;
     let mut config = Config::load(config_path.as_deref()).context("loading configuration")?;
     let generated = config.auth.jwt_secret.is_empty();
     if generated {

@@ -95,7 +95,7 @@ async fn export_questions(
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{room}-questions.csv\""),
+                    attachment(&format!("{room}-questions.csv")),
                 ),
             ],
             to_csv(&questions),
@@ -105,12 +105,44 @@ async fn export_questions(
     })
 }
 
+/// One text cell. A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab or CR
+/// first) gets a leading `'` so it shows as text (OWASP CSV injection); then RFC 4180 quoting.
 fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_string()
+        value
     }
+}
+
+/// `Content-Disposition` for a download named after untrusted text (a room name): an ASCII
+/// `filename` with anything but `[A-Za-z0-9._-]` replaced, so no quote or CRLF can add
+/// parameters or break the header, and the exact name as RFC 5987 `filename*`.
+fn attachment(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_') {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 fn to_csv(questions: &[Question]) -> String {
@@ -168,9 +200,17 @@ async fn mint_token(
         .identity
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let ttl = Duration::from_secs(req.ttl_s.unwrap_or(4 * 3600).min(30 * 86_400));
-    let token = state
-        .keys
-        .mint_for(&req.room, req.role, &identity, &req.name, req.attrs, ttl);
+    let claims = crate::auth::Claims {
+        sub: identity.clone(),
+        name: req.name,
+        room: req.room,
+        role: req.role,
+        exp: crate::auth::unix_now() + ttl.as_secs(),
+        attrs: req.attrs,
+    };
+    // Refuse here what the token check would refuse at every use.
+    claims.check().map_err(ApiError::bad_request)?;
+    let token = state.keys.mint(&claims);
     let url = format!(
         "{}/?token={token}",
         state.config.public_url(state.config.server.listen)
@@ -190,5 +230,29 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\"\n"), "\"say \"\"hi\"\"\n\"");
+    }
+
+    #[test]
+    fn csv_cells_that_start_like_formulas_are_text() {
+        assert_eq!(csv_field("=1+1"), "'=1+1");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2"), "'-2");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\t=1"), "'\t=1");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
+        );
+        assert_eq!(csv_field("a = b"), "a = b");
+    }
+
+    #[test]
+    fn attachment_names_cannot_add_parameters_or_lines() {
+        let value = attachment("a\"; x=1\r\nSet-Cookie: y-questions.csv");
+        assert_eq!(
+            value,
+            "attachment; filename=\"a___x_1__Set-Cookie__y-questions.csv\"; filename*=UTF-8''a%22%3B%20x%3D1%0D%0ASet-Cookie%3A%20y-questions.csv"
+        );
+        assert!(axum::http::HeaderValue::from_str(&value).is_ok());
     }
 }

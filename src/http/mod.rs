@@ -5,6 +5,7 @@
 mod api;
 mod client;
 mod media;
+pub mod serve;
 mod ws;
 
 use std::net::SocketAddr;
@@ -155,7 +156,11 @@ impl AppState {
     }
 }
 
+/// Bodies here are SDP and small JSON; anything larger is refused with 413.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
 pub fn app(state: AppState) -> Router {
+    let body_deadline = Duration::from_secs(state.config.server.request_timeout_s.max(1));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -164,6 +169,9 @@ pub fn app(state: AppState) -> Router {
         .merge(media::router())
         .nest("/api/v1", api::router())
         .merge(client::router())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
+        }))
         .with_state(state)
 }
 
@@ -296,24 +304,15 @@ impl Server {
         let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
-        let mut stop = state.shutdown.subscribe();
         let router = app(state.clone());
-        let send_buffer = state.config.server.socket_send_buffer;
-        // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-                if send_buffer > 0 {
-                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-                }
-            });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| s.is_some()).await;
-                })
-                .await
-        });
+        let server = &state.config.server;
+        let limits = serve::ServeLimits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_s.max(1)),
+            max_connections_per_ip: server.max_http_connections_per_ip,
+            socket_send_buffer: server.socket_send_buffer,
+        };
+        let stop = state.shutdown.subscribe();
+        let task = tokio::spawn(serve::run(listener, router, limits, stop));
         Ok(Server { addr, state, task })
     }
 
