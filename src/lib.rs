@@ -10,6 +10,7 @@
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
+//! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
 //! - [`logging`]: the log format, with control characters in fields escaped.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod load;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod room;
 pub mod session;
 pub mod sfu;

@@ -141,6 +141,7 @@ async fn whip(
             "only host and presenter tokens may publish over WHIP",
         ));
     }
+    let asked = std::time::Instant::now();
     let handle = state.rooms.get_or_start(&room);
     let (outbox, _inbox) = outbox::outbox(8);
     let connection = Uuid::new_v4();
@@ -184,6 +185,7 @@ async fn whip(
             return Err(sdp_error(error));
         }
     };
+    crate::metrics::observe_join(asked.elapsed());
     let (stop_tx, stop_rx) = oneshot::channel();
     state
         .resources

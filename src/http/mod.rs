@@ -88,6 +88,8 @@ pub struct AppState {
     /// The SFU; `None` when its UDP port could not be bound.
     pub media: Option<Media>,
     pub resources: media::Resources,
+    /// What `/metrics` shows: the process-wide metrics and this node's gauges.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 impl AppState {
@@ -119,13 +121,21 @@ impl AppState {
                 None
             }
         };
+        let rooms = Rooms::new(actor, bus);
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
+            sessions: sessions.clone(),
+            rooms: rooms.clone(),
+            sfu: media.as_ref().map(|m| m.sfu.clone()),
+        }));
         AppState {
             limits: Arc::new(config.limits.clone()),
             media,
             resources: media::Resources::default(),
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
-            rooms: Rooms::new(actor, bus),
-            sessions: Arc::new(AtomicUsize::new(0)),
+            rooms,
+            sessions,
+            metrics,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         }
@@ -172,6 +182,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
         }))
+        .route_layer(axum::middleware::from_fn(count_request))
         .with_state(state)
 }
 
@@ -184,98 +195,32 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let mut text = format!(
-        "# HELP convene_sessions Connected WebSocket sessions on this node.\n\
-         # TYPE convene_sessions gauge\n\
-         convene_sessions {}\n\
-         # HELP convene_rooms Rooms running on this node.\n\
-         # TYPE convene_rooms gauge\n\
-         convene_rooms {}\n",
-        state.sessions.load(Ordering::Relaxed),
-        state.rooms.len(),
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&state.metrics),
+    )
+        .into_response()
+}
+
+/// Counts each answered request by its route template (never the raw path: it holds room names).
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    crate::metrics::http_request(
+        crate::metrics::HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        },
+        started.elapsed(),
     );
-    if let Some(media) = &state.media {
-        let s = media.sfu.stats();
-        for (name, kind, help, value) in [
-            (
-                "convene_sfu_peers",
-                "gauge",
-                "WebRTC peers.",
-                s.peers as u64,
-            ),
-            (
-                "convene_sfu_tracks",
-                "gauge",
-                "Published tracks.",
-                s.tracks as u64,
-            ),
-            (
-                "convene_sfu_datagrams_in_total",
-                "counter",
-                "UDP datagrams received.",
-                s.datagrams_in,
-            ),
-            (
-                "convene_sfu_datagrams_dropped_total",
-                "counter",
-                "UDP datagrams dropped.",
-                s.datagrams_dropped,
-            ),
-            (
-                "convene_sfu_frames_forwarded_total",
-                "counter",
-                "RTP packets written to subscribers.",
-                s.frames_forwarded,
-            ),
-            (
-                "convene_sfu_bytes_forwarded_total",
-                "counter",
-                "Media bytes written to subscribers.",
-                s.bytes_forwarded,
-            ),
-            (
-                "convene_sfu_keyframe_requests_in_total",
-                "counter",
-                "PLI/FIR received from subscribers.",
-                s.keyframe_requests_in,
-            ),
-            (
-                "convene_sfu_keyframe_requests_out_total",
-                "counter",
-                "Keyframe requests sent to publishers.",
-                s.keyframe_requests_out,
-            ),
-            (
-                "convene_sfu_packets_direct_total",
-                "counter",
-                "RTP packets SRTP-protected and sent by the workers (direct egress path).",
-                s.packets_direct,
-            ),
-            (
-                "convene_sfu_retransmits_total",
-                "counter",
-                "RTP packets re-sent on the direct path after a NACK.",
-                s.retransmits,
-            ),
-            (
-                "convene_sfu_datagrams_out_total",
-                "counter",
-                "UDP datagrams sent.",
-                s.datagrams_out,
-            ),
-            (
-                "convene_sfu_send_calls_total",
-                "counter",
-                "Send system calls (sendmmsg batches up to 64 datagrams).",
-                s.send_calls,
-            ),
-        ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    response
 }
 
 /// Binds with a deep accept backlog: a thousand clients reconnecting at once (after a

@@ -163,8 +163,12 @@ async fn serve_socket(
         let events = EventStream::new(bus.subscribe(&room.name, Topic::All), staff);
         let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);
         // Boxed so the join's state does not stay inlined in every session's long-lived future.
+        let asked = std::time::Instant::now();
         match Box::pin(room.join(joiner.clone(), connection, outbox.clone(), resume)).await {
-            Ok(Ok(start)) => break (start, events, outbox, inbox),
+            Ok(Ok(start)) => {
+                crate::metrics::observe_join(asked.elapsed());
+                break (start, events, outbox, inbox);
+            }
             Ok(Err(denied)) => {
                 refuse(socket, error_frame(None, denied)).await;
                 return;
