@@ -94,6 +94,11 @@ pub enum RoomCommand {
     },
     TrackPublished(Track),
     TrackUnpublished(String),
+    /// The admin API acting on the room (`RoomState::operate`).
+    Operate {
+        op: super::operator::Operation,
+        reply: oneshot::Sender<Result<super::operator::RoomReport, Denied>>,
+    },
 }
 
 /// A cheap handle to a running room.
@@ -160,6 +165,13 @@ impl RoomHandle {
     pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
         self.ask(|reply| RoomCommand::ExportQuestions { reply })
             .await
+    }
+
+    pub async fn operate(
+        &self,
+        op: super::operator::Operation,
+    ) -> Result<Result<super::operator::RoomReport, Denied>, RoomGone> {
+        self.ask(|reply| RoomCommand::Operate { op, reply }).await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
@@ -336,6 +348,13 @@ impl RoomActor {
             RoomCommand::TrackUnpublished(id) => {
                 let events = self.state.track_unpublished(&id);
                 self.publish(events);
+            }
+            RoomCommand::Operate { op, reply } => {
+                let result = self.state.operate(&op, now).map(|(events, report)| {
+                    self.publish(events);
+                    report
+                });
+                let _ = reply.send(result);
             }
         }
     }
