@@ -74,6 +74,7 @@ pub struct Limits {
     pub breakout_close_countdown_s: u32,
     pub breakout_warning_s: u32,
     pub empty_room_ttl_s: u64,
+    pub attendance_retention_s: u64,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
 }

@@ -292,3 +292,157 @@ async fn tokens_are_minted_with_the_api_key_only() {
         assert_eq!(status, want, "{body}: {reply}");
     }
 }
+
+#[tokio::test]
+async fn attendance_counts_a_scripted_session_and_outlives_the_room() {
+    use convene_signaling::{Assignment, BreakoutPlan, BreakoutRooms, Command};
+    use std::time::{Duration, Instant};
+    let t = TestServer::start_with(|c| c.limits.empty_room_ttl_s = 0).await;
+    let mut host = t.join("x", Role::Host, "host").await;
+    let mut ana = t
+        .join_with("x", Role::Participant, "ana", &[("team", "Knox County")])
+        .await;
+    ana.ok(Command::SendChat {
+        text: "hello".into(),
+    })
+    .await;
+    let q = ana
+        .ok(Command::AskQuestion {
+            text: "When?".into(),
+            anonymous: false,
+        })
+        .await
+        .unwrap();
+    host.ok(Command::ApproveQuestion { question_id: q }).await;
+    host.ok(Command::Upvote { question_id: q }).await;
+    host.ok(Command::SetBreakoutPlan {
+        plan: BreakoutPlan {
+            rooms: BreakoutRooms::FromAttribute {
+                from_attribute: "team".into(),
+            },
+            assignment: Assignment::ByAttribute { key: "team".into() },
+            duration_s: None,
+            allow_leave: true,
+        },
+    })
+    .await;
+    host.ok(Command::OpenBreakouts).await;
+    ana.expect_event(|e| {
+        matches!(
+            e,
+            RoomEvent::Moved {
+                breakout: Some(_),
+                ..
+            }
+        )
+    })
+    .await;
+    let moved_in = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    ana.ok(Command::LeaveBreakout).await;
+    let in_breakout = moved_in.elapsed().as_secs();
+    ana.socket.close(None).await.unwrap();
+
+    let url = format!("{}/api/v1/rooms/x/attendance", t.http());
+    let read = |bearer: Option<String>| {
+        let url = url.clone();
+        async move {
+            let (status, body) = http_get(&url, bearer.as_deref(), &[]).await;
+            assert_eq!(status, 200, "{body}");
+            json(&body)
+        }
+    };
+    let mut report = read(Some(API_KEY.into())).await;
+    // The left event may trail the close by a moment.
+    for _ in 0..50 {
+        if report["people"][0]["stays"][0]["left_at"].is_u64() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        report = read(Some(API_KEY.into())).await;
+    }
+    let people = report["people"].as_array().unwrap();
+    let ana_row = people
+        .iter()
+        .find(|p| p["identity"] == "ana")
+        .expect("ana attended");
+    let stays = ana_row["stays"].as_array().unwrap();
+    assert_eq!(stays.len(), 1, "{ana_row}");
+    let stayed_ms = stays[0]["left_at"].as_u64().unwrap() - stays[0]["joined_at"].as_u64().unwrap();
+    assert_eq!(
+        ana_row["present_s"].as_u64().unwrap(),
+        stayed_ms / 1000,
+        "{ana_row}"
+    );
+    let breakouts = ana_row["breakouts"].as_array().unwrap();
+    assert_eq!(breakouts.len(), 1, "{ana_row}");
+    assert_eq!(breakouts[0]["name"], "Knox County");
+    let seconds = breakouts[0]["seconds"].as_u64().unwrap();
+    assert!(
+        seconds == in_breakout || seconds + 1 == in_breakout,
+        "{seconds} s in the breakout, measured {in_breakout} s"
+    );
+    assert_eq!(
+        ana_row["main_room_s"].as_u64().unwrap() + seconds,
+        ana_row["present_s"].as_u64().unwrap(),
+        "{ana_row}"
+    );
+    assert_eq!(
+        (
+            &ana_row["questions"],
+            &ana_row["chat_messages"],
+            &ana_row["role"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from("participant")
+        )
+    );
+    let host_row = people.iter().find(|p| p["identity"] == "host").unwrap();
+    assert_eq!(host_row["votes"], 1);
+    assert!(
+        host_row["stays"][0]["left_at"].is_null(),
+        "the host is still here"
+    );
+
+    // CSV, and the refusals.
+    let (status, csv) = http_get(
+        &format!("{url}?format=csv"),
+        Some(&t.token("x", Role::Host, "host")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(csv.starts_with("identity,name,role,first_joined_at,last_left_at,stays,present_s,main_room_s,breakouts,on_stage_s,questions,votes,chat_messages\n"), "{csv}");
+    assert!(csv.contains(&format!(",Knox County:{seconds},")), "{csv}");
+    for (bearer, query, want) in [
+        (Some(t.token("x", Role::Participant, "ana")), "", 403),
+        (None, "", 401),
+        (Some(API_KEY.to_string()), "?format=xml", 400),
+    ] {
+        let (status, body) = http_get(&format!("{url}{query}"), bearer.as_deref(), &[]).await;
+        assert_eq!(status, want, "{body}");
+    }
+    let (status, _) = http_get(
+        &format!("{}/api/v1/rooms/none/attendance", t.http()),
+        Some(API_KEY),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Everyone gone, the room closes; its attendance stays.
+    host.socket.close(None).await.unwrap();
+    let deadline = Instant::now() + common::WAIT;
+    while http_get(&format!("{}/api/v1/rooms/x", t.http()), Some(API_KEY), &[])
+        .await
+        .0
+        != 404
+    {
+        assert!(Instant::now() < deadline, "the room did not close");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = read(Some(API_KEY.into())).await;
+    assert_eq!(after["people"].as_array().unwrap().len(), 2, "{after}");
+}

@@ -19,6 +19,7 @@ use super::ws::bearer;
 use super::{ApiError, AppState};
 use crate::auth::Claims;
 use crate::room::actor::RoomHandle;
+use crate::room::attendance::PersonAttendance;
 use crate::room::operator::{Operation, RoomReport};
 
 pub fn router() -> Router<AppState> {
@@ -35,6 +36,7 @@ pub fn router() -> Router<AppState> {
             delete(remove_participant),
         )
         .route("/rooms/{room}/questions", get(export_questions))
+        .route("/rooms/{room}/attendance", get(export_attendance))
         .route("/tokens", post(mint_token))
 }
 
@@ -57,6 +59,7 @@ pub fn router() -> Router<AppState> {
         list_participants,
         remove_participant,
         export_questions,
+        export_attendance,
         mint_token
     ),
     modifiers(&BearerAuth),
@@ -683,6 +686,98 @@ fn to_csv(questions: &[Question]) -> String {
             q.answered_at.map(|t| t.to_string()).unwrap_or_default(),
             csv_field(q.answer.as_deref().unwrap_or("")),
             q.duplicate_of.map(|d| d.to_string()).unwrap_or_default(),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Serialize, ToSchema)]
+struct AttendanceExport {
+    room: String,
+    /// Per person: `identity`, `name`, `role`, `stays` (`joined_at`, `left_at` in Unix ms),
+    /// `present_s`, `main_room_s`, `breakouts` (`breakout`, `name`, `seconds`), `on_stage_s`,
+    /// `questions` (anonymous ones are not attributed), `votes`, `chat_messages`.
+    #[schema(value_type = Vec<Object>)]
+    people: Vec<PersonAttendance>,
+}
+
+/// Attendance, during the event or after it (kept `limits.attendance_retention_s` after the
+/// room's last activity): who came when, for how long, where, and what they contributed.
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/attendance", tag = "exports",
+    params(("room" = String, Path, description = "The room's name"), ExportQuery),
+    responses(
+        (status = 200, description = "Attendance per person", content(
+            (AttendanceExport = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "No attendance kept for this room"),
+))]
+async fn export_attendance(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorise(&state, &headers, Some(&room))?;
+    let format = query(q)
+        .map_err(|_| ApiError::bad_request("format must be json or csv"))?
+        .format
+        .unwrap_or(ExportFormat::Json);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let people = state
+        .attendance
+        .report(&room, now)
+        .ok_or_else(|| ApiError::not_found(format!("no attendance is kept for room {room:?}")))?;
+    Ok(match format {
+        ExportFormat::Csv => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    attachment(&format!("{room}-attendance.csv")),
+                ),
+            ],
+            attendance_csv(&people),
+        )
+            .into_response(),
+        ExportFormat::Json => Json(AttendanceExport { room, people }).into_response(),
+    })
+}
+
+fn attendance_csv(people: &[PersonAttendance]) -> String {
+    let mut out = String::from("identity,name,role,first_joined_at,last_left_at,stays,present_s,main_room_s,breakouts,on_stage_s,questions,votes,chat_messages\n");
+    for p in people {
+        let last_left = p.stays.last().and_then(|s| s.left_at);
+        let breakouts: Vec<String> = p
+            .breakouts
+            .iter()
+            .map(|b| format!("{}:{}", b.name, b.seconds))
+            .collect();
+        let row = [
+            csv_field(&p.identity),
+            csv_field(&p.name),
+            format!("{:?}", p.role).to_lowercase(),
+            p.stays
+                .first()
+                .map(|s| s.joined_at.to_string())
+                .unwrap_or_default(),
+            last_left.map(|t| t.to_string()).unwrap_or_default(),
+            p.stays.len().to_string(),
+            p.present_s.to_string(),
+            p.main_room_s.to_string(),
+            csv_field(&breakouts.join(";")),
+            p.on_stage_s.to_string(),
+            p.questions.to_string(),
+            p.votes.to_string(),
+            p.chat_messages.to_string(),
         ];
         out.push_str(&row.join(","));
         out.push('\n');

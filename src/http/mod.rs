@@ -24,6 +24,7 @@ use crate::bus::{Bus, LocalBus};
 use crate::config::{Config, Limits};
 use crate::media::Media;
 use crate::room::actor::ActorConfig;
+use crate::room::attendance::AttendanceBook;
 use crate::room::registry::Rooms;
 use crate::room::RoomLimits;
 
@@ -90,6 +91,8 @@ pub struct AppState {
     pub resources: media::Resources,
     /// What `/metrics` shows: the process-wide metrics and this node's gauges.
     pub metrics: Arc<prometheus_client::registry::Registry>,
+    /// Attendance sheets, kept after rooms empty.
+    pub attendance: AttendanceBook,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ impl AppState {
             );
         }
         let limits = &config.limits;
+        let attendance = AttendanceBook::new(limits.attendance_retention_s.saturating_mul(1000));
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -113,6 +117,7 @@ impl AppState {
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
+            attendance: attendance.clone(),
         };
         let media = match Media::start(&config.rtc) {
             Ok(media) => Some(media),
@@ -136,6 +141,7 @@ impl AppState {
             rooms,
             sessions,
             metrics,
+            attendance,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         }

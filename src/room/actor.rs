@@ -230,6 +230,7 @@ pub struct ActorConfig {
     pub event_log_len: usize,
     pub idempotency_window: usize,
     pub empty_room_ttl: Duration,
+    pub attendance: super::attendance::AttendanceBook,
 }
 
 pub struct RoomActor {
@@ -240,6 +241,7 @@ pub struct RoomActor {
     config: ActorConfig,
     clock: Clock,
     connected: Arc<AtomicUsize>,
+    attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
@@ -257,6 +259,7 @@ pub fn spawn(
         sessions: Arc::new(AtomicUsize::new(0)),
     };
     let actor = RoomActor {
+        attendance: config.attendance.sheet(name),
         state: RoomState::new(name, config.limits.clone()),
         log: EventLog::new(config.event_log_len),
         bus,
@@ -487,6 +490,10 @@ impl RoomActor {
         let identity = entry.identity.clone();
         let reply = match self.state.apply(&command, &identity, now) {
             Ok(outcome) => {
+                if let (Command::Upvote { .. }, Ok(mut sheet)) = (&command, self.attendance.lock())
+                {
+                    sheet.voted(&identity);
+                }
                 self.publish(outcome.events);
                 request_id.clone().map(|request_id| {
                     frame(&ServerMessage::Ack {
@@ -549,6 +556,16 @@ impl RoomActor {
                 // Their sessions end: no resume into a room that removed them.
                 self.sessions
                     .retain(|_, s| s.identity != *identity || s.outbox.is_some());
+            }
+            let person = match &audience {
+                Audience::Some {
+                    person: Some(p), ..
+                } => Some(p.as_str()),
+                _ => None,
+            };
+            let now = self.clock.now();
+            if let Ok(mut sheet) = self.attendance.lock() {
+                sheet.record(&body, person, now);
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
             let topic = Topic::of(&audience);

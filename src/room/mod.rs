@@ -6,6 +6,7 @@
 //! The actor (`actor.rs`) only moves messages; the registry (`registry.rs`) finds rooms.
 
 pub mod actor;
+pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod operator;
