@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: Limits,
     pub rtc: RtcConfig,
     pub redis: RedisConfig,
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +156,10 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.apply_env(env)?;
+        config
+            .webhooks
+            .validate()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         Ok(config)
     }
 
@@ -183,6 +188,17 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_REDIS_URL") {
             self.redis.url = v;
+        }
+        if let Some(v) = env("CONVENE_WEBHOOK_URLS") {
+            self.webhooks.urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = env("CONVENE_WEBHOOK_SECRET") {
+            self.webhooks.secret = v;
         }
         if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
             self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;

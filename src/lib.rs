@@ -11,6 +11,7 @@
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
 //! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
+//! - [`webhooks`]: signed, retried POSTs of room events to configured URLs.
 //! - [`logging`]: the log format, with control characters in fields escaped.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
@@ -27,3 +28,4 @@ pub mod metrics;
 pub mod room;
 pub mod session;
 pub mod sfu;
+pub mod webhooks;

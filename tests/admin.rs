@@ -297,7 +297,7 @@ async fn tokens_are_minted_with_the_api_key_only() {
 async fn attendance_counts_a_scripted_session_and_outlives_the_room() {
     use convene_signaling::{Assignment, BreakoutPlan, BreakoutRooms, Command};
     use std::time::{Duration, Instant};
-    let t = TestServer::start_with(|c| c.limits.empty_room_ttl_s = 0).await;
+    let t = TestServer::start_with(|c| c.limits.empty_room_ttl_s = 1).await;
     let mut host = t.join("x", Role::Host, "host").await;
     let mut ana = t
         .join_with("x", Role::Participant, "ana", &[("team", "Knox County")])

@@ -118,6 +118,10 @@ impl AppState {
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
+            webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(|error| {
+                tracing::error!(%error, "webhooks are off");
+                crate::webhooks::Webhooks::default()
+            }),
         };
         let media = match Media::start(&config.rtc) {
             Ok(media) => Some(media),

@@ -231,6 +231,7 @@ pub struct ActorConfig {
     pub idempotency_window: usize,
     pub empty_room_ttl: Duration,
     pub attendance: super::attendance::AttendanceBook,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 pub struct RoomActor {
@@ -242,6 +243,7 @@ pub struct RoomActor {
     clock: Clock,
     connected: Arc<AtomicUsize>,
     attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
+    feed: crate::webhooks::RoomFeed,
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
@@ -258,8 +260,11 @@ pub fn spawn(
         tx,
         sessions: Arc::new(AtomicUsize::new(0)),
     };
+    let feed = crate::webhooks::RoomFeed::new(name);
+    config.webhooks.emit(feed.started(clock.now()));
     let actor = RoomActor {
         attendance: config.attendance.sheet(name),
+        feed,
         state: RoomState::new(name, config.limits.clone()),
         log: EventLog::new(config.event_log_len),
         bus,
@@ -306,6 +311,9 @@ impl RoomActor {
             }
         }
         self.bus.forget(self.state.name());
+        for hook in self.feed.ended(self.clock.now()) {
+            self.config.webhooks.emit(hook);
+        }
     }
 
     fn handle(&mut self, cmd: RoomCommand) {
@@ -566,6 +574,9 @@ impl RoomActor {
             let now = self.clock.now();
             if let Ok(mut sheet) = self.attendance.lock() {
                 sheet.record(&body, person, now);
+            }
+            if let Some(hook) = self.feed.record(&body, now) {
+                self.config.webhooks.emit(hook);
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
             let topic = Topic::of(&audience);
