@@ -34,18 +34,19 @@ pub enum AuthError {
     },
 }
 
-/// Attributes per token, and bytes per attribute key and value: they travel in every `welcome`.
+/// Attributes per token, and characters per attribute key and value: they travel in every
+/// `welcome`. (Characters, as JSON Schema counts them, so the OpenAPI document can say it.)
 pub const MAX_ATTRS: usize = 16;
-pub const MAX_ATTR_KEY_BYTES: usize = 64;
-pub const MAX_ATTR_VALUE_BYTES: usize = 256;
+pub const MAX_ATTR_KEY_CHARS: usize = 64;
+pub const MAX_ATTR_VALUE_CHARS: usize = 256;
 
 impl Claims {
     /// Sizes and characters a token's claims must keep to; the reason otherwise. Control
     /// characters are refused: an identity or name is shown and logged, never multi-line.
     pub fn check(&self) -> Result<(), String> {
         fn text(what: &str, value: &str, max: usize) -> Result<(), String> {
-            if value.is_empty() || value.len() > max {
-                return Err(format!("{what} must be 1-{max} bytes"));
+            if value.is_empty() || value.chars().count() > max {
+                return Err(format!("{what} must be 1-{max} characters"));
             }
             if value.chars().any(char::is_control) {
                 return Err(format!("{what} must not contain control characters"));
@@ -59,10 +60,10 @@ impl Claims {
             return Err(format!("at most {MAX_ATTRS} attrs"));
         }
         for (key, value) in &self.attrs {
-            text("an attr key", key, MAX_ATTR_KEY_BYTES)?;
-            if value.len() > MAX_ATTR_VALUE_BYTES {
+            text("an attr key", key, MAX_ATTR_KEY_CHARS)?;
+            if value.chars().count() > MAX_ATTR_VALUE_CHARS {
                 return Err(format!(
-                    "attr {key:?} must be at most {MAX_ATTR_VALUE_BYTES} bytes"
+                    "attr {key:?} must be at most {MAX_ATTR_VALUE_CHARS} characters"
                 ));
             }
             if value.chars().any(char::is_control) {
@@ -261,8 +262,8 @@ mod tests {
                     .map(|i| (format!("k{i}"), "v".into()))
                     .collect()
             },
-            &|c| c.attrs = BTreeMap::from([("team".into(), "x".repeat(MAX_ATTR_VALUE_BYTES + 1))]),
-            &|c| c.attrs = BTreeMap::from([("k".repeat(MAX_ATTR_KEY_BYTES + 1), "v".into())]),
+            &|c| c.attrs = BTreeMap::from([("team".into(), "x".repeat(MAX_ATTR_VALUE_CHARS + 1))]),
+            &|c| c.attrs = BTreeMap::from([("k".repeat(MAX_ATTR_KEY_CHARS + 1), "v".into())]),
             &|c| c.attrs = BTreeMap::from([("team".into(), "a\nb".into())]),
         ] {
             assert!(
@@ -272,7 +273,7 @@ mod tests {
         }
         let mut most = base.clone();
         most.attrs = (0..MAX_ATTRS)
-            .map(|i| (format!("k{i}"), "v".repeat(MAX_ATTR_VALUE_BYTES)))
+            .map(|i| (format!("k{i}"), "v".repeat(MAX_ATTR_VALUE_CHARS)))
             .collect();
         assert!(keys().verify(&keys().mint(&most), None).is_ok());
     }

@@ -62,6 +62,7 @@ pub fn router() -> Router<AppState> {
         export_attendance,
         mint_token
     ),
+    components(schemas(ExportFormat)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -376,7 +377,12 @@ async fn list_rooms(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateRoom {
-    /// 1-200 bytes, no control characters; tokens name it in their `room` claim.
+    /// 1-200 characters, no control characters; tokens name it in their `room` claim.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     name: String,
     #[serde(default)]
     settings: Option<SettingsPatch>,
@@ -400,9 +406,9 @@ async fn create_room(
 ) -> Result<Response, ApiError> {
     authorise(&state, &headers, None)?;
     let name = req.name;
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
-            "name must be 1-200 bytes without control characters",
+            "name must be 1-200 characters without control characters",
         ));
     }
     if state.rooms.get(&name).is_some() {
@@ -785,20 +791,77 @@ fn attendance_csv(people: &[PersonAttendance]) -> String {
     out
 }
 
+/// The limits `Claims::check` applies to `attrs`, stated in the document.
+fn attrs_schema() -> utoipa::openapi::Object {
+    use crate::auth::{MAX_ATTRS, MAX_ATTR_KEY_CHARS, MAX_ATTR_VALUE_CHARS};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    const NO_CONTROLS: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+    ObjectBuilder::new()
+        .description(Some("Token attributes, e.g. {\"team\": \"Knox County\"}"))
+        .max_properties(Some(MAX_ATTRS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ATTR_KEY_CHARS))
+                .pattern(Some(NO_CONTROLS)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_ATTR_VALUE_CHARS))
+                .pattern(Some(NO_CONTROLS)),
+        ))
+        .build()
+}
+
+/// A JSON integer, also when written as `7512.0` (JSON Schema counts that as an integer too).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e19)
+                .map(|f| f as u64)
+        })
+        .map(Some)
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number of seconds")))
+}
+
 /// A token to mint.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     room: String,
     role: ApiRole,
-    /// Shown to others; 1-200 bytes, no control characters.
+    /// Shown to others; 1-200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     name: String,
     /// Stable identity (`sub`); a new random one when absent.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     identity: Option<String>,
-    /// At most 16, keys up to 64 bytes, values up to 256 (e.g. `{"team": "Knox County"}`).
+    /// At most 16, keys up to 64 characters, values up to 256.
     #[serde(default)]
+    #[schema(schema_with = attrs_schema)]
     attrs: BTreeMap<String, String>,
     /// Lifetime in seconds (default 4 hours, at most 30 days).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 2592000)]
     ttl_s: Option<u64>,
 }
 
@@ -830,7 +893,13 @@ async fn mint_token(
     let identity = req
         .identity
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(4 * 3600).min(30 * 86_400));
+    let ttl_s = req.ttl_s.unwrap_or(4 * 3600);
+    if !(1..=30 * 86_400).contains(&ttl_s) {
+        return Err(ApiError::bad_request(
+            "ttl_s must be 1 to 2592000 (30 days)",
+        ));
+    }
+    let ttl = Duration::from_secs(ttl_s);
     let claims = Claims {
         sub: identity.clone(),
         name: req.name,
