@@ -157,6 +157,9 @@ async fn rooms_are_created_configured_listed_and_ended_through_the_api() {
             .collect();
         assert_eq!(people, ["ana", "ben"]);
     }
+    let (status, body) = http_get(&url("/rooms/launch"), Some(&host), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["participants"], 2);
     for (path, bearer, want) in [
         (
             "/rooms/launch/participants",
