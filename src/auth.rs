@@ -34,6 +34,46 @@ pub enum AuthError {
     },
 }
 
+/// Attributes per token, and characters per attribute key and value: they travel in every
+/// `welcome`. (Characters, as JSON Schema counts them, so the OpenAPI document can say it.)
+pub const MAX_ATTRS: usize = 16;
+pub const MAX_ATTR_KEY_CHARS: usize = 64;
+pub const MAX_ATTR_VALUE_CHARS: usize = 256;
+
+impl Claims {
+    /// Sizes and characters a token's claims must keep to; the reason otherwise. Control
+    /// characters are refused: an identity or name is shown and logged, never multi-line.
+    pub fn check(&self) -> Result<(), String> {
+        fn text(what: &str, value: &str, max: usize) -> Result<(), String> {
+            if value.is_empty() || value.chars().count() > max {
+                return Err(format!("{what} must be 1-{max} characters"));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(format!("{what} must not contain control characters"));
+            }
+            Ok(())
+        }
+        text("sub", &self.sub, 200)?;
+        text("name", &self.name, 200)?;
+        text("room", &self.room, 200)?;
+        if self.attrs.len() > MAX_ATTRS {
+            return Err(format!("at most {MAX_ATTRS} attrs"));
+        }
+        for (key, value) in &self.attrs {
+            text("an attr key", key, MAX_ATTR_KEY_CHARS)?;
+            if value.chars().count() > MAX_ATTR_VALUE_CHARS {
+                return Err(format!(
+                    "attr {key:?} must be at most {MAX_ATTR_VALUE_CHARS} characters"
+                ));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(format!("attr {key:?} must not contain control characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Signs and verifies tokens with one HS256 secret.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -101,14 +141,7 @@ impl TokenKeys {
                 _ => AuthError::Invalid(e.to_string()),
             })?
             .claims;
-        if claims.sub.is_empty() || claims.sub.len() > 200 || claims.name.len() > 200 {
-            return Err(AuthError::Invalid(
-                "sub and name must be 1-200 bytes".into(),
-            ));
-        }
-        if claims.room.is_empty() || claims.room.len() > 200 {
-            return Err(AuthError::Invalid("room must be 1-200 bytes".into()));
-        }
+        claims.check().map_err(AuthError::Invalid)?;
         if let Some(requested) = room {
             if requested != claims.room {
                 return Err(AuthError::WrongRoom {
@@ -201,6 +234,48 @@ mod tests {
             keys().verify("a.b.c", None),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn claims_refuse_control_characters_and_oversized_attrs() {
+        let base = Claims {
+            sub: "u1".into(),
+            name: "Ana".into(),
+            room: "r".into(),
+            role: Role::Participant,
+            exp: unix_now() + 60,
+            attrs: BTreeMap::new(),
+        };
+        let refused = |edit: &dyn Fn(&mut Claims)| {
+            let mut claims = base.clone();
+            edit(&mut claims);
+            keys().verify(&keys().mint(&claims), None)
+        };
+        assert!(refused(&|_| {}).is_ok());
+        for edit in [
+            &(|c: &mut Claims| c.sub = "ana\nFORGED".into()) as &dyn Fn(&mut Claims),
+            &|c| c.name = "Ana\u{1b}[31m".into(),
+            &|c| c.room = "r\r\n".into(),
+            &|c| c.name = String::new(),
+            &|c| {
+                c.attrs = (0..=MAX_ATTRS)
+                    .map(|i| (format!("k{i}"), "v".into()))
+                    .collect()
+            },
+            &|c| c.attrs = BTreeMap::from([("team".into(), "x".repeat(MAX_ATTR_VALUE_CHARS + 1))]),
+            &|c| c.attrs = BTreeMap::from([("k".repeat(MAX_ATTR_KEY_CHARS + 1), "v".into())]),
+            &|c| c.attrs = BTreeMap::from([("team".into(), "a\nb".into())]),
+        ] {
+            assert!(
+                matches!(refused(edit), Err(AuthError::Invalid(_))),
+                "accepted"
+            );
+        }
+        let mut most = base.clone();
+        most.attrs = (0..MAX_ATTRS)
+            .map(|i| (format!("k{i}"), "v".repeat(MAX_ATTR_VALUE_CHARS)))
+            .collect();
+        assert!(keys().verify(&keys().mint(&most), None).is_ok());
     }
 
     #[test]

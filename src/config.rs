@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: Limits,
     pub rtc: RtcConfig,
     pub redis: RedisConfig,
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +47,9 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     pub reconnect_after_ms: u64,
     pub socket_send_buffer: usize,
+    pub header_read_timeout_s: u64,
+    pub request_timeout_s: u64,
+    pub max_http_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +75,7 @@ pub struct Limits {
     pub breakout_close_countdown_s: u32,
     pub breakout_warning_s: u32,
     pub empty_room_ttl_s: u64,
+    pub attendance_retention_s: u64,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
 }
@@ -151,6 +156,10 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.apply_env(env)?;
+        config
+            .webhooks
+            .validate()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
         Ok(config)
     }
 
@@ -179,6 +188,17 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_REDIS_URL") {
             self.redis.url = v;
+        }
+        if let Some(v) = env("CONVENE_WEBHOOK_URLS") {
+            self.webhooks.urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        if let Some(v) = env("CONVENE_WEBHOOK_SECRET") {
+            self.webhooks.secret = v;
         }
         if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
             self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;

@@ -13,6 +13,9 @@
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
 //! - [`load`]: load tools that drive a real server.
+//! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
+//! - [`webhooks`]: signed, retried POSTs of room events to configured URLs.
+//! - [`logging`]: the log format, with control characters in fields escaped.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + sink (lanes) -> sessions -> sockets.
 //! `room` never imports `session`, and `bus` never imports `room` (`tests/layering.rs`).
@@ -23,8 +26,11 @@ pub mod bus;
 pub mod config;
 pub mod http;
 pub mod load;
+pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod room;
 pub mod session;
 pub mod sfu;
+pub mod webhooks;
 pub mod wire;

@@ -101,7 +101,19 @@ fn main() -> anyhow::Result<()> {
             let keys = TokenKeys::new(config.auth.jwt_secret.as_bytes());
             let identity = identity.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let attrs: BTreeMap<String, String> = attrs.into_iter().collect();
-            let token = keys.mint_for(&room, role, &identity, &name, attrs, ttl);
+            let claims = convene::auth::Claims {
+                sub: identity,
+                name,
+                room,
+                role,
+                exp: convene::auth::unix_now() + ttl.as_secs(),
+                attrs,
+            };
+            // Refuse now what the server would refuse at every use.
+            if let Err(why) = claims.check() {
+                bail!("this token would be refused: {why}");
+            }
+            let token = keys.mint(&claims);
             let base = config.public_url(config.server.listen);
             // The only output is for the caller to pipe or click: stdout is the interface here.
             use std::io::Write;
@@ -114,12 +126,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    tracing::subscriber::set_global_default(convene::logging::subscriber(
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        std::io::stdout,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    ))
+    .context("installing the log subscriber")?;
     let mut config = Config::load(config_path.as_deref()).context("loading configuration")?;
     let generated = config.auth.jwt_secret.is_empty();
     if generated {

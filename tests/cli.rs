@@ -175,6 +175,24 @@ async fn bad_arguments_and_environment_are_reported() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+    // A token the server would refuse is not printed.
+    let out = Process::new(BIN)
+        .args([
+            "token",
+            "--room",
+            "r",
+            "--role",
+            "host",
+            "--name",
+            "N\nERROR forged",
+        ])
+        .env("CONVENE_JWT_SECRET", "s")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("control characters"));
     let out = Process::new(BIN)
         .arg("serve")
         .env("CONVENE_LISTEN", "not-an-address")

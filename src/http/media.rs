@@ -37,16 +37,19 @@ pub struct Resources {
 
 struct Resource {
     room: String,
+    /// The identity whose token created it: they, or the room's staff, may end it.
+    owner: String,
     stop: oneshot::Sender<()>,
 }
 
 impl Resources {
-    fn insert(&self, id: &str, room: &str, stop: oneshot::Sender<()>) {
+    fn insert(&self, id: &str, room: &str, owner: &str, stop: oneshot::Sender<()>) {
         let mut map = self.inner.lock().expect("resources lock");
         map.insert(
             id.to_string(),
             Resource {
                 room: room.to_string(),
+                owner: owner.to_string(),
                 stop,
             },
         );
@@ -55,13 +58,20 @@ impl Resources {
         self.inner.lock().expect("resources lock").remove(id)
     }
 
-    /// Removes the resource only if it belongs to `room`.
-    fn remove_in(&self, room: &str, id: &str) -> Option<Resource> {
+    /// Removes the resource if it belongs to `room` and `by` may end it: its owner, or a host
+    /// or moderator of the room.
+    fn remove_by(&self, room: &str, id: &str, by: &Claims) -> Result<Resource, ApiError> {
         let mut map = self.inner.lock().expect("resources lock");
-        if map.get(id).is_some_and(|r| r.room == room) {
-            map.remove(id)
-        } else {
-            None
+        match map.get(id) {
+            Some(r) if r.room == room => {
+                if r.owner != by.sub && !matches!(by.role, Role::Host | Role::Moderator) {
+                    return Err(ApiError::forbidden(
+                        "only its owner or a host or moderator may end this session",
+                    ));
+                }
+                Ok(map.remove(id).expect("present under the same lock"))
+            }
+            _ => Err(ApiError::not_found("no such session in this room")),
         }
     }
 }
@@ -81,11 +91,9 @@ fn check_request(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
+    // The media type exactly (parameters allowed): `application/sdpXYZ` is not SDP.
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/sdp") {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -132,6 +140,7 @@ async fn whip(
             "only host and presenter tokens may publish over WHIP",
         ));
     }
+    let asked = std::time::Instant::now();
     let handle = state.rooms.get_or_start(&room);
     let (outbox, inbox) = outbox::outbox(64);
     let connection = Uuid::new_v4();
@@ -176,8 +185,11 @@ async fn whip(
             return Err(sdp_error(error));
         }
     };
+    crate::metrics::observe_join(asked.elapsed());
     let (stop_tx, stop_rx) = oneshot::channel();
-    state.resources.insert(&resource, &room, stop_tx);
+    state
+        .resources
+        .insert(&resource, &room, &claims.sub, stop_tx);
     let resources = state.resources.clone();
     let id = resource.clone();
     // The room decides who may publish: follow its word for this publisher (stage, removal),
@@ -271,7 +283,9 @@ async fn whep(
         }
     };
     let (stop_tx, mut stop_rx) = oneshot::channel();
-    state.resources.insert(&resource, &room, stop_tx);
+    state
+        .resources
+        .insert(&resource, &room, &claims.sub, stop_tx);
     let resources = state.resources.clone();
     let id = resource.clone();
     tokio::spawn(async move {
@@ -290,17 +304,14 @@ async fn whep(
     Ok(created(format!("/whep/{room}/{resource}"), answer))
 }
 
-/// `DELETE` on a WHIP or WHEP resource ends that session.
+/// `DELETE` on a WHIP or WHEP resource ends that session (its owner's, or staff's, to end).
 async fn end_resource(
     State(state): State<AppState>,
     Path((room, resource)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    state.claims(&headers, TokenFrom::Header, Some(&room))?;
-    let found = state
-        .resources
-        .remove_in(&room, &resource)
-        .ok_or_else(|| ApiError::not_found("no such session in this room"))?;
+    let claims = state.claims(&headers, TokenFrom::Header, Some(&room))?;
+    let found = state.resources.remove_by(&room, &resource, &claims)?;
     let _ = found.stop.send(());
     Ok(StatusCode::OK.into_response())
 }

@@ -5,6 +5,7 @@
 mod api;
 mod client;
 mod media;
+pub mod serve;
 mod ws;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::auth::TokenKeys;
 use crate::config::{Config, Limits};
 use crate::media::Media;
 use crate::room::actor::ActorConfig;
+use crate::room::attendance::AttendanceBook;
 use crate::room::registry::Rooms;
 use crate::room::RoomLimits;
 use crate::session::Hub;
@@ -89,6 +91,10 @@ pub struct AppState {
     /// The SFU; `None` when its UDP port could not be bound.
     pub media: Option<Media>,
     pub resources: media::Resources,
+    /// What `/metrics` shows: the process-wide metrics and this node's gauges.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
+    /// Attendance sheets, kept after rooms empty.
+    pub attendance: AttendanceBook,
 }
 
 impl AppState {
@@ -101,6 +107,7 @@ impl AppState {
             );
         }
         let limits = &config.limits;
+        let attendance = AttendanceBook::new(limits.attendance_retention_s.saturating_mul(1000));
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -112,6 +119,11 @@ impl AppState {
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
+            attendance: attendance.clone(),
+            webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(|error| {
+                tracing::error!(%error, "webhooks are off");
+                crate::webhooks::Webhooks::default()
+            }),
         };
         let media = match Media::start(&config.rtc) {
             Ok(media) => Some(media),
@@ -120,14 +132,23 @@ impl AppState {
                 None
             }
         };
+        let rooms = Rooms::new(actor, hub.clone());
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
+            sessions: sessions.clone(),
+            rooms: rooms.clone(),
+            sfu: media.as_ref().map(|m| m.sfu.clone()),
+        }));
         AppState {
             limits: Arc::new(config.limits.clone()),
             media,
             resources: media::Resources::default(),
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
-            rooms: Rooms::new(actor, hub.clone()),
+            rooms,
             hub,
-            sessions: Arc::new(AtomicUsize::new(0)),
+            sessions,
+            metrics,
+            attendance,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         }
@@ -158,7 +179,11 @@ impl AppState {
     }
 }
 
+/// Bodies here are SDP and small JSON; anything larger is refused with 413.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
 pub fn app(state: AppState) -> Router {
+    let body_deadline = Duration::from_secs(state.config.server.request_timeout_s.max(1));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -167,6 +192,10 @@ pub fn app(state: AppState) -> Router {
         .merge(media::router())
         .nest("/api/v1", api::router())
         .merge(client::router())
+        .layer(axum::middleware::from_fn(move |request, next| {
+            serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
+        }))
+        .route_layer(axum::middleware::from_fn(count_request))
         .with_state(state)
 }
 
@@ -179,98 +208,32 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    let mut text = format!(
-        "# HELP convene_sessions Connected WebSocket sessions on this node.\n\
-         # TYPE convene_sessions gauge\n\
-         convene_sessions {}\n\
-         # HELP convene_rooms Rooms running on this node.\n\
-         # TYPE convene_rooms gauge\n\
-         convene_rooms {}\n",
-        state.sessions.load(Ordering::Relaxed),
-        state.rooms.len(),
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(&state.metrics),
+    )
+        .into_response()
+}
+
+/// Counts each answered request by its route template (never the raw path: it holds room names).
+async fn count_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    crate::metrics::http_request(
+        crate::metrics::HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        },
+        started.elapsed(),
     );
-    if let Some(media) = &state.media {
-        let s = media.sfu.stats();
-        for (name, kind, help, value) in [
-            (
-                "convene_sfu_peers",
-                "gauge",
-                "WebRTC peers.",
-                s.peers as u64,
-            ),
-            (
-                "convene_sfu_tracks",
-                "gauge",
-                "Published tracks.",
-                s.tracks as u64,
-            ),
-            (
-                "convene_sfu_datagrams_in_total",
-                "counter",
-                "UDP datagrams received.",
-                s.datagrams_in,
-            ),
-            (
-                "convene_sfu_datagrams_dropped_total",
-                "counter",
-                "UDP datagrams dropped.",
-                s.datagrams_dropped,
-            ),
-            (
-                "convene_sfu_frames_forwarded_total",
-                "counter",
-                "RTP packets written to subscribers.",
-                s.frames_forwarded,
-            ),
-            (
-                "convene_sfu_bytes_forwarded_total",
-                "counter",
-                "Media bytes written to subscribers.",
-                s.bytes_forwarded,
-            ),
-            (
-                "convene_sfu_keyframe_requests_in_total",
-                "counter",
-                "PLI/FIR received from subscribers.",
-                s.keyframe_requests_in,
-            ),
-            (
-                "convene_sfu_keyframe_requests_out_total",
-                "counter",
-                "Keyframe requests sent to publishers.",
-                s.keyframe_requests_out,
-            ),
-            (
-                "convene_sfu_packets_direct_total",
-                "counter",
-                "RTP packets SRTP-protected and sent by the workers (direct egress path).",
-                s.packets_direct,
-            ),
-            (
-                "convene_sfu_retransmits_total",
-                "counter",
-                "RTP packets re-sent on the direct path after a NACK.",
-                s.retransmits,
-            ),
-            (
-                "convene_sfu_datagrams_out_total",
-                "counter",
-                "UDP datagrams sent.",
-                s.datagrams_out,
-            ),
-            (
-                "convene_sfu_send_calls_total",
-                "counter",
-                "Send system calls (sendmmsg batches up to 64 datagrams).",
-                s.send_calls,
-            ),
-        ] {
-            text.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    response
 }
 
 /// Binds with a deep accept backlog: a thousand clients reconnecting at once (after a
@@ -299,24 +262,15 @@ impl Server {
         let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
-        let mut stop = state.shutdown.subscribe();
         let router = app(state.clone());
-        let send_buffer = state.config.server.socket_send_buffer;
-        // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-                if send_buffer > 0 {
-                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-                }
-            });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| s.is_some()).await;
-                })
-                .await
-        });
+        let server = &state.config.server;
+        let limits = serve::ServeLimits {
+            header_read_timeout: Duration::from_secs(server.header_read_timeout_s.max(1)),
+            max_connections_per_ip: server.max_http_connections_per_ip,
+            socket_send_buffer: server.socket_send_buffer,
+        };
+        let stop = state.shutdown.subscribe();
+        let task = tokio::spawn(serve::run(listener, router, limits, stop));
         Ok(Server { addr, state, task })
     }
 

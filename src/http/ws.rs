@@ -161,8 +161,12 @@ async fn serve_socket(
     let mut attempt = 0;
     let start = loop {
         // Boxed so the join's state does not stay inlined in every session's long-lived future.
+        let asked = std::time::Instant::now();
         match Box::pin(room.join(joiner.clone(), connection, resume)).await {
-            Ok(Ok(start)) => break start,
+            Ok(Ok(start)) => {
+                crate::metrics::observe_join(asked.elapsed());
+                break start;
+            }
             Ok(Err(denied)) => {
                 refuse(socket, error_frame(None, denied)).await;
                 return;

@@ -96,6 +96,11 @@ pub enum RoomCommand {
     },
     TrackPublished(Track),
     TrackUnpublished(String),
+    /// The admin API acting on the room (`RoomState::operate`).
+    Operate {
+        op: super::operator::Operation,
+        reply: oneshot::Sender<Result<super::operator::RoomReport, Denied>>,
+    },
 }
 
 /// How sessions reach a room: the local handle below; a cluster adds one for rooms owned elsewhere.
@@ -170,6 +175,13 @@ impl RoomHandle {
     pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
         self.ask(|reply| RoomCommand::ExportQuestions { reply })
             .await
+    }
+
+    pub async fn operate(
+        &self,
+        op: super::operator::Operation,
+    ) -> Result<Result<super::operator::RoomReport, Denied>, RoomGone> {
+        self.ask(|reply| RoomCommand::Operate { op, reply }).await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
@@ -257,6 +269,8 @@ pub struct ActorConfig {
     pub event_log_len: usize,
     pub idempotency_window: usize,
     pub empty_room_ttl: Duration,
+    pub attendance: super::attendance::AttendanceBook,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 pub struct RoomActor {
@@ -267,6 +281,8 @@ pub struct RoomActor {
     config: ActorConfig,
     clock: Clock,
     connected: Arc<AtomicUsize>,
+    attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
+    feed: crate::webhooks::RoomFeed,
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
@@ -283,7 +299,11 @@ pub fn spawn(
         tx,
         sessions: Arc::new(AtomicUsize::new(0)),
     };
+    let feed = crate::webhooks::RoomFeed::new(name);
+    config.webhooks.emit(feed.started(clock.now()));
     let actor = RoomActor {
+        attendance: config.attendance.sheet(name),
+        feed,
         state: RoomState::new(name, config.limits.clone()),
         log: EventLog::new(config.event_log_len),
         sink,
@@ -330,6 +350,9 @@ impl RoomActor {
             }
         }
         self.sink.room_ended(self.state.name());
+        for hook in self.feed.ended(self.clock.now()) {
+            self.config.webhooks.emit(hook);
+        }
     }
 
     fn handle(&mut self, cmd: RoomCommand) {
@@ -374,6 +397,13 @@ impl RoomActor {
             RoomCommand::TrackUnpublished(id) => {
                 let events = self.state.track_unpublished(&id);
                 self.publish(events);
+            }
+            RoomCommand::Operate { op, reply } => {
+                let result = self.state.operate(&op, now).map(|(events, report)| {
+                    self.publish(events);
+                    report
+                });
+                let _ = reply.send(result);
             }
         }
     }
@@ -511,6 +541,10 @@ impl RoomActor {
         let identity = entry.identity.clone();
         let reply = match self.state.apply(&command, &identity, now) {
             Ok(outcome) => {
+                if let (Command::Upvote { .. }, Ok(mut sheet)) = (&command, self.attendance.lock())
+                {
+                    sheet.voted(&identity);
+                }
                 self.publish(outcome.events);
                 request_id.clone().map(|request_id| {
                     frame(&ServerMessage::Ack {
@@ -574,6 +608,19 @@ impl RoomActor {
                 // Their sessions end: no resume into a room that removed them.
                 self.sessions
                     .retain(|_, s| s.identity != *identity || s.connected);
+            }
+            let person = match &audience {
+                Audience::Some {
+                    person: Some(p), ..
+                } => Some(p.as_str()),
+                _ => None,
+            };
+            let now = self.clock.now();
+            if let Ok(mut sheet) = self.attendance.lock() {
+                sheet.record(&body, person, now);
+            }
+            if let Some(hook) = self.feed.record(&body, now) {
+                self.config.webhooks.emit(hook);
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
             let envelope = Arc::new(Envelope {

@@ -6,8 +6,10 @@
 //! The actor (`actor.rs`) only moves messages; the registry (`registry.rs`) finds rooms.
 
 pub mod actor;
+pub mod attendance;
 mod breakouts;
 mod chat;
+pub mod operator;
 mod qa;
 pub mod registry;
 
@@ -141,6 +143,8 @@ pub struct RoomState {
     count: Coalescer,
     /// Plans made so far, mixed into the auto-assignment shuffle.
     plans_made: u64,
+    /// Ended by the operator: joins are refused until the room is forgotten.
+    ended: bool,
 }
 
 /// Sends a value now if the interval has passed, else once when it has.
@@ -206,6 +210,7 @@ impl RoomState {
             tracks: BTreeMap::new(),
             count: Coalescer::default(),
             plans_made: 0,
+            ended: false,
         }
     }
 
@@ -351,6 +356,12 @@ impl RoomState {
     /// Someone's connection arrives. A second connection, or a return within the grace
     /// period, keeps their seat.
     pub fn join(&mut self, who: Joiner, now: Millis) -> Result<Vec<Event>, Denied> {
+        if self.ended {
+            return Err(Denied::new(
+                ErrorCode::Forbidden,
+                "this convening has ended",
+            ));
+        }
         if self.banned.contains(&who.identity) {
             return Err(Denied::new(
                 ErrorCode::Forbidden,

@@ -713,9 +713,16 @@ fn parse_sdp<T, E: std::fmt::Display>(
     }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(sdp))) {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(SfuError::BadSdp(e.to_string())),
+        Ok(Err(e)) => Err(bad_sdp("the SDP could not be parsed", &e)),
         Err(_) => Err(SfuError::BadSdp("unparseable".into())),
     }
+}
+
+/// The engine's error text can carry internals (a parser's heap addresses): the client gets
+/// `reason`, the debug log gets the detail.
+pub(crate) fn bad_sdp(reason: &str, detail: &dyn std::fmt::Display) -> SfuError {
+    tracing::debug!(%detail, reason, "SDP refused");
+    SfuError::BadSdp(reason.into())
 }
 
 #[cfg(test)]

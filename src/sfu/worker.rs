@@ -789,7 +789,7 @@ fn accept_offer(p: &mut Peer, offer: SdpOffer) -> Result<String, SfuError> {
     p.dirty = true;
     let answer = match r {
         Ok(Ok(a)) => a,
-        Ok(Err(e)) => return Err(SfuError::BadSdp(e.to_string())),
+        Ok(Err(e)) => return Err(super::bad_sdp("the offer was not accepted", &e)),
         Err(_) => {
             p.dead = true;
             return Err(SfuError::BadSdp("offer rejected".into()));
@@ -841,7 +841,7 @@ fn accept_answer(p: &mut Peer, answer: SdpAnswer) -> Result<(), SfuError> {
     }
     match r {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SfuError::BadSdp(e.to_string())),
+        Ok(Err(e)) => Err(super::bad_sdp("the answer was not accepted", &e)),
         Err(_) => {
             p.dead = true;
             Err(SfuError::BadSdp("answer rejected".into()))

@@ -1,0 +1,425 @@
+//! Webhooks: what happened in rooms, POSTed as JSON to configured URLs, signed with HMAC-SHA256 over a timestamp and the body, retried with backoff, never blocking a room.
+//!
+//! A room's actor holds a [`RoomFeed`]: a pure filter that turns the events it publishes into
+//! webhook events (first sight of a question is `question.asked`, and so on) and hands them
+//! to the node's [`Webhooks`] queue with `try_send`. A full queue drops the event (counted in
+//! `convene_webhook_deliveries_total{outcome="dropped"}`) rather than wait. One dispatcher
+//! task sends each event to each URL in its own task, so a slow receiver delays only itself.
+//!
+//! Each request carries:
+//! - `Convene-Event-Id`: the same on every retry, for deduplication;
+//! - `Convene-Timestamp`: Unix seconds when this attempt was signed;
+//! - `Convene-Signature: v1=<hex>`: HMAC-SHA256 with the shared secret over
+//!   `"{timestamp}.{body}"`. A receiver recomputes it, compares in constant time, and refuses
+//!   timestamps more than five minutes from its clock (the replay window).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use convene_signaling::{BreakoutPhase, RoomEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, Semaphore};
+
+/// `[webhooks]` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` receivers; empty: no webhooks.
+    pub urls: Vec<String>,
+    /// The HMAC key; required when `urls` is not empty.
+    pub secret: String,
+    /// Attempts per event and URL (the first included).
+    pub max_attempts: u32,
+    /// Backoff before the second attempt; doubled for each later one.
+    pub retry_base_ms: u64,
+    /// Seconds one attempt may take (connect, send, status line).
+    pub timeout_s: u64,
+    /// Events waiting for dispatch; beyond it new ones are dropped, never waited for.
+    pub queue: usize,
+}
+
+/// One webhook event.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WebhookEvent {
+    pub id: String,
+    /// e.g. `participant.joined`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub room: String,
+    /// Unix milliseconds, from the room's clock.
+    pub at: u64,
+    pub data: Value,
+}
+
+impl WebhookEvent {
+    pub fn new(kind: &'static str, room: &str, at: u64, data: Value) -> WebhookEvent {
+        WebhookEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            room: room.to_string(),
+            at,
+            data,
+        }
+    }
+}
+
+/// The node's webhook queue; cheap to clone. Disabled when no URL is configured.
+#[derive(Clone, Default)]
+pub struct Webhooks {
+    tx: Option<mpsc::Sender<WebhookEvent>>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Webhooks")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("webhooks.secret must be set when webhooks.urls is not empty")]
+    NoSecret,
+    #[error("webhook URL {0:?} is not http://host[:port]/path (TLS is not supported yet; use a local relay)")]
+    BadUrl(String),
+}
+
+/// Where one URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    host_port: String,
+    host: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Target, WebhookError> {
+    let bad = || WebhookError::BadUrl(url.to_string());
+    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['@', ' ']) || path.contains([' ', '\r', '\n']) {
+        return Err(bad());
+    }
+    let host_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    Ok(Target {
+        host_port,
+        host: authority.to_string(),
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+    })
+}
+
+/// `v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`.
+pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(timestamp.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let tag = ctx.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1={hex}")
+}
+
+impl WebhookConfig {
+    /// Refuses what `start` would: URLs without a secret, URLs that are not plain HTTP.
+    pub fn validate(&self) -> Result<(), WebhookError> {
+        if !self.urls.is_empty() && self.secret.is_empty() {
+            return Err(WebhookError::NoSecret);
+        }
+        self.urls.iter().try_for_each(|u| parse_url(u).map(drop))
+    }
+}
+
+impl Webhooks {
+    /// Starts the dispatcher (when URLs are configured). Needs a tokio runtime.
+    pub fn start(config: &WebhookConfig) -> Result<Webhooks, WebhookError> {
+        if config.urls.is_empty() {
+            return Ok(Webhooks::default());
+        }
+        if config.secret.is_empty() {
+            return Err(WebhookError::NoSecret);
+        }
+        let targets = config
+            .urls
+            .iter()
+            .map(|u| parse_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        tokio::spawn(dispatch(rx, Arc::new(targets), Arc::new(config.clone())));
+        Ok(Webhooks { tx: Some(tx) })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Queues an event; never waits. A full queue drops it (and counts it).
+    pub fn emit(&self, event: WebhookEvent) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        if tx.try_send(event).is_err() {
+            crate::metrics::webhook_delivery("dropped");
+            tracing::warn!("webhook queue full: event dropped");
+        }
+    }
+}
+
+/// Deliveries in flight at once, over all URLs.
+const IN_FLIGHT: usize = 64;
+
+async fn dispatch(
+    mut rx: mpsc::Receiver<WebhookEvent>,
+    targets: Arc<Vec<Target>>,
+    config: Arc<WebhookConfig>,
+) {
+    let gate = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(event) = rx.recv().await {
+        let body: Arc<[u8]> = serde_json::to_vec(&event)
+            .expect("webhook events serialise")
+            .into();
+        for target in targets.iter() {
+            let Ok(permit) = gate.clone().acquire_owned().await else {
+                return;
+            };
+            let (target, config, body, id) = (
+                target.clone(),
+                config.clone(),
+                body.clone(),
+                event.id.clone(),
+            );
+            tokio::spawn(async move {
+                deliver(&target, &config, &body, &id).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Attempts with exponential backoff until a 2xx or `max_attempts`.
+async fn deliver(target: &Target, config: &WebhookConfig, body: &[u8], id: &str) {
+    let attempts = config.max_attempts.max(1);
+    for attempt in 1..=attempts {
+        let timeout = Duration::from_secs(config.timeout_s.max(1));
+        let result = tokio::time::timeout(timeout, post(target, config, body, id)).await;
+        match result {
+            Ok(Ok(status)) if (200..300).contains(&status) => {
+                crate::metrics::webhook_delivery("delivered");
+                return;
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(status)) => format!("status {status}"),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "timed out".into(),
+                };
+                if attempt == attempts {
+                    crate::metrics::webhook_delivery("failed");
+                    tracing::warn!(url = %target.host, path = %target.path, %why, id, "webhook delivery failed; giving up");
+                    return;
+                }
+                crate::metrics::webhook_delivery("retried");
+                tracing::debug!(url = %target.host, %why, attempt, id, "webhook delivery failed; retrying");
+                let backoff = config
+                    .retry_base_ms
+                    .saturating_mul(1 << (attempt - 1).min(16));
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+        }
+    }
+}
+
+/// One POST; returns the response status.
+async fn post(
+    target: &Target,
+    config: &WebhookConfig,
+    body: &[u8],
+    id: &str,
+) -> std::io::Result<u16> {
+    let timestamp = crate::auth::unix_now();
+    let signature = signature(config.secret.as_bytes(), timestamp, body);
+    let mut stream = tokio::net::TcpStream::connect(&target.host_port).await?;
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         User-Agent: convene-webhooks\r\nConvene-Event-Id: {id}\r\nConvene-Timestamp: {timestamp}\r\n\
+         Convene-Signature: {signature}\r\nConnection: close\r\n\r\n",
+        target.path,
+        target.host,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    // The status line is all we need.
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status line in the reply"))
+}
+
+/// A room's filter from published events to webhook events; dedupes events that a room sends
+/// in several versions (one per audience).
+#[derive(Debug, Default)]
+pub struct RoomFeed {
+    room: String,
+    asked: HashSet<u64>,
+    answered: HashSet<u64>,
+    breakouts_open: bool,
+}
+
+impl RoomFeed {
+    pub fn new(room: &str) -> RoomFeed {
+        RoomFeed {
+            room: room.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn event(&self, kind: &'static str, at: u64, data: Value) -> Option<WebhookEvent> {
+        Some(WebhookEvent::new(kind, &self.room, at, data))
+    }
+
+    pub fn started(&self, at: u64) -> WebhookEvent {
+        WebhookEvent::new("room.started", &self.room, at, json!({}))
+    }
+
+    /// The room closed; its attendance is final.
+    pub fn ended(&self, at: u64) -> [WebhookEvent; 2] {
+        let segment: String = self
+            .room
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let path = format!("/api/v1/rooms/{segment}/attendance");
+        [
+            WebhookEvent::new("room.ended", &self.room, at, json!({})),
+            WebhookEvent::new("attendance.ready", &self.room, at, json!({ "path": path })),
+        ]
+    }
+
+    /// The webhook event for a published room event, if it is one.
+    pub fn record(&mut self, body: &RoomEvent, at: u64) -> Option<WebhookEvent> {
+        match body {
+            RoomEvent::MemberJoined { member } => self.event(
+                "participant.joined",
+                at,
+                json!({ "identity": member.identity, "name": member.name, "role": member.role }),
+            ),
+            RoomEvent::MemberLeft { identity, reason } => self.event(
+                "participant.left",
+                at,
+                json!({ "identity": identity, "reason": reason }),
+            ),
+            RoomEvent::QuestionUpdated { question } => {
+                let q = question;
+                if self.asked.insert(q.id) {
+                    // Anonymous questions stay anonymous here too.
+                    return self.event(
+                        "question.asked",
+                        at,
+                        json!({ "id": q.id, "text": q.text, "anonymous": q.anonymous, "author": q.author }),
+                    );
+                }
+                if q.answered_at.is_some() && self.answered.insert(q.id) {
+                    return self.event(
+                        "question.answered",
+                        at,
+                        json!({ "id": q.id, "text": q.text, "answer": q.answer }),
+                    );
+                }
+                None
+            }
+            RoomEvent::BreakoutsUpdated { breakouts: Some(b) }
+                if b.phase == BreakoutPhase::Open && !self.breakouts_open =>
+            {
+                self.breakouts_open = true;
+                let rooms: Vec<&str> = b.rooms.iter().map(|r| r.name.as_str()).collect();
+                self.event(
+                    "breakouts.opened",
+                    at,
+                    json!({ "rooms": rooms, "ends_at": b.ends_at }),
+                )
+            }
+            RoomEvent::BreakoutsClosed if self.breakouts_open => {
+                self.breakouts_open = false;
+                self.event("breakouts.closed", at, json!({}))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_over_timestamp_and_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let sig = signature(b"Jefe", 0, b"");
+        assert!(sig.starts_with("v1=") && sig.len() == 3 + 64);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        let tag = hmac::sign(&key, b"what do ya want for nothing?");
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // "{timestamp}.{body}" is what is signed.
+        let direct = hmac::sign(&key, b"1700000000.{\"a\":1}");
+        let hex: String = direct.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            signature(b"Jefe", 1_700_000_000, b"{\"a\":1}"),
+            format!("v1={hex}")
+        );
+    }
+
+    #[test]
+    fn urls_must_be_plain_http() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:9000/hooks").unwrap(),
+            Target {
+                host_port: "127.0.0.1:9000".into(),
+                host: "127.0.0.1:9000".into(),
+                path: "/hooks".into()
+            }
+        );
+        assert_eq!(parse_url("http://relay").unwrap().host_port, "relay:80");
+        for bad in [
+            "https://x/y",
+            "ftp://x",
+            "http://",
+            "http://a b/",
+            "http://x/\r\nX: y",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The holes a probe of the running server found (issue 14), each shut over real sockets:
+//! HTTP deadlines and the per-address cap, CSV injection and download names, who may end a
+//! WHIP/WHEP session, engine text in SDP errors, token claim limits, exact media types.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{header, http_get, http_request, http_request_full, TestServer, API_KEY, WAIT};
+use convene_signaling::{Command, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads until the server closes the socket; returns what it sent, or `None` if it stayed open.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.ok()?;
+    Some(String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test]
+async fn silent_half_sent_and_dripping_requests_are_closed_at_the_header_deadline() {
+    let t = TestServer::start_with(|c| c.server.header_read_timeout_s = 1).await;
+    let addr = t.server.addr;
+    let started = Instant::now();
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /heal").await.unwrap();
+    // One byte every 200 ms: it never stops sending, but never finishes the head either.
+    let drip = tokio::spawn(async move {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+        for byte in request {
+            if stream.write_all(&[*byte]).await.is_err() {
+                return Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    });
+    // A kept-alive connection that goes quiet after one answer is closed as well.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 256];
+    let n = idle.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+
+    for (what, mut stream) in [
+        ("silent", silent),
+        ("half a request line", half),
+        ("idle", idle),
+    ] {
+        assert!(
+            read_until_closed(&mut stream, Duration::from_secs(5))
+                .await
+                .is_some(),
+            "a {what} connection stayed open past the 1 s header deadline"
+        );
+    }
+    let cut = tokio::time::timeout(WAIT, drip).await.unwrap().unwrap();
+    assert!(
+        cut.is_some_and(|at| at < Duration::from_secs(6)),
+        "a dripping request head was not cut off: {cut:?}"
+    );
+    // The server still answers.
+    let (status, _) = http_get(&format!("{}/healthz", t.http()), None, &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_body_sent_byte_by_byte_gets_408() {
+    let t = TestServer::start_with(|c| c.server.request_timeout_s = 1).await;
+    let mut stream = TcpStream::connect(t.server.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "POST /api/v1/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"room\""
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = read_until_closed(&mut stream, Duration::from_secs(6))
+        .await
+        .expect("the server answered and closed");
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn connections_per_address_are_capped_until_they_upgrade() {
+    let t = TestServer::start_with(|c| c.server.max_http_connections_per_ip = 3).await;
+    // Three WebSocket sessions have left the HTTP phase: they do not count.
+    let mut people = Vec::new();
+    for who in ["ana", "ben", "cy"] {
+        people.push(t.join("r", Role::Participant, who).await);
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(t.server.addr).await.unwrap());
+    }
+    // Let the server account for them before the fourth arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(t.server.addr).await.unwrap();
+    let refused = read_until_closed(&mut fourth, Duration::from_secs(3))
+        .await
+        .expect("the fourth connection was closed");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused:?}");
+    // The held ones are still open: a request on one is answered.
+    held[0]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut held[0], WAIT).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = http_get(&format!("{}/healthz", t.http()), None, &[]).await;
+    assert_eq!(status, 200, "a slot frees when a connection ends");
+    drop(people);
+}
+
+/// The minimal RFC 5987 decoding a browser does for `filename*`.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn csv_export_neutralises_formulas_and_names_the_file_safely() {
+    let t = TestServer::start().await;
+    let room = "Knox \"Q&A\"; filename=evil.exe";
+    let path_room = "Knox%20%22Q%26A%22%3B%20filename%3Devil.exe";
+    // The test helper names people after their identity in capitals: "=CMD|' /C CALC'!A0".
+    let mut asker = t.join(room, Role::Participant, "=cmd|' /c calc'!a0").await;
+    let mut host = t.join(room, Role::Host, "host").await;
+    let id = asker
+        .ok(Command::AskQuestion {
+            text: "=HYPERLINK(\"http://evil.example\",\"Click\")".into(),
+            anonymous: false,
+        })
+        .await
+        .unwrap();
+    host.ok(Command::ApproveQuestion { question_id: id }).await;
+    host.ok(Command::AnswerQuestion {
+        question_id: id,
+        answer: Some("@SUM(1+1)*cmd|' /C calc'!A0".into()),
+    })
+    .await;
+    let (status, head, body) = http_request_full(
+        "GET",
+        &format!("{}/api/v1/rooms/{path_room}/questions?format=csv", t.http()),
+        Some(API_KEY),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let row: Vec<&str> = body
+        .lines()
+        .nth(1)
+        .expect("one question")
+        .split(',')
+        .collect();
+    let text = body.lines().nth(1).unwrap();
+    assert!(
+        text.contains("\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"Click\"\")\""),
+        "{text}"
+    );
+    assert!(text.contains("'=cmd|' /c calc'!a0"), "{text}");
+    assert!(text.contains("'=CMD|' /C CALC'!A0"), "{text}");
+    assert!(text.contains("'@SUM(1+1)"), "{text}");
+    assert!(
+        row.iter()
+            .all(|cell| !cell.starts_with(['=', '+', '-', '@'])),
+        "{row:?}"
+    );
+    let disposition = header(&head, "content-disposition").expect("Content-Disposition");
+    let (plain, extended) = disposition
+        .strip_prefix("attachment; filename=\"")
+        .and_then(|rest| rest.split_once("\"; filename*=UTF-8''"))
+        .unwrap_or_else(|| panic!("unexpected shape: {disposition}"));
+    assert!(
+        plain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+        "{plain}"
+    );
+    assert_eq!(percent_decode(extended), format!("{room}-questions.csv"));
+}
+
+/// A WHEP offer for one video m-line, made by the engine the load tools use.
+fn whep_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::RtcConfig::new().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
+#[tokio::test]
+async fn only_the_owner_or_room_staff_may_end_a_whep_session() {
+    let t = TestServer::start().await;
+    let _host = t.join("r", Role::Host, "host").await;
+    let sdp = [("Content-Type", "application/sdp")];
+    let open = |who: &'static str| {
+        let token = t.token("r", Role::Participant, who);
+        let url = format!("{}/whep/r", t.http());
+        async move {
+            let (status, head, body) =
+                http_request_full("POST", &url, Some(&token), &sdp, &whep_offer())
+                    .await
+                    .unwrap();
+            assert_eq!(status, 201, "{body}");
+            header(&head, "location").unwrap().to_string()
+        }
+    };
+    let delete = |location: String, token: String| {
+        let url = format!("{}{location}", t.http());
+        async move { http_request("DELETE", &url, Some(&token), &[], "").await }
+    };
+    let anas = open("ana").await;
+    let (status, body) = delete(anas.clone(), t.token("r", Role::Participant, "ben")).await;
+    assert_eq!(
+        status, 403,
+        "another participant ended ana's session: {body}"
+    );
+    let (status, _) = delete(anas.clone(), t.token("r", Role::Presenter, "pres")).await;
+    assert_eq!(status, 403, "a presenter is not room staff");
+    let (status, _) = delete(anas.clone(), t.token("r", Role::Participant, "ana")).await;
+    assert_eq!(status, 200, "the owner ends her own session");
+    let (status, _) = delete(anas, t.token("r", Role::Participant, "ana")).await;
+    assert_eq!(status, 404, "already ended");
+    for staff in [Role::Moderator, Role::Host] {
+        let bens = open("ben").await;
+        let (status, body) = delete(bens, t.token("r", staff, "staff")).await;
+        assert_eq!(status, 200, "{staff:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_sdp_gets_a_reason_without_engine_internals() {
+    let t = TestServer::start().await;
+    let _host = t.join("r", Role::Host, "host").await;
+    let host = t.token("r", Role::Host, "host");
+    let sdp = [("Content-Type", "application/sdp")];
+    for (endpoint, garbage) in [
+        ("whip", "this is not SDP"),
+        ("whep", "v=0\r\no=garbage"),
+        ("whep", "m=garbage"),
+        ("whip", "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+    ] {
+        let (status, body) = http_request(
+            "POST",
+            &format!("{}/{endpoint}/r", t.http()),
+            Some(&host),
+            &sdp,
+            garbage,
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("bad SDP"), "{body}");
+        assert!(
+            !body.contains("0x") && !body.contains("Pointer") && !body.contains("Offset"),
+            "engine internals in {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn control_characters_and_oversized_attrs_in_tokens_are_refused() {
+    let t = TestServer::start().await;
+    let keys = convene::auth::TokenKeys::new(common::SECRET.as_bytes());
+    let mint = |identity: &str, name: &str, attrs: Vec<(String, String)>| {
+        keys.mint_for(
+            "r",
+            Role::Participant,
+            identity,
+            name,
+            attrs.into_iter().collect(),
+            Duration::from_secs(60),
+        )
+    };
+    let cases = [
+        mint("ana\n2026-01-01 ERROR forged", "Ana", vec![]),
+        mint("ana", "Ana\u{1b}[2J", vec![]),
+        mint("ana", "Ana", vec![("team".into(), "x".repeat(300 * 1024))]),
+        mint(
+            "ana",
+            "Ana",
+            (0..100).map(|i| (format!("k{i}"), "v".into())).collect(),
+        ),
+    ];
+    for token in cases {
+        let (status, body) = http_get(&format!("{}/ws", t.http()), Some(&token), &[]).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("access token is not valid"), "{body}");
+    }
+    // The admin API refuses to mint what would be refused at use.
+    let (status, body) = http_request(
+        "POST",
+        &format!("{}/api/v1/tokens", t.http()),
+        Some(API_KEY),
+        &[("Content-Type", "application/json")],
+        r#"{"room":"r","role":"participant","name":"Ana\nERROR forged"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn sdp_endpoints_match_the_media_type_exactly() {
+    let t = TestServer::start().await;
+    let _host = t.join("r", Role::Host, "host").await;
+    let viewer = t.token("r", Role::Participant, "v");
+    let url = format!("{}/whep/r", t.http());
+    for wrong in ["application/sdpXYZ", "application/sdp+json", "text/sdp"] {
+        let (status, body) = http_request(
+            "POST",
+            &url,
+            Some(&viewer),
+            &[("Content-Type", wrong)],
+            &whep_offer(),
+        )
+        .await;
+        assert_eq!(status, 415, "{wrong}: {body}");
+    }
+    let (status, body) = http_request(
+        "POST",
+        &url,
+        Some(&viewer),
+        &[("Content-Type", "Application/SDP; charset=utf-8")],
+        &whep_offer(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
