@@ -141,7 +141,34 @@ export function launchChromium({ netns = null, args = [] } = {}) {
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // Pages fulfilled from disk (CONVENE_CLIENT_FROM_DISK) count as public: let them reach 127.0.0.1.
+      ...(process.env.CONVENE_CLIENT_FROM_DISK === "1" ? ["--disable-features=LocalNetworkAccessChecks"] : []),
       ...args,
     ],
   });
+}
+
+/**
+ * A page joined as someone: a token from `convene token`, a fresh browser context, the join link.
+ * Waits for the connection unless `wait` is false. With CONVENE_CLIENT_FROM_DISK=1 the client's files
+ * are served from client/ on disk (edit and rerun without rebuilding the server; never in CI).
+ */
+export async function openAs(browser, server, { room, identity, role, name, attrs = {}, viewport = { width: 1400, height: 900 }, wait = true, errors = null }) {
+  const { url } = server.token({ room, role, name, identity, attrs });
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  if (errors) page.on("pageerror", (err) => errors.push(`${identity}: ${err.message}`));
+  if (process.env.CONVENE_CLIENT_FROM_DISK === "1") {
+    await context.route(/\/[a-z-]*\.(js|css)$|\/(\?.*)?$/, async (route) => {
+      const file = new URL(route.request().url()).pathname.slice(1) || "index.html";
+      const p = path.join(ROOT, "client", file);
+      if (!fs.existsSync(p)) return route.continue();
+      const type = file.endsWith(".js") ? "text/javascript" : file.endsWith(".css") ? "text/css" : "text/html";
+      return route.fulfill({ body: fs.readFileSync(p), contentType: type });
+    });
+  }
+  await page.goto(url);
+  if (wait) await page.locator("#status[data-state=connected]").waitFor();
+  return page;
 }
