@@ -18,6 +18,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/rooms", get(list_rooms))
         .route("/rooms/{room}/questions", get(export_questions))
+        .route("/rooms/{room}/invites", post(mint_invite))
         .route("/tokens", post(mint_token))
 }
 
@@ -171,6 +172,80 @@ async fn mint_token(
     let token = state
         .keys
         .mint_for(&req.room, req.role, &identity, &req.name, req.attrs, ttl);
+    let url = format!(
+        "{}/?token={token}",
+        state.config.public_url(state.config.server.listen)
+    );
+    Ok(
+        Json(serde_json::json!({ "token": token, "identity": identity, "url": url }))
+            .into_response(),
+    )
+}
+
+#[derive(Deserialize)]
+struct InviteRequest {
+    role: Role,
+    name: String,
+    #[serde(default)]
+    attrs: BTreeMap<String, String>,
+    ttl_s: Option<u64>,
+}
+
+/// How far up a role reaches: an inviter may hand out their own role or any below it.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Host => 3,
+        Role::Moderator => 2,
+        Role::Presenter => 1,
+        Role::Participant => 0,
+    }
+}
+
+/// `POST /rooms/{room}/invites`: a host or moderator of the room mints a join link for that
+/// room, for a role no higher than their own (the page's invite panel uses it).
+async fn mint_invite(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<InviteRequest>,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let claims = state
+        .keys
+        .verify(&token, Some(&room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !claims.role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "only a host or moderator of this room may invite",
+        ));
+    }
+    if rank(req.role) > rank(claims.role) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not invite a {}",
+            claims.role.as_str(),
+            req.role.as_str()
+        )));
+    }
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be 1-100 characters"));
+    }
+    if req.attrs.len() > 8
+        || req
+            .attrs
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 200)
+    {
+        return Err(ApiError::bad_request(
+            "at most 8 attributes, keys 1-64 and values up to 200 bytes",
+        ));
+    }
+    let identity = uuid::Uuid::new_v4().to_string();
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let token = state
+        .keys
+        .mint_for(&room, req.role, &identity, name, req.attrs, ttl);
     let url = format!(
         "{}/?token={token}",
         state.config.public_url(state.config.server.listen)

@@ -590,6 +590,10 @@ impl RoomState {
                 Ok(self.set_hand(target, false).into())
             }
             Command::InviteToStage { identity } => self.set_stage(role, identity, true),
+            // Anyone may step off the stage (or decline an invitation to it).
+            Command::RemoveFromStage { identity } if identity == by => {
+                self.set_stage(Role::Host, identity, false)
+            }
             Command::RemoveFromStage { identity } => self.set_stage(role, identity, false),
             Command::RemoveParticipant { identity, reason } => {
                 self.remove_participant(by, identity, reason.as_deref(), now)

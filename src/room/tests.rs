@@ -998,3 +998,28 @@ fn moves_reach_both_the_old_and_the_new_breakout() {
     assert!(update.audience.includes(&a2_before));
     assert!(update.audience.includes(&viewer(&room, "b1")));
 }
+
+#[test]
+fn anyone_steps_off_the_stage_but_takes_no_one_else_off() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    for who in ["ana", "ben"] {
+        let cmd = Command::InviteToStage {
+            identity: who.into(),
+        };
+        run(&mut room, "host", cmd, 1).unwrap();
+    }
+    // Ana declines the invitation; she may not take Ben off.
+    let off = |identity: &str| Command::RemoveFromStage {
+        identity: identity.into(),
+    };
+    let denied = run(&mut room, "ana", off("ben"), 2).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    run(&mut room, "ana", off("ana"), 3).unwrap();
+    assert!(!room.member("ana").unwrap().on_stage);
+    assert!(room.member("ben").unwrap().on_stage);
+    assert!(!room.may_publish("ana"));
+}
