@@ -125,7 +125,10 @@ export class Media {
     const stream = slot === "screen" ? new MediaStream([track]) : this.localStream;
     if (slot !== "screen") stream.addTrack(track);
     const existing = this.tx[slot];
-    if (existing) await existing.sender.replaceTrack(track);
+    if (existing) {
+      existing.direction = "sendonly";
+      await existing.sender.replaceTrack(track);
+    }
     else {
       this.tx[slot] = pc.addTransceiver(track, {
         direction: "sendonly", streams: [stream],
@@ -135,18 +138,25 @@ export class Media {
     this.offer();
   }
 
-  /** @param {"mic"|"cam"|"screen"} slot */
+  /**
+   * Stops one source. With others still going, its m-line goes inactive in a new offer (the
+   * server's `unpublish` stops everything); the last one stops with `unpublish`.
+   * @param {"mic"|"cam"|"screen"} slot
+   */
   async detach(slot) {
     const track = this[slot];
     if (!track) return;
     track.stop();
     if (slot !== "screen") this.localStream.removeTrack(track);
     this[slot] = null;
-    await this.tx[slot]?.sender.replaceTrack(null);
-    const kind = slot === "mic" ? "audio" : "video";
-    const source = { mic: "microphone", cam: "camera", screen: "screen" }[slot];
-    const mine = [...this.state.tracks.values()].find((t) => t.publisher === this.state.you?.identity && t.kind === kind && t.source === source);
-    this.conn.send("unpublish", mine ? { track_id: mine.id } : {});
+    const tx = this.tx[slot];
+    await tx?.sender.replaceTrack(null);
+    if (this.publishing && tx) {
+      tx.direction = "inactive";
+      this.offer();
+    } else {
+      this.conn.send("unpublish");
+    }
   }
 
   /** @param {"audio"|"video"} kind */

@@ -26,6 +26,7 @@ try {
   await act(pia, () => convene.send("ask_question", { text: "How do other districts schedule coaching cycles?", anonymous: false }));
   await act(phone, () => convene.send("ask_question", { text: "Is there funding for substitutes during the institute?", anonymous: false }));
   await act(pia, () => convene.send("raise_hand"));
+  await act(mod, () => convene.send("approve_question", { question_id: [...convene.state.questions.values()][0].id }));
   await act(host, () => convene.send("invite_to_stage", { identity: "pat" }));
   await mod.waitForTimeout(500);
   for (const [name, page] of Object.entries({ host, moderator: mod, presenter: pres, participant: pia, phone })) {
