@@ -49,14 +49,15 @@ function readyInside(netns, url) {
  * A running `convene serve`; `stop()` always ends it. With `netns` (from netns.mjs) it runs inside
  * that namespace, where only processes in the same namespace (Chromium started there) reach it.
  */
-export async function startServer({ netns = null } = {}) {
+export async function startServer({ netns = null, config: extra = "" } = {}) {
   const bin = ensureBinary();
   // Inside a fresh namespace every port is free; outside, ask the kernel for one.
   const port = netns ? 8080 : await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
   const config = path.join(dir, "test.toml");
   // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.
-  fs.writeFileSync(config, '[rtc]\nbind_ip = "127.0.0.1"\n');
+  // `extra`: more TOML from the test (e.g. a shorter [limits] grace period).
+  fs.writeFileSync(config, `[rtc]\nbind_ip = "127.0.0.1"\n${extra}`);
   const env = {
     ...process.env,
     CONVENE_LISTEN: `127.0.0.1:${port}`,
