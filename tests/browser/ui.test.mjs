@@ -337,3 +337,45 @@ test("bad links get a page that says why, not endless retries", STEP, async () =
   await ctx.close();
   assert.deepEqual(errors, [], "no uncaught errors in any page");
 });
+
+test("moderator triage: edit, merge as duplicate, live, typed answer; the presenter view follows", { timeout: 60_000 }, async () => {
+  const { mo, pat } = pages;
+  const pia = await join("ria", "participant", "Ria Sol");
+  const quinn = await join("sam", "participant", "Sam Ortiz");
+  await show(mo, "qa");
+  await show(pat, "presenter");
+  await send(pia, "ask_question", { text: "How do we fund subs?", anonymous: false });
+  await send(quinn, "ask_question", { text: "Is there money for substitute teachers?", anonymous: false });
+  const row = (text) => mo.locator("#pending li, #questions li", { hasText: text });
+  await visible(row("How do we fund subs?"));
+  await visible(row("money for substitute"));
+
+  // Edit the first into a clearer question, and approve it.
+  await row("How do we fund subs?").getByRole("button", { name: /^Edit question/ }).click();
+  await mo.fill("#qa-dialog-text", "How do districts fund substitute teachers?");
+  await mo.click("#qa-dialog-ok");
+  const edited = mo.locator("#pending li", { hasText: "How do districts fund substitute teachers?" });
+  await visible(edited.locator(".meta", { hasText: "edited" }));
+  await edited.getByRole("button", { name: /^Approve question/ }).click();
+  await visible(pat.locator("#pv-queue li", { hasText: "How do districts fund substitute teachers?" }));
+
+  // Merge Quinn's duplicate into it: it leaves the queue.
+  await row("money for substitute").getByRole("button", { name: /^Merge question/ }).click();
+  await mo.selectOption("#qa-dialog-dup", { label: "How do districts fund substitute teachers?" });
+  await mo.click("#qa-dialog-ok");
+  await row("money for substitute").waitFor({ state: "detached" });
+
+  // Live: the presenter sees it in large type and on the stage banner.
+  await mo.locator("#questions li", { hasText: "fund substitute" }).getByRole("button", { name: /^Mark live/ }).click();
+  await visible(pat.locator("#pv-live .pv-text", { hasText: "How do districts fund substitute teachers?" }));
+  await visible(pia.locator("#live-question", { hasText: "fund substitute" }));
+
+  // A typed answer: everyone sees it under the answered question.
+  await mo.locator("#questions li", { hasText: "fund substitute" }).getByRole("button", { name: /in writing$/ }).click();
+  await mo.fill("#qa-dialog-text", "Title II funds cover substitutes; see the handout.");
+  await mo.click("#qa-dialog-ok");
+  await show(pia, "qa");
+  await visible(pia.locator("#answered li", { hasText: "fund substitute" }).locator(".answer", { hasText: "Title II funds" }));
+  await visible(pat.locator("#pv-live", { hasText: "No question is live" }));
+  await pia.locator("#live-question").waitFor({ state: "hidden" });
+});
