@@ -1,4 +1,4 @@
-//! Rooms: the pure `RoomState` machine (members, stage, hands, chat, Q&A, breakouts) and the actor that runs it.
+//! Rooms: the pure `RoomState` machine (members, stage, hands, chat, Q&A, polls, breakouts) and the actor that runs it.
 //!
 //! `RoomState::apply(cmd, by, now)` is a plain function on plain data: it checks the
 //! sender's role, changes the state and returns the events to send, each with the
@@ -8,6 +8,7 @@
 pub mod actor;
 mod breakouts;
 mod chat;
+mod polls;
 mod qa;
 pub mod registry;
 
@@ -231,6 +232,7 @@ pub struct RoomState {
     banned: HashSet<String>,
     chat: chat::Chat,
     qa: Qa,
+    polls: polls::Polls,
     breakouts: Option<BreakoutSession>,
     tracks: BTreeMap<String, Track>,
     count: Coalescer,
@@ -297,6 +299,7 @@ impl RoomState {
             banned: HashSet::new(),
             chat: chat::Chat::default(),
             qa: Qa::default(),
+            polls: polls::Polls::default(),
             breakouts: None,
             tracks: BTreeMap::new(),
             count: Coalescer::default(),
@@ -620,6 +623,17 @@ impl RoomState {
                 let per_minute = self.limits.questions_per_minute;
                 self.qa.apply(cmd, &asker, mode, per_minute, now)
             }
+            Command::LaunchPoll {
+                question,
+                options,
+                multiple,
+                live_results,
+            } => self
+                .polls
+                .launch(role, question, options, *multiple, *live_results, now),
+            Command::VotePoll { poll_id, choices } => self.polls.vote(by, *poll_id, choices),
+            Command::ClosePoll { poll_id } => self.polls.close(role, *poll_id, now),
+            Command::SharePollResults { poll_id } => self.polls.share(role, *poll_id),
             Command::SetBreakoutPlan { .. }
             | Command::CancelBreakoutPlan
             | Command::AssignBreakout { .. }
@@ -800,6 +814,8 @@ impl RoomState {
                 .filter(|t| Place::from_breakout(t.breakout) == viewer.place)
                 .cloned()
                 .collect(),
+            polls: self.polls.visible_to(viewer.role.is_staff()),
+            my_poll_answers: self.polls.answers_of(&viewer.identity),
         }
     }
 }

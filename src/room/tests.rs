@@ -1023,3 +1023,46 @@ fn anyone_steps_off_the_stage_but_takes_no_one_else_off() {
     assert!(room.member("ben").unwrap().on_stage);
     assert!(!room.may_publish("ana"));
 }
+
+#[test]
+fn polls_through_the_room_one_answer_each_results_hidden_until_shared() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    let launch = Command::LaunchPoll {
+        question: "Which session next?".into(),
+        options: vec!["Coaching".into(), "Data use".into()],
+        multiple: false,
+        live_results: false,
+    };
+    assert_eq!(
+        run(&mut room, "ana", launch.clone(), 1).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    let id = run(&mut room, "host", launch, 1).unwrap().created.unwrap();
+    let vote = |choice: u32| Command::VotePoll {
+        poll_id: id,
+        choices: vec![choice],
+    };
+    run(&mut room, "ana", vote(0), 2).unwrap();
+    run(&mut room, "ben", vote(1), 3).unwrap();
+    run(&mut room, "ana", vote(1), 4).unwrap();
+    let ana = room.snapshot(&viewer(&room, "ana"));
+    assert_eq!(ana.polls[0].counts, None);
+    assert_eq!(ana.my_poll_answers.get(&id), Some(&vec![1]));
+    let host = room.snapshot(&viewer(&room, "host"));
+    assert_eq!(host.polls[0].counts, Some(vec![0, 2]));
+    run(&mut room, "host", Command::ClosePoll { poll_id: id }, 5).unwrap();
+    run(
+        &mut room,
+        "host",
+        Command::SharePollResults { poll_id: id },
+        6,
+    )
+    .unwrap();
+    let ben = room.snapshot(&viewer(&room, "ben"));
+    assert_eq!(ben.polls[0].counts, Some(vec![0, 2]));
+    assert_eq!(ben.polls[0].voters, Some(2));
+}
