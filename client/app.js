@@ -9,7 +9,7 @@ import { createState, applyWelcome, applyEvent, applyAck } from "/store.js";
 import { Connection } from "/connection.js";
 import { Media } from "/media.js";
 import {
-  renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, barButton,
+  renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
 } from "/views.js";
 
 const token = new URLSearchParams(location.search).get("token");
@@ -168,6 +168,7 @@ function tabsFor() {
   const b = state.breakouts;
   return {
     stage: true, chat: true, qa: true, people: true,
+    polls: canModerate(role()) || state.polls.size > 0,
     presenter: role() === "presenter",
     console: canModerate(role()),
     breakouts: canModerate(role()) || b != null || state.you?.breakout != null,
@@ -203,6 +204,7 @@ function render() {
   renderChat(ctx);
   renderQuestions(ctx);
   renderBreakouts(ctx);
+  renderPolls(ctx);
   if (canModerate(you.role)) renderConsole(ctx);
   renderBar();
   renderStage(ctx);
@@ -381,6 +383,18 @@ onSubmit("invite-form", async () => {
   }
 });
 
+onSubmit("poll-form", () => {
+  const question = $("poll-question").value.trim();
+  const options = $("poll-options").value.split("\n").map((/** @type {string} */ o) => o.trim()).filter(Boolean);
+  if (!question || options.length < 2) {
+    notice("A poll needs a question and at least two options.", "error");
+    return;
+  }
+  const id = send("launch_poll", { question, options, multiple: $("poll-multiple").checked, live_results: $("poll-live").checked });
+  drafts.set(id, { input: "poll-question", text: question });
+  $("poll-question").value = "";
+  $("poll-options").value = "";
+});
 onSubmit("bo-plan-form", () => {
   const byAttribute = $("bo-by-attr").checked;
   const names = $("bo-names").value.split(",").map((/** @type {string} */ s) => s.trim()).filter(Boolean);

@@ -26,6 +26,8 @@ export function createState() {
     /** @type {any} */ breakouts: null,
     /** @type {string|null} */ placeName: null,
     /** @type {Map<string, any>} */ tracks: new Map(),
+    /** @type {Map<number, any>} */ polls: new Map(),
+    /** Your answers: poll id -> option indexes. @type {Map<number, number[]>} */ myPollAnswers: new Map(),
     /** @type {any[]} */ helpRequests: [],
     /** Raised hands in the order this client saw them go up: identity -> order number. */
     /** @type {Map<string, number>} */ handOrder: new Map(),
@@ -59,6 +61,8 @@ export function applyWelcome(state, msg) {
     members: new Map(s.members.map((/** @type {Member} */ m) => [m.identity, m])), count: s.participant_count,
     chat: s.chat, questions, myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions),
     breakouts: s.breakouts, tracks: new Map(s.tracks.map((/** @type {any} */ t) => [t.id, t])), placeName: null,
+    polls: new Map((s.polls ?? []).map((/** @type {any} */ p) => [p.id, p])),
+    myPollAnswers: new Map(Object.entries(s.my_poll_answers ?? {}).map(([id, a]) => [Number(id), /** @type {number[]} */ (a)])),
   });
   state.handOrder = new Map([...state.handOrder].filter(([id]) => state.members.get(id)?.hand_raised));
   for (const m of state.members.values()) noteHand(state, m);
@@ -72,6 +76,7 @@ export function applyAck(state, cmd, ack) {
   if (cmd.type === "ask_question" && ack.id != null) state.myQuestions.add(ack.id);
   if (cmd.type === "upvote") state.myVotes.add(cmd.question_id);
   if (cmd.type === "remove_upvote") state.myVotes.delete(cmd.question_id);
+  if (cmd.type === "vote_poll") state.myPollAnswers.set(cmd.poll_id, [...new Set(cmd.choices)].sort((a, b) => a - b));
 }
 
 /** @param {State} state @param {number|null} id */
@@ -192,6 +197,15 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.helpRequests = [];
       notes.push({ text: "Breakouts are closed." });
       break;
+    case "poll_updated": {
+      const p = ev.poll;
+      const before = state.polls.get(p.id);
+      state.polls.set(p.id, p);
+      if (!before && p.state === "open") notes.push({ text: `New poll: “${short(p.question)}”`, announce: true });
+      else if (before?.state === "open" && p.state === "closed") notes.push({ text: `Poll closed: “${short(p.question)}”`, announce: true });
+      else if (before && !before.shared && p.shared && state.you?.role === "participant") notes.push({ text: `Poll results: “${short(p.question)}”`, announce: true });
+      break;
+    }
     case "track_published":
       state.tracks.set(ev.track.id, ev.track);
       break;

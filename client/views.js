@@ -301,3 +301,55 @@ export function barButton(id, label, pressed) {
   text(b.querySelector(".label"), label);
   if (pressed != null) attr(b, "aria-pressed", String(pressed));
 }
+
+/**
+ * Polls: answer form while open, results where the viewer may see them, and for moderators
+ * close and share. Each poll's element (and its inputs) lives as long as the poll.
+ * @param {Ctx} c
+ */
+export function renderPolls(c) {
+  const { state } = c;
+  const moderator = canModerate(/** @type {any} */ (state.you).role);
+  $("poll-form").hidden = !moderator;
+  const polls = [...state.polls.values()].sort((a, b) => b.id - a.id);
+  keyed($("polls"), polls, (p) => p.id, (p) => {
+    const form = h("form", { class: "poll-answer" },
+      h("fieldset", {}, h("legend", { class: "poll-question" }, p.question),
+        ...p.options.map((/** @type {string} */ o, /** @type {number} */ i) => h("label", { class: "check" },
+          h("input", { type: p.multiple ? "checkbox" : "radio", name: `poll-${p.id}`, value: i }), o))),
+      h("button", { type: "submit", class: "primary" }, "Submit answer"));
+    form.addEventListener("submit", (/** @type {Event} */ e) => {
+      e.preventDefault();
+      const choices = [...form.querySelectorAll("input:checked")].map((el) => Number(/** @type {HTMLInputElement} */ (el).value));
+      if (choices.length) c.send("vote_poll", { poll_id: p.id, choices });
+    });
+    return h("li", { class: "poll" }, h("p", { class: "poll-status meta" }), form, h("ul", { class: "poll-results" }), h("span", { class: "controls" }));
+  }, (li, p) => {
+    const mine = state.myPollAnswers.get(p.id);
+    attr(li, "data-id", p.id);
+    attr(li, "data-state", p.state);
+    const [status, form, results, row] = li.children;
+    const answered = mine ? ` · you answered ${mine.map((i) => p.options[i]).join(", ")}` : "";
+    text(status, `${p.state === "open" ? "Open" : "Closed"}${p.counts ? ` · ${p.voters} answered` : ""}${p.shared ? " · results shared" : !p.live_results && moderator ? " · results hidden from participants" : ""}${answered}`);
+    form.hidden = p.state !== "open";
+    // Show your answer once acknowledged, unless you are choosing again.
+    if (mine && !form.contains(document.activeElement)) {
+      for (const input of form.querySelectorAll("input")) input.checked = mine.includes(Number(input.value));
+    }
+    text(form.querySelector("button"), mine ? "Change answer" : "Submit answer");
+    const counts = p.counts ?? [];
+    const total = counts.reduce((/** @type {number} */ a, /** @type {number} */ b) => a + b, 0);
+    keyed(results, p.counts ? p.options.map((/** @type {string} */ o, /** @type {number} */ i) => ({ o, i, n: counts[i] })) : [], (r) => r.i,
+      () => h("li", {}, h("span", { class: "poll-option" }), h("span", { class: "bar", "aria-hidden": "true" }, h("span", {}))),
+      (el, r) => {
+        const pct = total ? Math.round((r.n / total) * 100) : 0;
+        text(el.children[0], `${r.o}: ${r.n} (${pct}%)`);
+        el.children[1].firstChild.style.width = `${pct}%`;
+      });
+    if (!p.counts && p.state === "closed") text(status, `Closed · results not shared yet${answered}`);
+    controls(row, moderator ? [
+      ...(p.state === "open" ? [{ key: "close", label: "Close poll", name: `Close poll: ${p.question}`, onclick: () => c.send("close_poll", { poll_id: p.id }) }] : []),
+      ...(!p.shared ? [{ key: "share", label: "Share results", name: `Share results: ${p.question}`, onclick: () => c.send("share_poll_results", { poll_id: p.id }) }] : []),
+    ] : []);
+  });
+}

@@ -68,8 +68,8 @@ after(async () => {
 
 test("layout: stage first, one control bar, tabs by role; no sideways scroll at 1440 and 1280 px", STEP, async () => {
   const want = {
-    hana: ["chat", "qa", "people", "console", "breakouts"],
-    mo: ["chat", "qa", "people", "console", "breakouts"],
+    hana: ["chat", "qa", "people", "polls", "console", "breakouts"],
+    mo: ["chat", "qa", "people", "polls", "console", "breakouts"],
     pat: ["chat", "qa", "people", "presenter"],
     pia: ["chat", "qa", "people"],
   };
@@ -378,4 +378,43 @@ test("moderator triage: edit, merge as duplicate, live, typed answer; the presen
   await visible(pia.locator("#answered li", { hasText: "fund substitute" }).locator(".answer", { hasText: "Title II funds" }));
   await visible(pat.locator("#pv-live", { hasText: "No question is live" }));
   await pia.locator("#live-question").waitFor({ state: "hidden" });
+});
+
+test("a poll runs from launch to shared results; hidden results stay hidden until shared", { timeout: 60_000 }, async () => {
+  const { mo, hana, pia, pat } = pages;
+  await show(mo, "polls");
+  await mo.fill("#poll-question", "Which strand next?");
+  await mo.fill("#poll-options", "Coaching cycles\nData use\nFamily engagement");
+  await mo.click("#poll-launch");
+  // Everyone gets a Polls tab and hears of it.
+  await visible(pia.locator("#announcer", { hasText: "New poll" }));
+  await show(pia, "polls");
+  const piaPoll = pia.locator("#polls li", { hasText: "Which strand next?" });
+  await piaPoll.getByLabel("Data use").check();
+  await piaPoll.getByRole("button", { name: "Submit answer" }).click();
+  await visible(piaPoll.locator(".poll-status", { hasText: "you answered Data use" }));
+  await show(pat, "polls");
+  const patPoll = pat.locator("#polls li", { hasText: "Which strand next?" });
+  await patPoll.getByLabel("Coaching cycles").check();
+  await patPoll.getByRole("button", { name: "Submit answer" }).click();
+  // Staff see counts; the participant sees none.
+  const moPoll = mo.locator("#polls li", { hasText: "Which strand next?" });
+  await visible(moPoll.locator(".poll-results li", { hasText: "Data use: 1 (50%)" }));
+  assert.equal(await piaPoll.locator(".poll-results li").count(), 0);
+  // Answering again replaces the answer: still one per person.
+  await piaPoll.getByLabel("Coaching cycles").check();
+  await piaPoll.getByRole("button", { name: "Change answer" }).click();
+  await visible(moPoll.locator(".poll-results li", { hasText: "Coaching cycles: 2 (100%)" }));
+  await visible(moPoll.locator(".poll-status", { hasText: "2 answered" }));
+  assert.deepEqual(await axeViolations(mo), [], "moderator's polls view");
+  assert.deepEqual(await axeViolations(pia), [], "participant's polls view");
+
+  await moPoll.getByRole("button", { name: /^Close poll/ }).click();
+  await piaPoll.locator("form").waitFor({ state: "hidden" });
+  await visible(piaPoll.locator(".poll-status", { hasText: "results not shared yet" }));
+  await moPoll.getByRole("button", { name: /^Share results/ }).click();
+  await visible(piaPoll.locator(".poll-results li", { hasText: "Coaching cycles: 2 (100%)" }));
+  await visible(pia.locator("#announcer", { hasText: "Poll results" }));
+  await show(hana, "polls");
+  await visible(hana.locator("#polls li .poll-status", { hasText: "results shared" }));
 });
