@@ -261,6 +261,9 @@ test("invite panel: a host mints links within their role; the link joins with th
   const link = hana.getByRole("textbox", { name: "Invite link for Ines Park" });
   await visible(link);
   const url = await link.inputValue();
+  await hana.context().grantPermissions(["clipboard-read", "clipboard-write"]);
+  await hana.locator("#invites li", { hasText: "Ines Park" }).getByRole("button", { name: "Copy link" }).click();
+  assert.equal(await hana.evaluate(() => navigator.clipboard.readText()), url);
   assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/\?token=/);
   const ctx = await browser.newContext();
   const ines = await ctx.newPage();
@@ -417,4 +420,51 @@ test("a poll runs from launch to shared results; hidden results stay hidden unti
   await visible(pia.locator("#announcer", { hasText: "Poll results" }));
   await show(hana, "polls");
   await visible(hana.locator("#polls li .poll-status", { hasText: "results shared" }));
+});
+
+/** Presses Tab until `selector` has focus (keyboard only); fails after 80 presses. */
+async function tabTo(page, selector) {
+  for (let i = 0; i < 80; i++) {
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+    await page.keyboard.press("Tab");
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+
+test("keyboard only: a participant joins, chats, asks, votes and raises a hand", { timeout: 60_000 }, async () => {
+  const { mo, hana } = pages;
+  const kim = await join("kim", "participant", "Kim Lee");
+  await tabTo(kim, "#chat-text");
+  await kim.keyboard.type("Hello, typed without a mouse");
+  await kim.keyboard.press("Enter");
+  await show(hana, "chat");
+  await visible(hana.locator("#chat li", { hasText: "typed without a mouse" }));
+
+  // Tabs: one tab stop, arrows move between them.
+  await tabTo(kim, "#tab-chat");
+  await kim.keyboard.press("ArrowRight");
+  assert.equal(await kim.evaluate(() => document.activeElement.id), "tab-qa");
+  await visible(kim.locator("#panel-qa"));
+  await tabTo(kim, "#ask-text");
+  await kim.keyboard.type("Can we get the recording?");
+  await kim.keyboard.press("Enter");
+  await show(mo, "qa");
+  const pending = mo.locator("#pending li", { hasText: "Can we get the recording?" });
+  await visible(pending);
+  await pending.getByRole("button", { name: /^Approve question/ }).click();
+
+  // Someone else's approved question: vote with the keyboard.
+  const other = kim.locator("#questions li", { hasText: "How do other districts schedule coaching cycles?" });
+  await visible(other);
+  const id = await other.getAttribute("data-id");
+  await tabTo(kim, `#questions li[data-id="${id}"] button.vote`);
+  await kim.keyboard.press("Space");
+  await visible(other.locator("button.vote[aria-pressed=true]"));
+
+  await tabTo(kim, "#hand");
+  await kim.keyboard.press("Enter");
+  await visible(kim.locator("#hand[aria-pressed=true]"));
+  await show(mo, "console");
+  await visible(mo.locator("#hands li[data-identity=kim]"));
+  await kim.context().close();
 });
