@@ -306,7 +306,8 @@ $("stage-decline").onclick = () => {
   send("remove_from_stage", { identity: state.you?.identity });
 };
 $("layout").onclick = () => { ui.layout = ui.layout === "speaker" ? "gallery" : "speaker"; render(); };
-$("fullscreen").onclick = () => (document.fullscreenElement ? document.exitFullscreen() : $("stage").requestFullscreen()).catch((/** @type {Error} */ e) => notice(`Full screen: ${e.message}`, "error"));
+// Full screen: the stage and the control bar fill the screen (the side panel steps aside).
+$("fullscreen").onclick = () => (document.fullscreenElement ? document.exitFullscreen() : document.documentElement.requestFullscreen()).catch((/** @type {Error} */ e) => notice(`Full screen: ${e.message}`, "error"));
 document.addEventListener("fullscreenchange", () => render());
 $("leave").onclick = () => {
   media.stopAll();

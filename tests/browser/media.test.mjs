@@ -318,3 +318,48 @@ test("client: a presenter's camera, mic and screen share reach a webcast viewer 
   assert.equal(await vic.locator("#videos figure[data-publisher=pat]").count(), 1, JSON.stringify(left));
   assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
 });
+
+test("client: speaker view follows the active speaker; gallery, full screen and device pickers", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "circle";
+  const open = async (who, role, name) => {
+    const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    return page;
+  };
+  const host = await open("hal", "host", "Hal");
+  await host.click("#tab-console");
+  await host.selectOption("#set-kind", "meeting");
+  const ada = await open("ada", "participant", "Ada");
+  await ada.click("#mic");
+  await ada.click("#cam");
+  await host.locator("#videos figure[data-publisher=ada] video").waitFor();
+  // Ada's (fake) microphone beeps: her tile is marked speaking and featured in speaker view.
+  await host.locator("#videos figure.speaking.featured[data-publisher=ada]").waitFor({ timeout: 20000 });
+  await host.click("#layout");
+  await host.locator("#videos[data-layout=gallery]").waitFor();
+  assert.equal(await host.locator("#videos figure.featured").count(), 0, "gallery features no one");
+  await host.locator("#layout", { hasText: "Speaker view" }).waitFor();
+
+  await host.click("#fullscreen");
+  await host.locator("#fullscreen", { hasText: "Exit full screen" }).waitFor();
+  const full = await host.evaluate(() => ({ el: document.fullscreenElement?.tagName, stage: document.getElementById("stage").getBoundingClientRect().width, panel: document.getElementById("tabs").offsetParent === null }));
+  assert.deepEqual({ el: full.el, panel: full.panel }, { el: "HTML", panel: true }, "the side panel steps aside");
+  await host.click("#fullscreen");
+  await host.locator("#fullscreen", { hasText: "Full screen" }).waitFor();
+
+  // Device pickers list the (fake) devices; choosing a camera swaps the live track.
+  await ada.click("#devices-open");
+  const cameras = await ada.locator("#dev-camera option").evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  assert.ok(cameras.length >= 1, "a camera to choose");
+  assert.ok(await ada.locator("#dev-mic option").count() >= 2, "Default and at least one microphone");
+  const before = await ada.evaluate(() => convene.media.cam.id);
+  await ada.selectOption("#dev-camera", cameras[cameras.length - 1]);
+  await until(() => ada.evaluate(() => convene.media.cam.id), (id) => id !== before, { what: "a new camera track" });
+  assert.equal(await ada.evaluate(() => convene.media.cam.getSettings().deviceId), cameras[cameras.length - 1]);
+  // The others keep receiving video after the swap.
+  const decoded = async () => (await remoteStats(host, "ada")).framesDecoded;
+  const f1 = await decoded();
+  await until(decoded, (n) => n > f1 + 10, { what: "frames after the camera swap" });
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+});
