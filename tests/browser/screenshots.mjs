@@ -5,11 +5,15 @@
 import path from "node:path";
 import fs from "node:fs";
 import { startServer, launchChromium, ROOT, openAs } from "./harness.mjs";
+import { createNetns } from "./netns.mjs";
 
 const out = path.resolve(process.argv[2] ?? path.join(ROOT, "docs/screenshots"));
 fs.mkdirSync(out, { recursive: true });
-const server = await startServer();
-const browser = await launchChromium();
+// With root, a network namespace lets the presenter's (fake) camera and screen reach the stage.
+let netns = null;
+try { netns = createNetns(); } catch (e) { if (!e.skip) throw e; console.log(`no video: ${e.skip}`); }
+const server = await startServer({ netns });
+const browser = await launchChromium({ netns, args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"] });
 try {
   const room = "launch";
   const join = (identity, role, name, viewport = { width: 1440, height: 900 }, attrs = {}) =>
@@ -27,16 +31,29 @@ try {
   await act(phone, () => convene.send("ask_question", { text: "Is there funding for substitutes during the institute?", anonymous: false }));
   await act(pia, () => convene.send("raise_hand"));
   await act(mod, () => convene.send("approve_question", { question_id: [...convene.state.questions.values()][0].id }));
-  await act(host, () => convene.send("invite_to_stage", { identity: "pat" }));
+  await act(mod, () => convene.send("launch_poll", { question: "Which strand should we start with?", options: ["Coaching cycles", "Data use", "Family engagement"], multiple: false, live_results: true }));
+  await act(pia, () => convene.send("vote_poll", { poll_id: 1, choices: [0] }));
+  await act(phone, () => convene.send("vote_poll", { poll_id: 1, choices: [1] }));
+  await act(mod, () => convene.send("set_live_question", { question_id: [...convene.state.questions.values()][0].id }));
+  if (netns) {
+    await pres.click("#mic");
+    await pres.click("#cam");
+    await pres.click("#share");
+    for (const page of [host, mod, pia, phone]) await page.locator("#videos figure[data-screen] video").waitFor({ state: "attached", timeout: 20000 });
+    await pia.waitForFunction(() => [...document.querySelectorAll("#videos video")].every((v) => v.videoWidth > 0));
+  }
   await mod.waitForTimeout(500);
+  await host.click("#tab-polls");
+  await mod.click("#tab-console");
   for (const [name, page] of Object.entries({ host, moderator: mod, presenter: pres, participant: pia, phone })) {
     await page.screenshot({ path: path.join(out, `${name}.png`) });
     const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
     console.log(`${name}: ${path.join(out, `${name}.png`)}${wide ? " (scrolls sideways)" : ""}`);
   }
-  await host.setViewportSize({ width: 1280, height: 800 });
-  await host.screenshot({ path: path.join(out, "host-1280.png") });
+  await phone.click("#tab-stage");
+  await phone.screenshot({ path: path.join(out, "phone-stage.png") });
 } finally {
   await browser.close();
   await server.stop();
+  netns?.delete();
 }
