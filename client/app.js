@@ -3,7 +3,7 @@
 // wires the control bar. Stage first, one control bar, a side panel of tabs (on a phone: one tab
 // at a time, the stage being one of them). The server checks every command; the client only
 // hides what a role cannot use.
-import { PROTOCOL_VERSION, isStaff, canModerate, breakoutPlan, canPublish } from "/protocol.js";
+import { PROTOCOL_VERSION, isStaff, canModerate, breakoutPlan, canPublish, tokenClaims } from "/protocol.js";
 import { $, h } from "/dom.js";
 import { createState, applyWelcome, applyEvent, applyAck } from "/store.js";
 import { Connection } from "/connection.js";
@@ -362,7 +362,6 @@ $("tabs").addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => {
 onSubmit("invite-form", async () => {
   const teamValue = $("invite-team").value.trim();
   const body = { role: $("invite-role").value, name: $("invite-name").value.trim(), ttl_s: Number($("invite-ttl").value), attrs: teamValue ? { team: teamValue } : {} };
-  if (!body.name) return;
   try {
     const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/invites`, {
       method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body),
@@ -371,14 +370,14 @@ onSubmit("invite-form", async () => {
     if (!res.ok) throw new Error(out.message ?? res.statusText);
     const url = `${location.origin}/?token=${out.token}`;
     const li = h("li", { "data-role": body.role },
-      h("span", { class: "name" }, `${body.name} (${body.role}${teamValue ? `, ${teamValue}` : ""})`),
-      h("input", { readonly: true, value: url, "aria-label": `Invite link for ${body.name}` }),
+      h("span", { class: "name" }, `${body.name || "They choose a name"} (${body.role}${teamValue ? `, ${teamValue}` : ""})`),
+      h("input", { readonly: true, value: url, "aria-label": `Invite link for ${body.name || `a ${body.role} who chooses a name`}` }),
       h("button", { type: "button", onclick: async () => {
         try { await navigator.clipboard.writeText(url); announce("Link copied."); notice("Link copied."); } catch { li.querySelector("input").select(); notice("Select the link and copy it.", "error"); }
       } }, "Copy link"));
     $("invites").prepend(li);
     $("invite-name").value = "";
-    announce(`Invite link for ${body.name} created.`);
+    announce(`Invite link for ${body.name || `a ${body.role}`} created.`);
   } catch (e) {
     notice(`Invite: ${/** @type {Error} */ (e).message}`, "error");
   }
@@ -424,5 +423,34 @@ matchMedia("(max-width: 700px)").addEventListener("change", () => render());
 // For the console and for tests: the live state (read-only use) and the command sender.
 Object.assign(window, { convene: { state, media, send, conn, get socket() { return conn.socket; } } });
 
-if (!token) gate("No join link", "Open the join link you were given (`convene token` prints one).");
-else conn.connect();
+/** Joins; a token minted without a name asks for one first (kept for this tab's reloads). */
+function start() {
+  if (!token) {
+    gate("No join link", "Open the join link you were given (`convene token` prints one).");
+    return;
+  }
+  const claims = tokenClaims(token);
+  if (!claims || claims.name?.trim()) {
+    conn.connect();
+    return;
+  }
+  const key = `convene-name:${claims.sub}`;
+  const saved = sessionStorage.getItem(key);
+  if (saved) {
+    conn.name = saved;
+    conn.connect();
+    return;
+  }
+  $("name-gate").hidden = false;
+  $("status").textContent = "not joined yet";
+  $("name-input").focus();
+  onSubmit("name-form", () => {
+    const name = $("name-input").value.trim();
+    if (!name) return;
+    sessionStorage.setItem(key, name);
+    conn.name = name;
+    $("name-gate").hidden = true;
+    conn.connect();
+  });
+}
+start();

@@ -26,6 +26,8 @@ export class Connection {
     this.retryTimer = null;
     this.failures = 0;
     this.closed = false;
+    /** The display name chosen at join, for tokens without one. @type {string|null} */
+    this.name = null;
     /** Commands not yet acknowledged, by request_id; the server applies each id once. @type {Map<string, Pending>} */
     this.unacked = new Map();
     window.addEventListener("offline", () => {
@@ -42,7 +44,7 @@ export class Connection {
   connect() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    const ws = new WebSocket(socketUrl(location.href, this.token, this.hooks.resumeFrom()));
+    const ws = new WebSocket(socketUrl(location.href, this.token, this.hooks.resumeFrom(), this.name));
     this.socket = ws;
     ws.onmessage = (e) => {
       let msg;
@@ -77,7 +79,7 @@ export class Connection {
    */
   async checkLink() {
     try {
-      const res = await fetch(`/ws?token=${encodeURIComponent(this.token)}`);
+      const res = await fetch(socketUrl(location.href, this.token, null, this.name).replace(/^ws/, "http"));
       if (res.status !== 401 && res.status !== 403) return;
       const body = await res.json().catch(() => ({}));
       this.closed = true;

@@ -20,11 +20,15 @@ export function isFinalClose(code) {
   return code === CLOSE.REMOVED || code === CLOSE.REPLACED || code === CLOSE.REFUSED;
 }
 
-/** The `/ws` URL for a page at `base`: a fresh join, or a resume after `lastSeq`. */
-export function socketUrl(base, token, resume) {
+/**
+ * The `/ws` URL for a page at `base`: a fresh join, or a resume after `lastSeq`. `name` is the
+ * display name chosen by the person when their token was minted without one.
+ */
+export function socketUrl(base, token, resume, name = null) {
   const url = new URL("/ws", base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", token);
+  if (name) url.searchParams.set("name", name);
   if (resume) {
     url.searchParams.set("resume", resume.sessionId);
     url.searchParams.set("last_seq", String(resume.lastSeq));
@@ -96,4 +100,15 @@ export const SIMULCAST_LAYERS = [
 /** The publisher of a remote track: the room's track list knows it; else the SDP msid (`<identity>.<session>`). */
 export function publisherOf(tracks, trackId, streamId) {
   return tracks.get(trackId)?.publisher ?? streamId?.split(".")[0] ?? null;
+}
+
+/** The claims of a JWT, read without checking it (the server checks); `null` if unreadable. */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
 }

@@ -185,6 +185,7 @@ async fn mint_token(
 #[derive(Deserialize)]
 struct InviteRequest {
     role: Role,
+    #[serde(default)]
     name: String,
     #[serde(default)]
     attrs: BTreeMap<String, String>,
@@ -227,9 +228,10 @@ async fn mint_invite(
             req.role.as_str()
         )));
     }
+    // No name: the person chooses one when they join.
     let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::bad_request("name must be 1-100 characters"));
+    if name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be at most 100 characters"));
     }
     if req.attrs.len() > 8
         || req

@@ -271,6 +271,30 @@ test("invite panel: a host mints links within their role; the link joins with th
   await visible(ines.locator("#status[data-state=connected]", { hasText: "Ines Park · presenter" }));
   assert.deepEqual(await ines.evaluate(() => convene.state.you.attrs), { team: "Knox County" });
   await ctx.close();
+  // A link without a name: the person is asked for one, once per tab.
+  await hana.fill("#invite-name", "");
+  await hana.fill("#invite-team", "");
+  await hana.selectOption("#invite-role", "participant");
+  await hana.click("#invite-create");
+  const open = hana.getByRole("textbox", { name: "Invite link for a participant who chooses a name" });
+  await visible(open);
+  const guestCtx = await browser.newContext();
+  const guest = await guestCtx.newPage();
+  await guest.goto(await open.inputValue());
+  await visible(guest.locator("#name-gate"));
+  assert.deepEqual(await axeViolations(guest), [], "name prompt");
+  assert.equal(await guest.evaluate(() => document.activeElement.id), "name-input");
+  await guest.keyboard.type("Uma Diaz");
+  await guest.keyboard.press("Enter");
+  await visible(guest.locator("#status[data-state=connected]", { hasText: "Uma Diaz · participant" }));
+  await guest.reload();
+  await visible(guest.locator("#status[data-state=connected]", { hasText: "Uma Diaz · participant" }));
+  assert.equal(await guest.locator("#name-gate").isHidden(), true);
+  // Without a name the server refuses such a token before the upgrade.
+  const bare = await guest.evaluate(async () => (await fetch(`/ws?token=${new URLSearchParams(location.search).get("token")}`)).status);
+  assert.equal(bare, 400);
+  await guestCtx.close();
+
   // A moderator's form offers no host role, and the server refuses one anyway.
   await show(mo, "console");
   assert.equal(await mo.locator("#invite-role option[value=host]").isDisabled(), true);
