@@ -12,6 +12,7 @@ import { roomName, isMine, handsInOrder } from "/store.js";
  *   editQuestion: (q: any, mode: string) => void}} Ctx
  */
 
+/** @type {Record<string, number>} */
 const rank = { host: 0, moderator: 1, presenter: 2, participant: 3 };
 
 /** @param {Ctx} c */
