@@ -231,6 +231,7 @@ test("feedback: a message sent offline shows as pending until acknowledged; a re
   const pending = pia.locator("#chat li[data-pending=true]", { hasText: "Typed while offline" });
   await visible(pending);
   assert.match(await pending.textContent(), /sending…/);
+  assert.deepEqual(await axeViolations(pia), [], "offline banner and pending message");
   await pia.context().setOffline(false);
   await visible(pia.locator("#chat li:not([data-pending])", { hasText: "Typed while offline" }));
   assert.equal(await pia.locator("#chat li", { hasText: "Typed while offline" }).count(), 1);
@@ -324,6 +325,7 @@ test("stage: the host goes on stage from the control bar; an invited participant
   await send(hana, "invite_to_stage", { identity: "pia" });
   await visible(pia.locator("#stage-invite"));
   assert.equal(await pia.evaluate(() => convene.media.publishing), false);
+  assert.deepEqual(await axeViolations(pia), [], "stage invitation");
   await pia.click("#stage-decline");
   await show(hana, "people");
   await visible(hana.locator("#members li[data-identity=pia] .meta", { hasText: /^participant$/ }));
