@@ -413,7 +413,8 @@ onSubmit("bo-plan-form", () => {
 $("bo-open").onclick = () => send("open_breakouts");
 $("bo-cancel").onclick = () => send("cancel_breakout_plan");
 $("bo-extend").onclick = () => send("extend_breakouts", { seconds: 300 });
-$("bo-close").onclick = () => send("close_breakouts", {});
+// The countdown people get to wrap up (0 closes at once).
+$("bo-close").onclick = () => send("close_breakouts", { countdown_s: Math.max(0, Math.min(600, Math.round(Number($("bo-countdown").value) || 0))) });
 $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
 onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));

@@ -249,6 +249,7 @@ export function renderBreakouts(c) {
     $("bo-open").hidden = $("bo-cancel").hidden = b?.phase !== "draft";
     $("bo-extend").hidden = b?.phase !== "open" || b.ends_at == null;
     $("bo-close").hidden = b?.phase !== "open";
+    $("bo-countdown-box").hidden = b?.phase !== "open";
     $("bo-broadcast-form").hidden = !open;
   }
   const requests = staff ? state.helpRequests : [];
