@@ -3,7 +3,7 @@
 // wires the control bar. Stage first, one control bar, a side panel of tabs (on a phone: one tab
 // at a time, the stage being one of them). The server checks every command; the client only
 // hides what a role cannot use.
-import { PROTOCOL_VERSION, isStaff, canModerate, breakoutPlan, canPublish, tokenClaims } from "/protocol.js";
+import { PROTOCOL_VERSION, canModerate, breakoutPlan, canPublish, tokenClaims } from "/protocol.js";
 import { $, h } from "/dom.js";
 import { createState, applyWelcome, applyEvent, applyAck } from "/store.js";
 import { Connection } from "/connection.js";
@@ -188,7 +188,8 @@ function render() {
   const you = state.you;
   const shown = tabsFor();
   const phone = matchMedia("(max-width: 700px)").matches;
-  if (!shown[/** @type {"chat"} */ (ui.tab)] || (ui.tab === "stage" && !phone)) ui.tab = phone && ui.tab === "stage" ? "stage" : defaultTab();
+  // The stage tab exists on phones only; elsewhere the stage is always in view.
+  if (!shown[/** @type {"chat"} */ (ui.tab)] || (ui.tab === "stage" && !phone)) ui.tab = defaultTab();
   for (const tab of /** @type {HTMLElement[]} */ ([...$("tabs").children])) {
     const name = /** @type {string} */ (tab.dataset.tab);
     tab.hidden = !shown[/** @type {"chat"} */ (name)];

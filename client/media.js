@@ -43,7 +43,6 @@ export class Media {
     setInterval(() => this.sampleLevels(), 400);
   }
 
-  get camera() { return this.cam; } // read by tests and the console
 
   /** @param {() => Promise<void>} step */
   signal(step) {

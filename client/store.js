@@ -161,7 +161,8 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.breakouts = ev.breakouts;
       break;
     case "moved":
-      state.chat = [];
+      // The destination's recent chat, when the server sends it along; else it starts empty.
+      state.chat = Array.isArray(ev.chat) ? ev.chat : [];
       state.placeName = ev.breakout == null ? null : ev.name;
       for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
       if (state.you) state.you = { ...state.you, breakout: ev.breakout, hand_raised: false };
