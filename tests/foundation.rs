@@ -387,7 +387,21 @@ async fn health_ready_metrics_and_client_are_served() {
     let (status, body) = http_get(&format!("{}/", t.http()), None, &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("<script type=\"module\" src=\"/app.js\">"));
-    let (status, body) = http_get(&format!("{}/app.js", t.http()), None, &[]).await;
+    // Every module the page imports is served.
+    for module in [
+        "app.js",
+        "protocol.js",
+        "store.js",
+        "dom.js",
+        "connection.js",
+        "media.js",
+        "views.js",
+        "style.css",
+    ] {
+        let (status, _) = http_get(&format!("{}/{module}", t.http()), None, &[]).await;
+        assert_eq!(status, 200, "{module}");
+    }
+    let (status, body) = http_get(&format!("{}/connection.js", t.http()), None, &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("WebSocket"));
 }

@@ -245,7 +245,8 @@ test("feedback: a message sent offline shows as pending until acknowledged; a re
     const text = `Rate test question ${i}`;
     await pia.fill("#ask-text", text);
     await pia.click("#ask-send");
-    await pia.waitForTimeout(300);
+    // Settled: acknowledged or refused.
+    await pia.waitForFunction(() => convene.conn.pendingOf("ask_question").length === 0);
     if ((await pia.inputValue("#ask-text")) === text) refused = text;
   }
   assert.ok(refused, "one question was refused and kept");
