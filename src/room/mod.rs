@@ -529,6 +529,7 @@ impl RoomState {
             grace,
             self.count.deadline(COUNT_INTERVAL_MS),
             self.qa.next_deadline(),
+            self.polls.next_deadline(),
             self.breakouts.as_ref().and_then(|b| b.next_deadline()),
         ]
         .into_iter()
@@ -536,7 +537,8 @@ impl RoomState {
         .min()
     }
 
-    /// Runs what is due at `now`: grace expiries, coalesced counts, breakout timers.
+    /// Runs what is due at `now`: grace expiries, coalesced counts (people, votes, poll
+    /// answers), breakout timers.
     pub fn tick(&mut self, now: Millis) -> Vec<Event> {
         let mut events = Vec::new();
         let grace = self.limits.reconnect_grace_ms;
@@ -551,6 +553,7 @@ impl RoomState {
         }
         events.extend(self.breakout_tick(now));
         events.extend(self.qa.flush_votes(now, false));
+        events.extend(self.polls.flush_counts(now, false));
         if self.count.due(now, COUNT_INTERVAL_MS) {
             events.push(self.count_event());
         }
@@ -631,7 +634,7 @@ impl RoomState {
             } => self
                 .polls
                 .launch(role, question, options, *multiple, *live_results, now),
-            Command::VotePoll { poll_id, choices } => self.polls.vote(by, *poll_id, choices),
+            Command::VotePoll { poll_id, choices } => self.polls.vote(by, *poll_id, choices, now),
             Command::ClosePoll { poll_id } => self.polls.close(role, *poll_id, now),
             Command::SharePollResults { poll_id } => self.polls.share(role, *poll_id),
             Command::SetBreakoutPlan { .. }

@@ -1,6 +1,6 @@
 //! Polls: launch, one answer per identity, close, share results, and what each viewer may see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use convene_signaling::{Millis, Poll, PollState, Role, RoomEvent};
 
@@ -11,6 +11,8 @@ pub const MAX_POLLS: usize = 50;
 pub const MAX_OPTIONS: usize = 10;
 const MAX_QUESTION_CHARS: usize = 300;
 const MAX_OPTION_CHARS: usize = 100;
+/// Answer counts go out at most this often (a webcast answers a poll all at once).
+pub const COUNTS_INTERVAL_MS: Millis = 500;
 
 struct Entry {
     /// The full poll: `counts` and `voters` always set here, trimmed per viewer.
@@ -48,6 +50,9 @@ impl Entry {
 pub struct Polls {
     polls: BTreeMap<u64, Entry>,
     next_id: u64,
+    /// Polls answered since their counts last went out.
+    dirty: BTreeSet<u64>,
+    counts_sent_at: Option<Millis>,
 }
 
 impl Polls {
@@ -119,6 +124,7 @@ impl Polls {
         identity: &str,
         poll_id: u64,
         choices: &[u32],
+        now: Millis,
     ) -> Result<Outcome, Denied> {
         let entry = self
             .polls
@@ -149,18 +155,40 @@ impl Polls {
         // One answer per identity: a second one replaces the first.
         entry.answers.insert(identity.to_string(), chosen);
         entry.recount();
-        // Hidden results: only staff see the counts move.
-        let events = if entry.public() {
-            self.events(poll_id)
-        } else {
-            vec![Event::new(
-                Audience::staff(),
-                RoomEvent::PollUpdated {
-                    poll: entry.view(true),
-                },
-            )]
-        };
-        Ok(events.into())
+        self.dirty.insert(poll_id);
+        Ok(self.flush_counts(now, false).into())
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Millis> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        Some(self.counts_sent_at.map_or(0, |t| t + COUNTS_INTERVAL_MS))
+    }
+
+    /// Sends the counts of answered polls when due (or now, when `force`). Hidden results:
+    /// only staff see the counts move.
+    pub(super) fn flush_counts(&mut self, now: Millis, force: bool) -> Vec<Event> {
+        let due = self.next_deadline().is_some_and(|d| now >= d);
+        if self.dirty.is_empty() || !(force || due) {
+            return Vec::new();
+        }
+        self.counts_sent_at = Some(now);
+        let mut events = Vec::new();
+        for id in std::mem::take(&mut self.dirty) {
+            let entry = &self.polls[&id];
+            if entry.public() {
+                events.extend(self.events(id));
+            } else {
+                events.push(Event::new(
+                    Audience::staff(),
+                    RoomEvent::PollUpdated {
+                        poll: entry.view(true),
+                    },
+                ));
+            }
+        }
+        events
     }
 
     pub fn close(&mut self, role: Role, poll_id: u64, now: Millis) -> Result<Outcome, Denied> {
@@ -176,6 +204,8 @@ impl Polls {
         }
         entry.poll.state = PollState::Closed;
         entry.poll.closed_at = Some(now);
+        // This update carries the latest counts.
+        self.dirty.remove(&poll_id);
         Ok(self.events(poll_id).into())
     }
 
@@ -191,6 +221,7 @@ impl Polls {
             return Ok(Outcome::default());
         }
         entry.poll.shared = true;
+        self.dirty.remove(&poll_id);
         Ok(self.events(poll_id).into())
     }
 
@@ -294,12 +325,12 @@ mod tests {
             .launch(Role::Host, "  ", &two, false, false, 1)
             .is_err());
         let id = launched(&mut polls, false, true);
-        assert!(polls.vote("ana", id, &[]).is_err());
-        assert!(polls.vote("ana", id, &[0, 1]).is_err(), "single choice");
-        assert!(polls.vote("ana", id, &[3]).is_err(), "no option 3");
-        assert!(polls.vote("ana", 99, &[0]).is_err());
+        assert!(polls.vote("ana", id, &[], 2).is_err());
+        assert!(polls.vote("ana", id, &[0, 1], 2).is_err(), "single choice");
+        assert!(polls.vote("ana", id, &[3], 2).is_err(), "no option 3");
+        assert!(polls.vote("ana", 99, &[0], 2).is_err());
         polls.close(Role::Host, id, 5).unwrap();
-        let err = polls.vote("ana", id, &[0]).unwrap_err();
+        let err = polls.vote("ana", id, &[0], 6).unwrap_err();
         assert_eq!(err.code, convene_signaling::ErrorCode::Conflict);
     }
 
@@ -307,22 +338,47 @@ mod tests {
     fn one_answer_per_identity_a_second_replaces_the_first() {
         let mut polls = Polls::default();
         let id = launched(&mut polls, true, true);
-        polls.vote("ana", id, &[0, 2, 2]).unwrap();
-        polls.vote("ben", id, &[0]).unwrap();
-        let out = polls.vote("ana", id, &[1]).unwrap();
+        polls.vote("ana", id, &[0, 2, 2], 1000).unwrap();
+        polls.vote("ben", id, &[0], 2000).unwrap();
+        let out = polls.vote("ana", id, &[1], 3000).unwrap();
         let poll = poll_of(&out.events, &Audience::Everyone);
         assert_eq!(poll.counts, Some(vec![1, 1, 0]));
         assert_eq!(poll.voters, Some(2));
         assert_eq!(polls.answers_of("ana"), BTreeMap::from([(id, vec![1])]));
         // The same answer again changes nothing and says nothing.
-        assert!(polls.vote("ana", id, &[1]).unwrap().events.is_empty());
+        assert!(polls.vote("ana", id, &[1], 4000).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn counts_are_coalesced_while_a_crowd_answers() {
+        let mut polls = Polls::default();
+        let id = launched(&mut polls, false, true);
+        assert_eq!(polls.vote("a", id, &[0], 1000).unwrap().events.len(), 1);
+        // Within the interval: held back, then sent once with every answer counted.
+        for (i, who) in ["b", "c", "d"].iter().enumerate() {
+            let out = polls.vote(who, id, &[1], 1100 + i as u64).unwrap();
+            assert!(out.events.is_empty());
+        }
+        assert_eq!(polls.next_deadline(), Some(1000 + COUNTS_INTERVAL_MS));
+        assert!(polls.flush_counts(1200, false).is_empty());
+        let flushed = polls.flush_counts(1000 + COUNTS_INTERVAL_MS, false);
+        assert_eq!(flushed.len(), 1);
+        let counts = poll_of(&flushed, &Audience::Everyone).counts;
+        assert_eq!(counts, Some(vec![1, 3, 0]));
+        assert_eq!(polls.next_deadline(), None);
+        // Closing carries the latest counts at once.
+        polls.vote("e", id, &[2], 1600).unwrap();
+        let closed = polls.close(Role::Host, id, 1601).unwrap();
+        let counts = poll_of(&closed.events, &Audience::Everyone).counts;
+        assert_eq!(counts, Some(vec![1, 3, 1]));
+        assert_eq!(polls.next_deadline(), None);
     }
 
     #[test]
     fn hidden_results_reach_staff_only_until_shared() {
         let mut polls = Polls::default();
         let id = launched(&mut polls, false, false);
-        let out = polls.vote("ana", id, &[1]).unwrap();
+        let out = polls.vote("ana", id, &[1], 1000).unwrap();
         assert_eq!(out.events.len(), 1);
         assert_eq!(out.events[0].audience, Audience::staff());
         assert_eq!(polls.visible_to(false)[0].counts, None);
