@@ -113,7 +113,7 @@ function handle(msg) {
       break;
     case "ack": {
       const cmd = conn.settle(msg.request_id);
-      applyAck(state, cmd, msg);
+      tell(applyAck(state, cmd, msg));
       drafts.delete(msg.request_id);
       break;
     }

@@ -70,13 +70,18 @@ export function applyWelcome(state, msg) {
   return msg.resume_failed ? [{ text: `Reconnected with a fresh view (${msg.resume_failed}).` }] : [];
 }
 
-/** The command `cmd` was applied (its `ack` came back). @param {State} state @param {any} cmd @param {any} ack */
+/**
+ * The command `cmd` was applied (its `ack` came back). Returns notes for the person.
+ * @param {State} state @param {any} cmd @param {any} ack @returns {Note[]}
+ */
 export function applyAck(state, cmd, ack) {
-  if (!cmd) return;
+  if (!cmd) return [];
   if (cmd.type === "ask_question" && ack.id != null) state.myQuestions.add(ack.id);
   if (cmd.type === "upvote") state.myVotes.add(cmd.question_id);
   if (cmd.type === "remove_upvote") state.myVotes.delete(cmd.question_id);
   if (cmd.type === "vote_poll") state.myPollAnswers.set(cmd.poll_id, [...new Set(cmd.choices)].sort((a, b) => a - b));
+  if (cmd.type === "ask_for_help") return [{ text: "Help requested: the hosts have been told.", announce: true }];
+  return [];
 }
 
 /** @param {State} state @param {number|null} id */
@@ -189,6 +194,10 @@ export function applyEvent(state, ev, now = Date.now()) {
     case "help_requested":
       state.helpRequests = [...state.helpRequests.filter((r) => r.identity !== ev.identity), ev];
       notes.push({ text: `${ev.name} asks for help in ${ev.breakout_name}.`, kind: "help", announce: true });
+      break;
+    case "help_handled":
+      state.helpRequests = state.helpRequests.filter((r) => r.identity !== ev.identity);
+      if (ev.identity === you) notes.push({ text: `${ev.by_name} is coming to help.`, announce: true });
       break;
     case "breakouts_closing":
       if (state.breakouts) state.breakouts.closes_at = ev.closes_at;

@@ -257,8 +257,9 @@ export function renderBreakouts(c) {
   keyed($("bo-help-requests"), requests, (r) => r.identity, () => h("li", {}, h("span", {}), h("span", { class: "controls" })), (li, r) => {
     text(li.children[0], `${r.name} needs help in ${r.breakout_name} `);
     controls(li.children[1], [
-      { key: "go", label: "Go", name: `Go: visit ${r.breakout_name} to help ${r.name}`, onclick: () => c.send("join_breakout", { breakout: r.breakout }) },
-      { key: "done", label: "Done", name: `Done: clear help request from ${r.name}`, onclick: () => { state.helpRequests = state.helpRequests.filter((x) => x !== r); c.ui.render(); } },
+      // Taking it on clears it for every staff member and tells the asker who comes.
+      { key: "go", label: "Go", name: `Go: visit ${r.breakout_name} to help ${r.name}`, onclick: () => { c.send("handle_help", { identity: r.identity }); c.send("join_breakout", { breakout: r.breakout }); } },
+      { key: "done", label: "Done", name: `Done: clear help request from ${r.name}`, onclick: () => c.send("handle_help", { identity: r.identity }) },
     ]);
   });
 }

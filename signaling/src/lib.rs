@@ -515,6 +515,10 @@ pub enum Command {
         text: String,
     },
     AskForHelp,
+    /// Staff take on someone's help request: it clears for all staff, and the asker hears who comes.
+    HandleHelp {
+        identity: String,
+    },
     /// Staff visit a breakout as facilitator.
     JoinBreakout {
         breakout: BreakoutId,
@@ -714,6 +718,11 @@ pub enum RoomEvent {
         name: String,
         breakout: BreakoutId,
         breakout_name: String,
+    },
+    /// A help request was taken on by `by_name`; to staff and the asker.
+    HelpHandled {
+        identity: String,
+        by_name: String,
     },
     BreakoutsClosing {
         closes_at: Millis,

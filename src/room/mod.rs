@@ -645,6 +645,7 @@ impl RoomState {
             | Command::ExtendBreakouts { .. }
             | Command::BroadcastToBreakouts { .. }
             | Command::AskForHelp
+            | Command::HandleHelp { .. }
             | Command::JoinBreakout { .. }
             | Command::LeaveBreakout
             | Command::CloseBreakouts { .. } => self.apply_breakout(cmd, by, role, now),

@@ -1066,3 +1066,29 @@ fn polls_through_the_room_one_answer_each_results_hidden_until_shared() {
     assert_eq!(ben.polls[0].counts, Some(vec![0, 2]));
     assert_eq!(ben.polls[0].voters, Some(2));
 }
+
+#[test]
+fn a_handled_help_request_reaches_staff_and_the_asker_only() {
+    let mut room = team_room(&[("a1", "Knox"), ("b1", "Knox")]);
+    run(&mut room, "mod", by_team(), 0).unwrap();
+    run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
+    run(&mut room, "a1", Command::AskForHelp, 1).unwrap();
+    let handle = Command::HandleHelp {
+        identity: "a1".into(),
+    };
+    let denied = run(&mut room, "b1", handle.clone(), 2).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    let out = run(&mut room, "host", handle, 2).unwrap();
+    assert_eq!(out.events[0].audience, Audience::staff_and("a1"));
+    assert!(matches!(
+        &out.events[0].body,
+        RoomEvent::HelpHandled { identity, by_name } if identity == "a1" && by_name == "HOST"
+    ));
+    let nobody = Command::HandleHelp {
+        identity: "nobody".into(),
+    };
+    assert_eq!(
+        run(&mut room, "host", nobody, 3).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+}

@@ -195,7 +195,13 @@ test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, asyn
   await show(quinn, "breakouts");
 
   await pia.click("#bo-help");
-  await visible(item(hana, "#bo-help-requests", "Pia needs help in Knox County"));
+  await visible(item(pia, "#notices", "Help requested"));
+  const request = item(hana, "#bo-help-requests", "Pia needs help in Knox County");
+  await visible(request);
+  // Taken on: cleared for staff, and Pia hears who is coming.
+  await request.getByRole("button", { name: /^Done/ }).click();
+  await gone(request);
+  await visible(item(pia, "#notices", "Hana is coming to help"));
 
   await hana.fill("#bo-broadcast-text", "Five minutes to wrap up");
   await hana.click("#bo-broadcast");
