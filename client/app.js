@@ -1,152 +1,152 @@
-// The Convene browser client: joins with ?token=, resumes after drops, and renders people,
-// chat, hands, Q&A and breakouts. Plain DOM, no framework; the server checks every command,
-// the client only hides what a role cannot use. Media: one RTCPeerConnection to the server's SFU.
+// @ts-check
+// The Convene browser client: joins with ?token=, composes the role's page from the views, and
+// wires the control bar. Stage first, one control bar, a side panel of tabs (on a phone: one tab
+// at a time, the stage being one of them). The server checks every command; the client only
+// hides what a role cannot use.
+import { PROTOCOL_VERSION, canModerate, breakoutPlan, canPublish, tokenClaims } from "/protocol.js";
+import { $, h } from "/dom.js";
+import { createState, applyWelcome, applyEvent, applyAck } from "/store.js";
+import { Connection } from "/connection.js";
+import { Media } from "/media.js";
 import {
-  PROTOCOL_VERSION, CLOSE, isFinalClose, socketUrl, command, isStaff, canModerate,
-  questionOrder, answeredOrder, breakoutPlan, countdown, canPublish, SIMULCAST_LAYERS, publisherOf,
-} from "/protocol.js";
+  renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
+} from "/views.js";
 
-const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
+const state = createState();
+const ui = { tab: "chat", layout: "speaker", render: () => scheduleRender(), chosenTab: false };
 
-const state = {
-  you: null, settings: null, members: new Map(), count: 0, chat: [],
-  questions: new Map(), myVotes: new Set(), myQuestions: new Set(),
-  breakouts: null, placeName: null, tracks: new Map(), helpRequests: [],
-  seq: 0, sessionId: null, joins: 0, resumes: 0,
-};
-let socket = null;
-let retryMs = 500;
-let retryTimer = null;
-let failures = 0;
-/** Commands not yet acknowledged, by request_id; resent after a resume (the server applies each id once). */
-const unacked = new Map();
+// --- Feedback: status, banner, notices, polite announcements -----------------------
 
-// --- Connection -------------------------------------------------------------------
-
-function setStatus(kind, text) {
+/** @param {string} kind @param {string} message */
+function setStatus(kind, message) {
   $("status").dataset.state = kind;
-  $("status").textContent = text;
+  $("status").textContent = kind === "connected" ? message : kind === "closed" ? "disconnected" : kind === "offline" ? "offline" : "reconnecting…";
+  const banner = $("banner");
+  banner.hidden = kind === "connected" || kind === "connecting";
+  banner.dataset.state = kind;
+  if (!banner.hidden) banner.textContent = message;
 }
 
-function connect() {
-  clearTimeout(retryTimer);
-  retryTimer = null;
-  if (!token) {
-    setStatus("closed", "No token: open the join link you were given (`convene token` prints one).");
-    return;
-  }
-  const resume = state.sessionId ? { sessionId: state.sessionId, lastSeq: state.seq } : null;
-  const ws = new WebSocket(socketUrl(location.href, token, resume));
-  socket = ws;
-  ws.onmessage = (e) => {
-    let msg;
-    try { msg = JSON.parse(e.data); } catch { return; }
-    handle(msg);
-  };
-  ws.onclose = (e) => {
-    if (socket !== ws) return;
-    socket = null;
-    if (isFinalClose(e.code)) {
-      const why = { [CLOSE.REMOVED]: "You were removed from this room.", [CLOSE.REPLACED]: "This session continued in another tab.", [CLOSE.REFUSED]: "The server refused this session." };
-      setStatus("closed", why[e.code]);
-      return;
-    }
-    failures++;
-    // Never admitted after several tries: most likely an expired or mistyped link (HTTP 401 before the upgrade).
-    setStatus("reconnecting", !state.you && failures >= 3 ? "Cannot join yet: the link may be invalid or expired. Retrying…" : "reconnecting…");
-    reconnectLater(retryMs);
-    retryMs = Math.min(retryMs * 2, 10000);
-  };
+/** Says `text` to screen readers without moving focus. @param {string} text */
+function announce(text) {
+  const el = $("announcer");
+  el.textContent = "";
+  // A new text node in a fresh task is read even when the same words repeat.
+  setTimeout(() => { el.textContent = text; }, 50);
 }
 
-function reconnectLater(ms) {
-  if (!retryTimer) retryTimer = setTimeout(connect, ms + Math.random() * 250);
+/** @param {string} text @param {string} [kind] @param {string} [code] */
+function notice(text, kind = "info", code) {
+  if (kind === "quiet") return;
+  const li = h("li", { class: kind, "data-code": code }, h("span", {}, text));
+  li.append(h("button", { type: "button", class: "dismiss", "aria-label": "Dismiss notice", onclick: () => li.remove() }, "×"));
+  $("notices").prepend(li);
+  while ($("notices").children.length > 4) $("notices").lastChild.remove();
+  setTimeout(() => li.remove(), kind === "error" ? 20000 : 10000);
 }
 
-// Back online: try now rather than at the end of the backoff.
-window.addEventListener("online", () => { if (!socket) connect(); });
-
-function send(type, fields = {}) {
-  const entry = { msg: command(type, fields), sent: false };
-  unacked.set(entry.msg.request_id, entry);
-  if (unacked.size > 200) unacked.delete(unacked.keys().next().value);
-  transmit(entry);
-}
-
-function transmit(entry) {
-  if (socket?.readyState === WebSocket.OPEN) {
-    socket.send(JSON.stringify(entry.msg));
-    entry.sent = true;
+/** @param {import("/store.js").Note[]} notes */
+function tell(notes) {
+  for (const n of notes) {
+    notice(n.text, n.kind);
+    if (n.announce || n.kind === "error") announce(n.text);
   }
 }
+
+/** A page instead of the room: invalid, expired or removed links. @param {string} title @param {string} textContent */
+function gate(title, textContent) {
+  $("gate-title").textContent = title;
+  $("gate-text").textContent = textContent;
+  $("gate").hidden = false;
+  $("app").hidden = $("controlbar").hidden = true;
+  $("banner").hidden = true;
+  $("status").dataset.state = "closed";
+  $("status").textContent = "not connected";
+  media?.stopAll();
+}
+
+// --- Connection ---------------------------------------------------------------------
+
+const conn = new Connection(token ?? "", {
+  onMessage: handle,
+  onStatus: setStatus,
+  onRefused: gate,
+  resumeFrom: () => (state.sessionId ? { sessionId: state.sessionId, lastSeq: state.seq } : null),
+  admitted: () => state.you != null,
+});
+/** @param {string} type @param {any} [fields] */
+const send = (type, fields = {}) => { const id = conn.send(type, fields); scheduleRender(); return id; };
+const media = new Media({ conn, state, notice, changed: () => scheduleRender() });
+
+/** Typed text waiting for the ack of the command it was sent with: kept if the command is refused. */
+/** @type {Map<string, {input: string, text: string}>} */
+const drafts = new Map();
 
 function connected() {
-  retryMs = 500;
-  failures = 0;
-  setStatus("connected", `${state.you.name} · ${state.you.role}`);
-  $("app").hidden = false;
+  conn.admittedNow();
+  setStatus("connected", `${state.you?.name} · ${state.you?.role}`);
+  $("app").hidden = $("controlbar").hidden = false;
 }
 
-// --- Server messages ---------------------------------------------------------------
-
+/** @param {any} msg */
 function handle(msg) {
   switch (msg.type) {
     case "welcome": {
       if (msg.protocol !== PROTOCOL_VERSION) notice(`Server speaks protocol ${msg.protocol}; this page expects ${PROTOCOL_VERSION}. Reload.`, "error");
-      if (msg.resume_failed) notice(`Reconnected with a fresh view (${msg.resume_failed}).`);
-      const s = msg.snapshot;
-      Object.assign(state, {
-        sessionId: msg.session_id, seq: msg.seq, you: msg.you, settings: s.settings,
-        members: new Map(s.members.map((m) => [m.identity, m])), count: s.participant_count,
-        chat: s.chat, questions: new Map([...s.questions, ...s.answered].map((q) => [q.id, q])),
-        myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions), breakouts: s.breakouts,
-        tracks: new Map(s.tracks.map((t) => [t.id, t])), placeName: null,
-      });
-      state.joins++;
-      $("room").textContent = s.room;
-      // A fresh session does not know earlier request ids: resend only what never left.
-      for (const [id, entry] of unacked) entry.sent ? unacked.delete(id) : transmit(entry);
+      const hadHand = state.you?.hand_raised && state.you.identity === msg.you.identity;
+      tell(applyWelcome(state, msg));
+      $("room").textContent = state.room;
+      conn.resendUnsent();
+      // A fresh session after a long drop lost the raised hand: raise it again.
+      if (hadHand && !msg.you.hand_raised) send("raise_hand");
       connected();
-      restartMedia(); // a new session has no peer on the server
+      if (!ui.chosenTab) ui.tab = defaultTab();
+      media.restart(canPublish(state.you, state.settings));
       break;
     }
     case "resumed":
       state.sessionId = msg.session_id;
       state.resumes++;
       connected();
-      for (const entry of unacked.values()) transmit(entry);
+      conn.resendAll();
       break;
     case "ack": {
-      const entry = unacked.get(msg.request_id);
-      unacked.delete(msg.request_id);
-      const { type, question_id } = entry?.msg ?? {};
-      if (type === "ask_question" && msg.id != null) state.myQuestions.add(msg.id);
-      if (type === "upvote") state.myVotes.add(question_id);
-      if (type === "remove_upvote") state.myVotes.delete(question_id);
+      const cmd = conn.settle(msg.request_id);
+      tell(applyAck(state, cmd, msg));
+      drafts.delete(msg.request_id);
       break;
     }
     case "error": {
-      if (msg.request_id && msg.request_id === media.awaiting?.id) answered(null, msg.message);
-      unacked.delete(msg.request_id);
+      if (msg.request_id && msg.request_id === media.awaiting?.id) media.answered(null, msg.message);
+      conn.settle(msg.request_id);
+      // Refused: put the typed text back where it was typed, unless something new is there.
+      const draft = drafts.get(msg.request_id);
+      drafts.delete(msg.request_id);
+      if (draft && !$(draft.input).value) $(draft.input).value = draft.text;
       const wait = msg.retry_after_ms ? ` (try again in ${Math.ceil(msg.retry_after_ms / 1000)} s)` : "";
       notice(`${msg.message}${wait}`, "error", msg.code);
+      announce(`Not done: ${msg.message}`);
       break;
     }
-    case "event":
+    case "event": {
       if (msg.seq <= state.seq) return;
       state.seq = msg.seq;
-      applyEvent(msg.event);
+      const ev = msg.event;
+      tell(applyEvent(state, ev));
+      if (ev.type === "track_published") media.startReceiving();
+      if (ev.type === "track_unpublished") media.dropRemoteTrack(ev.track_id);
       break;
+    }
     case "server_shutdown":
       notice("The server is restarting; reconnecting shortly.");
-      retryMs = msg.reconnect_after_ms;
+      conn.retryMs = msg.reconnect_after_ms;
       break;
     case "rtc_answer":
-      answered(msg.sdp);
+      media.answered(msg.sdp);
       return;
     case "rtc_offer":
-      serverOffer(msg.sdp);
+      media.serverOffer(msg.sdp);
       return;
     default:
       return; // pong
@@ -154,125 +154,26 @@ function handle(msg) {
   scheduleRender();
 }
 
-function applyEvent(ev) {
-  const you = state.you?.identity;
-  switch (ev.type) {
-    case "member_joined":
-    case "member_updated":
-      state.members.set(ev.member.identity, ev.member);
-      if (ev.member.identity === you) state.you = ev.member;
-      break;
-    case "member_left":
-      state.members.delete(ev.identity);
-      break;
-    case "removed":
-      notice(`You were removed: ${ev.reason}`, "error");
-      break;
-    case "participant_count":
-      state.count = ev.count;
-      break;
-    case "settings_changed":
-      state.settings = ev.settings;
-      break;
-    case "chat_message":
-      state.chat.push(ev.message);
-      if (state.chat.length > 300) state.chat.shift();
-      break;
-    case "chat_deleted":
-      state.chat = state.chat.filter((m) => m.id !== ev.message_id);
-      break;
-    case "question_updated":
-      state.questions.set(ev.question.id, ev.question);
-      break;
-    case "question_votes": {
-      const q = state.questions.get(ev.question_id);
-      if (q) q.votes = ev.votes;
-      break;
-    }
-    case "question_removed":
-      state.questions.delete(ev.question_id);
-      break;
-    case "breakouts_updated":
-      state.breakouts = ev.breakouts;
-      break;
-    case "moved":
-      state.chat = [];
-      state.placeName = ev.breakout == null ? null : ev.name;
-      // Media follows the place: the server renegotiates the peer; tracks of the old place go.
-      for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
-      if (state.you) state.you = { ...state.you, breakout: ev.breakout };
-      // Teammates already there whom a webcast hid until now.
-      for (const m of ev.members ?? []) state.members.set(m.identity, m);
-      notice(ev.breakout == null ? "You are back in the main room." : `You are in ${ev.name}.`);
-      break;
-    case "members_moved":
-      // One event for a bulk move: apply the same rules the server did to each member.
-      for (const move of ev.moves) {
-        const m = state.members.get(move.identity);
-        if (!m) continue;
-        const back = move.breakout == null;
-        state.members.set(move.identity, {
-          ...m,
-          breakout: move.breakout,
-          hand_raised: false,
-          facilitator: false,
-          on_stage: back ? m.role === "presenter" : m.on_stage,
-        });
-      }
-      break;
-    case "breakout_warning":
-      notice(`Breakouts end in ${countdown(ev.ends_at - Date.now())}.`);
-      break;
-    case "breakout_broadcast":
-      notice(`${ev.from} to all breakouts: ${ev.text}`, "broadcast");
-      break;
-    case "help_requested":
-      state.helpRequests = [...state.helpRequests.filter((r) => r.identity !== ev.identity), ev];
-      notice(`${ev.name} asks for help in ${ev.breakout_name}.`, "help");
-      break;
-    case "breakouts_closing":
-      if (state.breakouts) state.breakouts.closes_at = ev.closes_at;
-      notice(`Breakouts close in ${countdown(ev.closes_at - Date.now())}.`);
-      break;
-    case "breakouts_closed":
-      state.helpRequests = [];
-      notice("Breakouts are closed.");
-      break;
-    case "track_published":
-      state.tracks.set(ev.track.id, ev.track);
-      startReceiving();
-      break;
-    case "track_unpublished":
-      state.tracks.delete(ev.track_id);
-      dropRemoteTrack(ev.track_id);
-      break;
-  }
+// --- Page composition ----------------------------------------------------------------
+
+const role = () => state.you?.role ?? "participant";
+function defaultTab() {
+  if (role() === "presenter") return "presenter";
+  if (canModerate(role())) return "qa";
+  return "chat";
 }
 
-// --- Notices ----------------------------------------------------------------------
-
-function notice(text, kind = "info", code) {
-  const li = h("li", { class: kind, "data-code": code }, h("span", {}, text),
-    button("×", () => li.remove(), "Dismiss notice"));
-  $("notices").prepend(li);
-  while ($("notices").children.length > 6) $("notices").lastChild.remove();
-  setTimeout(() => li.remove(), kind === "error" ? 30000 : 15000);
+/** Which tabs this person sees: everyone chat, Q&A, people; by role the rest. */
+function tabsFor() {
+  const b = state.breakouts;
+  return {
+    stage: true, chat: true, qa: true, people: true,
+    polls: canModerate(role()) || state.polls.size > 0,
+    presenter: role() === "presenter",
+    console: canModerate(role()),
+    breakouts: canModerate(role()) || b != null || state.you?.breakout != null,
+  };
 }
-
-// --- Rendering --------------------------------------------------------------------
-
-function h(tag, props = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (v == null || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else el.setAttribute(k, v === true ? "" : String(v));
-  }
-  el.append(...children.flat().filter((c) => c != null && c !== false));
-  return el;
-}
-
-const button = (label, onclick, ariaLabel, extra = {}) => h("button", { type: "button", "aria-label": ariaLabel, onclick, ...extra }, label);
 
 let renderQueued = false;
 function scheduleRender() {
@@ -282,368 +183,222 @@ function scheduleRender() {
   }
 }
 
-const myRole = () => state.you?.role ?? "participant";
-const roomName = (id) => state.breakouts?.rooms.find((r) => r.id === id)?.name ?? state.placeName ?? `breakout ${id}`;
-
 function render() {
   if (!state.you) return;
-  const staff = isStaff(myRole());
-  const moderator = canModerate(myRole());
-  for (const el of document.querySelectorAll(".staff-only")) el.hidden = !staff;
-  for (const el of document.querySelectorAll(".mod-only")) el.hidden = !moderator;
-  $("settings").hidden = myRole() !== "host";
-  $("set-chat").checked = state.settings.chat_enabled;
-  $("set-qa").value = state.settings.qa_mode;
-  $("place").textContent = state.you.breakout == null ? "Main room" : `${state.you.facilitator ? "Visiting" : "In"} ${roomName(state.you.breakout)}`;
-  renderPeople(staff, moderator);
-  renderChat(moderator);
-  renderQuestions(staff, moderator);
-  renderBreakouts(staff, moderator);
-  $("set-kind").value = state.settings.kind;
-  renderMedia();
+  const you = state.you;
+  const shown = tabsFor();
+  const phone = matchMedia("(max-width: 700px)").matches;
+  // The stage tab exists on phones only; elsewhere the stage is always in view.
+  if (!shown[/** @type {"chat"} */ (ui.tab)] || (ui.tab === "stage" && !phone)) ui.tab = defaultTab();
+  for (const tab of /** @type {HTMLElement[]} */ ([...$("tabs").children])) {
+    const name = /** @type {string} */ (tab.dataset.tab);
+    tab.hidden = !shown[/** @type {"chat"} */ (name)];
+    const selected = name === ui.tab;
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    if (name !== "stage") $(`panel-${name}`).hidden = !selected;
+  }
+  $("app").dataset.tab = ui.tab;
+  $("place").textContent = you.breakout == null ? "Main room" : `${you.facilitator ? "Visiting" : "In"} ${roomNameOf(you.breakout)}`;
+  const ctx = { state, send, pending: (/** @type {string} */ t) => conn.pendingOf(t), media, ui, editQuestion };
+  renderPeople(ctx);
+  renderChat(ctx);
+  renderQuestions(ctx);
+  renderBreakouts(ctx);
+  renderPolls(ctx);
+  if (canModerate(you.role)) renderConsole(ctx);
+  renderBar();
+  renderStage(ctx);
+  $("stage-invite").hidden = !state.stageInvite;
 }
 
-function renderPeople(staff, moderator) {
-  const webcastViewer = !staff && state.settings.kind === "webcast" && state.you.breakout == null;
-  $("people-title").textContent = webcastViewer ? "On stage" : "People";
-  $("count").textContent = `${state.count} participant${state.count === 1 ? "" : "s"}`;
-  const rank = { host: 0, moderator: 1, presenter: 2, participant: 3 };
-  const people = [...state.members.values()].sort((a, b) =>
-    (b.hand_raised - a.hand_raised) || (rank[a.role] - rank[b.role]) || a.name.localeCompare(b.name));
-  $("members").replaceChildren(...people.map((m) => {
-    const you = m.identity === state.you.identity;
-    const bits = [m.role];
-    if (m.on_stage) bits.push("on stage");
-    if (m.breakout != null) bits.push(`${m.facilitator ? "visiting" : "in"} ${roomName(m.breakout)}`);
-    if (m.presence === "reconnecting") bits.push("reconnecting");
-    if (m.chat_muted) bits.push("chat muted");
-    const controls = [];
-    if (!you && staff && m.hand_raised) controls.push(button("Lower hand", () => send("lower_hand", { identity: m.identity }), `Lower ${m.name}'s hand`));
-    if (!you && moderator) {
-      if (!canModerate(m.role)) controls.push(button(m.chat_muted ? "Unmute" : "Mute", () => send("mute_chat", { identity: m.identity, muted: !m.chat_muted }), `${m.chat_muted ? "Unmute" : "Mute"} ${m.name} in chat`));
-      controls.push(button(m.on_stage ? "Off stage" : "On stage", () => send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }), `${m.on_stage ? "Remove" : "Invite"} ${m.name} ${m.on_stage ? "from" : "to"} stage`));
-      if (!canModerate(m.role)) controls.push(button("Remove", () => confirm(`Remove ${m.name} from the room?`) && send("remove_participant", { identity: m.identity }), `Remove ${m.name}`));
-    }
-    return h("li", { "data-identity": m.identity, "data-presence": m.presence, "data-hand": m.hand_raised, class: m.presence },
-      h("span", { class: "name" }, m.name + (you ? " (you)" : "")),
-      m.hand_raised && h("span", { class: "hand", role: "img", "aria-label": "hand raised" }, "✋"),
-      h("span", { class: "meta" }, bits.join(" · ")),
-      controls.length > 0 && h("span", { class: "controls" }, controls));
-  }));
-  $("hand").textContent = state.you.hand_raised ? "Lower hand" : "Raise hand";
-  $("hand").setAttribute("aria-pressed", String(state.you.hand_raised));
+/** @param {number} id */
+const roomNameOf = (id) => state.breakouts?.rooms.find((/** @type {any} */ r) => r.id === id)?.name ?? state.placeName ?? `breakout ${id}`;
+
+function renderBar() {
+  const you = /** @type {any} */ (state.you);
+  const may = canPublish(you, state.settings);
+  if (media.publishing && !may) media.stopAll(); // taken off stage
+  for (const id of ["mic", "cam", "share"]) $(id).hidden = !may;
+  barButton("mic", !media.mic ? "Start mic" : media.micMuted ? "Unmute" : "Mute", !!media.mic && !media.micMuted);
+  barButton("cam", media.cam ? "Stop camera" : "Start camera", !!media.cam);
+  barButton("share", media.screen ? "Stop sharing" : "Share screen", !!media.screen);
+  // Staff step onto the stage of a webcast themselves (presenters are always on it).
+  const webcast = state.settings.kind === "webcast" && you.breakout == null;
+  $("go-stage").hidden = !webcast || !(canModerate(you.role) || you.on_stage && you.role === "participant");
+  barButton("go-stage", you.on_stage ? "Leave stage" : "Go on stage");
+  barButton("hand", you.hand_raised ? "Lower hand" : "Raise hand", you.hand_raised);
+  barButton("layout", ui.layout === "speaker" ? "Gallery view" : "Speaker view");
+  barButton("fullscreen", document.fullscreenElement ? "Exit full screen" : "Full screen");
 }
 
-function renderChat(moderator) {
-  const list = $("chat");
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  $("chat-title").textContent = state.you.breakout == null ? "Chat" : `Chat · ${roomName(state.you.breakout)}`;
-  list.replaceChildren(...state.chat.map((m) => {
-    const mine = m.from === state.you.identity;
-    const time = new Date(m.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    return h("li", { "data-id": m.id, "data-from": m.from, class: mine ? "mine" : null },
-      h("time", { datetime: new Date(m.at).toISOString() }, time), " ",
-      h("b", {}, m.name), ": ", h("span", { class: "text" }, m.text),
-      (mine || moderator) && button("Delete", () => send("delete_chat", { message_id: m.id }), `Delete message from ${m.name}`, { class: "small" }));
-  }));
-  if (atBottom) list.scrollTop = list.scrollHeight;
-  const off = !state.settings.chat_enabled && !isStaff(myRole());
-  const muted = state.you.chat_muted;
-  $("chat-text").disabled = $("chat-send").disabled = off || muted;
-  $("chat-text").placeholder = muted ? "A moderator muted your chat" : off ? "Chat is off" : "Say something";
-}
+// --- Question dialog: edit, merge, answer in writing ----------------------------------
 
-function renderQuestions(staff, moderator) {
-  const qs = [...state.questions.values()];
-  const mine = (q) => q.author === state.you.identity || state.myQuestions.has(q.id);
-  const item = (q) => {
-    const controls = [];
-    if (q.state === "approved" && !mine(q)) {
-      const voted = state.myVotes.has(q.id);
-      controls.push(button(voted ? "Unvote" : "Upvote", () => send(voted ? "remove_upvote" : "upvote", { question_id: q.id }),
-        `${voted ? "Remove upvote from" : "Upvote"} question ${q.id}`, { "aria-pressed": String(voted), class: "vote" }));
-    }
-    if (mine(q) && q.state !== "answered") controls.push(button("Withdraw", () => send("withdraw_question", { question_id: q.id }), `Withdraw question ${q.id}`));
-    if (moderator && q.state === "pending") controls.push(button("Approve", () => send("approve_question", { question_id: q.id }), `Approve question ${q.id}`));
-    if (staff && q.state === "approved") {
-      controls.push(button(q.live ? "Not live" : "Live", () => send("set_live_question", { question_id: q.live ? null : q.id }), `${q.live ? "Clear live" : "Mark live"} question ${q.id}`));
-      controls.push(button("Answered", () => send("answer_question", { question_id: q.id }), `Mark question ${q.id} answered`));
-    }
-    if (moderator && (q.state === "pending" || q.state === "approved")) controls.push(button("Dismiss", () => send("dismiss_question", { question_id: q.id }), `Dismiss question ${q.id}`));
-    if (moderator && q.state === "dismissed") controls.push(button("Restore", () => send("restore_question", { question_id: q.id }), `Restore question ${q.id}`));
-    if (staff && q.state === "answered") controls.push(button("Reopen", () => send("reopen_question", { question_id: q.id }), `Reopen question ${q.id}`));
-    return h("li", { "data-id": q.id, "data-state": q.state, "data-live": q.live, class: q.live ? "live" : null },
-      q.live && h("strong", { class: "badge" }, "LIVE"),
-      h("span", { class: "votes", "aria-label": `${q.votes} votes` }, String(q.votes)),
-      h("span", { class: "text" }, q.text),
-      h("span", { class: "meta" }, `${q.anonymous ? "anonymous" : q.author_name ?? ""}${mine(q) ? " (you)" : ""}${q.edited ? " · edited" : ""}`),
-      q.answer && h("p", { class: "answer" }, q.answer),
-      controls.length > 0 && h("span", { class: "controls" }, controls));
+const qaDialog = h("dialog", { id: "qa-dialog", "aria-labelledby": "qa-dialog-title" },
+  h("form", { method: "dialog", class: "stack" },
+    h("h2", { id: "qa-dialog-title" }),
+    h("p", { id: "qa-dialog-question", class: "meta" }),
+    h("label", { id: "qa-dialog-text-box" }, h("span", { id: "qa-dialog-label" }, "Text"), h("textarea", { id: "qa-dialog-text", rows: "3", maxlength: "500" })),
+    h("label", { id: "qa-dialog-dup-box" }, "Duplicate of", h("select", { id: "qa-dialog-dup" })),
+    h("div", { class: "row" },
+      h("button", { type: "submit", value: "ok", class: "primary", id: "qa-dialog-ok" }, "Save"),
+      h("button", { type: "submit", value: "cancel" }, "Cancel"))));
+document.body.append(qaDialog);
+
+/** @param {any} q @param {string} mode */
+function editQuestion(q, mode) {
+  $("qa-dialog-title").textContent = { edit: "Edit question", merge: "Merge as duplicate", answer: "Answer in writing" }[mode];
+  $("qa-dialog-question").textContent = q.text;
+  $("qa-dialog-text-box").hidden = mode === "merge";
+  $("qa-dialog-dup-box").hidden = mode !== "merge";
+  $("qa-dialog-label").textContent = mode === "answer" ? "Answer" : "Question";
+  $("qa-dialog-text").value = mode === "edit" ? q.text : "";
+  $("qa-dialog-ok").textContent = mode === "answer" ? "Send answer" : mode === "merge" ? "Merge" : "Save";
+  const others = [...state.questions.values()].filter((o) => o.id !== q.id && (o.state === "approved" || o.state === "pending"));
+  $("qa-dialog-dup").replaceChildren(...others.map((o) => h("option", { value: o.id }, o.text)));
+  qaDialog.returnValue = "";
+  qaDialog.onclose = () => {
+    if (qaDialog.returnValue !== "ok") return;
+    const value = $("qa-dialog-text").value.trim();
+    if (mode === "edit" && value) send("edit_question", { question_id: q.id, text: value });
+    if (mode === "answer") send("answer_question", { question_id: q.id, answer: value || null });
+    if (mode === "merge" && $("qa-dialog-dup").value) send("mark_duplicate", { question_id: q.id, duplicate_of: Number($("qa-dialog-dup").value) });
   };
-  const pending = qs.filter((q) => q.state === "pending").sort(questionOrder);
-  $("pending-title").hidden = pending.length === 0;
-  $("pending").replaceChildren(...pending.map(item));
-  $("questions").replaceChildren(...qs.filter((q) => q.state === "approved").sort(questionOrder).map(item));
-  $("dismissed-box").hidden = !moderator || !qs.some((q) => q.state === "dismissed");
-  $("dismissed").replaceChildren(...qs.filter((q) => q.state === "dismissed").sort(questionOrder).map(item));
-  $("answered").replaceChildren(...qs.filter((q) => q.state === "answered").sort(answeredOrder).map(item));
+  qaDialog.showModal();
 }
 
-function renderBreakouts(staff, moderator) {
-  const b = state.breakouts;
-  const here = state.you.breakout;
-  const open = b?.phase === "open" || b?.phase === "closing";
-  let status = "No breakouts.";
-  if (here != null) status = state.you.facilitator ? `You are visiting ${roomName(here)}` : `You are in ${roomName(here)}`;
-  else if (b && staff) status = `${b.phase === "draft" ? "Planned" : b.phase === "open" ? "Open" : "Closing"}: ${b.rooms.length} room${b.rooms.length === 1 ? "" : "s"}`;
-  else if (b?.phase === "draft") status = "Breakouts are being planned.";
-  else if (open) status = b.plan.assignment.mode === "self_select" ? "Choose a breakout room." : "You are in the main room.";
-  $("bo-status").textContent = status;
-  $("bo-mine").hidden = here == null;
-  $("bo-help").hidden = state.you.facilitator;
-  $("bo-leave").hidden = !state.you.facilitator && b?.plan.allow_leave === false;
-  $("bo-leave").textContent = state.you.facilitator ? "Return to main room" : "Leave breakout";
-  renderTimer();
+// --- Controls -----------------------------------------------------------------------
 
-  const selfSelect = open && b.plan.assignment.mode === "self_select" && !staff;
-  $("bo-rooms").replaceChildren(...(b && (staff || selfSelect) ? b.rooms : []).map((r) => {
-    const names = Object.entries(b.assignments).filter(([, id]) => id === r.id).map(([who]) => state.members.get(who)?.name ?? who);
-    return h("li", { "data-breakout": r.id },
-      h("b", {}, r.name), staff && ` (${names.length}) ${names.join(", ")}`,
-      staff && open && here !== r.id && button("Visit", () => send("join_breakout", { breakout: r.id }), `Visit ${r.name}`),
-      selfSelect && here !== r.id && button("Join", () => send("choose_breakout", { breakout: r.id }), `Join ${r.name}`));
-  }));
-  if (moderator) {
-    $("bo-plan-form").hidden = open;
-    $("bo-controls").hidden = !b;
-    $("bo-open").hidden = $("bo-cancel").hidden = b?.phase !== "draft";
-    $("bo-extend").hidden = b?.phase !== "open" || b.ends_at == null;
-    $("bo-close").hidden = b?.phase !== "open";
-    $("bo-broadcast-form").hidden = !open;
-  }
-  $("bo-help-requests").replaceChildren(...(staff ? state.helpRequests : []).map((r) =>
-    h("li", {}, `${r.name} needs help in ${r.breakout_name} `,
-      button("Go", () => send("join_breakout", { breakout: r.breakout }), `Visit ${r.breakout_name} to help ${r.name}`),
-      button("Done", () => { state.helpRequests = state.helpRequests.filter((x) => x !== r); render(); }, `Clear help request from ${r.name}`))));
-}
-
-function renderTimer() {
-  const b = state.breakouts;
-  const at = b?.phase === "closing" ? b.closes_at : b?.phase === "open" ? b.ends_at : null;
-  $("bo-timer").hidden = at == null;
-  if (at != null) $("bo-timer").textContent = `${b.phase === "closing" ? "Closing in" : "Time left"} ${countdown(at - Date.now())}`;
-}
-setInterval(renderTimer, 1000);
-
-// --- Media ------------------------------------------------------------------------
-// One RTCPeerConnection per session. The client makes the first offer (to publish, or with
-// recvonly m-lines to watch); the server then offers to add or stop remote tracks and the client
-// answers. A client offer cancels a server offer in flight, so a server offer that arrives while
-// ours is outstanding is stale and dropped (the server makes it again). The server is ICE-lite
-// and puts its host candidate in its SDP: no ICE servers, nothing to trickle.
-
-const media = {
-  pc: null,
-  camera: null, // MediaStream while publishing
-  sending: [], // our sendonly transceivers (audio, video), kept for the next "Start camera"
-  offers: 0, // client offers queued or waiting for rtc_answer
-  awaiting: null, // { id, resolve, reject } for the offer on the wire
-  chain: Promise.resolve(), // signaling steps, one at a time
-  tiles: new Map(), // remote MediaStream id (the publisher's peer) -> { stream, el }
-  local: null, // the preview tile
-};
-
-function signal(step) {
-  media.chain = media.chain.then(step).catch((e) => notice(`Media: ${e.message}`, "error", "media_error"));
-  return media.chain;
-}
-
-function peer() {
-  if (media.pc) return media.pc;
-  const pc = new RTCPeerConnection({ iceServers: [] });
-  pc.ontrack = (e) => addRemoteTrack(e.track, e.streams[0]);
-  pc.onconnectionstatechange = scheduleRender;
-  media.pc = pc;
-  return pc;
-}
-
-/** Offers the peer's current m-lines and applies the server's `rtc_answer`. */
-function offer() {
-  media.offers++;
-  return signal(async () => {
-    const pc = peer();
-    const msg = command("rtc_offer");
-    const answer = new Promise((resolve, reject) => { media.awaiting = { id: msg.request_id, resolve, reject }; });
-    answer.catch(() => {}); // awaited below, unless we fail first
-    const timer = setTimeout(() => answered(null, "no answer from the server"), 15000);
-    try {
-      await pc.setLocalDescription(await pc.createOffer());
-      if (socket?.readyState !== WebSocket.OPEN) throw new Error("not connected");
-      socket.send(JSON.stringify({ ...msg, sdp: pc.localDescription.sdp }));
-      await pc.setRemoteDescription({ type: "answer", sdp: await answer });
-    } catch (e) {
-      if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
-      throw e;
-    } finally {
-      clearTimeout(timer);
-      if (media.awaiting?.id === msg.request_id) answered(null);
-    }
-  });
-}
-
-/** The server's answer (or refusal) to our offer; counted at once, so later server offers are current. */
-function answered(sdp, refusal) {
-  const waiting = media.awaiting;
-  if (!waiting) return;
-  media.awaiting = null;
-  media.offers--;
-  sdp ? waiting.resolve(sdp) : waiting.reject(new Error(refusal ?? "offer abandoned"));
-}
-
-function serverOffer(sdp) {
-  if (media.offers > 0 || !media.pc) return; // stale: our offer replaces it
-  signal(async () => {
-    const pc = media.pc;
-    await pc.setRemoteDescription({ type: "offer", sdp });
-    await pc.setLocalDescription(await pc.createAnswer());
-    socket?.send(JSON.stringify(command("rtc_answer", { sdp: pc.localDescription.sdp })));
-  });
-}
-
-/** Watchers (who may not publish) connect once there is something to watch. */
-function startReceiving() {
-  if (media.pc || ![...state.tracks.values()].some((t) => t.publisher !== state.you?.identity)) return;
-  // A data channel is enough to connect; the server then offers each track with its msid.
-  peer().createDataChannel("convene");
-  offer();
-}
-
-async function startCamera() {
-  $("cam").disabled = true;
-  try {
-    media.camera = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
-  } catch (e) {
-    notice(`Camera: ${e.message}`, "error");
-    return;
-  } finally {
-    $("cam").disabled = false;
-  }
-  const pc = peer();
-  const [audio] = media.camera.getAudioTracks();
-  const [video] = media.camera.getVideoTracks();
-  if (media.sending.length) {
-    await media.sending[0].sender.replaceTrack(audio ?? null);
-    await media.sending[1].sender.replaceTrack(video ?? null);
-  } else {
-    const streams = [media.camera];
-    media.sending = [
-      pc.addTransceiver(audio ?? "audio", { direction: "sendonly", streams }),
-      pc.addTransceiver(video ?? "video", { direction: "sendonly", streams, sendEncodings: SIMULCAST_LAYERS }),
-    ];
-  }
-  media.local = tile("you", "You", media.camera, true);
-  offer(); // also tells the server we publish again after "Stop camera"
-  scheduleRender();
-}
-
-function stopCamera() {
-  for (const t of media.camera?.getTracks() ?? []) t.stop();
-  for (const tr of media.sending) tr.sender.replaceTrack(null);
-  media.camera = media.local = null;
-  send("unpublish");
-  scheduleRender();
-}
-
-/** After a fresh welcome the server has no peer for us: start over with what we had. */
-function restartMedia() {
-  const publishing = media.camera != null;
-  media.pc?.close();
-  for (const t of media.camera?.getTracks() ?? []) t.stop();
-  Object.assign(media, { pc: null, camera: null, sending: [], local: null, chain: Promise.resolve() });
-  if (media.awaiting) answered(null);
-  media.tiles.clear();
-  if (publishing && canPublish(state.you, state.settings)) startCamera();
-  else startReceiving();
-}
-
-function tile(key, caption, stream, mirrored) {
-  const video = h("video", { autoplay: true, playsinline: true, muted: mirrored, class: mirrored ? "mirrored" : null });
-  video.muted = mirrored;
-  video.srcObject = stream;
-  // Autoplay with sound needs a user gesture; without one, play muted until the video is clicked.
-  video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
-  video.onclick = () => { video.muted = false; };
-  return { stream, video, el: h("figure", { class: "tile", "data-publisher": key }, video, h("figcaption", {}, caption)) };
-}
-
-function addRemoteTrack(track, stream) {
-  stream ??= new MediaStream([track]);
-  if (!media.tiles.has(stream.id)) {
-    media.tiles.set(stream.id, tile(publisherOf(state.tracks, track.id, stream.id), "", stream, false));
-    stream.onremovetrack = () => { if (stream.getTracks().length === 0) dropTile(stream.id); };
-  }
-  scheduleRender();
-}
-
-function dropRemoteTrack(trackId) {
-  for (const [id, t] of media.tiles) {
-    for (const track of t.stream.getTracks()) if (track.id === trackId) t.stream.removeTrack(track);
-    if (t.stream.getTracks().length === 0) dropTile(id);
-  }
-}
-
-function dropTile(id) {
-  media.tiles.delete(id);
-  scheduleRender();
-}
-
-function renderMedia() {
-  const may = canPublish(state.you, state.settings);
-  if (media.camera && !may) stopCamera(); // taken off stage
-  $("cam").hidden = !may;
-  $("cam").textContent = media.camera ? "Stop camera" : "Start camera";
-  $("cam").setAttribute("aria-pressed", String(media.camera != null));
-  $("quality-box").hidden = ![...state.tracks.values()].some((t) => t.layers?.length > 1 && t.publisher !== state.you.identity);
-  const remote = [...media.tiles.values()];
-  for (const t of remote) {
-    const who = t.el.dataset.publisher;
-    t.el.querySelector("figcaption").textContent = state.members.get(who)?.name ?? who;
-  }
-  const tiles = [media.local, ...remote].filter(Boolean).map((t) => t.el);
-  const grid = $("videos");
-  if (tiles.length !== grid.children.length || tiles.some((el, i) => grid.children[i] !== el)) grid.replaceChildren(...tiles);
-  const pcState = media.pc?.connectionState;
-  $("media-status").textContent = !media.pc ? (may ? "Camera off." : "Nothing on stage yet.")
-    : pcState === "connected" ? `${remote.length} on video${media.camera ? " · you are live" : ""}`
-      : `media ${pcState}…`;
-}
-
-// --- Controls ---------------------------------------------------------------------
-
+/** @param {string} id @param {() => void} fn */
 function onSubmit(id, fn) {
-  $(id).addEventListener("submit", (e) => { e.preventDefault(); fn(); });
+  $(id).addEventListener("submit", (/** @type {Event} */ e) => { e.preventDefault(); fn(); });
 }
 
-onSubmit("chat-form", () => {
-  const text = $("chat-text").value.trim();
-  if (text) send("send_chat", { text });
-  $("chat-text").value = "";
-});
-onSubmit("ask-form", () => {
-  const text = $("ask-text").value.trim();
-  if (text) send("ask_question", { text, anonymous: $("ask-anon").checked });
-  $("ask-text").value = "";
-});
-$("hand").onclick = () => send(state.you?.hand_raised ? "lower_hand" : "raise_hand");
-$("set-chat").onchange = (e) => send("update_settings", { chat_enabled: e.target.checked });
-$("set-qa").onchange = (e) => send("update_settings", { qa_mode: e.target.value });
-$("set-kind").onchange = (e) => send("update_settings", { kind: e.target.value });
-$("cam").onclick = () => (media.camera ? stopCamera() : startCamera());
-$("quality").onchange = (e) => send("set_video_quality", { quality: e.target.value });
+/** Sends typed text; the box empties now and gets the text back if the server refuses it. @param {string} input @param {(text: string) => string|null} sendIt */
+function submitText(input, sendIt) {
+  const text = $(input).value.trim();
+  if (!text) return;
+  const id = sendIt(text);
+  if (id) drafts.set(id, { input, text });
+  $(input).value = "";
+}
 
+onSubmit("chat-form", () => submitText("chat-text", (text) => send("send_chat", { text })));
+onSubmit("ask-form", () => submitText("ask-text", (text) => send("ask_question", { text, anonymous: $("ask-anon").checked })));
+$("hand").onclick = () => send(state.you?.hand_raised ? "lower_hand" : "raise_hand");
+$("set-chat").onchange = (/** @type {any} */ e) => send("update_settings", { chat_enabled: e.target.checked });
+$("set-qa").onchange = (/** @type {any} */ e) => send("update_settings", { qa_mode: e.target.value });
+$("set-kind").onchange = (/** @type {any} */ e) => send("update_settings", { kind: e.target.value });
+$("mic").onclick = () => media.toggleMic();
+$("cam").onclick = () => media.toggleCamera();
+$("share").onclick = () => media.toggleScreen();
+$("go-stage").onclick = () => {
+  const you = /** @type {any} */ (state.you);
+  send(you.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: you.identity });
+};
+$("stage-accept").onclick = async () => {
+  state.stageInvite = false;
+  render();
+  await media.toggleMic();
+  await media.startCamera();
+};
+$("stage-decline").onclick = () => {
+  state.stageInvite = false;
+  send("remove_from_stage", { identity: state.you?.identity });
+};
+$("layout").onclick = () => { ui.layout = ui.layout === "speaker" ? "gallery" : "speaker"; render(); };
+// Full screen: the stage and the control bar fill the screen (the side panel steps aside).
+$("fullscreen").onclick = () => (document.fullscreenElement ? document.exitFullscreen() : document.documentElement.requestFullscreen()).catch((/** @type {Error} */ e) => notice(`Full screen: ${e.message}`, "error"));
+document.addEventListener("fullscreenchange", () => render());
+$("leave").onclick = () => {
+  media.stopAll();
+  conn.leave();
+  gate("You left the convening", "Open your link again to rejoin.");
+};
+$("quality").onchange = (/** @type {any} */ e) => send("set_video_quality", { quality: e.target.value });
+$("people-search").oninput = () => render();
+
+// Device pickers: filled when opened (labels need a granted permission).
+$("devices-open").onclick = async () => {
+  const open = $("devices").hidden;
+  $("devices").hidden = !open;
+  $("devices-open").setAttribute("aria-expanded", String(open));
+  if (!open) return;
+  const list = await navigator.mediaDevices?.enumerateDevices?.() ?? [];
+  /** @param {string} id @param {string} kind @param {string} current @param {string} fallback */
+  const fill = (id, kind, current, fallback) => {
+    const devices = list.filter((d) => d.kind === kind);
+    $(id).replaceChildren(h("option", { value: "" }, "Default"), ...devices.map((d, i) => h("option", { value: d.deviceId, selected: d.deviceId === current }, d.label || `${fallback} ${i + 1}`)));
+  };
+  fill("dev-camera", "videoinput", media.devices.camera, "Camera");
+  fill("dev-mic", "audioinput", media.devices.mic, "Microphone");
+  fill("dev-speaker", "audiooutput", media.devices.speaker, "Speaker");
+};
+$("dev-camera").onchange = (/** @type {any} */ e) => media.useDevice("camera", e.target.value);
+$("dev-mic").onchange = (/** @type {any} */ e) => media.useDevice("mic", e.target.value);
+$("dev-speaker").onchange = (/** @type {any} */ e) => media.useDevice("speaker", e.target.value);
+
+// Tabs: click, or arrow keys between them (one tab stop for the whole list).
+$("tabs").addEventListener("click", (/** @type {any} */ e) => {
+  const tab = e.target.closest("[role=tab]");
+  if (!tab) return;
+  ui.tab = tab.dataset.tab;
+  ui.chosenTab = true;
+  render();
+});
+$("tabs").addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => {
+  const tabs = /** @type {HTMLElement[]} */ ([...$("tabs").children]).filter((t) => t.offsetParent !== null);
+  const i = tabs.indexOf(/** @type {HTMLElement} */ (document.activeElement));
+  if (i < 0) return;
+  const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+  if (next == null) return;
+  e.preventDefault();
+  const tab = tabs[(next + tabs.length) % tabs.length];
+  ui.tab = /** @type {string} */ (tab.dataset.tab);
+  ui.chosenTab = true;
+  render();
+  tab.focus();
+});
+
+onSubmit("invite-form", async () => {
+  const teamValue = $("invite-team").value.trim();
+  const body = { role: $("invite-role").value, name: $("invite-name").value.trim(), ttl_s: Number($("invite-ttl").value), attrs: teamValue ? { team: teamValue } : {} };
+  try {
+    const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/invites`, {
+      method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify(body),
+    });
+    const out = await res.json();
+    if (!res.ok) throw new Error(out.message ?? res.statusText);
+    const url = `${location.origin}/?token=${out.token}`;
+    const li = h("li", { "data-role": body.role },
+      h("span", { class: "name" }, `${body.name || "They choose a name"} (${body.role}${teamValue ? `, ${teamValue}` : ""})`),
+      h("input", { readonly: true, value: url, "aria-label": `Invite link for ${body.name || `a ${body.role} who chooses a name`}` }),
+      h("button", { type: "button", onclick: async () => {
+        try { await navigator.clipboard.writeText(url); announce("Link copied."); notice("Link copied."); } catch { li.querySelector("input").select(); notice("Select the link and copy it.", "error"); }
+      } }, "Copy link"));
+    $("invites").prepend(li);
+    $("invite-name").value = "";
+    announce(`Invite link for ${body.name || `a ${body.role}`} created.`);
+  } catch (e) {
+    notice(`Invite: ${/** @type {Error} */ (e).message}`, "error");
+  }
+});
+
+onSubmit("poll-form", () => {
+  const question = $("poll-question").value.trim();
+  const options = $("poll-options").value.split("\n").map((/** @type {string} */ o) => o.trim()).filter(Boolean);
+  if (!question || options.length < 2) {
+    notice("A poll needs a question and at least two options.", "error");
+    return;
+  }
+  const id = send("launch_poll", { question, options, multiple: $("poll-multiple").checked, live_results: $("poll-live").checked });
+  drafts.set(id, { input: "poll-question", text: question });
+  $("poll-question").value = "";
+  $("poll-options").value = "";
+});
 onSubmit("bo-plan-form", () => {
   const byAttribute = $("bo-by-attr").checked;
-  const names = $("bo-names").value.split(",").map((s) => s.trim()).filter(Boolean);
+  const names = $("bo-names").value.split(",").map((/** @type {string} */ s) => s.trim()).filter(Boolean);
   if (byAttribute ? !$("bo-attr").value.trim() : names.length === 0) {
     notice(byAttribute ? "Name the attribute to group by (e.g. team)." : "Name at least one room.", "error");
     return;
@@ -659,16 +414,45 @@ onSubmit("bo-plan-form", () => {
 $("bo-open").onclick = () => send("open_breakouts");
 $("bo-cancel").onclick = () => send("cancel_breakout_plan");
 $("bo-extend").onclick = () => send("extend_breakouts", { seconds: 300 });
-$("bo-close").onclick = () => send("close_breakouts", {});
+// The countdown people get to wrap up (0 closes at once).
+$("bo-close").onclick = () => send("close_breakouts", { countdown_s: Math.max(0, Math.min(600, Math.round(Number($("bo-countdown").value) || 0))) });
 $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
-onSubmit("bo-broadcast-form", () => {
-  const text = $("bo-broadcast-text").value.trim();
-  if (text) send("broadcast_to_breakouts", { text });
-  $("bo-broadcast-text").value = "";
-});
+onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));
+setInterval(() => renderTimer(state), 1000);
+matchMedia("(max-width: 700px)").addEventListener("change", () => render());
 
-// For the console and for tests: the live state and socket (read-only use).
-window.convene = { state, media, get socket() { return socket; } };
+// For the console and for tests: the live state (read-only use) and the command sender.
+Object.assign(window, { convene: { state, media, send, conn, get socket() { return conn.socket; } } });
 
-connect();
+/** Joins; a token minted without a name asks for one first (kept for this tab's reloads). */
+function start() {
+  if (!token) {
+    gate("No join link", "Open the join link you were given (`convene token` prints one).");
+    return;
+  }
+  const claims = tokenClaims(token);
+  if (!claims || claims.name?.trim()) {
+    conn.connect();
+    return;
+  }
+  const key = `convene-name:${claims.sub}`;
+  const saved = sessionStorage.getItem(key);
+  if (saved) {
+    conn.name = saved;
+    conn.connect();
+    return;
+  }
+  $("name-gate").hidden = false;
+  $("status").textContent = "not joined yet";
+  $("name-input").focus();
+  onSubmit("name-form", () => {
+    const name = $("name-input").value.trim();
+    if (!name) return;
+    sessionStorage.setItem(key, name);
+    conn.name = name;
+    $("name-gate").hidden = true;
+    conn.connect();
+  });
+}
+start();

@@ -1,3 +1,4 @@
+// @ts-check
 // Convene wire protocol helpers; mirrors signaling/src/lib.rs (prose: signaling/PROTOCOL.md).
 // Pure functions only: no DOM, no socket, so they can be read (and tested) on their own.
 export const PROTOCOL_VERSION = 1;
@@ -15,16 +16,22 @@ export const CLOSE = {
   REFUSED: 4003,
 };
 
-/** Close codes after which reconnecting makes no sense. */
+/** Close codes after which reconnecting makes no sense. @param {number} code */
 export function isFinalClose(code) {
   return code === CLOSE.REMOVED || code === CLOSE.REPLACED || code === CLOSE.REFUSED;
 }
 
-/** The `/ws` URL for a page at `base`: a fresh join, or a resume after `lastSeq`. */
-export function socketUrl(base, token, resume) {
+/**
+ * The `/ws` URL for a page at `base`: a fresh join, or a resume after `lastSeq`. `name` is the
+ * display name chosen by the person when their token was minted without one.
+ * @param {string} base @param {string} token
+ * @param {{sessionId: string, lastSeq: number}|null} resume @param {string|null} [name]
+ */
+export function socketUrl(base, token, resume, name = null) {
   const url = new URL("/ws", base);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("token", token);
+  if (name) url.searchParams.set("name", name);
   if (resume) {
     url.searchParams.set("resume", resume.sessionId);
     url.searchParams.set("last_seq", String(resume.lastSeq));
@@ -34,20 +41,23 @@ export function socketUrl(base, token, resume) {
 
 let nextRequest = 1;
 /** A client message: `{type, request_id, ...fields}`; the server's `ack`/`error` echoes the id. */
+/** @param {string} type @param {Record<string, any>} [fields] @returns {{type: string, request_id: string, [k: string]: any}} */
 export function command(type, fields = {}) {
   return { type, request_id: `c${Date.now().toString(36)}-${nextRequest++}`, ...fields };
 }
 
-export const isStaff = (role) => role !== "participant";
-export const canModerate = (role) => role === "host" || role === "moderator";
+export const isStaff = (/** @type {string} */ role) => role !== "participant";
+export const canModerate = (/** @type {string} */ role) => role === "host" || role === "moderator";
 
 /** Display order every client agrees on: live, approved by votes desc then asked time asc, pending, the rest. */
+/** @param {any} a @param {any} b */
 export function questionOrder(a, b) {
-  const rank = (q) => (q.live ? 0 : q.state === "approved" ? 1 : q.state === "pending" ? 2 : 3);
+  const rank = (/** @type {any} */ q) => (q.live ? 0 : q.state === "approved" ? 1 : q.state === "pending" ? 2 : 3);
   return rank(a) - rank(b) || b.votes - a.votes || a.asked_at - b.asked_at || a.id - b.id;
 }
 
 /** Answered questions: most recent first. */
+/** @param {any} a @param {any} b */
 export function answeredOrder(a, b) {
   return (b.answered_at ?? 0) - (a.answered_at ?? 0) || b.id - a.id;
 }
@@ -56,6 +66,7 @@ export function answeredOrder(a, b) {
  * A breakout plan (`set_breakout_plan`).
  * by attribute: `{ attribute: "team" }`; named rooms: `{ names: ["A", "B"], selfSelect }`.
  */
+/** @param {{attribute?: string|null, names?: string[], selfSelect?: boolean, minutes: number, allowLeave?: boolean}} plan */
 export function breakoutPlan({ attribute, names, selfSelect = false, minutes, allowLeave = true }) {
   const duration_s = minutes > 0 ? Math.round(minutes * 60) : null;
   if (attribute) {
@@ -74,7 +85,7 @@ export function breakoutPlan({ attribute, names, selfSelect = false, minutes, al
   };
 }
 
-/** "4:05" for a number of milliseconds (never negative). */
+/** "4:05" for a number of milliseconds (never negative). @param {number} ms */
 export function countdown(ms) {
   const s = Math.max(0, Math.ceil(ms / 1000));
   const m = Math.floor(s / 60);
@@ -82,6 +93,7 @@ export function countdown(ms) {
 }
 
 /** May this member publish media now? Meetings and breakouts: everyone; webcasts: the stage. */
+/** @param {any} you @param {any} settings */
 export function canPublish(you, settings) {
   return you.breakout != null || settings.kind === "meeting" || you.on_stage;
 }
@@ -94,6 +106,19 @@ export const SIMULCAST_LAYERS = [
 ];
 
 /** The publisher of a remote track: the room's track list knows it; else the SDP msid (`<identity>.<session>`). */
+/** @param {Map<string, any>} tracks @param {string} trackId @param {string} [streamId] @returns {string} */
 export function publisherOf(tracks, trackId, streamId) {
-  return tracks.get(trackId)?.publisher ?? streamId?.split(".")[0] ?? null;
+  return tracks.get(trackId)?.publisher ?? streamId?.split(".")[0] ?? "";
+}
+
+/** The claims of a JWT, read without checking it (the server checks); `null` if unreadable. */
+/** @param {string} token @returns {any} */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return null;
+  }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{http_get, TestServer};
+use common::{http_get, http_request, Client, TestServer};
 use convene::auth::{unix_now, Claims, TokenKeys};
 use convene_signaling::{
     Command, ErrorCode, LeaveReason, Role, RoomEvent, ServerMessage, PROTOCOL_VERSION,
@@ -387,7 +387,21 @@ async fn health_ready_metrics_and_client_are_served() {
     let (status, body) = http_get(&format!("{}/", t.http()), None, &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("<script type=\"module\" src=\"/app.js\">"));
-    let (status, body) = http_get(&format!("{}/app.js", t.http()), None, &[]).await;
+    // Every module the page imports is served.
+    for module in [
+        "app.js",
+        "protocol.js",
+        "store.js",
+        "dom.js",
+        "connection.js",
+        "media.js",
+        "views.js",
+        "style.css",
+    ] {
+        let (status, _) = http_get(&format!("{}/{module}", t.http()), None, &[]).await;
+        assert_eq!(status, 200, "{module}");
+    }
+    let (status, body) = http_get(&format!("{}/connection.js", t.http()), None, &[]).await;
     assert_eq!(status, 200);
     assert!(body.contains("WebSocket"));
 }
@@ -414,4 +428,59 @@ async fn hands_reach_staff_and_the_raiser() {
     .await;
     ana.expect_event(|e| matches!(e, RoomEvent::MemberUpdated { member } if !member.hand_raised))
         .await;
+}
+
+#[tokio::test]
+async fn room_staff_mint_invites_within_their_role_and_room() {
+    let t = TestServer::start().await;
+    let invite = |room: &str, bearer: &str, body: &str| {
+        let url = format!("{}/api/v1/rooms/{room}/invites", t.http());
+        let (bearer, body) = (bearer.to_string(), body.to_string());
+        async move {
+            let json = [("Content-Type", "application/json")];
+            http_request("POST", &url, Some(&bearer), &json, &body).await
+        }
+    };
+    let host = t.token("r", Role::Host, "host");
+    let moderator = t.token("r", Role::Moderator, "mod");
+    let presenter = t.token("r", Role::Presenter, "pres");
+    let presenter_body = r#"{"role":"presenter","name":"Ines","attrs":{"team":"Knox"}}"#;
+    let (status, body) = invite("r", &host, presenter_body).await;
+    assert_eq!(status, 200, "{body}");
+    let minted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = minted["token"].as_str().unwrap();
+    // The link joins that room with that role, name and team.
+    let mut client = Client::connect(&t.ws_url(token)).await;
+    let you = match client.recv().await {
+        ServerMessage::Welcome { you, .. } => you,
+        other => panic!("no welcome: {other:?}"),
+    };
+    assert_eq!((you.role, you.name.as_str()), (Role::Presenter, "Ines"));
+    assert_eq!(you.attrs.get("team").map(String::as_str), Some("Knox"));
+
+    // A moderator may not mint a host; a presenter mints nothing; another room's token fails.
+    let (status, _) = invite("r", &moderator, r#"{"role":"host","name":"X"}"#).await;
+    assert_eq!(status, 403);
+    let (status, _) = invite("r", &moderator, r#"{"role":"moderator","name":"X"}"#).await;
+    assert_eq!(status, 200);
+    let (status, _) = invite("r", &presenter, r#"{"role":"participant","name":"X"}"#).await;
+    assert_eq!(status, 403);
+    let (status, _) = invite("elsewhere", &host, r#"{"role":"participant","name":"X"}"#).await;
+    assert_eq!(status, 401);
+    let (status, _) = invite("r", &host, r#"{"role":"emperor","name":"X"}"#).await;
+    assert!(status == 400 || status == 422, "{status}");
+
+    // No name: the joiner must bring one.
+    let (status, body) = invite("r", &host, r#"{"role":"participant"}"#).await;
+    assert_eq!(status, 200);
+    let minted: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let token = minted["token"].as_str().unwrap();
+    let bare = format!("{}/ws?token={token}", t.http());
+    assert_eq!(http_get(&bare, None, &[]).await.0, 400);
+    let named = format!("{}&name=Uma%20Diaz", t.ws_url(token));
+    let mut client = Client::connect(&named).await;
+    match client.recv().await {
+        ServerMessage::Welcome { you, .. } => assert_eq!(you.name, "Uma Diaz"),
+        other => panic!("no welcome: {other:?}"),
+    }
 }

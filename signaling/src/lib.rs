@@ -272,6 +272,12 @@ pub struct RoomSnapshot {
     pub breakouts: Option<Breakouts>,
     /// Published media tracks the viewer may subscribe to.
     pub tracks: Vec<Track>,
+    /// Polls launched so far, as the viewer may see them.
+    #[serde(default)]
+    pub polls: Vec<Poll>,
+    /// The viewer's own answers: poll id -> option indexes.
+    #[serde(default)]
+    pub my_poll_answers: BTreeMap<u64, Vec<u32>>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -340,6 +346,32 @@ impl ClientMessage {
             command,
         }
     }
+}
+
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PollState {
+    Open,
+    Closed,
+}
+
+/// A poll as one viewer sees it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct Poll {
+    pub id: u64,
+    pub question: String,
+    pub options: Vec<String>,
+    pub multiple: bool,
+    pub live_results: bool,
+    pub state: PollState,
+    /// Results shared with everyone.
+    pub shared: bool,
+    /// Answers per option, and how many people answered; `None` where the viewer may not
+    /// see results yet (participants, hidden results not shared).
+    pub counts: Option<Vec<u32>>,
+    pub voters: Option<u32>,
+    pub created_at: Millis,
+    pub closed_at: Option<Millis>,
 }
 
 /// Everything a client can ask of the server.
@@ -435,6 +467,31 @@ pub enum Command {
         duplicate_of: u64,
     },
 
+    // Polls.
+    /// Launch a poll (host, moderator); the `ack` carries its id.
+    LaunchPoll {
+        question: String,
+        options: Vec<String>,
+        /// Several choices per person (`true`) or exactly one.
+        #[serde(default)]
+        multiple: bool,
+        /// Results shown to everyone while voting; otherwise staff only, until shared.
+        #[serde(default)]
+        live_results: bool,
+    },
+    /// Answer a poll: option indexes. Answering again replaces the earlier answer.
+    VotePoll {
+        poll_id: u64,
+        choices: Vec<u32>,
+    },
+    ClosePoll {
+        poll_id: u64,
+    },
+    /// Show the results to everyone.
+    SharePollResults {
+        poll_id: u64,
+    },
+
     // Breakouts.
     /// Create or replace the plan (before opening).
     SetBreakoutPlan {
@@ -458,6 +515,10 @@ pub enum Command {
         text: String,
     },
     AskForHelp,
+    /// Staff take on someone's help request: it clears for all staff, and the asker hears who comes.
+    HandleHelp {
+        identity: String,
+    },
     /// Staff visit a breakout as facilitator.
     JoinBreakout {
         breakout: BreakoutId,
@@ -723,6 +784,11 @@ pub enum RoomEvent {
         breakout: BreakoutId,
         breakout_name: String,
     },
+    /// A help request was taken on by `by_name`; to staff and the asker.
+    HelpHandled {
+        identity: String,
+        by_name: String,
+    },
     BreakoutsClosing {
         closes_at: Millis,
     },
@@ -732,6 +798,11 @@ pub enum RoomEvent {
     },
     TrackUnpublished {
         track_id: String,
+    },
+    /// A poll was launched, voted on, closed or its results shared; `counts` only where the
+    /// viewer may see results.
+    PollUpdated {
+        poll: Poll,
     },
 }
 

@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/attendance", get(export_attendance))
+        .route("/rooms/{room}/invites", post(mint_invite))
         .route("/tokens", post(mint_token))
 }
 
@@ -60,7 +61,8 @@ pub fn router() -> Router<AppState> {
         remove_participant,
         export_questions,
         export_attendance,
-        mint_token
+        mint_token,
+        mint_invite
     ),
     components(schemas(ExportFormat)),
     modifiers(&BearerAuth),
@@ -911,6 +913,102 @@ async fn mint_token(
     // Refuse here what the token check would refuse at every use.
     claims.check().map_err(ApiError::bad_request)?;
     let token = state.keys.mint(&claims);
+    let url = format!(
+        "{}/?token={token}",
+        state.config.public_url(state.config.server.listen)
+    );
+    Ok(Json(TokenResponse {
+        token,
+        identity,
+        url,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    role: ApiRole,
+    /// Shown to others; empty: the person picks a name when they join (`/ws?name=`).
+    #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    name: String,
+    /// At most 8, keys 1-64 bytes, values up to 200 bytes (e.g. `{"team": "Knox County"}`).
+    #[serde(default)]
+    #[schema(schema_with = attrs_schema)]
+    attrs: BTreeMap<String, String>,
+    /// Lifetime in seconds (default 1 day; clamped to 60 s - 30 days).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_s: Option<u64>,
+}
+
+/// How far up a role reaches: an inviter may hand out their own role or any below it.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Host => 3,
+        Role::Moderator => 2,
+        Role::Presenter => 1,
+        Role::Participant => 0,
+    }
+}
+
+/// `POST /rooms/{room}/invites`: a host or moderator of the room mints a join link for that
+/// room, for a role no higher than their own (the page's invite panel uses it).
+#[utoipa::path(post, path = "/api/v1/rooms/{room}/invites", tag = "tokens", request_body = InviteRequest,
+    params(("room" = String, Path, description = "The room")),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+))]
+async fn mint_invite(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<InviteRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let role: Role = req.role.into();
+    let token = bearer(&headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let claims = state
+        .keys
+        .verify(&token, Some(&room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !claims.role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "only a host or moderator of this room may invite",
+        ));
+    }
+    if rank(role) > rank(claims.role) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not invite a {}",
+            claims.role.as_str(),
+            role.as_str()
+        )));
+    }
+    // No name: the person chooses one when they join.
+    let name = req.name.trim();
+    if name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be at most 100 characters"));
+    }
+    if req.attrs.len() > 8
+        || req
+            .attrs
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 200)
+    {
+        return Err(ApiError::bad_request(
+            "at most 8 attributes, keys 1-64 and values up to 200 bytes",
+        ));
+    }
+    let identity = uuid::Uuid::new_v4().to_string();
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let token = state
+        .keys
+        .mint_for(&room, role, &identity, name, req.attrs, ttl);
     let url = format!(
         "{}/?token={token}",
         state.config.public_url(state.config.server.listen)

@@ -33,5 +33,25 @@ pub fn router() -> Router<AppState> {
             "/protocol.js",
             asset!("protocol.js", "text/javascript; charset=utf-8"),
         )
+        .route(
+            "/store.js",
+            asset!("store.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/dom.js",
+            asset!("dom.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/connection.js",
+            asset!("connection.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/media.js",
+            asset!("media.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/views.js",
+            asset!("views.js", "text/javascript; charset=utf-8"),
+        )
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
 }

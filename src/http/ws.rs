@@ -29,6 +29,8 @@ pub struct WsQuery {
     /// Resume this session, replaying events after `last_seq`.
     resume: Option<String>,
     last_seq: Option<u64>,
+    /// The display name, for tokens minted without one (invite links that let people choose).
+    name: Option<String>,
 }
 
 /// The bearer token from `Authorization` or, for browsers that cannot set headers, `?token=`.
@@ -107,11 +109,20 @@ async fn prepare(
     query: &WsQuery,
     headers: &HeaderMap,
 ) -> Result<(Claims, RoomHandle), ApiError> {
-    let claims = state.claims(
+    let mut claims = state.claims(
         headers,
         TokenFrom::HeaderOrQuery(query.token.as_deref()),
         query.room.as_deref(),
     )?;
+    if claims.name.trim().is_empty() {
+        let name = query.name.as_deref().map(str::trim).unwrap_or_default();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ApiError::bad_request(
+                "this link lets you choose a display name: add name= (1-100 characters)",
+            ));
+        }
+        claims.name = name.to_string();
+    }
     if state.shutting_down() {
         return Err(ApiError::unavailable(
             "the server is shutting down; reconnect shortly",

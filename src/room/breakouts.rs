@@ -727,6 +727,21 @@ impl RoomState {
                     },
                 )]
             }
+            Command::HandleHelp { identity } => {
+                if !role.is_staff() {
+                    return Err(Denied::forbidden("handle help requests"));
+                }
+                if !self.members.contains_key(identity) {
+                    return Err(Denied::not_found("participant"));
+                }
+                vec![Event::new(
+                    Audience::staff_and(identity),
+                    RoomEvent::HelpHandled {
+                        identity: identity.clone(),
+                        by_name: self.members[by].member.name.clone(),
+                    },
+                )]
+            }
             Command::JoinBreakout { breakout } => {
                 if !role.is_staff() {
                     return Err(Denied::forbidden("visit breakouts"));

@@ -1,4 +1,4 @@
-//! Rooms: the pure `RoomState` machine (members, stage, hands, chat, Q&A, breakouts) and the actor that runs it.
+//! Rooms: the pure `RoomState` machine (members, stage, hands, chat, Q&A, polls, breakouts) and the actor that runs it.
 //!
 //! `RoomState::apply(cmd, by, now)` is a plain function on plain data: it checks the
 //! sender's role, changes the state and returns the events to send, each with the
@@ -10,6 +10,7 @@ pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod operator;
+mod polls;
 mod qa;
 pub mod registry;
 
@@ -138,6 +139,7 @@ pub struct RoomState {
     banned: HashSet<String>,
     chat: chat::Chat,
     qa: Qa,
+    polls: polls::Polls,
     breakouts: Option<BreakoutSession>,
     tracks: BTreeMap<String, Track>,
     count: Coalescer,
@@ -206,6 +208,7 @@ impl RoomState {
             banned: HashSet::new(),
             chat: chat::Chat::default(),
             qa: Qa::default(),
+            polls: polls::Polls::default(),
             breakouts: None,
             tracks: BTreeMap::new(),
             count: Coalescer::default(),
@@ -477,6 +480,7 @@ impl RoomState {
             grace,
             self.count.deadline(COUNT_INTERVAL_MS),
             self.qa.next_deadline(),
+            self.polls.next_deadline(),
             self.breakouts.as_ref().and_then(|b| b.next_deadline()),
         ]
         .into_iter()
@@ -484,7 +488,8 @@ impl RoomState {
         .min()
     }
 
-    /// Runs what is due at `now`: grace expiries, coalesced counts, breakout timers.
+    /// Runs what is due at `now`: grace expiries, coalesced counts (people, votes, poll
+    /// answers), breakout timers.
     pub fn tick(&mut self, now: Millis) -> Vec<Event> {
         let mut events = Vec::new();
         let grace = self.limits.reconnect_grace_ms;
@@ -499,6 +504,7 @@ impl RoomState {
         }
         events.extend(self.breakout_tick(now));
         events.extend(self.qa.flush_votes(now, false));
+        events.extend(self.polls.flush_counts(now, false));
         if self.count.due(now, COUNT_INTERVAL_MS) {
             events.push(self.count_event());
         }
@@ -541,6 +547,10 @@ impl RoomState {
                 Ok(self.set_hand(target, false).into())
             }
             Command::InviteToStage { identity } => self.set_stage(role, identity, true),
+            // Anyone may step off the stage (or decline an invitation to it).
+            Command::RemoveFromStage { identity } if identity == by => {
+                self.set_stage(Role::Host, identity, false)
+            }
             Command::RemoveFromStage { identity } => self.set_stage(role, identity, false),
             Command::RemoveParticipant { identity, reason } => {
                 self.remove_participant(by, identity, reason.as_deref(), now)
@@ -567,6 +577,17 @@ impl RoomState {
                 let per_minute = self.limits.questions_per_minute;
                 self.qa.apply(cmd, &asker, mode, per_minute, now)
             }
+            Command::LaunchPoll {
+                question,
+                options,
+                multiple,
+                live_results,
+            } => self
+                .polls
+                .launch(role, question, options, *multiple, *live_results, now),
+            Command::VotePoll { poll_id, choices } => self.polls.vote(by, *poll_id, choices, now),
+            Command::ClosePoll { poll_id } => self.polls.close(role, *poll_id, now),
+            Command::SharePollResults { poll_id } => self.polls.share(role, *poll_id),
             Command::SetBreakoutPlan { .. }
             | Command::CancelBreakoutPlan
             | Command::AssignBreakout { .. }
@@ -575,6 +596,7 @@ impl RoomState {
             | Command::ExtendBreakouts { .. }
             | Command::BroadcastToBreakouts { .. }
             | Command::AskForHelp
+            | Command::HandleHelp { .. }
             | Command::JoinBreakout { .. }
             | Command::LeaveBreakout
             | Command::CloseBreakouts { .. } => self.apply_breakout(cmd, by, role, now),
@@ -742,6 +764,8 @@ impl RoomState {
                 .filter(|t| Place::from_breakout(t.breakout) == viewer.place)
                 .cloned()
                 .collect(),
+            polls: self.polls.visible_to(viewer.role.is_staff()),
+            my_poll_answers: self.polls.answers_of(&viewer.identity),
         }
     }
 }

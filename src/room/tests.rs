@@ -1082,3 +1082,97 @@ fn a_snapshot_lists_exactly_the_visible_members_in_identity_order() {
         assert!(got.contains(&who.to_string()));
     }
 }
+
+#[test]
+fn anyone_steps_off_the_stage_but_takes_no_one_else_off() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    for who in ["ana", "ben"] {
+        let cmd = Command::InviteToStage {
+            identity: who.into(),
+        };
+        run(&mut room, "host", cmd, 1).unwrap();
+    }
+    // Ana declines the invitation; she may not take Ben off.
+    let off = |identity: &str| Command::RemoveFromStage {
+        identity: identity.into(),
+    };
+    let denied = run(&mut room, "ana", off("ben"), 2).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    run(&mut room, "ana", off("ana"), 3).unwrap();
+    assert!(!room.member("ana").unwrap().on_stage);
+    assert!(room.member("ben").unwrap().on_stage);
+    assert!(!room.may_publish("ana"));
+}
+
+#[test]
+fn polls_through_the_room_one_answer_each_results_hidden_until_shared() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    let launch = Command::LaunchPoll {
+        question: "Which session next?".into(),
+        options: vec!["Coaching".into(), "Data use".into()],
+        multiple: false,
+        live_results: false,
+    };
+    assert_eq!(
+        run(&mut room, "ana", launch.clone(), 1).unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    let id = run(&mut room, "host", launch, 1).unwrap().created.unwrap();
+    let vote = |choice: u32| Command::VotePoll {
+        poll_id: id,
+        choices: vec![choice],
+    };
+    run(&mut room, "ana", vote(0), 2).unwrap();
+    run(&mut room, "ben", vote(1), 3).unwrap();
+    run(&mut room, "ana", vote(1), 4).unwrap();
+    let ana = room.snapshot(&viewer(&room, "ana"));
+    assert_eq!(ana.polls[0].counts, None);
+    assert_eq!(ana.my_poll_answers.get(&id), Some(&vec![1]));
+    let host = room.snapshot(&viewer(&room, "host"));
+    assert_eq!(host.polls[0].counts, Some(vec![0, 2]));
+    run(&mut room, "host", Command::ClosePoll { poll_id: id }, 5).unwrap();
+    run(
+        &mut room,
+        "host",
+        Command::SharePollResults { poll_id: id },
+        6,
+    )
+    .unwrap();
+    let ben = room.snapshot(&viewer(&room, "ben"));
+    assert_eq!(ben.polls[0].counts, Some(vec![0, 2]));
+    assert_eq!(ben.polls[0].voters, Some(2));
+}
+
+#[test]
+fn a_handled_help_request_reaches_staff_and_the_asker_only() {
+    let mut room = team_room(&[("a1", "Knox"), ("b1", "Knox")]);
+    run(&mut room, "mod", by_team(), 0).unwrap();
+    run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
+    run(&mut room, "a1", Command::AskForHelp, 1).unwrap();
+    let handle = Command::HandleHelp {
+        identity: "a1".into(),
+    };
+    let denied = run(&mut room, "b1", handle.clone(), 2).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    let out = run(&mut room, "host", handle, 2).unwrap();
+    assert_eq!(out.events[0].audience, Audience::staff_and("a1"));
+    assert!(matches!(
+        &out.events[0].body,
+        RoomEvent::HelpHandled { identity, by_name } if identity == "a1" && by_name == "HOST"
+    ));
+    let nobody = Command::HandleHelp {
+        identity: "nobody".into(),
+    };
+    assert_eq!(
+        run(&mut room, "host", nobody, 3).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+}

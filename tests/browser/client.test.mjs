@@ -2,7 +2,7 @@
 // Chat, moderated Q&A with votes, hands, a dropped socket that resumes, breakouts by team.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium } from "./harness.mjs";
+import { startServer, launchChromium, openAs } from "./harness.mjs";
 
 const ROOM = "launch";
 const STEP = { timeout: 60_000 };
@@ -12,18 +12,14 @@ const pages = {};
 const pageErrors = [];
 
 async function join(who, { role, name, attrs }) {
-  const { url } = server.token({ room: ROOM, role, name, identity: who, attrs });
-  assert.match(url, /^http:\/\/127\.0\.0\.1:\d+\/\?token=/);
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(10000);
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  await page.goto(url);
-  await page.locator("#status[data-state=connected]").waitFor();
+  const page = await openAs(browser, server, { room: ROOM, identity: who, role, name, attrs, errors: pageErrors });
+  assert.match(page.url(), /^http:\/\/127\.0\.0\.1:\d+\/\?token=/);
   pages[who] = page;
   return page;
 }
 
+/** Opens a side panel tab (the page shows one at a time). */
+const show = (page, tab) => page.click(`#tab-${tab}`).catch(async (e) => { await page.screenshot({ path: `/tmp/fail-${tab}.png` }); throw e; });
 const item = (page, list, text) => page.locator(`${list} li`, { hasText: text });
 const visible = (locator) => locator.first().waitFor({ state: "visible" });
 const gone = (locator) => locator.first().waitFor({ state: "detached" });
@@ -46,12 +42,14 @@ after(async () => {
 
 test("everyone joins and sees who is there", STEP, async () => {
   const { hana, pia } = pages;
+  await show(hana, "people");
+  await show(pia, "people");
   await visible(hana.locator("#count", { hasText: "2 participants" }));
   await visible(pia.locator("#count", { hasText: "2 participants" }));
   await visible(hana.locator("#members li[data-identity=pia]", { hasText: "participant" }));
   await visible(hana.locator("#members li[data-identity=quinn]"));
   // Webcast: participants see the stage and staff, not each other.
-  assert.equal(await pia.locator("#people-title").textContent(), "On stage");
+  assert.equal(await pia.locator("#people-title").textContent(), "On stage and hosts");
   await visible(pia.locator("#members li[data-identity=hana]", { hasText: "host" }));
   assert.equal(await pia.locator("#members li[data-identity=quinn]").count(), 0);
   assert.equal(await hana.locator("#room").textContent(), ROOM);
@@ -59,6 +57,7 @@ test("everyone joins and sees who is there", STEP, async () => {
 
 test("chat: a participant's message reaches the host; own messages can be deleted", STEP, async () => {
   const { hana, pia, quinn } = pages;
+  for (const page of [hana, pia, quinn]) await show(page, "chat");
   await pia.fill("#chat-text", "Hello from Pia");
   await pia.press("#chat-text", "Enter");
   await visible(item(hana, "#chat", "Hello from Pia"));
@@ -76,6 +75,7 @@ test("chat: a participant's message reaches the host; own messages can be delete
 test("Q&A: moderated question is approved by the host, then upvoted", STEP, async () => {
   const { hana, pia, quinn } = pages;
   const text = "When does the next cohort start?";
+  for (const page of [hana, pia, quinn]) await show(page, "qa");
   await pia.fill("#ask-text", text);
   await pia.click("#ask-send");
   // Pending: the author and staff see it, other participants do not.
@@ -115,12 +115,13 @@ test("Q&A: moderated question is approved by the host, then upvoted", STEP, asyn
 
 test("hands: the host sees a participant's raised hand and can lower it", STEP, async () => {
   const { hana, pia } = pages;
+  await show(hana, "people");
   await pia.click("#hand");
   await visible(pia.locator("#hand[aria-pressed=true]", { hasText: "Lower hand" }));
   const row = hana.locator("#members li[data-identity=pia][data-hand]");
   await visible(row);
-  assert.equal(await row.getByRole("img", { name: "hand raised" }).count(), 1);
-  await row.getByRole("button", { name: "Lower Pia's hand" }).click();
+  await visible(row.locator(".meta", { hasText: "hand raised" }));
+  await row.getByRole("button", { name: "Lower hand of Pia" }).click();
   await visible(pia.locator("#hand[aria-pressed=false]", { hasText: "Raise hand" }));
 });
 
@@ -131,8 +132,11 @@ test("a dropped connection resumes and shows chat sent meanwhile", STEP, async (
   await context.setOffline(true);
   // Not a clean leave (1000): the server keeps Pia's seat for the grace period.
   await pia.evaluate(() => convene.socket.close(3000, "test: network drop"));
-  await visible(pia.locator("#status[data-state=reconnecting]"));
+  // The banner says so (offline: the browser's offline event; else reconnecting).
+  await visible(pia.locator("#banner[data-state=offline]"));
   await visible(hana.locator("#members li[data-identity=pia][data-presence=reconnecting]"));
+  await show(hana, "chat");
+  await show(pia, "chat");
 
   await hana.fill("#chat-text", "Sent while Pia was away");
   await hana.press("#chat-text", "Enter");
@@ -142,7 +146,9 @@ test("a dropped connection resumes and shows chat sent meanwhile", STEP, async (
 
   await context.setOffline(false);
   await visible(pia.locator("#status[data-state=connected]"));
+  assert.equal(await pia.locator("#banner").isHidden(), true, "banner gone once connected");
   await visible(item(pia, "#chat", "Sent while Pia was away"));
+  await show(hana, "people");
   await visible(hana.locator("#members li[data-identity=pia][data-presence=online]"));
   const after = await pia.evaluate(() => ({ id: convene.state.sessionId, joins: convene.state.joins, resumes: convene.state.resumes }));
   assert.equal(after.id, before.id, "same session after resume");
@@ -154,6 +160,8 @@ test("a dropped connection resumes and shows chat sent meanwhile", STEP, async (
 
 test("moderation: the host mutes a participant's chat", STEP, async () => {
   const { hana, quinn } = pages;
+  await show(hana, "people");
+  await show(quinn, "chat");
   await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute Quinn in chat" }).click();
   await visible(quinn.locator("#chat-text[disabled]"));
   await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute Quinn in chat" }).click();
@@ -162,6 +170,7 @@ test("moderation: the host mutes a participant's chat", STEP, async () => {
 
 test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, async () => {
   const { hana, pia, quinn } = pages;
+  await show(hana, "breakouts");
   await hana.check("#bo-by-attr");
   await hana.fill("#bo-attr", "team");
   await hana.fill("#bo-minutes", "10");
@@ -170,32 +179,47 @@ test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, asyn
   await visible(item(hana, "#bo-rooms", "Knox County"));
   await hana.click("#bo-open");
 
+  for (const page of [pia, quinn]) await show(page, "breakouts");
   await visible(pia.locator("#bo-status", { hasText: "You are in Knox County" }));
   await visible(quinn.locator("#bo-status", { hasText: "You are in Hamilton" }));
   assert.match(await pia.locator("#bo-timer").textContent(), /^Time left (9:[0-5]\d|10:00)$/);
+  await show(hana, "people");
   await visible(hana.locator("#members li[data-identity=pia]", { hasText: "in Knox County" }));
+  await show(hana, "breakouts");
 
   // Chat is per breakout.
+  await show(quinn, "chat");
   await quinn.fill("#chat-text", "Hamilton only");
   await quinn.press("#chat-text", "Enter");
   await visible(item(quinn, "#chat", "Hamilton only"));
+  await show(quinn, "breakouts");
 
   await pia.click("#bo-help");
-  await visible(item(hana, "#bo-help-requests", "Pia needs help in Knox County"));
+  await visible(item(pia, "#notices", "Help requested"));
+  const request = item(hana, "#bo-help-requests", "Pia needs help in Knox County");
+  await visible(request);
+  // Taken on: cleared for staff, and Pia hears who is coming.
+  await request.getByRole("button", { name: /^Done/ }).click();
+  await gone(request);
+  await visible(item(pia, "#notices", "Hana is coming to help"));
 
   await hana.fill("#bo-broadcast-text", "Five minutes to wrap up");
   await hana.click("#bo-broadcast");
   await visible(item(pia, "#notices", "Five minutes to wrap up"));
   await visible(item(quinn, "#notices", "Five minutes to wrap up"));
 
+  await show(pia, "chat");
   assert.equal(await item(pia, "#chat", "Hamilton only").count(), 0, "breakout chat stays in its room");
+  await show(pia, "breakouts");
   await pia.click("#bo-leave");
   await visible(pia.locator("#place", { hasText: "Main room" }));
   await visible(pia.locator("#bo-status", { hasText: "main room" }));
 
+  // A two-minute wrap-up instead of the default 30 s.
+  await hana.fill("#bo-countdown", "120");
   await hana.click("#bo-close");
   await visible(hana.locator("#bo-status", { hasText: "Closing" }));
-  await visible(quinn.locator("#bo-timer", { hasText: /Closing in \d+:\d\d/ }));
+  await visible(quinn.locator("#bo-timer", { hasText: /Closing in (1:5\d|2:00)/ }));
 });
 
 test("screenshot of the host's page", STEP, async () => {

@@ -49,14 +49,15 @@ function readyInside(netns, url) {
  * A running `convene serve`; `stop()` always ends it. With `netns` (from netns.mjs) it runs inside
  * that namespace, where only processes in the same namespace (Chromium started there) reach it.
  */
-export async function startServer({ netns = null } = {}) {
+export async function startServer({ netns = null, config: extra = "" } = {}) {
   const bin = ensureBinary();
   // Inside a fresh namespace every port is free; outside, ask the kernel for one.
   const port = netns ? 8080 : await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
   const config = path.join(dir, "test.toml");
   // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.
-  fs.writeFileSync(config, '[rtc]\nbind_ip = "127.0.0.1"\n');
+  // `extra`: more TOML from the test (e.g. a shorter [limits] grace period).
+  fs.writeFileSync(config, `[rtc]\nbind_ip = "127.0.0.1"\n${extra}`);
   const env = {
     ...process.env,
     CONVENE_LISTEN: `127.0.0.1:${port}`,
@@ -141,7 +142,34 @@ export function launchChromium({ netns = null, args = [] } = {}) {
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      // Pages fulfilled from disk (CONVENE_CLIENT_FROM_DISK) count as public: let them reach 127.0.0.1.
+      ...(process.env.CONVENE_CLIENT_FROM_DISK === "1" ? ["--disable-features=LocalNetworkAccessChecks"] : []),
       ...args,
     ],
   });
+}
+
+/**
+ * A page joined as someone: a token from `convene token`, a fresh browser context, the join link.
+ * Waits for the connection unless `wait` is false. With CONVENE_CLIENT_FROM_DISK=1 the client's files
+ * are served from client/ on disk (edit and rerun without rebuilding the server; never in CI).
+ */
+export async function openAs(browser, server, { room, identity, role, name, attrs = {}, viewport = { width: 1400, height: 900 }, wait = true, errors = null }) {
+  const { url } = server.token({ room, role, name, identity, attrs });
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  if (errors) page.on("pageerror", (err) => errors.push(`${identity}: ${err.message}`));
+  if (process.env.CONVENE_CLIENT_FROM_DISK === "1") {
+    await context.route(/\/[a-z-]*\.(js|css)$|\/(\?.*)?$/, async (route) => {
+      const file = new URL(route.request().url()).pathname.slice(1) || "index.html";
+      const p = path.join(ROOT, "client", file);
+      if (!fs.existsSync(p)) return route.continue();
+      const type = file.endsWith(".js") ? "text/javascript" : file.endsWith(".css") ? "text/css" : "text/html";
+      return route.fulfill({ body: fs.readFileSync(p), contentType: type });
+    });
+  }
+  await page.goto(url);
+  if (wait) await page.locator("#status[data-state=connected]").waitFor();
+  return page;
 }

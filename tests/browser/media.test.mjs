@@ -173,6 +173,7 @@ test("client: two people in a meeting see each other's camera", STEP, async (t) 
     return page;
   };
   const hana = await join("hana", "host", "Hana");
+  await hana.click("#tab-console");
   await hana.selectOption("#set-kind", "meeting");
   const pia = await join("pia", "participant", "Pia");
   await pia.locator("#cam", { hasText: "Start camera" }).waitFor();
@@ -203,6 +204,7 @@ test("client: simulcast layers follow the viewer's quality choice", STEP, async 
   if (!hana) return t.skip("the meeting test did not run");
   const layers = await pia.evaluate(() => [...convene.state.tracks.values()].find((x) => x.publisher === "hana" && x.kind === "video")?.layers ?? []);
   if (layers.length < 2) return t.skip(`the SFU did not take simulcast (layers ${JSON.stringify(layers)})`);
+  await pia.click("#devices-open");
   await pia.locator("#quality-box").waitFor();
   const widthAfter = async (quality) => {
     await pia.selectOption("#quality", quality);
@@ -263,6 +265,7 @@ test("client: media follows people into a breakout", STEP, async (t) => {
   if (skip) return t.skip(skip);
   const { hana, pia } = pages;
   if (!hana) return t.skip("the meeting test did not run");
+  await hana.click("#tab-breakouts");
   await hana.check("#bo-by-names");
   await hana.fill("#bo-names", "Circle A");
   await hana.click("#bo-plan");
@@ -277,5 +280,86 @@ test("client: media follows people into a breakout", STEP, async (t) => {
   await until(() => remoteStats(hana, "pia"), (s) => s.videoWidth > 0 && s.playing, { what: "Pia's video for the visiting host" });
   await until(() => remoteStats(pia, "hana"), (s) => s.videoWidth > 0 && s.playing, { what: "the visiting host's video in the breakout" });
   assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+});
+
+test("client: a presenter's camera, mic and screen share reach a webcast viewer as separate tiles", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "launch-stage";
+  const open = async (who, role, name) => {
+    const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    return page;
+  };
+  const pat = await open("pat", "presenter", "Pat");
+  const vic = await open("vic", "participant", "Vic");
+  assert.equal(await vic.locator("#cam").isHidden(), true, "the audience has no camera button in a webcast");
+  await pat.click("#mic");
+  await pat.click("#cam");
+  await pat.click("#share");
+  await pat.locator("#share[aria-pressed=true]", { hasText: "Stop sharing" }).waitFor();
+  await vic.locator('#videos figure[data-publisher=pat][data-screen] video').waitFor();
+  await vic.locator('#videos figure[data-publisher=pat]:not([data-screen]) video').waitFor();
+  const playing = (screen) => vic.evaluate((screen) => {
+    const v = document.querySelector(`#videos figure[data-publisher=pat]${screen ? "[data-screen]" : ":not([data-screen])"} video`);
+    return { width: v?.videoWidth ?? 0, audio: v?.srcObject?.getAudioTracks().length ?? 0 };
+  }, screen);
+  const screen = await until(() => playing(true), (s) => s.width > 0, { what: "the screen share playing" });
+  const camera = await until(() => playing(false), (s) => s.width > 0 && s.audio === 1, { what: "the camera with its mic playing" });
+  // Speaker view puts the screen share first and large.
+  const featured = await vic.evaluate(() => [...document.querySelectorAll("#videos figure")].map((f) => `${f.className}|${f.dataset.publisher}|${"screen" in f.dataset}`));
+  assert.equal(await vic.locator("#videos figure.featured[data-screen]").count(), 1, JSON.stringify(featured));
+  t.diagnostic(`screen ${screen.width}px, camera ${camera.width}px with audio`);
+  // Stopping the share leaves the camera.
+  await pat.click("#share");
+  await vic.locator("#videos figure[data-publisher=pat][data-screen]").waitFor({ state: "detached" });
+  await vic.waitForTimeout(1000);
+  const left = await vic.evaluate(() => ({ tracks: [...convene.state.tracks.values()].map((t) => `${t.source}:${t.id}`), tiles: [...convene.media.tiles.keys()] }));
+  assert.equal(await vic.locator("#videos figure[data-publisher=pat]").count(), 1, JSON.stringify(left));
+  assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
+});
+
+test("client: speaker view follows the active speaker; gallery, full screen and device pickers", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "circle";
+  const open = async (who, role, name) => {
+    const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    return page;
+  };
+  const host = await open("hal", "host", "Hal");
+  await host.click("#tab-console");
+  await host.selectOption("#set-kind", "meeting");
+  const ada = await open("ada", "participant", "Ada");
+  await ada.click("#mic");
+  await ada.click("#cam");
+  await host.locator("#videos figure[data-publisher=ada] video").waitFor();
+  // Ada's (fake) microphone beeps: her tile is marked speaking and featured in speaker view.
+  await host.locator("#videos figure.speaking.featured[data-publisher=ada]").waitFor({ timeout: 20000 });
+  await host.click("#layout");
+  await host.locator("#videos[data-layout=gallery]").waitFor();
+  assert.equal(await host.locator("#videos figure.featured").count(), 0, "gallery features no one");
+  await host.locator("#layout", { hasText: "Speaker view" }).waitFor();
+
+  await host.click("#fullscreen");
+  await host.locator("#fullscreen", { hasText: "Exit full screen" }).waitFor();
+  const full = await host.evaluate(() => ({ el: document.fullscreenElement?.tagName, stage: document.getElementById("stage").getBoundingClientRect().width, panel: document.getElementById("tabs").offsetParent === null }));
+  assert.deepEqual({ el: full.el, panel: full.panel }, { el: "HTML", panel: true }, "the side panel steps aside");
+  await host.click("#fullscreen");
+  await host.locator("#fullscreen", { hasText: "Full screen" }).waitFor();
+
+  // Device pickers list the (fake) devices; choosing a camera swaps the live track.
+  await ada.click("#devices-open");
+  const cameras = await ada.locator("#dev-camera option").evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  assert.ok(cameras.length >= 1, "a camera to choose");
+  assert.ok(await ada.locator("#dev-mic option").count() >= 2, "Default and at least one microphone");
+  const before = await ada.evaluate(() => convene.media.cam.id);
+  await ada.selectOption("#dev-camera", cameras[cameras.length - 1]);
+  await until(() => ada.evaluate(() => convene.media.cam.id), (id) => id !== before, { what: "a new camera track" });
+  assert.equal(await ada.evaluate(() => convene.media.cam.getSettings().deviceId), cameras[cameras.length - 1]);
+  // The others keep receiving video after the swap.
+  const decoded = async () => (await remoteStats(host, "ada")).framesDecoded;
+  const f1 = await decoded();
+  await until(decoded, (n) => n > f1 + 10, { what: "frames after the camera swap" });
   assert.deepEqual(pageErrors, [], "no uncaught errors in any page");
 });

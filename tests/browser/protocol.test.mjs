@@ -63,3 +63,13 @@ test("countdown and close codes", () => {
   assert.equal(isFinalClose(CLOSE.SLOW), false);
   assert.equal(isFinalClose(1006), false);
 });
+
+test("socket URLs carry a chosen display name; token claims read without verifying", async () => {
+  const { socketUrl, tokenClaims } = await import("../../client/protocol.js");
+  const url = new URL(socketUrl("http://127.0.0.1:8080/?token=t", "t", null, "Ana Ruiz"));
+  assert.equal(url.searchParams.get("name"), "Ana Ruiz");
+  assert.equal(new URL(socketUrl("http://h/", "t", null)).searchParams.has("name"), false);
+  const payload = Buffer.from(JSON.stringify({ sub: "u1", name: "", room: "r" })).toString("base64url");
+  assert.deepEqual(tokenClaims(`h.${payload}.s`), { sub: "u1", name: "", room: "r" });
+  assert.equal(tokenClaims("garbage"), null);
+});

@@ -1,0 +1,361 @@
+// @ts-check
+// Media: one RTCPeerConnection per session to the server's SFU. Mic, camera and screen are
+// separate local tracks on their own sendonly transceivers, so each mutes on its own. The client
+// makes the first offer (to publish, or with a data channel to watch); the server then offers to
+// add or stop remote tracks. A client offer cancels a server offer in flight, so a server offer
+// that arrives while ours is outstanding is stale and dropped (the server makes it again). The
+// server is ICE-lite with its host candidate in the SDP: no ICE servers, nothing to trickle.
+import { command, SIMULCAST_LAYERS, publisherOf } from "/protocol.js";
+
+/**
+ * @typedef {{stream: MediaStream, video: HTMLVideoElement, el: HTMLElement, publisher: string, screen: boolean}} Tile
+ */
+
+export class Media {
+  /**
+   * @param {{conn: any, state: any, notice: (text: string, kind?: string) => void, changed: () => void}} deps
+   */
+  constructor({ conn, state, notice, changed }) {
+    this.conn = conn;
+    this.state = state;
+    this.notice = notice;
+    this.changed = changed;
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {MediaStreamTrack|null} */ this.mic = null;
+    /** @type {MediaStreamTrack|null} */ this.cam = null;
+    /** @type {MediaStreamTrack|null} */ this.screen = null;
+    this.micMuted = false;
+    /** @type {{mic?: RTCRtpTransceiver, cam?: RTCRtpTransceiver, screen?: RTCRtpTransceiver}} */
+    this.tx = {};
+    this.localStream = new MediaStream();
+    this.offers = 0;
+    /** @type {{id: string, resolve: (sdp: string) => void, reject: (e: Error) => void}|null} */
+    this.awaiting = null;
+    this.chain = Promise.resolve();
+    /** remote MediaStream id -> tile @type {Map<string, Tile>} */
+    this.tiles = new Map();
+    /** @type {Tile|null} */ this.local = null;
+    /** @type {Tile|null} */ this.localScreen = null;
+    this.devices = { camera: "", mic: "", speaker: "" };
+    /** publisher identity of the loudest recent speaker */
+    /** @type {string|null} */ this.activeSpeaker = null;
+    setInterval(() => this.sampleLevels(), 400);
+  }
+
+
+  /** @param {() => Promise<void>} step */
+  signal(step) {
+    this.chain = this.chain.then(step).catch((e) => this.notice(`Media: ${e.message}`, "error"));
+    return this.chain;
+  }
+
+  peer() {
+    if (this.pc) return this.pc;
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    pc.ontrack = (e) => this.addRemoteTrack(e.track, e.streams[0]);
+    pc.onconnectionstatechange = () => this.changed();
+    this.pc = pc;
+    return pc;
+  }
+
+  /** Offers the peer's current m-lines and applies the server's `rtc_answer`. */
+  offer() {
+    this.offers++;
+    return this.signal(async () => {
+      const pc = this.peer();
+      const msg = command("rtc_offer");
+      const answer = new Promise((resolve, reject) => { this.awaiting = { id: msg.request_id, resolve, reject }; });
+      answer.catch(() => {});
+      const timer = setTimeout(() => this.answered(null, "no answer from the server"), 15000);
+      try {
+        const offer = await pc.createOffer();
+        // The SFU tells a screen share by its msid: name the screen track's stream "screen".
+        if (this.screen && offer.sdp) offer.sdp = offer.sdp.replaceAll(new RegExp(`msid:\\S+ ${this.screen.id}`, "g"), `msid:screen ${this.screen.id}`);
+        await pc.setLocalDescription(offer);
+        if (!this.conn.sendRaw({ ...msg, sdp: pc.localDescription?.sdp })) throw new Error("not connected");
+        await pc.setRemoteDescription({ type: "answer", sdp: await answer });
+      } catch (e) {
+        if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+        throw e;
+      } finally {
+        clearTimeout(timer);
+        if (this.awaiting?.id === msg.request_id) this.answered(null);
+      }
+    });
+  }
+
+  /** The server's answer (or refusal) to our offer. @param {string|null} sdp @param {string} [refusal] */
+  answered(sdp, refusal) {
+    const waiting = this.awaiting;
+    if (!waiting) return;
+    this.awaiting = null;
+    this.offers--;
+    sdp ? waiting.resolve(sdp) : waiting.reject(new Error(refusal ?? "offer abandoned"));
+  }
+
+  /** @param {string} sdp */
+  serverOffer(sdp) {
+    if (this.offers > 0 || !this.pc) return;
+    this.signal(async () => {
+      const pc = /** @type {RTCPeerConnection} */ (this.pc);
+      await pc.setRemoteDescription({ type: "offer", sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      this.conn.sendRaw(command("rtc_answer", { sdp: pc.localDescription?.sdp }));
+    });
+  }
+
+  /** Watchers connect once there is something to watch. */
+  startReceiving() {
+    if (this.pc || ![...this.state.tracks.values()].some((t) => t.publisher !== this.state.you?.identity)) return;
+    this.peer().createDataChannel("convene");
+    this.offer();
+  }
+
+  get publishing() { return !!(this.mic || this.cam || this.screen); }
+
+  /**
+   * Puts `track` on the transceiver for `slot`, creating it on first use; offers when the
+   * m-lines change or the server must hear that we publish again.
+   * @param {"mic"|"cam"|"screen"} slot @param {MediaStreamTrack} track
+   */
+  async attach(slot, track) {
+    const pc = this.peer();
+    const stream = slot === "screen" ? new MediaStream([track]) : this.localStream;
+    if (slot !== "screen") stream.addTrack(track);
+    const existing = this.tx[slot];
+    if (existing) {
+      existing.direction = "sendonly";
+      await existing.sender.replaceTrack(track);
+    }
+    else {
+      this.tx[slot] = pc.addTransceiver(track, {
+        direction: "sendonly", streams: [stream],
+        sendEncodings: slot === "cam" ? SIMULCAST_LAYERS : undefined,
+      });
+    }
+    this.offer();
+  }
+
+  /**
+   * Stops one source. With others still going, its m-line goes inactive in a new offer (the
+   * server's `unpublish` stops everything); the last one stops with `unpublish`.
+   * @param {"mic"|"cam"|"screen"} slot
+   */
+  async detach(slot) {
+    const track = this[slot];
+    if (!track) return;
+    track.stop();
+    if (slot !== "screen") this.localStream.removeTrack(track);
+    this[slot] = null;
+    const tx = this.tx[slot];
+    await tx?.sender.replaceTrack(null);
+    if (this.publishing && tx) {
+      tx.direction = "inactive";
+      this.offer();
+    } else {
+      this.conn.send("unpublish");
+    }
+  }
+
+  /** @param {"audio"|"video"} kind */
+  async capture(kind) {
+    const id = kind === "audio" ? this.devices.mic : this.devices.camera;
+    const constraints = kind === "audio"
+      ? { audio: id ? { deviceId: { exact: id } } : true }
+      : { video: { width: { ideal: 1280 }, height: { ideal: 720 }, ...(id ? { deviceId: { exact: id } } : {}) } };
+    const stream = await navigator.mediaDevices.getUserMedia(constraints);
+    return stream.getTracks()[0];
+  }
+
+  /** Mic button: first press starts the microphone; then it mutes and unmutes it. */
+  async toggleMic() {
+    if (this.mic) {
+      this.micMuted = !this.micMuted;
+      this.mic.enabled = !this.micMuted;
+      this.changed();
+      return;
+    }
+    try {
+      this.mic = await this.capture("audio");
+    } catch (e) {
+      this.notice(`Microphone: ${/** @type {Error} */ (e).message}`, "error");
+      return;
+    }
+    this.micMuted = false;
+    await this.attach("mic", this.mic);
+    this.changed();
+  }
+
+  async startCamera() {
+    try {
+      this.cam = await this.capture("video");
+    } catch (e) {
+      this.notice(`Camera: ${/** @type {Error} */ (e).message}`, "error");
+      return;
+    }
+    this.local = this.tile("you", this.localStream, false, true);
+    await this.attach("cam", this.cam);
+    this.changed();
+  }
+
+  async stopCamera() {
+    await this.detach("cam");
+    this.local = null;
+    this.changed();
+  }
+
+  toggleCamera() {
+    return this.cam ? this.stopCamera() : this.startCamera();
+  }
+
+  async toggleScreen() {
+    if (this.screen) {
+      await this.detach("screen");
+      this.localScreen = null;
+      this.changed();
+      return;
+    }
+    try {
+      const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+      this.screen = stream.getVideoTracks()[0];
+    } catch (e) {
+      this.notice(`Screen share: ${/** @type {Error} */ (e).message}`, "error");
+      return;
+    }
+    const screen = this.screen;
+    screen.onended = () => { if (this.screen === screen) this.toggleScreen(); };
+    this.localScreen = this.tile("you-screen", new MediaStream([screen]), true, false);
+    await this.attach("screen", screen);
+    this.changed();
+  }
+
+  /** Stops everything we send (taken off stage, or leaving). */
+  async stopAll() {
+    for (const slot of /** @type {const} */ (["mic", "cam", "screen"])) if (this[slot]) await this.detach(slot);
+    this.local = this.localScreen = null;
+    this.changed();
+  }
+
+  /** A device picked in the settings: swap the live track for one from that device. @param {"camera"|"mic"|"speaker"} which @param {string} id */
+  async useDevice(which, id) {
+    this.devices[which] = id;
+    try {
+      if (which === "speaker") {
+        for (const t of this.tiles.values()) await /** @type {any} */ (t.video).setSinkId?.(id);
+      } else if (which === "camera" && this.cam) {
+        const old = this.cam;
+        this.cam = await this.capture("video");
+        this.localStream.removeTrack(old);
+        this.localStream.addTrack(this.cam);
+        old.stop();
+        await this.tx.cam?.sender.replaceTrack(this.cam);
+      } else if (which === "mic" && this.mic) {
+        const old = this.mic;
+        this.mic = await this.capture("audio");
+        this.mic.enabled = !this.micMuted;
+        this.localStream.removeTrack(old);
+        this.localStream.addTrack(this.mic);
+        old.stop();
+        await this.tx.mic?.sender.replaceTrack(this.mic);
+      }
+    } catch (e) {
+      this.notice(`Device: ${/** @type {Error} */ (e).message}`, "error");
+    }
+    this.changed();
+  }
+
+  /** After a fresh welcome the server has no peer for us: start over with what we had. @param {boolean} mayPublish */
+  restart(mayPublish) {
+    const had = { mic: !!this.mic, cam: !!this.cam };
+    this.pc?.close();
+    for (const t of [this.mic, this.cam, this.screen]) t?.stop();
+    Object.assign(this, { pc: null, mic: null, cam: null, screen: null, tx: {}, local: null, localScreen: null, chain: Promise.resolve(), localStream: new MediaStream() });
+    if (this.awaiting) this.answered(null);
+    this.tiles.clear();
+    if (mayPublish && had.cam) this.startCamera();
+    if (mayPublish && had.mic) this.toggleMic();
+    if (!had.cam && !had.mic) this.startReceiving();
+  }
+
+  /** @param {string} key @param {MediaStream} stream @param {boolean} screen @param {boolean} [mine] @returns {Tile} */
+  tile(key, stream, screen, mine = false) {
+    const video = /** @type {HTMLVideoElement} */ (document.createElement("video"));
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = mine;
+    if (mine && !screen) video.classList.add("mirrored");
+    video.srcObject = stream;
+    if (this.devices.speaker) /** @type {any} */ (video).setSinkId?.(this.devices.speaker).catch(() => {});
+    // Autoplay with sound needs a user gesture; without one, play muted until the page is clicked.
+    video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
+    const caption = document.createElement("figcaption");
+    const el = document.createElement("figure");
+    el.className = "tile";
+    el.dataset.publisher = key;
+    if (screen) el.dataset.screen = "";
+    el.append(video, caption);
+    return { stream, video, el, publisher: key, screen };
+  }
+
+  /**
+   * A remote track lands in its publisher's tile: one tile for camera and microphone, another for
+   * a screen share (the SFU puts all of a publisher's tracks in one stream; a video element plays
+   * one video track).
+   * @param {MediaStreamTrack} track @param {MediaStream} [stream]
+   */
+  addRemoteTrack(track, stream) {
+    const info = this.state.tracks.get(track.id);
+    const publisher = publisherOf(this.state.tracks, track.id, stream?.id);
+    const screen = track.kind === "video" && info?.source === "screen";
+    const key = `${publisher}:${screen ? "screen" : "camera"}`;
+    let tile = this.tiles.get(key);
+    if (!tile) {
+      tile = this.tile(publisher, new MediaStream(), screen);
+      this.tiles.set(key, tile);
+    }
+    tile.stream.addTrack(track);
+    // A video element given a stream before its video track came needs a nudge.
+    tile.video.srcObject = tile.stream;
+    tile.video.play().catch(() => {});
+    track.addEventListener("ended", () => this.dropRemoteTrack(track.id));
+    const s = /** @type {any} */ (stream);
+    if (s && !s.watched) {
+      s.watched = true;
+      s.addEventListener("removetrack", (/** @type {MediaStreamTrackEvent} */ e) => this.dropRemoteTrack(e.track.id));
+    }
+    this.changed();
+  }
+
+  /** @param {string} trackId */
+  dropRemoteTrack(trackId) {
+    for (const [key, t] of this.tiles) {
+      for (const track of t.stream.getTracks()) if (track.id === trackId) t.stream.removeTrack(track);
+      if (t.stream.getTracks().length === 0) this.dropTile(key);
+    }
+  }
+
+  /** @param {string} key */
+  dropTile(key) {
+    this.tiles.delete(key);
+    this.changed();
+  }
+
+  /** Active speaker: the loudest remote audio above a floor, held until someone else is louder. */
+  sampleLevels() {
+    if (!this.pc) return;
+    let best = null;
+    let bestLevel = 0.02;
+    for (const r of this.pc.getReceivers()) {
+      if (r.track.kind !== "audio") continue;
+      const level = r.getSynchronizationSources()[0]?.audioLevel ?? 0;
+      if (level <= bestLevel) continue;
+      const tile = [...this.tiles.values()].find((t) => t.stream.getTracks().includes(r.track));
+      if (tile) { best = tile.publisher; bestLevel = level; }
+    }
+    if (best && best !== this.activeSpeaker) {
+      this.activeSpeaker = best;
+      this.changed();
+    }
+  }
+}
