@@ -116,7 +116,7 @@ async fn prepare(
     )?;
     if claims.name.trim().is_empty() {
         let name = query.name.as_deref().map(str::trim).unwrap_or_default();
-        if name.is_empty() || name.chars().count() > 100 {
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
                 "this link lets you choose a display name: add name= (1-100 characters)",
             ));
