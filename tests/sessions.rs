@@ -410,3 +410,70 @@ async fn a_request_id_over_64_bytes_is_refused_and_a_64_byte_one_is_acked() {
         ServerMessage::Ack { id: Some(1), .. }
     ));
 }
+
+/// Opens `/ws` over a bare TCP socket and reads past the welcome, so a test can write frames
+/// no WebSocket library would.
+async fn raw_session(t: &TestServer, identity: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let token = t.token("raw", Role::Participant, identity);
+    let mut tcp = tokio::net::TcpStream::connect(t.server.addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    tcp
+}
+
+/// Reads server frames until a close frame; returns its code.
+async fn close_code(tcp: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let first = tcp.read_u8().await.unwrap();
+            let len = match tcp.read_u8().await.unwrap() & 0x7f {
+                126 => tcp.read_u16().await.unwrap() as usize,
+                127 => tcp.read_u64().await.unwrap() as usize,
+                n => n as usize,
+            };
+            let mut payload = vec![0; len];
+            tcp.read_exact(&mut payload).await.unwrap();
+            if first & 0x0f == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    })
+    .await
+    .expect("a close frame")
+}
+
+#[tokio::test]
+async fn broken_frames_close_with_1007_or_1002_not_1001() {
+    use tokio::io::AsyncWriteExt;
+    let t = TestServer::start().await;
+    // A text frame that is not UTF-8 (masked, as a client must).
+    let mut tcp = raw_session(&t, "bytes").await;
+    let mask = [1u8, 2, 3, 4];
+    let payload: Vec<u8> = [0xffu8, 0xfe, 0xfd]
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ mask[i % 4])
+        .collect();
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend_from_slice(&payload);
+    tcp.write_all(&frame).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1007);
+    // An unmasked frame from a client breaks the protocol.
+    let mut tcp = raw_session(&t, "unmasked").await;
+    tcp.write_all(&[0x81, 2, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1002);
+}

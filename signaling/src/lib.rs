@@ -590,6 +590,16 @@ impl CloseReason {
         code: 1001,
         reason: "going away",
     };
+    /// The client broke the WebSocket protocol (unmasked frame, reserved bits, bad opcode).
+    pub const PROTOCOL_ERROR: CloseReason = CloseReason {
+        code: 1002,
+        reason: "protocol error",
+    };
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: CloseReason = CloseReason {
+        code: 1007,
+        reason: "text frame is not valid UTF-8",
+    };
     pub const POLICY: CloseReason = CloseReason {
         code: 1008,
         reason: "too many refused messages",

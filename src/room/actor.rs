@@ -539,7 +539,10 @@ impl RoomActor {
             return;
         }
         let identity = entry.identity.clone();
-        let reply = match self.state.apply(&command, &identity, now) {
+        let started = std::time::Instant::now();
+        let applied = self.state.apply(&command, &identity, now);
+        crate::metrics::command_handled(started.elapsed());
+        let reply = match applied {
             Ok(outcome) => {
                 if let (Command::Upvote { .. }, Ok(mut sheet)) = (&command, self.attendance.lock())
                 {
@@ -630,8 +633,10 @@ impl RoomActor {
                 frame,
             });
             self.log.append(envelope.clone());
+            let started = std::time::Instant::now();
             self.sink
                 .deliver(self.state.name(), RoomOutput::Publish(envelope));
+            crate::metrics::observe_fanout(started.elapsed());
         }
     }
 }

@@ -145,6 +145,9 @@ where
         }
         Err(_) => watch::channel(MediaAccess::default()).0,
     };
+    if closed == Some(CloseReason::SLOW) {
+        crate::metrics::slow_reader_closed();
+    }
     tracing::debug!(left, ?closed, "session ended");
     SessionEnd {
         left,
@@ -470,9 +473,9 @@ impl Reader {
                 }
                 Ok(None) => return false,
                 Ok(Some(Err(error))) => {
-                    if is_too_big(&error) {
-                        tracing::info!("frame over the size limit");
-                        self.outbox.close(CloseReason::TOO_BIG);
+                    if let Some(reason) = close_for(&error) {
+                        tracing::info!(code = reason.code, "closing on a bad frame");
+                        self.outbox.close(reason);
                     }
                     return false;
                 }
@@ -538,6 +541,7 @@ impl Reader {
             return true;
         }
         if let Err(retry_after_ms) = self.limiter.check(CommandClass::of(&command)) {
+            crate::metrics::rate_limited();
             self.strikes += 1;
             self.outbox.send(frame(&ServerMessage::Error {
                 request_id,
@@ -637,6 +641,21 @@ fn explain_parse_error(
             ErrorCode::InvalidMessage,
             format!("invalid message: {error}"),
         ),
+    }
+}
+
+/// The close a read error deserves: 1009 for an oversized message, 1007 for text that is
+/// not UTF-8, 1002 for a broken frame; none when the connection simply went away.
+fn close_for(error: &axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    if is_too_big(error) {
+        return Some(CloseReason::TOO_BIG);
+    }
+    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
+    match inner {
+        Some(WsError::Utf8(_)) => Some(CloseReason::INVALID_DATA),
+        Some(WsError::Protocol(_)) => Some(CloseReason::PROTOCOL_ERROR),
+        _ => None,
     }
 }
 
