@@ -134,7 +134,14 @@ function handle(msg) {
       state.seq = msg.seq;
       const ev = msg.event;
       tell(applyEvent(state, ev));
-      if (ev.type === "track_published") media.startReceiving();
+      if (ev.type === "track_published") {
+        media.placeTrack(ev.track.id);
+        media.startReceiving();
+      }
+      if (ev.type === "moved" && ev.tracks?.length) {
+        for (const t of ev.tracks) media.placeTrack(t.id);
+        media.startReceiving();
+      }
       if (ev.type === "track_unpublished") media.dropRemoteTrack(ev.track_id);
       break;
     }

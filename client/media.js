@@ -35,6 +35,9 @@ export class Media {
     this.chain = Promise.resolve();
     /** remote MediaStream id -> tile @type {Map<string, Tile>} */
     this.tiles = new Map();
+    /** Remote tracks by id, with their stream, so a track can move tiles once its publisher is known. */
+    /** @type {Map<string, {track: MediaStreamTrack, stream?: MediaStream}>} */
+    this.received = new Map();
     /** @type {Tile|null} */ this.local = null;
     /** @type {Tile|null} */ this.localScreen = null;
     this.devices = { camera: "", mic: "", speaker: "" };
@@ -305,6 +308,7 @@ export class Media {
    * @param {MediaStreamTrack} track @param {MediaStream} [stream]
    */
   addRemoteTrack(track, stream) {
+    this.received.set(track.id, { track, stream });
     const info = this.state.tracks.get(track.id);
     const publisher = publisherOf(this.state.tracks, track.id, stream?.id);
     const screen = track.kind === "video" && info?.source === "screen";
@@ -327,8 +331,23 @@ export class Media {
     this.changed();
   }
 
+  /**
+   * `track_published` arrived after the media: move the track to its publisher's tile.
+   * @param {string} trackId
+   */
+  placeTrack(trackId) {
+    const got = this.received.get(trackId);
+    const publisher = this.state.tracks.get(trackId)?.publisher;
+    if (!got || !publisher) return;
+    const placed = [...this.tiles.values()].some((t) => t.publisher === publisher && t.stream.getTracks().includes(got.track));
+    if (placed) return;
+    this.dropRemoteTrack(trackId);
+    this.addRemoteTrack(got.track, got.stream);
+  }
+
   /** @param {string} trackId */
   dropRemoteTrack(trackId) {
+    if (!this.state.tracks.has(trackId)) this.received.delete(trackId);
     for (const [key, t] of this.tiles) {
       for (const track of t.stream.getTracks()) if (track.id === trackId) t.stream.removeTrack(track);
       if (t.stream.getTracks().length === 0) this.dropTile(key);

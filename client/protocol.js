@@ -105,10 +105,14 @@ export const SIMULCAST_LAYERS = [
   { rid: "l", scaleResolutionDownBy: 4 },
 ];
 
-/** The publisher of a remote track: the room's track list knows it; else the SDP msid (`<identity>.<session>`). */
-/** @param {Map<string, any>} tracks @param {string} trackId @param {string} [streamId] @returns {string} */
+/**
+ * The publisher of a remote track, from the room's track list. Track and stream ids are opaque
+ * (`t<n>`, `p<n>`): until `track_published` names the publisher, the stream id stands in, and
+ * the track is placed again when it arrives (`Media.placeTrack`).
+ * @param {Map<string, any>} tracks @param {string} trackId @param {string} [streamId] @returns {string}
+ */
 export function publisherOf(tracks, trackId, streamId) {
-  return tracks.get(trackId)?.publisher ?? streamId?.split(".")[0] ?? "";
+  return tracks.get(trackId)?.publisher ?? streamId ?? "";
 }
 
 /** The claims of a JWT, read without checking it (the server checks); `null` if unreadable. */

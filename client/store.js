@@ -170,6 +170,8 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.chat = Array.isArray(ev.chat) ? ev.chat : [];
       state.placeName = ev.breakout == null ? null : ev.name;
       for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
+      // Media already published where we arrive (a visiting host sees the breakout's cameras).
+      if (Array.isArray(ev.tracks)) for (const t of ev.tracks) state.tracks.set(t.id, t);
       if (state.you) state.you = { ...state.you, breakout: ev.breakout, hand_raised: false };
       // The lead's protocol change: the people at the destination come with the move.
       if (Array.isArray(ev.members)) for (const m of ev.members) state.members.set(m.identity, m);

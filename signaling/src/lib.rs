@@ -773,6 +773,12 @@ pub enum RoomEvent {
         /// teammates in a breakout); empty when you already see everyone there.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         members: Vec<Member>,
+        /// Media already published at the destination.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tracks: Vec<Track>,
+        /// The destination's recent chat (the main room's history on return).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chat: Vec<ChatMessage>,
     },
     /// Many people moved at once (breakouts opened or closed). For each move the viewer
     /// sets `breakout`, clears `hand_raised`, and on a return to the main room

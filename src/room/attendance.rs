@@ -377,6 +377,8 @@ mod tests {
             },
             ends_at: None,
             members: Vec::new(),
+            tracks: Vec::new(),
+            chat: Vec::new(),
         };
         sheet.record(&moved(Some(2)), Some("ana"), s(60));
         sheet.record(&moved(None), Some("ana"), s(60 + 754));

@@ -5,7 +5,8 @@ use std::hash::{Hash, Hasher};
 
 use convene_signaling::{
     Assignment, BreakoutId, BreakoutPhase, BreakoutPlan, BreakoutRoom, BreakoutRooms, Breakouts,
-    Command, ErrorCode, Member, MemberMove, Millis, Role, RoomEvent, RoomKind, MAX_CHAT_CHARS,
+    ChatMessage, Command, ErrorCode, Member, MemberMove, Millis, Role, RoomEvent, RoomKind, Track,
+    MAX_CHAT_CHARS,
 };
 
 use super::{check_text, Audience, Denied, Event, Outcome, Place, RoomState};
@@ -145,6 +146,18 @@ impl RoomState {
         self.member(identity).is_some_and(|m| m.role.is_staff())
     }
 
+    /// What a mover finds where they arrive: the tracks published there and its recent chat.
+    fn arrival(&self, to: Option<BreakoutId>) -> (Vec<Track>, Vec<ChatMessage>) {
+        let place = Place::from_breakout(to);
+        let tracks = self
+            .tracks
+            .values()
+            .filter(|t| t.breakout == to)
+            .cloned()
+            .collect();
+        (tracks, self.chat.history(place))
+    }
+
     /// The name and end time of where a move leads.
     fn destination(&self, to: Option<BreakoutId>) -> (String, Option<Millis>) {
         match (to, &self.breakouts) {
@@ -216,8 +229,13 @@ impl RoomState {
             return events;
         }
         let rosters = self.hidden_rosters();
+        let mut arrivals = BTreeMap::new();
         for (identity, from, to) in &moved {
             let (name, ends_at) = self.destination(*to);
+            let (tracks, chat) = arrivals
+                .entry(*to)
+                .or_insert_with(|| self.arrival(*to))
+                .clone();
             events.push(Event::new(
                 Audience::person(identity),
                 RoomEvent::Moved {
@@ -226,6 +244,8 @@ impl RoomState {
                     name,
                     ends_at,
                     members: Self::roster_for(&rosters, *to, identity, self.is_staff(identity)),
+                    tracks,
+                    chat,
                 },
             ));
         }
@@ -294,6 +314,7 @@ impl RoomState {
             identity,
             self.is_staff(identity),
         );
+        let (tracks, chat) = self.arrival(to);
         events.push(Event::new(
             Audience::person(identity),
             RoomEvent::Moved {
@@ -302,6 +323,8 @@ impl RoomState {
                 name,
                 ends_at,
                 members,
+                tracks,
+                chat,
             },
         ));
         let member = self.members[identity].member.clone();

@@ -1176,3 +1176,82 @@ fn a_handled_help_request_reaches_staff_and_the_asker_only() {
         ErrorCode::NotFound
     );
 }
+
+#[test]
+fn a_mover_gets_the_destinations_tracks_and_chat() {
+    let mut room = room_with(&[("host", Role::Host)]);
+    room.settings.kind = RoomKind::Meeting;
+    for (who, team) in [("a1", "A"), ("a2", "A")] {
+        room.join(with_team(who, team), 1).unwrap();
+    }
+    run(
+        &mut room,
+        "host",
+        Command::SendChat {
+            text: "welcome, all".into(),
+        },
+        2,
+    )
+    .unwrap();
+    let plan = BreakoutPlan {
+        rooms: BreakoutRooms::FromAttribute {
+            from_attribute: "team".into(),
+        },
+        assignment: Assignment::ByAttribute { key: "team".into() },
+        duration_s: None,
+        allow_leave: true,
+    };
+    run(&mut room, "host", Command::SetBreakoutPlan { plan }, 3).unwrap();
+    run(&mut room, "host", Command::OpenBreakouts, 4).unwrap();
+    room.track_published(Track {
+        id: "t1".into(),
+        publisher: "a1".into(),
+        kind: convene_signaling::TrackKind::Video,
+        source: convene_signaling::TrackSource::Camera,
+        breakout: Some(1),
+        layers: vec![],
+    });
+    // A visiting host finds a1's camera already there.
+    let events = run(&mut room, "host", Command::JoinBreakout { breakout: 1 }, 5)
+        .unwrap()
+        .events;
+    let tracks = events.iter().find_map(|e| match &e.body {
+        RoomEvent::Moved { tracks, .. } => Some(tracks.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        tracks
+            .unwrap()
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        ["t1"]
+    );
+    // Back in the main room, its chat history comes along.
+    let events = run(
+        &mut room,
+        "host",
+        Command::CloseBreakouts {
+            countdown_s: Some(0),
+        },
+        6,
+    )
+    .unwrap()
+    .events;
+    let homecoming: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            RoomEvent::Moved {
+                breakout: None,
+                chat,
+                ..
+            } => Some(chat.iter().map(|m| m.text.as_str()).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(homecoming.len(), 3, "a1, a2 and the host return");
+    assert!(
+        homecoming.iter().all(|c| *c == ["welcome, all"]),
+        "{homecoming:?}"
+    );
+}
