@@ -418,6 +418,7 @@ $("bo-extend").onclick = () => send("extend_breakouts", { seconds: 300 });
 $("bo-close").onclick = () => send("close_breakouts", { countdown_s: Math.max(0, Math.min(600, Math.round(Number($("bo-countdown").value) || 0))) });
 $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
+$("bo-back").onclick = () => send("choose_breakout", { breakout: state.leftBreakout });
 onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));
 setInterval(() => renderTimer(state), 1000);
 matchMedia("(max-width: 700px)").addEventListener("change", () => render());

@@ -230,6 +230,10 @@ export function renderBreakouts(c) {
   $("bo-help").hidden = you.facilitator;
   $("bo-leave").hidden = !you.facilitator && b?.plan.allow_leave === false;
   text($("bo-leave"), you.facilitator ? "Return to main room" : "Leave breakout");
+  // Left a breakout (the plan allows it): offer the way back while breakouts run.
+  const back = b?.phase === "open" && here == null && b.plan.allow_leave ? state.leftBreakout : null;
+  $("bo-back").hidden = back == null;
+  if (back != null) text($("bo-back"), `Go back to ${roomName(state, back)}`);
   renderTimer(state);
   const selfSelect = open && b.plan.assignment.mode === "self_select" && !staff;
   keyed($("bo-rooms"), b && (staff || selfSelect) ? b.rooms : [], (r) => r.id, () => h("li", {}, h("b", {}), h("span", { class: "meta" }), h("span", { class: "controls" })),

@@ -214,6 +214,11 @@ test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, asyn
   await pia.click("#bo-leave");
   await visible(pia.locator("#place", { hasText: "Main room" }));
   await visible(pia.locator("#bo-status", { hasText: "main room" }));
+  // The plan lets people leave, so Pia may go back to her team's room, and leave again.
+  await pia.getByRole("button", { name: "Go back to Knox County" }).click();
+  await visible(pia.locator("#place", { hasText: "In Knox County" }));
+  await pia.click("#bo-leave");
+  await visible(pia.locator("#place", { hasText: "Main room" }));
 
   // A two-minute wrap-up instead of the default 30 s.
   await hana.fill("#bo-countdown", "120");
