@@ -162,21 +162,16 @@ export function renderQuestions(c) {
   text($("live-text"), live?.text ?? "");
 
   // Presenter view: the live question and the queue in large type.
+  // Built once; its parts change in place, so a focused button survives a new live question.
   const pv = $("pv-live");
-  if (live) {
-    if (pv.dataset.id !== String(live.id)) {
-      pv.dataset.id = String(live.id);
-      pv.replaceChildren(h("p", { class: "pv-label" }, "Answering now"), h("p", { class: "pv-text" }), h("span", { class: "controls" }));
-    }
-    text(pv.children[1], live.text);
-    controls(pv.children[2], [
-      { key: "answered", label: "Answered", name: `Answered: question ${live.id}`, onclick: () => c.send("answer_question", { question_id: live.id }) },
-      { key: "clear", label: "Not live", name: `Not live: question ${live.id}`, onclick: () => c.send("set_live_question", { question_id: null }) },
-    ]);
-  } else if (pv.dataset.id !== "") {
-    pv.dataset.id = "";
-    pv.replaceChildren(h("p", { class: "pv-label" }, "No question is live. Pick one from the queue."));
-  }
+  if (!pv.children.length) pv.append(h("p", { class: "pv-label" }), h("p", { class: "pv-text" }), h("span", { class: "controls" }));
+  text(pv.children[0], live ? "Answering now" : "No question is live. Pick one from the queue.");
+  text(pv.children[1], live?.text ?? "");
+  pv.children[1].hidden = !live;
+  controls(pv.children[2], live ? [
+    { key: "answered", label: "Answered", name: `Answered: question ${live.id}`, onclick: () => c.send("answer_question", { question_id: live.id }) },
+    { key: "clear", label: "Not live", name: `Not live: question ${live.id}`, onclick: () => c.send("set_live_question", { question_id: null }) },
+  ] : []);
   keyed($("pv-queue"), qs.filter((q) => q.state === "approved" && !q.live).sort(questionOrder), (q) => q.id,
     () => h("li", {}, h("span", { class: "pv-text" }), h("span", { class: "meta" }), h("span", { class: "controls" })),
     (li, q) => {
