@@ -50,8 +50,8 @@ export function renderPeople(c) {
     const specs = [];
     if (!self && staff && m.hand_raised) specs.push({ key: "hand", label: "Lower hand", name: `Lower hand of ${m.name}`, onclick: () => c.send("lower_hand", { identity: m.identity }) });
     if (!self && moderator) {
-      if (!canModerate(m.role)) specs.push({ key: "mute", label: m.chat_muted ? "Unmute" : "Mute", name: `${m.chat_muted ? "Unmute" : "Mute"} ${m.name} in chat`, onclick: () => c.send("mute_chat", { identity: m.identity, muted: !m.chat_muted }) });
-      specs.push({ key: "stage", label: m.on_stage ? "Off stage" : "On stage", name: m.on_stage ? `Off stage: ${m.name}` : `On stage: invite ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
+      if (!canModerate(m.role)) specs.push({ key: "mute", label: m.chat_muted ? "Unmute chat" : "Mute chat", name: `${m.chat_muted ? "Unmute chat" : "Mute chat"}: ${m.name}`, onclick: () => c.send("mute_chat", { identity: m.identity, muted: !m.chat_muted }) });
+      specs.push({ key: "stage", label: m.on_stage ? "Remove from stage" : "Invite to stage", name: m.on_stage ? `Remove from stage: ${m.name}` : `Invite to stage: ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
       if (!canModerate(m.role)) specs.push({ key: "remove", label: "Remove", name: `Remove ${m.name}`, onclick: () => confirm(`Remove ${m.name} from the room?`) && c.send("remove_participant", { identity: m.identity }) });
     }
     controls(li.children[2], specs);
@@ -193,7 +193,7 @@ export function renderConsole(c) {
       attr(li, "data-identity", m.identity);
       text(li.children[0], m.name);
       controls(li.children[1], [
-        { key: "stage", label: "On stage", name: `On stage: invite ${m.name}`, onclick: () => c.send("invite_to_stage", { identity: m.identity }) },
+        { key: "stage", label: "Invite to stage", name: `Invite to stage: ${m.name}`, onclick: () => c.send("invite_to_stage", { identity: m.identity }) },
         { key: "lower", label: "Lower hand", name: `Lower hand of ${m.name}`, onclick: () => c.send("lower_hand", { identity: m.identity }) },
       ]);
     });

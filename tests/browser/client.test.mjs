@@ -162,9 +162,9 @@ test("moderation: the host mutes a participant's chat", STEP, async () => {
   const { hana, quinn } = pages;
   await show(hana, "people");
   await show(quinn, "chat");
-  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute Quinn in chat" }).click();
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute chat: Quinn" }).click();
   await visible(quinn.locator("#chat-text[disabled]"));
-  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute Quinn in chat" }).click();
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute chat: Quinn" }).click();
   await visible(quinn.locator("#chat-text:not([disabled])"));
 });
 
