@@ -396,6 +396,22 @@ onSubmit("poll-form", () => {
   $("poll-question").value = "";
   $("poll-options").value = "";
 });
+/** Downloads an export (it needs the host's token, so not a plain link). @param {string} what */
+async function download(what) {
+  try {
+    const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/${what}?format=csv`, { headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message ?? res.statusText);
+    const a = h("a", { href: URL.createObjectURL(await res.blob()), download: `${state.room}-${what}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    notice(`Download: ${/** @type {Error} */ (e).message}`, "error");
+  }
+}
+$("export-questions").onclick = () => download("questions");
+$("export-polls").onclick = () => download("polls");
+
 onSubmit("bo-plan-form", () => {
   const byAttribute = $("bo-by-attr").checked;
   const names = $("bo-names").value.split(",").map((/** @type {string} */ s) => s.trim()).filter(Boolean);

@@ -19,6 +19,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms", get(list_rooms))
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/invites", post(mint_invite))
+        .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
 }
 
@@ -104,6 +105,60 @@ async fn export_questions(
             .into_response(),
         _ => Json(serde_json::json!({ "room": room, "questions": questions })).into_response(),
     })
+}
+
+/// `GET /rooms/{room}/polls?format=json|csv`: every poll with its results, like the Q&A export
+/// (a host token for the room or the API key). CSV has one row per option.
+async fn export_polls(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    Query(query): Query<ExportQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorise(&state, &headers, Some(&room))?;
+    let format = query.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv") {
+        return Err(ApiError::bad_request("format must be json or csv"));
+    }
+    let handle = state
+        .rooms
+        .get(&room)
+        .ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
+    let polls = handle
+        .export_polls()
+        .await
+        .map_err(|_| ApiError::not_found(format!("room {room:?} has closed")))?;
+    if format == "json" {
+        return Ok(Json(serde_json::json!({ "room": room, "polls": polls })).into_response());
+    }
+    let mut csv = String::from("poll_id,question,state,shared,voters,option,answers\n");
+    for p in &polls {
+        let counts = p.counts.clone().unwrap_or_default();
+        for (i, option) in p.options.iter().enumerate() {
+            let row = [
+                p.id.to_string(),
+                csv_field(&p.question),
+                format!("{:?}", p.state).to_lowercase(),
+                p.shared.to_string(),
+                p.voters.unwrap_or(0).to_string(),
+                csv_field(option),
+                counts.get(i).copied().unwrap_or(0).to_string(),
+            ];
+            csv.push_str(&row.join(","));
+            csv.push('\n');
+        }
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{room}-polls.csv\""),
+            ),
+        ],
+        csv,
+    )
+        .into_response())
 }
 
 fn csv_field(value: &str) -> String {

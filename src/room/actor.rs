@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    Command, ErrorCode, Millis, Question, RoomEvent, ServerMessage, Track, PROTOCOL_VERSION,
+    Command, ErrorCode, Millis, Poll, Question, RoomEvent, ServerMessage, Track, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -88,6 +88,9 @@ pub enum RoomCommand {
     ExportQuestions {
         reply: oneshot::Sender<Vec<Question>>,
     },
+    ExportPolls {
+        reply: oneshot::Sender<Vec<Poll>>,
+    },
     MediaAccess {
         identity: String,
         reply: oneshot::Sender<Option<(Place, bool)>>,
@@ -160,6 +163,10 @@ impl RoomHandle {
     pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
         self.ask(|reply| RoomCommand::ExportQuestions { reply })
             .await
+    }
+
+    pub async fn export_polls(&self) -> Result<Vec<Poll>, RoomGone> {
+        self.ask(|reply| RoomCommand::ExportPolls { reply }).await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
@@ -321,6 +328,9 @@ impl RoomActor {
             }
             RoomCommand::ExportQuestions { reply } => {
                 let _ = reply.send(self.state.qa().export());
+            }
+            RoomCommand::ExportPolls { reply } => {
+                let _ = reply.send(self.state.export_polls());
             }
             RoomCommand::MediaAccess { identity, reply } => {
                 let access = self

@@ -447,6 +447,12 @@ test("a poll runs from launch to shared results; hidden results stay hidden unti
   await visible(pia.locator("#announcer", { hasText: "Poll results" }));
   await show(hana, "polls");
   await visible(hana.locator("#polls li .poll-status", { hasText: "results shared" }));
+  // After the event: the host downloads the results.
+  await show(hana, "console");
+  const [download] = await Promise.all([hana.waitForEvent("download"), hana.click("#export-polls")]);
+  assert.equal(download.suggestedFilename(), `${ROOM}-polls.csv`);
+  const csv = fs.readFileSync(await download.path(), "utf8");
+  assert.match(csv, /^poll_id,question,state,shared,voters,option,answers\n1,Which strand next\?,closed,true,2,Coaching cycles,2\n/);
 });
 
 /** Presses Tab until `selector` has focus (keyboard only); fails after 80 presses. */
