@@ -403,6 +403,22 @@ onSubmit("poll-form", () => {
   $("poll-question").value = "";
   $("poll-options").value = "";
 });
+/** Downloads an export (it needs the host's token, so not a plain link). @param {string} what */
+async function download(what) {
+  try {
+    const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/${what}?format=csv`, { headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message ?? res.statusText);
+    const a = h("a", { href: URL.createObjectURL(await res.blob()), download: `${state.room}-${what}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+  } catch (e) {
+    notice(`Download: ${/** @type {Error} */ (e).message}`, "error");
+  }
+}
+$("export-questions").onclick = () => download("questions");
+$("export-polls").onclick = () => download("polls");
+
 onSubmit("bo-plan-form", () => {
   const byAttribute = $("bo-by-attr").checked;
   const names = $("bo-names").value.split(",").map((/** @type {string} */ s) => s.trim()).filter(Boolean);
@@ -425,6 +441,7 @@ $("bo-extend").onclick = () => send("extend_breakouts", { seconds: 300 });
 $("bo-close").onclick = () => send("close_breakouts", { countdown_s: Math.max(0, Math.min(600, Math.round(Number($("bo-countdown").value) || 0))) });
 $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
+$("bo-back").onclick = () => send("choose_breakout", { breakout: state.leftBreakout });
 onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));
 setInterval(() => renderTimer(state), 1000);
 matchMedia("(max-width: 700px)").addEventListener("change", () => render());

@@ -34,6 +34,8 @@ export function createState() {
     handCounter: 0,
     /** Set when someone else put you on stage and you have not answered yet. */
     stageInvite: false,
+    /** The breakout this person left while breakouts are open (they may go back). @type {number|null} */
+    leftBreakout: null,
     seq: 0,
     /** @type {string|null} */ sessionId: null,
     joins: 0,
@@ -169,6 +171,7 @@ export function applyEvent(state, ev, now = Date.now()) {
       // The destination's recent chat, when the server sends it along; else it starts empty.
       state.chat = Array.isArray(ev.chat) ? ev.chat : [];
       state.placeName = ev.breakout == null ? null : ev.name;
+      state.leftBreakout = ev.breakout == null && ev.from != null && !state.you?.facilitator ? ev.from : null;
       for (const t of state.tracks.values()) if ((t.breakout ?? null) !== ev.breakout) state.tracks.delete(t.id);
       // Media already published where we arrive (a visiting host sees the breakout's cameras).
       if (Array.isArray(ev.tracks)) for (const t of ev.tracks) state.tracks.set(t.id, t);
@@ -207,6 +210,7 @@ export function applyEvent(state, ev, now = Date.now()) {
       break;
     case "breakouts_closed":
       state.helpRequests = [];
+      state.leftBreakout = null;
       notes.push({ text: "Breakouts are closed." });
       break;
     case "poll_updated": {

@@ -50,8 +50,8 @@ export function renderPeople(c) {
     const specs = [];
     if (!self && staff && m.hand_raised) specs.push({ key: "hand", label: "Lower hand", name: `Lower hand of ${m.name}`, onclick: () => c.send("lower_hand", { identity: m.identity }) });
     if (!self && moderator) {
-      if (!canModerate(m.role)) specs.push({ key: "mute", label: m.chat_muted ? "Unmute" : "Mute", name: `${m.chat_muted ? "Unmute" : "Mute"} ${m.name} in chat`, onclick: () => c.send("mute_chat", { identity: m.identity, muted: !m.chat_muted }) });
-      specs.push({ key: "stage", label: m.on_stage ? "Off stage" : "On stage", name: m.on_stage ? `Off stage: ${m.name}` : `On stage: invite ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
+      if (!canModerate(m.role)) specs.push({ key: "mute", label: m.chat_muted ? "Unmute chat" : "Mute chat", name: `${m.chat_muted ? "Unmute chat" : "Mute chat"}: ${m.name}`, onclick: () => c.send("mute_chat", { identity: m.identity, muted: !m.chat_muted }) });
+      specs.push({ key: "stage", label: m.on_stage ? "Remove from stage" : "Invite to stage", name: m.on_stage ? `Remove from stage: ${m.name}` : `Invite to stage: ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
       if (!canModerate(m.role)) specs.push({ key: "remove", label: "Remove", name: `Remove ${m.name}`, onclick: () => confirm(`Remove ${m.name} from the room?`) && c.send("remove_participant", { identity: m.identity }) });
     }
     controls(li.children[2], specs);
@@ -162,21 +162,16 @@ export function renderQuestions(c) {
   text($("live-text"), live?.text ?? "");
 
   // Presenter view: the live question and the queue in large type.
+  // Built once; its parts change in place, so a focused button survives a new live question.
   const pv = $("pv-live");
-  if (live) {
-    if (pv.dataset.id !== String(live.id)) {
-      pv.dataset.id = String(live.id);
-      pv.replaceChildren(h("p", { class: "pv-label" }, "Answering now"), h("p", { class: "pv-text" }), h("span", { class: "controls" }));
-    }
-    text(pv.children[1], live.text);
-    controls(pv.children[2], [
-      { key: "answered", label: "Answered", name: `Answered: question ${live.id}`, onclick: () => c.send("answer_question", { question_id: live.id }) },
-      { key: "clear", label: "Not live", name: `Not live: question ${live.id}`, onclick: () => c.send("set_live_question", { question_id: null }) },
-    ]);
-  } else if (pv.dataset.id !== "") {
-    pv.dataset.id = "";
-    pv.replaceChildren(h("p", { class: "pv-label" }, "No question is live. Pick one from the queue."));
-  }
+  if (!pv.children.length) pv.append(h("p", { class: "pv-label" }), h("p", { class: "pv-text" }), h("span", { class: "controls" }));
+  text(pv.children[0], live ? "Answering now" : "No question is live. Pick one from the queue.");
+  text(pv.children[1], live?.text ?? "");
+  pv.children[1].hidden = !live;
+  controls(pv.children[2], live ? [
+    { key: "answered", label: "Answered", name: `Answered: question ${live.id}`, onclick: () => c.send("answer_question", { question_id: live.id }) },
+    { key: "clear", label: "Not live", name: `Not live: question ${live.id}`, onclick: () => c.send("set_live_question", { question_id: null }) },
+  ] : []);
   keyed($("pv-queue"), qs.filter((q) => q.state === "approved" && !q.live).sort(questionOrder), (q) => q.id,
     () => h("li", {}, h("span", { class: "pv-text" }), h("span", { class: "meta" }), h("span", { class: "controls" })),
     (li, q) => {
@@ -198,7 +193,7 @@ export function renderConsole(c) {
       attr(li, "data-identity", m.identity);
       text(li.children[0], m.name);
       controls(li.children[1], [
-        { key: "stage", label: "On stage", name: `On stage: invite ${m.name}`, onclick: () => c.send("invite_to_stage", { identity: m.identity }) },
+        { key: "stage", label: "Invite to stage", name: `Invite to stage: ${m.name}`, onclick: () => c.send("invite_to_stage", { identity: m.identity }) },
         { key: "lower", label: "Lower hand", name: `Lower hand of ${m.name}`, onclick: () => c.send("lower_hand", { identity: m.identity }) },
       ]);
     });
@@ -230,6 +225,10 @@ export function renderBreakouts(c) {
   $("bo-help").hidden = you.facilitator;
   $("bo-leave").hidden = !you.facilitator && b?.plan.allow_leave === false;
   text($("bo-leave"), you.facilitator ? "Return to main room" : "Leave breakout");
+  // Left a breakout (the plan allows it): offer the way back while breakouts run.
+  const back = b?.phase === "open" && here == null && b.plan.allow_leave ? state.leftBreakout : null;
+  $("bo-back").hidden = back == null;
+  if (back != null) text($("bo-back"), `Go back to ${roomName(state, back)}`);
   renderTimer(state);
   const selfSelect = open && b.plan.assignment.mode === "self_select" && !staff;
   keyed($("bo-rooms"), b && (staff || selfSelect) ? b.rooms : [], (r) => r.id, () => h("li", {}, h("b", {}), h("span", { class: "meta" }), h("span", { class: "controls" })),

@@ -484,3 +484,36 @@ async fn room_staff_mint_invites_within_their_role_and_room() {
         other => panic!("no welcome: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn polls_export_after_the_event_for_hosts_only() {
+    let t = TestServer::start().await;
+    let mut host = t.join("r", Role::Host, "host").await;
+    let mut ana = t.join("r", Role::Participant, "ana").await;
+    let launch = Command::LaunchPoll {
+        question: "Which strand, \"first\"?".into(),
+        options: vec!["Coaching".into(), "Data, use".into()],
+        multiple: false,
+        live_results: false,
+    };
+    let id = host.ok(launch).await.expect("poll id");
+    ana.ok(Command::VotePoll {
+        poll_id: id,
+        choices: vec![1],
+    })
+    .await;
+    let url = format!("{}/api/v1/rooms/r/polls", t.http());
+    let host_token = t.token("r", Role::Host, "host");
+    let (status, body) = http_get(&url, Some(&host_token), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["polls"][0]["counts"], serde_json::json!([0, 1]));
+    let (status, csv) = http_get(&format!("{url}?format=csv"), Some(&host_token), &[]).await;
+    assert_eq!(status, 200);
+    let expected = "poll_id,question,state,shared,voters,option,answers\n\
+        1,\"Which strand, \"\"first\"\"?\",open,false,1,Coaching,0\n\
+        1,\"Which strand, \"\"first\"\"?\",open,false,1,\"Data, use\",1\n";
+    assert_eq!(csv, expected);
+    let participant = t.token("r", Role::Participant, "ana");
+    assert_eq!(http_get(&url, Some(&participant), &[]).await.0, 403);
+}

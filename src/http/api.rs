@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/attendance", get(export_attendance))
         .route("/rooms/{room}/invites", post(mint_invite))
+        .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
 }
 
@@ -61,6 +62,7 @@ pub fn router() -> Router<AppState> {
         remove_participant,
         export_questions,
         export_attendance,
+        export_polls,
         mint_token,
         mint_invite
     ),
@@ -630,6 +632,76 @@ async fn export_questions(
             .into_response(),
         ExportFormat::Json => Json(QuestionExport { room, questions }).into_response(),
     })
+}
+
+#[derive(Serialize, ToSchema)]
+struct PollExport {
+    room: String,
+    /// Every poll with its results, in the protocol's `Poll` shape (see signaling/schema.json).
+    #[schema(value_type = Vec<Object>)]
+    polls: Vec<convene_signaling::Poll>,
+}
+
+/// Every poll with its results, like the Q&A export; CSV has one row per option.
+#[utoipa::path(get, path = "/api/v1/rooms/{room}/polls", tag = "exports",
+    params(("room" = String, Path, description = "The room's name"), ExportQuery),
+    responses(
+        (status = 200, description = "The polls", content(
+            (PollExport = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+))]
+async fn export_polls(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorise(&state, &headers, Some(&room))?;
+    let format = query(q)
+        .map_err(|_| ApiError::bad_request("format must be json or csv"))?
+        .format
+        .unwrap_or(ExportFormat::Json);
+    let handle = running(&state, &room)?;
+    let polls = handle
+        .export_polls()
+        .await
+        .map_err(|_| ApiError::not_found(format!("room {room:?} has closed")))?;
+    if format == ExportFormat::Json {
+        return Ok(Json(PollExport { room, polls }).into_response());
+    }
+    let mut csv = String::from("poll_id,question,state,shared,voters,option,answers\n");
+    for p in &polls {
+        let counts = p.counts.clone().unwrap_or_default();
+        for (i, option) in p.options.iter().enumerate() {
+            let row = [
+                p.id.to_string(),
+                csv_field(&p.question),
+                format!("{:?}", p.state).to_lowercase(),
+                p.shared.to_string(),
+                p.voters.unwrap_or(0).to_string(),
+                csv_field(option),
+                counts.get(i).copied().unwrap_or(0).to_string(),
+            ];
+            csv.push_str(&row.join(","));
+            csv.push('\n');
+        }
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                attachment(&format!("{room}-polls.csv")),
+            ),
+        ],
+        csv,
+    )
+        .into_response())
 }
 
 /// One text cell. A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab or CR

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    CloseReason, Command, ErrorCode, Millis, Question, RoomEvent, ServerMessage, Track,
+    CloseReason, Command, ErrorCode, Millis, Poll, Question, RoomEvent, ServerMessage, Track,
     PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -89,6 +89,9 @@ pub enum RoomCommand {
     },
     ExportQuestions {
         reply: oneshot::Sender<Vec<Question>>,
+    },
+    ExportPolls {
+        reply: oneshot::Sender<Vec<Poll>>,
     },
     MediaAccess {
         identity: String,
@@ -182,6 +185,10 @@ impl RoomHandle {
         op: super::operator::Operation,
     ) -> Result<Result<super::operator::RoomReport, Denied>, RoomGone> {
         self.ask(|reply| RoomCommand::Operate { op, reply }).await
+    }
+
+    pub async fn export_polls(&self) -> Result<Vec<Poll>, RoomGone> {
+        self.ask(|reply| RoomCommand::ExportPolls { reply }).await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
@@ -382,6 +389,9 @@ impl RoomActor {
             }
             RoomCommand::ExportQuestions { reply } => {
                 let _ = reply.send(self.state.qa().export());
+            }
+            RoomCommand::ExportPolls { reply } => {
+                let _ = reply.send(self.state.export_polls());
             }
             RoomCommand::MediaAccess { identity, reply } => {
                 let access = self

@@ -21,6 +21,8 @@ pub struct BreakoutSession {
     plan: BreakoutPlan,
     rooms: Vec<BreakoutRoom>,
     assignments: BTreeMap<String, BreakoutId>,
+    /// Who left their breakout (where the plan allows leaving), and from where: they may go back.
+    left: BTreeMap<String, BreakoutId>,
     ends_at: Option<Millis>,
     /// Pending warning; cleared once sent.
     warning_at: Option<Millis>,
@@ -519,6 +521,7 @@ impl RoomState {
             plan: plan.clone(),
             rooms,
             assignments: BTreeMap::new(),
+            left: BTreeMap::new(),
             ends_at: None,
             warning_at: None,
             closes_at: None,
@@ -664,11 +667,17 @@ impl RoomState {
             }
             Command::ChooseBreakout { breakout } => {
                 let b = self.open_session()?;
-                let Assignment::SelfSelect { cap } = b.plan.assignment else {
-                    return Err(Denied::new(
-                        ErrorCode::Forbidden,
-                        "this plan does not let participants choose a breakout",
-                    ));
+                // Going back to the breakout one left is allowed under any plan that lets people leave.
+                let returning = b.plan.allow_leave && b.left.get(by) == Some(breakout);
+                let cap = match b.plan.assignment {
+                    Assignment::SelfSelect { cap } => cap,
+                    _ if returning => None,
+                    _ => {
+                        return Err(Denied::new(
+                            ErrorCode::Forbidden,
+                            "this plan does not let participants choose a breakout",
+                        ))
+                    }
                 };
                 let room = b.room(*breakout)?.clone();
                 if !assignable(role) {
@@ -687,11 +696,9 @@ impl RoomState {
                         room.name
                     )));
                 }
-                self.breakouts
-                    .as_mut()
-                    .expect("open")
-                    .assignments
-                    .insert(by.to_string(), room.id);
+                let b = self.breakouts.as_mut().expect("open");
+                b.assignments.insert(by.to_string(), room.id);
+                b.left.remove(by);
                 let mut events = self.move_member(by, Some(room.id), false);
                 events.extend(self.breakouts_updated());
                 events
@@ -792,7 +799,9 @@ impl RoomState {
                         ));
                     }
                     if let Some(b) = self.breakouts.as_mut() {
-                        b.assignments.remove(by);
+                        if let Some(id) = b.assignments.remove(by) {
+                            b.left.insert(by.to_string(), id);
+                        }
                     }
                 }
                 let mut events = self.move_member(by, None, false);

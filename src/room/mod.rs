@@ -235,6 +235,10 @@ impl RoomState {
     pub fn qa(&self) -> &Qa {
         &self.qa
     }
+    /// Every poll with its results, for export after the event.
+    pub fn export_polls(&self) -> Vec<convene_signaling::Poll> {
+        self.polls.visible_to(true)
+    }
     pub fn is_banned(&self, identity: &str) -> bool {
         self.banned.contains(identity)
     }

@@ -1255,3 +1255,30 @@ fn a_mover_gets_the_destinations_tracks_and_chat() {
         "{homecoming:?}"
     );
 }
+
+#[test]
+fn someone_who_left_a_breakout_may_go_back_to_it_only() {
+    let mut room = team_room(&[("a1", "Knox"), ("b1", "Hamilton")]);
+    run(&mut room, "mod", by_team(), 0).unwrap();
+    run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
+    let knox = room.member("a1").unwrap().breakout.unwrap();
+    let hamilton = room.member("b1").unwrap().breakout.unwrap();
+    let choose = |breakout| Command::ChooseBreakout { breakout };
+    // Still in it, or never left: no choosing under a by-team plan.
+    let denied = run(&mut room, "b1", choose(knox), 1).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    run(&mut room, "a1", Command::LeaveBreakout, 2).unwrap();
+    assert_eq!(room.member("a1").unwrap().breakout, None);
+    let denied = run(&mut room, "a1", choose(hamilton), 3).unwrap_err();
+    assert_eq!(
+        denied.code,
+        ErrorCode::Forbidden,
+        "only back to where they were"
+    );
+    let out = run(&mut room, "a1", choose(knox), 4).unwrap();
+    assert!(out
+        .events
+        .iter()
+        .any(|e| matches!(e.body, RoomEvent::Moved { breakout: Some(b), .. } if b == knox)));
+    assert_eq!(room.member("a1").unwrap().breakout, Some(knox));
+}

@@ -162,9 +162,9 @@ test("moderation: the host mutes a participant's chat", STEP, async () => {
   const { hana, quinn } = pages;
   await show(hana, "people");
   await show(quinn, "chat");
-  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute Quinn in chat" }).click();
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Mute chat: Quinn" }).click();
   await visible(quinn.locator("#chat-text[disabled]"));
-  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute Quinn in chat" }).click();
+  await hana.locator("#members li[data-identity=quinn]").getByRole("button", { name: "Unmute chat: Quinn" }).click();
   await visible(quinn.locator("#chat-text:not([disabled])"));
 });
 
@@ -214,6 +214,11 @@ test("breakouts by team: open, timer, help, broadcast, leave, close", STEP, asyn
   await pia.click("#bo-leave");
   await visible(pia.locator("#place", { hasText: "Main room" }));
   await visible(pia.locator("#bo-status", { hasText: "main room" }));
+  // The plan lets people leave, so Pia may go back to her team's room, and leave again.
+  await pia.getByRole("button", { name: "Go back to Knox County" }).click();
+  await visible(pia.locator("#place", { hasText: "In Knox County" }));
+  await pia.click("#bo-leave");
+  await visible(pia.locator("#place", { hasText: "Main room" }));
 
   // A two-minute wrap-up instead of the default 30 s.
   await hana.fill("#bo-countdown", "120");

@@ -158,7 +158,8 @@ export async function openAs(browser, server, { room, identity, role, name, attr
   const { url } = server.token({ room, role, name, identity, attrs });
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
-  page.setDefaultTimeout(10000);
+  // Generous: CI shares two cores between the server, several Chromium contexts and the tests.
+  page.setDefaultTimeout(15000);
   if (errors) page.on("pageerror", (err) => errors.push(`${identity}: ${err.message}`));
   if (process.env.CONVENE_CLIENT_FROM_DISK === "1") {
     await context.route(/\/[a-z-]*\.(js|css)$|\/(\?.*)?$/, async (route) => {

@@ -69,3 +69,20 @@ test("bulk moves (members_moved) place people, clear hands and reset the stage o
   assert.equal(t.members.get("cy").breakout, 2);
   assert.equal(t.you.breakout, 2);
 });
+
+test("help: the asker hears who comes; staff lists clear; a person who left may go back", () => {
+  const staff = createState();
+  applyWelcome(staff, welcome(member("host", { role: "host" }), [member("ana", { breakout: 1 })]));
+  applyEvent(staff, { type: "help_requested", identity: "ana", name: "ANA", breakout: 1, breakout_name: "Knox" });
+  assert.equal(staff.helpRequests.length, 1);
+  applyEvent(staff, { type: "help_handled", identity: "ana", by_name: "HOST" });
+  assert.equal(staff.helpRequests.length, 0);
+  const ana = createState();
+  applyWelcome(ana, welcome(member("ana", { breakout: 1 })));
+  assert.match(applyAck(ana, { type: "ask_for_help" }, {})[0].text, /Help requested/);
+  assert.match(applyEvent(ana, { type: "help_handled", identity: "ana", by_name: "HOST" })[0].text, /HOST is coming to help/);
+  applyEvent(ana, { type: "moved", from: 1, breakout: null, name: "", ends_at: null });
+  assert.equal(ana.leftBreakout, 1);
+  applyEvent(ana, { type: "breakouts_closed" });
+  assert.equal(ana.leftBreakout, null);
+});

@@ -25,6 +25,9 @@ const join = async (identity, role, name, opts = {}) => {
 };
 const show = (page, tab) => page.click(`#tab-${tab}`);
 const visible = (locator) => locator.first().waitFor({ state: "visible" });
+/** The id of the question containing `text`, once this page knows it. */
+const questionId = async (page, text) => (await page.waitForFunction(
+  (t) => [...convene.state.questions.values()].find((q) => q.text.includes(t))?.id, text)).jsonValue();
 const send = (page, type, fields = {}) => page.evaluate(([t, f]) => convene.send(t, f), [type, fields]);
 
 /** axe-core's violations on the page as it is now (rule id and the first offending node). */
@@ -141,7 +144,7 @@ test("phone 390x844: tabs show one view at a time; touch targets at least 44 px;
 test("keyboard focus stays on a control while events re-render its list", STEP, async () => {
   const { hana, pia, mo } = pages;
   // An approved question with an Upvote button for Quinn's page, focused from the keyboard.
-  const q = await mo.evaluate(() => [...convene.state.questions.values()].find((x) => x.text.includes("coaching cycles")).id);
+  const q = await questionId(mo, "coaching cycles");
   await send(mo, "approve_question", { question_id: q });
   const quinn = pages.quinn;
   await show(quinn, "qa");
@@ -151,13 +154,7 @@ test("keyboard focus stays on a control while events re-render its list", STEP, 
   // Live traffic: votes on that very question, new questions above and below it, chat, presence.
   await send(hana, "upvote", { question_id: q });
   await send(pia, "ask_question", { text: "Will the slides be shared afterwards?", anonymous: false });
-  const q2 = await mo.evaluate(async () => {
-    for (let i = 0; i < 50; i++) {
-      const x = [...convene.state.questions.values()].find((y) => y.text.includes("slides"));
-      if (x) return x.id;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  });
+  const q2 = await questionId(mo, "slides");
   await send(mo, "approve_question", { question_id: q2 });
   await send(pat(), "upvote", { question_id: q2 });
   await send(hana, "upvote", { question_id: q2 });
@@ -195,26 +192,14 @@ test("feedback: the author hears their question was approved, answered or dismis
   const live = await pia.getAttribute("#announcer", "aria-live");
   assert.equal(live, "polite");
   await send(pia, "ask_question", { text: "What about rural districts?", anonymous: false });
-  const id = await mo.evaluate(async () => {
-    for (let i = 0; i < 50; i++) {
-      const x = [...convene.state.questions.values()].find((y) => y.text.includes("rural"));
-      if (x) return x.id;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  });
+  const id = await questionId(mo, "rural");
   await send(mo, "approve_question", { question_id: id });
   await visible(pia.locator("#announcer", { hasText: "Your question was approved" }));
   await visible(pia.locator("#notices li", { hasText: "Your question was approved" }));
   await send(mo, "answer_question", { question_id: id, answer: "Yes, a rural cohort starts in May." });
   await visible(pia.locator("#announcer", { hasText: "Your question was answered" }));
   await send(pia, "ask_question", { text: "Off-topic question", anonymous: false });
-  const off = await mo.evaluate(async () => {
-    for (let i = 0; i < 50; i++) {
-      const x = [...convene.state.questions.values()].find((y) => y.text.includes("Off-topic"));
-      if (x) return x.id;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  });
+  const off = await questionId(mo, "Off-topic");
   await send(mo, "dismiss_question", { question_id: off });
   await visible(pia.locator("#announcer", { hasText: "Your question was dismissed" }));
 });
@@ -447,6 +432,12 @@ test("a poll runs from launch to shared results; hidden results stay hidden unti
   await visible(pia.locator("#announcer", { hasText: "Poll results" }));
   await show(hana, "polls");
   await visible(hana.locator("#polls li .poll-status", { hasText: "results shared" }));
+  // After the event: the host downloads the results.
+  await show(hana, "console");
+  const [download] = await Promise.all([hana.waitForEvent("download"), hana.click("#export-polls")]);
+  assert.equal(download.suggestedFilename(), `${ROOM}-polls.csv`);
+  const csv = fs.readFileSync(await download.path(), "utf8");
+  assert.match(csv, /^poll_id,question,state,shared,voters,option,answers\n1,Which strand next\?,closed,true,2,Coaching cycles,2\n/);
 });
 
 /** Presses Tab until `selector` has focus (keyboard only); fails after 80 presses. */
