@@ -298,7 +298,7 @@ async fn tokens_are_minted_with_the_api_key_only() {
 
 #[tokio::test]
 async fn attendance_counts_a_scripted_session_and_outlives_the_room() {
-    use convene_signaling::{Assignment, BreakoutPlan, BreakoutRooms, Command};
+    use convene_signaling::Command;
     use std::time::{Duration, Instant};
     let t = TestServer::start_with(|c| c.limits.empty_room_ttl_s = 1).await;
     let mut host = t.join("x", Role::Host, "host").await;
@@ -319,14 +319,7 @@ async fn attendance_counts_a_scripted_session_and_outlives_the_room() {
     host.ok(Command::ApproveQuestion { question_id: q }).await;
     host.ok(Command::Upvote { question_id: q }).await;
     host.ok(Command::SetBreakoutPlan {
-        plan: BreakoutPlan {
-            rooms: BreakoutRooms::FromAttribute {
-                from_attribute: "team".into(),
-            },
-            assignment: Assignment::ByAttribute { key: "team".into() },
-            duration_s: None,
-            allow_leave: true,
-        },
+        plan: common::by_team(None),
     })
     .await;
     host.ok(Command::OpenBreakouts).await;

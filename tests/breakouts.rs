@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{Client, TestServer};
+use common::{by_team, Client, TestServer};
 use convene_signaling::{
     Assignment, BreakoutId, BreakoutPhase, BreakoutPlan, BreakoutRooms, Command, ErrorCode,
     Presence, Role, RoomEvent, ServerMessage,
@@ -35,17 +35,6 @@ async fn roomy_server() -> TestServer {
         c.limits.rate.other.burst = 1000;
     })
     .await
-}
-
-fn by_team(duration_s: Option<u32>) -> BreakoutPlan {
-    BreakoutPlan {
-        rooms: BreakoutRooms::FromAttribute {
-            from_attribute: "team".into(),
-        },
-        assignment: Assignment::ByAttribute { key: "team".into() },
-        duration_s,
-        allow_leave: true,
-    }
 }
 
 fn named(rooms: &[&str], assignment: Assignment, duration_s: Option<u32>) -> BreakoutPlan {

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use convene_signaling::{
-    Assignment, BreakoutPlan, BreakoutRooms, Command, Role, RoomEvent, RoomKind,
-};
+use convene_signaling::{Command, Role, RoomEvent, RoomKind};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{mpsc, Mutex};
@@ -210,14 +208,7 @@ async fn peer_exchange(kind: RoomKind) {
     let people = crowd(&t, &room, n).await;
     host.clear();
     host.ok(Command::SetBreakoutPlan {
-        plan: BreakoutPlan {
-            rooms: BreakoutRooms::FromAttribute {
-                from_attribute: "team".into(),
-            },
-            assignment: Assignment::ByAttribute { key: "team".into() },
-            duration_s: None,
-            allow_leave: true,
-        },
+        plan: common::by_team(None),
     })
     .await;
 

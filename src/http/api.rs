@@ -608,12 +608,7 @@ async fn export_questions(
     q: Result<Query<ExportQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
-    let format = query(q)
-        .map_err(|_| ApiError::bad_request("format must be json or csv"))?
-        .format
-        .unwrap_or(ExportFormat::Json);
-    let handle = running(&state, &room)?;
+    let (format, handle) = export_of(&state, &room, q, &headers)?;
     let questions = handle
         .export_questions()
         .await
@@ -661,12 +656,7 @@ async fn export_polls(
     q: Result<Query<ExportQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
-    let format = query(q)
-        .map_err(|_| ApiError::bad_request("format must be json or csv"))?
-        .format
-        .unwrap_or(ExportFormat::Json);
-    let handle = running(&state, &room)?;
+    let (format, handle) = export_of(&state, &room, q, &headers)?;
     let polls = handle
         .export_polls()
         .await
@@ -702,6 +692,22 @@ async fn export_polls(
         csv,
     )
         .into_response())
+}
+
+/// What every export checks first: the caller may read the room, the format is known, the
+/// room is running.
+fn export_of(
+    state: &AppState,
+    room: &str,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+    headers: &HeaderMap,
+) -> Result<(ExportFormat, RoomHandle), ApiError> {
+    authorise(state, headers, Some(room))?;
+    let format = query(q)
+        .map_err(|_| ApiError::bad_request("format must be json or csv"))?
+        .format
+        .unwrap_or(ExportFormat::Json);
+    Ok((format, running(state, room)?))
 }
 
 /// One text cell. A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab or CR
@@ -982,7 +988,11 @@ async fn mint_token(
         exp: crate::auth::unix_now() + ttl.as_secs(),
         attrs: req.attrs,
     };
-    // Refuse here what the token check would refuse at every use.
+    // Refuse here what the token check would refuse at every use. A name-less token is for
+    // room invites (the person names themselves); the admin API always names people.
+    if claims.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must be 1-200 characters"));
+    }
     claims.check().map_err(ApiError::bad_request)?;
     let token = state.keys.mint(&claims);
     let url = format!(

@@ -1018,22 +1018,7 @@ fn member_visibility_without_allocation_matches_the_audience() {
         2,
     )
     .unwrap();
-    run(
-        &mut room,
-        "host",
-        Command::SetBreakoutPlan {
-            plan: BreakoutPlan {
-                rooms: BreakoutRooms::FromAttribute {
-                    from_attribute: "team".into(),
-                },
-                assignment: Assignment::ByAttribute { key: "team".into() },
-                duration_s: None,
-                allow_leave: true,
-            },
-        },
-        3,
-    )
-    .unwrap();
+    run(&mut room, "host", by_team(), 3).unwrap();
     for (kind, opened) in [
         (RoomKind::Webcast, false),
         (RoomKind::Webcast, true),
@@ -1193,15 +1178,7 @@ fn a_mover_gets_the_destinations_tracks_and_chat() {
         2,
     )
     .unwrap();
-    let plan = BreakoutPlan {
-        rooms: BreakoutRooms::FromAttribute {
-            from_attribute: "team".into(),
-        },
-        assignment: Assignment::ByAttribute { key: "team".into() },
-        duration_s: None,
-        allow_leave: true,
-    };
-    run(&mut room, "host", Command::SetBreakoutPlan { plan }, 3).unwrap();
+    run(&mut room, "host", by_team(), 3).unwrap();
     run(&mut room, "host", Command::OpenBreakouts, 4).unwrap();
     room.track_published(Track {
         id: "t1".into(),

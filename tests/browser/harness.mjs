@@ -36,7 +36,7 @@ function freePort() {
   });
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Is `url` answering 200, asked from inside network namespace `netns` (a short-lived node)? */
 function readyInside(netns, url) {
@@ -173,4 +173,15 @@ export async function openAs(browser, server, { room, identity, role, name, attr
   await page.goto(url);
   if (wait) await page.locator("#status[data-state=connected]").waitFor();
   return page;
+}
+
+/** Polls `probe` until `ok(value)`; returns the value, or throws with the last one seen. */
+export async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
+    await sleep(every);
+  }
 }

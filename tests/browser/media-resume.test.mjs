@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import readline from "node:readline";
-import { startServer, launchChromium } from "./harness.mjs";
+import { startServer, launchChromium, sleep, until } from "./harness.mjs";
 import { createNetns } from "./netns.mjs";
 
 const PROXY_PORT = 8081;
@@ -51,17 +51,6 @@ after(async () => {
   }
 }, { timeout: 30_000 });
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
-    await sleep(every);
-  }
-}
 
 // Counts what the page's client does: peer connections made and first messages received.
 const INSTRUMENT = () => {

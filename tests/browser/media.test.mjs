@@ -4,7 +4,7 @@
 // stays on 127.0.0.1 (DESIGN.md, "Test networking"). Needs root for `ip netns add`; skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium } from "./harness.mjs";
+import { startServer, launchChromium, sleep, until } from "./harness.mjs";
 import { createNetns } from "./netns.mjs";
 
 const STEP = { timeout: 90_000 };
@@ -50,18 +50,6 @@ async function newPage(who, url) {
   return page;
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until `ok(value)`; returns the value, or throws with the last one seen. */
-async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
-    await sleep(every);
-  }
-}
 
 // In a page: the inbound video stats of an RTCPeerConnection, summed over its video receivers.
 const inboundVideo = async (pc) => {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use convene::config::Config;
 use convene::http::Server;
-use convene_signaling::{ClientMessage, Command, Role, RoomEvent, ServerMessage};
+use convene_signaling::{
+    Assignment, BreakoutPlan, BreakoutRooms, ClientMessage, Command, Role, RoomEvent, ServerMessage,
+};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -475,4 +477,16 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// Breakouts by the `team` attribute: one room per team, everyone placed by theirs.
+pub fn by_team(duration_s: Option<u32>) -> BreakoutPlan {
+    BreakoutPlan {
+        rooms: BreakoutRooms::FromAttribute {
+            from_attribute: "team".into(),
+        },
+        assignment: Assignment::ByAttribute { key: "team".into() },
+        duration_s,
+        allow_leave: true,
+    }
 }
