@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub shutdown_grace_s: u64,
     pub reconnect_after_ms: u64,
     pub socket_send_buffer: usize,
+    /// PEM certificate chain and private key; both set: `serve` speaks HTTPS (and WSS) on `listen`.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +174,17 @@ impl Config {
         if let Some(v) = env("CONVENE_PUBLIC_URL") {
             self.server.public_url = v;
         }
+        if let Some(v) = env("CONVENE_TLS_CERT") {
+            self.server.tls_cert = v;
+        }
+        if let Some(v) = env("CONVENE_TLS_KEY") {
+            self.server.tls_key = v;
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return Err(ConfigError::Parse(
+                "server.tls_cert and server.tls_key (CONVENE_TLS_CERT, CONVENE_TLS_KEY) go together: set both or neither".into(),
+            ));
+        }
         if let Some(v) = env("CONVENE_JWT_SECRET") {
             self.auth.jwt_secret = v;
         }
@@ -190,6 +204,11 @@ impl Config {
         Ok(())
     }
 
+    /// Does `serve` terminate TLS itself?
+    pub fn tls(&self) -> bool {
+        !self.server.tls_cert.is_empty()
+    }
+
     /// The base URL people join at, e.g. `http://localhost:8080`.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         if !self.server.public_url.is_empty() {
@@ -200,7 +219,8 @@ impl Config {
         } else {
             bound.ip().to_string()
         };
-        format!("http://{host}:{}", bound.port())
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", bound.port())
     }
 }
 
@@ -249,6 +269,26 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("CONVENE_RTC_UDP_PORT"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_links_https() {
+        let err = Config::load_with_env(None, |name| {
+            (name == "CONVENE_TLS_CERT").then(|| "cert.pem".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_TLS_CERT" => Some("cert.pem".into()),
+            "CONVENE_TLS_KEY" => Some("key.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.tls());
+        assert_eq!(
+            c.public_url("0.0.0.0:8443".parse().unwrap()),
+            "https://localhost:8443"
+        );
     }
 
     #[test]

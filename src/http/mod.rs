@@ -5,6 +5,7 @@
 mod api;
 mod client;
 mod media;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -291,34 +292,65 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.server.listen` and serves until [`Server::shutdown`].
+    /// Binds `config.server.listen` and serves until [`Server::shutdown`]; over TLS when
+    /// `server.tls_cert` and `server.tls_key` are set.
     pub async fn start(config: Config) -> std::io::Result<Server> {
+        let tls = if config.tls() {
+            let s = &config.server;
+            Some(
+                tls::server_config(s.tls_cert.as_ref(), s.tls_key.as_ref())
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
         let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
         let state = AppState::new(config);
         let mut stop = state.shutdown.subscribe();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| s.is_some()).await;
+        };
         let router = app(state.clone());
         let send_buffer = state.config.server.socket_send_buffer;
         // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, move |tcp: &mut tokio::net::TcpStream| {
-                let _ = tcp.set_nodelay(true);
-                if send_buffer > 0 {
-                    let _ = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer);
-                }
-            });
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| s.is_some()).await;
+        let tap = move |tcp: &tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer);
+            }
+        };
+        let task = match tls {
+            Some(tls) => {
+                let listener = tls::TlsListener::new(listener, tls, tap)?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 })
-                .await
-        });
+            }
+            None => {
+                let listener = axum::serve::ListenerExt::tap_io(
+                    listener,
+                    move |tcp: &mut tokio::net::TcpStream| tap(tcp),
+                );
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        };
         Ok(Server { addr, state, task })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, tells every session to reconnect later, and waits (bounded) for them to drain.
