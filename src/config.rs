@@ -105,6 +105,9 @@ pub struct AbuseLimits {
 #[serde(deny_unknown_fields)]
 pub struct RtcConfig {
     pub udp_port: u16,
+    /// ICE over TCP on `tcp_port` (for networks that drop UDP).
+    pub ice_tcp: bool,
+    pub tcp_port: u16,
     pub advertise_ip: String,
     pub bind_ip: IpAddr,
     pub workers: usize,
@@ -196,6 +199,12 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
             self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_TCP_PORT") {
+            self.rtc.tcp_port = parsed("CONVENE_RTC_TCP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_ICE_TCP") {
+            self.rtc.ice_tcp = parsed("CONVENE_RTC_ICE_TCP", v)?;
         }
         if let Some(v) = env("CONVENE_RTC_ADVERTISE_IP") {
             let _: IpAddr = parsed("CONVENE_RTC_ADVERTISE_IP", v.clone())?;

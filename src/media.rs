@@ -74,6 +74,7 @@ impl Media {
         };
         let sfu = Sfu::start(SfuConfig {
             udp_port: config.udp_port,
+            tcp_port: config.ice_tcp.then_some(config.tcp_port),
             bind_ip: config.bind_ip,
             advertise_ip,
             workers: config.workers,

@@ -26,6 +26,7 @@ fn serve(port: u16, secret: Option<&str>) -> Child {
     cmd.arg("serve")
         .env("CONVENE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
         .env("CONVENE_RTC_ADVERTISE_IP", "127.0.0.1")
         .env("RUST_LOG", "info")
         .env_remove("CONVENE_JWT_SECRET")

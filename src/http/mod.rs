@@ -262,6 +262,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
                 "Send system calls (sendmmsg batches up to 64 datagrams).",
                 s.send_calls,
             ),
+            (
+                "convene_sfu_tcp_packets_out_total",
+                "counter",
+                "Packets written to ICE-TCP connections.",
+                s.tcp_packets_out,
+            ),
         ] {
             text.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"

@@ -1,4 +1,4 @@
-//! The media engine: a selective forwarding unit (SFU) on `str0m`, one UDP port, ICE-lite.
+//! The media engine: a selective forwarding unit (SFU) on `str0m`, one UDP port (and one ICE-TCP port), ICE-lite.
 //!
 //! It knows peers, groups and tracks, not rooms. A *peer* is one WebRTC
 //! connection (a browser session, a WHIP publisher, a WHEP viewer). It lives in
@@ -17,6 +17,9 @@
 //! - `udp.rs`: the receive thread. Reads the one socket and hands each datagram to the worker
 //!   of its peer: by remote address, or for a new address by the ICE ufrag in the STUN
 //!   `USERNAME`. Workers send on the shared socket directly, in `sendmmsg` batches.
+//! - `tcp.rs`: ICE over TCP (RFC 6544 passive, RFC 4571 framing) for networks that drop UDP:
+//!   accepts connections, routes each by the ufrag of its first STUN request to a worker, which
+//!   treats its packets like datagrams and writes back through a per-connection link.
 //! - `egress.rs`: the direct egress path. Viewers without bandwidth estimation get packets
 //!   SRTP-protected by the worker (keys captured from the DTLS handshake), not polled out of
 //!   the engine one by one; NACKs answered from a short history.
@@ -76,6 +79,7 @@ mod directory;
 mod egress;
 pub(crate) use egress::SendBatch;
 mod layer;
+mod tcp;
 mod udp;
 mod worker;
 
@@ -106,6 +110,9 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 pub struct SfuConfig {
     /// UDP port for all media; 0 picks an ephemeral port.
     pub udp_port: u16,
+    /// TCP port for ICE-TCP (RFC 6544 passive candidates) beside the UDP one; 0 picks an
+    /// ephemeral port, `None` turns ICE-TCP off.
+    pub tcp_port: Option<u16>,
     pub bind_ip: IpAddr,
     /// The host candidate put in answers (what clients send to).
     pub advertise_ip: IpAddr,
@@ -121,6 +128,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             udp_port: 0,
+            tcp_port: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             workers: 0,
@@ -270,6 +278,8 @@ pub struct SfuStats {
     /// Datagrams sent, and the `sendmmsg`/`sendto` calls it took.
     pub datagrams_out: u64,
     pub send_calls: u64,
+    /// Packets written to ICE-TCP connections (each one RFC 4571 frame).
+    pub tcp_packets_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -285,6 +295,7 @@ pub(crate) struct Counters {
     pub retransmits: AtomicU64,
     pub datagrams_out: AtomicU64,
     pub send_calls: AtomicU64,
+    pub tcp_out: AtomicU64,
 }
 
 impl Counters {
@@ -303,6 +314,10 @@ pub(crate) struct Shared {
     pub directory: Mutex<Directory>,
     pub counters: Counters,
     pub udp_ctl: std_mpsc::Sender<udp::UdpCtl>,
+    /// The ICE-TCP candidate's address (advertised IP, bound TCP port), when ICE-TCP is on.
+    pub tcp_advertise: Option<SocketAddr>,
+    pub tcp_local: Option<SocketAddr>,
+    pub tcp_routes: tcp::TcpRoutes,
     pub stop: AtomicBool,
     pub crypto: Arc<str0m::config::CryptoProvider>,
     /// [`SfuConfig::bandwidth_estimation`].
@@ -370,6 +385,7 @@ impl Shared {
         let removed = self.directory().remove_peer(key);
         let (rec, actions) = removed?;
         self.execute(actions);
+        self.tcp_routes.forget(&rec.ufrag);
         let _ = self.udp_ctl.send(udp::UdpCtl::Forget {
             ufrag: rec.ufrag.clone(),
         });
@@ -426,6 +442,18 @@ impl Sfu {
         let advertise = SocketAddr::new(cfg.advertise_ip, local_addr.port());
         str0m::Candidate::host(advertise, "udp")
             .map_err(|e| SfuError::Config(format!("advertise_ip {}: {e}", cfg.advertise_ip)))?;
+        let tcp_listener = match cfg.tcp_port {
+            Some(port) => Some(std::net::TcpListener::bind(SocketAddr::new(
+                cfg.bind_ip,
+                port,
+            ))?),
+            None => None,
+        };
+        let tcp_local = tcp_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?;
+        let tcp_advertise = tcp_local.map(|a| SocketAddr::new(cfg.advertise_ip, a.port()));
         let n = if cfg.workers == 0 {
             thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -448,6 +476,9 @@ impl Sfu {
             directory: Mutex::new(Directory::default()),
             counters: Counters::default(),
             udp_ctl: udp_tx,
+            tcp_advertise,
+            tcp_local,
+            tcp_routes: tcp::TcpRoutes::default(),
             stop: AtomicBool::new(false),
             crypto: Arc::new(egress::capturing(str0m::crypto::from_feature_flags())),
             bwe: cfg.bandwidth_estimation,
@@ -466,7 +497,13 @@ impl Sfu {
                 .name("sfu-udp".into())
                 .spawn(move || udp::run(shared, udp_rx, recycle_rx))?;
         }
-        tracing::info!(%local_addr, %advertise, workers = n, "media engine started");
+        if let Some(listener) = tcp_listener {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sfu-tcp".into())
+                .spawn(move || tcp::run(shared, listener))?;
+        }
+        tracing::info!(%local_addr, %advertise, tcp = ?tcp_local, workers = n, "media engine started");
         Ok(Sfu {
             inner: Arc::new(Inner {
                 shared,
@@ -479,6 +516,11 @@ impl Sfu {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.shared.local_addr
+    }
+
+    /// The bound ICE-TCP address, when ICE-TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.shared.tcp_local
     }
 
     /// Registers a peer in `group`. Its connection starts with [`Sfu::accept_offer`].
@@ -512,6 +554,7 @@ impl Sfu {
         };
         let creds = str0m::IceCreds::new();
         shared.events().insert(key, tx.clone());
+        shared.tcp_routes.register(&creds.ufrag, worker);
         let _ = shared.udp_ctl.send(udp::UdpCtl::Register {
             ufrag: creds.ufrag.clone(),
             worker,
@@ -660,6 +703,7 @@ impl Sfu {
             retransmits: get(&c.retransmits),
             datagrams_out: get(&c.datagrams_out),
             send_calls: get(&c.send_calls),
+            tcp_packets_out: get(&c.tcp_out),
         }
     }
 }

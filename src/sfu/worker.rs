@@ -27,7 +27,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::rtcp::{Nack, Rtcp};
 use str0m::rtp::RawPacket;
 use str0m::rtp::{
@@ -41,6 +41,7 @@ use super::egress::{self, ExtIds, History, KeySlot, RtpOut, SendBatch, Sent, Srt
 use super::layer::{
     choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
+use super::tcp::TcpLink;
 use super::{sanitize_id, Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
 /// Datagrams and media batches queued to one worker before new ones are dropped.
@@ -91,6 +92,16 @@ pub(crate) enum WorkerMsg {
         len: usize,
         source: SocketAddr,
         at: Instant,
+        /// Unframed from an ICE-TCP connection (`tcp.rs`) rather than read from the UDP socket.
+        tcp: bool,
+    },
+    /// An ICE-TCP connection from `source` now sends to this worker; write back through `link`.
+    TcpOpen {
+        source: SocketAddr,
+        link: TcpLink,
+    },
+    TcpClosed {
+        source: SocketAddr,
     },
     AddPeer(Box<NewPeer>),
     RemovePeer {
@@ -168,6 +179,7 @@ impl WorkerTx {
         len: usize,
         source: SocketAddr,
         at: Instant,
+        tcp: bool,
     ) -> Result<(), Vec<u8>> {
         if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
             return Err(buf);
@@ -178,6 +190,7 @@ impl WorkerTx {
             len,
             source,
             at,
+            tcp,
         }) {
             Ok(()) => Ok(()),
             Err(mpsc::SendError(WorkerMsg::Datagram { buf, .. })) => Err(buf),
@@ -297,6 +310,8 @@ struct Peer {
     srtp: Option<SrtpSender>,
     /// Where the engine last sent to (the nominated remote address).
     remote: Option<SocketAddr>,
+    /// That address is an ICE-TCP connection: media goes through the engine and the link.
+    remote_tcp: bool,
 }
 
 impl Peer {
@@ -357,19 +372,42 @@ struct Ctx {
     bytes: u64,
     direct: u64,
     retransmits: u64,
+    /// Packets written to ICE-TCP connections this turn.
+    tcp_out: u64,
     /// Every datagram this worker sends goes through here, in order.
     batch: SendBatch,
+    /// ICE-TCP connections owned by this worker, by remote address.
+    tcp_links: HashMap<SocketAddr, TcpLink>,
 }
 
 impl Ctx {
     fn send(&mut self, buf: Vec<u8>, to: SocketAddr) {
         self.batch.push(&self.shared.socket, buf, to);
     }
+
+    /// Sends what the engine asks for, over UDP or the peer's TCP connection.
+    fn transmit(&mut self, t: str0m::net::Transmit) {
+        if t.proto == Protocol::Tcp {
+            let sent = self
+                .tcp_links
+                .get(&t.destination)
+                .is_some_and(|link| link.send(t.contents.into()));
+            if sent {
+                self.tcp_out += 1;
+            } else {
+                Counters::add(&self.shared.counters.datagrams_dropped, 1);
+            }
+        } else {
+            self.send(t.contents.into(), t.destination);
+        }
+    }
 }
 
 struct Worker {
     peers: HashMap<PeerKey, Peer>,
     by_addr: HashMap<SocketAddr, PeerKey>,
+    /// ICE-TCP connections and the peer each belongs to (once its first STUN is accepted).
+    by_tcp: HashMap<SocketAddr, Option<PeerKey>>,
     ctx: Ctx,
     recycle: SyncSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
@@ -381,6 +419,7 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
     let mut w = Worker {
         peers: HashMap::new(),
         by_addr: HashMap::new(),
+        by_tcp: HashMap::new(),
         ctx: Ctx {
             idx,
             shared,
@@ -393,6 +432,8 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
             direct: 0,
             retransmits: 0,
             batch: SendBatch::default(),
+            tcp_links: HashMap::new(),
+            tcp_out: 0,
         },
         recycle,
         queued: rx.queued,
@@ -444,10 +485,23 @@ impl Worker {
                 len,
                 source,
                 at,
+                tcp,
             } => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.datagram(&buf[..len.min(buf.len())], source, at);
+                if tcp {
+                    self.tcp_frame(&buf[..len.min(buf.len())], source, at);
+                } else {
+                    self.datagram(&buf[..len.min(buf.len())], source, at);
+                }
                 let _ = self.recycle.try_send(buf);
+            }
+            WorkerMsg::TcpOpen { source, link } => {
+                self.by_tcp.insert(source, None);
+                self.ctx.tcp_links.insert(source, link);
+            }
+            WorkerMsg::TcpClosed { source } => {
+                self.by_tcp.remove(&source);
+                self.ctx.tcp_links.remove(&source);
             }
             WorkerMsg::AddPeer(np) => self.add_peer(*np),
             WorkerMsg::RemovePeer { peer } => {
@@ -457,10 +511,11 @@ impl Worker {
                     let _ = catch_unwind(AssertUnwindSafe(|| {
                         let _ = p.rtc.close();
                         while let Ok(Output::Transmit(t)) = p.rtc.poll_output() {
-                            self.ctx.send(t.contents.into(), t.destination);
+                            self.ctx.transmit(t);
                         }
                     }));
                     self.ctx.drop_peer_state(&p);
+                    self.drop_tcp(peer);
                 }
             }
             WorkerMsg::Offer { peer, offer, reply } => {
@@ -569,17 +624,61 @@ impl Worker {
         let key = match self.by_addr.get(&source) {
             Some(k) => Some(*k),
             None => {
-                let k = self
-                    .peers
-                    .values()
-                    .find(|p| !p.dead && p.rtc.accepts(&input))
-                    .map(|p| p.key);
+                let k = self.find_peer(&input);
                 if let Some(k) = k {
                     self.by_addr.insert(source, k);
                 }
                 k
             }
         };
+        self.input(key, input);
+    }
+
+    /// One packet unframed from an ICE-TCP connection.
+    fn tcp_frame(&mut self, data: &[u8], source: SocketAddr, at: Instant) {
+        let Some(local) = self.ctx.shared.tcp_advertise else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Tcp, source, local, data) else {
+            Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
+            return;
+        };
+        let input = Input::Receive(at, recv);
+        let key = match self.by_tcp.get(&source) {
+            Some(Some(k)) => Some(*k),
+            Some(None) => {
+                let k = self.find_peer(&input);
+                if let Some(k) = k {
+                    self.by_tcp.insert(source, Some(k));
+                }
+                k
+            }
+            // Closed already, or never opened here.
+            None => None,
+        };
+        self.input(key, input);
+    }
+
+    fn find_peer(&self, input: &Input<'_>) -> Option<PeerKey> {
+        self.peers
+            .values()
+            .find(|p| !p.dead && p.rtc.accepts(input))
+            .map(|p| p.key)
+    }
+
+    /// Closes the ICE-TCP connections of a peer that is gone.
+    fn drop_tcp(&mut self, peer: PeerKey) {
+        let links = &mut self.ctx.tcp_links;
+        self.by_tcp.retain(|addr, k| {
+            let gone = *k == Some(peer);
+            if gone {
+                links.remove(addr);
+            }
+            !gone
+        });
+    }
+
+    fn input(&mut self, key: Option<PeerKey>, input: Input<'_>) {
         let Some(p) = key.and_then(|k| self.peers.get_mut(&k)) else {
             Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
             return;
@@ -637,6 +736,20 @@ impl Worker {
             }
             Err(e) => tracing::error!(error = %e, "bad host candidate"),
         }
+        if let Some(addr) = shared.tcp_advertise {
+            // RFC 6544 passive: the client connects to us (we are ICE-lite and never dial).
+            let c = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            match c {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::error!(error = %e, "bad ICE-TCP candidate"),
+            }
+        }
         self.peers.insert(
             np.key,
             Peer {
@@ -664,6 +777,7 @@ impl Worker {
                 keys,
                 srtp: None,
                 remote: None,
+                remote_tcp: false,
             },
         );
     }
@@ -734,6 +848,9 @@ impl Worker {
             Counters::add(&c.bytes_forwarded, std::mem::take(&mut self.ctx.bytes));
             Counters::add(&c.packets_direct, std::mem::take(&mut self.ctx.direct));
         }
+        if self.ctx.tcp_out > 0 {
+            Counters::add(&c.tcp_out, std::mem::take(&mut self.ctx.tcp_out));
+        }
         if self.ctx.retransmits > 0 {
             Counters::add(&c.retransmits, std::mem::take(&mut self.ctx.retransmits));
         }
@@ -760,6 +877,7 @@ impl Worker {
             };
             self.by_addr.retain(|_, k| *k != key);
             self.ctx.drop_peer_state(&p);
+            self.drop_tcp(key);
             // Unpublish first, so `Disconnected` is the last event.
             self.ctx.shared.forget_peer(key);
             tracing::info!(peer = %p.id, "peer disconnected");
@@ -950,7 +1068,8 @@ fn poll_peer(p: &mut Peer, ctx: &mut Ctx) {
             }
             Output::Transmit(t) => {
                 p.remote = Some(t.destination);
-                ctx.send(t.contents.into(), t.destination);
+                p.remote_tcp = t.proto == Protocol::Tcp;
+                ctx.transmit(t);
             }
             Output::Event(e) => on_event(p, ctx, e),
         }
@@ -1234,6 +1353,10 @@ fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
     let (Some(srtp), Some(remote)) = (&mut p.srtp, p.remote) else {
         return;
     };
+    if p.remote_tcp {
+        // The engine sent everything over TCP and answers for it.
+        return;
+    }
     let ssrc = *nack.ssrc;
     for o in &p.outs {
         let (OutState::Open(mid), Some((our_ssrc, ids))) = (o.state, o.direct) else {
@@ -1365,7 +1488,9 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             continue;
         };
         let video = o.meta.kind == TrackKind::Video;
+        // Over ICE-TCP the engine writes every packet (the direct path batches UDP datagrams).
         if p.direct
+            && !p.remote_tcp
             && o.engine_at
                 .is_some_and(|t| now.saturating_duration_since(t) < egress::ENGINE_EVERY)
         {

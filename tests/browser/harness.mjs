@@ -89,6 +89,7 @@ export async function startServer({ netns = null, tls = false, env: extraEnv = {
     CONVENE_JWT_SECRET: randomBytes(24).toString("hex"),
     // In a namespace of its own the port is surely free; elsewhere let the server pick one.
     CONVENE_RTC_UDP_PORT: netns ? "3478" : "0",
+    CONVENE_RTC_TCP_PORT: netns ? "7881" : "0",
     CONVENE_RTC_ADVERTISE_IP: "127.0.0.1",
     RUST_LOG: process.env.RUST_LOG ?? "info",
     ...(cert ? { CONVENE_TLS_CERT: cert.cert, CONVENE_TLS_KEY: cert.key } : {}),
