@@ -207,7 +207,13 @@ impl Config {
             self.rtc.ice_tcp = parsed("CONVENE_RTC_ICE_TCP", v)?;
         }
         if let Some(v) = env("CONVENE_RTC_ADVERTISE_IP") {
-            let _: IpAddr = parsed("CONVENE_RTC_ADVERTISE_IP", v.clone())?;
+            if let Err(e) = crate::sfu::addresses::parse_list(&v) {
+                return Err(ConfigError::Env {
+                    name: "CONVENE_RTC_ADVERTISE_IP",
+                    value: v,
+                    reason: e.to_string(),
+                });
+            }
             self.rtc.advertise_ip = v;
         }
         Ok(())

@@ -26,10 +26,16 @@ fn python() -> PathBuf {
 
 /// Starts an aiortc peer script; its JSON result is its last stdout line.
 fn peer(script: &str, args: &[String]) -> tokio::process::Child {
+    peer_at("127.0.0.1", script, args)
+}
+
+/// [`peer`] with its ICE pinned to `address` (a loopback address).
+fn peer_at(address: &str, script: &str, args: &[String]) -> tokio::process::Child {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(script);
     tokio::process::Command::new(python())
+        .env("CONVENE_PEER_ADDRESS", address)
         .arg(script)
         .args(args)
         .stdout(Stdio::piped())
@@ -116,6 +122,54 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
         .await;
     host.expect_event(|e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "obs"))
         .await;
+}
+
+/// Every configured address is a candidate: with `127.0.0.1, ::1` advertised on a dual-stack
+/// socket, a publisher that has only IPv4 and a viewer that has only IPv6 meet. (The socket
+/// binds `::` for both families; all traffic still goes to loopback addresses.)
+#[tokio::test]
+async fn ipv4_publisher_and_ipv6_viewer_each_find_an_advertised_address() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.bind_ip = "::".parse().unwrap();
+        c.rtc.advertise_ip = "127.0.0.1, ::1".into();
+    })
+    .await;
+    let mut host = t.join("dual", Role::Host, "host").await;
+    let presenter = t.token("dual", Role::Presenter, "obs");
+    let viewer = t.token("dual", Role::Participant, "viewer");
+    let publisher = peer_at(
+        "127.0.0.1",
+        "publisher.py",
+        &args(&[
+            "--whip",
+            &format!("{}/whip/dual", t.http()),
+            "--token",
+            &presenter,
+            "--duration",
+            "10",
+        ]),
+    );
+    host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
+    let subscriber = peer_at(
+        "::1",
+        "subscriber.py",
+        &args(&[
+            "--whep",
+            &format!("{}/whep/dual", t.http()),
+            "--token",
+            &viewer,
+            "--duration",
+            "5",
+        ]),
+    );
+    let sub = result(subscriber).await;
+    assert_eq!(sub["error"], Value::Null, "{sub}");
+    assert!(
+        sub["video_frames"].as_u64().unwrap() >= 20,
+        "the IPv6 viewer decodes the IPv4 publisher: {sub}"
+    );
+    let publ = result(publisher).await;
+    assert_eq!(publ["error"], Value::Null, "{publ}");
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@
 //! # Use
 //!
 //! ```ignore
-//! let sfu = Sfu::start(SfuConfig { udp_port: 0, bind_ip, advertise_ip, workers: 0, bandwidth_estimation: true })?;
+//! let sfu = Sfu::start(SfuConfig { udp_port: 0, tcp_port: Some(0), bind_ip, advertise_ips, workers: 0, bandwidth_estimation: true })?;
 //! let mut events = sfu.add_peer("alice".into(), "room-x".into(), PeerOptions::session("Alice"));
 //! let answer = sfu.accept_offer(&"alice".into(), offer_sdp).await?;   // -> rtc_answer
 //! while let Some(ev) = events.recv().await {
@@ -75,6 +75,7 @@
 //!   panic inside `str0m` for one peer drops that peer only.
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 mod directory;
 mod egress;
 pub(crate) use egress::SendBatch;
@@ -114,8 +115,9 @@ pub struct SfuConfig {
     /// ephemeral port, `None` turns ICE-TCP off.
     pub tcp_port: Option<u16>,
     pub bind_ip: IpAddr,
-    /// The host candidate put in answers (what clients send to).
-    pub advertise_ip: IpAddr,
+    /// The host candidates put in answers (what clients send to), one per address and
+    /// protocol; never empty (see `addresses::plan`).
+    pub advertise_ips: Vec<IpAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// str0m's bandwidth estimation and pacer for peers whose
@@ -130,7 +132,7 @@ impl Default for SfuConfig {
             udp_port: 0,
             tcp_port: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             workers: 0,
             bandwidth_estimation: true,
         }
@@ -309,13 +311,14 @@ impl Counters {
 pub(crate) struct Shared {
     pub socket: UdpSocket,
     pub local_addr: SocketAddr,
-    pub advertise: SocketAddr,
+    /// The UDP candidates' addresses (advertised IPs, bound UDP port).
+    pub advertise: Vec<SocketAddr>,
     pub workers: Vec<worker::WorkerTx>,
     pub directory: Mutex<Directory>,
     pub counters: Counters,
     pub udp_ctl: std_mpsc::Sender<udp::UdpCtl>,
-    /// The ICE-TCP candidate's address (advertised IP, bound TCP port), when ICE-TCP is on.
-    pub tcp_advertise: Option<SocketAddr>,
+    /// The ICE-TCP candidates' addresses (advertised IPs, bound TCP port); empty when ICE-TCP is off.
+    pub tcp_advertise: Vec<SocketAddr>,
     pub tcp_local: Option<SocketAddr>,
     pub tcp_routes: tcp::TcpRoutes,
     pub stop: AtomicBool,
@@ -327,6 +330,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The local candidate address a packet from `source` arrived on, as ICE needs it: the
+    /// first advertised address of the source's family. The socket does not say which
+    /// address it was sent to, and for ICE-lite any of ours answers the same.
+    pub fn destination(list: &[SocketAddr], source: SocketAddr) -> Option<SocketAddr> {
+        let v4 = source.ip().to_canonical().is_ipv4();
+        list.iter()
+            .find(|a| a.is_ipv4() == v4)
+            .or(list.first())
+            .copied()
+    }
+
     pub fn directory(&self) -> MutexGuard<'_, Directory> {
         // A panic while holding the lock leaves plain data; keep going.
         self.directory.lock().unwrap_or_else(|e| e.into_inner())
@@ -427,10 +441,15 @@ impl std::fmt::Debug for Sfu {
 impl Sfu {
     /// Binds the UDP socket and spawns the receive thread and the workers.
     pub fn start(cfg: SfuConfig) -> Result<Sfu, SfuError> {
-        if cfg.advertise_ip.is_unspecified() {
-            return Err(SfuError::Config(
-                "advertise_ip must be an address clients can reach, not 0.0.0.0".into(),
-            ));
+        if cfg.advertise_ips.is_empty() {
+            return Err(SfuError::Config("no address to advertise".into()));
+        }
+        for ip in &cfg.advertise_ips {
+            if ip.is_unspecified() {
+                return Err(SfuError::Config(format!(
+                    "advertise address must be one clients can reach, not {ip}"
+                )));
+            }
         }
         let socket = UdpSocket::bind(SocketAddr::new(cfg.bind_ip, cfg.udp_port))?;
         // One socket carries every peer: room for bursts (a keyframe to every subscriber)
@@ -439,9 +458,11 @@ impl Sfu {
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         let local_addr = socket.local_addr()?;
-        let advertise = SocketAddr::new(cfg.advertise_ip, local_addr.port());
-        str0m::Candidate::host(advertise, "udp")
-            .map_err(|e| SfuError::Config(format!("advertise_ip {}: {e}", cfg.advertise_ip)))?;
+        let advertise: Vec<SocketAddr> = cfg
+            .advertise_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+            .collect();
         let tcp_listener = match cfg.tcp_port {
             Some(port) => Some(std::net::TcpListener::bind(SocketAddr::new(
                 cfg.bind_ip,
@@ -453,7 +474,14 @@ impl Sfu {
             .as_ref()
             .map(std::net::TcpListener::local_addr)
             .transpose()?;
-        let tcp_advertise = tcp_local.map(|a| SocketAddr::new(cfg.advertise_ip, a.port()));
+        let tcp_advertise: Vec<SocketAddr> = tcp_local
+            .map(|a| {
+                cfg.advertise_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, a.port()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let n = if cfg.workers == 0 {
             thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -503,7 +531,7 @@ impl Sfu {
                 .name("sfu-tcp".into())
                 .spawn(move || tcp::run(shared, listener))?;
         }
-        tracing::info!(%local_addr, %advertise, tcp = ?tcp_local, workers = n, "media engine started");
+        tracing::info!(%local_addr, advertise = ?shared.advertise, tcp = ?tcp_local, workers = n, "media engine started");
         Ok(Sfu {
             inner: Arc::new(Inner {
                 shared,

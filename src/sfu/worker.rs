@@ -616,7 +616,10 @@ impl Worker {
     }
 
     fn datagram(&mut self, data: &[u8], source: SocketAddr, at: Instant) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, self.ctx.shared.advertise, data) else {
+        let Some(local) = Shared::destination(&self.ctx.shared.advertise, source) else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, source, local, data) else {
             Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
             return;
         };
@@ -636,7 +639,7 @@ impl Worker {
 
     /// One packet unframed from an ICE-TCP connection.
     fn tcp_frame(&mut self, data: &[u8], source: SocketAddr, at: Instant) {
-        let Some(local) = self.ctx.shared.tcp_advertise else {
+        let Some(local) = Shared::destination(&self.ctx.shared.tcp_advertise, source) else {
             return;
         };
         let Ok(recv) = Receive::new(Protocol::Tcp, source, local, data) else {
@@ -730,13 +733,15 @@ impl Worker {
             cfg = cfg.set_extension_map(exts);
         }
         let (mut rtc, keys) = egress::build_with_keys(|| cfg.build(now));
-        match Candidate::host(shared.advertise, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
+        for addr in &shared.advertise {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::error!(error = %e, "bad host candidate"),
             }
-            Err(e) => tracing::error!(error = %e, "bad host candidate"),
         }
-        if let Some(addr) = shared.tcp_advertise {
+        for &addr in &shared.tcp_advertise {
             // RFC 6544 passive: the client connects to us (we are ICE-lite and never dial).
             let c = Candidate::builder()
                 .tcp()

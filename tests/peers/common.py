@@ -12,14 +12,16 @@ Signaling modes (both peers take the same arguments):
 
 import asyncio
 import json
+import os
 import sys
 import time
 from urllib.parse import urljoin
 
-# Pin ICE to loopback before any peer connection exists.
+# Pin ICE to loopback before any peer connection exists (CONVENE_PEER_ADDRESS=::1 for IPv6).
 import aioice.ice
 
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+PEER_ADDRESS = os.environ.get("CONVENE_PEER_ADDRESS", "127.0.0.1")
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [PEER_ADDRESS]
 
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
 
