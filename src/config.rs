@@ -113,6 +113,20 @@ pub struct RtcConfig {
     pub workers: usize,
     /// Bandwidth estimation (and pacing) for meeting peers; WHIP/WHEP peers never have it.
     pub bandwidth_estimation: bool,
+    pub turn: TurnConfig,
+}
+
+/// A TURN relay run beside Convene (coturn with `use-auth-secret`), for networks that
+/// allow only TLS to 443.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// e.g. `turns:turn.example.org:443?transport=tcp`; empty: no relay.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`.
+    pub secret: String,
+    /// Lifetime of the credentials handed out, in seconds.
+    pub ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +213,30 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
             self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_TURN_URLS") {
+            self.rtc.turn.urls = v
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("CONVENE_TURN_SECRET") {
+            self.rtc.turn.secret = v;
+        }
+        for url in &self.rtc.turn.urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
+            {
+                return Err(ConfigError::Parse(format!(
+                    "rtc.turn.urls: {url:?} is not a turn:, turns: or stun: URL"
+                )));
+            }
+        }
+        if !self.rtc.turn.urls.is_empty() && self.rtc.turn.secret.is_empty() {
+            return Err(ConfigError::Parse(
+                "rtc.turn.urls is set but rtc.turn.secret (CONVENE_TURN_SECRET) is empty: the relay's static-auth-secret is needed to make credentials".into(),
+            ));
         }
         if let Some(v) = env("CONVENE_RTC_TCP_PORT") {
             self.rtc.tcp_port = parsed("CONVENE_RTC_TCP_PORT", v)?;
@@ -304,6 +342,29 @@ mod tests {
             c.public_url("0.0.0.0:8443".parse().unwrap()),
             "https://localhost:8443"
         );
+    }
+
+    #[test]
+    fn turn_urls_and_secret_from_the_environment() {
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_TURN_URLS" => {
+                Some("turns:relay.example:443?transport=tcp, turn:relay.example:3478".into())
+            }
+            "CONVENE_TURN_SECRET" => Some("s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.rtc.turn.urls.len(), 2);
+        let no_secret = Config::load_with_env(None, |name| {
+            (name == "CONVENE_TURN_URLS").then(|| "turn:relay.example".to_string())
+        });
+        assert!(no_secret.unwrap_err().to_string().contains("secret"));
+        let bad = Config::load_with_env(None, |name| match name {
+            "CONVENE_TURN_URLS" => Some("http://relay.example".into()),
+            "CONVENE_TURN_SECRET" => Some("s".into()),
+            _ => None,
+        });
+        assert!(bad.unwrap_err().to_string().contains("turn:"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`bus`]: fan-out of sequenced events (in-process; Redis later) and the event log for resume.
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
+//! - [`turn`]: short-lived credentials for the TURN relay (coturn), for `welcome` and WHIP/WHEP.
 //! - [`load`]: load tools that drive a real server.
 //!
 //! Data flows one way: socket -> session -> room actor -> event log + bus -> sessions -> sockets.
@@ -23,3 +24,4 @@ pub mod media;
 pub mod room;
 pub mod session;
 pub mod sfu;
+pub mod turn;

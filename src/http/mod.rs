@@ -88,6 +88,8 @@ pub struct AppState {
     /// The SFU; `None` when its UDP port could not be bound.
     pub media: Option<Media>,
     pub resources: media::Resources,
+    /// TURN credentials for WHIP/WHEP `Link` headers (and `welcome`, through the rooms).
+    pub turn: Option<crate::turn::Turn>,
 }
 
 impl AppState {
@@ -100,6 +102,8 @@ impl AppState {
             );
         }
         let limits = &config.limits;
+        let t = &config.rtc.turn;
+        let turn = crate::turn::Turn::new(&t.urls, &t.secret, t.ttl_s);
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -111,6 +115,7 @@ impl AppState {
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
+            turn: turn.clone(),
         };
         let media = match Media::start(&config.rtc) {
             Ok(media) => Some(media),
@@ -123,6 +128,7 @@ impl AppState {
             limits: Arc::new(config.limits.clone()),
             media,
             resources: media::Resources::default(),
+            turn,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms: Rooms::new(actor, bus),
             sessions: Arc::new(AtomicUsize::new(0)),

@@ -218,6 +218,8 @@ pub struct ActorConfig {
     pub event_log_len: usize,
     pub idempotency_window: usize,
     pub empty_room_ttl: Duration,
+    /// TURN relay credentials for `welcome`, when a relay is configured.
+    pub turn: Option<crate::turn::Turn>,
 }
 
 pub struct RoomActor {
@@ -436,6 +438,12 @@ impl RoomActor {
             snapshot: Box::new(self.state.snapshot(&viewer)),
             seq,
             resume_failed,
+            ice_servers: self
+                .config
+                .turn
+                .iter()
+                .map(|t| t.ice_server(&viewer.identity, crate::auth::unix_now()))
+                .collect(),
         });
         let may_publish = self.state.may_publish(&viewer.identity);
         Start {
