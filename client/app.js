@@ -5,6 +5,7 @@ import {
   PROTOCOL_VERSION, CLOSE, isFinalClose, socketUrl, command, isStaff, canModerate,
   questionOrder, answeredOrder, breakoutPlan, countdown, canPublish, SIMULCAST_LAYERS, publisherOf,
 } from "/protocol.js";
+import { watchPath } from "/diagnostics.js";
 
 const $ = (id) => document.getElementById(id);
 const token = new URLSearchParams(location.search).get("token");
@@ -102,6 +103,7 @@ function handle(msg) {
         chat: s.chat, questions: new Map([...s.questions, ...s.answered].map((q) => [q.id, q])),
         myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions), breakouts: s.breakouts,
         tracks: new Map(s.tracks.map((t) => [t.id, t])), placeName: null,
+        iceServers: msg.ice_servers ?? [],
       });
       state.joins++;
       $("room").textContent = s.room;
@@ -423,7 +425,8 @@ setInterval(renderTimer, 1000);
 // recvonly m-lines to watch); the server then offers to add or stop remote tracks and the client
 // answers. A client offer cancels a server offer in flight, so a server offer that arrives while
 // ours is outstanding is stale and dropped (the server makes it again). The server is ICE-lite
-// and puts its host candidate in its SDP: no ICE servers, nothing to trickle.
+// and puts its host candidates (UDP and TCP) in its SDP, nothing to trickle; a TURN relay, when
+// configured, comes with `welcome`.
 
 const media = {
   pc: null,
@@ -443,7 +446,9 @@ function signal(step) {
 
 function peer() {
   if (media.pc) return media.pc;
-  const pc = new RTCPeerConnection({ iceServers: [] });
+  // UDP first, then the server's TCP candidate, then the relay: the browser ranks them so.
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers ?? [] });
+  watchPath(pc);
   pc.ontrack = (e) => addRemoteTrack(e.track, e.streams[0]);
   pc.onconnectionstatechange = scheduleRender;
   media.pc = pc;

@@ -149,6 +149,8 @@ test("UDP dropped: two people in a meeting see each other over ICE-TCP", STEP, a
     }, other), (s) => s.width > 0 && s.time > 0.2, { what: `${other}'s camera playing` });
     const path = await page.evaluate((p) => eval(p)(convene.media.pc), pathOf.toString());
     assert.equal(path.protocol, "tcp", `${JSON.stringify(path)}`);
+    // The diagnostics panel tells the participant (and their IT staff) the same.
+    await page.locator("#diag-path[data-transport=tcp]", { hasText: "direct TCP" }).waitFor();
   }
   assert.deepEqual(pageErrors, []);
 });
