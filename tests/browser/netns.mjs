@@ -30,10 +30,11 @@ function removeStale() {
 
 /**
  * Drops traffic inside namespace `ns` with nftables (`nft`), for firewall tests: `udp` drops every
- * UDP packet; `{ allowTcpPorts }` drops everything but TCP to those ports (and their replies).
+ * UDP packet; `{ allowTcpPorts }` drops everything but TCP to those ports (and their replies), and
+ * UDP between the port pairs in `allowUdp` (`[[portsA, portsB]]`, either direction).
  * Throws an Error whose `skip` is a reason to skip when `nft` is missing.
  */
-export function firewall(ns, { udp = false, allowTcpPorts = null }) {
+export function firewall(ns, { udp = false, allowTcpPorts = null, allowUdp = [] }) {
   if (spawnSync("sh", ["-c", "command -v nft"]).status !== 0) {
     throw Object.assign(new Error("no `nft` command"), { skip: "needs `nft` from nftables (apt-get install nftables)" });
   }
@@ -41,7 +42,11 @@ export function firewall(ns, { udp = false, allowTcpPorts = null }) {
   if (udp) rules.push("    meta l4proto udp drop");
   if (allowTcpPorts) {
     const ports = allowTcpPorts.join(", ");
-    rules.push(`    tcp dport { ${ports} } accept`, `    tcp sport { ${ports} } accept`, "    drop");
+    rules.push(`    tcp dport { ${ports} } accept`, `    tcp sport { ${ports} } accept`);
+    for (const [a, b] of allowUdp) {
+      rules.push(`    udp sport ${a} udp dport ${b} accept`, `    udp sport ${b} udp dport ${a} accept`);
+    }
+    rules.push("    drop");
   }
   rules.push("  }", "}");
   const file = path.join(os.tmpdir(), `convene-fw-${process.pid}.nft`);
