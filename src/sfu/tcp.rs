@@ -3,8 +3,9 @@
 //! For networks that drop UDP. A connection is routed like a new UDP address: its first
 //! frame must be a STUN binding request whose `USERNAME` names a registered peer's ufrag;
 //! the connection then belongs to that peer's worker for good. The worker gets a
-//! [`TcpLink`] to write back through; each write is one RFC 4571 frame (a 16-bit length,
-//! then the packet), and a connection that cannot keep up loses packets, as UDP would.
+//! [`TcpLink`] to write back through (engine output and direct-egress packets alike); each
+//! write is one RFC 4571 frame (a 16-bit length, then the packet), and a connection that
+//! cannot keep up loses packets, as UDP would.
 //!
 //! The connections run on one thread of their own with a small tokio runtime: a TCP
 //! peer costs two tasks, not a thread.

@@ -1332,23 +1332,48 @@ fn direct_stream(rtc: &mut Rtc, mid: Mid) -> Option<(u32, ExtIds)> {
     Some((ssrc, ids))
 }
 
-/// Writes, protects and queues one packet on the direct egress path.
+/// The worker's ways out for a direct-path packet (borrowed field by field from [`Ctx`]).
+struct Wires<'a> {
+    batch: &'a mut SendBatch,
+    socket: &'a std::net::UdpSocket,
+    links: &'a HashMap<SocketAddr, TcpLink>,
+    tcp_out: &'a mut u64,
+}
+
+impl<'a> Wires<'a> {
+    fn of(ctx: &'a mut Ctx) -> Self {
+        Wires {
+            batch: &mut ctx.batch,
+            socket: &ctx.shared.socket,
+            links: &ctx.tcp_links,
+            tcp_out: &mut ctx.tcp_out,
+        }
+    }
+}
+
+/// Writes, protects and queues one packet on the direct egress path: into the UDP batch,
+/// or (`tcp`) onto the peer's ICE-TCP connection.
 fn send_direct(
-    batch: &mut SendBatch,
-    socket: &std::net::UdpSocket,
+    wires: Wires<'_>,
     srtp: &mut SrtpSender,
     out: &RtpOut<'_>,
     ids: ExtIds,
     payload: &[u8],
     to: SocketAddr,
+    tcp: bool,
 ) -> bool {
-    let mut buf = batch.buffer();
+    let mut buf = wires.batch.buffer();
     egress::write_header(&mut buf, out, ids);
     if !srtp.protect(&mut buf, payload, out.ssrc, out.seq) {
-        batch.recycle(buf);
+        wires.batch.recycle(buf);
         return false;
     }
-    batch.push(socket, buf, to);
+    if tcp {
+        let sent = wires.links.get(&to).is_some_and(|link| link.send(buf));
+        *wires.tcp_out += u64::from(sent);
+        return sent;
+    }
+    wires.batch.push(wires.socket, buf, to);
     true
 }
 
@@ -1358,10 +1383,7 @@ fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
     let (Some(srtp), Some(remote)) = (&mut p.srtp, p.remote) else {
         return;
     };
-    if p.remote_tcp {
-        // The engine sent everything over TCP and answers for it.
-        return;
-    }
+    let tcp = p.remote_tcp;
     let ssrc = *nack.ssrc;
     for o in &p.outs {
         let (OutState::Open(mid), Some((our_ssrc, ids))) = (o.state, o.direct) else {
@@ -1385,15 +1407,7 @@ fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
                     audio_level: None,
                     video_orientation: sent.video_orientation,
                 };
-                if send_direct(
-                    &mut ctx.batch,
-                    &ctx.shared.socket,
-                    srtp,
-                    &out,
-                    ids,
-                    &sent.data,
-                    remote,
-                ) {
+                if send_direct(Wires::of(ctx), srtp, &out, ids, &sent.data, remote, tcp) {
                     ctx.retransmits += 1;
                 }
             }
@@ -1493,9 +1507,7 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             continue;
         };
         let video = o.meta.kind == TrackKind::Video;
-        // Over ICE-TCP the engine writes every packet (the direct path batches UDP datagrams).
         if p.direct
-            && !p.remote_tcp
             && o.engine_at
                 .is_some_and(|t| now.saturating_duration_since(t) < egress::ENGINE_EVERY)
         {
@@ -1520,15 +1532,13 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
                     audio_level: f.audio_level.zip(f.voice_activity),
                     video_orientation: f.video_orientation,
                 };
-                if send_direct(
-                    &mut ctx.batch,
-                    &ctx.shared.socket,
-                    srtp,
-                    &out,
-                    ids,
-                    &f.data,
-                    remote,
-                ) {
+                let wires = Wires {
+                    batch: &mut ctx.batch,
+                    socket: &ctx.shared.socket,
+                    links: &ctx.tcp_links,
+                    tcp_out: &mut ctx.tcp_out,
+                };
+                if send_direct(wires, srtp, &out, ids, &f.data, remote, p.remote_tcp) {
                     ctx.direct += 1;
                     ctx.frames += 1;
                     ctx.bytes += f.data.len() as u64;

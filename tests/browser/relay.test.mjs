@@ -139,6 +139,7 @@ test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, as
       pc.addTransceiver("video", { direction: "recvonly" });
       pc.addTransceiver("audio", { direction: "recvonly" });
     }
+    const t0 = performance.now();
     await pc.setLocalDescription(await pc.createOffer());
     // Wait for the relay candidate: no trickle, so the offer must carry it.
     if (pc.iceGatheringState !== "complete") {
@@ -148,6 +149,7 @@ test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, as
       });
     }
     window.started = performance.now();
+    const gatherMs = Math.round(window.started - t0);
     const res = await fetch(`/${kind}/${room}`, {
       method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` }, body: pc.localDescription.sdp,
     });
@@ -155,7 +157,7 @@ test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, as
     if (res.status !== 201) return { status: res.status, answer };
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     window.pc = pc;
-    return { status: res.status, servers: iceServers.length, relayCandidate: / typ relay /.test(pc.localDescription.sdp) };
+    return { status: res.status, gatherMs, servers: iceServers.length, relayCandidate: / typ relay /.test(pc.localDescription.sdp) };
   }, { room, kind, token, setup });
 
   const pub = await newPage("whip", `${server.base}/healthz`);
@@ -166,10 +168,18 @@ test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, as
   const view = await newPage("whep", `${server.base}/healthz`);
   const whep = await post(view, "whep", viewer, "play");
   assert.equal(whep.status, 201, whep.answer);
+  const firstFrameMs = await view.evaluate(async (pathOf) => {
+    const stats = eval(pathOf);
+    const deadline = performance.now() + 45000;
+    while (performance.now() < deadline) {
+      if ((await stats(window.pc)).framesDecoded > 0) return Math.round(performance.now() - window.started);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  }, pathOf.toString());
   const seen = await until(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames through the relay" });
-  const firstFrameMs = Math.round(await view.evaluate(() => performance.now() - window.started));
   const sent = await pub.evaluate((p) => eval(p)(window.pc), pathOf.toString());
-  t.diagnostic(`WHEP through TURN/TLS: 30 frames by ${firstFrameMs} ms after POST; viewer ${JSON.stringify(seen)}, publisher ${JSON.stringify(sent)}`);
+  t.diagnostic(`WHEP through TURN/TLS: relay allocated in ${whep.gatherMs} ms before the POST, first frame ${firstFrameMs} ms after it; viewer ${JSON.stringify(seen)}, publisher ${JSON.stringify(sent)}`);
   for (const s of [seen, sent]) {
     assert.equal(s.type, "relay", `relayed: ${JSON.stringify(s)}`);
     assert.equal(s.relayProtocol, "tls");
