@@ -69,12 +69,12 @@ export function selfSignedCert(dir) {
  * A running `convene serve`; `stop()` always ends it. With `netns` (from netns.mjs) it runs inside
  * that namespace, where only processes in the same namespace (Chromium started there) reach it.
  * With `tls` it serves HTTPS with a fresh self-signed certificate (`server.tls.spki` for Chromium);
- * `env` adds or overrides environment variables.
+ * `port` fixes the listening port (in a namespace); `env` adds or overrides environment variables.
  */
-export async function startServer({ netns = null, tls = false, env: extraEnv = {} } = {}) {
+export async function startServer({ netns = null, tls = false, port: fixedPort = null, env: extraEnv = {} } = {}) {
   const bin = ensureBinary();
   // Inside a fresh namespace every port is free; outside, ask the kernel for one.
-  const port = netns ? 8080 : await freePort();
+  const port = fixedPort ?? (netns ? 8080 : await freePort());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
   const config = path.join(dir, "test.toml");
   // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.

@@ -1,10 +1,11 @@
-// Media through a network that lets through nothing but TCP to two ports: HTTPS (Convene) and
-// TURN over TLS on 443 (coturn with Convene's shared secret). UDP and ICE-TCP are dropped by
-// nftables, so Chromium must relay: a WHEP viewer plays the WHIP-published stage, and two people
-// in a meeting see each other, all through coturn. The relay's own UDP to the SFU is the one
-// other flow let through (relay port range <-> the SFU's UDP port). Everything runs inside the
-// test's network namespace on 127.0.0.1 (DESIGN.md, "Test networking"). Needs root, `ip`, `nft`
-// and `turnserver` (coturn); skipped without.
+// Media through a network that lets through nothing but TCP to port 443: Convene's HTTPS on
+// 127.0.0.1:443 and coturn's TURN over TLS on 127.0.0.2:443 (its own address, as in the README;
+// Convene's shared secret). UDP and ICE-TCP are dropped by nftables, so Chromium must relay: a
+// WHEP viewer plays the WHIP-published stage, and two people in a meeting see each other, all
+// through coturn. The relay's own UDP to the SFU is the one other flow let through (relay port
+// range <-> the SFU's UDP port). Everything runs inside the test's network namespace on
+// loopback addresses (DESIGN.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
+// (coturn); skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
@@ -13,8 +14,8 @@ import { startServer, launchChromium } from "./harness.mjs";
 import { createNetns, firewall } from "./netns.mjs";
 
 const STEP = { timeout: 120_000 };
-const HTTPS_PORT = 8080; // harness: the server listens on 8080 inside a namespace
-const TURN_TLS_PORT = 443;
+const TLS_PORT = 443; // Convene's HTTPS and coturn's TURN/TLS, on two addresses
+const RELAY_ADDRESS = "127.0.0.2";
 const RELAY_PORTS = [20000, 20019];
 const SFU_UDP_PORT = 3478; // harness: the SFU's UDP port inside a namespace
 let netns;
@@ -33,7 +34,7 @@ before(async () => {
   try {
     netns = createNetns();
     firewall(netns, {
-      allowTcpPorts: [HTTPS_PORT, TURN_TLS_PORT],
+      allowTcpPorts: [TLS_PORT],
       allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]],
     });
   } catch (e) {
@@ -46,12 +47,13 @@ before(async () => {
   server = await startServer({
     netns,
     tls: true,
-    env: { CONVENE_TURN_URLS: `turns:127.0.0.1:${TURN_TLS_PORT}?transport=tcp`, CONVENE_TURN_SECRET: secret },
+    port: TLS_PORT,
+    env: { CONVENE_TURN_URLS: `turns:${RELAY_ADDRESS}:${TLS_PORT}?transport=tcp`, CONVENE_TURN_SECRET: secret },
   });
   const [cmd, args] = netns.exec([
     "turnserver", "-n", "--no-cli", "--no-dtls", "--no-udp", "--no-tcp", "--simple-log", "--log-file=stdout",
-    "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--allow-loopback-peers",
-    `--tls-listening-port=${TURN_TLS_PORT}`, `--cert=${server.tls.cert}`, `--pkey=${server.tls.key}`,
+    `--listening-ip=${RELAY_ADDRESS}`, `--relay-ip=${RELAY_ADDRESS}`, "--allow-loopback-peers",
+    `--tls-listening-port=${TLS_PORT}`, `--cert=${server.tls.cert}`, `--pkey=${server.tls.key}`,
     `--min-port=${RELAY_PORTS[0]}`, `--max-port=${RELAY_PORTS[1]}`,
     "--use-auth-secret", `--static-auth-secret=${secret}`, "--realm=convene.test",
   ]);
@@ -119,7 +121,7 @@ const pathOf = async (pc) => {
   return { framesDecoded, type: local?.candidateType ?? null, relayProtocol: local?.relayProtocol ?? null };
 };
 
-test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, async (t) => {
+test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) => {
   if (skip) return t.skip(skip);
   const room = "relay-stage";
   const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
@@ -187,7 +189,7 @@ test("only TCP to HTTPS and TURN/TLS: WHIP and WHEP through the relay", STEP, as
   for (const page of [pub, view]) await page.context().close();
 });
 
-test("only TCP to HTTPS and TURN/TLS: two people in a meeting see each other through the relay", STEP, async (t) => {
+test("only TCP to port 443: two people in a meeting see each other through the relay", STEP, async (t) => {
   if (skip) return t.skip(skip);
   const room = "relay-meeting";
   const join = async (who, role, name) => {
