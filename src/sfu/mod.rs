@@ -798,6 +798,25 @@ mod tests {
     }
 
     #[test]
+    fn packets_meet_the_candidate_of_their_family() {
+        let list: Vec<SocketAddr> = vec![
+            "203.0.113.7:3478".parse().unwrap(),
+            "[2001:db8::7]:3478".parse().unwrap(),
+        ];
+        let from = |s: &str| Shared::destination(&list, s.parse().unwrap());
+        assert_eq!(from("198.51.100.1:5000"), Some(list[0]));
+        // An IPv4 client on a dual-stack socket arrives IPv4-mapped.
+        assert_eq!(from("[::ffff:198.51.100.1]:5000"), Some(list[0]));
+        assert_eq!(from("[2001:db8::1]:5000"), Some(list[1]));
+        let v4_only = &list[..1];
+        assert_eq!(
+            Shared::destination(v4_only, "[2001:db8::1]:5000".parse().unwrap()),
+            Some(list[0])
+        );
+        assert_eq!(Shared::destination(&[], list[0]), None);
+    }
+
+    #[test]
     fn ids_are_token_safe() {
         assert_eq!(sanitize_id("alice@x.org"), "alice_x.org");
         assert_eq!(sanitize_id(""), "_");
