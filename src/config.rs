@@ -108,6 +108,8 @@ pub struct RtcConfig {
     /// ICE over TCP on `tcp_port` (for networks that drop UDP).
     pub ice_tcp: bool,
     pub tcp_port: u16,
+    /// ICE-TCP also on the HTTP(S) listen port: connections are told apart by their first bytes.
+    pub ice_tcp_on_listen: bool,
     pub advertise_ip: String,
     pub bind_ip: IpAddr,
     pub workers: usize,
@@ -240,6 +242,9 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_RTC_TCP_PORT") {
             self.rtc.tcp_port = parsed("CONVENE_RTC_TCP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_ICE_TCP_ON_LISTEN") {
+            self.rtc.ice_tcp_on_listen = parsed("CONVENE_RTC_ICE_TCP_ON_LISTEN", v)?;
         }
         if let Some(v) = env("CONVENE_RTC_ICE_TCP") {
             self.rtc.ice_tcp = parsed("CONVENE_RTC_ICE_TCP", v)?;

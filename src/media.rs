@@ -57,7 +57,8 @@ pub struct Media {
 }
 
 impl Media {
-    pub fn start(config: &RtcConfig) -> Result<Media, SfuError> {
+    /// `https_port`: the HTTP listener's port, when ICE-TCP also rides on it.
+    pub fn start(config: &RtcConfig, https_port: Option<u16>) -> Result<Media, SfuError> {
         let configured = addresses::parse_list(&config.advertise_ip)
             .map_err(|e| SfuError::Config(e.to_string()))?;
         let plan = addresses::plan(
@@ -73,6 +74,7 @@ impl Media {
         let sfu = Sfu::start(SfuConfig {
             udp_port: config.udp_port,
             tcp_port: config.ice_tcp.then_some(config.tcp_port),
+            tcp_handoff_port: https_port,
             bind_ip: config.bind_ip,
             advertise_ips: advertise_ips.clone(),
             workers: config.workers,

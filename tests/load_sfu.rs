@@ -107,3 +107,23 @@ async fn nacks_over_ice_tcp_are_answered_on_the_connection() {
     assert!(retransmits > 0.0, "no retransmissions: {}", report.json);
     assert!(report.loss_pct < 2.5, "{}", report.json);
 }
+
+/// ICE-TCP on the HTTP port itself (`rtc.ice_tcp_on_listen`, no TCP media port of its own):
+/// the subscribers' media connections and their WHEP requests share the one port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_shares_the_http_port() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.ice_tcp = false;
+        c.rtc.ice_tcp_on_listen = true;
+    })
+    .await;
+    assert_eq!(t.server.state.media.as_ref().unwrap().sfu.tcp_addr(), None);
+    let report = run_over(&t, "shared-port", 3, 0, Transport::Tcp).await;
+    assert_eq!(report.connected, 3, "{}", report.json);
+    assert!(report.loss_pct < 1.0, "{}", report.json);
+    let tcp = metric(&report, "convene_sfu_tcp_packets_out_total");
+    assert!(tcp > 0.0, "{}", report.json);
+    // HTTP on the same port still answers.
+    let (status, body) = common::http_get(&format!("{}/healthz", t.http()), None, &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+}

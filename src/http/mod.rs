@@ -4,6 +4,7 @@
 
 mod api;
 mod client;
+mod listener;
 mod media;
 pub mod tls;
 mod ws;
@@ -117,7 +118,11 @@ impl AppState {
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             turn: turn.clone(),
         };
-        let media = match Media::start(&config.rtc) {
+        let https_port = config
+            .rtc
+            .ice_tcp_on_listen
+            .then_some(config.server.listen.port());
+        let media = match Media::start(&config.rtc, https_port) {
             Ok(media) => Some(media),
             Err(error) => {
                 tracing::error!(%error, "media engine did not start; signaling and chat still work");
@@ -318,6 +323,9 @@ impl Server {
         };
         let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
+        // The bound port (for port 0), which ICE-TCP on the listen port advertises.
+        let mut config = config;
+        config.server.listen = addr;
         let state = AppState::new(config);
         let mut stop = state.shutdown.subscribe();
         let stopped = async move {
@@ -332,16 +340,37 @@ impl Server {
                 let _ = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer);
             }
         };
-        let task = match tls {
-            Some(tls) => {
-                let listener = tls::TlsListener::new(listener, tls, tap)?;
+        let handoff = state.media.as_ref().and_then(|m| m.sfu.tcp_handoff());
+        let task = match (tls, handoff) {
+            (Some(tls), handoff) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let listener = listener::EdgeListener::new(listener, tap, handoff, move |tcp| {
+                    let accept = acceptor.accept(tcp);
+                    async move {
+                        accept
+                            .await
+                            .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
+                            .ok()
+                    }
+                })?;
                 tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(stopped)
                         .await
                 })
             }
-            None => {
+            (None, Some(handoff)) => {
+                let listener =
+                    listener::EdgeListener::new(listener, tap, Some(handoff), |tcp| async move {
+                        Some(tcp)
+                    })?;
+                tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+            (None, None) => {
                 let listener = axum::serve::ListenerExt::tap_io(
                     listener,
                     move |tcp: &mut tokio::net::TcpStream| tap(tcp),

@@ -81,6 +81,7 @@ mod egress;
 pub(crate) use egress::SendBatch;
 mod layer;
 mod tcp;
+pub use tcp::{is_ice_tcp, TcpHandoff};
 mod udp;
 mod worker;
 
@@ -112,8 +113,11 @@ pub struct SfuConfig {
     /// UDP port for all media; 0 picks an ephemeral port.
     pub udp_port: u16,
     /// TCP port for ICE-TCP (RFC 6544 passive candidates) beside the UDP one; 0 picks an
-    /// ephemeral port, `None` turns ICE-TCP off.
+    /// ephemeral port, `None`: no listener of its own.
     pub tcp_port: Option<u16>,
+    /// ICE-TCP also on this port, which another listener (the HTTPS port) accepts on and
+    /// hands over through [`Sfu::tcp_handoff`] (port 443 is open where little else is).
+    pub tcp_handoff_port: Option<u16>,
     pub bind_ip: IpAddr,
     /// The host candidates put in answers (what clients send to), one per address and
     /// protocol; never empty (see `addresses::plan`).
@@ -131,6 +135,7 @@ impl Default for SfuConfig {
         SfuConfig {
             udp_port: 0,
             tcp_port: None,
+            tcp_handoff_port: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             workers: 0,
@@ -428,6 +433,7 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Sfu {
     inner: Arc<Inner>,
+    handoff: Option<TcpHandoff>,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -474,14 +480,17 @@ impl Sfu {
             .as_ref()
             .map(std::net::TcpListener::local_addr)
             .transpose()?;
-        let tcp_advertise: Vec<SocketAddr> = tcp_local
-            .map(|a| {
-                cfg.advertise_ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, a.port()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let tcp_ports: Vec<u16> = tcp_local
+            .map(|a| a.port())
+            .into_iter()
+            .chain(cfg.tcp_handoff_port)
+            .collect();
+        let tcp_advertise: Vec<SocketAddr> = cfg
+            .advertise_ips
+            .iter()
+            .flat_map(|ip| tcp_ports.iter().map(|port| SocketAddr::new(*ip, *port)))
+            .collect();
+        let (handoff, handoff_rx) = TcpHandoff::channel();
         let n = if cfg.workers == 0 {
             thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -525,14 +534,15 @@ impl Sfu {
                 .name("sfu-udp".into())
                 .spawn(move || udp::run(shared, udp_rx, recycle_rx))?;
         }
-        if let Some(listener) = tcp_listener {
+        if tcp_listener.is_some() || cfg.tcp_handoff_port.is_some() {
             let shared = shared.clone();
             thread::Builder::new()
                 .name("sfu-tcp".into())
-                .spawn(move || tcp::run(shared, listener))?;
+                .spawn(move || tcp::run(shared, tcp_listener, handoff_rx))?;
         }
         tracing::info!(%local_addr, advertise = ?shared.advertise, tcp = ?tcp_local, workers = n, "media engine started");
         Ok(Sfu {
+            handoff: cfg.tcp_handoff_port.map(|_| handoff),
             inner: Arc::new(Inner {
                 shared,
                 next_key: AtomicU64::new(1),
@@ -546,9 +556,15 @@ impl Sfu {
         self.inner.shared.local_addr
     }
 
-    /// The bound ICE-TCP address, when ICE-TCP is on.
+    /// The bound ICE-TCP address, when ICE-TCP has a listener of its own.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.inner.shared.tcp_local
+    }
+
+    /// Where another listener hands ICE-TCP connections over, when
+    /// [`SfuConfig::tcp_handoff_port`] is set.
+    pub fn tcp_handoff(&self) -> Option<TcpHandoff> {
+        self.handoff.clone()
     }
 
     /// Registers a peer in `group`. Its connection starts with [`Sfu::accept_offer`].

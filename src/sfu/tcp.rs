@@ -62,8 +62,45 @@ impl TcpRoutes {
     }
 }
 
-/// Runs the accept loop on this thread until the SFU stops.
-pub(crate) fn run(shared: Arc<Shared>, listener: std::net::TcpListener) {
+/// Hands connections accepted elsewhere (the HTTPS port, after a look at their first bytes)
+/// to the ICE-TCP thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TcpHandoff(mpsc::UnboundedSender<std::net::TcpStream>);
+
+impl TcpHandoff {
+    pub(crate) fn channel() -> (TcpHandoff, mpsc::UnboundedReceiver<std::net::TcpStream>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (TcpHandoff(tx), rx)
+    }
+
+    /// Takes over `stream` as an ICE-TCP connection (nothing of it read yet).
+    pub fn give(&self, stream: std::net::TcpStream) {
+        let _ = self.0.send(stream);
+    }
+}
+
+/// Is a connection that starts with `prefix` ICE-TCP (an RFC 4571 frame holding a STUN
+/// binding request) rather than TLS or HTTP? `None`: too few bytes to tell.
+pub fn is_ice_tcp(prefix: &[u8]) -> Option<bool> {
+    // TLS starts with 0x16, HTTP with a letter; a STUN request's frame with a zero byte
+    // (its length is under 256).
+    match prefix.first() {
+        None => None,
+        Some(0) if prefix.len() >= 10 => {
+            Some(prefix[2..4] == [0x00, 0x01] && prefix[6..10] == [0x21, 0x12, 0xA4, 0x42])
+        }
+        Some(0) => None,
+        Some(_) => Some(false),
+    }
+}
+
+/// Runs the accept loop on this thread until the SFU stops: connections from its own
+/// listener, and from `handoff` (the HTTPS port).
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    listener: Option<std::net::TcpListener>,
+    mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -76,12 +113,13 @@ pub(crate) fn run(shared: Arc<Shared>, listener: std::net::TcpListener) {
         }
     };
     rt.block_on(async move {
-        let listener = match listener
-            .set_nonblocking(true)
-            .and_then(|()| TcpListener::from_std(listener))
-        {
-            Ok(l) => l,
-            Err(error) => {
+        let listener = match listener.map(|l| {
+            l.set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+        }) {
+            Some(Ok(l)) => Some(l),
+            None => None,
+            Some(Err(error)) => {
                 tracing::error!(%error, "ice-tcp: listener; TCP media is off");
                 return;
             }
@@ -90,7 +128,13 @@ pub(crate) fn run(shared: Arc<Shared>, listener: std::net::TcpListener) {
         let mut stop_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             let accepted = tokio::select! {
-                a = listener.accept() => a,
+                a = accept(listener.as_ref()) => a,
+                Some(std_stream) = handoff.recv() => {
+                    std_stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(std_stream))
+                        .and_then(|s| s.peer_addr().map(|a| (s, a)))
+                }
                 _ = stop_check.tick() => {
                     if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
                         break;
@@ -119,6 +163,14 @@ pub(crate) fn run(shared: Arc<Shared>, listener: std::net::TcpListener) {
         }
         tracing::debug!("ice-tcp thread stopped");
     });
+}
+
+/// The next connection on our own listener; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads one RFC 4571 frame into `buf` (resized to the frame); `Ok(false)` at a clean end.
@@ -217,6 +269,22 @@ fn frame_into(out: &mut Vec<u8>, packet: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ice_tcp_is_told_from_tls_and_http() {
+        let stun = [0, 100, 0, 1, 0, 80, 0x21, 0x12, 0xA4, 0x42, 1, 2];
+        assert_eq!(is_ice_tcp(&stun), Some(true));
+        assert_eq!(is_ice_tcp(&stun[..5]), None, "needs the cookie");
+        assert_eq!(is_ice_tcp(&[]), None);
+        assert_eq!(is_ice_tcp(&[0x16, 0x03, 0x01]), Some(false), "TLS");
+        assert_eq!(is_ice_tcp(b"GET / HTTP/1.1"), Some(false));
+        assert_eq!(
+            is_ice_tcp(&[0, 100, 0, 3, 0, 80, 0x21, 0x12, 0xA4, 0x42]),
+            Some(false),
+            "not a binding request"
+        );
+        assert_eq!(is_ice_tcp(&[0; 10]), Some(false));
+    }
 
     #[test]
     fn frames_carry_a_big_endian_length() {
