@@ -1,6 +1,6 @@
 //! TURN credentials: short-lived username/password pairs for the configured relay, in the shared-secret scheme coturn checks (`use-auth-secret`).
 //!
-//! The relay itself is a separate service (coturn; docs/decisions/0004-turn-relay.md). Both
+//! The relay itself is a separate service (coturn; docs/decisions/0005-turn-relay.md). Both
 //! sides know one secret. The username is `<expiry unix time>:<identity>` and the password is
 //! `base64(HMAC-SHA1(secret, username))`, so the relay can check a credential, and see it
 //! expire, without asking Convene. Clients get them in `welcome` and, for WHIP/WHEP, in
