@@ -6,6 +6,7 @@
 // that arrives while ours is outstanding is stale and dropped (the server makes it again). The
 // server is ICE-lite with its host candidate in the SDP: no ICE servers, nothing to trickle.
 import { command, SIMULCAST_LAYERS, publisherOf } from "/protocol.js";
+import { watchPath } from "/diagnostics.js";
 
 /**
  * @typedef {{stream: MediaStream, video: HTMLVideoElement, el: HTMLElement, publisher: string, screen: boolean}} Tile
@@ -55,7 +56,10 @@ export class Media {
 
   peer() {
     if (this.pc) return this.pc;
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    // UDP first, then the server's TCP candidate, then the relay (from `welcome`): the browser
+    // ranks them so. The diagnostics panel shows which path was taken.
+    const pc = new RTCPeerConnection({ iceServers: this.state.iceServers ?? [] });
+    watchPath(pc);
     pc.ontrack = (e) => this.addRemoteTrack(e.track, e.streams[0]);
     pc.onconnectionstatechange = () => this.changed();
     this.pc = pc;

@@ -25,6 +25,7 @@ export function createState() {
     /** @type {Set<number>} */ myQuestions: new Set(),
     /** @type {any} */ breakouts: null,
     /** @type {string|null} */ placeName: null,
+    /** @type {RTCIceServer[]} */ iceServers: [],
     /** @type {Map<string, any>} */ tracks: new Map(),
     /** @type {Map<number, any>} */ polls: new Map(),
     /** Your answers: poll id -> option indexes. @type {Map<number, number[]>} */ myPollAnswers: new Map(),
@@ -63,6 +64,8 @@ export function applyWelcome(state, msg) {
     members: new Map(s.members.map((/** @type {Member} */ m) => [m.identity, m])), count: s.participant_count,
     chat: s.chat, questions, myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions),
     breakouts: s.breakouts, tracks: new Map(s.tracks.map((/** @type {any} */ t) => [t.id, t])), placeName: null,
+    // A TURN relay for networks that allow only TLS to 443, when the server has one.
+    iceServers: msg.ice_servers ?? [],
     polls: new Map((s.polls ?? []).map((/** @type {any} */ p) => [p.id, p])),
     myPollAnswers: new Map(Object.entries(s.my_poll_answers ?? {}).map(([id, a]) => [Number(id), /** @type {number[]} */ (a)])),
   });

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub header_read_timeout_s: u64,
     pub request_timeout_s: u64,
     pub max_http_connections_per_ip: usize,
+    /// PEM certificate chain and private key; both set: `serve` speaks HTTPS (and WSS) on `listen`.
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,11 +110,30 @@ pub struct AbuseLimits {
 #[serde(deny_unknown_fields)]
 pub struct RtcConfig {
     pub udp_port: u16,
+    /// ICE over TCP on `tcp_port` (for networks that drop UDP).
+    pub ice_tcp: bool,
+    pub tcp_port: u16,
+    /// ICE-TCP also on the HTTP(S) listen port: connections are told apart by their first bytes.
+    pub ice_tcp_on_listen: bool,
     pub advertise_ip: String,
     pub bind_ip: IpAddr,
     pub workers: usize,
     /// Bandwidth estimation (and pacing) for meeting peers; WHIP/WHEP peers never have it.
     pub bandwidth_estimation: bool,
+    pub turn: TurnConfig,
+}
+
+/// A TURN relay run beside Convene (coturn with `use-auth-secret`), for networks that
+/// allow only TLS to 443.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnConfig {
+    /// e.g. `turns:turn.example.org:443?transport=tcp`; empty: no relay.
+    pub urls: Vec<String>,
+    /// coturn's `static-auth-secret`.
+    pub secret: String,
+    /// Lifetime of the credentials handed out, in seconds.
+    pub ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +202,17 @@ impl Config {
         if let Some(v) = env("CONVENE_PUBLIC_URL") {
             self.server.public_url = v;
         }
+        if let Some(v) = env("CONVENE_TLS_CERT") {
+            self.server.tls_cert = v;
+        }
+        if let Some(v) = env("CONVENE_TLS_KEY") {
+            self.server.tls_key = v;
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return Err(ConfigError::Parse(
+                "server.tls_cert and server.tls_key (CONVENE_TLS_CERT, CONVENE_TLS_KEY) go together: set both or neither".into(),
+            ));
+        }
         if let Some(v) = env("CONVENE_JWT_SECRET") {
             self.auth.jwt_secret = v;
         }
@@ -203,11 +236,55 @@ impl Config {
         if let Some(v) = env("CONVENE_RTC_UDP_PORT") {
             self.rtc.udp_port = parsed("CONVENE_RTC_UDP_PORT", v)?;
         }
+        if let Some(v) = env("CONVENE_TURN_URLS") {
+            self.rtc.turn.urls = v
+                .split([',', ' '])
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(v) = env("CONVENE_TURN_SECRET") {
+            self.rtc.turn.secret = v;
+        }
+        for url in &self.rtc.turn.urls {
+            if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))
+            {
+                return Err(ConfigError::Parse(format!(
+                    "rtc.turn.urls: {url:?} is not a turn:, turns: or stun: URL"
+                )));
+            }
+        }
+        if !self.rtc.turn.urls.is_empty() && self.rtc.turn.secret.is_empty() {
+            return Err(ConfigError::Parse(
+                "rtc.turn.urls is set but rtc.turn.secret (CONVENE_TURN_SECRET) is empty: the relay's static-auth-secret is needed to make credentials".into(),
+            ));
+        }
+        if let Some(v) = env("CONVENE_RTC_TCP_PORT") {
+            self.rtc.tcp_port = parsed("CONVENE_RTC_TCP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_ICE_TCP_ON_LISTEN") {
+            self.rtc.ice_tcp_on_listen = parsed("CONVENE_RTC_ICE_TCP_ON_LISTEN", v)?;
+        }
+        if let Some(v) = env("CONVENE_RTC_ICE_TCP") {
+            self.rtc.ice_tcp = parsed("CONVENE_RTC_ICE_TCP", v)?;
+        }
         if let Some(v) = env("CONVENE_RTC_ADVERTISE_IP") {
-            let _: IpAddr = parsed("CONVENE_RTC_ADVERTISE_IP", v.clone())?;
+            if let Err(e) = crate::sfu::addresses::parse_list(&v) {
+                return Err(ConfigError::Env {
+                    name: "CONVENE_RTC_ADVERTISE_IP",
+                    value: v,
+                    reason: e.to_string(),
+                });
+            }
             self.rtc.advertise_ip = v;
         }
         Ok(())
+    }
+
+    /// Does `serve` terminate TLS itself?
+    pub fn tls(&self) -> bool {
+        !self.server.tls_cert.is_empty()
     }
 
     /// The base URL people join at, e.g. `http://localhost:8080`.
@@ -220,7 +297,8 @@ impl Config {
         } else {
             bound.ip().to_string()
         };
-        format!("http://{host}:{}", bound.port())
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", bound.port())
     }
 }
 
@@ -269,6 +347,49 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("CONVENE_RTC_UDP_PORT"), "{err}");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_makes_links_https() {
+        let err = Config::load_with_env(None, |name| {
+            (name == "CONVENE_TLS_CERT").then(|| "cert.pem".to_string())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_TLS_CERT" => Some("cert.pem".into()),
+            "CONVENE_TLS_KEY" => Some("key.pem".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(c.tls());
+        assert_eq!(
+            c.public_url("0.0.0.0:8443".parse().unwrap()),
+            "https://localhost:8443"
+        );
+    }
+
+    #[test]
+    fn turn_urls_and_secret_from_the_environment() {
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_TURN_URLS" => {
+                Some("turns:relay.example:443?transport=tcp, turn:relay.example:3478".into())
+            }
+            "CONVENE_TURN_SECRET" => Some("s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.rtc.turn.urls.len(), 2);
+        let no_secret = Config::load_with_env(None, |name| {
+            (name == "CONVENE_TURN_URLS").then(|| "turn:relay.example".to_string())
+        });
+        assert!(no_secret.unwrap_err().to_string().contains("secret"));
+        let bad = Config::load_with_env(None, |name| match name {
+            "CONVENE_TURN_URLS" => Some("http://relay.example".into()),
+            "CONVENE_TURN_SECRET" => Some("s".into()),
+            _ => None,
+        });
+        assert!(bad.unwrap_err().to_string().contains("turn:"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`bus`]: this node's lanes of sequenced envelopes and the event log for resume.
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
+//! - [`turn`]: short-lived credentials for the TURN relay (coturn), for `welcome` and WHIP/WHEP.
 //! - [`load`]: load tools that drive a real server.
 //! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
 //! - [`webhooks`]: signed, retried POSTs of room events to configured URLs.
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod room;
 pub mod session;
 pub mod sfu;
+pub mod turn;
 pub mod webhooks;
 pub mod wire;

@@ -143,7 +143,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = Server::start(config).await.context("binding the listen address")?;
+        let server = Server::start(config).await.context("starting the server (listen address, TLS certificate)")?;
         let base = server.state.config.public_url(server.addr);
         tracing::info!(addr = %server.addr, "convene listening; browser client at {base}/");
         if generated {

@@ -5,7 +5,6 @@
 //! and the SFU's track events become room events.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use crate::config::RtcConfig;
 use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
 use crate::room::Place;
 use crate::session::outbox::Outbox;
-use crate::sfu::{GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
+use crate::sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 use crate::wire::Frame;
 
 /// The SFU group of a place in a room.
@@ -62,28 +61,30 @@ struct Parked {
 }
 
 impl Media {
-    pub fn start(config: &RtcConfig) -> Result<Media, SfuError> {
-        let advertise_ip: IpAddr = if config.advertise_ip.is_empty() {
-            if config.bind_ip.is_unspecified() {
-                tracing::warn!("rtc.advertise_ip is not set: advertising 127.0.0.1, so only this machine can receive media (set CONVENE_RTC_ADVERTISE_IP)");
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                config.bind_ip
-            }
-        } else {
-            config
-                .advertise_ip
-                .parse()
-                .map_err(|e| SfuError::Config(format!("rtc.advertise_ip: {e}")))?
-        };
+    /// `https_port`: the HTTP listener's port, when ICE-TCP also rides on it.
+    pub fn start(config: &RtcConfig, https_port: Option<u16>) -> Result<Media, SfuError> {
+        let configured = addresses::parse_list(&config.advertise_ip)
+            .map_err(|e| SfuError::Config(e.to_string()))?;
+        let plan = addresses::plan(
+            &configured,
+            config.bind_ip,
+            &addresses::interface_addresses(),
+        )
+        .map_err(|e| SfuError::Config(e.to_string()))?;
+        for warning in &plan.warnings {
+            tracing::warn!("media: {warning}");
+        }
+        let advertise_ips = plan.advertise;
         let sfu = Sfu::start(SfuConfig {
             udp_port: config.udp_port,
+            tcp_port: config.ice_tcp.then_some(config.tcp_port),
+            tcp_handoff_port: https_port,
             bind_ip: config.bind_ip,
-            advertise_ip,
+            advertise_ips: advertise_ips.clone(),
             workers: config.workers,
             bandwidth_estimation: config.bandwidth_estimation,
         })?;
-        tracing::info!(udp = %sfu.local_addr(), %advertise_ip, "media engine started");
+        tracing::info!(udp = %sfu.local_addr(), tcp = ?sfu.tcp_addr(), ?advertise_ips, "media engine started");
         Ok(Media {
             sfu,
             publishers: Arc::default(),

@@ -207,6 +207,11 @@ impl Collector for NodeCollector {
                 "Send system calls (sendmmsg batches up to 64 datagrams)",
                 s.send_calls,
             ),
+            (
+                "convene_sfu_tcp_packets_out",
+                "Packets written to ICE-TCP connections",
+                s.tcp_packets_out,
+            ),
         ] {
             encode_one(&mut encoder, name, help, ConstCounter::new(value))?;
         }

@@ -26,6 +26,7 @@ fn serve(port: u16, secret: Option<&str>) -> Child {
     cmd.arg("serve")
         .env("CONVENE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
         .env("CONVENE_RTC_ADVERTISE_IP", "127.0.0.1")
         .env("RUST_LOG", "info")
         .env_remove("CONVENE_JWT_SECRET")
@@ -201,4 +202,18 @@ async fn bad_arguments_and_environment_are_reported() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CONVENE_LISTEN"));
+    // A certificate that cannot be read stops `serve` with its path, before anything listens.
+    let out = Process::new(BIN)
+        .arg("serve")
+        .env("CONVENE_LISTEN", "127.0.0.1:0")
+        .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
+        .env("CONVENE_TLS_CERT", "/nonexistent/convene-cert.pem")
+        .env("CONVENE_TLS_KEY", "/nonexistent/convene-key.pem")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/convene-cert.pem"), "{err}");
 }

@@ -39,10 +39,16 @@ fn python() -> PathBuf {
 
 /// Starts an aiortc peer script; its JSON result is its last stdout line.
 fn peer(script: &str, args: &[String]) -> tokio::process::Child {
+    peer_at("127.0.0.1", script, args)
+}
+
+/// [`peer`] with its ICE pinned to `address` (a loopback address).
+fn peer_at(address: &str, script: &str, args: &[String]) -> tokio::process::Child {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peers")
         .join(script);
     tokio::process::Command::new(python())
+        .env("CONVENE_PEER_ADDRESS", address)
         .arg(script)
         .args(args)
         .stdout(Stdio::piped())
@@ -129,6 +135,54 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
         .await;
     host.expect_event(|e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "obs"))
         .await;
+}
+
+/// Every configured address is a candidate: with `127.0.0.1, ::1` advertised on a dual-stack
+/// socket, a publisher that has only IPv4 and a viewer that has only IPv6 meet. (The socket
+/// binds `::` for both families; all traffic still goes to loopback addresses.)
+#[tokio::test]
+async fn ipv4_publisher_and_ipv6_viewer_each_find_an_advertised_address() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.bind_ip = "::".parse().unwrap();
+        c.rtc.advertise_ip = "127.0.0.1, ::1".into();
+    })
+    .await;
+    let mut host = t.join("dual", Role::Host, "host").await;
+    let presenter = t.token("dual", Role::Presenter, "obs");
+    let viewer = t.token("dual", Role::Participant, "viewer");
+    let publisher = peer_at(
+        "127.0.0.1",
+        "publisher.py",
+        &args(&[
+            "--whip",
+            &format!("{}/whip/dual", t.http()),
+            "--token",
+            &presenter,
+            "--duration",
+            "10",
+        ]),
+    );
+    host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
+    let subscriber = peer_at(
+        "::1",
+        "subscriber.py",
+        &args(&[
+            "--whep",
+            &format!("{}/whep/dual", t.http()),
+            "--token",
+            &viewer,
+            "--duration",
+            "5",
+        ]),
+    );
+    let sub = result(subscriber).await;
+    assert_eq!(sub["error"], Value::Null, "{sub}");
+    assert!(
+        sub["video_frames"].as_u64().unwrap() >= 20,
+        "the IPv6 viewer decodes the IPv4 publisher: {sub}"
+    );
+    let publ = result(publisher).await;
+    assert_eq!(publ["error"], Value::Null, "{publ}");
 }
 
 #[tokio::test]
@@ -462,4 +516,190 @@ async fn whep_answer_carries_location_and_loopback_candidate() {
     .await;
     assert_eq!(status, 200);
     let _ = ServerMessage::Pong;
+}
+
+/// coturn (`turnserver`, installed by scripts/test) on loopback with the shared secret, for
+/// relay tests; killed on drop.
+struct Coturn {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Coturn {
+    fn start(secret: &str) -> Coturn {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free port")
+            .port();
+        // Relay ports below the kernel's ephemeral range, so they cannot meet another socket.
+        let base = 20_000 + (port % 400) * 20;
+        let child = tokio::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--allow-loopback-peers",
+                "--use-auth-secret",
+                "--realm=convene.test",
+                "--simple-log",
+                "--log-file=stdout",
+            ])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--static-auth-secret={secret}"))
+            .arg(format!("--min-port={base}"))
+            .arg(format!("--max-port={}", base + 19))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("`turnserver` runs (apt-get install coturn; scripts/test does)");
+        Coturn { child, port }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// A WHEP viewer that may only use relay candidates plays the stage through coturn, with the
+/// credentials Convene minted for it (`OPTIONS` Link headers, coturn's REST-secret scheme).
+#[tokio::test]
+async fn whep_viewer_plays_through_the_turn_relay() {
+    let secret = "relay-test-secret";
+    let coturn = Coturn::start(secret);
+    let url = format!("turn:127.0.0.1:{}?transport=udp", coturn.port);
+    let t = TestServer::start_with(|c| {
+        c.rtc.turn.urls = vec![url.clone()];
+        c.rtc.turn.secret = secret.into();
+    })
+    .await;
+    let mut host = t.join("relay", Role::Host, "host").await;
+    let presenter = t.token("relay", Role::Presenter, "obs");
+    let viewer = t.token("relay", Role::Participant, "viewer");
+    let publisher = peer(
+        "publisher.py",
+        &args(&[
+            "--whip",
+            &format!("{}/whip/relay", t.http()),
+            "--token",
+            &presenter,
+            "--duration",
+            "12",
+        ]),
+    );
+    host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
+    let subscriber = peer(
+        "subscriber.py",
+        &args(&[
+            "--whep",
+            &format!("{}/whep/relay", t.http()),
+            "--token",
+            &viewer,
+            "--duration",
+            "7",
+            "--relay",
+        ]),
+    );
+    let sub = result(subscriber).await;
+    assert_eq!(sub["error"], Value::Null, "{sub}");
+    assert!(
+        sub["video_frames"].as_u64().unwrap() >= 20,
+        "decoded through the relay: {sub}"
+    );
+    let _ = result(publisher).await;
+}
+
+/// Credentials in `welcome` and in WHIP/WHEP `Link` headers: coturn's scheme, checked here
+/// with an HMAC of our own; none without a relay configured.
+#[tokio::test]
+async fn turn_credentials_in_welcome_and_link_headers() {
+    use base64::Engine;
+    let secret = "shared-with-coturn";
+    let t = TestServer::start_with(|c| {
+        c.rtc.turn.urls = vec!["turns:relay.example:443?transport=tcp".into()];
+        c.rtc.turn.secret = secret.into();
+    })
+    .await;
+    let check = |username: &str, credential: &str, identity: &str| {
+        let (expiry, who) = username.split_once(':').expect("expiry:identity");
+        assert_eq!(who, identity);
+        let left = expiry.parse::<u64>().unwrap() - convene::auth::unix_now();
+        assert!((43_000..=43_200).contains(&left), "12 h lifetime: {left}");
+        let key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            secret.as_bytes(),
+        );
+        let tag = aws_lc_rs::hmac::sign(&key, username.as_bytes());
+        assert_eq!(
+            credential,
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        );
+    };
+    let ana = t.join("turn", Role::Participant, "ana").await;
+    match ana.welcome.as_ref().unwrap() {
+        ServerMessage::Welcome { ice_servers, .. } => {
+            assert_eq!(ice_servers.len(), 1, "{ice_servers:?}");
+            assert_eq!(
+                ice_servers[0].urls,
+                ["turns:relay.example:443?transport=tcp"]
+            );
+            check(
+                ice_servers[0].username.as_deref().unwrap(),
+                ice_servers[0].credential.as_deref().unwrap(),
+                "ana",
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let viewer = t.token("turn", Role::Participant, "vic");
+    let (status, head, _) = http_request_full(
+        "OPTIONS",
+        &format!("{}/whep/turn", t.http()),
+        Some(&viewer),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    let link = header(&head, "link").expect("Link header");
+    let field = |name: &str| {
+        let start = link.find(&format!("{name}=\"")).expect(name) + name.len() + 2;
+        link[start..].split('"').next().unwrap().to_string()
+    };
+    assert!(
+        link.starts_with("<turns:relay.example:443?transport=tcp>; rel=\"ice-server\""),
+        "{link}"
+    );
+    assert!(link.contains("credential-type=\"password\""), "{link}");
+    check(&field("username"), &field("credential"), "vic");
+    // The credentials are for token holders only.
+    let (status, _, _) =
+        http_request_full("OPTIONS", &format!("{}/whep/turn", t.http()), None, &[], "")
+            .await
+            .unwrap();
+    assert_eq!(status, 401);
+
+    // No relay configured: no ice_servers, no Link.
+    let plain = TestServer::start().await;
+    let ben = plain.join("turn", Role::Participant, "ben").await;
+    assert!(
+        matches!(ben.welcome.as_ref().unwrap(), ServerMessage::Welcome { ice_servers, .. } if ice_servers.is_empty())
+    );
+    let (status, head, _) = http_request_full(
+        "OPTIONS",
+        &format!("{}/whep/turn", plain.http()),
+        Some(&plain.token("turn", Role::Participant, "ben")),
+        &[],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(header(&head, "link"), None);
 }

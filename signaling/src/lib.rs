@@ -652,6 +652,17 @@ pub enum LeaveReason {
     Removed,
 }
 
+/// A relay (or STUN server) for the client's `RTCPeerConnection`, shaped like the
+/// browser's `RTCIceServer`. TURN credentials are short-lived.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// What the server sends.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -667,6 +678,9 @@ pub enum ServerMessage {
         /// Set when a resume was asked for but could not be honoured (the gap is older than the log).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume_failed: Option<String>,
+        /// Relays for media when direct UDP and TCP fail (absent when none is configured).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The first message of a resumed session: missed events follow, then live ones.
     Resumed {

@@ -30,6 +30,10 @@ pub fn router() -> Router<AppState> {
             asset!("app.js", "text/javascript; charset=utf-8"),
         )
         .route(
+            "/diagnostics.js",
+            asset!("diagnostics.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
             "/protocol.js",
             asset!("protocol.js", "text/javascript; charset=utf-8"),
         )

@@ -23,9 +23,9 @@ use crate::sfu::{PeerOptions, SfuError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/whip/{room}", post(whip))
+        .route("/whip/{room}", post(whip).options(ice_servers))
         .route("/whip/{room}/{resource}", delete(end_resource))
-        .route("/whep/{room}", post(whep))
+        .route("/whep/{room}", post(whep).options(ice_servers))
         .route("/whep/{room}/{resource}", delete(end_resource))
 }
 
@@ -107,8 +107,42 @@ fn check_request(
     Ok((media, claims))
 }
 
-fn created(location: String, answer: String) -> Response {
-    (
+/// `OPTIONS` before the offer: a client that gathers all its candidates before it POSTs
+/// (no trickle) learns the relay here. Needs the same bearer token as the POST, since the
+/// `Link` headers carry credentials (RFC 9725 section 4.4).
+async fn ice_servers(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let claims = state.claims(&headers, TokenFrom::Header, Some(&room))?;
+    let mut res = (
+        StatusCode::NO_CONTENT,
+        [(
+            header::HeaderName::from_static("accept-post"),
+            "application/sdp",
+        )],
+    )
+        .into_response();
+    add_links(&state, &claims.sub, &mut res);
+    Ok(res)
+}
+
+fn add_links(state: &AppState, identity: &str, res: &mut Response) {
+    if let Some(turn) = &state.turn {
+        let server = turn.ice_server(identity, crate::auth::unix_now());
+        for link in crate::turn::link_headers(&server) {
+            if let Ok(v) = header::HeaderValue::from_str(&link) {
+                res.headers_mut().append(header::LINK, v);
+            }
+        }
+    }
+}
+
+/// 201 with the answer; with a relay configured, its credentials for `identity` as
+/// `Link: <turn:...>; rel="ice-server"` headers (RFC 9725 section 4.4).
+fn created(state: &AppState, identity: &str, location: String, answer: String) -> Response {
+    let mut res = (
         StatusCode::CREATED,
         [
             (header::LOCATION, location),
@@ -116,7 +150,9 @@ fn created(location: String, answer: String) -> Response {
         ],
         answer,
     )
-        .into_response()
+        .into_response();
+    add_links(state, identity, &mut res);
+    res
 }
 
 fn sdp_error(error: SfuError) -> ApiError {
@@ -135,6 +171,7 @@ async fn whip(
     body: String,
 ) -> Result<Response, ApiError> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    let identity = claims.sub.clone();
     if !matches!(claims.role, Role::Host | Role::Presenter) {
         return Err(ApiError::forbidden(
             "only host and presenter tokens may publish over WHIP",
@@ -238,7 +275,12 @@ async fn whip(
         leave().await;
         tracing::info!(room = %handle.name, identity = %claims.sub, "WHIP session ended");
     });
-    Ok(created(format!("/whip/{room}/{resource}"), answer))
+    Ok(created(
+        &state,
+        &identity,
+        format!("/whip/{room}/{resource}"),
+        answer,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -301,7 +343,12 @@ async fn whep(
         media.sfu.remove_peer(&peer);
         resources.remove(&id);
     });
-    Ok(created(format!("/whep/{room}/{resource}"), answer))
+    Ok(created(
+        &state,
+        &claims.sub,
+        format!("/whep/{room}/{resource}"),
+        answer,
+    ))
 }
 
 /// `DELETE` on a WHIP or WHEP resource ends that session (its owner's, or staff's, to end).

@@ -4,8 +4,10 @@
 
 mod api;
 mod client;
+mod listener;
 mod media;
 pub mod serve;
+pub mod tls;
 mod ws;
 
 use std::net::SocketAddr;
@@ -95,6 +97,8 @@ pub struct AppState {
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Attendance sheets, kept after rooms empty.
     pub attendance: AttendanceBook,
+    /// TURN credentials for WHIP/WHEP `Link` headers (and `welcome`, through the rooms).
+    pub turn: Option<crate::turn::Turn>,
 }
 
 impl AppState {
@@ -108,6 +112,8 @@ impl AppState {
         }
         let limits = &config.limits;
         let attendance = AttendanceBook::new(limits.attendance_retention_s.saturating_mul(1000));
+        let t = &config.rtc.turn;
+        let turn = crate::turn::Turn::new(&t.urls, &t.secret, t.ttl_s);
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -124,8 +130,13 @@ impl AppState {
                 tracing::error!(%error, "webhooks are off");
                 crate::webhooks::Webhooks::default()
             }),
+            turn: turn.clone(),
         };
-        let media = match Media::start(&config.rtc) {
+        let https_port = config
+            .rtc
+            .ice_tcp_on_listen
+            .then_some(config.server.listen.port());
+        let media = match Media::start(&config.rtc, https_port) {
             Ok(media) => Some(media),
             Err(error) => {
                 tracing::error!(%error, "media engine did not start; signaling and chat still work");
@@ -143,6 +154,7 @@ impl AppState {
             limits: Arc::new(config.limits.clone()),
             media,
             resources: media::Resources::default(),
+            turn,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms,
             hub,
@@ -257,25 +269,81 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.server.listen` and serves until [`Server::shutdown`].
+    /// Binds `config.server.listen` and serves until [`Server::shutdown`]; over TLS when
+    /// `server.tls_cert` and `server.tls_key` are set.
     pub async fn start(config: Config) -> std::io::Result<Server> {
+        let tls = if config.tls() {
+            let s = &config.server;
+            Some(
+                tls::server_config(s.tls_cert.as_ref(), s.tls_key.as_ref())
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
         let listener = bind(config.server.listen)?;
         let addr = listener.local_addr()?;
+        // The bound port (for port 0), which ICE-TCP on the listen port advertises.
+        let mut config = config;
+        config.server.listen = addr;
         let state = AppState::new(config);
         let router = app(state.clone());
         let server = &state.config.server;
         let limits = serve::ServeLimits {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_s.max(1)),
             max_connections_per_ip: server.max_http_connections_per_ip,
-            socket_send_buffer: server.socket_send_buffer,
+        };
+        let send_buffer = server.socket_send_buffer;
+        // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
+        let tap = move |tcp: &tokio::net::TcpStream| {
+            let _ = tcp.set_nodelay(true);
+            if send_buffer > 0 {
+                let _ = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer);
+            }
         };
         let stop = state.shutdown.subscribe();
-        let task = tokio::spawn(serve::run(listener, router, limits, stop));
+        let handoff = state.media.as_ref().and_then(|m| m.sfu.tcp_handoff());
+        // One accept loop (timeouts, per-address cap) over whichever listener fits: TLS and
+        // ICE-TCP on the listen port are decided per connection by the edge listener.
+        let task = match (tls, handoff) {
+            (Some(tls), handoff) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let listener = listener::EdgeListener::new(listener, tap, handoff, move |tcp| {
+                    let accept = acceptor.accept(tcp);
+                    async move {
+                        accept
+                            .await
+                            .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
+                            .ok()
+                    }
+                })?;
+                tokio::spawn(serve::run(listener, router, limits, stop))
+            }
+            (None, Some(handoff)) => {
+                let listener =
+                    listener::EdgeListener::new(listener, tap, Some(handoff), |tcp| async move {
+                        Some(tcp)
+                    })?;
+                tokio::spawn(serve::run(listener, router, limits, stop))
+            }
+            (None, None) => {
+                let listener = axum::serve::ListenerExt::tap_io(
+                    listener,
+                    move |tcp: &mut tokio::net::TcpStream| tap(tcp),
+                );
+                tokio::spawn(serve::run(listener, router, limits, stop))
+            }
+        };
         Ok(Server { addr, state, task })
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting, tells every session to reconnect later, and waits (bounded) for them to drain.

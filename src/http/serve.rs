@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::ApiError;
@@ -31,8 +31,6 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// Connections from one address still speaking HTTP (not yet upgraded); 0 = no cap.
     pub max_connections_per_ip: usize,
-    /// 0 keeps the kernel's auto-tuning.
-    pub socket_send_buffer: usize,
 }
 
 /// Connections per client address that are still in their HTTP phase.
@@ -78,12 +76,18 @@ const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: appl
 
 /// Accepts until `stop` turns `Some`, then lets open requests finish and returns once every
 /// connection task has ended (upgraded sockets are the sessions' to close).
-pub async fn run(
-    listener: TcpListener,
+/// The listener may be plain TCP or the edge's TLS / ICE-TCP listener: socket options are
+/// set where the TCP stream is accepted.
+pub async fn run<L>(
+    mut listener: L,
     router: Router,
     limits: ServeLimits,
     mut stop: watch::Receiver<Option<u64>>,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let per_ip = PerIp::default();
     // Each connection task holds a receiver; `closed()` resolves once all have dropped it.
     let (draining_tx, draining_rx) = watch::channel(false);
@@ -92,28 +96,19 @@ pub async fn run(
     };
     tokio::pin!(stopped);
     loop {
+        // The listener retries failed accepts itself (backing off on EMFILE and friends).
         let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
             _ = &mut stopped => break,
         };
         let Some(guard) = per_ip.try_admit(remote.ip(), limits.max_connections_per_ip) else {
-            let _ = tcp.try_write(TOO_MANY);
             tracing::debug!(ip = %remote.ip(), "refused: per-address connection cap");
+            tokio::spawn(async move {
+                let mut tcp = tcp;
+                let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(TOO_MANY)).await;
+            });
             continue;
         };
-        // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
-        let _ = tcp.set_nodelay(true);
-        if limits.socket_send_buffer > 0 {
-            let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(limits.socket_send_buffer);
-        }
         let service = TowerToHyperService::new(router.clone());
         let mut draining = draining_rx.clone();
         tokio::spawn(async move {

@@ -19,6 +19,9 @@
 //! `--duration` seconds. With `--server-pid` the server's CPU time over the window (utime +
 //! stime from `/proc/<pid>/stat`) is divided by the packets received. Counters named
 //! `convene_sfu_*` on `GET /metrics`, when the server exposes them, are reported as deltas.
+//!
+//! With `--transport tcp` the subscribers use ICE-TCP instead: no UDP socket, an active TCP
+//! candidate connected to the server's passive one from the answer, RFC 4571 framing.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,11 +33,11 @@ use convene_signaling::Role;
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::LoadError;
 use crate::auth::TokenKeys;
@@ -80,6 +83,16 @@ pub struct SfuArgs {
     /// would (0: none). NACKed video comes back; audio is not retransmitted.
     #[arg(long, default_value_t = 0)]
     pub drop_every: u64,
+    /// How subscribers reach the server: `udp`, or `tcp` (ICE-TCP, RFC 6544).
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    pub transport: Transport,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,9 +498,65 @@ fn is_rtp(d: &[u8]) -> bool {
 }
 
 /// A client peer: one `Rtc`, one UDP socket on 127.0.0.1.
+/// A load peer's network: its own UDP socket, or one ICE-TCP connection (frames in from a
+/// reader task, out through a writer task).
+enum Wire {
+    Udp(UdpSocket),
+    Tcp {
+        frames: mpsc::Receiver<Vec<u8>>,
+        out: mpsc::UnboundedSender<Vec<u8>>,
+        remote: SocketAddr,
+    },
+}
+
+impl Wire {
+    fn send(&self, data: &[u8], to: SocketAddr) {
+        match self {
+            // Like the network: a full socket buffer drops the datagram.
+            Wire::Udp(sock) => {
+                let _ = sock.try_send_to(data, to);
+            }
+            Wire::Tcp { out, .. } => {
+                let _ = out.send(data.to_vec());
+            }
+        }
+    }
+
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Wire::Udp(sock) => sock.recv_from(buf).await.ok(),
+            Wire::Tcp { frames, remote, .. } => {
+                let f = frames.recv().await?;
+                let n = f.len().min(buf.len());
+                buf[..n].copy_from_slice(&f[..n]);
+                Some((n, *remote))
+            }
+        }
+    }
+
+    fn try_recv(&mut self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self {
+            Wire::Udp(sock) => sock.try_recv_from(buf).ok(),
+            Wire::Tcp { frames, remote, .. } => {
+                let f = frames.try_recv().ok()?;
+                let n = f.len().min(buf.len());
+                buf[..n].copy_from_slice(&f[..n]);
+                Some((n, *remote))
+            }
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self {
+            Wire::Udp(_) => Protocol::Udp,
+            Wire::Tcp { .. } => Protocol::Tcp,
+        }
+    }
+}
+
 struct Peer {
     rtc: Rtc,
-    sock: UdpSocket,
+    wire: Wire,
     local: SocketAddr,
     job: Job,
     seqs: Vec<SeqWindow>,
@@ -516,7 +585,7 @@ impl Peer {
         rtc.add_local_candidate(cand);
         Ok(Peer {
             rtc,
-            sock,
+            wire: Wire::Udp(sock),
             local,
             job,
             seqs: Vec::new(),
@@ -524,6 +593,78 @@ impl Peer {
             drop_every: 0,
             rtp_seen: 0,
         })
+    }
+
+    /// A peer with no candidate yet: [`Peer::connect_tcp`] after the answer gives it one.
+    fn new_tcp(rtp_mode: bool, job: Job) -> Peer {
+        let rtc = RtcConfig::new()
+            .set_rtp_mode(rtp_mode)
+            .build(Instant::now());
+        let (_, frames) = mpsc::channel(1);
+        let (out, _) = mpsc::unbounded_channel();
+        Peer {
+            rtc,
+            wire: Wire::Tcp {
+                frames,
+                out,
+                remote: SocketAddr::from(([127, 0, 0, 1], 0)),
+            },
+            local: SocketAddr::from(([127, 0, 0, 1], 0)),
+            job,
+            seqs: Vec::new(),
+            connected: false,
+            drop_every: 0,
+            rtp_seen: 0,
+        }
+    }
+
+    /// Connects to the server's passive TCP candidate in `answer` and adds our active one.
+    async fn connect_tcp(&mut self, answer: &str) -> Result<(), String> {
+        let remote = passive_tcp_candidate(answer).ok_or("the answer has no TCP candidate")?;
+        let stream = TcpStream::connect(remote)
+            .await
+            .map_err(|e| format!("ICE-TCP connect {remote}: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().map_err(|e| e.to_string())?;
+        let (mut r, mut w) = stream.into_split();
+        let (frames_tx, frames) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            loop {
+                let Ok(len) = r.read_u16().await else { return };
+                let mut f = vec![0; usize::from(len)];
+                if r.read_exact(&mut f).await.is_err() || frames_tx.send(f).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(p) = out_rx.recv().await {
+                buf.clear();
+                for p in std::iter::once(p).chain(std::iter::from_fn(|| out_rx.try_recv().ok())) {
+                    buf.extend_from_slice(&(p.len() as u16).to_be_bytes());
+                    buf.extend_from_slice(&p);
+                }
+                if w.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let cand = Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.rtc.add_local_candidate(cand);
+        self.local = local;
+        self.wire = Wire::Tcp {
+            frames,
+            out,
+            remote,
+        };
+        Ok(())
     }
 
     /// Drains output: sends datagrams, handles events. Returns the next timeout.
@@ -537,8 +678,7 @@ impl Peer {
                             s.packets.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    // Like the network: a full socket buffer drops the datagram.
-                    let _ = self.sock.try_send_to(&t.contents, t.destination);
+                    self.wire.send(&t.contents, t.destination);
                 }
                 Output::Event(e) => self.on_event(e)?,
             }
@@ -599,7 +739,7 @@ impl Peer {
                 return Ok(());
             }
         }
-        let Ok(recv) = Receive::new(Protocol::Udp, source, self.local, &buf[..n]) else {
+        let Ok(recv) = Receive::new(self.wire.protocol(), source, self.local, &buf[..n]) else {
             return Ok(());
         };
         self.rtc
@@ -621,13 +761,13 @@ impl Peer {
             tokio::select! {
                 biased;
                 _ = stop.changed() => break,
-                r = self.sock.recv_from(&mut buf) => {
-                    if let Ok((n, src)) = r {
+                r = self.wire.recv(&mut buf) => {
+                    if let Some((n, src)) = r {
                         self.receive(n, src, &buf)?;
                         self.poll()?;
                         // Drain what else is queued without another wakeup.
                         for _ in 0..64 {
-                            let Ok((n, src)) = self.sock.try_recv_from(&mut buf) else { break };
+                            let Some((n, src)) = self.wire.try_recv(&mut buf) else { break };
                             self.receive(n, src, &buf)?;
                             self.poll()?;
                         }
@@ -691,7 +831,23 @@ async fn negotiate(
         .sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| format!("accept answer: {e}"))?;
+    if matches!(peer.wire, Wire::Tcp { .. }) {
+        peer.connect_tcp(&resp.body).await?;
+    }
     Ok(resp.header("location").map(str::to_owned))
+}
+
+/// The address of the first `tcptype passive` host candidate in an SDP.
+fn passive_tcp_candidate(sdp: &str) -> Option<SocketAddr> {
+    sdp.lines().find_map(|l| {
+        let f: Vec<&str> = l.strip_prefix("a=candidate:")?.split_whitespace().collect();
+        // foundation component transport priority address port typ host ... tcptype passive
+        let passive = f.windows(2).any(|w| w == ["tcptype", "passive"]);
+        if f.len() < 6 || !f[2].eq_ignore_ascii_case("tcp") || !passive {
+            return None;
+        }
+        Some(SocketAddr::new(f[4].parse().ok()?, f[5].parse().ok()?))
+    })
 }
 
 /// A resource URL from a Location header, as a path on `host`.
@@ -842,11 +998,16 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
         let path = format!("{prefix}/whep/{}", args.room);
         let stop = stop_rx.clone();
         let drop_every = args.drop_every;
+        let transport = args.transport;
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await.ok();
             let posted = Instant::now();
             let job = Job::Subscriber { stats: st.clone(), posted };
-            let mut p = match Peer::new(true, job).await {
+            let made = match transport {
+                Transport::Udp => Peer::new(true, job).await,
+                Transport::Tcp => Ok(Peer::new_tcp(true, job)),
+            };
+            let mut p = match made {
                 Ok(p) => Peer { drop_every, ..p },
                 Err(e) => {
                     st.state.store(FAILED, Ordering::Relaxed);
@@ -873,7 +1034,7 @@ pub async fn measure(args: SfuArgs) -> Result<SfuReport, LoadError> {
                     let deadline = p.poll()?.min(Instant::now() + Duration::from_millis(50));
                     tokio::select! {
                         _ = stop2.changed() => return Ok(()),
-                        r = p.sock.recv_from(&mut buf) => if let Ok((n, src)) = r { p.receive(n, src, &buf)?; },
+                        r = p.wire.recv(&mut buf) => if let Some((n, src)) = r { p.receive(n, src, &buf)?; },
                         _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
                     }
                     p.rtc.handle_input(Input::Timeout(Instant::now())).map_err(|e| e.to_string())?;
@@ -1153,6 +1314,20 @@ mod tests {
         assert_eq!(w.on(99), (0, 0)); // before the first
         assert_eq!(w.on(104 + SEQ_WINDOW + 5), (SEQ_WINDOW + 5, 1));
         assert_eq!(w.on(104), (0, 0)); // too old
+    }
+
+    #[test]
+    fn passive_tcp_candidate_is_found_in_an_answer() {
+        let sdp = "v=0\r\na=candidate:1 1 udp 2130706175 127.0.0.1 3478 typ host\r\n\
+                   a=candidate:2 1 tcp 1509949695 127.0.0.1 7881 typ host tcptype passive\r\n";
+        assert_eq!(
+            passive_tcp_candidate(sdp),
+            Some("127.0.0.1:7881".parse().unwrap())
+        );
+        assert_eq!(
+            passive_tcp_candidate("a=candidate:1 1 udp 1 127.0.0.1 3478 typ host"),
+            None
+        );
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub struct ActorConfig {
     pub empty_room_ttl: Duration,
     pub attendance: super::attendance::AttendanceBook,
     pub webhooks: crate::webhooks::Webhooks,
+    /// TURN relay credentials for `welcome`, when a relay is configured.
+    pub turn: Option<crate::turn::Turn>,
 }
 
 pub struct RoomActor {
@@ -519,6 +521,12 @@ impl RoomActor {
             snapshot: Box::new(self.state.snapshot(&viewer)),
             seq,
             resume_failed,
+            ice_servers: self
+                .config
+                .turn
+                .iter()
+                .map(|t| t.ice_server(&viewer.identity, crate::auth::unix_now()))
+                .collect(),
         });
         let may_publish = self.state.may_publish(&viewer.identity);
         Start {

@@ -1,4 +1,4 @@
-//! The media engine: a selective forwarding unit (SFU) on `str0m`, one UDP port, ICE-lite.
+//! The media engine: a selective forwarding unit (SFU) on `str0m`, one UDP port (and one ICE-TCP port), ICE-lite.
 //!
 //! It knows peers, groups and tracks, not rooms. A *peer* is one WebRTC
 //! connection (a browser session, a WHIP publisher, a WHEP viewer). It lives in
@@ -17,6 +17,9 @@
 //! - `udp.rs`: the receive thread. Reads the one socket and hands each datagram to the worker
 //!   of its peer: by remote address, or for a new address by the ICE ufrag in the STUN
 //!   `USERNAME`. Workers send on the shared socket directly, in `sendmmsg` batches.
+//! - `tcp.rs`: ICE over TCP (RFC 6544 passive, RFC 4571 framing) for networks that drop UDP:
+//!   accepts connections, routes each by the ufrag of its first STUN request to a worker, which
+//!   treats its packets like datagrams and writes back through a per-connection link.
 //! - `egress.rs`: the direct egress path. Viewers without bandwidth estimation get packets
 //!   SRTP-protected by the worker (keys captured from the DTLS handshake), not polled out of
 //!   the engine one by one; NACKs answered from a short history.
@@ -26,7 +29,7 @@
 //! # Use
 //!
 //! ```ignore
-//! let sfu = Sfu::start(SfuConfig { udp_port: 0, bind_ip, advertise_ip, workers: 0, bandwidth_estimation: true })?;
+//! let sfu = Sfu::start(SfuConfig { udp_port: 0, tcp_port: Some(0), bind_ip, advertise_ips, workers: 0, bandwidth_estimation: true })?;
 //! let mut events = sfu.add_peer("alice".into(), "room-x".into(), PeerOptions::session("Alice"));
 //! let answer = sfu.accept_offer(&"alice".into(), offer_sdp).await?;   // -> rtc_answer
 //! while let Some(ev) = events.recv().await {
@@ -72,10 +75,13 @@
 //!   panic inside `str0m` for one peer drops that peer only.
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 mod directory;
 mod egress;
 pub(crate) use egress::SendBatch;
 mod layer;
+mod tcp;
+pub use tcp::{is_ice_tcp, TcpHandoff};
 mod udp;
 mod worker;
 
@@ -121,9 +127,16 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 pub struct SfuConfig {
     /// UDP port for all media; 0 picks an ephemeral port.
     pub udp_port: u16,
+    /// TCP port for ICE-TCP (RFC 6544 passive candidates) beside the UDP one; 0 picks an
+    /// ephemeral port, `None`: no listener of its own.
+    pub tcp_port: Option<u16>,
+    /// ICE-TCP also on this port, which another listener (the HTTPS port) accepts on and
+    /// hands over through [`Sfu::tcp_handoff`] (port 443 is open where little else is).
+    pub tcp_handoff_port: Option<u16>,
     pub bind_ip: IpAddr,
-    /// The host candidate put in answers (what clients send to).
-    pub advertise_ip: IpAddr,
+    /// The host candidates put in answers (what clients send to), one per address and
+    /// protocol; never empty (see `addresses::plan`).
+    pub advertise_ips: Vec<IpAddr>,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// str0m's bandwidth estimation and pacer for peers whose
@@ -136,8 +149,10 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             udp_port: 0,
+            tcp_port: None,
+            tcp_handoff_port: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            advertise_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             workers: 0,
             bandwidth_estimation: true,
         }
@@ -285,6 +300,8 @@ pub struct SfuStats {
     /// Datagrams sent, and the `sendmmsg`/`sendto` calls it took.
     pub datagrams_out: u64,
     pub send_calls: u64,
+    /// Packets written to ICE-TCP connections (each one RFC 4571 frame).
+    pub tcp_packets_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -300,6 +317,7 @@ pub(crate) struct Counters {
     pub retransmits: AtomicU64,
     pub datagrams_out: AtomicU64,
     pub send_calls: AtomicU64,
+    pub tcp_out: AtomicU64,
 }
 
 impl Counters {
@@ -313,11 +331,16 @@ impl Counters {
 pub(crate) struct Shared {
     pub socket: UdpSocket,
     pub local_addr: SocketAddr,
-    pub advertise: SocketAddr,
+    /// The UDP candidates' addresses (advertised IPs, bound UDP port).
+    pub advertise: Vec<SocketAddr>,
     pub workers: Vec<worker::WorkerTx>,
     pub directory: Mutex<Directory>,
     pub counters: Counters,
     pub udp_ctl: std_mpsc::Sender<udp::UdpCtl>,
+    /// The ICE-TCP candidates' addresses (advertised IPs, bound TCP port); empty when ICE-TCP is off.
+    pub tcp_advertise: Vec<SocketAddr>,
+    pub tcp_local: Option<SocketAddr>,
+    pub tcp_routes: tcp::TcpRoutes,
     pub stop: AtomicBool,
     pub crypto: Arc<str0m::config::CryptoProvider>,
     /// [`SfuConfig::bandwidth_estimation`].
@@ -327,6 +350,17 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The local candidate address a packet from `source` arrived on, as ICE needs it: the
+    /// first advertised address of the source's family. The socket does not say which
+    /// address it was sent to, and for ICE-lite any of ours answers the same.
+    pub fn destination(list: &[SocketAddr], source: SocketAddr) -> Option<SocketAddr> {
+        let v4 = source.ip().to_canonical().is_ipv4();
+        list.iter()
+            .find(|a| a.is_ipv4() == v4)
+            .or(list.first())
+            .copied()
+    }
+
     pub fn directory(&self) -> MutexGuard<'_, Directory> {
         // A panic while holding the lock leaves plain data; keep going.
         self.directory.lock().unwrap_or_else(|e| e.into_inner())
@@ -385,6 +419,7 @@ impl Shared {
         let removed = self.directory().remove_peer(key);
         let (rec, actions) = removed?;
         self.execute(actions);
+        self.tcp_routes.forget(&rec.ufrag);
         let _ = self.udp_ctl.send(udp::UdpCtl::Forget {
             ufrag: rec.ufrag.clone(),
         });
@@ -413,6 +448,7 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Sfu {
     inner: Arc<Inner>,
+    handoff: Option<TcpHandoff>,
 }
 
 impl std::fmt::Debug for Sfu {
@@ -426,10 +462,15 @@ impl std::fmt::Debug for Sfu {
 impl Sfu {
     /// Binds the UDP socket and spawns the receive thread and the workers.
     pub fn start(cfg: SfuConfig) -> Result<Sfu, SfuError> {
-        if cfg.advertise_ip.is_unspecified() {
-            return Err(SfuError::Config(
-                "advertise_ip must be an address clients can reach, not 0.0.0.0".into(),
-            ));
+        if cfg.advertise_ips.is_empty() {
+            return Err(SfuError::Config("no address to advertise".into()));
+        }
+        for ip in &cfg.advertise_ips {
+            if ip.is_unspecified() {
+                return Err(SfuError::Config(format!(
+                    "advertise address must be one clients can reach, not {ip}"
+                )));
+            }
         }
         let socket = UdpSocket::bind(SocketAddr::new(cfg.bind_ip, cfg.udp_port))?;
         // One socket carries every peer: room for bursts (a keyframe to every subscriber)
@@ -438,9 +479,33 @@ impl Sfu {
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         let local_addr = socket.local_addr()?;
-        let advertise = SocketAddr::new(cfg.advertise_ip, local_addr.port());
-        str0m::Candidate::host(advertise, "udp")
-            .map_err(|e| SfuError::Config(format!("advertise_ip {}: {e}", cfg.advertise_ip)))?;
+        let advertise: Vec<SocketAddr> = cfg
+            .advertise_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, local_addr.port()))
+            .collect();
+        let tcp_listener = match cfg.tcp_port {
+            Some(port) => Some(std::net::TcpListener::bind(SocketAddr::new(
+                cfg.bind_ip,
+                port,
+            ))?),
+            None => None,
+        };
+        let tcp_local = tcp_listener
+            .as_ref()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()?;
+        let tcp_ports: Vec<u16> = tcp_local
+            .map(|a| a.port())
+            .into_iter()
+            .chain(cfg.tcp_handoff_port)
+            .collect();
+        let tcp_advertise: Vec<SocketAddr> = cfg
+            .advertise_ips
+            .iter()
+            .flat_map(|ip| tcp_ports.iter().map(|port| SocketAddr::new(*ip, *port)))
+            .collect();
+        let (handoff, handoff_rx) = TcpHandoff::channel();
         let n = if cfg.workers == 0 {
             thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -463,6 +528,9 @@ impl Sfu {
             directory: Mutex::new(Directory::default()),
             counters: Counters::default(),
             udp_ctl: udp_tx,
+            tcp_advertise,
+            tcp_local,
+            tcp_routes: tcp::TcpRoutes::default(),
             stop: AtomicBool::new(false),
             crypto: Arc::new(egress::capturing(str0m::crypto::from_feature_flags())),
             bwe: cfg.bandwidth_estimation,
@@ -481,8 +549,15 @@ impl Sfu {
                 .name("sfu-udp".into())
                 .spawn(move || udp::run(shared, udp_rx, recycle_rx))?;
         }
-        tracing::info!(%local_addr, %advertise, workers = n, "media engine started");
+        if tcp_listener.is_some() || cfg.tcp_handoff_port.is_some() {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sfu-tcp".into())
+                .spawn(move || tcp::run(shared, tcp_listener, handoff_rx))?;
+        }
+        tracing::info!(%local_addr, advertise = ?shared.advertise, tcp = ?tcp_local, workers = n, "media engine started");
         Ok(Sfu {
+            handoff: cfg.tcp_handoff_port.map(|_| handoff),
             inner: Arc::new(Inner {
                 shared,
                 next_key: AtomicU64::new(1),
@@ -494,6 +569,17 @@ impl Sfu {
     /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.shared.local_addr
+    }
+
+    /// The bound ICE-TCP address, when ICE-TCP has a listener of its own.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.inner.shared.tcp_local
+    }
+
+    /// Where another listener hands ICE-TCP connections over, when
+    /// [`SfuConfig::tcp_handoff_port`] is set.
+    pub fn tcp_handoff(&self) -> Option<TcpHandoff> {
+        self.handoff.clone()
     }
 
     /// Registers a peer in `group`. Its connection starts with [`Sfu::accept_offer`].
@@ -527,6 +613,7 @@ impl Sfu {
         };
         let creds = str0m::IceCreds::new();
         shared.events().insert(key, tx.clone());
+        shared.tcp_routes.register(&creds.ufrag, worker);
         let _ = shared.udp_ctl.send(udp::UdpCtl::Register {
             ufrag: creds.ufrag.clone(),
             worker,
@@ -695,6 +782,7 @@ impl Sfu {
             retransmits: get(&c.retransmits),
             datagrams_out: get(&c.datagrams_out),
             send_calls: get(&c.send_calls),
+            tcp_packets_out: get(&c.tcp_out),
         }
     }
 }
@@ -745,5 +833,24 @@ mod tests {
             parse_sdp(&big, SdpOffer::from_sdp_string),
             Err(SfuError::BadSdp(_))
         ));
+    }
+
+    #[test]
+    fn packets_meet_the_candidate_of_their_family() {
+        let list: Vec<SocketAddr> = vec![
+            "203.0.113.7:3478".parse().unwrap(),
+            "[2001:db8::7]:3478".parse().unwrap(),
+        ];
+        let from = |s: &str| Shared::destination(&list, s.parse().unwrap());
+        assert_eq!(from("198.51.100.1:5000"), Some(list[0]));
+        // An IPv4 client on a dual-stack socket arrives IPv4-mapped.
+        assert_eq!(from("[::ffff:198.51.100.1]:5000"), Some(list[0]));
+        assert_eq!(from("[2001:db8::1]:5000"), Some(list[1]));
+        let v4_only = &list[..1];
+        assert_eq!(
+            Shared::destination(v4_only, "[2001:db8::1]:5000".parse().unwrap()),
+            Some(list[0])
+        );
+        assert_eq!(Shared::destination(&[], list[0]), None);
     }
 }

@@ -55,7 +55,7 @@ impl Routes {
 }
 
 /// The local (first) half of a STUN request's `USERNAME`, if `data` is one.
-fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+pub(crate) fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     // STUN: first two bits zero, magic cookie at 4..8.
     if data.len() < 20 || data[0] > 3 || data[4..8] != [0x21, 0x12, 0xA4, 0x42] {
         return None;
@@ -134,7 +134,7 @@ pub(crate) fn run(shared: Arc<Shared>, ctl: Receiver<UdpCtl>, recycle: Receiver<
             spare = Some(buf);
             continue;
         };
-        if let Err(buf) = tx.send_datagram(buf, len, source, at) {
+        if let Err(buf) = tx.send_datagram(buf, len, source, at, false) {
             Counters::add(&c.datagrams_dropped, 1);
             spare = Some(buf);
         }

@@ -27,7 +27,7 @@ use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::PayloadParams;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::rtcp::{Nack, Rtcp};
 use str0m::rtp::RawPacket;
 use str0m::rtp::{
@@ -41,6 +41,7 @@ use super::egress::{self, ExtIds, History, KeySlot, RtpOut, SendBatch, Sent, Srt
 use super::layer::{
     choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
+use super::tcp::TcpLink;
 use super::{Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
 /// Datagrams and media batches queued to one worker before new ones are dropped.
@@ -91,6 +92,16 @@ pub(crate) enum WorkerMsg {
         len: usize,
         source: SocketAddr,
         at: Instant,
+        /// Unframed from an ICE-TCP connection (`tcp.rs`) rather than read from the UDP socket.
+        tcp: bool,
+    },
+    /// An ICE-TCP connection from `source` now sends to this worker; write back through `link`.
+    TcpOpen {
+        source: SocketAddr,
+        link: TcpLink,
+    },
+    TcpClosed {
+        source: SocketAddr,
     },
     AddPeer(Box<NewPeer>),
     RemovePeer {
@@ -168,6 +179,7 @@ impl WorkerTx {
         len: usize,
         source: SocketAddr,
         at: Instant,
+        tcp: bool,
     ) -> Result<(), Vec<u8>> {
         if self.queued.load(Ordering::Relaxed) >= MAX_QUEUED {
             return Err(buf);
@@ -178,6 +190,7 @@ impl WorkerTx {
             len,
             source,
             at,
+            tcp,
         }) {
             Ok(()) => Ok(()),
             Err(mpsc::SendError(WorkerMsg::Datagram { buf, .. })) => Err(buf),
@@ -297,6 +310,8 @@ struct Peer {
     srtp: Option<SrtpSender>,
     /// Where the engine last sent to (the nominated remote address).
     remote: Option<SocketAddr>,
+    /// That address is an ICE-TCP connection: media goes through the engine and the link.
+    remote_tcp: bool,
 }
 
 impl Peer {
@@ -357,19 +372,42 @@ struct Ctx {
     bytes: u64,
     direct: u64,
     retransmits: u64,
+    /// Packets written to ICE-TCP connections this turn.
+    tcp_out: u64,
     /// Every datagram this worker sends goes through here, in order.
     batch: SendBatch,
+    /// ICE-TCP connections owned by this worker, by remote address.
+    tcp_links: HashMap<SocketAddr, TcpLink>,
 }
 
 impl Ctx {
     fn send(&mut self, buf: Vec<u8>, to: SocketAddr) {
         self.batch.push(&self.shared.socket, buf, to);
     }
+
+    /// Sends what the engine asks for, over UDP or the peer's TCP connection.
+    fn transmit(&mut self, t: str0m::net::Transmit) {
+        if t.proto == Protocol::Tcp {
+            let sent = self
+                .tcp_links
+                .get(&t.destination)
+                .is_some_and(|link| link.send(t.contents.into()));
+            if sent {
+                self.tcp_out += 1;
+            } else {
+                Counters::add(&self.shared.counters.datagrams_dropped, 1);
+            }
+        } else {
+            self.send(t.contents.into(), t.destination);
+        }
+    }
 }
 
 struct Worker {
     peers: HashMap<PeerKey, Peer>,
     by_addr: HashMap<SocketAddr, PeerKey>,
+    /// ICE-TCP connections and the peer each belongs to (once its first STUN is accepted).
+    by_tcp: HashMap<SocketAddr, Option<PeerKey>>,
     ctx: Ctx,
     recycle: SyncSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
@@ -381,6 +419,7 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
     let mut w = Worker {
         peers: HashMap::new(),
         by_addr: HashMap::new(),
+        by_tcp: HashMap::new(),
         ctx: Ctx {
             idx,
             shared,
@@ -393,6 +432,8 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
             direct: 0,
             retransmits: 0,
             batch: SendBatch::default(),
+            tcp_links: HashMap::new(),
+            tcp_out: 0,
         },
         recycle,
         queued: rx.queued,
@@ -444,10 +485,23 @@ impl Worker {
                 len,
                 source,
                 at,
+                tcp,
             } => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.datagram(&buf[..len.min(buf.len())], source, at);
+                if tcp {
+                    self.tcp_frame(&buf[..len.min(buf.len())], source, at);
+                } else {
+                    self.datagram(&buf[..len.min(buf.len())], source, at);
+                }
                 let _ = self.recycle.try_send(buf);
+            }
+            WorkerMsg::TcpOpen { source, link } => {
+                self.by_tcp.insert(source, None);
+                self.ctx.tcp_links.insert(source, link);
+            }
+            WorkerMsg::TcpClosed { source } => {
+                self.by_tcp.remove(&source);
+                self.ctx.tcp_links.remove(&source);
             }
             WorkerMsg::AddPeer(np) => self.add_peer(*np),
             WorkerMsg::RemovePeer { peer } => {
@@ -457,10 +511,11 @@ impl Worker {
                     let _ = catch_unwind(AssertUnwindSafe(|| {
                         let _ = p.rtc.close();
                         while let Ok(Output::Transmit(t)) = p.rtc.poll_output() {
-                            self.ctx.send(t.contents.into(), t.destination);
+                            self.ctx.transmit(t);
                         }
                     }));
                     self.ctx.drop_peer_state(&p);
+                    self.drop_tcp(peer);
                 }
             }
             WorkerMsg::Offer { peer, offer, reply } => {
@@ -561,7 +616,10 @@ impl Worker {
     }
 
     fn datagram(&mut self, data: &[u8], source: SocketAddr, at: Instant) {
-        let Ok(recv) = Receive::new(Protocol::Udp, source, self.ctx.shared.advertise, data) else {
+        let Some(local) = Shared::destination(&self.ctx.shared.advertise, source) else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Udp, source, local, data) else {
             Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
             return;
         };
@@ -569,17 +627,61 @@ impl Worker {
         let key = match self.by_addr.get(&source) {
             Some(k) => Some(*k),
             None => {
-                let k = self
-                    .peers
-                    .values()
-                    .find(|p| !p.dead && p.rtc.accepts(&input))
-                    .map(|p| p.key);
+                let k = self.find_peer(&input);
                 if let Some(k) = k {
                     self.by_addr.insert(source, k);
                 }
                 k
             }
         };
+        self.input(key, input);
+    }
+
+    /// One packet unframed from an ICE-TCP connection.
+    fn tcp_frame(&mut self, data: &[u8], source: SocketAddr, at: Instant) {
+        let Some(local) = Shared::destination(&self.ctx.shared.tcp_advertise, source) else {
+            return;
+        };
+        let Ok(recv) = Receive::new(Protocol::Tcp, source, local, data) else {
+            Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
+            return;
+        };
+        let input = Input::Receive(at, recv);
+        let key = match self.by_tcp.get(&source) {
+            Some(Some(k)) => Some(*k),
+            Some(None) => {
+                let k = self.find_peer(&input);
+                if let Some(k) = k {
+                    self.by_tcp.insert(source, Some(k));
+                }
+                k
+            }
+            // Closed already, or never opened here.
+            None => None,
+        };
+        self.input(key, input);
+    }
+
+    fn find_peer(&self, input: &Input<'_>) -> Option<PeerKey> {
+        self.peers
+            .values()
+            .find(|p| !p.dead && p.rtc.accepts(input))
+            .map(|p| p.key)
+    }
+
+    /// Closes the ICE-TCP connections of a peer that is gone.
+    fn drop_tcp(&mut self, peer: PeerKey) {
+        let links = &mut self.ctx.tcp_links;
+        self.by_tcp.retain(|addr, k| {
+            let gone = *k == Some(peer);
+            if gone {
+                links.remove(addr);
+            }
+            !gone
+        });
+    }
+
+    fn input(&mut self, key: Option<PeerKey>, input: Input<'_>) {
         let Some(p) = key.and_then(|k| self.peers.get_mut(&k)) else {
             Counters::add(&self.ctx.shared.counters.datagrams_dropped, 1);
             return;
@@ -631,11 +733,27 @@ impl Worker {
             cfg = cfg.set_extension_map(exts);
         }
         let (mut rtc, keys) = egress::build_with_keys(|| cfg.build(now));
-        match Candidate::host(shared.advertise, "udp") {
-            Ok(c) => {
-                rtc.add_local_candidate(c);
+        for addr in &shared.advertise {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::error!(error = %e, "bad host candidate"),
             }
-            Err(e) => tracing::error!(error = %e, "bad host candidate"),
+        }
+        for &addr in &shared.tcp_advertise {
+            // RFC 6544 passive: the client connects to us (we are ICE-lite and never dial).
+            let c = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            match c {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::error!(error = %e, "bad ICE-TCP candidate"),
+            }
         }
         self.peers.insert(
             np.key,
@@ -664,6 +782,7 @@ impl Worker {
                 keys,
                 srtp: None,
                 remote: None,
+                remote_tcp: false,
             },
         );
     }
@@ -734,6 +853,9 @@ impl Worker {
             Counters::add(&c.bytes_forwarded, std::mem::take(&mut self.ctx.bytes));
             Counters::add(&c.packets_direct, std::mem::take(&mut self.ctx.direct));
         }
+        if self.ctx.tcp_out > 0 {
+            Counters::add(&c.tcp_out, std::mem::take(&mut self.ctx.tcp_out));
+        }
         if self.ctx.retransmits > 0 {
             Counters::add(&c.retransmits, std::mem::take(&mut self.ctx.retransmits));
         }
@@ -760,6 +882,7 @@ impl Worker {
             };
             self.by_addr.retain(|_, k| *k != key);
             self.ctx.drop_peer_state(&p);
+            self.drop_tcp(key);
             // Unpublish first, so `Disconnected` is the last event.
             self.ctx.shared.forget_peer(key);
             tracing::info!(peer = %p.id, "peer disconnected");
@@ -950,7 +1073,8 @@ fn poll_peer(p: &mut Peer, ctx: &mut Ctx) {
             }
             Output::Transmit(t) => {
                 p.remote = Some(t.destination);
-                ctx.send(t.contents.into(), t.destination);
+                p.remote_tcp = t.proto == Protocol::Tcp;
+                ctx.transmit(t);
             }
             Output::Event(e) => on_event(p, ctx, e),
         }
@@ -1210,23 +1334,48 @@ fn direct_stream(rtc: &mut Rtc, mid: Mid) -> Option<(u32, ExtIds)> {
     Some((ssrc, ids))
 }
 
-/// Writes, protects and queues one packet on the direct egress path.
+/// The worker's ways out for a direct-path packet (borrowed field by field from [`Ctx`]).
+struct Wires<'a> {
+    batch: &'a mut SendBatch,
+    socket: &'a std::net::UdpSocket,
+    links: &'a HashMap<SocketAddr, TcpLink>,
+    tcp_out: &'a mut u64,
+}
+
+impl<'a> Wires<'a> {
+    fn of(ctx: &'a mut Ctx) -> Self {
+        Wires {
+            batch: &mut ctx.batch,
+            socket: &ctx.shared.socket,
+            links: &ctx.tcp_links,
+            tcp_out: &mut ctx.tcp_out,
+        }
+    }
+}
+
+/// Writes, protects and queues one packet on the direct egress path: into the UDP batch,
+/// or (`tcp`) onto the peer's ICE-TCP connection.
 fn send_direct(
-    batch: &mut SendBatch,
-    socket: &std::net::UdpSocket,
+    wires: Wires<'_>,
     srtp: &mut SrtpSender,
     out: &RtpOut<'_>,
     ids: ExtIds,
     payload: &[u8],
     to: SocketAddr,
+    tcp: bool,
 ) -> bool {
-    let mut buf = batch.buffer();
+    let mut buf = wires.batch.buffer();
     egress::write_header(&mut buf, out, ids);
     if !srtp.protect(&mut buf, payload, out.ssrc, out.seq) {
-        batch.recycle(buf);
+        wires.batch.recycle(buf);
         return false;
     }
-    batch.push(socket, buf, to);
+    if tcp {
+        let sent = wires.links.get(&to).is_some_and(|link| link.send(buf));
+        *wires.tcp_out += u64::from(sent);
+        return sent;
+    }
+    wires.batch.push(wires.socket, buf, to);
     true
 }
 
@@ -1236,6 +1385,7 @@ fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
     let (Some(srtp), Some(remote)) = (&mut p.srtp, p.remote) else {
         return;
     };
+    let tcp = p.remote_tcp;
     let ssrc = *nack.ssrc;
     for o in &p.outs {
         let (OutState::Open(mid), Some((our_ssrc, ids))) = (o.state, o.direct) else {
@@ -1259,15 +1409,7 @@ fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
                     audio_level: None,
                     video_orientation: sent.video_orientation,
                 };
-                if send_direct(
-                    &mut ctx.batch,
-                    &ctx.shared.socket,
-                    srtp,
-                    &out,
-                    ids,
-                    &sent.data,
-                    remote,
-                ) {
+                if send_direct(Wires::of(ctx), srtp, &out, ids, &sent.data, remote, tcp) {
                     ctx.retransmits += 1;
                 }
             }
@@ -1392,15 +1534,13 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
                     audio_level: f.audio_level.zip(f.voice_activity),
                     video_orientation: f.video_orientation,
                 };
-                if send_direct(
-                    &mut ctx.batch,
-                    &ctx.shared.socket,
-                    srtp,
-                    &out,
-                    ids,
-                    &f.data,
-                    remote,
-                ) {
+                let wires = Wires {
+                    batch: &mut ctx.batch,
+                    socket: &ctx.shared.socket,
+                    links: &ctx.tcp_links,
+                    tcp_out: &mut ctx.tcp_out,
+                };
+                if send_direct(wires, srtp, &out, ids, &f.data, remote, p.remote_tcp) {
                     ctx.direct += 1;
                     ctx.frames += 1;
                     ctx.bytes += f.data.len() as u64;

@@ -1,7 +1,7 @@
 // Shared by the browser tests: the real `convene serve` on a free 127.0.0.1 port, tokens from
 // `convene token`, and Debian's Chromium through playwright-core. Not a test file itself.
 import { spawn, spawnSync, execFileSync, execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -38,36 +38,63 @@ function freePort() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Is `url` answering 200, asked from inside network namespace `netns` (a short-lived node)? */
-function readyInside(netns, url) {
+/**
+ * Is `url` answering 200, asked by a short-lived node (inside network namespace `netns` when given,
+ * trusting certificate file `ca` when given)?
+ */
+function readyProbe(netns, url, ca) {
   const probe = `fetch(${JSON.stringify(url)}).then((r) => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))`;
-  const [cmd, args] = netns.exec([process.execPath, "-e", probe]);
-  return new Promise((resolve) => execFile(cmd, args, { timeout: 5000 }, (err) => resolve(!err)));
+  const argv = [process.execPath, "-e", probe];
+  const [cmd, args] = netns ? netns.exec(argv) : [argv[0], argv.slice(1)];
+  const env = ca ? { ...process.env, NODE_EXTRA_CA_CERTS: ca } : process.env;
+  return new Promise((resolve) => execFile(cmd, args, { timeout: 5000, env }, (err) => resolve(!err)));
+}
+
+/**
+ * A self-signed certificate for 127.0.0.1 made with the openssl CLI in `dir`: its files, and the
+ * base64 SHA-256 of its public key (what Chromium's --ignore-certificate-errors-spki-list takes).
+ */
+export function selfSignedCert(dir) {
+  const cert = path.join(dir, "cert.pem");
+  const key = path.join(dir, "key.pem");
+  execFileSync("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+  ], { stdio: "ignore" });
+  const spki = new X509Certificate(fs.readFileSync(cert)).publicKey.export({ type: "spki", format: "der" });
+  return { cert, key, spki: createHash("sha256").update(spki).digest("base64") };
 }
 
 /**
  * A running `convene serve`; `stop()` always ends it. With `netns` (from netns.mjs) it runs inside
  * that namespace, where only processes in the same namespace (Chromium started there) reach it.
+ * With `tls` it serves HTTPS with a fresh self-signed certificate (`server.tls.spki` for Chromium);
+ * `port` fixes the listening port (in a namespace); `env` adds or overrides environment variables.
  */
-export async function startServer({ netns = null, config: extra = "" } = {}) {
+export async function startServer({ netns = null, tls = false, port: fixedPort = null, env: extraEnv = {}, config: extra = "" } = {}) {
   const bin = ensureBinary();
   // Inside a fresh namespace every port is free; outside, ask the kernel for one.
-  const port = netns ? 8080 : await freePort();
+  const port = fixedPort ?? (netns ? 8080 : await freePort());
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "convene-browser-"));
   const config = path.join(dir, "test.toml");
   // Media sockets on loopback too: nothing in these tests listens beyond 127.0.0.1.
   // `extra`: more TOML from the test (e.g. a shorter [limits] grace period).
   fs.writeFileSync(config, `[rtc]\nbind_ip = "127.0.0.1"\n${extra}`);
+  const cert = tls ? selfSignedCert(dir) : null;
+  const scheme = tls ? "https" : "http";
   const env = {
     ...process.env,
     CONVENE_LISTEN: `127.0.0.1:${port}`,
     // Join links as printed by `convene token` then point at 127.0.0.1, not "localhost".
-    CONVENE_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    CONVENE_PUBLIC_URL: `${scheme}://127.0.0.1:${port}`,
     CONVENE_JWT_SECRET: randomBytes(24).toString("hex"),
     // In a namespace of its own the port is surely free; elsewhere let the server pick one.
     CONVENE_RTC_UDP_PORT: netns ? "3478" : "0",
+    CONVENE_RTC_TCP_PORT: netns ? "7881" : "0",
     CONVENE_RTC_ADVERTISE_IP: "127.0.0.1",
     RUST_LOG: process.env.RUST_LOG ?? "info",
+    ...(cert ? { CONVENE_TLS_CERT: cert.cert, CONVENE_TLS_KEY: cert.key } : {}),
+    ...extraEnv,
   };
   delete env.CONVENE_REDIS_URL;
   const [cmd, args] = netns ? netns.exec([bin, "serve", "--config", config]) : [bin, ["serve", "--config", config]];
@@ -85,9 +112,11 @@ export async function startServer({ netns = null, config: extra = "" } = {}) {
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
 
-  const base = `http://127.0.0.1:${port}`;
+  const base = `${scheme}://127.0.0.1:${port}`;
   const server = {
     base,
+    port,
+    tls: cert,
     log: () => log,
     /** `convene token ...`: returns { token, url } (line 1 and line 2 of its output). */
     token({ room, role, name, identity, attrs = {} }) {
@@ -111,8 +140,8 @@ export async function startServer({ netns = null, config: extra = "" } = {}) {
   const deadline = Date.now() + 20000;
   for (;;) {
     if (exited !== null) throw new Error(`convene serve exited (${JSON.stringify(exited)}):\n${log}`);
-    if (netns) {
-      if (await readyInside(netns, `${base}/readyz`)) break;
+    if (netns || cert) {
+      if (await readyProbe(netns, `${base}/readyz`, cert?.cert)) break;
     } else {
       try {
         const res = await fetch(`${base}/readyz`);

@@ -29,6 +29,36 @@ function removeStale() {
 }
 
 /**
+ * Drops traffic inside namespace `ns` with nftables (`nft`), for firewall tests: `udp` drops every
+ * UDP packet; `{ allowTcpPorts }` drops everything but TCP to those ports (and their replies), and
+ * UDP between the port pairs in `allowUdp` (`[[portsA, portsB]]`, either direction).
+ * Throws an Error whose `skip` is a reason to skip when `nft` is missing.
+ */
+export function firewall(ns, { udp = false, allowTcpPorts = null, allowUdp = [] }) {
+  if (spawnSync("sh", ["-c", "command -v nft"]).status !== 0) {
+    throw Object.assign(new Error("no `nft` command"), { skip: "needs `nft` from nftables (apt-get install nftables)" });
+  }
+  const rules = ["table inet convene_fw {", "  chain output {", "    type filter hook output priority 0; policy accept;"];
+  if (udp) rules.push("    meta l4proto udp drop");
+  if (allowTcpPorts) {
+    const ports = allowTcpPorts.join(", ");
+    rules.push(`    tcp dport { ${ports} } accept`, `    tcp sport { ${ports} } accept`);
+    for (const [a, b] of allowUdp) {
+      rules.push(`    udp sport ${a} udp dport ${b} accept`, `    udp sport ${b} udp dport ${a} accept`);
+    }
+    rules.push("    drop");
+  }
+  rules.push("  }", "}");
+  const file = path.join(os.tmpdir(), `convene-fw-${process.pid}.nft`);
+  fs.writeFileSync(file, rules.join("\n") + "\n");
+  try {
+    ns.run(["nft", "-f", file]);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+/**
  * Creates `convene-media-<pid>` with loopback up. Returns `{ name, exec(argv), wrapper(exe), delete() }`,
  * or throws an Error whose `skip` is a reason to skip (not root, no `ip`).
  */
@@ -51,6 +81,8 @@ export function createNetns() {
     name,
     /** argv prefixed so it runs inside the namespace (`ip netns exec` execs, so the pid is the program's). */
     exec: (argv) => ["ip", ["netns", "exec", name, ...argv]],
+    /** Runs argv inside the namespace and returns its stdout (throws on failure). */
+    run: (argv) => execFileSync("ip", ["netns", "exec", name, ...argv], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }),
     /** An executable script that runs `exe` inside the namespace, for tools that take a program path. */
     wrapper(exe) {
       const file = path.join(dir, path.basename(exe));

@@ -29,6 +29,7 @@ pub fn test_config() -> Config {
     config.rtc.advertise_ip = "127.0.0.1".into();
     config.rtc.bind_ip = "127.0.0.1".parse().unwrap();
     config.rtc.udp_port = 0;
+    config.rtc.tcp_port = 0;
     config.rtc.workers = 1;
     config
 }

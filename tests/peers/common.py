@@ -12,16 +12,19 @@ Signaling modes (both peers take the same arguments):
 
 import asyncio
 import json
+import os
 import sys
 import time
 from urllib.parse import urljoin
 
-# Pin ICE to loopback before any peer connection exists.
+# Pin ICE to loopback before any peer connection exists (CONVENE_PEER_ADDRESS=::1 for IPv6).
 import aioice.ice
 
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+PEER_ADDRESS = os.environ.get("CONVENE_PEER_ADDRESS", "127.0.0.1")
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [PEER_ADDRESS]
 
 from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy  # noqa: E402
 
 
 def add_signaling_args(parser):
@@ -130,6 +133,41 @@ class WsSignaling:
     async def close(self):
         if self.ws is not None:
             await self.ws.close()
+
+
+def parse_ice_links(values):
+    """RFC 9725 section 4.4: ``Link: <turn:...>; rel="ice-server"; username=".."; credential=".."``."""
+    import re
+
+    servers = []
+    for value in values:
+        m = re.match(r"\s*<([^>]+)>\s*;(.*)$", value)
+        if not m:
+            continue
+        params = dict(
+            (k.lower(), v.replace('\\"', '"'))
+            for k, v in re.findall(r'\s*([\w-]+)="((?:[^"\\]|\\.)*)"', m.group(2))
+        )
+        if params.get("rel") != "ice-server":
+            continue
+        servers.append(
+            RTCIceServer(urls=m.group(1), username=params.get("username"), credential=params.get("credential"))
+        )
+    return servers
+
+
+async def relay_config(url, token):
+    """``OPTIONS`` the WHIP/WHEP endpoint and build a relay-only configuration from its Links."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async with session.options(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            if resp.status != 204:
+                raise RuntimeError(f"OPTIONS {url}: {resp.status}")
+            servers = parse_ice_links(resp.headers.getall("Link", []))
+    if not servers:
+        raise RuntimeError(f"OPTIONS {url}: no ice-server Link")
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
 
 
 def signaling_from_args(args):

@@ -15,7 +15,7 @@ import asyncio
 import time
 
 import common  # noqa: F401  (pins ICE to loopback)
-from common import add_signaling_args, emit, log, run_for, signaling_from_args
+from common import add_signaling_args, emit, log, relay_config, run_for, signaling_from_args
 
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
@@ -40,9 +40,11 @@ async def main():
     p.add_argument("--pli-at", type=float, default=2.0)
     p.add_argument("--video-slots", type=int, default=1)
     p.add_argument("--audio-slots", type=int, default=1)
+    p.add_argument("--relay", action="store_true", help="relay only, with the TURN servers from OPTIONS")
     args = p.parse_args()
 
-    pc = RTCPeerConnection()
+    config = await relay_config(args.whep, args.token) if args.relay else None
+    pc = RTCPeerConnection(configuration=config)
     for _ in range(args.video_slots):
         pc.addTransceiver("video", direction="recvonly")
     for _ in range(args.audio_slots):

@@ -1,0 +1,323 @@
+//! ICE over TCP (RFC 6544, passive candidates): accepts connections on the media TCP port, unframes RFC 4571 packets and hands them to the worker of their peer.
+//!
+//! For networks that drop UDP. A connection is routed like a new UDP address: its first
+//! frame must be a STUN binding request whose `USERNAME` names a registered peer's ufrag;
+//! the connection then belongs to that peer's worker for good. The worker gets a
+//! [`TcpLink`] to write back through (engine output and direct-egress packets alike); each
+//! write is one RFC 4571 frame (a 16-bit length, then the packet), and a connection that
+//! cannot keep up loses packets, as UDP would.
+//!
+//! The connections run on one thread of their own with a small tokio runtime: a TCP
+//! peer costs two tasks, not a thread.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::udp::{stun_local_ufrag, MAX_DATAGRAM};
+use super::worker::WorkerMsg;
+use super::{Counters, Shared};
+
+/// Packets queued to one connection's writer before new ones are dropped.
+const LINK_QUEUE: usize = 512;
+/// A connection must send its first STUN request this soon.
+const FIRST_FRAME: Duration = Duration::from_secs(10);
+/// Connections open at once; more are closed on accept.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// Where a worker writes packets for one TCP connection.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpLink(mpsc::Sender<Vec<u8>>);
+
+impl TcpLink {
+    /// Queues one packet; false when the connection is gone or too far behind.
+    pub fn send(&self, packet: Vec<u8>) -> bool {
+        packet.len() <= usize::from(u16::MAX) && self.0.try_send(packet).is_ok()
+    }
+}
+
+/// Which worker owns each ufrag, for routing a new connection's first frame.
+#[derive(Default)]
+pub(crate) struct TcpRoutes(Mutex<HashMap<String, usize>>);
+
+impl TcpRoutes {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn register(&self, ufrag: &str, worker: usize) {
+        self.map().insert(ufrag.to_owned(), worker);
+    }
+    pub fn forget(&self, ufrag: &str) {
+        self.map().remove(ufrag);
+    }
+    fn worker_for(&self, first_frame: &[u8]) -> Option<usize> {
+        let ufrag = stun_local_ufrag(first_frame)?;
+        self.map().get(ufrag).copied()
+    }
+}
+
+/// Hands connections accepted elsewhere (the HTTPS port, after a look at their first bytes)
+/// to the ICE-TCP thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TcpHandoff(mpsc::UnboundedSender<std::net::TcpStream>);
+
+impl TcpHandoff {
+    pub(crate) fn channel() -> (TcpHandoff, mpsc::UnboundedReceiver<std::net::TcpStream>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (TcpHandoff(tx), rx)
+    }
+
+    /// Takes over `stream` as an ICE-TCP connection (nothing of it read yet).
+    pub fn give(&self, stream: std::net::TcpStream) {
+        let _ = self.0.send(stream);
+    }
+}
+
+/// Is a connection that starts with `prefix` ICE-TCP (an RFC 4571 frame holding a STUN
+/// binding request) rather than TLS or HTTP? `None`: too few bytes to tell.
+pub fn is_ice_tcp(prefix: &[u8]) -> Option<bool> {
+    // TLS starts with 0x16, HTTP with a letter; a STUN request's frame with a zero byte
+    // (its length is under 256).
+    match prefix.first() {
+        None => None,
+        Some(0) if prefix.len() >= 10 => {
+            Some(prefix[2..4] == [0x00, 0x01] && prefix[6..10] == [0x21, 0x12, 0xA4, 0x42])
+        }
+        Some(0) => None,
+        Some(_) => Some(false),
+    }
+}
+
+/// Runs the accept loop on this thread until the SFU stops: connections from its own
+/// listener, and from `handoff` (the HTTPS port).
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    listener: Option<std::net::TcpListener>,
+    mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "ice-tcp: no runtime; TCP media is off");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match listener.map(|l| {
+            l.set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+        }) {
+            Some(Ok(l)) => Some(l),
+            None => None,
+            Some(Err(error)) => {
+                tracing::error!(%error, "ice-tcp: listener; TCP media is off");
+                return;
+            }
+        };
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut stop_check = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let accepted = tokio::select! {
+                a = accept(listener.as_ref()) => a,
+                Some(std_stream) = handoff.recv() => {
+                    std_stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(std_stream))
+                        .and_then(|s| s.peer_addr().map(|a| (s, a)))
+                }
+                _ = stop_check.tick() => {
+                    if shared.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let (stream, source) = match accepted {
+                Ok(v) => v,
+                Err(error) => {
+                    tracing::debug!(%error, "ice-tcp accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            let shared = shared.clone();
+            let open = open.clone();
+            tokio::spawn(async move {
+                connection(&shared, stream, source).await;
+                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        tracing::debug!("ice-tcp thread stopped");
+    });
+}
+
+/// The next connection on our own listener; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads one RFC 4571 frame into `buf` (resized to the frame); `Ok(false)` at a clean end.
+async fn read_frame(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let len = match r.read_u16().await {
+        Ok(n) => usize::from(n),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if len == 0 || len > MAX_DATAGRAM {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    Ok(true)
+}
+
+async fn connection(shared: &Arc<Shared>, stream: TcpStream, source: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let c = &shared.counters;
+    // The first frame names the peer.
+    let mut buf = vec![0; MAX_DATAGRAM];
+    let first = tokio::time::timeout(FIRST_FRAME, read_frame(&mut read, &mut buf)).await;
+    if !matches!(first, Ok(Ok(true))) {
+        return;
+    }
+    Counters::add(&c.datagrams_in, 1);
+    let Some(worker) = shared.tcp_routes.worker_for(&buf) else {
+        Counters::add(&c.datagrams_dropped, 1);
+        tracing::debug!(%source, "ice-tcp: first frame names no peer");
+        return;
+    };
+    let Some(tx) = shared.workers.get(worker) else {
+        return;
+    };
+    let (link, queue) = mpsc::channel(LINK_QUEUE);
+    tx.send(WorkerMsg::TcpOpen {
+        source,
+        link: TcpLink(link),
+    });
+    let writer = tokio::spawn(write_frames(write, queue));
+    let mut len = buf.len();
+    loop {
+        if let Err(buf) = tx.send_datagram(buf, len, source, Instant::now(), true) {
+            Counters::add(&c.datagrams_dropped, 1);
+            drop(buf);
+        }
+        buf = Vec::with_capacity(MAX_DATAGRAM);
+        match read_frame(&mut read, &mut buf).await {
+            Ok(true) => {
+                Counters::add(&c.datagrams_in, 1);
+                len = buf.len();
+            }
+            Ok(false) => break,
+            Err(error) => {
+                tracing::debug!(%source, %error, "ice-tcp read");
+                break;
+            }
+        }
+    }
+    tx.send(WorkerMsg::TcpClosed { source });
+    writer.abort();
+}
+
+/// Writes queued packets as RFC 4571 frames, coalescing what is queued into one write.
+async fn write_frames(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) {
+    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    while let Some(packet) = queue.recv().await {
+        out.clear();
+        frame_into(&mut out, &packet);
+        while out.len() < 60 * 1024 {
+            match queue.try_recv() {
+                Ok(p) => frame_into(&mut out, &p),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+fn frame_into(out: &mut Vec<u8>, packet: &[u8]) {
+    // TcpLink::send refuses anything longer.
+    let len = u16::try_from(packet.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(packet);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ice_tcp_is_told_from_tls_and_http() {
+        let stun = [0, 100, 0, 1, 0, 80, 0x21, 0x12, 0xA4, 0x42, 1, 2];
+        assert_eq!(is_ice_tcp(&stun), Some(true));
+        assert_eq!(is_ice_tcp(&stun[..5]), None, "needs the cookie");
+        assert_eq!(is_ice_tcp(&[]), None);
+        assert_eq!(is_ice_tcp(&[0x16, 0x03, 0x01]), Some(false), "TLS");
+        assert_eq!(is_ice_tcp(b"GET / HTTP/1.1"), Some(false));
+        assert_eq!(
+            is_ice_tcp(&[0, 100, 0, 3, 0, 80, 0x21, 0x12, 0xA4, 0x42]),
+            Some(false),
+            "not a binding request"
+        );
+        assert_eq!(is_ice_tcp(&[0; 10]), Some(false));
+    }
+
+    #[test]
+    fn frames_carry_a_big_endian_length() {
+        let mut out = Vec::new();
+        frame_into(&mut out, &[7; 300]);
+        frame_into(&mut out, &[1, 2]);
+        assert_eq!(&out[..2], &[1, 44]);
+        assert_eq!(out.len(), 2 + 300 + 2 + 2);
+        assert_eq!(&out[302..], &[0, 2, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn oversized_and_empty_frames_end_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for bad in [vec![0xff, 0xff], vec![0, 0]] {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(&bad).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            let (r, _w) = server.into_split();
+            let mut r = BufReader::new(r);
+            let mut buf = Vec::new();
+            assert!(read_frame(&mut r, &mut buf).await.is_err(), "{bad:?}");
+        }
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(&[0, 3, 9, 8, 7]).await.unwrap();
+        drop(client);
+        let (server, _) = listener.accept().await.unwrap();
+        let (r, _w) = server.into_split();
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut r, &mut buf).await.unwrap());
+        assert_eq!(buf, [9, 8, 7]);
+        assert!(!read_frame(&mut r, &mut buf).await.unwrap(), "clean end");
+    }
+}

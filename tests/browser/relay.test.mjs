@@ -1,0 +1,216 @@
+// Media through a network that lets through nothing but TCP to port 443: Convene's HTTPS on
+// 127.0.0.1:443 and coturn's TURN over TLS on 127.0.0.2:443 (its own address, as in the README;
+// Convene's shared secret). UDP and ICE-TCP are dropped by nftables, so Chromium must relay: a
+// WHEP viewer plays the WHIP-published stage, and two people in a meeting see each other, all
+// through coturn. The relay's own UDP to the SFU is the one other flow let through (relay port
+// range <-> the SFU's UDP port). Everything runs inside the test's network namespace on
+// loopback addresses (DESIGN.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
+// (coturn); skipped without.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { startServer, launchChromium } from "./harness.mjs";
+import { createNetns, firewall } from "./netns.mjs";
+
+const STEP = { timeout: 120_000 };
+const TLS_PORT = 443; // Convene's HTTPS and coturn's TURN/TLS, on two addresses
+const RELAY_ADDRESS = "127.0.0.2";
+const RELAY_PORTS = [20000, 20019];
+const SFU_UDP_PORT = 3478; // harness: the SFU's UDP port inside a namespace
+let netns;
+let skip = null;
+let server;
+let coturn;
+let coturnLog = "";
+let browser;
+const pageErrors = [];
+
+before(async () => {
+  if (spawnSync("sh", ["-c", "command -v turnserver"]).status !== 0) {
+    skip = "needs `turnserver` from coturn (apt-get install coturn)";
+    return;
+  }
+  try {
+    netns = createNetns();
+    firewall(netns, {
+      allowTcpPorts: [TLS_PORT],
+      allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]],
+    });
+  } catch (e) {
+    netns?.delete();
+    if (!e.skip) throw e;
+    skip = e.skip;
+    return;
+  }
+  const secret = randomBytes(16).toString("hex");
+  server = await startServer({
+    netns,
+    tls: true,
+    port: TLS_PORT,
+    env: { CONVENE_TURN_URLS: `turns:${RELAY_ADDRESS}:${TLS_PORT}?transport=tcp`, CONVENE_TURN_SECRET: secret },
+  });
+  const [cmd, args] = netns.exec([
+    "turnserver", "-n", "--no-cli", "--no-dtls", "--no-udp", "--no-tcp", "--simple-log", "--log-file=stdout",
+    `--listening-ip=${RELAY_ADDRESS}`, `--relay-ip=${RELAY_ADDRESS}`, "--allow-loopback-peers",
+    `--tls-listening-port=${TLS_PORT}`, `--cert=${server.tls.cert}`, `--pkey=${server.tls.key}`,
+    `--min-port=${RELAY_PORTS[0]}`, `--max-port=${RELAY_PORTS[1]}`,
+    "--use-auth-secret", `--static-auth-secret=${secret}`, "--realm=convene.test",
+  ]);
+  coturn = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const keep = (chunk) => { coturnLog = (coturnLog + chunk).slice(-20000); };
+  coturn.stdout.on("data", keep);
+  coturn.stderr.on("data", keep);
+  process.on("exit", () => coturn.kill("SIGKILL"));
+  browser = await launchChromium({
+    netns,
+    args: [
+      "--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+      // Trusts the test's certificate, for the page and for TURN over TLS alike.
+      `--ignore-certificate-errors-spki-list=${server.tls.spki}`,
+    ],
+  });
+}, { timeout: 120_000 });
+
+after(async () => {
+  try {
+    await browser?.close();
+  } finally {
+    try {
+      coturn?.kill("SIGKILL");
+      await server?.stop();
+    } finally {
+      netns?.delete();
+    }
+  }
+}, { timeout: 30_000 });
+
+async function newPage(who, url) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(20000);
+  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
+  await page.goto(url);
+  return page;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(probe, ok, { timeout = 45000, every = 250, what = "condition" } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await probe();
+    if (ok(value)) return value;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}\nserver:\n${server.log().slice(-1500)}\ncoturn:\n${coturnLog.slice(-1500)}`);
+    }
+    await sleep(every);
+  }
+}
+
+// In a page: the selected candidate pair's local candidate and the decoded video frames.
+const pathOf = async (pc) => {
+  const stats = await pc.getStats();
+  let framesDecoded = 0;
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "video") framesDecoded += s.framesDecoded ?? 0;
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  });
+  const local = pair && stats.get(pair.localCandidateId);
+  return { framesDecoded, type: local?.candidateType ?? null, relayProtocol: local?.relayProtocol ?? null };
+};
+
+test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "relay-stage";
+  const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
+  const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
+  // RFC 9725 section 4.4: the relay comes in Link headers; OPTIONS first, since the offer must
+  // already carry the relay candidates (the server takes no trickle).
+  const post = (page, kind, token, setup) => page.evaluate(async ({ room, kind, token, setup }) => {
+    const opts = await fetch(`/${kind}/${room}`, { method: "OPTIONS", headers: { Authorization: `Bearer ${token}` } });
+    const iceServers = (opts.headers.get("Link") ?? "").split(/,\s*(?=<)/).filter((l) => /rel="ice-server"/.test(l)).map((l) => ({
+      urls: l.match(/<([^>]+)>/)[1], username: l.match(/username="([^"]*)"/)?.[1], credential: l.match(/credential="([^"]*)"/)?.[1],
+    }));
+    const pc = new RTCPeerConnection({ iceServers });
+    if (setup === "publish") {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+      for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+    } else {
+      pc.addTransceiver("video", { direction: "recvonly" });
+      pc.addTransceiver("audio", { direction: "recvonly" });
+    }
+    const t0 = performance.now();
+    await pc.setLocalDescription(await pc.createOffer());
+    // Wait for the relay candidate: no trickle, so the offer must carry it.
+    if (pc.iceGatheringState !== "complete") {
+      await new Promise((r) => {
+        pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r());
+        setTimeout(r, 10000);
+      });
+    }
+    window.started = performance.now();
+    const gatherMs = Math.round(window.started - t0);
+    const res = await fetch(`/${kind}/${room}`, {
+      method: "POST", headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${token}` }, body: pc.localDescription.sdp,
+    });
+    const answer = await res.text();
+    if (res.status !== 201) return { status: res.status, answer };
+    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    window.pc = pc;
+    return { status: res.status, gatherMs, servers: iceServers.length, relayCandidate: / typ relay /.test(pc.localDescription.sdp) };
+  }, { room, kind, token, setup });
+
+  const pub = await newPage("whip", `${server.base}/healthz`);
+  const whip = await post(pub, "whip", presenter, "publish");
+  assert.equal(whip.status, 201, whip.answer);
+  assert.equal(whip.servers, 1, "one ice-server Link");
+  assert.ok(whip.relayCandidate, "the offer carries a relay candidate");
+  const view = await newPage("whep", `${server.base}/healthz`);
+  const whep = await post(view, "whep", viewer, "play");
+  assert.equal(whep.status, 201, whep.answer);
+  const firstFrameMs = await view.evaluate(async (pathOf) => {
+    const stats = eval(pathOf);
+    const deadline = performance.now() + 45000;
+    while (performance.now() < deadline) {
+      if ((await stats(window.pc)).framesDecoded > 0) return Math.round(performance.now() - window.started);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return null;
+  }, pathOf.toString());
+  const seen = await until(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames through the relay" });
+  const sent = await pub.evaluate((p) => eval(p)(window.pc), pathOf.toString());
+  t.diagnostic(`WHEP through TURN/TLS: relay allocated in ${whep.gatherMs} ms before the POST, first frame ${firstFrameMs} ms after it; viewer ${JSON.stringify(seen)}, publisher ${JSON.stringify(sent)}`);
+  for (const s of [seen, sent]) {
+    assert.equal(s.type, "relay", `relayed: ${JSON.stringify(s)}`);
+    assert.equal(s.relayProtocol, "tls");
+  }
+  for (const page of [pub, view]) await page.context().close();
+});
+
+test("only TCP to port 443: two people in a meeting see each other through the relay", STEP, async (t) => {
+  if (skip) return t.skip(skip);
+  const room = "relay-meeting";
+  const join = async (who, role, name) => {
+    const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
+    await page.locator("#status[data-state=connected]").waitFor();
+    return page;
+  };
+  const hana = await join("hana", "host", "Hana");
+  await hana.selectOption("#set-kind", "meeting");
+  const pia = await join("pia", "participant", "Pia");
+  await pia.locator("#cam", { hasText: "Start camera" }).waitFor();
+  await hana.click("#cam");
+  await pia.click("#cam");
+  for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
+    await until(() => page.evaluate((publisher) => {
+      const v = document.querySelector(`#videos figure[data-publisher="${publisher}"] video`);
+      return { width: v?.videoWidth ?? 0, time: v?.currentTime ?? 0 };
+    }, other), (s) => s.width > 0 && s.time > 0.2, { what: `${other}'s camera playing` });
+    const path = await page.evaluate((p) => eval(p)(convene.media.pc), pathOf.toString());
+    assert.equal(path.type, "relay", JSON.stringify(path));
+    await page.locator("#diag-path[data-transport=relay]", { hasText: "relay over TLS" }).waitFor();
+  }
+  assert.deepEqual(pageErrors, []);
+});
