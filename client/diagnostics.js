@@ -4,10 +4,15 @@
 // candidate ranks first, its TCP candidate next, the relay (from `welcome.ice_servers`) last.
 // Self-contained: it renders its own collapsible panel, styled inline.
 
-/** The selected path from a getStats() report (a Map-like of stats objects), or null before one is chosen. */
+/**
+ * The selected path from a getStats() report (a Map-like of stats objects), or null before one is chosen.
+ * @param {{forEach: (f: (s: any) => void) => void}} report
+ */
 export function describePath(report) {
   const byId = new Map();
-  report.forEach((s) => byId.set(s.id, s));
+  /** @type {Map<string, any>} */
+  const seen = byId;
+  report.forEach((/** @type {any} */ s) => seen.set(s.id, s));
   let pair = null;
   for (const s of byId.values()) {
     if (s.type === "transport" && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId) ?? pair;
@@ -38,13 +43,16 @@ export function describePath(report) {
   };
 }
 
-/** Media totals from a getStats() report: packets in and lost, frames decoded. */
+/**
+ * Media totals from a getStats() report: packets in and lost, frames decoded.
+ * @param {{forEach: (f: (s: any) => void) => void}} report
+ */
 export function mediaTotals(report) {
   let packetsIn = 0;
   let packetsLost = 0;
   let framesDecoded = 0;
   let packetsOut = 0;
-  report.forEach((s) => {
+  report.forEach((/** @type {any} */ s) => {
     if (s.type === "inbound-rtp") {
       packetsIn += s.packetsReceived ?? 0;
       packetsLost += Math.max(0, s.packetsLost ?? 0);
@@ -77,10 +85,14 @@ function panel() {
   return el;
 }
 
+/**
+ * @param {ReturnType<typeof describePath>} path @param {ReturnType<typeof mediaTotals>} totals
+ * @param {string} state
+ */
 function render(path, totals, state) {
-  panel();
+  const el = panel();
   const label = path ? path.label : state === "failed" ? "no path: media blocked" : "connecting…";
-  const span = document.getElementById("diag-path");
+  const span = /** @type {HTMLElement} */ (el.querySelector("#diag-path"));
   span.textContent = label;
   span.dataset.transport = path?.transport ?? "";
   const rows = [
@@ -93,10 +105,10 @@ function render(path, totals, state) {
     ["Frames decoded", String(totals.framesDecoded)],
     ["ICE state", state],
   ];
-  const list = document.getElementById("diag-details");
+  const list = /** @type {HTMLElement} */ (el.querySelector("#diag-details"));
   // Update by key: the panel may be open while it refreshes.
   for (const [name, value] of rows) {
-    let dd = list.querySelector(`dd[data-key="${name}"]`);
+    let dd = /** @type {HTMLElement|null} */ (list.querySelector(`dd[data-key="${name}"]`));
     if (!dd) {
       const dt = document.createElement("dt");
       dt.textContent = name;
@@ -109,7 +121,10 @@ function render(path, totals, state) {
   }
 }
 
-/** Shows `pc`'s path in the panel, refreshed every `everyMs` until the connection closes. */
+/**
+ * Shows `pc`'s path in the panel, refreshed every `everyMs` until the connection closes.
+ * @param {RTCPeerConnection} pc
+ */
 export function watchPath(pc, everyMs = 2000) {
   const tick = async () => {
     if (pc.connectionState === "closed") {

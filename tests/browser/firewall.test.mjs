@@ -137,6 +137,7 @@ test("UDP dropped: two people in a meeting see each other over ICE-TCP", STEP, a
     return page;
   };
   const hana = await join("hana", "host", "Hana");
+  await hana.click("#tab-console");
   await hana.selectOption("#set-kind", "meeting");
   const pia = await join("pia", "participant", "Pia");
   await pia.locator("#cam", { hasText: "Start camera" }).waitFor();

@@ -147,6 +147,7 @@ test("only TCP to the HTTPS port: two people in a meeting see each other over IC
     return page;
   };
   const hana = await join("hana", "host", "Hana");
+  await hana.click("#tab-console");
   await hana.selectOption("#set-kind", "meeting");
   const pia = await join("pia", "participant", "Pia");
   await pia.locator("#cam", { hasText: "Start camera" }).waitFor();

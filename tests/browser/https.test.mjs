@@ -60,6 +60,7 @@ test("client over https:// and wss:// publishes its camera in a meeting", { time
     return page;
   };
   const hana = await join("hana", "host", "Hana");
+  await hana.click("#tab-console");
   await hana.selectOption("#set-kind", "meeting");
   const pia = await join("pia", "participant", "Pia");
   for (const page of [hana, pia]) {

@@ -198,6 +198,7 @@ test("only TCP to port 443: two people in a meeting see each other through the r
     return page;
   };
   const hana = await join("hana", "host", "Hana");
+  await hana.click("#tab-console");
   await hana.selectOption("#set-kind", "meeting");
   const pia = await join("pia", "participant", "Pia");
   await pia.locator("#cam", { hasText: "Start camera" }).waitFor();
