@@ -227,8 +227,17 @@ function renderBar() {
   const may = canPublish(you, state.settings);
   if (media.publishing && !may) media.stopAll(); // taken off stage
   for (const id of ["mic", "cam", "share"]) $(id).hidden = !may;
-  barButton("mic", !media.mic ? "Start mic" : media.micMuted ? "Unmute" : "Mute", !!media.mic && !media.micMuted);
-  barButton("cam", media.cam ? "Stop camera" : "Start camera", !!media.cam);
+  // A moderator's mute: the server stops forwarding that kind; only a moderator lifts it.
+  const held = /** @type {string[]} */ (you.media_muted ?? []);
+  const micHeld = held.includes("audio");
+  const camHeld = held.includes("video");
+  // Muted here too, so that when a moderator allows the mic again nothing is heard until
+  // the person unmutes it themselves.
+  if (micHeld && media.mic && !media.micMuted) media.toggleMic();
+  barButton("mic", micHeld ? "Mic muted by a moderator" : !media.mic ? "Start mic" : media.micMuted ? "Unmute" : "Mute", !!media.mic && !media.micMuted && !micHeld);
+  barButton("cam", camHeld ? "Camera stopped by a moderator" : media.cam ? "Stop camera" : "Start camera", !!media.cam && !camHeld);
+  /** @type {HTMLButtonElement} */ ($("mic")).disabled = micHeld;
+  /** @type {HTMLButtonElement} */ ($("cam")).disabled = camHeld && !media.cam;
   barButton("share", media.screen ? "Stop sharing" : "Share screen", !!media.screen);
   // Staff step onto the stage of a webcast themselves (presenters are always on it).
   const webcast = state.settings.kind === "webcast" && you.breakout == null;
@@ -297,6 +306,7 @@ $("set-chat").onchange = (/** @type {any} */ e) => send("update_settings", { cha
 $("set-qa").onchange = (/** @type {any} */ e) => send("update_settings", { qa_mode: e.target.value });
 $("set-kind").onchange = (/** @type {any} */ e) => send("update_settings", { kind: e.target.value });
 $("mic").onclick = () => media.toggleMic();
+$("mute-all").onclick = () => send("mute_media", { kind: "audio", muted: true });
 $("cam").onclick = () => media.toggleCamera();
 $("share").onclick = () => media.toggleScreen();
 $("go-stage").onclick = () => {

@@ -5,7 +5,7 @@
 /**
  * @typedef {{identity: string, name: string, role: string, presence: string, on_stage: boolean,
  *   hand_raised: boolean, chat_muted: boolean, breakout: number|null, facilitator: boolean,
- *   attrs?: Record<string, string>}} Member
+ *   attrs?: Record<string, string>, media_muted?: string[]}} Member
  * @typedef {{id: number, text: string, author: string|null, author_name: string|null, votes: number,
  *   state: string, live: boolean, edited: boolean, answer: string|null, duplicate_of: number|null,
  *   anonymous?: boolean, asked_at: number, updated_at: number, answered_at: number|null}} Question
@@ -115,6 +115,13 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.members.set(m.identity, m);
       noteHand(state, m);
       if (m.identity === you) {
+        const had = before?.media_muted ?? [];
+        for (const kind of m.media_muted ?? []) {
+          if (!had.includes(kind)) notes.push({ text: `A moderator muted your ${kind === "audio" ? "microphone" : "camera"}.`, announce: true });
+        }
+        for (const kind of had) {
+          if (!(m.media_muted ?? []).includes(kind)) notes.push({ text: `A moderator allows your ${kind === "audio" ? "microphone" : "camera"} again; turn it on when you are ready.`, announce: true });
+        }
         // Put on stage by someone else: ask before publishing anything.
         if (m.on_stage && !before?.on_stage && m.role === "participant") {
           state.stageInvite = true;
@@ -182,6 +189,18 @@ export function applyEvent(state, ev, now = Date.now()) {
       // The lead's protocol change: the people at the destination come with the move.
       if (Array.isArray(ev.members)) for (const m of ev.members) state.members.set(m.identity, m);
       notes.push({ text: ev.breakout == null ? "You are back in the main room." : `You are in ${ev.name}.`, announce: true });
+      break;
+    case "media_muted":
+      for (const identity of ev.identities ?? []) {
+        const m = state.members.get(identity);
+        if (!m) continue;
+        const kinds = new Set(m.media_muted ?? []);
+        if (ev.muted) kinds.add(ev.kind); else kinds.delete(ev.kind);
+        const next = { ...m, media_muted: [...kinds] };
+        state.members.set(identity, next);
+        if (identity === you) state.you = next;
+      }
+      if (ev.muted && (ev.identities ?? []).includes(you)) notes.push({ text: `A moderator muted your ${ev.kind === "audio" ? "microphone" : "camera"}.`, announce: true });
       break;
     case "members_moved":
       for (const { identity, breakout } of ev.moves ?? []) {

@@ -45,12 +45,22 @@ export function renderPeople(c) {
     if (m.breakout != null) bits.push(`${m.facilitator ? "visiting" : "in"} ${roomName(state, m.breakout)}`);
     if (m.presence === "reconnecting") bits.push("reconnecting");
     if (m.chat_muted) bits.push("chat muted");
+    if ((m.media_muted ?? []).includes("audio")) bits.push("mic muted by a moderator");
+    if ((m.media_muted ?? []).includes("video")) bits.push("camera stopped by a moderator");
     text(li.children[1], bits.join(" · "));
     /** @type {import("/dom.js").Control[]} */
     const specs = [];
     if (!self && staff && m.hand_raised) specs.push({ key: "hand", label: "Lower hand", name: `Lower hand of ${m.name}`, onclick: () => c.send("lower_hand", { identity: m.identity }) });
     if (!self && moderator) {
       if (!canModerate(m.role)) specs.push({ key: "mute", label: m.chat_muted ? "Unmute chat" : "Mute chat", name: `${m.chat_muted ? "Unmute chat" : "Mute chat"}: ${m.name}`, onclick: () => c.send("mute_chat", { identity: m.identity, muted: !m.chat_muted }) });
+      if (!canModerate(m.role)) {
+        // A moderator's mute is enforced by the server; allowing again never unmutes anyone.
+        for (const [kind, on, off] of [["audio", "Mute mic", "Allow mic"], ["video", "Mute camera", "Allow camera"]]) {
+          const muted = (m.media_muted ?? []).includes(kind);
+          const label = muted ? off : on;
+          specs.push({ key: kind, label, name: `${label}: ${m.name}`, onclick: () => c.send("mute_media", { identity: m.identity, kind, muted: !muted }) });
+        }
+      }
       specs.push({ key: "stage", label: m.on_stage ? "Remove from stage" : "Invite to stage", name: m.on_stage ? `Remove from stage: ${m.name}` : `Invite to stage: ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
       if (!canModerate(m.role)) specs.push({ key: "remove", label: "Remove", name: `Remove ${m.name}`, onclick: () => confirm(`Remove ${m.name} from the room?`) && c.send("remove_participant", { identity: m.identity }) });
     }

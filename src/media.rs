@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convene_signaling::{Command, ErrorCode, ServerMessage};
+use convene_signaling::{Command, ErrorCode, ServerMessage, TrackKind};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -32,11 +32,28 @@ pub fn offer_sends_media(sdp: &str) -> bool {
         .any(|l| l == "a=sendrecv" || l == "a=sendonly")
 }
 
+/// The kinds of media a moderator muted for someone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mutes {
+    pub audio: bool,
+    pub video: bool,
+}
+
+impl Mutes {
+    pub fn of(kinds: &[TrackKind]) -> Mutes {
+        Mutes {
+            audio: kinds.contains(&TrackKind::Audio),
+            video: kinds.contains(&TrackKind::Video),
+        }
+    }
+}
+
 /// What a member may do with media now, as the room last said.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MediaAccess {
     pub place: Place,
     pub may_publish: bool,
+    pub muted: Mutes,
     /// Bumped when room settings change: the media task asks the room again.
     pub recheck: u64,
 }
@@ -356,10 +373,11 @@ impl SessionMedia {
                     }
                     let mut access = *self.access.borrow();
                     if access.recheck != current.recheck {
-                        // The room kind may have changed (meeting <-> webcast): ask the room.
-                        if let Ok(Some((place, may_publish))) = self.room.media_access(&self.identity).await {
-                            access.place = place;
-                            access.may_publish = may_publish;
+                        // The room kind or a room-wide mute may have changed: ask the room.
+                        if let Ok(Some(rights)) = self.room.media_access(&self.identity).await {
+                            access.place = rights.place;
+                            access.may_publish = rights.may_publish;
+                            access.muted = Mutes::of(&rights.muted);
                         }
                     }
                     if access != current && self.events.is_some() {
@@ -367,6 +385,7 @@ impl SessionMedia {
                             self.media.sfu.move_peer(&self.peer, group(&self.room.name, access.place));
                         }
                         self.media.sfu.set_can_publish(&self.peer, access.may_publish);
+                        apply_mutes(&self.media.sfu, &self.peer, access.muted);
                     }
                     current = access;
                 }
@@ -440,9 +459,10 @@ impl SessionMedia {
 
     async fn offer(&mut self, request_id: Option<String>, sdp: String) {
         // Ask the room: it is the authority on where this member is and whether they may publish.
-        let Ok(Some((place, may_publish))) = self.room.media_access(&self.identity).await else {
+        let Ok(Some(rights)) = self.room.media_access(&self.identity).await else {
             return self.refuse(request_id, ErrorCode::NotInRoom, "you are not in this room");
         };
+        let (place, may_publish) = (rights.place, rights.may_publish);
         if offer_sends_media(&sdp) && !may_publish {
             return self.refuse(request_id, ErrorCode::Forbidden, "only people on stage may publish media in a webcast; raise your hand to be invited");
         }
@@ -454,6 +474,7 @@ impl SessionMedia {
                     .sfu
                     .add_peer(self.peer.clone(), group(&self.room.name, place), options);
             self.events = Some(events);
+            apply_mutes(&self.media.sfu, &self.peer, Mutes::of(&rights.muted));
         } else {
             // A new offer publishes anew: tracks stopped one by one come back.
             self.media.sfu.release_withheld(&self.peer);
@@ -484,6 +505,12 @@ impl SessionMedia {
             Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
         }
     }
+}
+
+/// A moderator's mutes, enforced by the SFU whatever the peer offers.
+pub fn apply_mutes(sfu: &Sfu, peer: &PeerId, muted: Mutes) {
+    sfu.set_muted(peer, TrackKind::Audio, muted.audio);
+    sfu.set_muted(peer, TrackKind::Video, muted.video);
 }
 
 async fn next_event(events: &mut Option<mpsc::UnboundedReceiver<PeerEvent>>) -> Option<PeerEvent> {

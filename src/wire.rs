@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use convene_signaling::{BreakoutId, CloseReason, Role};
+use convene_signaling::{BreakoutId, CloseReason, Role, TrackKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -124,11 +124,13 @@ pub enum SessionEffect {
         to: Place,
         may_publish: bool,
     },
-    /// This identity's record changed (stage, place): its media rights may have too.
+    /// This identity's record changed (stage, place, a moderator's mute): its media rights
+    /// may have too.
     Access {
         identity: String,
         place: Place,
         may_publish: bool,
+        muted: Vec<TrackKind>,
     },
     /// This identity was removed; its sessions close after sending the event.
     Kick { identity: String },

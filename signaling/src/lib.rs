@@ -134,6 +134,10 @@ pub struct Member {
     /// Token attributes (e.g. `team`), used for breakout assignment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attrs: BTreeMap<String, String>,
+    /// Media kinds a moderator muted: the SFU stops forwarding them and the person cannot
+    /// publish them again until a moderator allows it (they are never unmuted for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_muted: Vec<TrackKind>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -400,6 +404,14 @@ pub enum Command {
     },
     MuteChat {
         identity: String,
+        muted: bool,
+    },
+    /// Staff mute (or allow again) one person's microphone or camera, or, without
+    /// `identity`, every participant's. Enforced by the SFU; allowing does not unmute.
+    MuteMedia {
+        #[serde(default)]
+        identity: Option<String>,
+        kind: TrackKind,
         muted: bool,
     },
 
@@ -793,6 +805,12 @@ pub enum RoomEvent {
         /// The destination's recent chat (the main room's history on return).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         chat: Vec<ChatMessage>,
+    },
+    /// A moderator muted (or allowed again) a kind of media for many people at once.
+    MediaMuted {
+        kind: TrackKind,
+        muted: bool,
+        identities: Vec<String>,
     },
     /// Many people moved at once (breakouts opened or closed). For each move the viewer
     /// sets `breakout`, clears `hand_raised`, and on a return to the main room

@@ -251,14 +251,19 @@ async fn whip(
                 };
                 match follow(&mut viewer, &mut room_events, &event) {
                     Rights::Unchanged => {}
-                    Rights::Changed { may_publish, .. } => {
-                        media.sfu.set_can_publish(&peer, may_publish)
+                    Rights::Changed {
+                        may_publish, muted, ..
+                    } => {
+                        media.sfu.set_can_publish(&peer, may_publish);
+                        if let Some(muted) = muted {
+                            crate::media::apply_mutes(&media.sfu, &peer, muted);
+                        }
                     }
                     Rights::Recheck => {
-                        if let Ok(Some((_, may_publish))) =
-                            handle.media_access(&viewer.identity).await
-                        {
-                            media.sfu.set_can_publish(&peer, may_publish);
+                        if let Ok(Some(rights)) = handle.media_access(&viewer.identity).await {
+                            media.sfu.set_can_publish(&peer, rights.may_publish);
+                            let muted = crate::media::Mutes::of(&rights.muted);
+                            crate::media::apply_mutes(&media.sfu, &peer, muted);
                         }
                     }
                     Rights::Removed => return,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
-use crate::media::{MediaAccess, MediaLink};
+use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::room::actor::{error_frame, RoomHandle, Start};
 use crate::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
@@ -206,12 +206,14 @@ async fn serve_socket(
         session_id,
         viewer,
         may_publish,
+        muted,
         ..
     } = &start;
     tracing::debug!(%session_id, "session started");
     let access_now = MediaAccess {
         place: viewer.place,
         may_publish: *may_publish,
+        muted: Mutes::of(muted),
         recheck: 0,
     };
     // A resumed session takes back its media: the browser kept its peer connection.
@@ -227,6 +229,7 @@ async fn serve_socket(
             access.send_modify(|a| {
                 a.place = access_now.place;
                 a.may_publish = access_now.may_publish;
+                a.muted = access_now.muted;
                 a.recheck = a.recheck.wrapping_add(1);
             });
             (Some(link), access)

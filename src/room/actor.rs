@@ -55,6 +55,8 @@ pub struct Start {
     pub viewer: Viewer,
     /// Whether the member may publish media where they are (at join time).
     pub may_publish: bool,
+    /// Kinds a moderator muted (at join time).
+    pub muted: Vec<convene_signaling::TrackKind>,
     /// `welcome` or `resumed`.
     pub first: Frame,
     /// Missed events to filter and send after `first` (resume only).
@@ -95,7 +97,7 @@ pub enum RoomCommand {
     },
     MediaAccess {
         identity: String,
-        reply: oneshot::Sender<Option<(Place, bool)>>,
+        reply: oneshot::Sender<Option<MediaRights>>,
     },
     TrackPublished(Track),
     TrackUnpublished(String),
@@ -104,6 +106,15 @@ pub enum RoomCommand {
         op: super::operator::Operation,
         reply: oneshot::Sender<Result<super::operator::RoomReport, Denied>>,
     },
+}
+
+/// What the room says a member may do with media.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRights {
+    pub place: Place,
+    pub may_publish: bool,
+    /// Kinds a moderator muted.
+    pub muted: Vec<convene_signaling::TrackKind>,
 }
 
 /// How sessions reach a room: the local handle below; a cluster adds one for rooms owned elsewhere.
@@ -192,7 +203,7 @@ impl RoomHandle {
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
-    pub async fn media_access(&self, identity: &str) -> Result<Option<(Place, bool)>, RoomGone> {
+    pub async fn media_access(&self, identity: &str) -> Result<Option<MediaRights>, RoomGone> {
         let identity = identity.to_string();
         self.ask(|reply| RoomCommand::MediaAccess { identity, reply })
             .await
@@ -396,10 +407,11 @@ impl RoomActor {
                 let _ = reply.send(self.state.export_polls());
             }
             RoomCommand::MediaAccess { identity, reply } => {
-                let access = self
-                    .state
-                    .viewer(&identity)
-                    .map(|v| (v.place, self.state.may_publish(&identity)));
+                let access = self.state.viewer(&identity).map(|v| MediaRights {
+                    place: v.place,
+                    may_publish: self.state.may_publish(&identity),
+                    muted: self.state.media_muted(&identity),
+                });
                 let _ = reply.send(access);
             }
             RoomCommand::TrackPublished(track) => {
@@ -471,6 +483,7 @@ impl RoomActor {
                         session_id,
                         viewer,
                         may_publish,
+                        muted: self.state.media_muted(&identity),
                         first,
                         replay,
                         seq,
@@ -529,10 +542,12 @@ impl RoomActor {
                 .collect(),
         });
         let may_publish = self.state.may_publish(&viewer.identity);
+        let muted = self.state.media_muted(&viewer.identity);
         Start {
             session_id,
             viewer,
             may_publish,
+            muted,
             first,
             replay: Vec::new(),
             seq,
@@ -660,7 +675,7 @@ impl RoomActor {
 }
 
 fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
-    if let RoomEvent::SettingsChanged { .. } = body {
+    if let RoomEvent::SettingsChanged { .. } | RoomEvent::MediaMuted { .. } = body {
         return Some(SessionEffect::Recheck);
     }
     if let RoomEvent::MemberUpdated { member } = body {
@@ -668,6 +683,7 @@ fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option
             identity: member.identity.clone(),
             place: Place::from_breakout(member.breakout),
             may_publish: state.may_publish(&member.identity),
+            muted: member.media_muted.clone(),
         });
     }
     let Audience::Some {

@@ -295,6 +295,7 @@ mod tests {
 
     fn member(identity: &str, role: Role) -> Member {
         Member {
+            media_muted: Vec::new(),
             identity: identity.into(),
             name: identity.to_uppercase(),
             role,

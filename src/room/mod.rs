@@ -394,6 +394,7 @@ impl RoomState {
             return Ok(events);
         }
         let member = Member {
+            media_muted: Vec::new(),
             identity: who.identity.clone(),
             name: who.name,
             role: who.role,
@@ -539,6 +540,16 @@ impl RoomState {
             Command::SendChat { text } => self.send_chat(by, text, now),
             Command::DeleteChat { message_id } => self.delete_chat(by, *message_id),
             Command::MuteChat { identity, muted } => self.mute_chat(by, identity, *muted),
+            Command::MuteMedia {
+                identity,
+                kind,
+                muted,
+            } => {
+                if !role.can_moderate() {
+                    return Err(Denied::forbidden("mute other people's media"));
+                }
+                self.mute_media(identity.as_deref(), *kind, *muted)
+            }
             Command::RaiseHand => Ok(self.set_hand(by, true).into()),
             Command::LowerHand { identity } => {
                 let target = identity.as_deref().unwrap_or(by);
@@ -641,6 +652,68 @@ impl RoomState {
             },
         )]
         .into())
+    }
+
+    /// A moderator's mute of one kind of media, for one person or every participant. One
+    /// person hears it as a `member_updated`; a room-wide mute is one `media_muted`, and every
+    /// session rechecks its rights (never one event per person on a shared lane).
+    fn mute_media(
+        &mut self,
+        identity: Option<&str>,
+        kind: convene_signaling::TrackKind,
+        muted: bool,
+    ) -> Result<Outcome, Denied> {
+        let set = |m: &mut Member| {
+            let had = m.media_muted.contains(&kind);
+            if muted && !had {
+                m.media_muted.push(kind);
+                m.media_muted.sort_by_key(|k| *k as u8);
+            } else if !muted && had {
+                m.media_muted.retain(|k| *k != kind);
+            }
+            had != muted
+        };
+        if let Some(identity) = identity {
+            let Some(state) = self.members.get_mut(identity) else {
+                return Err(Denied::not_found("participant"));
+            };
+            if state.member.role.is_staff() {
+                return Err(Denied::forbidden("mute staff"));
+            }
+            if !set(&mut state.member) {
+                return Ok(Outcome::default());
+            }
+            return Ok(self
+                .member_updated(identity)
+                .into_iter()
+                .collect::<Vec<_>>()
+                .into());
+        }
+        let mut identities = Vec::new();
+        for state in self.members.values_mut() {
+            if !state.member.role.is_staff() && set(&mut state.member) {
+                identities.push(state.member.identity.clone());
+            }
+        }
+        if identities.is_empty() {
+            return Ok(Outcome::default());
+        }
+        Ok(vec![Event::new(
+            Audience::Everyone,
+            RoomEvent::MediaMuted {
+                kind,
+                muted,
+                identities,
+            },
+        )]
+        .into())
+    }
+
+    /// Media kinds a moderator muted for this member.
+    pub fn media_muted(&self, identity: &str) -> Vec<convene_signaling::TrackKind> {
+        self.member(identity)
+            .map(|m| m.media_muted.clone())
+            .unwrap_or_default()
     }
 
     fn set_hand(&mut self, identity: &str, raised: bool) -> Vec<Event> {

@@ -1259,3 +1259,65 @@ fn someone_who_left_a_breakout_may_go_back_to_it_only() {
         .any(|e| matches!(e.body, RoomEvent::Moved { breakout: Some(b), .. } if b == knox)));
     assert_eq!(room.member("a1").unwrap().breakout, Some(knox));
 }
+
+#[test]
+fn moderators_mute_one_persons_media_or_everyones_and_only_they_can_allow_it_again() {
+    let mut room = room_with(&[
+        ("host", Role::Host),
+        ("mod", Role::Moderator),
+        ("ana", Role::Participant),
+        ("ben", Role::Participant),
+    ]);
+    room.settings.kind = RoomKind::Meeting;
+    let mute = |identity: Option<&str>, muted| Command::MuteMedia {
+        identity: identity.map(str::to_string),
+        kind: convene_signaling::TrackKind::Audio,
+        muted,
+    };
+    let denied = run(&mut room, "ana", mute(Some("ben"), true), 1).unwrap_err();
+    assert_eq!(denied.code, ErrorCode::Forbidden);
+    assert_eq!(
+        run(&mut room, "mod", mute(Some("host"), true), 1)
+            .unwrap_err()
+            .code,
+        ErrorCode::Forbidden,
+        "staff are not muted by staff"
+    );
+    // One person: a member_updated naming the mute, with the media rights effect.
+    let events = run(&mut room, "mod", mute(Some("ana"), true), 2)
+        .unwrap()
+        .events;
+    match bodies(&events).as_slice() {
+        [RoomEvent::MemberUpdated { member }] => {
+            assert_eq!(
+                member.media_muted,
+                vec![convene_signaling::TrackKind::Audio]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        room.media_muted("ana"),
+        vec![convene_signaling::TrackKind::Audio]
+    );
+    // Everyone: one event for the room, however many people it mutes.
+    let events = run(&mut room, "host", mute(None, true), 3).unwrap().events;
+    match bodies(&events).as_slice() {
+        [RoomEvent::MediaMuted {
+            muted: true,
+            identities,
+            ..
+        }] => assert_eq!(
+            identities,
+            &vec!["ben".to_string()],
+            "ana was already muted"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(events[0].audience, Audience::Everyone);
+    assert!(room.media_muted("mod").is_empty());
+    // A muted person cannot lift it themselves; a moderator allows it again.
+    assert!(run(&mut room, "ana", mute(Some("ana"), false), 4).is_err());
+    run(&mut room, "mod", mute(Some("ana"), false), 5).unwrap();
+    assert!(room.media_muted("ana").is_empty());
+}

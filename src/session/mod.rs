@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Limits;
-use crate::media::{MediaAccess, MediaLink};
+use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
 use crate::wire::{Envelope, Place, SessionEffect, Viewer};
 pub use hub::{EventStream, Hub, Registration};
@@ -165,6 +165,8 @@ pub enum Rights {
     Changed {
         place: Place,
         may_publish: bool,
+        /// A moderator's mutes, when the event says them (a move keeps the current ones).
+        muted: Option<Mutes>,
     },
     /// Room settings changed: ask the room again.
     Recheck,
@@ -187,15 +189,18 @@ pub fn follow(viewer: &mut Viewer, events: &mut EventStream, event: &Envelope) -
             Rights::Changed {
                 place: *to,
                 may_publish: *may_publish,
+                muted: None,
             }
         }
         Some(SessionEffect::Access {
             identity,
             place,
             may_publish,
+            muted,
         }) if *identity == viewer.identity => Rights::Changed {
             place: *place,
             may_publish: *may_publish,
+            muted: Some(Mutes::of(muted)),
         },
         Some(SessionEffect::Kick { identity }) if *identity == viewer.identity => Rights::Removed,
         Some(SessionEffect::Recheck) => Rights::Recheck,
@@ -370,8 +375,12 @@ impl Writer {
         }
         match follow(&mut self.viewer, events, event) {
             Rights::Unchanged => Next::Continue,
-            Rights::Changed { place, may_publish } => {
-                self.set_media_access(place, may_publish);
+            Rights::Changed {
+                place,
+                may_publish,
+                muted,
+            } => {
+                self.set_media_access(place, may_publish, muted);
                 Next::Continue
             }
             Rights::Recheck => {
@@ -386,11 +395,12 @@ impl Writer {
         }
     }
 
-    fn set_media_access(&self, place: Place, may_publish: bool) {
+    fn set_media_access(&self, place: Place, may_publish: bool, muted: Option<Mutes>) {
         self.media_access.send_if_modified(|current| {
             let next = MediaAccess {
                 place,
                 may_publish,
+                muted: muted.unwrap_or(current.muted),
                 recheck: current.recheck,
             };
             let changed = *current != next;

@@ -37,6 +37,8 @@ pub(crate) struct PeerRec {
     pub group: GroupId,
     pub ufrag: String,
     pub can_publish: bool,
+    /// Kinds a moderator muted: never forwarded, whatever the peer offers.
+    pub muted: Vec<TrackKind>,
     pub subscribe: bool,
     pub only_publisher: Option<String>,
     pub tracks: Vec<TrackKey>,
@@ -204,6 +206,23 @@ impl Directory {
         self.reconcile(&group)
     }
 
+    /// A moderator's mute of one kind of this peer's media (enforced here, not by the peer).
+    pub fn set_muted(&mut self, peer: &str, kind: TrackKind, muted: bool) -> Vec<Action> {
+        let Some(p) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        if p.muted.contains(&kind) == muted {
+            return Vec::new();
+        }
+        if muted {
+            p.muted.push(kind);
+        } else {
+            p.muted.retain(|k| *k != kind);
+        }
+        let group = p.group.clone();
+        self.reconcile(&group)
+    }
+
     pub fn move_peer(&mut self, peer: &str, group: GroupId) -> Vec<Action> {
         let Some(p) = self.peers.get_mut(peer) else {
             return Vec::new();
@@ -309,7 +328,9 @@ impl Directory {
             if !in_group && !was_here {
                 continue;
             }
-            let active = publisher.can_publish && !track.withheld;
+            let active = publisher.can_publish
+                && !track.withheld
+                && !publisher.muted.contains(&track.meta.kind);
             let desired: BTreeSet<PeerKey> = if active {
                 self.peers
                     .values()
@@ -409,6 +430,7 @@ mod tests {
             group: g(group),
             ufrag: format!("u{key}"),
             can_publish: true,
+            muted: Vec::new(),
             subscribe: true,
             only_publisher: None,
             tracks: vec![],
@@ -505,6 +527,22 @@ mod tests {
     }
 
     #[test]
+    fn a_moderators_mute_stops_one_kind_and_a_new_offer_does_not_lift_it() {
+        let mut d = Directory::default();
+        peer(&mut d, 1, "room", 0);
+        peer(&mut d, 2, "room", 0);
+        track(&mut d, 10, 1);
+        let a = d.set_muted("p1", TrackKind::Video, true);
+        assert_eq!(unsubs(&a), [(2, 10)]);
+        // The peer offers again (release what it withheld itself): the mute holds.
+        assert!(subs(&d.set_withheld("p1", None, false)).is_empty());
+        assert!(subs(&d.set_muted("p1", TrackKind::Audio, true)).is_empty());
+        assert!(d.tracks(&g("room")).is_empty());
+        let a = d.set_muted("p1", TrackKind::Video, false);
+        assert_eq!(subs(&a), [(2, 10)]);
+    }
+
+    #[test]
     fn moving_switches_tracks() {
         let mut d = Directory::default();
         peer(&mut d, 1, "room", 0);
@@ -536,6 +574,7 @@ mod tests {
             group: g("room"),
             ufrag: "u5".into(),
             can_publish: false,
+            muted: Vec::new(),
             subscribe: true,
             only_publisher: Some("p2".into()),
             tracks: vec![],

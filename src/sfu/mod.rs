@@ -635,6 +635,7 @@ impl Sfu {
             group,
             ufrag: creds.ufrag,
             can_publish: opts.can_publish,
+            muted: Vec::new(),
             subscribe: opts.subscribe,
             only_publisher: opts.only_publisher,
             tracks: Vec::new(),
@@ -719,6 +720,13 @@ impl Sfu {
             .shared
             .directory()
             .set_withheld(peer, Some(track_id), withheld);
+        self.inner.shared.execute(actions);
+    }
+
+    /// A moderator's mute of one kind of this peer's media: its tracks of that kind stop
+    /// being forwarded, and stay stopped whatever the peer offers, until allowed again.
+    pub fn set_muted(&self, peer: &PeerId, kind: TrackKind, muted: bool) {
+        let actions = self.inner.shared.directory().set_muted(peer, kind, muted);
         self.inner.shared.execute(actions);
     }
 
