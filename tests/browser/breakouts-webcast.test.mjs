@@ -2,42 +2,11 @@
 // webcast hides its audience elsewhere), and a visiting host sees and hears them. Server and
 // Chromium run in a network namespace with only `lo` (DESIGN.md, "Test networking"). Needs
 // root; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium, openAs, until } from "./harness.mjs";
-import { createNetns } from "./netns.mjs";
+import { mediaSuite, openAs, until } from "./harness.mjs";
 
-let netns;
-let skip = null;
-let server;
-let browser;
-
-before(async () => {
-  try {
-    netns = createNetns();
-  } catch (e) {
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns });
-  browser = await launchChromium({
-    netns,
-    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
+const suite = mediaSuite();
 
 // What this page receives: decoded video frames and audio packets, over its peer connection.
 const received = (page) => page.evaluate(async () => {
@@ -51,7 +20,8 @@ const received = (page) => page.evaluate(async () => {
 });
 
 test("webcast breakouts by team: teammates see each other; a visiting host sees and hears them", { timeout: 120_000 }, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server, browser } = suite;
   const errors = [];
   const room = "launch-teams";
   const open = (identity, role, name, team) => openAs(browser, server, { room, identity, role, name, attrs: team ? { team } : {}, errors });

@@ -7,6 +7,8 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
+import { before, after } from "node:test";
+import { createNetns } from "./netns.mjs";
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = process.env.CONVENE_BIN ?? path.join(ROOT, "target/debug/convene");
@@ -213,4 +215,39 @@ export async function until(probe, ok, { timeout = 20000, every = 200, what = "c
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
     await sleep(every);
   }
+}
+
+/** Chromium flags for media tests: loopback candidates, a fake camera and microphone, no prompts. */
+export const MEDIA_ARGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
+
+/**
+ * A media suite's network namespace, server and Chromium: made in `before`, removed in `after`.
+ * The returned object fills in then: `{ netns, server, browser, skip }` (`skip` says why, when
+ * the namespace cannot be made).
+ */
+export function mediaSuite({ server: serverOptions = {} } = {}) {
+  const suite = { netns: null, server: null, browser: null, skip: null };
+  before(async () => {
+    try {
+      suite.netns = createNetns();
+    } catch (e) {
+      if (!e.skip) throw e;
+      suite.skip = e.skip;
+      return;
+    }
+    suite.server = await startServer({ netns: suite.netns, ...serverOptions });
+    suite.browser = await launchChromium({ netns: suite.netns, args: MEDIA_ARGS });
+  }, { timeout: 120_000 });
+  after(async () => {
+    try {
+      await suite.browser?.close();
+    } finally {
+      try {
+        await suite.server?.stop();
+      } finally {
+        suite.netns?.delete();
+      }
+    }
+  }, { timeout: 30_000 });
+  return suite;
 }

@@ -2,42 +2,11 @@
 // others stop receiving it, the participant is told and cannot turn it back on; allowed again,
 // it stays muted until they unmute it themselves. Server and Chromium run in a network
 // namespace with only `lo` (DESIGN.md, "Test networking"). Needs root; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium, openAs, sleep, until } from "./harness.mjs";
-import { createNetns } from "./netns.mjs";
+import { mediaSuite, openAs, sleep, until } from "./harness.mjs";
 
-let netns;
-let skip = null;
-let server;
-let browser;
-
-before(async () => {
-  try {
-    netns = createNetns();
-  } catch (e) {
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns });
-  browser = await launchChromium({
-    netns,
-    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
+const suite = mediaSuite();
 
 // Audio packets received on this page's peer connection (each page here hears only Pia).
 const audioIn = (page) => page.evaluate(async () => {
@@ -50,7 +19,8 @@ const audioIn = (page) => page.evaluate(async () => {
 });
 
 test("a moderator mutes a participant's microphone; the others stop receiving it", { timeout: 120_000 }, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server, browser } = suite;
   const errors = [];
   const room = "muting";
   const hana = await openAs(browser, server, { room, identity: "hana", role: "host", name: "Hana", errors });
