@@ -69,8 +69,11 @@ function panel() {
   if (el) return el;
   el = document.createElement("details");
   el.id = "diagnostics";
-  el.style.cssText = "position:fixed;right:.5rem;bottom:.5rem;max-width:22rem;padding:.3rem .6rem;"
-    + "background:rgba(255,255,255,.95);border:1px solid #ccd;border-radius:6px;font-size:.8rem;z-index:10";
+  // In the control bar when the page has one (it must not cover the bar's buttons, least of
+  // all on a phone); the details open upwards from it. Elsewhere, a corner of the page.
+  const bar = document.getElementById("controlbar");
+  el.style.cssText = (bar ? "position:relative;margin-left:auto;align-self:center;color:#111;" : "position:fixed;right:.5rem;bottom:.5rem;z-index:10;")
+    + "max-width:22rem;padding:.3rem .6rem;background:rgba(255,255,255,.95);border:1px solid #ccd;border-radius:6px;font-size:.8rem";
   const summary = document.createElement("summary");
   summary.textContent = "Connection";
   const path = document.createElement("span");
@@ -79,9 +82,10 @@ function panel() {
   summary.append(path);
   const list = document.createElement("dl");
   list.id = "diag-details";
-  list.style.cssText = "display:grid;grid-template-columns:auto 1fr;gap:0 .6rem;margin:.3rem 0 0";
+  list.style.cssText = "display:grid;grid-template-columns:auto 1fr;gap:0 .6rem;margin:.3rem 0 0"
+    + (bar ? ";position:absolute;right:0;bottom:100%;min-width:16rem;padding:.4rem .6rem;background:white;border:1px solid #ccd;border-radius:6px" : "");
   el.append(summary, list);
-  document.body.append(el);
+  (bar ?? document.body).append(el);
   return el;
 }
 
