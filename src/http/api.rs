@@ -614,17 +614,7 @@ async fn export_questions(
         .await
         .map_err(|_| ApiError::not_found(format!("room {room:?} has closed")))?;
     Ok(match format {
-        ExportFormat::Csv => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    attachment(&format!("{room}-questions.csv")),
-                ),
-            ],
-            to_csv(&questions),
-        )
-            .into_response(),
+        ExportFormat::Csv => csv_download(&room, "questions", to_csv(&questions)),
         ExportFormat::Json => Json(QuestionExport { room, questions }).into_response(),
     })
 }
@@ -681,17 +671,7 @@ async fn export_polls(
             csv.push('\n');
         }
     }
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                attachment(&format!("{room}-polls.csv")),
-            ),
-        ],
-        csv,
-    )
-        .into_response())
+    Ok(csv_download(&room, "polls", csv))
 }
 
 /// What every export checks first: the caller may read the room, the format is known, the
@@ -708,6 +688,21 @@ fn export_of(
         .format
         .unwrap_or(ExportFormat::Json);
     Ok((format, running(state, room)?))
+}
+
+/// A CSV export as a download named after the room (safely: see `attachment`).
+fn csv_download(room: &str, what: &str, csv: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                attachment(&format!("{room}-{what}.csv")),
+            ),
+        ],
+        csv,
+    )
+        .into_response()
 }
 
 /// One text cell. A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab or CR
@@ -823,17 +818,7 @@ async fn export_attendance(
         .report(&room, now)
         .ok_or_else(|| ApiError::not_found(format!("no attendance is kept for room {room:?}")))?;
     Ok(match format {
-        ExportFormat::Csv => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    attachment(&format!("{room}-attendance.csv")),
-                ),
-            ],
-            attendance_csv(&people),
-        )
-            .into_response(),
+        ExportFormat::Csv => csv_download(&room, "attendance", attendance_csv(&people)),
         ExportFormat::Json => Json(AttendanceExport { room, people }).into_response(),
     })
 }
