@@ -394,7 +394,8 @@ impl View {
 pub struct NodeInfo {
     pub id: String,
     pub http: String,
-    pub rtc: String,
+    /// The media address (UDP), when the node runs the SFU.
+    pub rtc: Option<String>,
     pub sessions: u64,
     pub rooms_owned: Vec<String>,
     pub load: f64,
