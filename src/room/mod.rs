@@ -40,7 +40,7 @@ impl Event {
 }
 
 /// Why a command was refused; sent to the sender only.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Denied {
     pub code: ErrorCode,
     pub message: String,
@@ -86,7 +86,7 @@ impl From<Vec<Event>> for Outcome {
 }
 
 /// Someone arriving, from their verified token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Joiner {
     pub identity: String,
     pub name: String,
