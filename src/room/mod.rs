@@ -252,6 +252,11 @@ impl RoomState {
     pub fn export_polls(&self) -> Vec<convene_signaling::Poll> {
         self.polls.visible_to(true)
     }
+    /// Every published track. After a failover the media of the old owner is gone, so the
+    /// new owner unpublishes these (`track_unpublished`) unless their publishers reconnect.
+    pub fn tracks(&self) -> impl Iterator<Item = &Track> {
+        self.tracks.values()
+    }
     pub fn is_banned(&self, identity: &str) -> bool {
         self.banned.contains(identity)
     }

@@ -775,6 +775,8 @@ fn a_restored_room_shows_each_viewer_what_the_original_does() {
     let mut room = RoomState::new("launch", limits());
     run(&mut room, &log.inputs[..split]);
     let restored = RoomState::from_snapshot(&room.to_snapshot(), limits()).unwrap();
+    let tracks: Vec<_> = restored.tracks().map(|t| t.id.as_str()).collect();
+    assert_eq!(tracks, ["t-p043-v", "t-pres1-a", "t-pres1-v"]);
     for identity in [
         "host", "mod1", "pres1", "p000", "p021", "p043", "p100", "p216",
     ] {
