@@ -380,6 +380,11 @@ async fn nodes_are_listed_until_their_heartbeat_lapses_and_whip_whep_redirect_to
     bounded(&mut cluster, |cluster| async move {
         // Every node lists all three, with the addresses they advertise.
         for via in 0..3 {
+            // Ready (healthz) may come a heartbeat before the registry lists the node.
+            wait_for_listing(cluster, via, Duration::from_secs(5), |nodes| {
+                nodes.len() == 3
+            })
+            .await;
             let nodes = cluster.listing(via).await.expect("listing");
             let mut ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
             ids.sort();
