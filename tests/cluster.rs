@@ -46,10 +46,10 @@ struct Run {
 async fn finish(cluster: &Cluster, crowd: Crowd, traffic: JoinHandle<Issued>) -> Run {
     let issued = traffic.await.expect("traffic task");
     let mut problems = Vec::new();
-    if let Err(e) = crowd.settle(Duration::from_secs(30)).await {
+    if let Err(e) = crowd.settle(Duration::from_secs(20)).await {
         problems.push(e);
     }
-    let agreed = crowd.quiesce(Duration::from_secs(20)).await;
+    let agreed = crowd.quiesce(Duration::from_secs(15)).await;
     let mut logs = crowd.finish().await;
     match agreed {
         // Attendees stop one by one, and each drop is news to the others: what follows the
@@ -67,22 +67,48 @@ async fn finish(cluster: &Cluster, crowd: Crowd, traffic: JoinHandle<Issued>) ->
             continue;
         }
         let token = common::token(ROOM, Role::Participant, &format!("observer{i}"), &[]);
-        let mut client = common::Client::connect(&format!("{}?token={token}", node.ws())).await;
-        match client.recv().await {
-            ServerMessage::Welcome { seq, snapshot, .. } => observers.push(Observer {
+        match observe(&format!("{}?token={token}", node.ws())).await {
+            Ok((seq, snapshot)) => observers.push(Observer {
                 node: i,
                 seq,
-                snapshot: *snapshot,
+                snapshot,
             }),
-            other => problems.push(format!("observer on node {i}: first message {other:?}")),
+            Err(e) => problems.push(format!("observer on node {i}: {e}")),
         }
     }
+    problems.extend(cluster.signalled_from_outside());
     Run {
         logs,
         observers,
         problems,
         issued,
     }
+}
+
+/// A fresh session's welcome: the room's seq and snapshot as a newcomer gets them.
+async fn observe(url: &str) -> Result<(u64, convene_signaling::RoomSnapshot), String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let welcome = async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    return match serde_json::from_str::<ServerMessage>(&text) {
+                        Ok(ServerMessage::Welcome { seq, snapshot, .. }) => Ok((seq, *snapshot)),
+                        _ => Err(format!("first message {text}")),
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => return Err(format!("closed before a welcome: {other:?}")),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), welcome)
+        .await
+        .map_err(|_| "no welcome within 10 s".to_string())?
 }
 
 /// The checks of every scenario, plus: everything issued was acknowledged.

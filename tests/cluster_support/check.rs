@@ -184,11 +184,20 @@ pub fn check(logs: &[Log], observers: &[Observer], rules: Rules, earlier: Vec<St
                 _ => bad.push(format!("{}: refused: {e:?}", log.identity)),
             }
         }
-        if !log.unanswered.is_empty() {
-            bad.push(format!(
-                "{}: never answered: {:?}",
-                log.identity, log.unanswered
-            ));
+        for rid in &log.unanswered {
+            // Whether the command took effect tells a lost reply from a lost command.
+            let effect = match log.sent.get(rid) {
+                Some(Command::SendChat { text }) => match chat_seqs.get(text.as_str()) {
+                    Some(seqs) => format!("chat {text:?} applied at seq {seqs:?}"),
+                    None => format!("chat {text:?} not applied"),
+                },
+                Some(Command::AskQuestion { text, .. }) => match question_seqs.get(text.as_str()) {
+                    Some(seqs) => format!("question {text:?} applied at seq {seqs:?}"),
+                    None => format!("question {text:?} not applied"),
+                },
+                other => format!("{other:?}"),
+            };
+            bad.push(format!("{} {rid}: never answered ({effect})", log.identity));
         }
         for odd in &log.oddities {
             bad.push(format!("{}: {odd}", log.identity));

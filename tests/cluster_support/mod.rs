@@ -280,8 +280,9 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn spawn(id: &str, port: u16, redis_url: &str) -> Node {
-        let mut cmd = Process::new(BIN);
+    /// Starts `bin` (the `convene` binary, or a link to it) as `serve`.
+    pub fn spawn(bin: &std::path::Path, id: &str, port: u16, redis_url: &str) -> Node {
+        let mut cmd = Process::new(bin);
         cmd.arg("serve")
             .env("CONVENE_LISTEN", format!("127.0.0.1:{port}"))
             .env("CONVENE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
@@ -424,10 +425,14 @@ impl Cluster {
                 ports.push(port);
             }
         }
+        // Started through a link of another name, so that someone's `pkill -f "convene serve"`
+        // on this shared machine does not end the test's nodes.
+        let bin = redis.dir.join("cluster-node");
+        std::os::unix::fs::symlink(BIN, &bin).expect("link to the convene binary");
         let nodes: Vec<Node> = ports
             .iter()
             .enumerate()
-            .map(|(i, &port)| Node::spawn(&format!("n{}", i + 1), port, &redis.url()))
+            .map(|(i, &port)| Node::spawn(&bin, &format!("n{}", i + 1), port, &redis.url()))
             .collect();
         let view = Arc::new(View {
             ws: nodes.iter().map(Node::ws).collect(),
@@ -492,6 +497,21 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Nodes that began a graceful shutdown: no test sends SIGTERM or SIGINT, so something
+    /// outside the test did (worth knowing before reading the other failures).
+    pub fn signalled_from_outside(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.tail.last(LOG_LINES).contains("shutting down"))
+            .map(|n| {
+                format!(
+                    "node {} was told to shut down by a signal from outside the test",
+                    n.id
+                )
+            })
+            .collect()
     }
 
     /// The `/metrics` text of node `i`.
