@@ -609,6 +609,7 @@ fn the_checker_flags_gaps_conflicting_bytes_duplicates_losses_bad_resumes_votes_
             errors: vec![],
             oddities: vec![],
             unanswered: vec![],
+            given_up: vec![],
         }
     }
     let rules = Rules {

@@ -41,6 +41,8 @@ pub struct Summary {
     pub dropped: usize,
     /// Connections that never brought a welcome or resumed (closed, or given up after 8 s).
     pub abandoned: usize,
+    /// Commands a fresh `welcome` left unanswered (the browser client gives them up too).
+    pub given_up: usize,
 }
 
 fn chat_marker(event: &RoomEvent) -> Option<&str> {
@@ -184,6 +186,7 @@ pub fn check(logs: &[Log], observers: &[Observer], rules: Rules, earlier: Vec<St
                 _ => bad.push(format!("{}: refused: {e:?}", log.identity)),
             }
         }
+        sum.given_up += log.given_up.len();
         for rid in &log.unanswered {
             // Whether the command took effect tells a lost reply from a lost command.
             let effect = match log.sent.get(rid) {

@@ -84,6 +84,8 @@ pub struct Log {
     pub oddities: Vec<String>,
     /// request_ids never acked nor refused when the test ended.
     pub unanswered: Vec<String>,
+    /// request_ids sent to a session that a fresh `welcome` replaced, so never resent.
+    pub given_up: Vec<String>,
 }
 
 /// Live counters the test polls while attendees run.
@@ -151,6 +153,8 @@ struct Pending {
     command: Command,
     /// When to send (again); `None` while waiting for the reply on the current connection.
     due: Option<Instant>,
+    /// Sent at least once: after a fresh `welcome` the new session cannot know its id.
+    sent: bool,
 }
 
 impl Attendee {
@@ -177,6 +181,7 @@ impl Attendee {
             errors: Vec::new(),
             oddities: Vec::new(),
             unanswered: Vec::new(),
+            given_up: Vec::new(),
         };
         let task = tokio::spawn(run(log, token, view, inbox, progress.clone(), stop));
         Attendee {
@@ -257,7 +262,7 @@ async fn run(
                 order = inbox.recv(), if inbox_open => match order {
                     Some(Order::Send(rid, command)) => {
                         log.sent.insert(rid.clone(), command.clone());
-                        pending.insert(rid, Pending { command, due: Some(Instant::now()) });
+                        pending.insert(rid, Pending { command, due: Some(Instant::now()), sent: false });
                         progress.outstanding.fetch_add(1, Ordering::SeqCst);
                     }
                     Some(Order::Drop) => {
@@ -289,6 +294,7 @@ async fn run(
                             break;
                         }
                         p.due = None;
+                        p.sent = true;
                     }
                 }
             }
@@ -351,6 +357,17 @@ fn handle_text(
             progress.last_seq.store(seq, Ordering::SeqCst);
             progress.connected.store(true, Ordering::SeqCst);
             progress.welcomed.store(true, Ordering::SeqCst);
+            if conn > 0 {
+                // As the browser client does: a fresh session does not know the ids sent to
+                // the old one, so only what never left is sent; the rest is given up.
+                pending.retain(|rid, p| {
+                    if p.sent {
+                        log.given_up.push(rid.clone());
+                        progress.outstanding.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    !p.sent
+                });
+            }
             log.conns[conn].first = Some(First::Welcome {
                 seq,
                 resume_failed,
