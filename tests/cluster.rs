@@ -478,6 +478,25 @@ async fn nodes_are_listed_until_their_heartbeat_lapses_and_whip_whep_redirect_to
                 }
             }
         }
+        // Resuming a session no node knows gets a fresh welcome that says so, on any node.
+        for node in &cluster.nodes {
+            let unknown = uuid::Uuid::new_v4();
+            let url = format!("{}?token={viewer}&resume={unknown}&last_seq=3", node.ws());
+            let mut stranger = common::Client::connect(&url).await;
+            match stranger.recv().await {
+                ServerMessage::Welcome { resume_failed, .. } => {
+                    assert!(
+                        resume_failed.is_some(),
+                        "node {}: welcome without resume_failed",
+                        node.id
+                    )
+                }
+                other => panic!(
+                    "node {}: resuming an unknown session got {other:?}",
+                    node.id
+                ),
+            }
+        }
         // The session shows on the node that holds it.
         wait_for_listing(cluster, owner, Duration::from_secs(10), |nodes| {
             nodes.iter().any(|n| n.id == "n2" && n.sessions >= 1)
