@@ -122,7 +122,10 @@ impl Cluster {
         actor: ActorConfig,
         sessions: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<Cluster, StoreError> {
-        let client = redis::Client::open(settings.redis_url.as_str())?;
+        // Every message is small and latency-bound: no Nagle delay on Redis's sockets.
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(1000)))
             .set_response_timeout(Some(Duration::from_millis(1500)))
@@ -291,7 +294,7 @@ impl Cluster {
 
     /// Who owns the room now.
     pub async fn owner_of(&self, room: &str) -> Result<Ownership, StoreError> {
-        let Some(owner) = self.inner.store.owner(room).await? else {
+        let Some((owner, _)) = self.inner.store.owner(room).await? else {
             return Ok(Ownership::Nobody);
         };
         if owner == self.node() {

@@ -86,14 +86,14 @@ return first
 const ACQUIRE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '/' .. token, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '/' .. token .. '/' .. ARGV[3], 'PX', ARGV[2])
 return token
 "#;
 
 /// Renews the lease while the fence is still ours (even if the key lapsed while Redis was away).
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2] .. '/' .. ARGV[4], 'PX', ARGV[3])
 return 1
 "#;
 
@@ -220,6 +220,7 @@ impl Store {
                 .key(fence_key(room))
                 .arg(node)
                 .arg(lease_ms)
+                .arg(crate::auth::unix_now_ms())
                 .invoke_async(&mut conn),
         )
         .await
@@ -242,6 +243,7 @@ impl Store {
                 .arg(node)
                 .arg(token)
                 .arg(lease_ms)
+                .arg(crate::auth::unix_now_ms())
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -262,8 +264,9 @@ impl Store {
         Ok(())
     }
 
-    /// The lease holder's node id, if the room has a live owner.
-    pub async fn owner(&self, room: &str) -> Result<Option<String>, StoreError> {
+    /// The lease holder's node id and when it last renewed (unix ms), if the room has a
+    /// live owner.
+    pub async fn owner(&self, room: &str) -> Result<Option<(String, u64)>, StoreError> {
         let mut conn = self.conn.clone();
         let lease: Option<String> = timed(
             redis::cmd("GET")
@@ -271,7 +274,12 @@ impl Store {
                 .query_async(&mut conn),
         )
         .await?;
-        Ok(lease.and_then(|l| l.rsplit_once('/').map(|(node, _)| node.to_string())))
+        Ok(lease.and_then(|l| {
+            let mut parts = l.split('/');
+            let node = parts.next()?.to_string();
+            let renewed = parts.nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
+            Some((node, renewed))
+        }))
     }
 
     /// Appends events and sends the owner's messages, if `token` still holds the fence.
