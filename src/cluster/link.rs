@@ -708,6 +708,9 @@ impl Link {
         // Replay every recorded input; answers are dropped (their callers time out and retry).
         let mut replayed = 0u64;
         let mut regenerated: Vec<Arc<Envelope>> = Vec::new();
+        // Calls still waiting (joins recorded while the room had no owner) get their answers;
+        // acks are not repeated: a client that missed one resends and its request_id dedups.
+        let mut answers: BTreeMap<String, Vec<NodeMessage>> = BTreeMap::new();
         loop {
             let from = owner.inputs.next();
             let entries = match store.range(&inputs_key, from, None, REPAIR_BATCH).await {
@@ -730,9 +733,15 @@ impl Link {
                 }
             }
             let before = owner.inputs.next();
-            // Answers and replies of a replay are dropped: their callers time out and retry.
             while let Some(batch) = owner.apply_ready(APPLY_BATCH) {
                 regenerated.extend(batch.events);
+                for (node, messages) in batch.messages {
+                    answers.entry(node).or_default().extend(
+                        messages
+                            .into_iter()
+                            .filter(|m| matches!(m, NodeMessage::Call { .. })),
+                    );
+                }
             }
             replayed += owner.inputs.next() - before;
             if owner.inputs.next() == before {
@@ -760,10 +769,11 @@ impl Link {
                 }
             }
         }
-        if !missing.is_empty() {
+        answers.retain(|_, messages| !messages.is_empty());
+        if !missing.is_empty() || !answers.is_empty() {
             owner.unflushed = Some(Batch {
                 events: missing,
-                messages: BTreeMap::new(),
+                messages: answers,
             });
         }
         let rebuild = started.elapsed();
@@ -849,7 +859,7 @@ impl Link {
             if owner.nodes_reported_gone.contains(node) {
                 continue;
             }
-            if self.cluster.is_live(node) == Some(false) {
+            if self.cluster.is_gone(node) {
                 owner.nodes_reported_gone.insert(node.clone());
                 tracing::info!(room = %self.room, node = %node, "a node with sessions here stopped heartbeating");
                 due.push(Input::NodeGone { node: node.clone() });
@@ -861,6 +871,11 @@ impl Link {
                 owner.nodes_reported_gone.clear();
             }
             return;
+        }
+        for input in &due {
+            if let Input::NodeGone { node } = input {
+                let _ = self.cluster.store().mark_gone(node).await;
+            }
         }
         let records: Vec<String> = due
             .into_iter()
