@@ -929,9 +929,10 @@ impl Link {
     /// This node was presumed dead, or Redis lost its data: sessions here start over.
     async fn restart(&mut self) {
         self.step_down("the cluster restarted this node's rooms");
-        self.cluster
-            .hub()
-            .close_room(&self.room, CloseReason::RESTARTING);
+        let hub = self.cluster.hub();
+        hub.close_room(&self.room, CloseReason::RESTARTING);
+        // Lanes hold the old numbering; a new era may count from 1 again.
+        hub.room_ended(&self.room);
         self.retry.clear();
         self.events_known = false;
         self.learn_event_position().await;
