@@ -15,7 +15,7 @@ use super::protocol::{self, CallResult, Input, InputRecord, NodeMessage};
 use super::store::{self, StoreError};
 use super::tail::Tail;
 use super::{Cluster, LinkMessage};
-use crate::room::actor::{error_frame, RoomCommand, RoomCore, RoomHandle};
+use crate::room::actor::{error_frame, CoreSnapshot, RoomCommand, RoomCore, RoomHandle};
 use crate::room::Denied;
 use crate::wire::{ConnectionId, Envelope, RoomOutput, SessionSink};
 
@@ -101,6 +101,15 @@ struct Owner {
     /// A batch Redis did not take yet (it is away): retried before anything else is applied.
     unflushed: Option<Batch>,
     renew_at: Instant,
+    applied_since_snapshot: u64,
+}
+
+/// What a snapshot holds: the core, and what the owner keeps beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OwnerSnapshot {
+    core: CoreSnapshot,
+    origins: Vec<(ConnectionId, String, Uuid)>,
+    last_now: Millis,
 }
 
 #[derive(Deserialize)]
@@ -122,8 +131,8 @@ struct Link {
     owner: Option<Owner>,
     /// Inputs that must be recorded (closes, tracks) and could not be yet.
     retry: VecDeque<String>,
-    /// When the lease was last seen held, and its holder's last renewal by then.
-    lease_seen: Option<Instant>,
+    /// The lease holder's last renewal (unix ms) when last seen: a takeover's wait counts from it.
+    lease_seen: Option<u64>,
     next_lease_check: Instant,
     next_tail_check: Instant,
     idle_since: Option<Instant>,
@@ -439,8 +448,47 @@ impl Link {
             };
             match owner.apply_ready(APPLY_BATCH) {
                 Some(batch) => owner.unflushed = Some(batch),
-                None => return,
+                None => {
+                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every {
+                        self.save_snapshot().await;
+                    }
+                    return;
+                }
             }
+        }
+    }
+
+    /// Stores the room as it is after every appended batch, and drops the inputs it covers.
+    async fn save_snapshot(&mut self) {
+        let Some(owner) = self.owner.as_mut() else {
+            return;
+        };
+        if owner.unflushed.is_some() {
+            return;
+        }
+        let snapshot = OwnerSnapshot {
+            core: owner.core.snapshot(),
+            origins: owner
+                .origins
+                .iter()
+                .map(|(c, (n, s))| (*c, n.clone(), *s))
+                .collect(),
+            last_now: owner.last_now,
+        };
+        let stored = store::Snapshot {
+            state: serde_json::to_string(&snapshot).expect("snapshots serialise"),
+            input: owner.inputs.next() - 1,
+            seq: owner.core.last_seq(),
+        };
+        match self
+            .cluster
+            .store()
+            .save_snapshot(&self.room, owner.token, &stored)
+            .await
+        {
+            Ok(()) => owner.applied_since_snapshot = 0,
+            Err(StoreError::Fenced) => self.step_down("another node holds the room's fence"),
+            Err(_) => self.cluster.mark_unhealthy(),
         }
     }
 
@@ -586,7 +634,7 @@ impl Link {
             return;
         }
         match self.cluster.store().owner(&self.room).await {
-            Ok(Some(_)) => self.lease_seen = Some(Instant::now()),
+            Ok(Some((_, renewed))) => self.lease_seen = Some(renewed),
             Ok(None) => {
                 if let Ok(Some(token)) = self
                     .cluster
@@ -604,31 +652,47 @@ impl Link {
     /// Rebuilds the room from the stored inputs and starts owning it.
     async fn take_over(&mut self, token: u64) {
         let started = Instant::now();
-        let lease_wait = self.lease_seen.map(|seen| started.duration_since(seen));
+        // From the last owner's last renewal (about when it died) to this takeover.
+        let lease_wait = self.lease_seen.map(|renewed| {
+            Duration::from_millis(crate::auth::unix_now_ms().saturating_sub(renewed))
+        });
         let cluster = self.cluster.clone();
         cluster
             .subscribe(store::inputs_channel(&self.room), self.inbox_tx.clone())
             .await;
         let capture = Arc::new(Capture::default());
-        let now = cluster.clock().now();
-        let core = RoomCore::new(
-            &self.room,
-            cluster.actor_config().clone(),
-            capture.clone(),
-            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            now,
-        );
+        let (core, next_input, last_now, origins) = match self.restore(capture.clone()).await {
+            Ok(Some(restored)) => restored,
+            Ok(None) => (
+                RoomCore::new(
+                    &self.room,
+                    cluster.actor_config().clone(),
+                    capture.clone(),
+                    Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                    cluster.clock().now(),
+                ),
+                1,
+                0,
+                BTreeMap::new(),
+            ),
+            Err(error) => {
+                tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read the snapshot");
+                let _ = cluster.store().release(&self.room, token).await;
+                return;
+            }
+        };
         let mut owner = Owner {
             token,
             core,
             capture,
-            inputs: Tail::new(1),
-            last_now: 0,
-            origins: BTreeMap::new(),
+            inputs: Tail::new(next_input),
+            last_now,
+            origins,
             tick_recorded: false,
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             renew_at: Instant::now(),
+            applied_since_snapshot: 0,
         };
         let store = cluster.store();
         let inputs_key = store::inputs_key(&self.room);
@@ -644,6 +708,9 @@ impl Link {
         // Replay every recorded input; answers are dropped (their callers time out and retry).
         let mut replayed = 0u64;
         let mut regenerated: Vec<Arc<Envelope>> = Vec::new();
+        // Calls still waiting (joins recorded while the room had no owner) get their answers;
+        // acks are not repeated: a client that missed one resends and its request_id dedups.
+        let mut answers: BTreeMap<String, Vec<NodeMessage>> = BTreeMap::new();
         loop {
             let from = owner.inputs.next();
             let entries = match store.range(&inputs_key, from, None, REPAIR_BATCH).await {
@@ -666,9 +733,15 @@ impl Link {
                 }
             }
             let before = owner.inputs.next();
-            // Answers and replies of a replay are dropped: their callers time out and retry.
             while let Some(batch) = owner.apply_ready(APPLY_BATCH) {
                 regenerated.extend(batch.events);
+                for (node, messages) in batch.messages {
+                    answers.entry(node).or_default().extend(
+                        messages
+                            .into_iter()
+                            .filter(|m| matches!(m, NodeMessage::Call { .. })),
+                    );
+                }
             }
             replayed += owner.inputs.next() - before;
             if owner.inputs.next() == before {
@@ -696,10 +769,11 @@ impl Link {
                 }
             }
         }
-        if !missing.is_empty() {
+        answers.retain(|_, messages| !messages.is_empty());
+        if !missing.is_empty() || !answers.is_empty() {
             owner.unflushed = Some(Batch {
                 events: missing,
-                messages: BTreeMap::new(),
+                messages: answers,
             });
         }
         let rebuild = started.elapsed();
@@ -720,6 +794,55 @@ impl Link {
         self.flush().await;
     }
 
+    /// The room as its last snapshot left it, with the events before it for resumes.
+    #[allow(clippy::type_complexity)]
+    async fn restore(
+        &self,
+        capture: Arc<Capture>,
+    ) -> Result<
+        Option<(
+            RoomCore,
+            u64,
+            Millis,
+            BTreeMap<ConnectionId, (String, Uuid)>,
+        )>,
+        StoreError,
+    > {
+        let store = self.cluster.store();
+        let Some(stored) = store.load_snapshot(&self.room).await? else {
+            return Ok(None);
+        };
+        let snapshot: OwnerSnapshot = serde_json::from_str(&stored.state)
+            .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
+        let keep = self.cluster.actor_config().event_log_len as u64;
+        let from = stored.seq.saturating_sub(keep) + 1;
+        let recent = store
+            .range(
+                &store::events_key(&self.room),
+                from,
+                Some(stored.seq),
+                keep as usize,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_str::<Envelope>(&json).ok().map(Arc::new))
+            .collect();
+        let core = RoomCore::restore(
+            snapshot.core,
+            recent,
+            self.cluster.actor_config().clone(),
+            capture,
+            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        )
+        .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
+        let origins = snapshot
+            .origins
+            .into_iter()
+            .map(|(c, n, s)| (c, (n, s)))
+            .collect();
+        Ok(Some((core, stored.input + 1, snapshot.last_now, origins)))
+    }
+
     /// Timers that fell due, and nodes that died with sessions here, become recorded inputs.
     async fn record_due_inputs(&mut self) {
         let Some(owner) = self.owner.as_mut() else {
@@ -736,7 +859,7 @@ impl Link {
             if owner.nodes_reported_gone.contains(node) {
                 continue;
             }
-            if self.cluster.is_live(node) == Some(false) {
+            if self.cluster.is_gone(node) {
                 owner.nodes_reported_gone.insert(node.clone());
                 tracing::info!(room = %self.room, node = %node, "a node with sessions here stopped heartbeating");
                 due.push(Input::NodeGone { node: node.clone() });
@@ -748,6 +871,11 @@ impl Link {
                 owner.nodes_reported_gone.clear();
             }
             return;
+        }
+        for input in &due {
+            if let Input::NodeGone { node } = input {
+                let _ = self.cluster.store().mark_gone(node).await;
+            }
         }
         let records: Vec<String> = due
             .into_iter()
@@ -801,9 +929,10 @@ impl Link {
     /// This node was presumed dead, or Redis lost its data: sessions here start over.
     async fn restart(&mut self) {
         self.step_down("the cluster restarted this node's rooms");
-        self.cluster
-            .hub()
-            .close_room(&self.room, CloseReason::RESTARTING);
+        let hub = self.cluster.hub();
+        hub.close_room(&self.room, CloseReason::RESTARTING);
+        // Lanes hold the old numbering; a new era may count from 1 again.
+        hub.room_ended(&self.room);
         self.retry.clear();
         self.events_known = false;
         self.learn_event_position().await;
@@ -812,6 +941,7 @@ impl Link {
     /// Gives the room back at once (shutdown or the link ending) so another node takes it.
     async fn hand_back(&mut self) {
         self.flush().await;
+        self.save_snapshot().await;
         if let Some(owner) = self.owner.take() {
             let _ = self.cluster.store().release(&self.room, owner.token).await;
             self.cluster.set_owned(&self.room, false);
@@ -833,6 +963,7 @@ impl Owner {
             applied += 1;
             self.apply(record, &mut batch);
         }
+        self.applied_since_snapshot += applied as u64;
         (applied > 0).then_some(batch)
     }
 

@@ -137,6 +137,8 @@ pub enum NodeMessage {
         id: u64,
         result: CallResult,
     },
+    /// Media signaling for the room's owner, from a session on another node.
+    Media(super::relay::MediaRelayMessage),
 }
 
 /// The close reason a code names; the room only ever sends known ones.

@@ -64,6 +64,9 @@ pub fn events_channel(room: &str) -> String {
 pub fn node_channel(node: &str) -> String {
     format!("convene:node:{node}")
 }
+pub fn gone_key(node: &str) -> String {
+    format!("convene:gone:{node}")
+}
 pub fn node_key(node: &str) -> String {
     format!("convene:nodes:{node}")
 }
@@ -86,14 +89,14 @@ return first
 const ACQUIRE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. '/' .. token, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '/' .. token .. '/' .. ARGV[3], 'PX', ARGV[2])
 return token
 "#;
 
 /// Renews the lease while the fence is still ours (even if the key lapsed while Redis was away).
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2], 'PX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2] .. '/' .. ARGV[4], 'PX', ARGV[3])
 return 1
 "#;
 
@@ -126,13 +129,15 @@ redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (tonumber(ARGV[3]) + 1))
 return 1
 "#;
 
-/// Registers a node; answers whether it was registered before (a node whose entry lapsed was
-/// presumed dead, and its sessions were let go).
+/// Registers a node; answers whether an owner let its sessions go meanwhile (it was presumed
+/// dead: paused, or cut off from Redis while others were not).
 const HEARTBEAT: &str = r#"
-local known = redis.call('EXISTS', KEYS[1])
+local gone = redis.call('GET', KEYS[3])
+if gone then redis.call('DEL', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-return known
+if gone then return 1 end
+return 0
 "#;
 
 pub struct Scripts {
@@ -220,6 +225,7 @@ impl Store {
                 .key(fence_key(room))
                 .arg(node)
                 .arg(lease_ms)
+                .arg(crate::auth::unix_now_ms())
                 .invoke_async(&mut conn),
         )
         .await
@@ -242,6 +248,7 @@ impl Store {
                 .arg(node)
                 .arg(token)
                 .arg(lease_ms)
+                .arg(crate::auth::unix_now_ms())
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -262,8 +269,9 @@ impl Store {
         Ok(())
     }
 
-    /// The lease holder's node id, if the room has a live owner.
-    pub async fn owner(&self, room: &str) -> Result<Option<String>, StoreError> {
+    /// The lease holder's node id and when it last renewed (unix ms), if the room has a
+    /// live owner.
+    pub async fn owner(&self, room: &str) -> Result<Option<(String, u64)>, StoreError> {
         let mut conn = self.conn.clone();
         let lease: Option<String> = timed(
             redis::cmd("GET")
@@ -271,7 +279,12 @@ impl Store {
                 .query_async(&mut conn),
         )
         .await?;
-        Ok(lease.and_then(|l| l.rsplit_once('/').map(|(node, _)| node.to_string())))
+        Ok(lease.and_then(|l| {
+            let mut parts = l.split('/');
+            let node = parts.next()?.to_string();
+            let renewed = parts.nth(1).and_then(|t| t.parse().ok()).unwrap_or(0);
+            Some((node, renewed))
+        }))
     }
 
     /// Appends events and sends the owner's messages, if `token` still holds the fence.
@@ -402,21 +415,49 @@ impl Store {
         Ok(entries)
     }
 
-    /// Registers this node for `ttl_ms`; whether it was still registered.
+    /// Registers this node for `ttl_ms`; whether an owner let its sessions go meanwhile.
     pub async fn heartbeat(&self, node: &str, info: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let known: i64 = timed(
+        let gone: i64 = timed(
             self.scripts
                 .heartbeat
                 .key(node_key(node))
                 .key(NODES_SET)
+                .key(gone_key(node))
                 .arg(info)
                 .arg(ttl_ms)
                 .arg(node)
                 .invoke_async(&mut conn),
         )
         .await?;
-        Ok(known == 1)
+        Ok(gone == 1)
+    }
+
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = timed(
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Tells a node, if it comes back, that its sessions were let go.
+    pub async fn mark_gone(&self, node: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = timed(
+            redis::cmd("SET")
+                .arg(gone_key(node))
+                .arg(1)
+                .arg("PX")
+                .arg(600_000)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Live nodes' registrations; lapsed ones leave the set.

@@ -181,6 +181,9 @@ impl AppState {
             Some(cluster)
         };
         let rooms = Rooms::new(actor, hub.clone(), cluster.clone());
+        if let (Some(cluster), Some(media)) = (&cluster, &media) {
+            cluster.host_media(media.clone(), rooms.clone());
+        }
         let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
             sessions: sessions.clone(),
             rooms: rooms.clone(),

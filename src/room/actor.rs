@@ -288,6 +288,54 @@ impl Idempotency {
     }
 }
 
+/// A session's record as a snapshot keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    session_id: Uuid,
+    identity: String,
+    connection: ConnectionId,
+    connected: bool,
+    disconnected_at: Option<Millis>,
+    /// Remembered replies, oldest first.
+    #[serde(with = "replies")]
+    recent: Vec<(String, Frame)>,
+}
+
+mod replies {
+    use super::Frame;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, Frame)], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|(id, f)| (id.as_str(), f.as_str()))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Frame)>, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(d)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(id, f)| (id, Frame::from(f)))
+            .collect())
+    }
+}
+
+/// Everything a room core holds except its recent events (those are in the event stream).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct CoreSnapshot {
+    /// `RoomState::to_snapshot`.
+    state: String,
+    sessions: Vec<SessionRecord>,
+    last_seq: u64,
+}
+
+impl CoreSnapshot {
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
 struct SessionEntry {
     identity: String,
     connection: ConnectionId,
@@ -398,6 +446,75 @@ impl RoomCore {
     /// The last event's seq.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()
+    }
+
+    /// The room and its sessions, to rebuild it elsewhere.
+    pub fn snapshot(&self) -> CoreSnapshot {
+        let mut sessions: Vec<SessionRecord> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionRecord {
+                session_id: *id,
+                identity: s.identity.clone(),
+                connection: s.connection,
+                connected: s.connected,
+                disconnected_at: s.disconnected_at,
+                recent: s
+                    .recent
+                    .order
+                    .iter()
+                    .filter_map(|r| s.recent.replies.get(r).map(|f| (r.to_string(), f.clone())))
+                    .collect(),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.session_id);
+        CoreSnapshot {
+            state: self.state.to_snapshot(),
+            sessions,
+            last_seq: self.log.last_seq(),
+        }
+    }
+
+    /// A core rebuilt from a snapshot; `recent` are the last events before it (oldest first).
+    pub fn restore(
+        snapshot: CoreSnapshot,
+        recent: Vec<Arc<Envelope>>,
+        config: ActorConfig,
+        sink: Arc<dyn SessionSink>,
+        connected: Arc<AtomicUsize>,
+    ) -> Result<RoomCore, serde_json::Error> {
+        let state = RoomState::from_snapshot(&snapshot.state, config.limits.clone())?;
+        let name = state.name().to_string();
+        let sessions = snapshot
+            .sessions
+            .into_iter()
+            .map(|r| {
+                let mut recent = Idempotency::new(config.idempotency_window);
+                for (id, frame) in r.recent {
+                    recent.remember(id, frame);
+                }
+                (
+                    r.session_id,
+                    SessionEntry {
+                        identity: r.identity,
+                        connection: r.connection,
+                        connected: r.connected,
+                        recent,
+                        disconnected_at: r.disconnected_at,
+                    },
+                )
+            })
+            .collect();
+        Ok(RoomCore {
+            attendance: config.attendance.sheet(&name),
+            feed: crate::webhooks::RoomFeed::new(&name),
+            state,
+            log: EventLog::restore(config.event_log_len, snapshot.last_seq, recent),
+            sink,
+            sessions,
+            config,
+            connected,
+        })
     }
 
     /// When `tick` has work to do.
