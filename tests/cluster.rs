@@ -11,7 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use cluster_support::check::{check, Observer, Rules, Summary};
-use cluster_support::crowd::{traffic, wait_for, Crowd, First, Issued, Log, Plan};
+use cluster_support::crowd::{traffic, utc_now, wait_for, Crowd, First, Issued, Log, Plan};
 use cluster_support::{try_http, Cluster, Resp, LEASE_MS};
 use convene_signaling::{Role, ServerMessage};
 use tokio::task::JoinHandle;
@@ -198,6 +198,7 @@ async fn owner_killed_mid_stream_loses_nothing_acked_and_its_clients_resume_on_s
         cluster.view.set_up(owner, false);
         let killed = Instant::now();
         cluster.nodes[owner].kill9().await;
+        eprintln!("{} UTC: owner {} killed", utc_now(), cluster.nodes[owner].id);
         let successor = cluster
             .wait_owner(ROOM, Some(owner), Duration::from_millis(LEASE_MS) + Duration::from_secs(10))
             .await;
@@ -250,6 +251,11 @@ async fn owner_stopped_past_its_lease_is_fenced_and_traffic_goes_on_through_a_ne
         cluster.view.set_up(owner, false);
         let stopped = Instant::now();
         cluster.nodes[owner].stop();
+        eprintln!(
+            "{} UTC: owner {} stopped",
+            utc_now(),
+            cluster.nodes[owner].id
+        );
         let successor = cluster
             .wait_owner(
                 ROOM,
@@ -272,6 +278,11 @@ async fn owner_stopped_past_its_lease_is_fenced_and_traffic_goes_on_through_a_ne
             tokio::time::sleep(past - stopped.elapsed()).await;
         }
         cluster.nodes[owner].cont();
+        eprintln!(
+            "{} UTC: owner {} continued",
+            utc_now(),
+            cluster.nodes[owner].id
+        );
         cluster.view.set_up(owner, true);
         let run = finish(cluster, crowd, traffic).await;
         verify(
@@ -621,6 +632,7 @@ fn the_checker_flags_gaps_conflicting_bytes_duplicates_losses_bad_resumes_votes_
                     )
                 })
                 .collect(),
+            first_sent: BTreeMap::new(),
             acked: sent
                 .iter()
                 .map(|(rid, _)| (rid.to_string(), Some(1)))
@@ -745,6 +757,58 @@ fn the_checker_flags_gaps_conflicting_bytes_duplicates_losses_bad_resumes_votes_
         .insert("b-2".into(), Command::Upvote { question_id: 7 });
     votes[1].acked.insert("b-2".into(), None);
     fails(votes, rules, "upvotes of question 7 acked");
+    // A question everyone saw asked, one acked upvote, but the count never moved.
+    let asked = {
+        let event = RoomEvent::QuestionUpdated {
+            question: convene_signaling::Question {
+                id: 7,
+                text: "q a 1".into(),
+                author: Some("a".into()),
+                author_name: Some("A".into()),
+                anonymous: false,
+                votes: 0,
+                state: convene_signaling::QuestionState::Approved,
+                live: false,
+                edited: false,
+                answer: None,
+                duplicate_of: None,
+                asked_at: 1,
+                updated_at: 1,
+                answered_at: None,
+            },
+        };
+        let text = serde_json::to_string(&ServerMessage::Event {
+            seq: 4,
+            event: event.clone(),
+        })
+        .unwrap();
+        Seen {
+            seq: 4,
+            text,
+            event,
+        }
+    };
+    let mut stuck = clean();
+    for l in &mut stuck {
+        l.conns[0].events.push(asked.clone());
+    }
+    stuck[0].sent.insert(
+        "a-3".into(),
+        Command::AskQuestion {
+            text: "q a 1".into(),
+            anonymous: false,
+        },
+    );
+    stuck[0].acked.insert("a-3".into(), Some(7));
+    stuck[1]
+        .sent
+        .insert("b-2".into(), Command::Upvote { question_id: 7 });
+    stuck[1].acked.insert("b-2".into(), None);
+    fails(
+        stuck,
+        rules,
+        "last votes seen for question 7 Some(0), but 1 upvotes were acked",
+    );
 
     /// The second attendee resumes claiming `from` after having seen seq 1.
     fn resumed_from(mut logs: Vec<Log>, from: u64) -> Vec<Log> {

@@ -77,6 +77,8 @@ pub struct Log {
     /// Connect attempts that failed (node down, stopped, or no first message in time).
     pub failed_connects: u32,
     pub sent: BTreeMap<String, Command>,
+    /// When each request_id was first sent, as UTC time of day (to line up with node logs).
+    pub first_sent: BTreeMap<String, String>,
     /// request_id -> the id its ack carried.
     pub acked: BTreeMap<String, Option<u64>>,
     pub errors: Vec<Refusal>,
@@ -177,6 +179,7 @@ impl Attendee {
             conns: Vec::new(),
             failed_connects: 0,
             sent: BTreeMap::new(),
+            first_sent: BTreeMap::new(),
             acked: BTreeMap::new(),
             errors: Vec::new(),
             oddities: Vec::new(),
@@ -294,6 +297,9 @@ async fn run(
                             break;
                         }
                         p.due = None;
+                        if !p.sent {
+                            log.first_sent.insert(rid.clone(), utc_now());
+                        }
                         p.sent = true;
                     }
                 }
@@ -724,4 +730,19 @@ pub fn traffic(handles: Vec<Handle>, plan: Plan) -> JoinHandle<Issued> {
             tokio::time::sleep(plan.interval).await;
         }
     })
+}
+
+/// The UTC time of day, `HH:MM:SS.mmm`, as the nodes' log lines print it.
+pub fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = now.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
