@@ -191,21 +191,49 @@ async fn owner_killed_mid_stream_loses_nothing_acked_and_its_clients_resume_on_s
     let mut cluster = Cluster::start(3).await;
     bounded(&mut cluster, |cluster| async move {
         let crowd = Crowd::join(cluster, ROOM, ATTENDEES).await;
-        let owner = cluster.wait_owner(ROOM, None, Duration::from_secs(10)).await;
+        let owner = cluster
+            .wait_owner(ROOM, None, Duration::from_secs(10))
+            .await;
         let traffic = traffic(crowd.handles(), Plan::standard(18));
         tokio::time::sleep(Duration::from_secs(3)).await;
         let acks_before = crowd.acks();
         cluster.view.set_up(owner, false);
         let killed = Instant::now();
         cluster.nodes[owner].kill9().await;
-        eprintln!("{} UTC: owner {} killed", utc_now(), cluster.nodes[owner].id);
+        eprintln!(
+            "{} UTC: owner {} killed",
+            utc_now(),
+            cluster.nodes[owner].id
+        );
         let successor = cluster
-            .wait_owner(ROOM, Some(owner), Duration::from_millis(LEASE_MS) + Duration::from_secs(10))
+            .wait_owner(
+                ROOM,
+                Some(owner),
+                Duration::from_millis(LEASE_MS) + Duration::from_secs(10),
+            )
             .await;
         let took_over = killed.elapsed();
-        wait_for(Duration::from_secs(15), "an ack after the kill", || crowd.acks() > acks_before).await;
+        wait_for(Duration::from_secs(15), "an ack after the kill", || {
+            crowd.acks() > acks_before
+        })
+        .await;
         let first_ack = killed.elapsed();
+        eprintln!(
+            "owner {} killed: {} owns the room after {took_over:?}, an ack after {first_ack:?}",
+            cluster.nodes[owner].id, cluster.nodes[successor].id
+        );
         let run = finish(cluster, crowd, traffic).await;
+        let resumed_by = run
+            .logs
+            .iter()
+            .filter(|l| l.home == owner)
+            .filter_map(|l| {
+                l.conns
+                    .get(1)
+                    .map(|c| c.opened_at.saturating_duration_since(killed))
+            })
+            .max();
+        eprintln!("the dead node's attendees all reconnected within {resumed_by:?} of the kill");
         verify(
             "owner killed",
             &run,
@@ -217,21 +245,32 @@ async fn owner_killed_mid_stream_loses_nothing_acked_and_its_clients_resume_on_s
         for log in &run.logs {
             if log.home == owner {
                 let last = log.conns.last().expect("connected");
-                assert!(log.conns.len() >= 2, "{} was on the dead node and never reconnected", log.identity);
+                assert!(
+                    log.conns.len() >= 2,
+                    "{} was on the dead node and never reconnected",
+                    log.identity
+                );
                 assert_ne!(last.node, owner, "{} ends on the dead node", log.identity);
                 assert!(
-                    log.conns[1..].iter().all(|c| matches!(c.first, Some(First::Resumed { .. }))),
+                    log.conns[1..]
+                        .iter()
+                        .all(|c| matches!(c.first, Some(First::Resumed { .. }))),
                     "{} did not resume: {:?}",
                     log.identity,
-                    log.conns.iter().map(|c| c.first.as_ref().map(|f| matches!(f, First::Resumed { .. }))).collect::<Vec<_>>()
+                    log.conns
+                        .iter()
+                        .map(|c| c.first.as_ref().map(|f| matches!(f, First::Resumed { .. })))
+                        .collect::<Vec<_>>()
                 );
             }
         }
-        let elsewhere: Vec<_> = closed_on(&run.logs).into_iter().filter(|(_, node, _)| *node != owner).collect();
-        assert!(elsewhere.is_empty(), "sessions on surviving nodes were closed: {elsewhere:?}");
-        eprintln!(
-            "owner {} killed: {} owns the room after {took_over:?}, first ack after the kill at {first_ack:?}",
-            cluster.nodes[owner].id, cluster.nodes[successor].id
+        let elsewhere: Vec<_> = closed_on(&run.logs)
+            .into_iter()
+            .filter(|(_, node, _)| *node != owner)
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "sessions on surviving nodes were closed: {elsewhere:?}"
         );
     })
     .await;
@@ -264,6 +303,10 @@ async fn owner_stopped_past_its_lease_is_fenced_and_traffic_goes_on_through_a_ne
             )
             .await;
         let took_over = stopped.elapsed();
+        eprintln!(
+            "owner {} stopped: {} owns the room after {took_over:?}",
+            cluster.nodes[owner].id, cluster.nodes[successor].id
+        );
         // Traffic continues through the new owner while the old one is frozen.
         let acks_at_takeover = crowd.acks();
         wait_for(
@@ -313,10 +356,7 @@ async fn owner_stopped_past_its_lease_is_fenced_and_traffic_goes_on_through_a_ne
                 == 1
         })
         .await;
-        eprintln!(
-            "owner {} stopped: {} owns the room after {took_over:?}; closes {closes:?}",
-            cluster.nodes[owner].id, cluster.nodes[successor].id
-        );
+        eprintln!("closes after SIGCONT: {closes:?}");
     })
     .await;
 }
