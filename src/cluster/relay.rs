@@ -147,8 +147,9 @@ impl Drop for MediaRelay {
     }
 }
 
-/// A relayed command with its request id.
-type RelayedCommand = (Option<String>, Command);
+/// A relayed command with its request id, and where its session's socket is now (a resume
+/// may have moved it to another node).
+type RelayedCommand = (Option<String>, Command, String, ConnectionId);
 
 /// The owner side: the relayed sessions' media on this node.
 pub struct RelayedMedia {
@@ -191,14 +192,17 @@ impl RelayedMedia {
             } => {
                 let mut sessions = self.sessions.lock().expect("relayed lock");
                 if let Some(commands) = sessions.get(&session_id) {
-                    if commands.try_send((request_id, *command)).is_ok() {
+                    if commands
+                        .try_send((request_id, *command, node, connection))
+                        .is_ok()
+                    {
                         return;
                     }
                     sessions.remove(&session_id);
                     return;
                 }
                 let (tx, rx) = mpsc::channel(64);
-                let _ = tx.try_send((request_id, *command));
+                let _ = tx.try_send((request_id, *command, node.clone(), connection));
                 sessions.insert(session_id, tx);
                 let relayed = self.clone();
                 tokio::spawn(async move {
@@ -222,8 +226,8 @@ impl RelayedMedia {
         session_id: Uuid,
         identity: String,
         name: String,
-        node: String,
-        connection: ConnectionId,
+        mut node: String,
+        mut connection: ConnectionId,
         mut commands: mpsc::Receiver<RelayedCommand>,
     ) {
         let handle = self.rooms.get_or_start(&room);
@@ -275,7 +279,10 @@ impl RelayedMedia {
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some((request_id, command)) => link.handle(request_id, command, &outbox).await,
+                    Some((request_id, command, from, socket)) => {
+                        (node, connection) = (from, socket);
+                        link.handle(request_id, command, &outbox).await;
+                    }
                     None => break,
                 },
                 frame = inbox.frames.recv() => {
