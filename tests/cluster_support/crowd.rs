@@ -22,6 +22,12 @@ use crate::common;
 /// another node. Generous: a survivor may hold a resume until it has taken the room over.
 const CONNECT_WAIT: Duration = Duration::from_secs(8);
 
+/// Resend a command still unanswered after this long on the same socket. `None`, as the
+/// browser client (client/connection.js) and PROTOCOL.md: every command with a request_id gets
+/// exactly one reply, and resends happen only after `resumed`. With `Some(3 s)` a lost reply
+/// is papered over by the request_id dedup; the scenarios then test everything but replies.
+const RESEND_UNANSWERED_AFTER: Option<Duration> = None;
+
 /// What a connection began with.
 #[derive(Debug, Clone)]
 pub enum First {
@@ -296,7 +302,7 @@ async fn run(
                         if tx.send(Message::Text(text.into())).await.is_err() {
                             break;
                         }
-                        p.due = None;
+                        p.due = RESEND_UNANSWERED_AFTER.map(|after| Instant::now() + after);
                         if !p.sent {
                             log.first_sent.insert(rid.clone(), utc_now());
                         }
