@@ -100,11 +100,16 @@ redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2] .. '/' .. ARGV[4], 'PX', AR
 return 1
 "#;
 
+/// Frees the lease and tells the room's other nodes, so one takes it at once.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
+
+/// Published on a room's event channel when its owner hands it back.
+pub const RELEASED: &str = "released";
 
 /// Appends a batch of events (ARGV[5..5+2n): seq, envelope) and publishes it with the
 /// owner's messages to nodes (the rest: channel, payload), all only if the fence is ours.
@@ -263,6 +268,8 @@ impl Store {
                 .key(lease_key(room))
                 .key(fence_key(room))
                 .arg(token)
+                .arg(events_channel(room))
+                .arg(RELEASED)
                 .invoke_async(&mut conn),
         )
         .await?;
