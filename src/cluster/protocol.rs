@@ -65,6 +65,8 @@ pub enum Input {
     NodeGone {
         node: String,
     },
+    /// In place of an entry this build could not read.
+    Skip,
 }
 
 /// `Start` as it crosses nodes.
@@ -375,6 +377,6 @@ pub fn command(input: Input) -> Option<(RoomCommand, Option<Answer>)> {
                 Some(Answer::Operate(rx)),
             )
         }
-        Input::Tick | Input::NodeGone { .. } => return None,
+        Input::Tick | Input::NodeGone { .. } | Input::Skip => return None,
     })
 }
