@@ -529,7 +529,7 @@ impl Link {
                 local.extend(messages.iter().cloned());
             } else {
                 remote.push((
-                    store::node_channel(node),
+                    node.clone(),
                     serde_json::to_string(messages).expect("node messages serialise"),
                 ));
             }
