@@ -280,6 +280,10 @@ impl Link {
 
     async fn on_message(&mut self, message: LinkMessage) {
         match message {
+            LinkMessage::Events(payload) if payload == store::RELEASED => {
+                // The owner handed the room back: take it now rather than at the next check.
+                self.next_lease_check = Instant::now();
+            }
             LinkMessage::Events(payload) => match serde_json::from_str::<EventBatch>(&payload) {
                 Ok(batch) => {
                     let sent = batch.t;
@@ -525,7 +529,7 @@ impl Link {
                 local.extend(messages.iter().cloned());
             } else {
                 remote.push((
-                    store::node_channel(node),
+                    node.clone(),
                     serde_json::to_string(messages).expect("node messages serialise"),
                 ));
             }

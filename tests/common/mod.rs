@@ -1,6 +1,8 @@
 //! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients speaking the protocol types.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -507,6 +509,10 @@ impl TestRedis {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> TestRedis {
         let dir = std::env::temp_dir().join(format!("convene-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = std::process::Command::new("redis-server")
@@ -536,6 +542,16 @@ impl TestRedis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it and starts an empty one on the same port: Redis lost its data.
+    pub async fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let port = self.port;
+        let old = std::mem::replace(self, Self::start_on(port).await);
+        std::mem::forget(old);
     }
 }
 
