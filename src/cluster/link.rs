@@ -83,6 +83,8 @@ impl Capture {
 #[derive(Default)]
 struct Batch {
     events: Vec<Arc<Envelope>>,
+    /// The last input applied in it.
+    through: u64,
     /// Per node, in order.
     messages: BTreeMap<String, Vec<NodeMessage>>,
 }
@@ -537,7 +539,15 @@ impl Link {
         let appended = self
             .cluster
             .store()
-            .append(&self.room, owner.token, max_events, &events, &wire, &remote)
+            .append(
+                &self.room,
+                owner.token,
+                max_events,
+                &events,
+                batch.through,
+                &wire,
+                &remote,
+            )
             .await;
         match appended {
             Ok(()) => {
@@ -708,8 +718,17 @@ impl Link {
         // Replay every recorded input; answers are dropped (their callers time out and retry).
         let mut replayed = 0u64;
         let mut regenerated: Vec<Arc<Envelope>> = Vec::new();
-        // Calls still waiting (joins recorded while the room had no owner) get their answers;
-        // acks are not repeated: a client that missed one resends and its request_id dedups.
+        // Inputs up to `answered` had their answers sent with the old owner's appends; those
+        // after it (recorded while the room had no live owner) get theirs now, acks included.
+        // Calls still waiting are answered whatever their place: their callers ignore repeats.
+        let answered = match store.applied(&self.room).await {
+            Ok(answered) => answered,
+            Err(error) => {
+                tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read what was answered");
+                let _ = store.release(&self.room, token).await;
+                return;
+            }
+        };
         let mut answers: BTreeMap<String, Vec<NodeMessage>> = BTreeMap::new();
         loop {
             let from = owner.inputs.next();
@@ -728,13 +747,14 @@ impl Link {
                 owner.inputs.offer(n, readable(&self.room, &json));
             }
             let before = owner.inputs.next();
-            while let Some(batch) = owner.apply_ready(APPLY_BATCH) {
+            while let Some(batch) = owner.apply_ready(1) {
                 regenerated.extend(batch.events);
+                let unanswered = batch.through > answered;
                 for (node, messages) in batch.messages {
                     answers.entry(node).or_default().extend(
                         messages
                             .into_iter()
-                            .filter(|m| matches!(m, NodeMessage::Call { .. })),
+                            .filter(|m| unanswered || matches!(m, NodeMessage::Call { .. })),
                     );
                 }
             }
@@ -768,6 +788,7 @@ impl Link {
         if !missing.is_empty() || !answers.is_empty() {
             owner.unflushed = Some(Batch {
                 events: missing,
+                through: owner.inputs.next() - 1,
                 messages: answers,
             });
         }
@@ -972,6 +993,7 @@ impl Owner {
             applied += 1;
             self.apply(record, &mut batch);
         }
+        batch.through = self.inputs.next() - 1;
         self.applied_since_snapshot += applied as u64;
         (applied > 0).then_some(batch)
     }
