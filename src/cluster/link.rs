@@ -541,12 +541,14 @@ impl Link {
             .store()
             .append(
                 &self.room,
-                owner.token,
-                max_events,
-                &events,
-                batch.through,
-                &wire,
-                &remote,
+                &store::Append {
+                    token: owner.token,
+                    max_events,
+                    events: &events,
+                    applied: batch.through,
+                    batch: &wire,
+                    messages: &remote,
+                },
             )
             .await;
         match appended {

@@ -210,6 +210,21 @@ async fn timed<T>(
     }
 }
 
+/// One fenced append: the owner's events for a batch of inputs, and its messages to nodes.
+pub struct Append<'a> {
+    pub token: u64,
+    /// The event stream's bound.
+    pub max_events: usize,
+    /// (seq, envelope JSON).
+    pub events: &'a [(u64, String)],
+    /// The last input the batch answers.
+    pub applied: u64,
+    /// The events' pub/sub message.
+    pub batch: &'a str,
+    /// (node id, payload).
+    pub messages: &'a [(String, String)],
+}
+
 /// A stored snapshot.
 pub struct Snapshot {
     pub state: String,
@@ -337,18 +352,15 @@ impl Store {
     }
 
     /// Appends events and sends the owner's messages, if `token` still holds the fence.
-    /// `events`: (seq, envelope JSON); `batch`: the events' pub/sub message; `messages`:
-    /// (node id, payload).
-    pub async fn append(
-        &self,
-        room: &str,
-        token: u64,
-        max_events: usize,
-        events: &[(u64, String)],
-        applied: u64,
-        batch: &str,
-        messages: &[(String, String)],
-    ) -> Result<(), StoreError> {
+    pub async fn append(&self, room: &str, append: &Append<'_>) -> Result<(), StoreError> {
+        let &Append {
+            token,
+            max_events,
+            events,
+            applied,
+            batch,
+            messages,
+        } = append;
         let mut call = self.scripts.append.prepare_invoke();
         call.key(fence_key(room))
             .key(events_key(room))
