@@ -90,6 +90,18 @@ impl std::fmt::Debug for TokenKeys {
     }
 }
 
+/// Unix time in microseconds: cross-node latency on one clock (the cluster's bus metric).
+pub fn unix_now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+pub fn unix_now_ms() -> u64 {
+    unix_now_us() / 1000
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -34,6 +34,7 @@ pub struct Config {
     pub limits: Limits,
     pub rtc: RtcConfig,
     pub redis: RedisConfig,
+    pub cluster: ClusterConfig,
     pub webhooks: crate::webhooks::WebhookConfig,
 }
 
@@ -142,6 +143,20 @@ pub struct RedisConfig {
     pub url: String,
 }
 
+/// How nodes share rooms when `redis.url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id in the registry; empty: a random one per run.
+    pub node_id: String,
+    /// A room owner's lease: how long a dead owner keeps its rooms before another node takes them.
+    pub lease_ms: u64,
+    /// Inputs applied between two snapshots of a room (a takeover replays at most this many).
+    pub snapshot_every: u64,
+    /// How long a session waits for the owner to answer (a join, an export) before giving up.
+    pub call_timeout_ms: u64,
+}
+
 impl Limits {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.reconnect_grace_s)
@@ -221,6 +236,12 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_REDIS_URL") {
             self.redis.url = v;
+        }
+        if let Some(v) = env("CONVENE_NODE_ID") {
+            self.cluster.node_id = v;
+        }
+        if let Some(v) = env("CONVENE_CLUSTER_LEASE_MS") {
+            self.cluster.lease_ms = parsed("CONVENE_CLUSTER_LEASE_MS", v)?;
         }
         if let Some(v) = env("CONVENE_WEBHOOK_URLS") {
             self.webhooks.urls = v

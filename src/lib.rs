@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod load;

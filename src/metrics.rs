@@ -45,6 +45,13 @@ struct Recorded {
     http_requests: Family<HttpLabels, Counter>,
     http_request_seconds: Histogram,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
+    cluster_bus_seconds: Histogram,
+    cluster_redis_reconnects: Counter,
+    cluster_pubsub_reconnects: Counter,
+    cluster_gap_repairs: Counter,
+    cluster_takeovers: Counter,
+    cluster_fenced: Counter,
+    cluster_replay_mismatches: Counter,
 }
 
 static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
@@ -59,7 +66,51 @@ static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
     http_requests: Family::default(),
     http_request_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
     webhook_deliveries: Family::default(),
+    // 50 µs .. ~1.6 s: from the owner's append to this node's lanes.
+    cluster_bus_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+    cluster_redis_reconnects: Counter::default(),
+    cluster_pubsub_reconnects: Counter::default(),
+    cluster_gap_repairs: Counter::default(),
+    cluster_takeovers: Counter::default(),
+    cluster_fenced: Counter::default(),
+    cluster_replay_mismatches: Counter::default(),
 });
+
+/// Time from a room owner's append to the events reaching this node (one clock: same host
+/// or synchronised clocks).
+pub fn observe_cluster_bus(elapsed: Duration) {
+    RECORDED.cluster_bus_seconds.observe(elapsed.as_secs_f64());
+}
+
+/// Redis answered again after being unreachable.
+pub fn cluster_redis_reconnected() {
+    RECORDED.cluster_redis_reconnects.inc();
+}
+
+/// The node's pub/sub connection was re-established (messages may have been lost).
+pub fn cluster_pubsub_reconnected() {
+    RECORDED.cluster_pubsub_reconnects.inc();
+}
+
+/// Events or inputs missed on pub/sub and read back from their stream.
+pub fn cluster_gap_repaired() {
+    RECORDED.cluster_gap_repairs.inc();
+}
+
+/// This node took a room over from a lapsed owner.
+pub fn cluster_took_over() {
+    RECORDED.cluster_takeovers.inc();
+}
+
+/// This node found another owner's fence on a room it thought it owned.
+pub fn cluster_fenced() {
+    RECORDED.cluster_fenced.inc();
+}
+
+/// A replayed event differed from the one stored: replay was not exact.
+pub fn cluster_replay_mismatch() {
+    RECORDED.cluster_replay_mismatches.inc();
+}
 
 /// Time from a socket's upgrade (or a WHIP POST) to its `welcome` (or its answer).
 pub fn observe_join(elapsed: Duration) {
@@ -263,6 +314,45 @@ pub fn registry(node: NodeCollector) -> Registry {
         "Webhook delivery attempts by outcome (delivered, retried, failed)",
         r.webhook_deliveries.clone(),
     );
+    registry.register(
+        "convene_cluster_bus_seconds",
+        "Time from a room owner's append to its events reaching this node",
+        r.cluster_bus_seconds.clone(),
+    );
+    for (name, help, counter) in [
+        (
+            "convene_cluster_redis_reconnects",
+            "Times Redis answered again after being unreachable",
+            &r.cluster_redis_reconnects,
+        ),
+        (
+            "convene_cluster_pubsub_reconnects",
+            "Times the pub/sub connection was re-established",
+            &r.cluster_pubsub_reconnects,
+        ),
+        (
+            "convene_cluster_gap_repairs",
+            "Gaps in a room's events or inputs read back from Redis",
+            &r.cluster_gap_repairs,
+        ),
+        (
+            "convene_cluster_takeovers",
+            "Rooms this node took over from a lapsed owner",
+            &r.cluster_takeovers,
+        ),
+        (
+            "convene_cluster_fenced",
+            "Times this node lost a room to a newer owner's fence",
+            &r.cluster_fenced,
+        ),
+        (
+            "convene_cluster_replay_mismatches",
+            "Replayed events that differed from the stored ones",
+            &r.cluster_replay_mismatches,
+        ),
+    ] {
+        registry.register(name, help, counter.clone());
+    }
     registry.register_collector(Box::new(node));
     registry
 }

@@ -38,7 +38,7 @@ impl Place {
 }
 
 /// The person looking: what a session knows to filter events and snapshots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Viewer {
     pub identity: String,
     pub role: Role,
@@ -229,7 +229,7 @@ pub trait SessionSink: Send + Sync + 'static {
     fn room_ended(&self, room: &str);
 }
 
-mod frame_text {
+pub mod frame_text {
     use super::Frame;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -26,6 +26,19 @@ impl EventLog {
         }
     }
 
+    /// A log taken over from elsewhere: `events` (oldest first, contiguous) end at `last_seq`.
+    pub fn restore(capacity: usize, last_seq: u64, events: Vec<Arc<Envelope>>) -> EventLog {
+        let mut log = EventLog::new(capacity);
+        log.last_seq = last_seq;
+        let start = events.len().saturating_sub(log.capacity);
+        log.events = events
+            .into_iter()
+            .skip(start)
+            .filter(|e| e.seq <= last_seq)
+            .collect();
+        log
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

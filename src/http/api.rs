@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room}/invites", post(mint_invite))
         .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
+        .route("/nodes", get(list_nodes))
 }
 
 /// The document served at `/api/v1/openapi.json`, built from the handlers below.
@@ -64,7 +65,8 @@ pub fn router() -> Router<AppState> {
         export_attendance,
         export_polls,
         mint_token,
-        mint_invite
+        mint_invite,
+        list_nodes
     ),
     components(schemas(ExportFormat)),
     modifiers(&BearerAuth),
@@ -347,6 +349,41 @@ fn room_view(handle: &RoomHandle, report: &RoomReport) -> RoomView {
         participants: report.members.len(),
         sessions: handle.sessions.load(std::sync::atomic::Ordering::Relaxed),
     }
+}
+
+#[derive(Serialize, ToSchema)]
+struct NodeList {
+    nodes: Vec<crate::cluster::NodeInfo>,
+}
+
+/// The live nodes of this cluster (this node alone when it runs without Redis).
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "cluster", responses(
+    (status = 200, body = NodeList),
+    (status = 401, body = ErrorBody, description = "No or an invalid bearer"),
+    (status = 403, body = ErrorBody, description = "An access token, not the API key"),
+))]
+async fn list_nodes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<NodeList>, ApiError> {
+    authorise(&state, &headers, None)?;
+    let nodes = match &state.cluster {
+        Some(cluster) => cluster.nodes(),
+        None => {
+            let sessions = state.sessions.load(std::sync::atomic::Ordering::Relaxed);
+            vec![crate::cluster::NodeInfo {
+                id: "local".into(),
+                http: state.config.public_url(state.config.server.listen),
+                rtc: state.media.as_ref().map(|m| m.sfu.local_addr().to_string()),
+                sessions,
+                rooms_owned: state.rooms.names(),
+                load: sessions as f64 / state.config.server.max_sessions.max(1) as f64,
+                heartbeat_ms_ago: 0,
+                heartbeat_at: crate::auth::unix_now_ms(),
+            }]
+        }
+    };
+    Ok(Json(NodeList { nodes }))
 }
 
 #[derive(Serialize, ToSchema)]

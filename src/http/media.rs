@@ -163,14 +163,62 @@ fn sdp_error(error: SfuError) -> ApiError {
     }
 }
 
+/// In a cluster, a room's media terminates on its owner: a request to another node is sent
+/// there with 307 (RFC 9725 allows it; the method and body are kept).
+async fn redirect_to_owner(
+    state: &AppState,
+    room: &str,
+    uri: &axum::http::Uri,
+    start_here: bool,
+) -> Result<Option<Response>, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(None);
+    };
+    let unreachable =
+        |_| ApiError::unavailable("the cluster's store is unreachable; retry shortly");
+    if start_here {
+        // No owner yet: this node's link takes the lease (or learns who did).
+        state.rooms.get_or_start(room);
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match cluster.owner_of(room).await.map_err(unreachable)? {
+            crate::cluster::Ownership::Here => return Ok(None),
+            crate::cluster::Ownership::Elsewhere(http) => {
+                let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                return Ok(Some(
+                    (
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [(header::LOCATION, format!("{http}{target}"))],
+                    )
+                        .into_response(),
+                ));
+            }
+            crate::cluster::Ownership::Nobody if !start_here => return Ok(None),
+            crate::cluster::Ownership::Nobody => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApiError::unavailable(
+                        "no node owns this room yet; retry shortly",
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// A publisher (e.g. OBS) joins the room on stage under its token's name and publishes.
 async fn whip(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    if let Some(redirect) = redirect_to_owner(&state, &room, &uri, true).await? {
+        return Ok(redirect);
+    }
     let identity = claims.sub.clone();
     if !matches!(claims.role, Role::Host | Role::Presenter) {
         return Err(ApiError::forbidden(
@@ -298,10 +346,14 @@ async fn whep(
     State(state): State<AppState>,
     Path(room): Path<String>,
     Query(query): Query<WhepQuery>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    if let Some(redirect) = redirect_to_owner(&state, &room, &uri, false).await? {
+        return Ok(redirect);
+    }
     let handle = state
         .rooms
         .get(&room)

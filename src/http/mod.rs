@@ -99,17 +99,15 @@ pub struct AppState {
     pub attendance: AttendanceBook,
     /// TURN credentials for WHIP/WHEP `Link` headers (and `welcome`, through the rooms).
     pub turn: Option<crate::turn::Turn>,
+    /// The cluster this node shares rooms with, when `redis.url` is set.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
-    /// Chooses how rooms reach sessions once, here; nothing else asks which one runs.
-    pub fn new(config: Config) -> AppState {
+    /// Chooses how rooms reach sessions once, here (this node alone, or a cluster through
+    /// Redis); nothing else asks which one runs.
+    pub async fn start(config: Config) -> std::io::Result<AppState> {
         let hub = Hub::new(config.limits.outbound_queue);
-        if !config.redis.url.is_empty() {
-            tracing::warn!(
-                "CONVENE_REDIS_URL is set but this build runs one node with the in-process bus"
-            );
-        }
         let limits = &config.limits;
         let attendance = AttendanceBook::new(limits.attendance_retention_s.saturating_mul(1000));
         let t = &config.rtc.turn;
@@ -143,14 +141,53 @@ impl AppState {
                 None
             }
         };
-        let rooms = Rooms::new(actor, hub.clone());
         let sessions = Arc::new(AtomicUsize::new(0));
+        let cluster = if config.redis.url.is_empty() {
+            None
+        } else {
+            let c = &config.cluster;
+            let node_id = if c.node_id.is_empty() {
+                uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+            } else {
+                c.node_id.clone()
+            };
+            let settings = crate::cluster::ClusterSettings {
+                redis_url: config.redis.url.clone(),
+                node_id,
+                lease_ms: c.lease_ms.max(300),
+                snapshot_every: c.snapshot_every.max(1),
+                call_timeout: Duration::from_millis(c.call_timeout_ms.max(100)),
+                http: config.public_url(config.server.listen),
+                rtc: media.as_ref().map(|m| {
+                    let ip = if config.rtc.advertise_ip.is_empty() {
+                        "127.0.0.1"
+                    } else {
+                        config.rtc.advertise_ip.as_str()
+                    };
+                    format!("{ip}:{}", m.sfu.local_addr().port())
+                }),
+                max_sessions: config.server.max_sessions,
+            };
+            let cluster = crate::cluster::Cluster::start(
+                settings,
+                hub.clone(),
+                actor.clone(),
+                sessions.clone(),
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::other(format!("joining the cluster at {}: {e}", config.redis.url))
+            })?;
+            Some(cluster)
+        };
+        let rooms = Rooms::new(actor, hub.clone(), cluster.clone());
         let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
             sessions: sessions.clone(),
             rooms: rooms.clone(),
             sfu: media.as_ref().map(|m| m.sfu.clone()),
         }));
-        AppState {
+        Ok(AppState {
+            cluster,
             limits: Arc::new(config.limits.clone()),
             media,
             resources: media::Resources::default(),
@@ -163,7 +200,7 @@ impl AppState {
             attendance,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
-        }
+        })
     }
 
     /// The bearer token verified (for `room`, when given): 401 with the reason otherwise.
@@ -286,7 +323,7 @@ impl Server {
         // The bound port (for port 0), which ICE-TCP on the listen port advertises.
         let mut config = config;
         config.server.listen = addr;
-        let state = AppState::new(config);
+        let state = AppState::start(config).await?;
         let router = app(state.clone());
         let server = &state.config.server;
         let limits = serve::ServeLimits {
@@ -361,6 +398,9 @@ impl Server {
         let left = self.state.sessions.load(Ordering::Relaxed);
         if left > 0 {
             tracing::warn!(left, "sessions still open at the end of the shutdown grace");
+        }
+        if let Some(cluster) = &self.state.cluster {
+            cluster.shutdown().await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
     }

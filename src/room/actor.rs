@@ -72,10 +72,14 @@ pub enum RoomCommand {
         connection: ConnectionId,
         /// A previous session to resume, and the last seq its client saw.
         resume: Option<(Uuid, u64)>,
+        /// The id a new session gets: chosen by the caller, so replaying the input is exact.
+        new_session: Uuid,
         reply: oneshot::Sender<Result<Start, Denied>>,
     },
     Client {
         session_id: Uuid,
+        /// The socket that sent it, for a reply that cannot wait for the room (unavailable).
+        connection: ConnectionId,
         request_id: Option<String>,
         command: Command,
     },
@@ -109,7 +113,7 @@ pub enum RoomCommand {
 }
 
 /// What the room says a member may do with media.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MediaRights {
     pub place: Place,
     pub may_publish: bool,
@@ -141,6 +145,18 @@ pub struct RoomHandle {
 pub struct RoomGone(pub String);
 
 impl RoomHandle {
+    /// A handle whose inputs arrive on `rx`, for whatever runs the room (the local actor,
+    /// or a cluster link that forwards them to the room's owner).
+    pub fn channel(name: &str) -> (RoomHandle, mpsc::Receiver<RoomCommand>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let handle = RoomHandle {
+            name: name.into(),
+            tx,
+            sessions: Arc::new(AtomicUsize::new(0)),
+        };
+        (handle, rx)
+    }
+
     pub async fn send(&self, cmd: RoomCommand) -> Result<(), RoomGone> {
         self.tx
             .send(cmd)
@@ -175,6 +191,7 @@ impl RoomHandle {
             joiner,
             connection,
             resume,
+            new_session: Uuid::new_v4(),
             reply,
         })
         .await
@@ -271,6 +288,54 @@ impl Idempotency {
     }
 }
 
+/// A session's record as a snapshot keeps it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SessionRecord {
+    session_id: Uuid,
+    identity: String,
+    connection: ConnectionId,
+    connected: bool,
+    disconnected_at: Option<Millis>,
+    /// Remembered replies, oldest first.
+    #[serde(with = "replies")]
+    recent: Vec<(String, Frame)>,
+}
+
+mod replies {
+    use super::Frame;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, Frame)], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|(id, f)| (id.as_str(), f.as_str()))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Frame)>, D::Error> {
+        let pairs = Vec::<(String, String)>::deserialize(d)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(id, f)| (id, Frame::from(f)))
+            .collect())
+    }
+}
+
+/// Everything a room core holds except its recent events (those are in the event stream).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct CoreSnapshot {
+    /// `RoomState::to_snapshot`.
+    state: String,
+    sessions: Vec<SessionRecord>,
+    last_seq: u64,
+}
+
+impl CoreSnapshot {
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+}
+
 struct SessionEntry {
     identity: String,
     connection: ConnectionId,
@@ -293,13 +358,15 @@ pub struct ActorConfig {
     pub turn: Option<crate::turn::Turn>,
 }
 
-pub struct RoomActor {
+/// A room's state and its sessions' records, driven by inputs with their time: the local
+/// actor below runs one, and so does a cluster node that owns the room. Pure apart from its
+/// sink, attendance and webhooks, so replaying the same inputs gives the same events.
+pub struct RoomCore {
     state: RoomState,
     log: EventLog,
     sink: Arc<dyn SessionSink>,
     sessions: HashMap<Uuid, SessionEntry>,
     config: ActorConfig,
-    clock: Clock,
     connected: Arc<AtomicUsize>,
     attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
     feed: crate::webhooks::RoomFeed,
@@ -313,84 +380,186 @@ pub fn spawn(
     clock: Clock,
     on_exit: impl FnOnce(&RoomHandle) + Send + 'static,
 ) -> RoomHandle {
-    let (tx, rx) = mpsc::channel(1024);
-    let handle = RoomHandle {
-        name: name.into(),
-        tx,
-        sessions: Arc::new(AtomicUsize::new(0)),
-    };
-    let feed = crate::webhooks::RoomFeed::new(name);
-    config.webhooks.emit(feed.started(clock.now()));
-    let actor = RoomActor {
-        attendance: config.attendance.sheet(name),
-        feed,
-        state: RoomState::new(name, config.limits.clone()),
-        log: EventLog::new(config.event_log_len),
-        sink,
-        sessions: HashMap::new(),
-        config,
-        clock,
-        connected: handle.sessions.clone(),
-    };
+    let (handle, rx) = RoomHandle::channel(name);
+    let core = RoomCore::new(name, config, sink, handle.sessions.clone(), clock.now());
     let exit_handle = handle.clone();
     tokio::spawn(async move {
-        actor.run(rx).await;
+        run(core, clock, rx).await;
         on_exit(&exit_handle);
     });
     handle
 }
 
-impl RoomActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<RoomCommand>) {
-        let mut empty_since: Option<Instant> = Some(Instant::now());
-        loop {
-            let deadline = self.state.next_deadline().map(|t| self.clock.instant_at(t));
-            let expiry = empty_since.map(|t| t + self.config.empty_room_ttl);
-            let wake = [deadline, expiry].into_iter().flatten().min();
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd),
-                    None => break,
-                },
-                _ = sleep_until_opt(wake) => {
-                    let now = self.clock.now();
-                    let events = self.state.tick(now);
-                    self.publish(events);
-                    self.expire_sessions(now);
-                }
-            }
-            if self.state.is_empty() && self.sessions.is_empty() {
-                let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= self.config.empty_room_ttl {
-                    tracing::info!(room = %self.state.name(), "room closed after being empty");
-                    break;
-                }
-            } else {
-                empty_since = None;
-            }
+async fn run(mut core: RoomCore, clock: Clock, mut rx: mpsc::Receiver<RoomCommand>) {
+    let mut empty_since: Option<Instant> = Some(Instant::now());
+    let ttl = core.config.empty_room_ttl;
+    loop {
+        let deadline = core.next_deadline().map(|t| clock.instant_at(t));
+        let expiry = empty_since.map(|t| t + ttl);
+        let wake = [deadline, expiry].into_iter().flatten().min();
+        tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => core.handle(cmd, clock.now()),
+                None => break,
+            },
+            _ = sleep_until_opt(wake) => core.tick(clock.now()),
         }
+        if core.is_idle() {
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= ttl {
+                tracing::info!(room = %core.name(), "room closed after being empty");
+                break;
+            }
+        } else {
+            empty_since = None;
+        }
+    }
+    core.end(clock.now());
+}
+
+impl RoomCore {
+    pub fn new(
+        name: &str,
+        config: ActorConfig,
+        sink: Arc<dyn SessionSink>,
+        connected: Arc<AtomicUsize>,
+        now: Millis,
+    ) -> RoomCore {
+        let feed = crate::webhooks::RoomFeed::new(name);
+        config.webhooks.emit(feed.started(now));
+        RoomCore {
+            attendance: config.attendance.sheet(name),
+            feed,
+            state: RoomState::new(name, config.limits.clone()),
+            log: EventLog::new(config.event_log_len),
+            sink,
+            sessions: HashMap::new(),
+            config,
+            connected,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.state.name()
+    }
+
+    /// The last event's seq.
+    pub fn last_seq(&self) -> u64 {
+        self.log.last_seq()
+    }
+
+    /// The room and its sessions, to rebuild it elsewhere.
+    pub fn snapshot(&self) -> CoreSnapshot {
+        let mut sessions: Vec<SessionRecord> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionRecord {
+                session_id: *id,
+                identity: s.identity.clone(),
+                connection: s.connection,
+                connected: s.connected,
+                disconnected_at: s.disconnected_at,
+                recent: s
+                    .recent
+                    .order
+                    .iter()
+                    .filter_map(|r| s.recent.replies.get(r).map(|f| (r.to_string(), f.clone())))
+                    .collect(),
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.session_id);
+        CoreSnapshot {
+            state: self.state.to_snapshot(),
+            sessions,
+            last_seq: self.log.last_seq(),
+        }
+    }
+
+    /// A core rebuilt from a snapshot; `recent` are the last events before it (oldest first).
+    pub fn restore(
+        snapshot: CoreSnapshot,
+        recent: Vec<Arc<Envelope>>,
+        config: ActorConfig,
+        sink: Arc<dyn SessionSink>,
+        connected: Arc<AtomicUsize>,
+    ) -> Result<RoomCore, serde_json::Error> {
+        let state = RoomState::from_snapshot(&snapshot.state, config.limits.clone())?;
+        let name = state.name().to_string();
+        let sessions = snapshot
+            .sessions
+            .into_iter()
+            .map(|r| {
+                let mut recent = Idempotency::new(config.idempotency_window);
+                for (id, frame) in r.recent {
+                    recent.remember(id, frame);
+                }
+                (
+                    r.session_id,
+                    SessionEntry {
+                        identity: r.identity,
+                        connection: r.connection,
+                        connected: r.connected,
+                        recent,
+                        disconnected_at: r.disconnected_at,
+                    },
+                )
+            })
+            .collect();
+        Ok(RoomCore {
+            attendance: config.attendance.sheet(&name),
+            feed: crate::webhooks::RoomFeed::new(&name),
+            state,
+            log: EventLog::restore(config.event_log_len, snapshot.last_seq, recent),
+            sink,
+            sessions,
+            config,
+            connected,
+        })
+    }
+
+    /// When `tick` has work to do.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        self.state.next_deadline()
+    }
+
+    /// No members and no sessions waiting to resume.
+    pub fn is_idle(&self) -> bool {
+        self.state.is_empty() && self.sessions.is_empty()
+    }
+
+    /// Runs what is due at `now`: timers, and sessions whose grace ran out.
+    pub fn tick(&mut self, now: Millis) {
+        let events = self.state.tick(now);
+        self.publish(events, now);
+        self.expire_sessions(now);
+    }
+
+    /// The room is over on this node.
+    pub fn end(&mut self, now: Millis) {
         self.sink.room_ended(self.state.name());
-        for hook in self.feed.ended(self.clock.now()) {
+        for hook in self.feed.ended(now) {
             self.config.webhooks.emit(hook);
         }
     }
 
-    fn handle(&mut self, cmd: RoomCommand) {
-        let now = self.clock.now();
+    /// Applies one input at `now`.
+    pub fn handle(&mut self, cmd: RoomCommand, now: Millis) {
         match cmd {
             RoomCommand::Join {
                 joiner,
                 connection,
                 resume,
+                new_session,
                 reply,
             } => {
-                let start = self.join(joiner, connection, resume, now);
+                let start = self.join(joiner, connection, resume, new_session, now);
                 let _ = reply.send(start);
             }
             RoomCommand::Client {
                 session_id,
                 request_id,
                 command,
+                ..
             } => self.client_command(session_id, request_id, command, now),
             RoomCommand::Closed {
                 session_id,
@@ -416,15 +585,15 @@ impl RoomActor {
             }
             RoomCommand::TrackPublished(track) => {
                 let events = self.state.track_published(track);
-                self.publish(events);
+                self.publish(events, now);
             }
             RoomCommand::TrackUnpublished(id) => {
                 let events = self.state.track_unpublished(&id);
-                self.publish(events);
+                self.publish(events, now);
             }
             RoomCommand::Operate { op, reply } => {
                 let result = self.state.operate(&op, now).map(|(events, report)| {
-                    self.publish(events);
+                    self.publish(events, now);
                     report
                 });
                 let _ = reply.send(result);
@@ -437,6 +606,7 @@ impl RoomActor {
         joiner: Joiner,
         connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
+        new_session: Uuid,
         now: Millis,
     ) -> Result<Start, Denied> {
         let identity = joiner.identity.clone();
@@ -446,7 +616,7 @@ impl RoomActor {
                 .is_some_and(|s| s.identity == identity)
         });
         let events = self.state.join(joiner, now)?;
-        self.publish(events);
+        self.publish(events, now);
         self.connected.fetch_add(1, Ordering::Relaxed);
         let viewer = self.state.viewer(&identity).expect("just joined");
         let seq = self.log.last_seq();
@@ -467,7 +637,7 @@ impl RoomActor {
                 );
                 self.connected.fetch_sub(1, Ordering::Relaxed);
                 let events = self.state.connection_closed(&identity, false, now);
-                self.publish(events);
+                self.publish(events, now);
             }
             match self.log.since(last_seq) {
                 Ok(replay) => {
@@ -499,7 +669,7 @@ impl RoomActor {
             }
         }
 
-        let session_id = Uuid::new_v4();
+        let session_id = new_session;
         self.sessions.insert(
             session_id,
             SessionEntry {
@@ -581,7 +751,7 @@ impl RoomActor {
                 {
                     sheet.voted(&identity);
                 }
-                self.publish(outcome.events);
+                self.publish(outcome.events, now);
                 request_id.clone().map(|request_id| {
                     frame(&ServerMessage::Ack {
                         request_id,
@@ -621,7 +791,7 @@ impl RoomActor {
             entry.disconnected_at = Some(now);
         }
         let events = self.state.connection_closed(&identity, left, now);
-        self.publish(events);
+        self.publish(events, now);
     }
 
     /// Forgets sessions whose grace period ran out, or whose member is gone.
@@ -636,7 +806,7 @@ impl RoomActor {
     }
 
     /// Sequences, logs and fans out events: each is serialised once.
-    fn publish(&mut self, events: Vec<Event>) {
+    fn publish(&mut self, events: Vec<Event>, now: Millis) {
         for Event { audience, body } in events {
             let seq = self.log.next_seq();
             let effect = effect_of(&self.state, &audience, &body);
@@ -651,7 +821,6 @@ impl RoomActor {
                 } => Some(p.as_str()),
                 _ => None,
             };
-            let now = self.clock.now();
             if let Ok(mut sheet) = self.attendance.lock() {
                 sheet.record(&body, person, now);
             }

@@ -1,13 +1,13 @@
 //! Breakouts: the plan, assignment (manual, auto, by attribute, self-select), timers, help and close-all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
 
 use convene_signaling::{
     Assignment, BreakoutId, BreakoutPhase, BreakoutPlan, BreakoutRoom, BreakoutRooms, Breakouts,
     ChatMessage, Command, ErrorCode, Member, MemberMove, Millis, Role, RoomEvent, RoomKind, Track,
     MAX_CHAT_CHARS,
 };
+use serde::{Deserialize, Serialize};
 
 use super::{check_text, Audience, Denied, Event, Outcome, Place, RoomState};
 
@@ -16,6 +16,7 @@ const MAX_NAME_CHARS: usize = 100;
 const MAX_DURATION_S: u32 = 24 * 3600;
 
 /// A plan and, once opened, its running state.
+#[derive(Serialize, Deserialize)]
 pub struct BreakoutSession {
     phase: BreakoutPhase,
     plan: BreakoutPlan,
@@ -116,11 +117,28 @@ fn assignable(role: Role) -> bool {
     !role.can_moderate()
 }
 
-/// A stable shuffle key: "random" but reproducible for a given plan.
+/// A stable shuffle key: "random" but reproducible for a given plan, in any build. std's
+/// `DefaultHasher` may change between Rust releases and nodes of one cluster may run
+/// different builds, so this is FNV-1a 64 then a SplitMix64 finaliser (FNV alone barely
+/// moves the high bits for identities that differ in their last byte).
 fn shuffle_key(identity: &str, seed: u64) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (identity, seed).hash(&mut hasher);
-    hasher.finish()
+    // 0xff never occurs in UTF-8, so the seed cannot run into the identity.
+    let mut h = fnv1a(FNV_OFFSET, identity.as_bytes());
+    h = fnv1a(h, &[0xff]);
+    h = fnv1a(h, &seed.to_le_bytes());
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 impl RoomState {
@@ -845,5 +863,23 @@ impl RoomState {
         ends_at
             .and_then(|end| end.checked_sub(warn))
             .filter(|w| *w > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes of one cluster must shuffle alike: these values are part of the replay contract.
+    #[test]
+    fn shuffle_keys_are_fixed_across_builds() {
+        // The reference vectors of FNV-1a 64.
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+        // Worked out apart from this code, from the definition above.
+        assert_eq!(shuffle_key("ana", 7), 0xed4c_ff47_dad5_0832);
+        assert_eq!(shuffle_key("ana", 8), 0x96ba_6f1e_6bd3_272e);
+        assert_eq!(shuffle_key("", 0), 0x80b1_ece3_5ca7_1072);
     }
 }

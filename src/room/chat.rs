@@ -1,14 +1,17 @@
 //! Chat: messages per place (main room or breakout), recent history, deletion and muting.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use convene_signaling::{ChatMessage, ErrorCode, Millis, RoomEvent, MAX_CHAT_CHARS};
+use serde::{Deserialize, Serialize};
 
-use super::{check_text, Audience, Denied, Event, Outcome, Place, RoomState};
+use super::{check_text, persist, Audience, Denied, Event, Outcome, Place, RoomState};
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub(super) struct Chat {
-    history: HashMap<Place, VecDeque<ChatMessage>>,
+    /// Keyed by place, which JSON cannot use as a key: stored as pairs.
+    #[serde(with = "persist::pairs")]
+    history: BTreeMap<Place, VecDeque<ChatMessage>>,
     next_id: u64,
 }
 

@@ -10,11 +10,16 @@ pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod operator;
+mod persist;
 mod polls;
 mod qa;
 pub mod registry;
+#[cfg(test)]
+mod replay_tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
 
 use convene_signaling::{
     Command, ErrorCode, LeaveReason, Member, Millis, Presence, Role, RoomEvent, RoomKind,
@@ -40,7 +45,7 @@ impl Event {
 }
 
 /// Why a command was refused; sent to the sender only.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Denied {
     pub code: ErrorCode,
     pub message: String,
@@ -86,7 +91,7 @@ impl From<Vec<Event>> for Outcome {
 }
 
 /// Someone arriving, from their verified token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Joiner {
     pub identity: String,
     pub name: String,
@@ -121,6 +126,7 @@ impl Default for RoomLimits {
 /// Participant counts go out at most this often.
 pub const COUNT_INTERVAL_MS: u64 = 500;
 
+#[derive(Serialize, Deserialize)]
 struct MemberState {
     member: Member,
     connections: u32,
@@ -128,15 +134,22 @@ struct MemberState {
 }
 
 /// One convening's state: everything the actor owns.
+///
+/// Serialisable for failover (`to_snapshot`); every collection is ordered, so the same
+/// inputs give the same events, and the same snapshot bytes, in any process.
+#[derive(Serialize, Deserialize)]
 pub struct RoomState {
     name: String,
     settings: RoomSettings,
+    /// Configuration, not state: restored from the node's config.
+    #[serde(skip)]
     limits: RoomLimits,
     members: BTreeMap<String, MemberState>,
     /// Members whose last connection dropped, by when: the grace timer reads the first
-    /// entry instead of scanning every member on each command.
+    /// entry instead of scanning every member on each command. Rebuilt from `members`.
+    #[serde(skip)]
     reconnecting: BTreeSet<(Millis, String)>,
-    banned: HashSet<String>,
+    banned: BTreeSet<String>,
     chat: chat::Chat,
     qa: Qa,
     polls: polls::Polls,
@@ -150,7 +163,7 @@ pub struct RoomState {
 }
 
 /// Sends a value now if the interval has passed, else once when it has.
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Coalescer {
     dirty: bool,
     last_sent_at: Option<Millis>,
@@ -205,7 +218,7 @@ impl RoomState {
             limits,
             members: BTreeMap::new(),
             reconnecting: BTreeSet::new(),
-            banned: HashSet::new(),
+            banned: BTreeSet::new(),
             chat: chat::Chat::default(),
             qa: Qa::default(),
             polls: polls::Polls::default(),
@@ -238,6 +251,11 @@ impl RoomState {
     /// Every poll with its results, for export after the event.
     pub fn export_polls(&self) -> Vec<convene_signaling::Poll> {
         self.polls.visible_to(true)
+    }
+    /// Every published track. After a failover the media of the old owner is gone, so the
+    /// new owner unpublishes these (`track_unpublished`) unless their publishers reconnect.
+    pub fn tracks(&self) -> impl Iterator<Item = &Track> {
+        self.tracks.values()
     }
     pub fn is_banned(&self, identity: &str) -> bool {
         self.banned.contains(identity)

@@ -5,7 +5,7 @@ use convene_signaling::{LeaveReason, Member, Millis, QaMode, RoomEvent, RoomKind
 use super::{Audience, Denied, Event, RoomState};
 
 /// One operator action; every one answers with the room as it is afterwards.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Operation {
     /// Reads the room without changing it.
     Describe,
@@ -24,7 +24,7 @@ pub enum Operation {
 }
 
 /// A room as the admin API shows it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct RoomReport {
     pub settings: RoomSettings,
     pub members: Vec<Member>,

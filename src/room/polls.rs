@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use convene_signaling::{Millis, Poll, PollState, Role, RoomEvent};
+use serde::{Deserialize, Serialize};
 
 use super::{Audience, Denied, Event, Outcome};
 
@@ -14,6 +15,7 @@ const MAX_OPTION_CHARS: usize = 100;
 /// Answer counts go out at most this often (a webcast answers a poll all at once).
 pub const COUNTS_INTERVAL_MS: Millis = 500;
 
+#[derive(Serialize, Deserialize)]
 struct Entry {
     /// The full poll: `counts` and `voters` always set here, trimmed per viewer.
     poll: Poll,
@@ -46,7 +48,7 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct Polls {
     polls: BTreeMap<u64, Entry>,
     next_id: u64,
@@ -157,6 +159,25 @@ impl Polls {
         entry.recount();
         self.dirty.insert(poll_id);
         Ok(self.flush_counts(now, false).into())
+    }
+
+    /// A restored snapshot's links: ids match their keys, answers name real options.
+    pub(super) fn check(&self) -> Result<(), String> {
+        for (id, e) in &self.polls {
+            let options = e.poll.options.len();
+            let answers_fit = e
+                .answers
+                .values()
+                .flatten()
+                .all(|c| (*c as usize) < options);
+            if e.poll.id != *id || *id > self.next_id || !answers_fit {
+                return Err(format!("poll {id} is stored inconsistently"));
+            }
+        }
+        match self.dirty.iter().find(|id| !self.polls.contains_key(id)) {
+            Some(id) => Err(format!("poll {id} has pending counts but does not exist")),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn next_deadline(&self) -> Option<Millis> {

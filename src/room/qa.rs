@@ -1,11 +1,12 @@
 //! Live Q&A: questions, votes, the moderation queue, the single live question, duplicates.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use convene_signaling::{
     Command, ErrorCode, Millis, QaMode, Question, QuestionState, Role, RoomEvent, MAX_CHAT_CHARS,
     MAX_QUESTION_CHARS,
 };
+use serde::{Deserialize, Serialize};
 
 use super::{check_text, Audience, Denied, Event, Outcome, Viewer};
 
@@ -21,12 +22,13 @@ pub(super) struct Asker<'a> {
     pub role: Role,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Record {
     /// The wire record; `author` fields are `None` when anonymous.
     question: Question,
     /// Kept server-side even for anonymous questions, for moderation and visibility.
     author: String,
-    voters: HashSet<String>,
+    voters: BTreeSet<String>,
     /// Where `restore` returns a dismissed question.
     before_dismissal: QuestionState,
 }
@@ -64,12 +66,12 @@ impl Record {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct Qa {
     questions: BTreeMap<u64, Record>,
     live: Option<u64>,
     next_id: u64,
-    asked_recently: HashMap<String, VecDeque<Millis>>,
+    asked_recently: BTreeMap<String, VecDeque<Millis>>,
     dirty_votes: BTreeSet<u64>,
     votes_sent_at: Option<Millis>,
 }
@@ -81,6 +83,19 @@ impl Qa {
             .values()
             .map(|r| r.question.clone())
             .collect()
+    }
+
+    /// A restored snapshot's links: ids match their keys and the live question exists.
+    pub(super) fn check(&self) -> Result<(), String> {
+        for (id, r) in &self.questions {
+            if r.question.id != *id || *id > self.next_id {
+                return Err(format!("question {id} is stored inconsistently"));
+            }
+        }
+        match self.live.map(|id| self.questions.get(&id)) {
+            Some(None) => Err("the live question does not exist".to_string()),
+            _ => Ok(()),
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&Question> {
@@ -476,7 +491,7 @@ impl Qa {
                     answered_at: None,
                 },
                 author: by.identity.to_string(),
-                voters: HashSet::new(),
+                voters: BTreeSet::new(),
                 before_dismissal: state,
             },
         );
@@ -551,7 +566,7 @@ impl Qa {
         }
         let target_author = target.author.clone();
         let was_public = source.is_public();
-        let moved: Vec<String> = self.record(id).voters.drain().collect();
+        let moved = std::mem::take(&mut self.record(id).voters);
         {
             let r = self.record(id);
             r.before_dismissal = match r.question.state {

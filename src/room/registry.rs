@@ -16,16 +16,23 @@ struct Inner {
     config: ActorConfig,
     sink: Arc<dyn SessionSink>,
     clock: Clock,
+    /// Set: rooms are shared with other nodes, and each room here is a link to its owner.
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Rooms {
-    pub fn new(config: ActorConfig, sink: Arc<dyn SessionSink>) -> Rooms {
+    pub fn new(
+        config: ActorConfig,
+        sink: Arc<dyn SessionSink>,
+        cluster: Option<crate::cluster::Cluster>,
+    ) -> Rooms {
         Rooms {
             inner: Arc::new(Inner {
                 rooms: Mutex::new(HashMap::new()),
                 config,
                 sink,
                 clock: Clock::start(),
+                cluster,
             }),
         }
     }
@@ -43,23 +50,27 @@ impl Rooms {
             return handle.clone();
         }
         let weak = Arc::downgrade(&self.inner);
-        let handle = actor::spawn(
-            name,
-            self.inner.config.clone(),
-            self.inner.sink.clone(),
-            self.inner.clock,
-            move |exited| {
-                if let Some(inner) = weak.upgrade() {
-                    let mut rooms = inner.rooms.lock().expect("rooms lock poisoned");
-                    if rooms
-                        .get(&*exited.name)
-                        .is_some_and(|h| h.same_room(exited))
-                    {
-                        rooms.remove(&*exited.name);
-                    }
+        let on_exit = move |exited: &RoomHandle| {
+            if let Some(inner) = weak.upgrade() {
+                let mut rooms = inner.rooms.lock().expect("rooms lock poisoned");
+                if rooms
+                    .get(&*exited.name)
+                    .is_some_and(|h| h.same_room(exited))
+                {
+                    rooms.remove(&*exited.name);
                 }
-            },
-        );
+            }
+        };
+        let handle = match &self.inner.cluster {
+            Some(cluster) => cluster.link(name, on_exit),
+            None => actor::spawn(
+                name,
+                self.inner.config.clone(),
+                self.inner.sink.clone(),
+                self.inner.clock,
+                on_exit,
+            ),
+        };
         rooms.insert(name.to_string(), handle.clone());
         tracing::info!(room = name, "room started");
         handle

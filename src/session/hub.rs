@@ -93,6 +93,25 @@ impl Hub {
         }
     }
 
+    /// Connections registered on this node in `room`.
+    pub fn connections_in(&self, room: &str) -> usize {
+        let registry = self.registry.lock().expect("hub lock");
+        registry
+            .people
+            .get(room)
+            .map_or(0, |people| people.values().map(Vec::len).sum())
+    }
+
+    /// Closes every connection in `room` on this node (they may resume).
+    pub fn close_room(&self, room: &str, reason: convene_signaling::CloseReason) {
+        let registry = self.registry.lock().expect("hub lock");
+        if let Some(people) = registry.people.get(room) {
+            for (_, outbox) in people.values().flatten() {
+                outbox.close(reason);
+            }
+        }
+    }
+
     /// Connections registered on this node.
     pub fn connections(&self) -> usize {
         self.registry.lock().expect("hub lock").connections.len()

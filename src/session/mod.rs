@@ -114,6 +114,7 @@ where
     let mut reader = Reader {
         room: room.clone(),
         session_id,
+        connection,
         outbox: outbox.clone(),
         limiter: RateLimiter::new(&limits.rate),
         strikes: 0,
@@ -452,6 +453,7 @@ impl Writer {
 struct Reader {
     room: Arc<dyn RoomClient>,
     session_id: Uuid,
+    connection: Uuid,
     outbox: Outbox,
     limiter: RateLimiter,
     strikes: u32,
@@ -603,6 +605,7 @@ impl Reader {
                 .room
                 .send_input(RoomCommand::Client {
                     session_id: self.session_id,
+                    connection: self.connection,
                     request_id,
                     command,
                 })

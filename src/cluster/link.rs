@@ -1,0 +1,1049 @@
+//! One room on one node of a cluster: records the room's inputs, feeds its events to this node's lanes in order, and owns the room while this node holds its lease.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convene_signaling::{CloseReason, ErrorCode, Millis};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::protocol::{self, CallResult, Input, InputRecord, NodeMessage};
+use super::store::{self, StoreError};
+use super::tail::Tail;
+use super::{Cluster, LinkMessage};
+use crate::room::actor::{error_frame, CoreSnapshot, RoomCommand, RoomCore, RoomHandle};
+use crate::room::Denied;
+use crate::wire::{ConnectionId, Envelope, RoomOutput, SessionSink};
+
+/// Inputs recorded in one Redis call.
+const SUBMIT_BATCH: usize = 64;
+/// Inputs applied before their events are appended in one Redis call.
+const APPLY_BATCH: usize = 256;
+/// Entries read per repair call.
+const REPAIR_BATCH: usize = 1000;
+/// How often the link looks after its lease, timers and repairs.
+const MAINTENANCE: Duration = Duration::from_millis(50);
+/// A stream read now and then finds what pub/sub lost without a later message to show it.
+const TAIL_CHECK: Duration = Duration::from_millis(1000);
+/// What sessions are told to wait while Redis is away.
+const RETRY_AFTER_MS: u64 = 1000;
+
+pub fn spawn(
+    cluster: Cluster,
+    room: &str,
+    on_exit: impl FnOnce(&RoomHandle) + Send + 'static,
+) -> RoomHandle {
+    let (handle, rx) = RoomHandle::channel(room);
+    let (inbox_tx, inbox) = mpsc::unbounded_channel();
+    let link = Link {
+        room: room.to_string(),
+        local_sessions: handle.sessions.clone(),
+        cluster,
+        inbox_tx,
+        events: Tail::new(1),
+        events_known: false,
+        owner: None,
+        retry: VecDeque::new(),
+        lease_seen: None,
+        next_lease_check: Instant::now(),
+        next_tail_check: Instant::now() + TAIL_CHECK,
+        idle_since: None,
+    };
+    let exit_handle = handle.clone();
+    tokio::spawn(async move {
+        link.run(rx, inbox).await;
+        on_exit(&exit_handle);
+    });
+    handle
+}
+
+/// Collects what the core emits while it applies inputs.
+#[derive(Default)]
+struct Capture(Mutex<Vec<RoomOutput>>);
+
+impl SessionSink for Capture {
+    fn deliver(&self, _room: &str, output: RoomOutput) {
+        self.0.lock().expect("capture lock").push(output);
+    }
+    fn room_ended(&self, _room: &str) {}
+}
+
+impl Capture {
+    fn take(&self) -> Vec<RoomOutput> {
+        std::mem::take(&mut *self.0.lock().expect("capture lock"))
+    }
+}
+
+/// Events and messages waiting to be appended: nothing of a batch reaches anyone before.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Arc<Envelope>>,
+    /// Per node, in order.
+    messages: BTreeMap<String, Vec<NodeMessage>>,
+}
+
+/// This node's ownership of the room.
+struct Owner {
+    token: u64,
+    core: RoomCore,
+    capture: Arc<Capture>,
+    inputs: Tail<InputRecord>,
+    last_now: Millis,
+    /// Each connection's node and session, to route replies and let a dead node's sessions go.
+    origins: BTreeMap<ConnectionId, (String, Uuid)>,
+    /// A tick was recorded and not yet applied.
+    tick_recorded: bool,
+    nodes_reported_gone: BTreeSet<String>,
+    /// A batch Redis did not take yet (it is away): retried before anything else is applied.
+    unflushed: Option<Batch>,
+    renew_at: Instant,
+    applied_since_snapshot: u64,
+}
+
+/// What a snapshot holds: the core, and what the owner keeps beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OwnerSnapshot {
+    core: CoreSnapshot,
+    origins: Vec<(ConnectionId, String, Uuid)>,
+    last_now: Millis,
+}
+
+#[derive(Deserialize)]
+struct EventBatch {
+    /// Unix microseconds at the owner's append.
+    t: u64,
+    e: Vec<Envelope>,
+}
+
+struct Link {
+    cluster: Cluster,
+    room: String,
+    local_sessions: Arc<std::sync::atomic::AtomicUsize>,
+    inbox_tx: mpsc::UnboundedSender<LinkMessage>,
+    /// The room's events, in order, for this node's lanes.
+    events: Tail<Envelope>,
+    /// `events` starts where the stream was when this link subscribed.
+    events_known: bool,
+    owner: Option<Owner>,
+    /// Inputs that must be recorded (closes, tracks) and could not be yet.
+    retry: VecDeque<String>,
+    /// The lease holder's last renewal (unix ms) when last seen: a takeover's wait counts from it.
+    lease_seen: Option<u64>,
+    next_lease_check: Instant,
+    next_tail_check: Instant,
+    idle_since: Option<Instant>,
+}
+
+impl Link {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<RoomCommand>,
+        mut inbox: mpsc::UnboundedReceiver<LinkMessage>,
+    ) {
+        let cluster = self.cluster.clone();
+        cluster
+            .subscribe(store::events_channel(&self.room), self.inbox_tx.clone())
+            .await;
+        self.learn_event_position().await;
+        let mut restarts = cluster.restarts();
+        let mut shutdown = cluster.shutting_down();
+        let mut maintenance = tokio::time::interval(MAINTENANCE);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    let mut batch = vec![command];
+                    while batch.len() < SUBMIT_BATCH {
+                        match commands.try_recv() {
+                            Ok(command) => batch.push(command),
+                            Err(_) => break,
+                        }
+                    }
+                    self.submit(batch).await;
+                }
+                message = inbox.recv() => {
+                    let Some(message) = message else { break };
+                    self.on_message(message).await;
+                    // Whatever else arrived meanwhile, before a flush.
+                    while let Ok(message) = inbox.try_recv() {
+                        self.on_message(message).await;
+                    }
+                    self.flush().await;
+                }
+                _ = maintenance.tick() => {
+                    if self.maintain().await {
+                        break;
+                    }
+                }
+                _ = restarts.changed() => self.restart().await,
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        self.hand_back().await;
+                    }
+                }
+            }
+        }
+        self.hand_back().await;
+        cluster.unsubscribe(&store::events_channel(&self.room));
+        cluster.unsubscribe(&store::inputs_channel(&self.room));
+        cluster.hub().room_ended(&self.room);
+    }
+
+    async fn learn_event_position(&mut self) {
+        match self
+            .cluster
+            .store()
+            .last_number(&store::events_key(&self.room))
+            .await
+        {
+            Ok(last) => {
+                self.events.reset(last + 1);
+                self.events_known = true;
+            }
+            Err(error) => {
+                self.cluster.mark_unhealthy();
+                tracing::warn!(room = %self.room, %error, "cannot read the room's event stream yet");
+            }
+        }
+    }
+
+    /// Records local inputs; refused ones are answered `unavailable` at once.
+    async fn submit(&mut self, batch: Vec<RoomCommand>) {
+        let node = self.cluster.node().to_string();
+        let now = self.cluster.clock().now();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut refused = Vec::new();
+        for command in batch {
+            let (input, call) = protocol::split(command);
+            let call = call.map(|call| self.cluster.expect_answer(call));
+            let record = InputRecord {
+                node: node.clone(),
+                now,
+                call,
+                input,
+            };
+            records.push(serde_json::to_string(&record).expect("inputs serialise"));
+            refused.push(record);
+        }
+        if self.cluster.healthy() {
+            match self.cluster.store().submit(&self.room, &records).await {
+                Ok(_) => return,
+                Err(error) => {
+                    self.cluster.mark_unhealthy();
+                    tracing::warn!(room = %self.room, %error, "could not record inputs");
+                }
+            }
+        }
+        for (record, json) in refused.into_iter().zip(records) {
+            self.refuse(record, json);
+        }
+    }
+
+    /// Answers an input Redis did not take: commands get `unavailable`; closes and tracks
+    /// wait to be recorded, since the room must hear of them.
+    fn refuse(&mut self, record: InputRecord, json: String) {
+        let denied = Denied {
+            code: ErrorCode::Unavailable,
+            message: "the room's store is unreachable; retry shortly".into(),
+            retry_after_ms: Some(RETRY_AFTER_MS),
+        };
+        if let Some(call) = record.call.and_then(|id| self.cluster.abandon_call(id)) {
+            call.unavailable(denied.clone());
+        }
+        match record.input {
+            Input::Client {
+                connection,
+                request_id,
+                ..
+            } => self.cluster.hub().deliver(
+                &self.room,
+                RoomOutput::Reply {
+                    to: connection,
+                    frame: error_frame(request_id, denied),
+                },
+            ),
+            Input::Closed { .. } | Input::TrackPublished(_) | Input::TrackUnpublished(_) => {
+                self.retry.push_back(json);
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_message(&mut self, message: LinkMessage) {
+        match message {
+            LinkMessage::Events(payload) => match serde_json::from_str::<EventBatch>(&payload) {
+                Ok(batch) => {
+                    let sent = batch.t;
+                    for envelope in batch.e {
+                        self.events.offer(envelope.seq, envelope);
+                    }
+                    let now = crate::auth::unix_now_us();
+                    crate::metrics::observe_cluster_bus(Duration::from_micros(
+                        now.saturating_sub(sent),
+                    ));
+                    self.deliver_events().await;
+                }
+                Err(error) => tracing::warn!(room = %self.room, %error, "unreadable event batch"),
+            },
+            LinkMessage::Inputs(payload) => {
+                let Some(owner) = self.owner.as_mut() else {
+                    return;
+                };
+                let mut lines = payload.lines();
+                let Some(first) = lines.next().and_then(|n| n.parse::<u64>().ok()) else {
+                    return;
+                };
+                for (i, line) in lines.enumerate() {
+                    match serde_json::from_str::<InputRecord>(line) {
+                        Ok(record) => owner.inputs.offer(first + i as u64, record),
+                        Err(error) => tracing::warn!(room = %self.room, %error, "unreadable input"),
+                    }
+                }
+            }
+            LinkMessage::Resubscribed => {
+                self.repair_events(None).await;
+                while self.read_inputs().await {
+                    self.apply_and_append().await;
+                }
+            }
+        }
+    }
+
+    /// Pushes ready events onto this node's lanes; reads a gap back from the stream.
+    async fn deliver_events(&mut self) {
+        if !self.events_known {
+            return;
+        }
+        self.push_ready_events();
+        if let Some((from, to)) = self.events.gap() {
+            self.repair_events(Some((from, to))).await;
+        }
+    }
+
+    fn push_ready_events(&mut self) {
+        let hub = self.cluster.hub();
+        for (_, envelope) in self.events.ready() {
+            hub.deliver(&self.room, RoomOutput::Publish(Arc::new(envelope)));
+        }
+    }
+
+    /// Reads missed events from the stream (`None`: whatever follows the last delivered).
+    async fn repair_events(&mut self, range: Option<(u64, u64)>) {
+        if !self.events_known {
+            self.learn_event_position().await;
+            return;
+        }
+        let key = store::events_key(&self.room);
+        let (from, to) = match range {
+            Some((from, to)) => (from, Some(to)),
+            None => (self.events.next(), None),
+        };
+        let mut next = from;
+        loop {
+            let entries = match self
+                .cluster
+                .store()
+                .range(&key, next, to, REPAIR_BATCH)
+                .await
+            {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(room = %self.room, %error, "event repair failed; retrying later");
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            if next == from && entries[0].0 > from {
+                // The stream no longer holds what this node missed: its sessions start over.
+                tracing::warn!(room = %self.room, missing_from = from, oldest = entries[0].0, "events missed here were trimmed; sessions resume");
+                self.cluster
+                    .hub()
+                    .close_room(&self.room, CloseReason::RESTARTING);
+                let last = self
+                    .cluster
+                    .store()
+                    .last_number(&key)
+                    .await
+                    .unwrap_or(entries[0].0);
+                self.events.reset(last + 1);
+                return;
+            }
+            crate::metrics::cluster_gap_repaired();
+            let count = entries.len();
+            for (seq, json) in entries {
+                next = seq + 1;
+                if let Ok(envelope) = serde_json::from_str::<Envelope>(&json) {
+                    self.events.offer(seq, envelope);
+                }
+            }
+            self.push_ready_events();
+            if count < REPAIR_BATCH || to.is_some_and(|t| next > t) {
+                break;
+            }
+        }
+    }
+
+    /// The owner reads inputs pub/sub lost (one batch from the next expected); false when
+    /// nothing came.
+    async fn read_inputs(&mut self) -> bool {
+        let Some(owner) = self.owner.as_mut() else {
+            return false;
+        };
+        let key = store::inputs_key(&self.room);
+        let from = owner.inputs.next();
+        let Ok(entries) = self
+            .cluster
+            .store()
+            .range(&key, from, None, REPAIR_BATCH)
+            .await
+        else {
+            return false;
+        };
+        if entries.is_empty() {
+            return false;
+        }
+        crate::metrics::cluster_gap_repaired();
+        for (n, json) in entries {
+            match serde_json::from_str::<InputRecord>(&json) {
+                Ok(record) => owner.inputs.offer(n, record),
+                Err(error) => {
+                    tracing::error!(room = %self.room, n, %error, "unreadable recorded input")
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies ready inputs (owner only), appends what they produced, and reads back inputs
+    /// pub/sub lost.
+    async fn flush(&mut self) {
+        loop {
+            self.apply_and_append().await;
+            let Some(owner) = self.owner.as_ref() else {
+                return;
+            };
+            if owner.unflushed.is_some() || owner.inputs.gap().is_none() {
+                return;
+            }
+            if !self.read_inputs().await {
+                return;
+            }
+        }
+    }
+
+    async fn apply_and_append(&mut self) {
+        loop {
+            if !self.append_unflushed().await {
+                return;
+            }
+            let Some(owner) = self.owner.as_mut() else {
+                return;
+            };
+            match owner.apply_ready(APPLY_BATCH) {
+                Some(batch) => owner.unflushed = Some(batch),
+                None => {
+                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every {
+                        self.save_snapshot().await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stores the room as it is after every appended batch, and drops the inputs it covers.
+    async fn save_snapshot(&mut self) {
+        let Some(owner) = self.owner.as_mut() else {
+            return;
+        };
+        if owner.unflushed.is_some() {
+            return;
+        }
+        let snapshot = OwnerSnapshot {
+            core: owner.core.snapshot(),
+            origins: owner
+                .origins
+                .iter()
+                .map(|(c, (n, s))| (*c, n.clone(), *s))
+                .collect(),
+            last_now: owner.last_now,
+        };
+        let stored = store::Snapshot {
+            state: serde_json::to_string(&snapshot).expect("snapshots serialise"),
+            input: owner.inputs.next() - 1,
+            seq: owner.core.last_seq(),
+        };
+        match self
+            .cluster
+            .store()
+            .save_snapshot(&self.room, owner.token, &stored)
+            .await
+        {
+            Ok(()) => owner.applied_since_snapshot = 0,
+            Err(StoreError::Fenced) => self.step_down("another node holds the room's fence"),
+            Err(_) => self.cluster.mark_unhealthy(),
+        }
+    }
+
+    /// Appends the pending batch; false while it cannot be (Redis away, or no longer owner).
+    async fn append_unflushed(&mut self) -> bool {
+        let Some(owner) = self.owner.as_mut() else {
+            return true;
+        };
+        let Some(batch) = owner.unflushed.take() else {
+            return true;
+        };
+        let events: Vec<(u64, String)> = batch
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.seq,
+                    serde_json::to_string(&**e).expect("envelopes serialise"),
+                )
+            })
+            .collect();
+        let wire = format!(
+            "{{\"t\":{},\"e\":[{}]}}",
+            crate::auth::unix_now_us(),
+            events
+                .iter()
+                .map(|(_, e)| e.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let own = self.cluster.node().to_string();
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for (node, messages) in &batch.messages {
+            if *node == own {
+                local.extend(messages.iter().cloned());
+            } else {
+                remote.push((
+                    store::node_channel(node),
+                    serde_json::to_string(messages).expect("node messages serialise"),
+                ));
+            }
+        }
+        let max_events = self.cluster.actor_config().event_log_len;
+        let appended = self
+            .cluster
+            .store()
+            .append(&self.room, owner.token, max_events, &events, &wire, &remote)
+            .await;
+        match appended {
+            Ok(()) => {
+                for envelope in batch.events {
+                    self.events.offer(envelope.seq, (*envelope).clone());
+                }
+                if self.events_known {
+                    self.push_ready_events();
+                }
+                self.cluster.deliver(local);
+                true
+            }
+            Err(StoreError::Fenced) => {
+                self.step_down("another node holds the room's fence");
+                false
+            }
+            Err(error) => {
+                self.cluster.mark_unhealthy();
+                tracing::warn!(room = %self.room, %error, "append failed; retrying");
+                if let Some(owner) = self.owner.as_mut() {
+                    owner.unflushed = Some(batch);
+                }
+                false
+            }
+        }
+    }
+
+    fn step_down(&mut self, why: &str) {
+        if self.owner.take().is_some() {
+            tracing::warn!(room = %self.room, why, "no longer the room's owner");
+            crate::metrics::cluster_fenced();
+            self.cluster.set_owned(&self.room, false);
+            self.cluster.unsubscribe(&store::inputs_channel(&self.room));
+        }
+    }
+
+    /// Lease, timers, retries, repairs, and whether the link should end.
+    async fn maintain(&mut self) -> bool {
+        let now = Instant::now();
+        if !self.events_known {
+            self.learn_event_position().await;
+        }
+        if !self.retry.is_empty() && self.cluster.healthy() {
+            let records: Vec<String> = self.retry.iter().cloned().collect();
+            if self
+                .cluster
+                .store()
+                .submit(&self.room, &records)
+                .await
+                .is_ok()
+            {
+                self.retry.clear();
+            }
+        }
+        if now >= self.next_lease_check {
+            let lease_ms = self.cluster.settings().lease_ms;
+            self.next_lease_check = now + Duration::from_millis((lease_ms / 3).max(50));
+            self.look_after_lease(lease_ms).await;
+        }
+        if self.owner.is_some() {
+            self.record_due_inputs().await;
+            self.flush().await;
+        }
+        if now >= self.next_tail_check {
+            self.next_tail_check = now + TAIL_CHECK;
+            self.check_tails().await;
+        }
+        let sessions = self.cluster.hub().connections_in(&self.room);
+        self.local_sessions.store(sessions, Ordering::Relaxed);
+        let idle = sessions == 0 && self.owner.as_ref().is_none_or(|o| o.core.is_idle());
+        if !idle {
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        now.duration_since(since) >= self.cluster.actor_config().empty_room_ttl
+    }
+
+    async fn look_after_lease(&mut self, lease_ms: u64) {
+        let node = self.cluster.node().to_string();
+        if let Some(owner) = self.owner.as_mut() {
+            match self
+                .cluster
+                .store()
+                .renew(&self.room, &node, owner.token, lease_ms)
+                .await
+            {
+                Ok(true) => owner.renew_at = Instant::now(),
+                Ok(false) => self.step_down("the lease went to another node"),
+                Err(_) => self.cluster.mark_unhealthy(),
+            }
+            return;
+        }
+        if !self.cluster.healthy() {
+            return;
+        }
+        match self.cluster.store().owner(&self.room).await {
+            Ok(Some((_, renewed))) => self.lease_seen = Some(renewed),
+            Ok(None) => {
+                if let Ok(Some(token)) = self
+                    .cluster
+                    .store()
+                    .acquire(&self.room, &node, lease_ms)
+                    .await
+                {
+                    self.take_over(token).await;
+                }
+            }
+            Err(_) => self.cluster.mark_unhealthy(),
+        }
+    }
+
+    /// Rebuilds the room from the stored inputs and starts owning it.
+    async fn take_over(&mut self, token: u64) {
+        let started = Instant::now();
+        // From the last owner's last renewal (about when it died) to this takeover.
+        let lease_wait = self.lease_seen.map(|renewed| {
+            Duration::from_millis(crate::auth::unix_now_ms().saturating_sub(renewed))
+        });
+        let cluster = self.cluster.clone();
+        cluster
+            .subscribe(store::inputs_channel(&self.room), self.inbox_tx.clone())
+            .await;
+        let capture = Arc::new(Capture::default());
+        let (core, next_input, last_now, origins) = match self.restore(capture.clone()).await {
+            Ok(Some(restored)) => restored,
+            Ok(None) => (
+                RoomCore::new(
+                    &self.room,
+                    cluster.actor_config().clone(),
+                    capture.clone(),
+                    Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                    cluster.clock().now(),
+                ),
+                1,
+                0,
+                BTreeMap::new(),
+            ),
+            Err(error) => {
+                tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read the snapshot");
+                let _ = cluster.store().release(&self.room, token).await;
+                return;
+            }
+        };
+        let mut owner = Owner {
+            token,
+            core,
+            capture,
+            inputs: Tail::new(next_input),
+            last_now,
+            origins,
+            tick_recorded: false,
+            nodes_reported_gone: BTreeSet::new(),
+            unflushed: None,
+            renew_at: Instant::now(),
+            applied_since_snapshot: 0,
+        };
+        let store = cluster.store();
+        let inputs_key = store::inputs_key(&self.room);
+        let events_key = store::events_key(&self.room);
+        let stored_last = match store.last_number(&events_key).await {
+            Ok(last) => last,
+            Err(error) => {
+                tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read events");
+                let _ = store.release(&self.room, token).await;
+                return;
+            }
+        };
+        // Replay every recorded input; answers are dropped (their callers time out and retry).
+        let mut replayed = 0u64;
+        let mut regenerated: Vec<Arc<Envelope>> = Vec::new();
+        loop {
+            let from = owner.inputs.next();
+            let entries = match store.range(&inputs_key, from, None, REPAIR_BATCH).await {
+                Ok(entries) => entries,
+                Err(error) => {
+                    tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read inputs");
+                    let _ = store.release(&self.room, token).await;
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                break;
+            }
+            for (n, json) in entries {
+                match serde_json::from_str::<InputRecord>(&json) {
+                    Ok(record) => owner.inputs.offer(n, record),
+                    Err(error) => {
+                        tracing::error!(room = %self.room, n, %error, "unreadable recorded input")
+                    }
+                }
+            }
+            let before = owner.inputs.next();
+            // Answers and replies of a replay are dropped: their callers time out and retry.
+            while let Some(batch) = owner.apply_ready(APPLY_BATCH) {
+                regenerated.extend(batch.events);
+            }
+            replayed += owner.inputs.next() - before;
+            if owner.inputs.next() == before {
+                break;
+            }
+        }
+        // Events the old owner appended must match; those it never appended are appended now.
+        let (known, missing): (Vec<_>, Vec<_>) =
+            regenerated.into_iter().partition(|e| e.seq <= stored_last);
+        if let Some(first) = known.first() {
+            if let Ok(stored) = store
+                .range(&events_key, first.seq, Some(stored_last), usize::MAX)
+                .await
+            {
+                let stored: BTreeMap<u64, String> = stored.into_iter().collect();
+                for envelope in &known {
+                    let Some(stored) = stored.get(&envelope.seq) else {
+                        continue;
+                    };
+                    let ours = serde_json::to_string(&**envelope).expect("envelopes serialise");
+                    if *stored != ours {
+                        crate::metrics::cluster_replay_mismatch();
+                        tracing::error!(room = %self.room, seq = envelope.seq, "replayed event differs from the stored one");
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            owner.unflushed = Some(Batch {
+                events: missing,
+                messages: BTreeMap::new(),
+            });
+        }
+        let rebuild = started.elapsed();
+        tracing::info!(
+            room = %self.room,
+            token,
+            lease_wait_ms = lease_wait.map_or(0, |w| w.as_millis() as u64),
+            rebuild_ms = rebuild.as_millis() as u64,
+            inputs_replayed = replayed,
+            "took over room"
+        );
+        crate::metrics::cluster_took_over();
+        self.owner = Some(owner);
+        self.cluster.set_owned(&self.room, true);
+        while self.read_inputs().await {
+            self.apply_and_append().await;
+        }
+        self.flush().await;
+    }
+
+    /// The room as its last snapshot left it, with the events before it for resumes.
+    #[allow(clippy::type_complexity)]
+    async fn restore(
+        &self,
+        capture: Arc<Capture>,
+    ) -> Result<
+        Option<(
+            RoomCore,
+            u64,
+            Millis,
+            BTreeMap<ConnectionId, (String, Uuid)>,
+        )>,
+        StoreError,
+    > {
+        let store = self.cluster.store();
+        let Some(stored) = store.load_snapshot(&self.room).await? else {
+            return Ok(None);
+        };
+        let snapshot: OwnerSnapshot = serde_json::from_str(&stored.state)
+            .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
+        let keep = self.cluster.actor_config().event_log_len as u64;
+        let from = stored.seq.saturating_sub(keep) + 1;
+        let recent = store
+            .range(
+                &store::events_key(&self.room),
+                from,
+                Some(stored.seq),
+                keep as usize,
+            )
+            .await?
+            .into_iter()
+            .filter_map(|(_, json)| serde_json::from_str::<Envelope>(&json).ok().map(Arc::new))
+            .collect();
+        let core = RoomCore::restore(
+            snapshot.core,
+            recent,
+            self.cluster.actor_config().clone(),
+            capture,
+            Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        )
+        .map_err(|e| StoreError::Reply(format!("snapshot: {e}")))?;
+        let origins = snapshot
+            .origins
+            .into_iter()
+            .map(|(c, n, s)| (c, (n, s)))
+            .collect();
+        Ok(Some((core, stored.input + 1, snapshot.last_now, origins)))
+    }
+
+    /// Timers that fell due, and nodes that died with sessions here, become recorded inputs.
+    async fn record_due_inputs(&mut self) {
+        let Some(owner) = self.owner.as_mut() else {
+            return;
+        };
+        let clock = self.cluster.clock();
+        let mut due = Vec::new();
+        if !owner.tick_recorded && owner.core.next_deadline().is_some_and(|t| t <= clock.now()) {
+            owner.tick_recorded = true;
+            due.push(Input::Tick);
+        }
+        let nodes: BTreeSet<&String> = owner.origins.values().map(|(node, _)| node).collect();
+        for node in nodes {
+            if owner.nodes_reported_gone.contains(node) {
+                continue;
+            }
+            if self.cluster.is_live(node) == Some(false) {
+                owner.nodes_reported_gone.insert(node.clone());
+                tracing::info!(room = %self.room, node = %node, "a node with sessions here stopped heartbeating");
+                due.push(Input::NodeGone { node: node.clone() });
+            }
+        }
+        if due.is_empty() || !self.cluster.healthy() {
+            if !due.is_empty() {
+                owner.tick_recorded = false;
+                owner.nodes_reported_gone.clear();
+            }
+            return;
+        }
+        let records: Vec<String> = due
+            .into_iter()
+            .map(|input| {
+                serde_json::to_string(&InputRecord {
+                    node: self.cluster.node().to_string(),
+                    now: clock.now(),
+                    call: None,
+                    input,
+                })
+                .expect("inputs serialise")
+            })
+            .collect();
+        if self
+            .cluster
+            .store()
+            .submit(&self.room, &records)
+            .await
+            .is_err()
+        {
+            self.cluster.mark_unhealthy();
+            if let Some(owner) = self.owner.as_mut() {
+                owner.tick_recorded = false;
+                owner.nodes_reported_gone.clear();
+            }
+        }
+    }
+
+    /// Reads the streams' ends: pub/sub may have lost a last message with nothing after it.
+    async fn check_tails(&mut self) {
+        if !self.cluster.healthy() {
+            return;
+        }
+        if self.events_known {
+            if let Ok(last) = self
+                .cluster
+                .store()
+                .last_number(&store::events_key(&self.room))
+                .await
+            {
+                if last >= self.events.next() {
+                    self.repair_events(None).await;
+                }
+            }
+        }
+        if self.owner.is_some() && self.read_inputs().await {
+            self.flush().await;
+        }
+    }
+
+    /// This node was presumed dead, or Redis lost its data: sessions here start over.
+    async fn restart(&mut self) {
+        self.step_down("the cluster restarted this node's rooms");
+        self.cluster
+            .hub()
+            .close_room(&self.room, CloseReason::RESTARTING);
+        self.retry.clear();
+        self.events_known = false;
+        self.learn_event_position().await;
+    }
+
+    /// Gives the room back at once (shutdown or the link ending) so another node takes it.
+    async fn hand_back(&mut self) {
+        self.flush().await;
+        self.save_snapshot().await;
+        if let Some(owner) = self.owner.take() {
+            let _ = self.cluster.store().release(&self.room, owner.token).await;
+            self.cluster.set_owned(&self.room, false);
+            tracing::info!(room = %self.room, "handed the room back");
+        }
+    }
+}
+
+impl Owner {
+    /// Applies up to `limit` ready inputs; the events and messages they produced, if any input
+    /// was ready.
+    fn apply_ready(&mut self, limit: usize) -> Option<Batch> {
+        let mut batch = Batch::default();
+        let mut applied = 0;
+        while applied < limit {
+            let Some((_, record)) = self.inputs.pop_ready() else {
+                break;
+            };
+            applied += 1;
+            self.apply(record, &mut batch);
+        }
+        self.applied_since_snapshot += applied as u64;
+        (applied > 0).then_some(batch)
+    }
+
+    fn apply(&mut self, record: InputRecord, batch: &mut Batch) {
+        let now = record.now.max(self.last_now);
+        self.last_now = now;
+        let InputRecord {
+            node, call, input, ..
+        } = record;
+        match input {
+            Input::Tick => {
+                self.tick_recorded = false;
+                self.core.tick(now);
+            }
+            Input::NodeGone { node: gone } => {
+                let connections: Vec<(ConnectionId, Uuid)> = self
+                    .origins
+                    .iter()
+                    .filter(|(_, (n, _))| *n == gone)
+                    .map(|(c, (_, s))| (*c, *s))
+                    .collect();
+                for (connection, session_id) in connections {
+                    self.origins.remove(&connection);
+                    self.core.handle(
+                        RoomCommand::Closed {
+                            session_id,
+                            connection,
+                            left: false,
+                        },
+                        now,
+                    );
+                }
+                self.nodes_reported_gone.remove(&gone);
+            }
+            input => {
+                let joined = match &input {
+                    Input::Join { connection, .. } => Some(*connection),
+                    _ => None,
+                };
+                let closed = match &input {
+                    Input::Closed { connection, .. } => Some(*connection),
+                    _ => None,
+                };
+                let Some((command, answer)) = protocol::command(input) else {
+                    return;
+                };
+                self.core.handle(command, now);
+                let result = answer.and_then(|a| a.take());
+                if let (Some(connection), Some(CallResult::Join(Ok(start)))) = (joined, &result) {
+                    self.origins
+                        .insert(connection, (node.clone(), start.session_id));
+                }
+                self.route_outputs(batch);
+                if let Some(connection) = closed {
+                    self.origins.remove(&connection);
+                }
+                if let (Some(id), Some(result)) = (call, result) {
+                    batch
+                        .messages
+                        .entry(node)
+                        .or_default()
+                        .push(NodeMessage::Call { id, result });
+                }
+                return;
+            }
+        }
+        self.route_outputs(batch);
+    }
+
+    /// Sorts what the core emitted: events to append, replies and closes to their nodes.
+    fn route_outputs(&mut self, batch: &mut Batch) {
+        for output in self.capture.take() {
+            match output {
+                RoomOutput::Publish(envelope) => batch.events.push(envelope),
+                RoomOutput::Reply { to, frame } => {
+                    if let Some((node, _)) = self.origins.get(&to) {
+                        batch
+                            .messages
+                            .entry(node.clone())
+                            .or_default()
+                            .push(NodeMessage::Reply { to, frame });
+                    }
+                }
+                RoomOutput::Close { to, reason } => {
+                    if let Some((node, _)) = self.origins.remove(&to) {
+                        batch
+                            .messages
+                            .entry(node)
+                            .or_default()
+                            .push(NodeMessage::Close {
+                                to,
+                                code: reason.code,
+                            });
+                    }
+                }
+            }
+        }
+    }
+}

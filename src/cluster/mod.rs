@@ -1,0 +1,510 @@
+//! The cluster: nodes sharing rooms through Redis. Each room has one owner (a fenced lease); inputs reach it through a stream, its events reach every node through another.
+//!
+//! Every node with sessions in a room runs a [`link`] for it: the room's `RoomHandle` on
+//! that node. The link records the room's inputs (joins, commands, closes) in the room's
+//! input stream, feeds the events the owner appends to this node's lanes in `seq` order
+//! (repairing pub/sub's losses from the event stream), and takes the room over when its
+//! owner's lease lapses, rebuilding it from the last snapshot and the inputs after it.
+//! This module holds what links share: Redis, the pub/sub router, pending calls, and the
+//! node registry.
+
+mod link;
+pub mod protocol;
+pub mod store;
+mod tail;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::room::actor::{ActorConfig, Clock, RoomHandle};
+use crate::session::Hub;
+use crate::wire::{RoomOutput, SessionSink};
+use protocol::{close_reason, NodeMessage, PendingCall};
+use store::Store;
+pub use store::StoreError;
+
+/// How often a node announces itself; its entry lapses after three missed beats.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+const NODE_TTL_MS: u64 = 2000;
+
+/// A live node as the registry shows it (`GET /api/v1/nodes`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Advertised HTTP base URL (WHIP/WHEP redirects point here).
+    pub http: String,
+    /// Advertised media address (UDP), if the SFU runs.
+    pub rtc: Option<String>,
+    pub sessions: usize,
+    pub rooms_owned: Vec<String>,
+    /// Sessions over the node's limit, 0..1.
+    pub load: f64,
+    /// Milliseconds since its last heartbeat, as seen when listed.
+    pub heartbeat_ms_ago: u64,
+    /// Unix milliseconds of the heartbeat.
+    #[serde(default)]
+    pub heartbeat_at: u64,
+}
+
+/// Where a room's owner is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Here,
+    /// Another node, by its advertised HTTP base.
+    Elsewhere(String),
+    /// No live owner (yet).
+    Nobody,
+}
+
+/// What a node needs to join a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub redis_url: String,
+    pub node_id: String,
+    pub lease_ms: u64,
+    pub snapshot_every: u64,
+    pub call_timeout: Duration,
+    pub http: String,
+    pub rtc: Option<String>,
+    pub max_sessions: usize,
+}
+
+/// A pub/sub message for a link.
+pub(crate) enum LinkMessage {
+    Events(String),
+    Inputs(String),
+    /// Pub/sub reconnected (or the era changed): messages may have been lost; repair.
+    Resubscribed,
+}
+
+enum Subscription {
+    Add(String, oneshot::Sender<()>),
+    Remove(String),
+}
+
+/// The cluster as one node sees it. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: ClusterSettings,
+    store: Store,
+    hub: Arc<Hub>,
+    clock: Clock,
+    actor: ActorConfig,
+    /// Redis answered the last heartbeat.
+    healthy: AtomicBool,
+    routes: Mutex<HashMap<String, mpsc::UnboundedSender<LinkMessage>>>,
+    subscriptions: mpsc::UnboundedSender<Subscription>,
+    calls: Mutex<HashMap<u64, (PendingCall, tokio::time::Instant)>>,
+    next_call: AtomicU64,
+    nodes: Mutex<Vec<NodeInfo>>,
+    owned: Mutex<BTreeSet<String>>,
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumps when this node must let its sessions go (presumed dead, or Redis lost its data).
+    restart: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Cluster {
+    /// Connects to Redis and starts the node's heartbeat and pub/sub router.
+    pub async fn start(
+        settings: ClusterSettings,
+        hub: Arc<Hub>,
+        actor: ActorConfig,
+        sessions: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Result<Cluster, StoreError> {
+        // Every message is small and latency-bound: no Nagle delay on Redis's sockets.
+        let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.as_str())?
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(1000)))
+            .set_response_timeout(Some(Duration::from_millis(1500)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout)??;
+        let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                store: Store::new(conn),
+                settings,
+                hub,
+                clock: Clock::start(),
+                actor,
+                healthy: AtomicBool::new(true),
+                routes: Mutex::new(HashMap::new()),
+                subscriptions,
+                calls: Mutex::new(HashMap::new()),
+                next_call: AtomicU64::new(1),
+                nodes: Mutex::new(Vec::new()),
+                owned: Mutex::new(BTreeSet::new()),
+                sessions,
+                restart: watch::channel(0).0,
+                shutdown: watch::channel(false).0,
+            }),
+        };
+        let era = uuid::Uuid::new_v4().to_string();
+        let era = cluster.inner.store.era(&era).await?;
+        tokio::spawn(cluster.clone().route_pubsub(client, subscription_rx));
+        tokio::spawn(cluster.clone().heartbeat(era));
+        tracing::info!(node = %cluster.node(), "joined the cluster");
+        Ok(cluster)
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.settings.node_id
+    }
+
+    pub(crate) fn settings(&self) -> &ClusterSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub(crate) fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    pub(crate) fn actor_config(&self) -> &ActorConfig {
+        &self.inner.actor
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_unhealthy(&self) {
+        self.inner.healthy.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restarts(&self) -> watch::Receiver<u64> {
+        self.inner.restart.subscribe()
+    }
+
+    pub(crate) fn shutting_down(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Starts the link that is this room's handle on this node.
+    pub fn link(
+        &self,
+        room: &str,
+        on_exit: impl FnOnce(&RoomHandle) + Send + 'static,
+    ) -> RoomHandle {
+        link::spawn(self.clone(), room, on_exit)
+    }
+
+    /// Routes a pub/sub channel to a link; returns once Redis confirmed the subscription.
+    pub(crate) async fn subscribe(&self, channel: String, to: mpsc::UnboundedSender<LinkMessage>) {
+        self.inner
+            .routes
+            .lock()
+            .expect("routes lock")
+            .insert(channel.clone(), to);
+        let (done, confirmed) = oneshot::channel();
+        if self
+            .inner
+            .subscriptions
+            .send(Subscription::Add(channel, done))
+            .is_ok()
+        {
+            // Without Redis this waits for the router's next connection; the link retries its reads.
+            let _ = tokio::time::timeout(Duration::from_secs(2), confirmed).await;
+        }
+    }
+
+    pub(crate) fn unsubscribe(&self, channel: &str) {
+        self.inner
+            .routes
+            .lock()
+            .expect("routes lock")
+            .remove(channel);
+        let _ = self
+            .inner
+            .subscriptions
+            .send(Subscription::Remove(channel.to_string()));
+    }
+
+    /// Remembers a call until its answer comes (or it times out).
+    pub(crate) fn expect_answer(&self, call: PendingCall) -> u64 {
+        let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .insert(id, (call, tokio::time::Instant::now()));
+        id
+    }
+
+    /// A call that was never recorded: answer it at once.
+    pub(crate) fn abandon_call(&self, id: u64) -> Option<PendingCall> {
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .remove(&id)
+            .map(|(call, _)| call)
+    }
+
+    pub(crate) fn set_owned(&self, room: &str, owned: bool) {
+        let mut rooms = self.inner.owned.lock().expect("owned lock");
+        if owned {
+            rooms.insert(room.to_string());
+        } else {
+            rooms.remove(room);
+        }
+    }
+
+    /// Live nodes as of the last heartbeat.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let now = crate::auth::unix_now_ms();
+        let mut nodes = self.inner.nodes.lock().expect("nodes lock").clone();
+        for node in &mut nodes {
+            node.heartbeat_ms_ago = now.saturating_sub(node.heartbeat_at);
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
+    /// Whether the registry lists this node as live (false until the first heartbeat listing).
+    pub(crate) fn is_live(&self, node: &str) -> Option<bool> {
+        let nodes = self.inner.nodes.lock().expect("nodes lock");
+        (!nodes.is_empty()).then(|| nodes.iter().any(|n| n.id == node))
+    }
+
+    /// Who owns the room now.
+    pub async fn owner_of(&self, room: &str) -> Result<Ownership, StoreError> {
+        let Some((owner, _)) = self.inner.store.owner(room).await? else {
+            return Ok(Ownership::Nobody);
+        };
+        if owner == self.node() {
+            return Ok(Ownership::Here);
+        }
+        Ok(self
+            .nodes()
+            .into_iter()
+            .find(|n| n.id == owner)
+            .map_or(Ownership::Nobody, |n| Ownership::Elsewhere(n.http)))
+    }
+
+    /// Hands owned rooms back at once (after a snapshot), so others take them without waiting.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !self.inner.owned.lock().expect("owned lock").is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn heartbeat(self, mut era: String) {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
+        loop {
+            beat.tick().await;
+            self.expire_calls();
+            let settings = &self.inner.settings;
+            let sessions = self.inner.sessions.load(Ordering::Relaxed);
+            let info = NodeInfo {
+                id: settings.node_id.clone(),
+                http: settings.http.clone(),
+                rtc: settings.rtc.clone(),
+                sessions,
+                rooms_owned: self
+                    .inner
+                    .owned
+                    .lock()
+                    .expect("owned lock")
+                    .iter()
+                    .cloned()
+                    .collect(),
+                load: sessions as f64 / settings.max_sessions.max(1) as f64,
+                heartbeat_ms_ago: 0,
+                heartbeat_at: crate::auth::unix_now_ms(),
+            };
+            let info = serde_json::to_string(&info).expect("node info serialises");
+            let store = &self.inner.store;
+            let beat = async {
+                let known = store
+                    .heartbeat(&settings.node_id, &info, NODE_TTL_MS)
+                    .await?;
+                let current = store.era(&uuid::Uuid::new_v4().to_string()).await?;
+                let nodes = store.nodes().await?;
+                Ok::<_, StoreError>((known, current, nodes))
+            };
+            match beat.await {
+                Ok((known, current, nodes)) => {
+                    if !self.inner.healthy.swap(true, Ordering::Relaxed) {
+                        tracing::info!("redis is reachable again");
+                        crate::metrics::cluster_redis_reconnected();
+                    }
+                    let nodes: Vec<NodeInfo> = nodes
+                        .iter()
+                        .filter_map(|n| serde_json::from_str(n).ok())
+                        .collect();
+                    *self.inner.nodes.lock().expect("nodes lock") = nodes;
+                    if current != era {
+                        tracing::warn!(
+                            "redis lost the cluster's data (a new era): sessions here start over"
+                        );
+                        era = current;
+                        self.inner.restart.send_modify(|n| *n += 1);
+                    } else if !known && !first {
+                        tracing::warn!(
+                            "this node's registration lapsed (it was presumed dead): its sessions start over"
+                        );
+                        self.inner.restart.send_modify(|n| *n += 1);
+                    }
+                    first = false;
+                }
+                Err(error) => {
+                    if self.inner.healthy.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(%error, "redis is unreachable: commands are refused as unavailable");
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire_calls(&self) {
+        let timeout = self.inner.settings.call_timeout;
+        let now = tokio::time::Instant::now();
+        // Dropping a call's sender tells its caller the room is unreachable.
+        self.inner
+            .calls
+            .lock()
+            .expect("calls lock")
+            .retain(|_, (_, at)| now.duration_since(*at) < timeout);
+    }
+
+    /// Runs the node's pub/sub connection: reconnects, resubscribes and tells links to repair.
+    async fn route_pubsub(
+        self,
+        client: redis::Client,
+        mut changes: mpsc::UnboundedReceiver<Subscription>,
+    ) {
+        let own = store::node_channel(self.node());
+        let mut connected_before = false;
+        loop {
+            let pubsub =
+                match tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await
+                {
+                    Ok(Ok(pubsub)) => pubsub,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+            let (mut sink, mut stream) = pubsub.split();
+            let channels: Vec<String> = {
+                let routes = self.inner.routes.lock().expect("routes lock");
+                routes.keys().cloned().collect()
+            };
+            let mut ok = sink.subscribe(&own).await.is_ok();
+            for channel in &channels {
+                ok = ok && sink.subscribe(channel).await.is_ok();
+            }
+            if !ok {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            if connected_before {
+                tracing::info!("pub/sub reconnected; links repair what they missed");
+                crate::metrics::cluster_pubsub_reconnected();
+                let routes = self.inner.routes.lock().expect("routes lock");
+                for link in routes.values() {
+                    let _ = link.send(LinkMessage::Resubscribed);
+                }
+            }
+            connected_before = true;
+            loop {
+                tokio::select! {
+                    message = stream.next() => {
+                        let Some(message) = message else { break };
+                        let channel = message.get_channel_name().to_string();
+                        let Ok(payload) = message.get_payload::<String>() else { continue };
+                        self.dispatch(&own, &channel, payload);
+                    }
+                    change = changes.recv() => match change {
+                        Some(Subscription::Add(channel, done)) => {
+                            if sink.subscribe(&channel).await.is_err() {
+                                break;
+                            }
+                            let _ = done.send(());
+                        }
+                        Some(Subscription::Remove(channel)) => {
+                            let _ = sink.unsubscribe(&channel).await;
+                        }
+                        None => return,
+                    },
+                }
+            }
+            tracing::warn!("pub/sub connection lost; reconnecting");
+        }
+    }
+
+    fn dispatch(&self, own: &str, channel: &str, payload: String) {
+        if channel == own {
+            match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
+                Ok(messages) => self.deliver(messages),
+                Err(error) => tracing::warn!(%error, "unreadable node message"),
+            }
+            return;
+        }
+        let routes = self.inner.routes.lock().expect("routes lock");
+        let Some(link) = routes.get(channel) else {
+            return;
+        };
+        let message = if channel.starts_with("convene:ev:") {
+            LinkMessage::Events(payload)
+        } else {
+            LinkMessage::Inputs(payload)
+        };
+        let _ = link.send(message);
+    }
+
+    /// The owner's messages about this node's sessions.
+    pub(crate) fn deliver(&self, messages: Vec<NodeMessage>) {
+        for message in messages {
+            match message {
+                NodeMessage::Reply { to, frame } => {
+                    self.inner.hub.deliver("", RoomOutput::Reply { to, frame })
+                }
+                NodeMessage::Close { to, code } => self.inner.hub.deliver(
+                    "",
+                    RoomOutput::Close {
+                        to,
+                        reason: close_reason(code),
+                    },
+                ),
+                NodeMessage::Call { id, result } => {
+                    if let Some(call) = self.abandon_call(id) {
+                        call.complete(result);
+                    }
+                }
+            }
+        }
+    }
+}
