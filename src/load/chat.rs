@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::redis_info::{self, RedisFigures, RedisSnapshot};
 use super::LoadError;
 use crate::auth::TokenKeys;
 
@@ -129,6 +130,10 @@ pub struct ChatArgs {
     /// Resume scenario: wait this long between dropping the sockets and reconnecting.
     #[arg(long, default_value_t = 500)]
     pub resume_pause_ms: u64,
+    /// A Redis (host:port or redis://host:port) whose commands and bytes over the window are
+    /// reported (INFO stats and commandstats), e.g. the cluster's.
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -300,6 +305,8 @@ pub struct ChatReport {
     pub server: Option<Usage>,
     pub idle: Option<IdleFigures>,
     pub resume: Option<ResumeFigures>,
+    /// With `--redis`: what Redis did over the window.
+    pub redis: Option<RedisFigures>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -1053,6 +1060,12 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         }
     }
     let ep = Endpoint::new(common, args.target)?;
+    let redis = args
+        .redis
+        .as_deref()
+        .map(redis_info::redis_addr)
+        .transpose()
+        .map_err(LoadError::Setup)?;
     if args.scenario == Scenario::Resume {
         return resume(args, ep).await;
     }
@@ -1094,6 +1107,11 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
     }
 
     let mut idle = None;
+    let redis_before = match &redis {
+        // Two back to back: their difference is what reading INFO costs.
+        Some(addr) => Some((redis_snapshot(addr).await?, redis_snapshot(addr).await?)),
+        None => None,
+    };
     let window_start = Instant::now();
     let before = probe.sample();
     let window_end;
@@ -1136,6 +1154,14 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         }
     }
     let after = probe.sample();
+    let redis = match (&redis, redis_before) {
+        (Some(addr), Some((base, before))) => Some(RedisFigures::between(
+            &base,
+            &before,
+            &redis_snapshot(addr).await?,
+        )),
+        _ => None,
+    };
     let connected = shared.connected.load(Ordering::Relaxed);
     let connected_per_node: Vec<u64> = shared
         .per_node
@@ -1200,7 +1226,12 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         server,
         idle,
         resume: None,
+        redis,
     })
+}
+
+async fn redis_snapshot(addr: &str) -> Result<RedisSnapshot, LoadError> {
+    redis_info::snapshot(addr).await.map_err(LoadError::Setup)
 }
 
 // --- Resume -------------------------------------------------------------------------
@@ -1371,6 +1402,7 @@ async fn resume(args: &ChatArgs, ep: Endpoint) -> Result<ChatReport, LoadError> 
         server,
         idle: None,
         resume: Some(figures),
+        redis: None,
     })
 }
 
@@ -2026,6 +2058,26 @@ fn chat_text(r: &ChatReport) -> String {
     );
     for e in &r.error_samples {
         let _ = writeln!(out, "  {e}");
+    }
+    if let Some(x) = &r.redis {
+        let per = r.sent.max(1) as f64;
+        let top: Vec<String> = {
+            let mut calls: Vec<_> = x.calls.iter().collect();
+            calls.sort_by(|a, b| b.1.cmp(a.1));
+            calls
+                .iter()
+                .take(6)
+                .map(|(name, n)| format!("{name} {:.2}", **n as f64 / per))
+                .collect()
+        };
+        let _ = writeln!(
+            out,
+            "redis         per message sent: {:.2} commands, {:.0} bytes in, {:.0} bytes out ({})",
+            x.commands as f64 / per,
+            x.net_input_bytes as f64 / per,
+            x.net_output_bytes as f64 / per,
+            top.join(", ")
+        );
     }
     usage_lines(&mut out, &r.tool, &r.server, "delivery");
     out.trim_end().to_string()

@@ -9,6 +9,7 @@
 pub mod chat;
 pub mod failover;
 pub mod floor;
+pub mod redis_info;
 pub mod sfu;
 pub mod tcp_floor;
 
