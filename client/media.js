@@ -61,7 +61,15 @@ export class Media {
     const pc = new RTCPeerConnection({ iceServers: this.state.iceServers ?? [] });
     watchPath(pc);
     pc.ontrack = (e) => this.addRemoteTrack(e.track, e.streams[0]);
-    pc.onconnectionstatechange = () => this.changed();
+    pc.onconnectionstatechange = () => {
+      // The server that held our media is gone (a cluster node died and another took the
+      // room over): start a new peer with what we had.
+      if (pc.connectionState === "failed" && this.pc === pc) {
+        this.notice("Media connection lost; reconnecting media…");
+        this.restart(true);
+      }
+      this.changed();
+    };
     this.pc = pc;
     return pc;
   }

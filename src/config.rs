@@ -309,6 +309,16 @@ impl Config {
     }
 
     /// The base URL people join at, e.g. `http://localhost:8080`.
+    /// The base URL other nodes send people to (WHIP/WHEP redirects): `public_url`, else
+    /// the bound address when it is a specific one.
+    pub fn advertised_url(&self, bound: SocketAddr) -> String {
+        if self.server.public_url.is_empty() && !bound.ip().is_unspecified() {
+            let scheme = if self.tls() { "https" } else { "http" };
+            return format!("{scheme}://{bound}");
+        }
+        self.public_url(bound)
+    }
+
     pub fn public_url(&self, bound: SocketAddr) -> String {
         if !self.server.public_url.is_empty() {
             return self.server.public_url.trim_end_matches('/').to_string();

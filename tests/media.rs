@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
+use common::peers::{args, peer, peer_at, result};
 use common::{header, http_request, http_request_full, TestServer};
 use convene_signaling::{Command, ErrorCode, Role, RoomEvent, RoomKind, ServerMessage};
 use serde_json::Value;
@@ -22,59 +21,6 @@ async fn published_by(client: &mut common::Client, publisher: &str) -> String {
         RoomEvent::TrackPublished { track } => track.id,
         _ => unreachable!(),
     }
-}
-
-/// The venv's python, set up by scripts/test (CONVENE_TEST_PYTHON overrides).
-fn python() -> PathBuf {
-    let path = std::env::var_os("CONVENE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/test, which creates the venv with aiortc",
-        path.display()
-    );
-    path
-}
-
-/// Starts an aiortc peer script; its JSON result is its last stdout line.
-fn peer(script: &str, args: &[String]) -> tokio::process::Child {
-    peer_at("127.0.0.1", script, args)
-}
-
-/// [`peer`] with its ICE pinned to `address` (a loopback address).
-fn peer_at(address: &str, script: &str, args: &[String]) -> tokio::process::Child {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/peers")
-        .join(script);
-    tokio::process::Command::new(python())
-        .env("CONVENE_PEER_ADDRESS", address)
-        .arg(script)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python peer starts")
-}
-
-async fn result(child: tokio::process::Child) -> Value {
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("peer finishes")
-        .expect("peer output");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_else(|| {
-        panic!(
-            "peer printed nothing; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("peer output {line}: {e}"))
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! A peer exchange at the size of a real network: participants in district teams, breakouts by
 //! the `team` attribute, opened and closed in one command, over real sockets.
 //!
+//! The same webcast also runs on a cluster of three nodes sharing one Redis, the participants
+//! spread over them: the breakout moves and the teams' chat cross nodes.
+//!
 //! `CONVENE_NETWORK_SIZE` sets the number of participants (default 1200, 60 teams of 20;
 //! never below 600). Each participant is a real WebSocket client that reads everything.
 mod common;
@@ -69,7 +72,8 @@ struct Participant {
     say: mpsc::UnboundedSender<String>,
 }
 
-async fn connect(t: &TestServer, room: &str, i: usize) -> Participant {
+async fn connect(nodes: &[TestServer], room: &str, i: usize) -> Participant {
+    let t = &nodes[i % nodes.len()];
     let team = i % TEAMS;
     let token = common::token(
         room,
@@ -143,7 +147,7 @@ async fn connect(t: &TestServer, room: &str, i: usize) -> Participant {
     Participant { team, seen, say }
 }
 
-async fn crowd(t: &TestServer, room: &str, n: usize) -> Vec<Participant> {
+async fn crowd(t: &[TestServer], room: &str, n: usize) -> Vec<Participant> {
     let mut people = Vec::with_capacity(n);
     // Joined in waves, as a convening fills in its first minute.
     for wave in (0..n).collect::<Vec<_>>().chunks(100) {
@@ -190,13 +194,20 @@ async fn all_moved(
     }
 }
 
-async fn peer_exchange(kind: RoomKind) {
+async fn peer_exchange(kind: RoomKind, node_count: usize) {
     let n = network_size();
-    let t = TestServer::start_with(|c| {
-        // One machine runs the server and every client: allow the host's burst of commands.
-        c.limits.rate.other.burst = 1000;
-    })
-    .await;
+    // One machine runs the server and every client: allow the host's burst of commands.
+    let tweak = |c: &mut convene::config::Config| c.limits.rate.other.burst = 1000;
+    let redis = if node_count > 1 {
+        Some(common::TestRedis::start().await)
+    } else {
+        None
+    };
+    let nodes = match &redis {
+        Some(redis) => common::cluster_of(redis, node_count, tweak).await,
+        None => vec![TestServer::start_with(tweak).await],
+    };
+    let t = &nodes[0];
     let room = format!("network-{kind:?}").to_lowercase();
     let mut host = t.join(&room, Role::Host, "host").await;
     host.ok(Command::UpdateSettings {
@@ -205,7 +216,7 @@ async fn peer_exchange(kind: RoomKind) {
         qa_mode: None,
     })
     .await;
-    let people = crowd(&t, &room, n).await;
+    let people = crowd(&nodes, &room, n).await;
     host.clear();
     host.ok(Command::SetBreakoutPlan {
         plan: common::by_team(None),
@@ -277,7 +288,9 @@ async fn peer_exchange(kind: RoomKind) {
         slowest <= MOVE_DEADLINE,
         "the last return came {slowest:?} after close_breakouts"
     );
-    let observer = t.join(&room, Role::Moderator, "observer").await;
+    let observer = nodes[node_count - 1]
+        .join(&room, Role::Moderator, "observer")
+        .await;
     let snapshot = observer.snapshot();
     let away = snapshot
         .members
@@ -294,10 +307,97 @@ async fn peer_exchange(kind: RoomKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webcast_peer_exchange_of_a_network_opens_and_closes_breakouts_by_team() {
-    peer_exchange(RoomKind::Webcast).await;
+    peer_exchange(RoomKind::Webcast, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_exchange_spread_over_three_cluster_nodes_opens_and_closes_breakouts_by_team() {
+    peer_exchange(RoomKind::Webcast, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meeting_peer_exchange_of_a_network_opens_and_closes_breakouts_by_team() {
-    peer_exchange(RoomKind::Meeting).await;
+    peer_exchange(RoomKind::Meeting, 1).await;
+}
+
+/// A launch webcast whose audience spans two nodes: 5,000 viewers (`CONVENE_WEBCAST_SIZE`)
+/// split over them, the host on one and a moderator on the other. Everyone hears the host's
+/// chat, staff see the whole audience counted, and nobody is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_webcast_audience_spans_two_cluster_nodes() {
+    let n: usize = std::env::var("CONVENE_WEBCAST_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5000);
+    let redis = common::TestRedis::start().await;
+    let nodes = common::cluster_of(&redis, 2, |c| {
+        c.limits.rate.other.burst = 1000;
+        // The test process holds every viewer's socket, on one machine with both nodes.
+        c.server.max_http_connections_per_ip = 100_000;
+    })
+    .await;
+    let room = "launch";
+    let mut host = nodes[0].join(room, Role::Host, "host").await;
+    let mut moderator = nodes[1].join(room, Role::Moderator, "moderator").await;
+    let started = Instant::now();
+    let audience = crowd(&nodes, room, n).await;
+    eprintln!(
+        "{n} viewers over two nodes joined in {:?}",
+        started.elapsed()
+    );
+
+    // Staff on both nodes see the whole audience counted (coalesced counts, not joins).
+    for staff in [&mut host, &mut moderator] {
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let event = staff
+                .expect_event(|e| matches!(e, RoomEvent::ParticipantCount { .. }))
+                .await;
+            if let RoomEvent::ParticipantCount { count } = event {
+                if count as usize == n {
+                    break;
+                }
+            }
+            assert!(Instant::now() < give_up, "the count never reached {n}");
+        }
+    }
+
+    let said = Instant::now();
+    host.ok(Command::SendChat {
+        text: "Welcome to the launch".into(),
+    })
+    .await;
+    let give_up = said + Duration::from_secs(30);
+    loop {
+        let mut heard = 0;
+        for viewer in &audience {
+            let seen = viewer.seen.lock().await;
+            assert!(
+                seen.closed.is_none(),
+                "a viewer was cut off: {:?}",
+                seen.closed
+            );
+            heard += seen
+                .chat
+                .iter()
+                .filter(|t| *t == "Welcome to the launch")
+                .count();
+        }
+        if heard == n {
+            break;
+        }
+        assert!(heard <= n, "a viewer heard the host twice");
+        assert!(
+            Instant::now() < give_up,
+            "{heard} of {n} viewers heard the host"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{n} viewers over two nodes heard the host within {:?}",
+        said.elapsed()
+    );
+    moderator
+        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "Welcome to the launch"))
+        .await;
 }

@@ -586,7 +586,8 @@ pub enum ErrorCode {
     NotInRoom,
     /// Media is not available for this request.
     MediaError,
-    /// The server is overloaded or shutting down.
+    /// The server is overloaded or shutting down, or (in a cluster) cannot reach the room's
+    /// store: retry after `retry_after_ms` with the same `request_id`.
     Unavailable,
 }
 

@@ -39,6 +39,11 @@ impl EventLog {
         log
     }
 
+    /// Every event kept, oldest first.
+    pub fn kept(&self) -> Vec<Arc<Envelope>> {
+        self.events.iter().cloned().collect()
+    }
+
     pub fn last_seq(&self) -> u64 {
         self.last_seq
     }

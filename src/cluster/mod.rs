@@ -10,6 +10,7 @@
 
 mod link;
 pub mod protocol;
+pub mod relay;
 pub mod store;
 mod tail;
 
@@ -107,10 +108,14 @@ struct Inner {
     calls: Mutex<HashMap<u64, (PendingCall, tokio::time::Instant)>>,
     next_call: AtomicU64,
     nodes: Mutex<Vec<NodeInfo>>,
+    /// Nodes absent from the registry, since when (while Redis answered).
+    missing: Mutex<HashMap<String, tokio::time::Instant>>,
     owned: Mutex<BTreeSet<String>>,
     sessions: Arc<std::sync::atomic::AtomicUsize>,
     /// Bumps when this node must let its sessions go (presumed dead, or Redis lost its data).
     restart: watch::Sender<u64>,
+    /// Relayed sessions' media, when this node runs an SFU.
+    relayed: std::sync::OnceLock<Arc<relay::RelayedMedia>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -149,11 +154,14 @@ impl Cluster {
                 routes: Mutex::new(HashMap::new()),
                 subscriptions,
                 calls: Mutex::new(HashMap::new()),
-                next_call: AtomicU64::new(1),
+                // Random: a restarted node must not take an answer meant for its previous life.
+                next_call: AtomicU64::new(rand::random::<u64>() >> 1),
                 nodes: Mutex::new(Vec::new()),
+                missing: Mutex::new(HashMap::new()),
                 owned: Mutex::new(BTreeSet::new()),
                 sessions,
                 restart: watch::channel(0).0,
+                relayed: std::sync::OnceLock::new(),
                 shutdown: watch::channel(false).0,
             }),
         };
@@ -163,6 +171,31 @@ impl Cluster {
         tokio::spawn(cluster.clone().heartbeat(era));
         tracing::info!(node = %cluster.node(), "joined the cluster");
         Ok(cluster)
+    }
+
+    /// Runs media for sessions on other nodes whose rooms this node owns.
+    pub fn host_media(&self, media: crate::media::Media, rooms: crate::room::registry::Rooms) {
+        let _ = self
+            .inner
+            .relayed
+            .set(relay::RelayedMedia::new(self.clone(), media, rooms));
+    }
+
+    /// Sends messages to a node's channel (delivered here directly when it is this node).
+    pub(crate) async fn send_to_node(
+        &self,
+        node: &str,
+        messages: Vec<NodeMessage>,
+    ) -> Result<(), StoreError> {
+        if node == self.node() {
+            self.deliver(messages);
+            return Ok(());
+        }
+        let payload = serde_json::to_string(&messages).expect("node messages serialise");
+        self.inner
+            .store
+            .publish(&store::node_channel(node), &payload)
+            .await
     }
 
     pub fn node(&self) -> &str {
@@ -286,10 +319,25 @@ impl Cluster {
         nodes
     }
 
-    /// Whether the registry lists this node as live (false until the first heartbeat listing).
-    pub(crate) fn is_live(&self, node: &str) -> Option<bool> {
-        let nodes = self.inner.nodes.lock().expect("nodes lock");
-        (!nodes.is_empty()).then(|| nodes.iter().any(|n| n.id == node))
+    /// Whether a node has been missing from the registry for longer than its entry lives
+    /// (counted only while Redis answers, so an outage kills nobody).
+    pub(crate) fn is_gone(&self, node: &str) -> bool {
+        if !self.healthy() {
+            return false;
+        }
+        let listed = {
+            let nodes = self.inner.nodes.lock().expect("nodes lock");
+            nodes.iter().any(|n| n.id == node)
+        };
+        let mut missing = self.inner.missing.lock().expect("missing lock");
+        if listed {
+            missing.remove(node);
+            return false;
+        }
+        let since = *missing
+            .entry(node.to_string())
+            .or_insert_with(tokio::time::Instant::now);
+        since.elapsed() >= Duration::from_millis(NODE_TTL_MS)
     }
 
     /// Who owns the room now.
@@ -321,7 +369,6 @@ impl Cluster {
     async fn heartbeat(self, mut era: String) {
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut first = true;
         loop {
             beat.tick().await;
             self.expire_calls();
@@ -347,18 +394,20 @@ impl Cluster {
             let info = serde_json::to_string(&info).expect("node info serialises");
             let store = &self.inner.store;
             let beat = async {
-                let known = store
+                let gone = store
                     .heartbeat(&settings.node_id, &info, NODE_TTL_MS)
                     .await?;
                 let current = store.era(&uuid::Uuid::new_v4().to_string()).await?;
                 let nodes = store.nodes().await?;
-                Ok::<_, StoreError>((known, current, nodes))
+                Ok::<_, StoreError>((gone, current, nodes))
             };
             match beat.await {
-                Ok((known, current, nodes)) => {
+                Ok((gone, current, nodes)) => {
                     if !self.inner.healthy.swap(true, Ordering::Relaxed) {
                         tracing::info!("redis is reachable again");
                         crate::metrics::cluster_redis_reconnected();
+                        // Every registration lapsed with Redis: give nodes a beat to return.
+                        self.inner.missing.lock().expect("missing lock").clear();
                     }
                     let nodes: Vec<NodeInfo> = nodes
                         .iter()
@@ -371,13 +420,12 @@ impl Cluster {
                         );
                         era = current;
                         self.inner.restart.send_modify(|n| *n += 1);
-                    } else if !known && !first {
+                    } else if gone {
                         tracing::warn!(
-                            "this node's registration lapsed (it was presumed dead): its sessions start over"
+                            "an owner let this node's sessions go (it was presumed dead): they start over"
                         );
                         self.inner.restart.send_modify(|n| *n += 1);
                     }
-                    first = false;
                 }
                 Err(error) => {
                     if self.inner.healthy.swap(false, Ordering::Relaxed) {
@@ -504,6 +552,10 @@ impl Cluster {
                         call.complete(result);
                     }
                 }
+                NodeMessage::Media(message) => match self.inner.relayed.get() {
+                    Some(relayed) => relayed.receive(message),
+                    None => tracing::warn!("relayed media for a node without an SFU"),
+                },
             }
         }
     }

@@ -65,6 +65,8 @@ pub enum Input {
     NodeGone {
         node: String,
     },
+    /// In place of an entry this build could not read.
+    Skip,
 }
 
 /// `Start` as it crosses nodes.
@@ -137,6 +139,8 @@ pub enum NodeMessage {
         id: u64,
         result: CallResult,
     },
+    /// Media signaling for the room's owner, from a session on another node.
+    Media(super::relay::MediaRelayMessage),
 }
 
 /// The close reason a code names; the room only ever sends known ones.
@@ -373,6 +377,6 @@ pub fn command(input: Input) -> Option<(RoomCommand, Option<Answer>)> {
                 Some(Answer::Operate(rx)),
             )
         }
-        Input::Tick | Input::NodeGone { .. } => return None,
+        Input::Tick | Input::NodeGone { .. } | Input::Skip => return None,
     })
 }

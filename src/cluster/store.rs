@@ -64,6 +64,9 @@ pub fn events_channel(room: &str) -> String {
 pub fn node_channel(node: &str) -> String {
     format!("convene:node:{node}")
 }
+pub fn gone_key(node: &str) -> String {
+    format!("convene:gone:{node}")
+}
 pub fn node_key(node: &str) -> String {
     format!("convene:nodes:{node}")
 }
@@ -97,11 +100,16 @@ redis.call('SET', KEYS[1], ARGV[1] .. '/' .. ARGV[2] .. '/' .. ARGV[4], 'PX', AR
 return 1
 "#;
 
+/// Frees the lease and tells the room's other nodes, so one takes it at once.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#;
+
+/// Published on a room's event channel when its owner hands it back.
+pub const RELEASED: &str = "released";
 
 /// Appends a batch of events (ARGV[5..5+2n): seq, envelope) and publishes it with the
 /// owner's messages to nodes (the rest: channel, payload), all only if the fence is ours.
@@ -126,13 +134,15 @@ redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (tonumber(ARGV[3]) + 1))
 return 1
 "#;
 
-/// Registers a node; answers whether it was registered before (a node whose entry lapsed was
-/// presumed dead, and its sessions were let go).
+/// Registers a node; answers whether an owner let its sessions go meanwhile (it was presumed
+/// dead: paused, or cut off from Redis while others were not).
 const HEARTBEAT: &str = r#"
-local known = redis.call('EXISTS', KEYS[1])
+local gone = redis.call('GET', KEYS[3])
+if gone then redis.call('DEL', KEYS[3]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
-return known
+if gone then return 1 end
+return 0
 "#;
 
 pub struct Scripts {
@@ -258,6 +268,8 @@ impl Store {
                 .key(lease_key(room))
                 .key(fence_key(room))
                 .arg(token)
+                .arg(events_channel(room))
+                .arg(RELEASED)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -410,21 +422,49 @@ impl Store {
         Ok(entries)
     }
 
-    /// Registers this node for `ttl_ms`; whether it was still registered.
+    /// Registers this node for `ttl_ms`; whether an owner let its sessions go meanwhile.
     pub async fn heartbeat(&self, node: &str, info: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let known: i64 = timed(
+        let gone: i64 = timed(
             self.scripts
                 .heartbeat
                 .key(node_key(node))
                 .key(NODES_SET)
+                .key(gone_key(node))
                 .arg(info)
                 .arg(ttl_ms)
                 .arg(node)
                 .invoke_async(&mut conn),
         )
         .await?;
-        Ok(known == 1)
+        Ok(gone == 1)
+    }
+
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = timed(
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Tells a node, if it comes back, that its sessions were let go.
+    pub async fn mark_gone(&self, node: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = timed(
+            redis::cmd("SET")
+                .arg(gone_key(node))
+                .arg(1)
+                .arg("PX")
+                .arg(600_000)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Live nodes' registrations; lapsed ones leave the set.

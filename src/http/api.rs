@@ -830,6 +830,7 @@ struct AttendanceExport {
             (AttendanceExport = "application/json"),
             (String = "text/csv"),
         )),
+        (status = 307, description = "In a cluster, to the node that owns the room (it keeps the sheet)"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -839,9 +840,14 @@ async fn export_attendance(
     State(state): State<AppState>,
     Path(room): Path<String>,
     q: Result<Query<ExportQuery>, QueryRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorise(&state, &headers, Some(&room))?;
+    // The sheet is kept where the room's inputs are applied: its owner's.
+    if let Some(redirect) = super::media::redirect_to_owner(&state, &room, &uri, false).await? {
+        return Ok(redirect);
+    }
     let format = query(q)
         .map_err(|_| ApiError::bad_request("format must be json or csv"))?
         .format

@@ -165,7 +165,7 @@ fn sdp_error(error: SfuError) -> ApiError {
 
 /// In a cluster, a room's media terminates on its owner: a request to another node is sent
 /// there with 307 (RFC 9725 allows it; the method and body are kept).
-async fn redirect_to_owner(
+pub(super) async fn redirect_to_owner(
     state: &AppState,
     room: &str,
     uri: &axum::http::Uri,

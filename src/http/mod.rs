@@ -157,7 +157,7 @@ impl AppState {
                 lease_ms: c.lease_ms.max(300),
                 snapshot_every: c.snapshot_every.max(1),
                 call_timeout: Duration::from_millis(c.call_timeout_ms.max(100)),
-                http: config.public_url(config.server.listen),
+                http: config.advertised_url(config.server.listen),
                 rtc: media.as_ref().map(|m| {
                     let ip = if config.rtc.advertise_ip.is_empty() {
                         "127.0.0.1"
@@ -181,6 +181,9 @@ impl AppState {
             Some(cluster)
         };
         let rooms = Rooms::new(actor, hub.clone(), cluster.clone());
+        if let (Some(cluster), Some(media)) = (&cluster, &media) {
+            cluster.host_media(media.clone(), rooms.clone());
+        }
         let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
             sessions: sessions.clone(),
             rooms: rooms.clone(),

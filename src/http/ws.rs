@@ -251,6 +251,16 @@ async fn serve_socket(
         }
     };
     let session_id = *session_id;
+    let relay = state.cluster.as_ref().map(|cluster| {
+        crate::cluster::relay::MediaRelay::new(
+            cluster.clone(),
+            &claims.room,
+            session_id,
+            &claims.sub,
+            &claims.name,
+            connection,
+        )
+    });
     let (sink, stream) = socket.split();
     // The session runs as its own task, sized for it alone: the join above, and the upgrade
     // task around it, end here instead of being kept alive for the whole session.
@@ -270,6 +280,7 @@ async fn serve_socket(
             media,
             media_access,
             registration,
+            relay,
         },
     );
     let grace = Duration::from_secs(state.config.limits.reconnect_grace_s);

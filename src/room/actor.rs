@@ -443,6 +443,11 @@ impl RoomCore {
         self.state.name()
     }
 
+    /// The events kept for resumes, oldest first.
+    pub fn recent(&self) -> Vec<Arc<Envelope>> {
+        self.log.kept()
+    }
+
     /// The last event's seq.
     pub fn last_seq(&self) -> u64 {
         self.log.last_seq()

@@ -93,6 +93,11 @@ impl Hub {
         }
     }
 
+    /// The last seq on the room's shared lane here: where a new reader starts.
+    pub fn room_head(&self, room: &str) -> u64 {
+        self.lanes.room(room).room.head()
+    }
+
     /// Connections registered on this node in `room`.
     pub fn connections_in(&self, room: &str) -> usize {
         let registry = self.registry.lock().expect("hub lock");

@@ -49,6 +49,8 @@ pub struct SessionParams {
     pub media_access: watch::Sender<MediaAccess>,
     /// Keeps the connection reachable by the hub while the session runs.
     pub registration: Registration,
+    /// In a cluster: sends media signaling to the room's owner when that is another node.
+    pub relay: Option<crate::cluster::relay::MediaRelay>,
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
@@ -101,6 +103,7 @@ where
         media,
         media_access,
         registration,
+        relay,
     } = params;
     let session_id = session_start.session_id;
     let writer = Writer {
@@ -120,6 +123,7 @@ where
         strikes: 0,
         limits: limits.clone(),
         media,
+        relay,
     };
     // Whichever half ends first ends the session: a closed writer (slow reader, removal,
     // shutdown) stops the reader, and a finished reader stops the writer.
@@ -459,6 +463,7 @@ struct Reader {
     strikes: u32,
     limits: Arc<Limits>,
     media: Option<MediaLink>,
+    relay: Option<crate::cluster::relay::MediaRelay>,
 }
 
 impl Reader {
@@ -591,6 +596,14 @@ impl Reader {
             | Command::RtcCandidate { .. }
             | Command::Unpublish { .. }
             | Command::SetVideoQuality { .. } => {
+                if let Some(relay) = &self.relay {
+                    if relay
+                        .forward(request_id.clone(), &command, &self.outbox)
+                        .await
+                    {
+                        return true;
+                    }
+                }
                 match &mut self.media {
                     Some(media) => media.handle(request_id, command, &self.outbox).await,
                     None => self.refuse(

@@ -27,7 +27,8 @@ export function ensureBinary() {
   return BIN;
 }
 
-function freePort() {
+/** A port on 127.0.0.1 nothing listens on right now (the kernel's pick). */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once("error", reject);
@@ -98,7 +99,8 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
     ...(cert ? { CONVENE_TLS_CERT: cert.cert, CONVENE_TLS_KEY: cert.key } : {}),
     ...extraEnv,
   };
-  delete env.CONVENE_REDIS_URL;
+  // Single node unless the test itself asks for a cluster.
+  if (!("CONVENE_REDIS_URL" in extraEnv)) delete env.CONVENE_REDIS_URL;
   const [cmd, args] = netns ? netns.exec([bin, "serve", "--config", config]) : [bin, ["serve", "--config", config]];
   const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
@@ -126,6 +128,12 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
       for (const [k, v] of Object.entries(attrs)) args.push("--attr", `${k}=${v}`);
       const [token, url] = execFileSync(bin, args, { env, encoding: "utf8" }).trim().split("\n");
       return { token, url };
+    },
+    /** Sends `signal` (SIGKILL: a node dying) and waits until the process is gone. */
+    async kill(signal = "SIGKILL") {
+      if (exited === null) child.kill(signal);
+      for (let i = 0; i < 100 && exited === null; i++) await sleep(50);
+      if (exited === null) throw new Error(`convene serve did not exit on ${signal}`);
     },
     async stop() {
       if (exited === null) {

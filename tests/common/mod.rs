@@ -1,6 +1,8 @@
 //! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients speaking the protocol types.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -490,4 +492,94 @@ pub fn by_team(duration_s: Option<u32>) -> BreakoutPlan {
         duration_s,
         allow_leave: true,
     }
+}
+
+/// A `redis-server` of this test's own on a free 127.0.0.1 port, with no persistence; killed
+/// when dropped. For cluster tests that need Redis but never restart it.
+pub struct TestRedis {
+    child: std::process::Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl TestRedis {
+    pub async fn start() -> TestRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port).await
+    }
+
+    async fn start_on(port: u16) -> TestRedis {
+        let dir = std::env::temp_dir().join(format!("convene-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        TestRedis { child, port, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it and starts an empty one on the same port: Redis lost its data.
+    pub async fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let port = self.port;
+        let old = std::mem::replace(self, Self::start_on(port).await);
+        std::mem::forget(old);
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `count` in-process nodes sharing `redis`: one cluster, ids n1..
+pub async fn cluster_of(
+    redis: &TestRedis,
+    count: usize,
+    tweak: impl Fn(&mut Config),
+) -> Vec<TestServer> {
+    let mut nodes = Vec::with_capacity(count);
+    for i in 0..count {
+        nodes.push(
+            TestServer::start_with(|c| {
+                c.redis.url = redis.url();
+                c.cluster.node_id = format!("n{}", i + 1);
+                c.cluster.lease_ms = 2000;
+                tweak(c);
+            })
+            .await,
+        );
+    }
+    nodes
 }

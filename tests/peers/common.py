@@ -59,14 +59,26 @@ class HttpSignaling:
             "Content-Type": "application/sdp",
             "Authorization": f"Bearer {self.token}",
         }
-        async with self.session.post(
-            self.url, data=pc.localDescription.sdp, headers=headers
-        ) as resp:
-            self.status = resp.status
-            body = await resp.text()
-            if resp.status != 201:
-                raise RuntimeError(f"POST {self.url}: {resp.status} {body}")
-            self.location = urljoin(self.url, resp.headers.get("Location", ""))
+        # A cluster node that does not own the room answers 307 to its owner (RFC 9725 allows
+        # it). Follow it by hand: aiohttp would drop Authorization on a cross-origin redirect.
+        url = self.url
+        self.redirects = []
+        for _ in range(3):
+            async with self.session.post(
+                url, data=pc.localDescription.sdp, headers=headers, allow_redirects=False
+            ) as resp:
+                self.status = resp.status
+                body = await resp.text()
+                if resp.status in (307, 308):
+                    url = urljoin(url, resp.headers["Location"])
+                    self.redirects.append(url)
+                    continue
+                if resp.status != 201:
+                    raise RuntimeError(f"POST {url}: {resp.status} {body}")
+                self.location = urljoin(url, resp.headers.get("Location", ""))
+                break
+        else:
+            raise RuntimeError(f"POST {self.url}: too many redirects {self.redirects}")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body, type="answer"))
 
     async def run(self, pc):
@@ -109,6 +121,7 @@ class WsSignaling:
         while True:
             msg = json.loads(await self.ws.recv())
             if msg.get("type") == "rtc_answer":
+                self.answer = msg["sdp"]
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
                 return
             await self.handle(pc, msg)
@@ -133,6 +146,17 @@ class WsSignaling:
     async def close(self):
         if self.ws is not None:
             await self.ws.close()
+
+
+def candidate_addresses(sdp):
+    """The ``address:port`` of each host candidate in an SDP (where the server's media is)."""
+    found = []
+    for line in (sdp or "").splitlines():
+        if line.startswith("a=candidate:"):
+            parts = line.split()
+            if len(parts) > 5:
+                found.append(f"{parts[4]}:{parts[5]}")
+    return sorted(set(found))
 
 
 def parse_ice_links(values):

@@ -16,7 +16,7 @@ import fractions
 import time
 
 import common  # noqa: F401  (pins ICE to loopback)
-from common import add_signaling_args, emit, log, run_for, signaling_from_args
+from common import add_signaling_args, candidate_addresses, emit, log, run_for, signaling_from_args
 
 import av
 from aiortc import AudioStreamTrack, RTCPeerConnection, VideoStreamTrack
@@ -113,6 +113,8 @@ async def main():
     result["pli_times"] = [round(t - t0, 3) for t in PLI_TIMES]
     result["events"] = [e.get("event", e) for e in getattr(sig, "events", [])]
     result["renegotiations"] = getattr(sig, "renegotiations", 0)
+    result["redirects"] = getattr(sig, "redirects", [])
+    result["answer_candidates"] = candidate_addresses(getattr(sig, "answer", None) or getattr(sig, "answer_sdp", None))
     await sig.close()
     result["delete_status"] = getattr(sig, "delete_status", None)
     await pc.close()

@@ -125,6 +125,7 @@ async def main():
             "pli_sent_times": plis_sent,
             "auto_plis": len(AUTO_PLIS),
             "renegotiations": getattr(sig, "renegotiations", 0),
+            "redirects": getattr(sig, "redirects", []),
             "events": [e.get("event", e) for e in getattr(sig, "events", [])],
             "welcome_tracks": ((getattr(sig, "welcome", None) or {}).get("snapshot") or {}).get("tracks", []),
         }

@@ -1,0 +1,321 @@
+//! WebRTC for a room terminates on its owner: media signaling from sessions on other nodes is relayed there, and the owner's answers (with its own addresses) go back.
+//!
+//! A session on a node that does not own its room sends its `rtc_*` commands to the owner's
+//! node channel. The owner runs a [`MediaLink`] for it, as for a local session, whose
+//! replies travel back as direct frames to the session's socket. It follows the room's
+//! events for that person (stage, breakout, mutes) the way a WHIP publisher does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use convene_signaling::{Command, ErrorCode};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::protocol::NodeMessage;
+use super::Cluster;
+use crate::media::{Media, MediaAccess, MediaLink, Mutes};
+use crate::room::actor::simple_error;
+use crate::room::registry::Rooms;
+use crate::session::outbox::{self, Outbox};
+use crate::session::{follow, Rights};
+use crate::wire::{ConnectionId, Viewer};
+
+/// A relayed media command, or the end of a relayed session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaRelayMessage {
+    Command {
+        room: String,
+        session_id: Uuid,
+        identity: String,
+        name: String,
+        /// Where the session's socket is.
+        node: String,
+        connection: ConnectionId,
+        request_id: Option<String>,
+        command: Box<Command>,
+    },
+    End {
+        session_id: Uuid,
+    },
+}
+
+/// The session side: sends a session's media signaling to its room's owner when that is
+/// another node. Ends the relayed media when dropped.
+pub struct MediaRelay {
+    cluster: Cluster,
+    room: String,
+    session_id: Uuid,
+    identity: String,
+    name: String,
+    connection: ConnectionId,
+    /// Where commands went: the owner that holds this session's media.
+    relayed_to: Mutex<Option<String>>,
+    used: AtomicBool,
+}
+
+impl MediaRelay {
+    pub fn new(
+        cluster: Cluster,
+        room: &str,
+        session_id: Uuid,
+        identity: &str,
+        name: &str,
+        connection: ConnectionId,
+    ) -> MediaRelay {
+        MediaRelay {
+            cluster,
+            room: room.to_string(),
+            session_id,
+            identity: identity.to_string(),
+            name: name.to_string(),
+            connection,
+            relayed_to: Mutex::new(None),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// Relays the command if another node owns the room (true); false: handle it here.
+    pub async fn forward(
+        &self,
+        request_id: Option<String>,
+        command: &Command,
+        outbox: &Outbox,
+    ) -> bool {
+        let owner = match self.cluster.store().owner(&self.room).await {
+            Ok(Some((owner, _))) => owner,
+            Ok(None) => return false,
+            Err(_) => {
+                outbox.send(simple_error(
+                    request_id,
+                    ErrorCode::Unavailable,
+                    "the cluster's store is unreachable; retry shortly",
+                ));
+                return true;
+            }
+        };
+        if owner == self.cluster.node() {
+            return false;
+        }
+        self.used.store(true, Ordering::Relaxed);
+        *self.relayed_to.lock().expect("relay lock") = Some(owner.clone());
+        let message = NodeMessage::Media(MediaRelayMessage::Command {
+            room: self.room.clone(),
+            session_id: self.session_id,
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            node: self.cluster.node().to_string(),
+            connection: self.connection,
+            request_id: request_id.clone(),
+            command: Box::new(command.clone()),
+        });
+        if self
+            .cluster
+            .send_to_node(&owner, vec![message])
+            .await
+            .is_err()
+        {
+            outbox.send(simple_error(
+                request_id,
+                ErrorCode::Unavailable,
+                "the cluster's store is unreachable; retry shortly",
+            ));
+        }
+        true
+    }
+}
+
+impl Drop for MediaRelay {
+    fn drop(&mut self) {
+        if !self.used.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(owner) = self.relayed_to.lock().expect("relay lock").take() else {
+            return;
+        };
+        let cluster = self.cluster.clone();
+        let end = NodeMessage::Media(MediaRelayMessage::End {
+            session_id: self.session_id,
+        });
+        tokio::spawn(async move {
+            let _ = cluster.send_to_node(&owner, vec![end]).await;
+        });
+    }
+}
+
+/// A relayed command with its request id, and where its session's socket is now (a resume
+/// may have moved it to another node).
+type RelayedCommand = (Option<String>, Command, String, ConnectionId);
+
+/// The owner side: the relayed sessions' media on this node.
+pub struct RelayedMedia {
+    cluster: Cluster,
+    media: Media,
+    rooms: Rooms,
+    sessions: Mutex<HashMap<Uuid, mpsc::Sender<RelayedCommand>>>,
+}
+
+/// A relayed session with no signaling for this long has gone (its node died unheard).
+const IDLE: Duration = Duration::from_secs(3600);
+
+impl RelayedMedia {
+    pub fn new(cluster: Cluster, media: Media, rooms: Rooms) -> Arc<RelayedMedia> {
+        Arc::new(RelayedMedia {
+            cluster,
+            media,
+            rooms,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn receive(self: &Arc<Self>, message: MediaRelayMessage) {
+        match message {
+            MediaRelayMessage::End { session_id } => {
+                self.sessions
+                    .lock()
+                    .expect("relayed lock")
+                    .remove(&session_id);
+            }
+            MediaRelayMessage::Command {
+                room,
+                session_id,
+                identity,
+                name,
+                node,
+                connection,
+                request_id,
+                command,
+            } => {
+                let mut sessions = self.sessions.lock().expect("relayed lock");
+                if let Some(commands) = sessions.get(&session_id) {
+                    if commands
+                        .try_send((request_id, *command, node, connection))
+                        .is_ok()
+                    {
+                        return;
+                    }
+                    sessions.remove(&session_id);
+                    return;
+                }
+                let (tx, rx) = mpsc::channel(64);
+                let _ = tx.try_send((request_id, *command, node.clone(), connection));
+                sessions.insert(session_id, tx);
+                let relayed = self.clone();
+                tokio::spawn(async move {
+                    relayed
+                        .run(room, session_id, identity, name, node, connection, rx)
+                        .await;
+                    relayed
+                        .sessions
+                        .lock()
+                        .expect("relayed lock")
+                        .remove(&session_id);
+                });
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        room: String,
+        session_id: Uuid,
+        identity: String,
+        name: String,
+        mut node: String,
+        mut connection: ConnectionId,
+        mut commands: mpsc::Receiver<RelayedCommand>,
+    ) {
+        let handle = self.rooms.get_or_start(&room);
+        let hub = self.cluster.hub().clone();
+        let (outbox, inbox) = outbox::outbox(256);
+        let local = Uuid::new_v4();
+        let registration = hub.register(&room, &identity, local, outbox.clone());
+        let Ok(Some(rights)) = handle.media_access(&identity).await else {
+            let _ = self
+                .cluster
+                .send_to_node(
+                    &node,
+                    vec![NodeMessage::Reply {
+                        to: connection,
+                        frame: simple_error(None, ErrorCode::MediaError, "media: not in this room"),
+                    }],
+                )
+                .await;
+            return;
+        };
+        let (access, access_rx) = watch::channel(MediaAccess {
+            place: rights.place,
+            may_publish: rights.may_publish,
+            muted: Mutes::of(&rights.muted),
+            recheck: 0,
+        });
+        let mut viewer = Viewer {
+            identity: identity.clone(),
+            role: convene_signaling::Role::Participant,
+            place: rights.place,
+        };
+        let mut events = hub.events(
+            &room,
+            false,
+            rights.place,
+            inbox.frames.direct_lane(),
+            hub.room_head(&room),
+        );
+        let mut link = MediaLink::new(
+            self.media.clone(),
+            handle,
+            identity,
+            name,
+            session_id,
+            outbox.clone(),
+            access_rx,
+        );
+        let _registration = registration;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some((request_id, command, from, socket)) => {
+                        (node, connection) = (from, socket);
+                        link.handle(request_id, command, &outbox).await;
+                    }
+                    None => break,
+                },
+                frame = inbox.frames.recv() => {
+                    let mut frames = vec![frame];
+                    while let Some(more) = inbox.frames.try_recv() {
+                        frames.push(more);
+                    }
+                    let replies = frames
+                        .into_iter()
+                        .map(|frame| NodeMessage::Reply { to: connection, frame })
+                        .collect();
+                    let _ = self.cluster.send_to_node(&node, replies).await;
+                }
+                event = events.recv() => {
+                    let Ok(event) = event else { break };
+                    match follow(&mut viewer, &mut events, &event) {
+                        Rights::Unchanged => {}
+                        Rights::Changed { place, may_publish, muted } => {
+                            access.send_modify(|a| {
+                                a.place = place;
+                                a.may_publish = may_publish;
+                                if let Some(muted) = muted {
+                                    a.muted = muted;
+                                }
+                            });
+                        }
+                        Rights::Recheck => access.send_modify(|a| a.recheck = a.recheck.wrapping_add(1)),
+                        Rights::Removed => break,
+                    }
+                }
+                _ = tokio::time::sleep(IDLE) => break,
+            }
+        }
+        drop(link);
+    }
+}
