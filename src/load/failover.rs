@@ -60,6 +60,9 @@ pub struct FailoverArgs {
     /// Give up waiting for the recovery after this many seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Send a command again (same request id) when no reply came for this long; 0: never.
+    #[arg(long, default_value_t = 3000)]
+    pub resend_after_ms: u64,
 }
 
 impl FailoverArgs {
@@ -95,6 +98,8 @@ pub struct FailoverReport {
     pub sent: u64,
     /// Commands sent again after a reconnect or an `unavailable` error.
     pub resent: u64,
+    /// Commands sent again because no reply came within `--resend-after-ms`.
+    pub resent_unanswered: u64,
     pub acked: u64,
     /// Commands never acknowledged by the end.
     pub unacked: u64,
@@ -322,6 +327,7 @@ async fn receiver(shared: Arc<Shared>, i: usize) -> Seen {
 struct Sent {
     sent: u64,
     resent: u64,
+    resent_unanswered: u64,
     acked: Vec<u64>,
     unacked: u64,
 }
@@ -345,6 +351,7 @@ async fn sender(
     shared: Arc<Shared>,
     node: usize,
     rate: f64,
+    resend_after: Option<Duration>,
     mut stop_sending: watch::Receiver<bool>,
 ) -> Sent {
     let who = "sender";
@@ -364,8 +371,10 @@ async fn sender(
         }
     };
     let mut node = node;
-    // Request number -> sent after the kill.
-    let mut pending: BTreeMap<u64, bool> = BTreeMap::new();
+    // Request number -> (first sent after the kill, last sent).
+    let mut pending: BTreeMap<u64, (bool, Instant)> = BTreeMap::new();
+    let mut unanswered = tokio::time::interval(Duration::from_millis(250));
+    unanswered.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Refused as `unavailable` or `rate_limited`: sent again at `retry_at`.
     let mut retry: Vec<u64> = Vec::new();
     let mut retry_at: Option<Instant> = None;
@@ -405,10 +414,22 @@ async fn sender(
                     }
                 }
             }
+            _ = unanswered.tick(), if resend_after.is_some() => {
+                let limit = resend_after.unwrap_or_default();
+                let now = Instant::now();
+                for (&n, (_, last)) in pending.iter_mut() {
+                    if now.duration_since(*last) >= limit && !retry.contains(&n) {
+                        *last = now;
+                        if ws.send(Message::Text(command(n).into())).await.is_ok() {
+                            out.resent_unanswered += 1;
+                        }
+                    }
+                }
+            }
             _ = ticker.tick(), if sending => {
                 next += 1;
                 let after_kill = shared.killed.lock().expect("kill lock").is_some();
-                pending.insert(next, after_kill);
+                pending.insert(next, (after_kill, Instant::now()));
                 if ws.send(Message::Text(command(next).into())).await.is_ok() {
                     out.sent += 1;
                 }
@@ -442,7 +463,7 @@ async fn sender(
                     }
                 } else if text.starts_with(r#"{"type":"ack""#) {
                     if let Some(n) = reply_number(text) {
-                        if let Some(after_kill) = pending.remove(&n) {
+                        if let Some((after_kill, _)) = pending.remove(&n) {
                             out.acked.push(n);
                             if after_kill {
                                 shared.first_ack.lock().expect("ack lock").get_or_insert_with(Instant::now);
@@ -641,7 +662,15 @@ pub async fn failover(args: &FailoverArgs) -> Result<FailoverReport, LoadError> 
     };
     let sender_node = (owner + 1) % bases.len();
     let (send_tx, send_rx) = watch::channel(false);
-    let sending = tokio::spawn(sender(shared.clone(), sender_node, args.rate, send_rx));
+    let resend_after =
+        (args.resend_after_ms > 0).then(|| Duration::from_millis(args.resend_after_ms));
+    let sending = tokio::spawn(sender(
+        shared.clone(),
+        sender_node,
+        args.rate,
+        resend_after,
+        send_rx,
+    ));
     tokio::time::sleep(Duration::from_secs_f64(args.before)).await;
 
     // The kill: from here, sessions that drop count as dropped by it.
@@ -687,6 +716,7 @@ pub async fn failover(args: &FailoverArgs) -> Result<FailoverReport, LoadError> 
         ramp_s,
         sent: sent.sent,
         resent: sent.resent,
+        resent_unanswered: sent.resent_unanswered,
         acked: sent.acked.len() as u64,
         unacked: sent.unacked,
         first_ack_ms: shared
@@ -782,8 +812,8 @@ fn text(r: &FailoverReport) -> String {
     );
     let _ = writeln!(
         out,
-        "chat          {} sent, {} resent, {} acked, {} never acked",
-        r.sent, r.resent, r.acked, r.unacked
+        "chat          {} sent, {} resent (and {} after no reply), {} acked, {} never acked",
+        r.sent, r.resent, r.resent_unanswered, r.acked, r.unacked
     );
     let _ = writeln!(
         out,
