@@ -118,6 +118,11 @@ function handle(msg) {
       break;
     }
     case "error": {
+      // Not refused, only not yet: the same command goes again after the wait (it applies once).
+      if (msg.code === "unavailable" && msg.retry_after_ms && msg.request_id && conn.retryLater(msg.request_id, msg.retry_after_ms)) {
+        notice("The server is busy; retrying…", "info", "unavailable");
+        break;
+      }
       if (msg.request_id && msg.request_id === media.awaiting?.id) media.answered(null, msg.message);
       conn.settle(msg.request_id);
       // Refused: put the typed text back where it was typed, unless something new is there.

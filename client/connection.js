@@ -138,6 +138,20 @@ export class Connection {
     for (const [id, entry] of this.unacked) entry.sent ? this.unacked.delete(id) : this.transmit(entry);
   }
 
+  /**
+   * The server could not take the command yet (`unavailable`, e.g. a cluster's store is
+   * away): resend it, same request_id, after `ms`. False once it has tried long enough.
+   * @param {string} id @param {number} ms
+   */
+  retryLater(id, ms) {
+    const entry = /** @type {(Pending & {retries?: number})|undefined} */ (this.unacked.get(id));
+    if (!entry) return false;
+    entry.retries = (entry.retries ?? 0) + 1;
+    if (entry.retries > 5) return false;
+    setTimeout(() => { if (this.unacked.get(id) === entry) this.transmit(entry); }, ms);
+    return true;
+  }
+
   /** The reply to `request_id` came: forget the command and return it. @param {string} id */
   settle(id) {
     const entry = this.unacked.get(id);

@@ -253,3 +253,115 @@ async fn a_redis_that_comes_back_empty_starts_a_new_era_with_fresh_welcomes() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_connections_killed_under_load_lose_no_event_and_no_ack() {
+    let redis = TestRedis::start().await;
+    let nodes_up = common::cluster_of(&redis, 2, |c| {
+        c.limits.rate.chat.burst = 1000;
+        c.limits.rate.chat.per_second = 1000.0;
+    })
+    .await;
+    let room = "exchange";
+    let mut host = nodes_up[0].join(room, Role::Host, "host").await;
+    assert_eq!(
+        owner(&nodes_up[0], room, None, Duration::from_secs(10)).await,
+        "n1"
+    );
+    // Meeting: every chat reaches everyone, so each client's seq must be contiguous.
+    host.ok(Command::UpdateSettings {
+        kind: Some(convene_signaling::RoomKind::Meeting),
+        chat_enabled: None,
+        qa_mode: None,
+    })
+    .await;
+    let mut dee = nodes_up[1].join(room, Role::Participant, "dee").await;
+
+    // Redis cuts every pub/sub connection (both nodes') every 100 ms while dee chats.
+    let killer_url = redis.url();
+    let killing = tokio::spawn(async move {
+        let client = redis::Client::open(killer_url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut kills = 0u32;
+        loop {
+            let killed: i64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut conn)
+                .await
+                .unwrap_or(0);
+            kills += killed as u32;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if kills > 1000 {
+                return kills;
+            }
+        }
+    });
+    let sent = 150;
+    let mut acked = std::collections::BTreeSet::new();
+    let mut dee_seqs = Vec::new();
+    for i in 0..sent {
+        let id = format!("chat-{i}");
+        dee.send_with_id(
+            Command::SendChat {
+                text: format!("m{i}"),
+            },
+            &id,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every command is acknowledged without resending: acks lost on pub/sub are read back.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while acked.len() < sent && Instant::now() < give_up {
+        match dee.try_recv(Duration::from_secs(5)).await {
+            Some(ServerMessage::Ack { request_id, .. }) => {
+                acked.insert(request_id);
+            }
+            Some(ServerMessage::Event { seq, .. }) => dee_seqs.push(seq),
+            Some(ServerMessage::Error { message, .. }) => panic!("refused: {message}"),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    killing.abort();
+    assert_eq!(
+        acked.len(),
+        sent,
+        "every chat acknowledged once pub/sub was repaired"
+    );
+    for msg in dee.drain(Duration::from_millis(500)).await {
+        if let ServerMessage::Event { seq, .. } = msg {
+            dee_seqs.push(seq);
+        }
+    }
+    // dee's events (on the node that does not own the room) came in order with no gap.
+    assert!(
+        dee_seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous seq at dee: {dee_seqs:?}"
+    );
+    // The host got every message exactly once.
+    let mut texts = Vec::new();
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while texts.len() < sent && Instant::now() < give_up {
+        if let Some(ServerMessage::Event {
+            event: convene_signaling::RoomEvent::ChatMessage { message },
+            ..
+        }) = host.try_recv(Duration::from_secs(2)).await
+        {
+            texts.push(message.text);
+        }
+    }
+    let expected: Vec<String> = (0..sent).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected, "the host saw every chat once, in order");
+    let metrics = http_get(&format!("{}/metrics", nodes_up[1].http()), None, &[])
+        .await
+        .1;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("convene_cluster_pubsub_reconnects_total ") && !l.ends_with(" 0")
+        ),
+        "the node saw its pub/sub reconnect"
+    );
+}

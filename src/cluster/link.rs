@@ -101,7 +101,6 @@ struct Owner {
     nodes_reported_gone: BTreeSet<String>,
     /// A batch Redis did not take yet (it is away): retried before anything else is applied.
     unflushed: Option<Batch>,
-    renew_at: Instant,
     applied_since_snapshot: u64,
 }
 
@@ -529,7 +528,7 @@ impl Link {
                 local.extend(messages.iter().cloned());
             } else {
                 remote.push((
-                    store::node_channel(node),
+                    node.clone(),
                     serde_json::to_string(messages).expect("node messages serialise"),
                 ));
             }
@@ -619,14 +618,14 @@ impl Link {
 
     async fn look_after_lease(&mut self, lease_ms: u64) {
         let node = self.cluster.node().to_string();
-        if let Some(owner) = self.owner.as_mut() {
+        if let Some(token) = self.owner.as_ref().map(|o| o.token) {
             match self
                 .cluster
                 .store()
-                .renew(&self.room, &node, owner.token, lease_ms)
+                .renew(&self.room, &node, token, lease_ms)
                 .await
             {
-                Ok(true) => owner.renew_at = Instant::now(),
+                Ok(true) => {}
                 Ok(false) => self.step_down("the lease went to another node"),
                 Err(_) => self.cluster.mark_unhealthy(),
             }
@@ -693,7 +692,6 @@ impl Link {
             tick_recorded: false,
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
-            renew_at: Instant::now(),
             applied_since_snapshot: 0,
         };
         let store = cluster.store();
@@ -1113,7 +1111,6 @@ mod tests {
             tick_recorded: false,
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
-            renew_at: Instant::now(),
             applied_since_snapshot: 0,
         }
     }

@@ -84,6 +84,16 @@ pub(crate) enum LinkMessage {
     Resubscribed,
 }
 
+/// What reaches a node's inbox reader.
+enum InboxMessage {
+    /// A numbered message from pub/sub.
+    Numbered(u64, String),
+    /// Pub/sub reconnected: read what it may have lost.
+    Repair,
+    /// Redis lost its data: numbering starts again at 1.
+    NewEra,
+}
+
 enum Subscription {
     Add(String, oneshot::Sender<()>),
     Remove(String),
@@ -105,6 +115,7 @@ struct Inner {
     healthy: AtomicBool,
     routes: Mutex<HashMap<String, mpsc::UnboundedSender<LinkMessage>>>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
+    inbox: mpsc::UnboundedSender<InboxMessage>,
     calls: Mutex<HashMap<u64, (PendingCall, tokio::time::Instant)>>,
     next_call: AtomicU64,
     nodes: Mutex<Vec<NodeInfo>>,
@@ -143,6 +154,7 @@ impl Cluster {
         .await
         .map_err(|_| StoreError::Timeout)??;
         let (subscriptions, subscription_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 store: Store::new(conn),
@@ -153,6 +165,7 @@ impl Cluster {
                 healthy: AtomicBool::new(true),
                 routes: Mutex::new(HashMap::new()),
                 subscriptions,
+                inbox,
                 calls: Mutex::new(HashMap::new()),
                 // Random: a restarted node must not take an answer meant for its previous life.
                 next_call: AtomicU64::new(rand::random::<u64>() >> 1),
@@ -167,6 +180,17 @@ impl Cluster {
         };
         let era = uuid::Uuid::new_v4().to_string();
         let era = cluster.inner.store.era(&era).await?;
+        // Messages to this node start after what its id was sent before (a restart).
+        let inbox_last = cluster
+            .inner
+            .store
+            .last_number(&store::node_inbox_key(cluster.node()))
+            .await?;
+        tokio::spawn(
+            cluster
+                .clone()
+                .read_inbox(inbox_rx, tail::Tail::new(inbox_last + 1)),
+        );
         tokio::spawn(cluster.clone().route_pubsub(client, subscription_rx));
         tokio::spawn(cluster.clone().heartbeat(era));
         tracing::info!(node = %cluster.node(), "joined the cluster");
@@ -192,10 +216,7 @@ impl Cluster {
             return Ok(());
         }
         let payload = serde_json::to_string(&messages).expect("node messages serialise");
-        self.inner
-            .store
-            .publish(&store::node_channel(node), &payload)
-            .await
+        self.inner.store.send(node, &payload).await
     }
 
     pub fn node(&self) -> &str {
@@ -419,6 +440,7 @@ impl Cluster {
                             "redis lost the cluster's data (a new era): sessions here start over"
                         );
                         era = current;
+                        let _ = self.inner.inbox.send(InboxMessage::NewEra);
                         self.inner.restart.send_modify(|n| *n += 1);
                     } else if gone {
                         tracing::warn!(
@@ -481,6 +503,7 @@ impl Cluster {
             if connected_before {
                 tracing::info!("pub/sub reconnected; links repair what they missed");
                 crate::metrics::cluster_pubsub_reconnected();
+                let _ = self.inner.inbox.send(InboxMessage::Repair);
                 let routes = self.inner.routes.lock().expect("routes lock");
                 for link in routes.values() {
                     let _ = link.send(LinkMessage::Resubscribed);
@@ -515,9 +538,17 @@ impl Cluster {
 
     fn dispatch(&self, own: &str, channel: &str, payload: String) {
         if channel == own {
-            match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
-                Ok(messages) => self.deliver(messages),
-                Err(error) => tracing::warn!(%error, "unreadable node message"),
+            match payload
+                .split_once(' ')
+                .and_then(|(n, rest)| Some((n.parse().ok()?, rest)))
+            {
+                Some((n, rest)) => {
+                    let _ = self
+                        .inner
+                        .inbox
+                        .send(InboxMessage::Numbered(n, rest.to_string()));
+                }
+                None => tracing::warn!("unnumbered node message"),
             }
             return;
         }
@@ -531,6 +562,83 @@ impl Cluster {
             LinkMessage::Inputs(payload)
         };
         let _ = link.send(message);
+    }
+
+    /// Reads this node's inbox in order: from pub/sub, with gaps read back from the stream.
+    async fn read_inbox(
+        self,
+        mut messages: mpsc::UnboundedReceiver<InboxMessage>,
+        mut tail: tail::Tail<String>,
+    ) {
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = messages.recv() => match message {
+                    Some(InboxMessage::Numbered(n, payload)) => {
+                        tail.offer(n, payload);
+                        self.open_ready(&mut tail);
+                        if let Some((from, to)) = tail.gap() {
+                            self.repair_inbox(&mut tail, from, Some(to)).await;
+                        }
+                    }
+                    Some(InboxMessage::Repair) => {
+                        let from = tail.next();
+                        self.repair_inbox(&mut tail, from, None).await;
+                    }
+                    Some(InboxMessage::NewEra) => {
+                        tail.reset(1);
+                        self.repair_inbox(&mut tail, 1, None).await;
+                    }
+                    None => return,
+                },
+                _ = check.tick() => {
+                    if !self.healthy() {
+                        continue;
+                    }
+                    let key = store::node_inbox_key(self.node());
+                    if let Ok(last) = self.inner.store.last_number(&key).await {
+                        if last >= tail.next() {
+                            let from = tail.next();
+                            self.repair_inbox(&mut tail, from, None).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_ready(&self, tail: &mut tail::Tail<String>) {
+        for (_, payload) in tail.ready() {
+            match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
+                Ok(messages) => self.deliver(messages),
+                Err(error) => tracing::warn!(%error, "unreadable node message"),
+            }
+        }
+    }
+
+    async fn repair_inbox(&self, tail: &mut tail::Tail<String>, from: u64, to: Option<u64>) {
+        let key = store::node_inbox_key(self.node());
+        let Ok(entries) = self.inner.store.range(&key, from, to, 10_000).await else {
+            return;
+        };
+        if let Some((first, _)) = entries.first() {
+            if *first > from {
+                tracing::warn!(
+                    from,
+                    first,
+                    "messages to this node were trimmed before they were read"
+                );
+                tail.reset(*first);
+            }
+        }
+        if !entries.is_empty() {
+            crate::metrics::cluster_gap_repaired();
+        }
+        for (n, payload) in entries {
+            tail.offer(n, payload);
+        }
+        self.open_ready(tail);
     }
 
     /// The owner's messages about this node's sessions.

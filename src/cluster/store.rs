@@ -67,6 +67,10 @@ pub fn node_channel(node: &str) -> String {
 pub fn gone_key(node: &str) -> String {
     format!("convene:gone:{node}")
 }
+/// A node's numbered inbox: replies, close orders, call answers and relayed media for it.
+pub fn node_inbox_key(node: &str) -> String {
+    format!("convene:nodes:{node}:inbox")
+}
 pub fn node_key(node: &str) -> String {
     format!("convene:nodes:{node}")
 }
@@ -112,7 +116,8 @@ return 1
 pub const RELEASED: &str = "released";
 
 /// Appends a batch of events (ARGV[5..5+2n): seq, envelope) and publishes it with the
-/// owner's messages to nodes (the rest: channel, payload), all only if the fence is ours.
+/// owner's messages to nodes (the rest: node id, payload; sent as `SEND` does), all only if
+/// the fence is ours.
 const APPEND: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 local n = tonumber(ARGV[4])
@@ -121,9 +126,26 @@ for i = 0, n - 1 do
 end
 if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4 + 2 * n + 1]) end
 for i = 4 + 2 * n + 2, #ARGV, 2 do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+  local node = 'convene:nodes:' .. ARGV[i]
+  local m = redis.call('INCR', node .. ':sent')
+  redis.call('XADD', node .. ':inbox', 'MAXLEN', '~', 10000, '0-' .. m, 'm', ARGV[i + 1])
+  redis.call('PEXPIRE', node .. ':sent', 86400000)
+  redis.call('PEXPIRE', node .. ':inbox', 86400000)
+  redis.call('PUBLISH', 'convene:node:' .. ARGV[i], m .. ' ' .. ARGV[i + 1])
 end
 return 1
+"#;
+
+/// Sends a node a message: numbered, kept in its inbox stream (pub/sub may lose it; the node
+/// reads gaps back), and published.
+const SEND: &str = r#"
+local node = 'convene:nodes:' .. ARGV[1]
+local m = redis.call('INCR', node .. ':sent')
+redis.call('XADD', node .. ':inbox', 'MAXLEN', '~', 10000, '0-' .. m, 'm', ARGV[2])
+redis.call('PEXPIRE', node .. ':sent', 86400000)
+redis.call('PEXPIRE', node .. ':inbox', 86400000)
+redis.call('PUBLISH', 'convene:node:' .. ARGV[1], m .. ' ' .. ARGV[2])
+return m
 "#;
 
 /// Stores a snapshot and drops the inputs it covers.
@@ -151,6 +173,7 @@ pub struct Scripts {
     renew: Script,
     release: Script,
     append: Script,
+    send: Script,
     snapshot: Script,
     heartbeat: Script,
 }
@@ -163,6 +186,7 @@ impl Default for Scripts {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             append: Script::new(APPEND),
+            send: Script::new(SEND),
             snapshot: Script::new(SNAPSHOT),
             heartbeat: Script::new(HEARTBEAT),
         }
@@ -296,7 +320,7 @@ impl Store {
 
     /// Appends events and sends the owner's messages, if `token` still holds the fence.
     /// `events`: (seq, envelope JSON); `batch`: the events' pub/sub message; `messages`:
-    /// (channel, payload).
+    /// (node id, payload).
     pub async fn append(
         &self,
         room: &str,
@@ -317,8 +341,8 @@ impl Store {
             call.arg(seq).arg(envelope);
         }
         call.arg(batch);
-        for (channel, payload) in messages {
-            call.arg(channel).arg(payload);
+        for (node, payload) in messages {
+            call.arg(node).arg(payload);
         }
         let mut conn = self.conn.clone();
         let _: i64 = timed(call.invoke_async(&mut conn)).await?;
@@ -440,13 +464,15 @@ impl Store {
         Ok(gone == 1)
     }
 
-    pub async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+    /// Sends `payload` to a node's inbox.
+    pub async fn send(&self, node: &str, payload: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let _: i64 = timed(
-            redis::cmd("PUBLISH")
-                .arg(channel)
+            self.scripts
+                .send
+                .arg(node)
                 .arg(payload)
-                .query_async(&mut conn),
+                .invoke_async(&mut conn),
         )
         .await?;
         Ok(())

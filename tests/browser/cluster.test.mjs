@@ -40,7 +40,7 @@ function pong(port) {
   });
 }
 
-/** This test's own redis-server on a free port (no persistence: nothing here restarts it). */
+/** This test's own redis-server on a free port (no persistence: nothing here restarts it; it is only paused). */
 async function startRedis() {
   const port = await freePort();
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
@@ -53,6 +53,8 @@ async function startRedis() {
   await until(() => pong(port), Boolean, { timeout: 10_000, every: 100, what: `redis-server on ${port}:\n${log}` });
   return {
     url: `redis://127.0.0.1:${port}`,
+    /** SIGSTOP / SIGCONT: Redis unreachable for a while, its data kept. */
+    signal: (sig) => child.kill(sig),
     stop: () => { process.off("exit", kill); if (child.exitCode === null) kill(); },
   };
 }
@@ -214,6 +216,23 @@ test("the owner node dies: the survivor's pages carry on, the dead node's page s
   assert.equal(await pia.evaluate(() => convene.state.resumes), resumesBefore);
   assert.equal(await hana.locator("#status").getAttribute("data-state"), "reconnecting");
   console.log(`# owner killed: the participant's chat was accepted ${tookMs} ms later`);
+});
+
+test("Redis pauses: a message sent meanwhile is retried with its request_id and delivered once", STEP, async () => {
+  const { pia, mo } = pages;
+  redis.signal("SIGSTOP");
+  try {
+    await chat(pia, "Sent while the store was away");
+    // The server answered `unavailable`: the page says it retries instead of giving up.
+    await visible(pia.locator("#notices li", { hasText: "retrying" }));
+  } finally {
+    redis.signal("SIGCONT");
+  }
+  await seesChat(mo, "Sent while the store was away");
+  await seesChat(pia, "Sent while the store was away");
+  assert.equal(await delivered(mo, "Sent while the store was away").count(), 1, "delivered once");
+  assert.equal(await pia.locator("#notices li.error").count(), 0, "nothing refused for good");
+  assert.equal(await pia.locator("#chat-text").inputValue(), "", "the text was not handed back as failed");
 });
 
 test("what people see: screenshots of each page, axe-core clean on the participant's", STEP, async () => {
