@@ -159,6 +159,7 @@ struct Shared {
     dropped: AtomicU64,
     /// Dropped sessions that are back, or gave up.
     back: AtomicU64,
+    /// Reconnects give up at this instant (the kill plus `--timeout`).
     deadline: Mutex<Option<Instant>>,
     errors: Errors,
 }
