@@ -29,6 +29,9 @@ const REPAIR_BATCH: usize = 1000;
 const MAINTENANCE: Duration = Duration::from_millis(50);
 /// A stream read now and then finds what pub/sub lost without a later message to show it.
 const TAIL_CHECK: Duration = Duration::from_millis(1000);
+/// At most one snapshot this often: a big room's (a 5,000-person webcast: about 1.5 MB)
+/// costs its owner and Redis a few milliseconds, which a burst of joins must not repeat.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 /// What sessions are told to wait while Redis is away.
 const RETRY_AFTER_MS: u64 = 1000;
 
@@ -104,6 +107,7 @@ struct Owner {
     /// A batch Redis did not take yet (it is away): retried before anything else is applied.
     unflushed: Option<Batch>,
     applied_since_snapshot: u64,
+    snapshot_at: Instant,
 }
 
 /// What a snapshot holds: the core, and what the owner keeps beside it.
@@ -452,7 +456,9 @@ impl Link {
             match owner.apply_ready(APPLY_BATCH) {
                 Some(batch) => owner.unflushed = Some(batch),
                 None => {
-                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every {
+                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every
+                        && owner.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL
+                    {
                         self.save_snapshot().await;
                     }
                     return;
@@ -489,7 +495,10 @@ impl Link {
             .save_snapshot(&self.room, owner.token, &stored)
             .await
         {
-            Ok(()) => owner.applied_since_snapshot = 0,
+            Ok(()) => {
+                owner.applied_since_snapshot = 0;
+                owner.snapshot_at = Instant::now();
+            }
             Err(StoreError::Fenced) => self.step_down("another node holds the room's fence"),
             Err(_) => self.cluster.mark_unhealthy(),
         }
@@ -705,6 +714,7 @@ impl Link {
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             applied_since_snapshot: 0,
+            snapshot_at: Instant::now(),
         };
         let store = cluster.store();
         let inputs_key = store::inputs_key(&self.room);
@@ -1136,6 +1146,7 @@ mod tests {
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             applied_since_snapshot: 0,
+            snapshot_at: Instant::now(),
         }
     }
 
