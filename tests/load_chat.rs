@@ -100,3 +100,43 @@ async fn resume_scenario_resumes_every_session() {
         report.error_samples
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_tool_splits_same_and_cross_node_deliveries() {
+    // Two URLs naming the same server: every message still reaches everyone, and the split by
+    // "node" (the URL each session used) is exact: c0 sends from node 0, c1 from node 1.
+    let server = TestServer::start().await;
+    let urls = format!("ws://{0},http://{0}/", server.server.addr);
+    let args = ChatArgs::from_args([
+        "--url",
+        &urls,
+        "--secret",
+        SECRET,
+        "--room",
+        "split-tiny",
+        "--clients",
+        "8",
+        "--senders",
+        "2",
+        "--rate",
+        "4",
+        "--duration",
+        "1",
+        "--settle-ms",
+        "100",
+    ])
+    .unwrap();
+    let report = chat::chat(&args).await.expect("chat run");
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    assert_eq!(report.delivered, report.expected, "{report:?}");
+    let nodes = report.nodes.expect("a split with two URLs");
+    assert_eq!(nodes.connected_per_node, [4, 4]);
+    assert_eq!(
+        nodes.same_node.samples + nodes.cross_node.samples,
+        report.delivered
+    );
+    assert_eq!(
+        nodes.same_node.samples, nodes.cross_node.samples,
+        "{nodes:?}"
+    );
+}

@@ -29,6 +29,9 @@ const REPAIR_BATCH: usize = 1000;
 const MAINTENANCE: Duration = Duration::from_millis(50);
 /// A stream read now and then finds what pub/sub lost without a later message to show it.
 const TAIL_CHECK: Duration = Duration::from_millis(1000);
+/// At most one snapshot this often: a big room's (a 5,000-person webcast: about 1.5 MB)
+/// costs its owner and Redis a few milliseconds, which a burst of joins must not repeat.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 /// What sessions are told to wait while Redis is away.
 const RETRY_AFTER_MS: u64 = 1000;
 
@@ -83,6 +86,8 @@ impl Capture {
 #[derive(Default)]
 struct Batch {
     events: Vec<Arc<Envelope>>,
+    /// The last input applied in it.
+    through: u64,
     /// Per node, in order.
     messages: BTreeMap<String, Vec<NodeMessage>>,
 }
@@ -102,6 +107,7 @@ struct Owner {
     /// A batch Redis did not take yet (it is away): retried before anything else is applied.
     unflushed: Option<Batch>,
     applied_since_snapshot: u64,
+    snapshot_at: Instant,
 }
 
 /// What a snapshot holds: the core, and what the owner keeps beside it.
@@ -450,7 +456,9 @@ impl Link {
             match owner.apply_ready(APPLY_BATCH) {
                 Some(batch) => owner.unflushed = Some(batch),
                 None => {
-                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every {
+                    if owner.applied_since_snapshot >= self.cluster.settings().snapshot_every
+                        && owner.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL
+                    {
                         self.save_snapshot().await;
                     }
                     return;
@@ -487,7 +495,10 @@ impl Link {
             .save_snapshot(&self.room, owner.token, &stored)
             .await
         {
-            Ok(()) => owner.applied_since_snapshot = 0,
+            Ok(()) => {
+                owner.applied_since_snapshot = 0;
+                owner.snapshot_at = Instant::now();
+            }
             Err(StoreError::Fenced) => self.step_down("another node holds the room's fence"),
             Err(_) => self.cluster.mark_unhealthy(),
         }
@@ -537,7 +548,17 @@ impl Link {
         let appended = self
             .cluster
             .store()
-            .append(&self.room, owner.token, max_events, &events, &wire, &remote)
+            .append(
+                &self.room,
+                &store::Append {
+                    token: owner.token,
+                    max_events,
+                    events: &events,
+                    applied: batch.through,
+                    batch: &wire,
+                    messages: &remote,
+                },
+            )
             .await;
         match appended {
             Ok(()) => {
@@ -693,6 +714,7 @@ impl Link {
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             applied_since_snapshot: 0,
+            snapshot_at: Instant::now(),
         };
         let store = cluster.store();
         let inputs_key = store::inputs_key(&self.room);
@@ -708,8 +730,17 @@ impl Link {
         // Replay every recorded input; answers are dropped (their callers time out and retry).
         let mut replayed = 0u64;
         let mut regenerated: Vec<Arc<Envelope>> = Vec::new();
-        // Calls still waiting (joins recorded while the room had no owner) get their answers;
-        // acks are not repeated: a client that missed one resends and its request_id dedups.
+        // Inputs up to `answered` had their answers sent with the old owner's appends; those
+        // after it (recorded while the room had no live owner) get theirs now, acks included.
+        // Calls still waiting are answered whatever their place: their callers ignore repeats.
+        let answered = match store.applied(&self.room).await {
+            Ok(answered) => answered,
+            Err(error) => {
+                tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read what was answered");
+                let _ = store.release(&self.room, token).await;
+                return;
+            }
+        };
         let mut answers: BTreeMap<String, Vec<NodeMessage>> = BTreeMap::new();
         loop {
             let from = owner.inputs.next();
@@ -728,13 +759,14 @@ impl Link {
                 owner.inputs.offer(n, readable(&self.room, &json));
             }
             let before = owner.inputs.next();
-            while let Some(batch) = owner.apply_ready(APPLY_BATCH) {
+            while let Some(batch) = owner.apply_ready(1) {
                 regenerated.extend(batch.events);
+                let unanswered = batch.through > answered;
                 for (node, messages) in batch.messages {
                     answers.entry(node).or_default().extend(
                         messages
                             .into_iter()
-                            .filter(|m| matches!(m, NodeMessage::Call { .. })),
+                            .filter(|m| unanswered || matches!(m, NodeMessage::Call { .. })),
                     );
                 }
             }
@@ -768,6 +800,7 @@ impl Link {
         if !missing.is_empty() || !answers.is_empty() {
             owner.unflushed = Some(Batch {
                 events: missing,
+                through: owner.inputs.next() - 1,
                 messages: answers,
             });
         }
@@ -972,6 +1005,7 @@ impl Owner {
             applied += 1;
             self.apply(record, &mut batch);
         }
+        batch.through = self.inputs.next() - 1;
         self.applied_since_snapshot += applied as u64;
         (applied > 0).then_some(batch)
     }
@@ -1112,6 +1146,7 @@ mod tests {
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             applied_since_snapshot: 0,
+            snapshot_at: Instant::now(),
         }
     }
 

@@ -52,6 +52,10 @@ pub fn input_counter_key(room: &str) -> String {
 pub fn events_key(room: &str) -> String {
     format!("convene:room:{room}:ev")
 }
+/// The last input whose answers went out with an append.
+pub fn applied_key(room: &str) -> String {
+    format!("convene:room:{room}:applied")
+}
 pub fn snapshot_key(room: &str) -> String {
     format!("convene:room:{room}:snap")
 }
@@ -115,17 +119,19 @@ return 1
 /// Published on a room's event channel when its owner hands it back.
 pub const RELEASED: &str = "released";
 
-/// Appends a batch of events (ARGV[5..5+2n): seq, envelope) and publishes it with the
+/// Appends a batch of events (ARGV[6..6+2n): seq, envelope), records the last input it
+/// answers (ARGV[5]: a takeover repeats no answer up to it), and publishes it with the
 /// owner's messages to nodes (the rest: node id, payload; sent as `SEND` does), all only if
 /// the fence is ours.
 const APPEND: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[5 + 2 * i], 'e', ARGV[6 + 2 * i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[6 + 2 * i], 'e', ARGV[7 + 2 * i])
 end
-if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[4 + 2 * n + 1]) end
-for i = 4 + 2 * n + 2, #ARGV, 2 do
+redis.call('SET', KEYS[3], ARGV[5])
+if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[5 + 2 * n + 1]) end
+for i = 5 + 2 * n + 2, #ARGV, 2 do
   local node = 'convene:nodes:' .. ARGV[i]
   local m = redis.call('INCR', node .. ':sent')
   redis.call('XADD', node .. ':inbox', 'MAXLEN', '~', 10000, '0-' .. m, 'm', ARGV[i + 1])
@@ -202,6 +208,21 @@ async fn timed<T>(
         Ok(Err(e)) => Err(StoreError::Redis(e)),
         Err(_) => Err(StoreError::Timeout),
     }
+}
+
+/// One fenced append: the owner's events for a batch of inputs, and its messages to nodes.
+pub struct Append<'a> {
+    pub token: u64,
+    /// The event stream's bound.
+    pub max_events: usize,
+    /// (seq, envelope JSON).
+    pub events: &'a [(u64, String)],
+    /// The last input the batch answers.
+    pub applied: u64,
+    /// The events' pub/sub message.
+    pub batch: &'a str,
+    /// (node id, payload).
+    pub messages: &'a [(String, String)],
 }
 
 /// A stored snapshot.
@@ -300,6 +321,18 @@ impl Store {
         Ok(())
     }
 
+    /// The last input answered with an append (0: none).
+    pub async fn applied(&self, room: &str) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let applied: Option<u64> = timed(
+            redis::cmd("GET")
+                .arg(applied_key(room))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(applied.unwrap_or(0))
+    }
+
     /// The lease holder's node id and when it last renewed (unix ms), if the room has a
     /// live owner.
     pub async fn owner(&self, room: &str) -> Result<Option<(String, u64)>, StoreError> {
@@ -319,24 +352,24 @@ impl Store {
     }
 
     /// Appends events and sends the owner's messages, if `token` still holds the fence.
-    /// `events`: (seq, envelope JSON); `batch`: the events' pub/sub message; `messages`:
-    /// (node id, payload).
-    pub async fn append(
-        &self,
-        room: &str,
-        token: u64,
-        max_events: usize,
-        events: &[(u64, String)],
-        batch: &str,
-        messages: &[(String, String)],
-    ) -> Result<(), StoreError> {
+    pub async fn append(&self, room: &str, append: &Append<'_>) -> Result<(), StoreError> {
+        let &Append {
+            token,
+            max_events,
+            events,
+            applied,
+            batch,
+            messages,
+        } = append;
         let mut call = self.scripts.append.prepare_invoke();
         call.key(fence_key(room))
             .key(events_key(room))
+            .key(applied_key(room))
             .arg(token)
             .arg(max_events)
             .arg(events_channel(room))
-            .arg(events.len());
+            .arg(events.len())
+            .arg(applied);
         for (seq, envelope) in events {
             call.arg(seq).arg(envelope);
         }

@@ -30,6 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::redis_info::{self, RedisFigures, RedisSnapshot};
 use super::LoadError;
 use crate::auth::TokenKeys;
 
@@ -76,7 +77,8 @@ pub enum Scenario {
 /// Options every hub scenario shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Common {
-    /// The server's base URL, e.g. ws://127.0.0.1:8080 (http:// works too).
+    /// The server's base URL, e.g. ws://127.0.0.1:8080 (http:// works too); several, comma
+    /// separated, spread the sessions round-robin over the nodes of a cluster.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     /// The room every session joins.
@@ -128,6 +130,10 @@ pub struct ChatArgs {
     /// Resume scenario: wait this long between dropping the sockets and reconnecting.
     #[arg(long, default_value_t = 500)]
     pub resume_pause_ms: u64,
+    /// A Redis (host:port or redis://host:port) whose commands and bytes over the window are
+    /// reported (INFO stats and commandstats), e.g. the cluster's.
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -255,6 +261,19 @@ pub struct ResumeFigures {
     pub latency: Latency,
 }
 
+/// Delivery latency split by where the receiver sits: on the sender's node, or on another.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NodeSplit {
+    /// The nodes' base URLs, in `--url` order; session `i` is on node `i % nodes`.
+    pub urls: Vec<String>,
+    /// Sessions held on each node when the window ended.
+    pub connected_per_node: Vec<u64>,
+    /// Receiver on the sender's node.
+    pub same_node: Latency,
+    /// Receiver on another node: the event crossed the cluster.
+    pub cross_node: Latency,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ChatReport {
     pub target: Target,
@@ -277,6 +296,8 @@ pub struct ChatReport {
     /// Sending start to the last delivery.
     pub window_s: f64,
     pub latency: Latency,
+    /// With several `--url`s: the latency of same-node and cross-node deliveries.
+    pub nodes: Option<NodeSplit>,
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub reconnects: u64,
@@ -284,6 +305,8 @@ pub struct ChatReport {
     pub server: Option<Usage>,
     pub idle: Option<IdleFigures>,
     pub resume: Option<ResumeFigures>,
+    /// With `--redis`: what Redis did over the window.
+    pub redis: Option<RedisFigures>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -365,7 +388,7 @@ pub async fn run_votes(args: VotesArgs) -> Result<(), LoadError> {
     Ok(())
 }
 
-fn print_out(text: &str) {
+pub(crate) fn print_out(text: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}");
@@ -373,12 +396,13 @@ fn print_out(text: &str) {
 
 // --- Endpoint and connections ----------------------------------------------------
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Where sessions connect and how they authenticate.
-struct Endpoint {
+pub(crate) struct Endpoint {
     target: Target,
-    base: String,
+    /// One per node: session `i` connects to `bases[i % bases.len()]`.
+    bases: Vec<String>,
     room: String,
     keys: Option<TokenKeys>,
     /// Distinguishes this run's identities from earlier runs in the same room.
@@ -386,8 +410,8 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    fn new(common: &Common, target: Target) -> Result<Endpoint, LoadError> {
-        let base = base_url(&common.url)?;
+    pub(crate) fn new(common: &Common, target: Target) -> Result<Endpoint, LoadError> {
+        let bases = base_urls(&common.url)?;
         let keys = match target {
             Target::Convene => {
                 let secret = common
@@ -412,15 +436,33 @@ impl Endpoint {
         }
         Ok(Endpoint {
             target,
-            base,
+            bases,
             room: common.room.clone(),
             keys,
             run: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
         })
     }
 
-    /// The URL for one session: a freshly minted token for Convene, the Engine.IO handshake for Socket.IO.
-    fn url(&self, who: &str, role: Role, resume: Option<&Session>) -> String {
+    /// How many nodes `--url` named.
+    pub(crate) fn nodes(&self) -> usize {
+        self.bases.len()
+    }
+
+    /// The node session `i` connects to first.
+    pub(crate) fn node_of(&self, i: usize) -> usize {
+        i % self.bases.len()
+    }
+
+    /// The URL for one session on `node`: a freshly minted token for Convene, the Engine.IO
+    /// handshake for Socket.IO.
+    pub(crate) fn url(
+        &self,
+        node: usize,
+        who: &str,
+        role: Role,
+        resume: Option<&Session>,
+    ) -> String {
+        let base = &self.bases[node % self.bases.len()];
         match (self.target, &self.keys) {
             (Target::Convene, Some(keys)) => {
                 let identity = format!("load-{}-{who}", self.run);
@@ -432,18 +474,31 @@ impl Endpoint {
                     BTreeMap::new(),
                     Duration::from_secs(6 * 3600),
                 );
-                let mut url = format!("{}/ws?token={token}", self.base);
+                let mut url = format!("{base}/ws?token={token}");
                 if let Some(s) = resume {
                     url.push_str(&format!("&resume={}&last_seq={}", s.id, s.last_seq));
                 }
                 url
             }
             _ => format!(
-                "{}/socket.io/?EIO=4&transport=websocket&room={}&name={who}",
-                self.base, self.room
+                "{base}/socket.io/?EIO=4&transport=websocket&room={}&name={who}",
+                self.room
             ),
         }
     }
+}
+
+/// Every base URL of a comma-separated `--url`.
+pub(crate) fn base_urls(urls: &str) -> Result<Vec<String>, LoadError> {
+    let bases = urls
+        .split(',')
+        .filter(|u| !u.trim().is_empty())
+        .map(base_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    if bases.is_empty() {
+        return Err(LoadError::Setup("--url is empty".into()));
+    }
+    Ok(bases)
 }
 
 /// `ws://host:port` from what the user typed (`http://`, a trailing `/` or `/ws` are fine).
@@ -464,21 +519,21 @@ fn base_url(url: &str) -> Result<String, LoadError> {
 
 /// What a Convene session needs to resume.
 #[derive(Clone, Debug, Default)]
-struct Session {
-    id: String,
-    last_seq: u64,
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) last_seq: u64,
 }
 
 /// The first message of a session.
 #[derive(Debug, PartialEq, Eq)]
-enum Hello {
+pub(crate) enum Hello {
     Welcome,
     Resumed,
     /// Socket.IO: connected to the default namespace.
     Connected,
 }
 
-async fn open(url: &str) -> Result<Ws, String> {
+pub(crate) async fn open(url: &str) -> Result<Ws, String> {
     let config = WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
@@ -492,7 +547,11 @@ async fn open(url: &str) -> Result<Ws, String> {
 }
 
 /// Reads the first message (Convene) or completes the Socket.IO connect; updates `session`.
-async fn hello(ws: &mut Ws, target: Target, session: &mut Session) -> Result<Hello, String> {
+pub(crate) async fn hello(
+    ws: &mut Ws,
+    target: Target,
+    session: &mut Session,
+) -> Result<Hello, String> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         let next = tokio::time::timeout_at(deadline, ws.next())
@@ -559,6 +618,7 @@ async fn hello(ws: &mut Ws, target: Target, session: &mut Session) -> Result<Hel
 /// Opens a session, retrying a few times; `None` after the last failure (counted and sampled).
 async fn connect(
     ep: &Endpoint,
+    node: usize,
     who: &str,
     role: Role,
     resume: Option<&Session>,
@@ -570,7 +630,7 @@ async fn connect(
             tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
         }
         let mut session = resume.cloned().unwrap_or_default();
-        match open(&ep.url(who, role, resume)).await {
+        match open(&ep.url(node, who, role, resume)).await {
             Ok(mut ws) => match hello(&mut ws, ep.target, &mut session).await {
                 Ok(hello) => return Some((ws, session, hello)),
                 Err(error) => last = error,
@@ -590,23 +650,23 @@ struct Padded(AtomicU64);
 
 /// Errors counted across sessions, with the first few texts.
 #[derive(Default)]
-struct Errors {
+pub(crate) struct Errors {
     count: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
 
 impl Errors {
-    fn add(&self, text: String) {
+    pub(crate) fn add(&self, text: String) {
         self.count.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.samples.lock().expect("error samples lock");
         if samples.len() < ERROR_SAMPLES {
             samples.push(text);
         }
     }
-    fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
-    fn samples(&self) -> Vec<String> {
+    pub(crate) fn samples(&self) -> Vec<String> {
         self.samples.lock().expect("error samples lock").clone()
     }
 }
@@ -615,9 +675,18 @@ pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Delivery latency: all deliveries, and split by same node / cross node.
+struct Deliveries {
+    all: Histogram<u64>,
+    same: Histogram<u64>,
+    cross: Histogram<u64>,
+}
+
 struct Shared {
     delivered: [Padded; SHARDS],
-    latency: Mutex<Histogram<u64>>,
+    latency: Mutex<Deliveries>,
+    /// Sessions connected per node.
+    per_node: Vec<AtomicU64>,
     sent: AtomicU64,
     connected: AtomicU64,
     /// Sessions that finished connecting, or gave up.
@@ -628,10 +697,15 @@ struct Shared {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(nodes: usize) -> Shared {
         Shared {
             delivered: Default::default(),
-            latency: Mutex::new(histogram()),
+            latency: Mutex::new(Deliveries {
+                all: histogram(),
+                same: histogram(),
+                cross: histogram(),
+            }),
+            per_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             sent: AtomicU64::new(0),
             connected: AtomicU64::new(0),
             settled: AtomicU64::new(0),
@@ -678,6 +752,46 @@ impl Samples {
     }
 }
 
+/// A chat session's latency samples, each flagged same-node or cross-node, merged in batches.
+struct DeliverySamples {
+    /// Microseconds, with [`DeliverySamples::CROSS`] set for a cross-node delivery.
+    micros: Vec<u64>,
+}
+
+impl DeliverySamples {
+    const CROSS: u64 = 1 << 63;
+
+    fn new() -> DeliverySamples {
+        DeliverySamples { micros: Vec::new() }
+    }
+    fn record(&mut self, micros: u64, cross: bool, into: &Mutex<Deliveries>) {
+        if self.micros.capacity() == 0 {
+            self.micros.reserve_exact(BATCH);
+        }
+        let v = micros.clamp(1, Self::CROSS - 1);
+        self.micros.push(if cross { v | Self::CROSS } else { v });
+        if self.micros.len() >= BATCH {
+            self.flush(into);
+        }
+    }
+    fn flush(&mut self, into: &Mutex<Deliveries>) {
+        if self.micros.is_empty() {
+            return;
+        }
+        let mut d = into.lock().expect("histogram lock");
+        for &v in &self.micros {
+            let us = v & !Self::CROSS;
+            d.all.saturating_record(us);
+            if v & Self::CROSS != 0 {
+                d.cross.saturating_record(us);
+            } else {
+                d.same.saturating_record(us);
+            }
+        }
+        self.micros.clear();
+    }
+}
+
 pub(crate) fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -686,7 +800,7 @@ pub(crate) fn unix_nanos() -> u64 {
 }
 
 /// The digits at the start of `text`.
-fn leading_u64(text: &str) -> Option<u64> {
+pub(crate) fn leading_u64(text: &str) -> Option<u64> {
     let end = text
         .bytes()
         .position(|b| !b.is_ascii_digit())
@@ -701,12 +815,20 @@ pub(crate) fn stamp(text: &str) -> Option<u64> {
     leading_u64(&text[at + KEY.len()..])
 }
 
-/// A chat frame carrying its send time.
-fn chat_frame(target: Target, pad: &str) -> String {
+/// The sender's node in a relayed chat message: the `n=<node>` after the stamp.
+fn stamp_node(text: &str) -> Option<usize> {
+    const KEY: &str = "\"text\":\"t=";
+    let rest = &text[text.find(KEY)? + KEY.len()..];
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    leading_u64(rest.strip_prefix(" n=")?).map(|n| n as usize)
+}
+
+/// A chat frame carrying its send time and the sender's node.
+fn chat_frame(target: Target, node: usize, pad: &str) -> String {
     let t = unix_nanos();
     match target {
-        Target::Convene => format!(r#"{{"type":"send_chat","text":"t={t}{pad}"}}"#),
-        Target::Socketio => format!(r#"42["chat",{{"text":"t={t}{pad}"}}]"#),
+        Target::Convene => format!(r#"{{"type":"send_chat","text":"t={t} n={node}{pad}"}}"#),
+        Target::Socketio => format!(r#"42["chat",{{"text":"t={t} n={node}{pad}"}}]"#),
     }
 }
 
@@ -743,20 +865,35 @@ async fn tick(ticker: &mut Option<Interval>) {
 async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
     let who = format!("c{i}");
     let shared = &ctx.shared;
+    let node = ctx.ep.node_of(i);
     let opened = {
         let _permit = ctx.gate.acquire().await;
-        connect(&ctx.ep, &who, Role::Participant, None, &shared.errors).await
+        connect(&ctx.ep, node, &who, Role::Participant, None, &shared.errors).await
     };
     let Some((mut ws, mut session, _)) = opened else {
         shared.connect_failures.fetch_add(1, Ordering::Relaxed);
         shared.settled.fetch_add(1, Ordering::Relaxed);
         return;
     };
+    let online_here = &shared.per_node[node];
     shared.connected.fetch_add(1, Ordering::Relaxed);
+    online_here.fetch_add(1, Ordering::Relaxed);
     shared.settled.fetch_add(1, Ordering::Relaxed);
     let mut phase = ctx.phase.clone();
     let delivered = &shared.delivered[i % SHARDS].0;
-    let mut samples = Samples::new();
+    let mut samples = DeliverySamples::new();
+    // Without a node in the text (a single URL) every delivery counts as same-node.
+    let record = |text: &str, samples: &mut DeliverySamples| {
+        if let Some(sent) = stamp(text) {
+            delivered.fetch_add(1, Ordering::Relaxed);
+            let cross = stamp_node(text).is_some_and(|from| from != node);
+            samples.record(
+                unix_nanos().saturating_sub(sent) / 1000,
+                cross,
+                &shared.latency,
+            );
+        }
+    };
     let mut ticker: Option<Interval> = None;
     let mut reconnects = 0;
     let mut online = true;
@@ -788,7 +925,7 @@ async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
                 }
             }
             _ = tick(&mut ticker) => {
-                if ws.send(Message::Text(chat_frame(ctx.ep.target, &ctx.pad).into())).await.is_ok() {
+                if ws.send(Message::Text(chat_frame(ctx.ep.target, node, &ctx.pad).into())).await.is_ok() {
                     shared.sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -798,6 +935,7 @@ async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                         // Dropped by the server or the network: reconnect (and resume) like a client would.
                         shared.connected.fetch_sub(1, Ordering::Relaxed);
+                        online_here.fetch_sub(1, Ordering::Relaxed);
                         online = false;
                         if *phase.borrow() == Phase::Stop || reconnects >= MAX_RECONNECTS {
                             break;
@@ -805,11 +943,12 @@ async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
                         reconnects += 1;
                         shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         let resume = (ctx.ep.target == Target::Convene).then_some(&session);
-                        match connect(&ctx.ep, &who, Role::Participant, resume, &shared.errors).await {
+                        match connect(&ctx.ep, node, &who, Role::Participant, resume, &shared.errors).await {
                             Some((new_ws, new_session, _)) => {
                                 ws = new_ws;
                                 session = new_session;
                                 shared.connected.fetch_add(1, Ordering::Relaxed);
+                                online_here.fetch_add(1, Ordering::Relaxed);
                                 online = true;
                                 continue;
                             }
@@ -825,20 +964,14 @@ async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
                             if let Some(seq) = leading_u64(rest) {
                                 session.last_seq = seq;
                             }
-                            if let Some(sent) = stamp(text) {
-                                delivered.fetch_add(1, Ordering::Relaxed);
-                                samples.record(unix_nanos().saturating_sub(sent) / 1000, &shared.latency);
-                            }
+                            record(text, &mut samples);
                         } else if text.starts_with(r#"{"type":"error""#) {
                             shared.errors.add(format!("{who}: {text}"));
                         }
                     }
                     Target::Socketio => {
                         if text.starts_with("42") {
-                            if let Some(sent) = stamp(text) {
-                                delivered.fetch_add(1, Ordering::Relaxed);
-                                samples.record(unix_nanos().saturating_sub(sent) / 1000, &shared.latency);
-                            }
+                            record(text, &mut samples);
                         } else if text == "2" {
                             let _ = ws.send(Message::Text("3".into())).await;
                         } else if text.starts_with("44") || text.starts_with("41") {
@@ -852,6 +985,7 @@ async fn chat_client(ctx: Arc<ChatCtx>, i: usize) {
     samples.flush(&shared.latency);
     if online {
         shared.connected.fetch_sub(1, Ordering::Relaxed);
+        online_here.fetch_sub(1, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
     }
 }
@@ -896,7 +1030,7 @@ async fn join_all(handles: Vec<tokio::task::JoinHandle<()>>) {
     let _ = tokio::time::timeout(Duration::from_secs(15), all).await;
 }
 
-fn check_common(common: &Common) -> Result<(), LoadError> {
+pub(crate) fn check_common(common: &Common) -> Result<(), LoadError> {
     if common.clients == 0 {
         return Err(LoadError::Setup("--clients must be at least 1".into()));
     }
@@ -926,6 +1060,12 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         }
     }
     let ep = Endpoint::new(common, args.target)?;
+    let redis = args
+        .redis
+        .as_deref()
+        .map(redis_info::redis_addr)
+        .transpose()
+        .map_err(LoadError::Setup)?;
     if args.scenario == Scenario::Resume {
         return resume(args, ep).await;
     }
@@ -936,9 +1076,10 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         0
     };
     let (phase_tx, phase_rx) = watch::channel(Phase::Warm);
+    let nodes = ep.bases.clone();
     let ctx = Arc::new(ChatCtx {
         ep,
-        shared: Shared::new(),
+        shared: Shared::new(nodes.len()),
         gate: Semaphore::new(common.connect_concurrency),
         phase: phase_rx,
         senders,
@@ -966,6 +1107,11 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
     }
 
     let mut idle = None;
+    let redis_before = match &redis {
+        // Two back to back: their difference is what reading INFO costs.
+        Some(addr) => Some((redis_snapshot(addr).await?, redis_snapshot(addr).await?)),
+        None => None,
+    };
     let window_start = Instant::now();
     let before = probe.sample();
     let window_end;
@@ -1008,7 +1154,20 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         }
     }
     let after = probe.sample();
+    let redis = match (&redis, redis_before) {
+        (Some(addr), Some((base, before))) => Some(RedisFigures::between(
+            &base,
+            &before,
+            &redis_snapshot(addr).await?,
+        )),
+        _ => None,
+    };
     let connected = shared.connected.load(Ordering::Relaxed);
+    let connected_per_node: Vec<u64> = shared
+        .per_node
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .collect();
     let _ = phase_tx.send(Phase::Stop);
     join_all(handles).await;
 
@@ -1018,7 +1177,19 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         .max(1e-3);
     let delivered = shared.delivered();
     let sent = shared.sent.load(Ordering::Relaxed);
-    let latency = Latency::of(&shared.latency.lock().expect("histogram lock"));
+    let (latency, split) = {
+        let d = shared.latency.lock().expect("histogram lock");
+        (
+            Latency::of(&d.all),
+            (Latency::of(&d.same), Latency::of(&d.cross)),
+        )
+    };
+    let nodes = (nodes.len() > 1).then_some(NodeSplit {
+        urls: nodes,
+        connected_per_node,
+        same_node: split.0,
+        cross_node: split.1,
+    });
     let ops = (args.scenario == Scenario::Chat).then_some(delivered);
     let (tool, server) = probe.usage(&before, &after, ops);
     let send_s = if args.scenario == Scenario::Chat {
@@ -1047,6 +1218,7 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         delivered_per_s: delivered as f64 / window_s,
         window_s,
         latency,
+        nodes,
         errors: shared.errors.count(),
         error_samples: shared.errors.samples(),
         reconnects: shared.reconnects.load(Ordering::Relaxed),
@@ -1054,7 +1226,12 @@ pub async fn chat(args: &ChatArgs) -> Result<ChatReport, LoadError> {
         server,
         idle,
         resume: None,
+        redis,
     })
+}
+
+async fn redis_snapshot(addr: &str) -> Result<RedisSnapshot, LoadError> {
+    redis_info::snapshot(addr).await.map_err(LoadError::Setup)
 }
 
 // --- Resume -------------------------------------------------------------------------
@@ -1082,8 +1259,15 @@ async fn resume(args: &ChatArgs, ep: Endpoint) -> Result<ChatReport, LoadError> 
         let (ep, errors, gate, opened) = (ep.clone(), errors.clone(), gate.clone(), opened.clone());
         async move {
             let _permit = gate.acquire().await;
-            if let Some((ws, session, _)) =
-                connect(&ep, &format!("c{i}"), Role::Participant, None, &errors).await
+            if let Some((ws, session, _)) = connect(
+                &ep,
+                ep.node_of(i),
+                &format!("c{i}"),
+                Role::Participant,
+                None,
+                &errors,
+            )
+            .await
             {
                 opened.lock().expect("opened lock").push((i, ws, session));
             }
@@ -1138,7 +1322,7 @@ async fn resume(args: &ChatArgs, ep: Endpoint) -> Result<ChatReport, LoadError> 
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 let who = format!("c{i}");
-                let url = ep.url(&who, Role::Participant, Some(&session));
+                let url = ep.url(ep.node_of(i), &who, Role::Participant, Some(&session));
                 let mut session = session;
                 let result = match open(&url).await {
                     Ok(mut ws) => hello(&mut ws, Target::Convene, &mut session)
@@ -1210,6 +1394,7 @@ async fn resume(args: &ChatArgs, ep: Endpoint) -> Result<ChatReport, LoadError> 
         delivered_per_s: 0.0,
         window_s,
         latency: Latency::default(),
+        nodes: None,
         errors: errors.count(),
         error_samples: errors.samples(),
         reconnects: 0,
@@ -1217,6 +1402,7 @@ async fn resume(args: &ChatArgs, ep: Endpoint) -> Result<ChatReport, LoadError> 
         server,
         idle: None,
         resume: Some(figures),
+        redis: None,
     })
 }
 
@@ -1235,7 +1421,7 @@ impl Control {
         role: Role,
         errors: &Errors,
     ) -> Result<Control, LoadError> {
-        match connect(ep, who, role, None, errors).await {
+        match connect(ep, 0, who, role, None, errors).await {
             Some((ws, _, _)) => Ok(Control { ws, next: 0 }),
             None => Err(LoadError::Setup(format!(
                 "{who} could not connect: {:?}",
@@ -1320,7 +1506,15 @@ async fn voter(ctx: Arc<VoteCtx>, i: usize) {
     let who = format!("v{i}");
     let opened = {
         let _permit = ctx.gate.acquire().await;
-        connect(&ctx.ep, &who, Role::Participant, None, &ctx.errors).await
+        connect(
+            &ctx.ep,
+            ctx.ep.node_of(i),
+            &who,
+            Role::Participant,
+            None,
+            &ctx.errors,
+        )
+        .await
     };
     let Some((mut ws, _, _)) = opened else {
         ctx.settled.fetch_add(1, Ordering::Relaxed);
@@ -1806,6 +2000,31 @@ fn chat_text(r: &ChatReport) -> String {
             "latency ms    p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
             l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
         );
+        if let Some(n) = &r.nodes {
+            let _ = writeln!(
+                out,
+                "nodes         {} ({} sessions each at the end)",
+                n.urls.join(", "),
+                n.connected_per_node
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            for (name, l) in [("same node", &n.same_node), ("cross node", &n.cross_node)] {
+                let _ = writeln!(
+                    out,
+                    "  {name:<11} p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2} ms ({} deliveries)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.samples
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  cross adds  p50 {:+.2}  p99 {:+.2} ms",
+                n.cross_node.p50_ms - n.same_node.p50_ms,
+                n.cross_node.p99_ms - n.same_node.p99_ms
+            );
+        }
     }
     if let Some(i) = &r.idle {
         let server = i
@@ -1839,6 +2058,26 @@ fn chat_text(r: &ChatReport) -> String {
     );
     for e in &r.error_samples {
         let _ = writeln!(out, "  {e}");
+    }
+    if let Some(x) = &r.redis {
+        let per = r.sent.max(1) as f64;
+        let top: Vec<String> = {
+            let mut calls: Vec<_> = x.calls.iter().collect();
+            calls.sort_by(|a, b| b.1.cmp(a.1));
+            calls
+                .iter()
+                .take(6)
+                .map(|(name, n)| format!("{name} {:.2}", **n as f64 / per))
+                .collect()
+        };
+        let _ = writeln!(
+            out,
+            "redis         per message sent: {:.2} commands, {:.0} bytes in, {:.0} bytes out ({})",
+            x.commands as f64 / per,
+            x.net_input_bytes as f64 / per,
+            x.net_output_bytes as f64 / per,
+            top.join(", ")
+        );
     }
     usage_lines(&mut out, &r.tool, &r.server, "delivery");
     out.trim_end().to_string()
@@ -1897,6 +2136,13 @@ mod tests {
         let sio =
             r#"42["chat",{"id":3,"from":"x","name":"c1","text":"t=17 ","at":5,"breakout":null}]"#;
         assert_eq!(stamp(sio), Some(17));
+        assert_eq!(stamp_node(sio), None);
+        let from_node = r#"42["chat",{"id":3,"text":"t=17 n=2 xx"}]"#;
+        assert_eq!(
+            (stamp(from_node), stamp_node(from_node)),
+            (Some(17), Some(2))
+        );
+        assert_eq!(stamp_node(&chat_frame(Target::Convene, 1, " x")), Some(1));
         assert_eq!(stamp(r#"{"type":"pong"}"#), None);
     }
 
@@ -1909,6 +2155,12 @@ mod tests {
         assert_eq!(base_url("ws://127.0.0.1:9/ws").unwrap(), "ws://127.0.0.1:9");
         assert!(base_url("wss://example.org").is_err());
         assert!(base_url("ws://h/x/y").is_err());
+        assert_eq!(
+            base_urls("ws://127.0.0.1:1, http://127.0.0.1:2/").unwrap(),
+            ["ws://127.0.0.1:1", "ws://127.0.0.1:2"]
+        );
+        assert!(base_urls(",").is_err());
+        assert!(base_urls("ws://127.0.0.1:1,wss://x").is_err());
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Load tools: real WebSocket and WebRTC clients that drive a running server and print figures.
 //!
-//! `convene load chat|votes` drives the signaling hub (see `chat.rs`); `convene load sfu`
+//! `convene load chat|votes` drives the signaling hub (see `chat.rs`), `convene load failover`
+//! kills a cluster's room owner under traffic (see `failover.rs`); `convene load sfu`
 //! drives the media path with str0m client peers (see `sfu.rs`); `convene load udp-floor`
 //! measures the kernel's share of sending a datagram (see `floor.rs`), and `tcp-floor` the
 //! kernel's share of writing a frame to a session socket (see `tcp_floor.rs`).
 
 pub mod chat;
+pub mod failover;
 pub mod floor;
+pub mod redis_info;
 pub mod sfu;
 pub mod tcp_floor;
 
@@ -25,6 +28,8 @@ pub enum LoadCommand {
     Chat(chat::ChatArgs),
     /// N WebSocket clients upvoting the same questions.
     Votes(chat::VotesArgs),
+    /// Chat through a cluster, kill -9 the room's owner node, time the recovery and count losses.
+    Failover(failover::FailoverArgs),
     /// WebRTC subscribers (str0m peers) of one published stream.
     Sfu(sfu::SfuArgs),
     /// Plain UDP datagrams to N sockets: the kernel's CPU per datagram, the SFU's floor.
@@ -37,6 +42,7 @@ pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
     match command {
         LoadCommand::Chat(args) => chat::run_chat(args).await,
         LoadCommand::Votes(args) => chat::run_votes(args).await,
+        LoadCommand::Failover(args) => failover::run(args).await,
         LoadCommand::Sfu(args) => sfu::run(args).await,
         LoadCommand::UdpFloor(args) => floor::run(args).await,
         LoadCommand::TcpFloor(args) => tcp_floor::run(args).await,

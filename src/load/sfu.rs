@@ -252,7 +252,7 @@ fn tokens(args: &SfuArgs) -> Result<Tokens, LoadError> {
 }
 
 /// `http://host:port[/prefix]` -> (host:port, prefix without trailing slash).
-fn parse_url(url: &str) -> Result<(String, String), LoadError> {
+pub(crate) fn parse_url(url: &str) -> Result<(String, String), LoadError> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| LoadError::Setup(format!("--url must start with http://, got {url:?}")))?;
@@ -266,10 +266,10 @@ fn parse_url(url: &str) -> Result<(String, String), LoadError> {
     Ok((host.to_string(), path.to_string()))
 }
 
-struct HttpResponse {
-    status: u16,
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl HttpResponse {
@@ -282,7 +282,7 @@ impl HttpResponse {
 }
 
 /// A minimal HTTP/1.1 client (one request per connection), enough for WHIP/WHEP and /metrics.
-async fn http(
+pub(crate) async fn http(
     host: &str,
     method: &str,
     path: &str,

@@ -5,8 +5,14 @@
 // object has the same fields as Convene's ChatMessage, so both servers send similar bytes.
 //
 //   PORT=9000 node tests/peers/socketio-hub.js      (listens on 127.0.0.1 only)
+//   REDIS_URL=redis://127.0.0.1:6379 PORT=9001 node tests/peers/socketio-hub.js
 //
-// Needs `socket.io` 4.x (npm). Prints "listening <port>" once ready.
+// With REDIS_URL, several hubs share rooms through `@socket.io/redis-adapter` (Redis pub/sub):
+// the multi-node baseline of `scripts/bench-cluster`. Each hub keeps its own message counter
+// (ids may repeat across hubs): the baseline does no more Redis work than the adapter's own.
+//
+// Needs `socket.io` 4.x (npm), and with REDIS_URL `@socket.io/redis-adapter` and `redis`.
+// Prints "listening <port>" once ready.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -27,6 +33,18 @@ const io = new Server(http, {
 });
 
 let nextId = 0;
+if (process.env.REDIS_URL) {
+  const { createClient } = await import("redis");
+  const { createAdapter } = await import("@socket.io/redis-adapter");
+  const pub = createClient({ url: process.env.REDIS_URL });
+  const sub = pub.duplicate();
+  for (const client of [pub, sub]) {
+    client.on("error", (error) => console.error(`redis: ${error.message}`));
+  }
+  await Promise.all([pub.connect(), sub.connect()]);
+  io.adapter(createAdapter(pub, sub));
+}
+
 io.on("connection", (socket) => {
   const room = String(socket.handshake.query.room || "load");
   const name = String(socket.handshake.query.name || socket.id);
