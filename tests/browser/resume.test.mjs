@@ -34,7 +34,8 @@ test("a raised hand survives a drop longer than the grace period", { timeout: 60
   await host.locator("#members li[data-identity=pia]").waitFor({ state: "detached" });
   const joins = await pia.evaluate(() => convene.state.joins);
   await pia.context().setOffline(false);
-  await host.locator("#members li[data-identity=pia][data-hand]").waitFor();
+  // The client's backoff grew while it was offline (up to 10 s between tries): allow for it.
+  await host.locator("#members li[data-identity=pia][data-hand]").waitFor({ timeout: 30_000 });
   assert.equal(await pia.evaluate(() => convene.state.joins), joins + 1, "a fresh welcome, not a resume");
   await pia.locator("#hand[aria-pressed=true]", { hasText: "Lower hand" }).waitFor();
   await pia.locator("#banner").waitFor({ state: "hidden" });
