@@ -40,6 +40,7 @@ impl EventLog {
     }
 
     /// Every event kept, oldest first.
+    #[cfg(test)]
     pub fn kept(&self) -> Vec<Arc<Envelope>> {
         self.events.iter().cloned().collect()
     }

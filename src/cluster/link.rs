@@ -131,7 +131,7 @@ struct Link {
     local_sessions: Arc<std::sync::atomic::AtomicUsize>,
     inbox_tx: mpsc::UnboundedSender<LinkMessage>,
     /// The room's events, in order, for this node's lanes.
-    events: Tail<Envelope>,
+    events: Tail<Arc<Envelope>>,
     /// `events` starts where the stream was when this link subscribed.
     events_known: bool,
     owner: Option<Owner>,
@@ -293,7 +293,7 @@ impl Link {
                 Ok(batch) => {
                     let sent = batch.t;
                     for envelope in batch.e {
-                        self.events.offer(envelope.seq, envelope);
+                        self.events.offer(envelope.seq, Arc::new(envelope));
                     }
                     let now = crate::auth::unix_now_us();
                     crate::metrics::observe_cluster_bus(Duration::from_micros(
@@ -340,7 +340,7 @@ impl Link {
     fn push_ready_events(&mut self) {
         let hub = self.cluster.hub();
         for (_, envelope) in self.events.ready() {
-            hub.deliver(&self.room, RoomOutput::Publish(Arc::new(envelope)));
+            hub.deliver(&self.room, RoomOutput::Publish(envelope));
         }
     }
 
@@ -392,7 +392,7 @@ impl Link {
             for (seq, json) in entries {
                 next = seq + 1;
                 if let Ok(envelope) = serde_json::from_str::<Envelope>(&json) {
-                    self.events.offer(seq, envelope);
+                    self.events.offer(seq, Arc::new(envelope));
                 }
             }
             self.push_ready_events();
@@ -563,7 +563,7 @@ impl Link {
         match appended {
             Ok(()) => {
                 for envelope in batch.events {
-                    self.events.offer(envelope.seq, (*envelope).clone());
+                    self.events.offer(envelope.seq, envelope);
                 }
                 if self.events_known {
                     self.push_ready_events();

@@ -192,8 +192,8 @@ impl PendingCall {
         }
     }
 
-    /// Answers at once that the room cannot be reached; false when the call has no such answer
-    /// (the caller then sees the room gone).
+    /// Answers at once that the room cannot be reached, for calls that can carry a refusal;
+    /// the others are dropped (the caller then sees the room gone).
     pub fn unavailable(self, denied: Denied) {
         match self {
             PendingCall::Join(tx) => {

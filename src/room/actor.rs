@@ -330,12 +330,6 @@ pub struct CoreSnapshot {
     last_seq: u64,
 }
 
-impl CoreSnapshot {
-    pub fn last_seq(&self) -> u64 {
-        self.last_seq
-    }
-}
-
 struct SessionEntry {
     identity: String,
     connection: ConnectionId,
@@ -444,6 +438,7 @@ impl RoomCore {
     }
 
     /// The events kept for resumes, oldest first.
+    #[cfg(test)]
     pub fn recent(&self) -> Vec<Arc<Envelope>> {
         self.log.kept()
     }
