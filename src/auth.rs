@@ -1,7 +1,7 @@
 //! Access tokens: HS256 JWTs naming who someone is, which room they may join and in what role.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use convene_signaling::Role;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -91,23 +91,7 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 /// Unix time in microseconds: cross-node latency on one clock (the cluster's bus metric).
-pub fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
-}
-
-pub fn unix_now_ms() -> u64 {
-    unix_now_us() / 1000
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
+pub use convene_core::time::{unix_now, unix_now_ms, unix_now_us};
 
 impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {

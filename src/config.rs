@@ -291,7 +291,7 @@ impl Config {
             self.rtc.ice_tcp = parsed("CONVENE_RTC_ICE_TCP", v)?;
         }
         if let Some(v) = env("CONVENE_RTC_ADVERTISE_IP") {
-            if let Err(e) = crate::sfu::addresses::parse_list(&v) {
+            if let Err(e) = convene_sfu::addresses::parse_list(&v) {
                 return Err(ConfigError::Env {
                     name: "CONVENE_RTC_ADVERTISE_IP",
                     value: v,

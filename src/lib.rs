@@ -22,18 +22,17 @@
 //! `room` never imports `session`, and `bus` never imports `room` (`tests/layering.rs`).
 #![forbid(unsafe_code)]
 
+pub use convene_core::{bus, room, wire};
+pub use convene_sfu as sfu;
+
 pub mod auth;
-pub mod bus;
 pub mod cluster;
 pub mod config;
+pub mod hooks;
 pub mod http;
-pub mod load;
 pub mod logging;
 pub mod media;
 pub mod metrics;
-pub mod room;
 pub mod session;
-pub mod sfu;
 pub mod turn;
 pub mod webhooks;
-pub mod wire;

@@ -1,4 +1,4 @@
-//! The `convene` command: `serve`, `token`, and the load tools.
+//! The `convene` command: `serve` and `token` (the load tools are `convene-load`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,11 +51,6 @@ enum Cmd {
         #[arg(long, default_value = "2h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
     },
-    /// Drive a running server with real clients and print figures.
-    Load {
-        #[command(subcommand)]
-        tool: convene::load::LoadCommand,
-    },
 }
 
 fn parse_attr(text: &str) -> Result<(String, String), String> {
@@ -72,19 +67,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Serve { config } => serve(config),
-        Cmd::Load { tool } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(convene::load::run(tool))?;
-            Ok(())
-        }
         Cmd::Token {
             config,
             room,

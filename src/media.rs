@@ -14,15 +14,15 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::RtcConfig;
-use crate::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
-use crate::room::Place;
+use convene_core::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
+use convene_core::room::Place;
 use crate::session::outbox::Outbox;
-use crate::sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
-use crate::wire::Frame;
+use convene_sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
+use convene_core::wire::Frame;
 
 /// The SFU group of a place in a room.
 pub fn group(room: &str, place: Place) -> GroupId {
-    GroupId::new(room, place)
+    GroupId::new(room, place.breakout())
 }
 
 /// Does this offer send media (any m-line that is not recvonly or inactive)?
@@ -213,7 +213,7 @@ impl Media {
     ) -> bool {
         match event {
             PeerEvent::TrackPublished(info) => {
-                let mut track = info.to_track(info.group.place.breakout());
+                let mut track = info.to_track(info.group.part);
                 track.publisher = identity.to_string();
                 published.insert(track.id.clone());
                 self.set_publisher(&room.name, identity, Some(peer));

@@ -18,8 +18,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::room::registry::Rooms;
-use crate::sfu::Sfu;
+use convene_core::room::registry::Rooms;
+use convene_sfu::Sfu;
 
 /// Labels of `convene_http_requests_total`: the route template (never the raw path, which
 /// holds room names), the method and the status.

@@ -15,9 +15,9 @@ use super::protocol::{self, CallResult, Input, InputRecord, NodeMessage};
 use super::store::{self, StoreError};
 use super::tail::Tail;
 use super::{Cluster, LinkMessage};
-use crate::room::actor::{error_frame, CoreSnapshot, RoomCommand, RoomCore, RoomHandle};
-use crate::room::Denied;
-use crate::wire::{ConnectionId, Envelope, RoomOutput, SessionSink};
+use convene_core::room::actor::{error_frame, CoreSnapshot, RoomCommand, RoomCore, RoomHandle};
+use convene_core::room::Denied;
+use convene_core::wire::{ConnectionId, Envelope, RoomOutput, SessionSink};
 
 /// Inputs recorded in one Redis call.
 const SUBMIT_BATCH: usize = 64;
@@ -1111,8 +1111,8 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::actor::ActorConfig;
-    use crate::room::{Joiner, RoomLimits};
+    use convene_core::room::actor::ActorConfig;
+    use convene_core::room::{Joiner, RoomLimits};
     use convene_signaling::{Command, Role};
 
     fn config() -> ActorConfig {
@@ -1121,9 +1121,8 @@ mod tests {
             event_log_len: 100_000,
             idempotency_window: 64,
             empty_room_ttl: Duration::from_secs(60),
-            attendance: crate::room::attendance::AttendanceBook::new(60_000),
-            webhooks: crate::webhooks::Webhooks::default(),
-            turn: None,
+            attendance: convene_core::room::attendance::AttendanceBook::new(60_000),
+            hooks: std::sync::Arc::new(convene_core::room::actor::NoHooks),
         }
     }
 

@@ -23,9 +23,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::room::actor::{ActorConfig, Clock, RoomHandle};
+use convene_core::room::actor::{ActorConfig, Clock, RoomHandle};
 use crate::session::Hub;
-use crate::wire::{RoomOutput, SessionSink};
+use convene_core::wire::{RoomOutput, SessionSink};
 use protocol::{close_reason, NodeMessage, PendingCall};
 use store::Store;
 pub use store::StoreError;
@@ -130,6 +130,13 @@ struct Inner {
     shutdown: watch::Sender<bool>,
 }
 
+/// In a cluster every room of this node is a link to the room's owner.
+impl convene_core::room::registry::RoomStarter for Cluster {
+    fn start(&self, room: &str, on_exit: convene_core::room::registry::OnExit) -> RoomHandle {
+        self.link(room, on_exit)
+    }
+}
+
 impl Cluster {
     /// Connects to Redis and starts the node's heartbeat and pub/sub router.
     pub async fn start(
@@ -198,7 +205,7 @@ impl Cluster {
     }
 
     /// Runs media for sessions on other nodes whose rooms this node owns.
-    pub fn host_media(&self, media: crate::media::Media, rooms: crate::room::registry::Rooms) {
+    pub fn host_media(&self, media: crate::media::Media, rooms: convene_core::room::registry::Rooms) {
         let _ = self
             .inner
             .relayed

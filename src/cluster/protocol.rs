@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::room::actor::{MediaRights, RoomCommand, Start};
-use crate::room::operator::{Operation, RoomReport};
-use crate::room::{Denied, Joiner};
-use crate::wire::{ConnectionId, Envelope, Frame, Viewer};
+use convene_core::room::actor::{MediaRights, RoomCommand, Start};
+use convene_core::room::operator::{Operation, RoomReport};
+use convene_core::room::{Denied, Joiner};
+use convene_core::wire::{ConnectionId, Envelope, Frame, Viewer};
 
 /// One input as the room's input stream records it: who sent it, when, and what.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub struct StartWire {
     pub viewer: Viewer,
     pub may_publish: bool,
     pub muted: Vec<convene_signaling::TrackKind>,
-    #[serde(with = "crate::wire::frame_text")]
+    #[serde(with = "convene_core::wire::frame_text")]
     pub first: Frame,
     pub replay: Vec<Envelope>,
     pub seq: u64,
@@ -128,7 +128,7 @@ pub enum CallResult {
 pub enum NodeMessage {
     Reply {
         to: ConnectionId,
-        #[serde(with = "crate::wire::frame_text")]
+        #[serde(with = "convene_core::wire::frame_text")]
         frame: Frame,
     },
     Close {

@@ -18,11 +18,11 @@ use uuid::Uuid;
 use super::protocol::NodeMessage;
 use super::Cluster;
 use crate::media::{Media, MediaAccess, MediaLink, Mutes};
-use crate::room::actor::simple_error;
-use crate::room::registry::Rooms;
+use convene_core::room::actor::simple_error;
+use convene_core::room::registry::Rooms;
 use crate::session::outbox::{self, Outbox};
 use crate::session::{follow, Rights};
-use crate::wire::{ConnectionId, Viewer};
+use convene_core::wire::{ConnectionId, Viewer};
 
 /// A relayed media command, or the end of a relayed session.
 #[derive(Clone, Debug, Serialize, Deserialize)]

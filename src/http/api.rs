@@ -18,9 +18,9 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use super::ws::bearer;
 use super::{ApiError, AppState};
 use crate::auth::Claims;
-use crate::room::actor::RoomHandle;
-use crate::room::attendance::PersonAttendance;
-use crate::room::operator::{Operation, RoomReport};
+use convene_core::room::actor::RoomHandle;
+use convene_core::room::attendance::PersonAttendance;
+use convene_core::room::operator::{Operation, RoomReport};
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::sfu::{is_ice_tcp, TcpHandoff};
+use convene_sfu::{is_ice_tcp, TcpHandoff};
 
 /// A client that is not ready (handshake done, or first bytes seen) by then is dropped.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,10 +16,10 @@ use uuid::Uuid;
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{group, Media};
-use crate::room::actor::RoomCommand;
-use crate::room::{Joiner, Place};
+use convene_core::room::actor::RoomCommand;
+use convene_core::room::{Joiner, Place};
 use crate::session::{follow, outbox, Rights};
-use crate::sfu::{PeerOptions, SfuError};
+use convene_sfu::{PeerOptions, SfuError};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -391,7 +391,7 @@ async fn whep(
         loop {
             tokio::select! {
                 event = events.recv() => match event {
-                    None | Some(crate::sfu::PeerEvent::Disconnected) => break,
+                    None | Some(convene_sfu::PeerEvent::Disconnected) => break,
                     Some(_) => {}
                 },
                 _ = &mut stop_rx => break,

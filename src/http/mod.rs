@@ -24,10 +24,10 @@ use tokio::sync::watch;
 use crate::auth::TokenKeys;
 use crate::config::{Config, Limits};
 use crate::media::Media;
-use crate::room::actor::ActorConfig;
-use crate::room::attendance::AttendanceBook;
-use crate::room::registry::Rooms;
-use crate::room::RoomLimits;
+use convene_core::room::actor::ActorConfig;
+use convene_core::room::attendance::AttendanceBook;
+use convene_core::room::registry::Rooms;
+use convene_core::room::RoomLimits;
 use crate::session::Hub;
 
 /// Errors the edge answers with: a status and a JSON body naming the problem.
@@ -124,11 +124,15 @@ impl AppState {
             idempotency_window: limits.idempotency_window,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
-            webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(|error| {
-                tracing::error!(%error, "webhooks are off");
-                crate::webhooks::Webhooks::default()
+            hooks: Arc::new(crate::hooks::NodeHooks {
+                webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(
+                    |error| {
+                        tracing::error!(%error, "webhooks are off");
+                        crate::webhooks::Webhooks::default()
+                    },
+                ),
+                turn: turn.clone(),
             }),
-            turn: turn.clone(),
         };
         let https_port = config
             .rtc
@@ -180,7 +184,10 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let rooms = Rooms::new(actor, hub.clone(), cluster.clone());
+        let starter = cluster
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn convene_core::room::registry::RoomStarter>);
+        let rooms = Rooms::new(actor, hub.clone(), starter);
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(media.clone(), rooms.clone());
         }

@@ -15,11 +15,11 @@ use uuid::Uuid;
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{MediaAccess, MediaLink, Mutes};
-use crate::room::actor::{error_frame, RoomHandle, Start};
-use crate::room::Joiner;
+use convene_core::room::actor::{error_frame, RoomHandle, Start};
+use convene_core::room::Joiner;
 use crate::session::outbox::{self, Inbox, Outbox};
 use crate::session::{self, SessionParams};
-use crate::wire::Frame;
+use convene_core::wire::Frame;
 
 #[derive(Deserialize)]
 pub struct WsQuery {

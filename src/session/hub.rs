@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::outbox::{DirectLane, Outbox};
-use crate::bus::{Lagged, LaneRing, Lanes, RoomLanes};
-use crate::wire::{ConnectionId, Envelope, Lane, Place, RoomOutput, SessionSink};
+use convene_core::bus::{Lagged, LaneRing, Lanes, RoomLanes};
+use convene_core::wire::{ConnectionId, Envelope, Lane, Place, RoomOutput, SessionSink};
 
 /// Envelopes copied from a lane per lock.
 const READ_BATCH: usize = 64;
@@ -367,7 +367,7 @@ impl EventStream {
 mod tests {
     use super::*;
     use crate::session::outbox::outbox;
-    use crate::wire::{Audience, Frame, SessionEffect};
+    use convene_core::wire::{Audience, Frame, SessionEffect};
 
     fn envelope(seq: u64, audience: Audience) -> RoomOutput {
         RoomOutput::Publish(Arc::new(Envelope {

@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::media::{MediaAccess, MediaLink, Mutes};
-use crate::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
-use crate::wire::{Envelope, Place, SessionEffect, Viewer};
+use convene_core::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
+use convene_core::wire::{Envelope, Place, SessionEffect, Viewer};
 pub use hub::{EventStream, Hub, Registration};
 use outbox::{CloseReason, Inbox, Outbox};
 use rate::{CommandClass, RateLimiter};

@@ -8,7 +8,7 @@ use tokio::sync::{watch, Notify};
 
 pub use convene_signaling::CloseReason;
 
-use crate::wire::{Envelope, Frame};
+use convene_core::wire::{Envelope, Frame};
 
 /// The sending half of a session: bounded, never awaited. A full mailbox closes that session only.
 #[derive(Clone, Debug)]

@@ -40,7 +40,6 @@ impl EventLog {
     }
 
     /// Every event kept, oldest first.
-    #[cfg(test)]
     pub fn kept(&self) -> Vec<Arc<Envelope>> {
         self.events.iter().cloned().collect()
     }

@@ -9,6 +9,7 @@ pub mod actor;
 pub mod attendance;
 mod breakouts;
 mod chat;
+pub mod feed;
 pub mod operator;
 mod persist;
 mod polls;

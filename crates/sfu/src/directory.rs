@@ -417,8 +417,8 @@ mod tests {
     /// `"room"` is the main room of room `room`; `"room/b1"` its breakout 1.
     fn g(name: &str) -> GroupId {
         match name.split_once("/b") {
-            Some((room, b)) => GroupId::new(room, crate::wire::Place::Breakout(b.parse().unwrap())),
-            None => GroupId::new(name, crate::wire::Place::Main),
+            Some((room, b)) => GroupId::new(room, Some(b.parse().unwrap())),
+            None => GroupId::new(name, None),
         }
     }
 

@@ -441,7 +441,7 @@ pub(crate) fn nacked(pid: u16, blp: u16) -> impl Iterator<Item = u16> {
 /// Datagrams of one worker turn, sent with `sendmmsg` (one syscall for up to
 /// [`BATCH_MAX`]); buffers are reused.
 #[derive(Default)]
-pub(crate) struct SendBatch {
+pub struct SendBatch {
     queued: Vec<(Vec<u8>, SocketAddr)>,
     spare: Vec<Vec<u8>>,
     #[cfg(target_os = "linux")]

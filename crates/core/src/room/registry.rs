@@ -1,10 +1,19 @@
-//! The rooms of this node: finds a room's actor, starting it when its first member arrives.
+//! The rooms of this node: finds a room's handle, starting it (through a [`RoomStarter`]) when its first member arrives.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::actor::{self, ActorConfig, Clock, RoomHandle};
 use crate::wire::SessionSink;
+
+/// Runs what the room exits with, once, when it closes.
+pub type OnExit = Box<dyn FnOnce(&RoomHandle) + Send + 'static>;
+
+/// Starts a room somewhere other than in this process alone: the cluster implements it with
+/// a link to the room's owner node. Without one, rooms run as local actors.
+pub trait RoomStarter: Send + Sync + 'static {
+    fn start(&self, room: &str, on_exit: OnExit) -> RoomHandle;
+}
 
 #[derive(Clone)]
 pub struct Rooms {
@@ -17,14 +26,14 @@ struct Inner {
     sink: Arc<dyn SessionSink>,
     clock: Clock,
     /// Set: rooms are shared with other nodes, and each room here is a link to its owner.
-    cluster: Option<crate::cluster::Cluster>,
+    starter: Option<Arc<dyn RoomStarter>>,
 }
 
 impl Rooms {
     pub fn new(
         config: ActorConfig,
         sink: Arc<dyn SessionSink>,
-        cluster: Option<crate::cluster::Cluster>,
+        starter: Option<Arc<dyn RoomStarter>>,
     ) -> Rooms {
         Rooms {
             inner: Arc::new(Inner {
@@ -32,7 +41,7 @@ impl Rooms {
                 config,
                 sink,
                 clock: Clock::start(),
-                cluster,
+                starter,
             }),
         }
     }
@@ -61,8 +70,8 @@ impl Rooms {
                 }
             }
         };
-        let handle = match &self.inner.cluster {
-            Some(cluster) => cluster.link(name, on_exit),
+        let handle = match &self.inner.starter {
+            Some(starter) => starter.start(name, Box::new(on_exit)),
             None => actor::spawn(
                 name,
                 self.inner.config.clone(),

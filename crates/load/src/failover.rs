@@ -1,4 +1,4 @@
-//! `convene load failover`: chat through a cluster, `kill -9` the room's owner node, and time the recovery.
+//! `convene-load failover`: chat through a cluster, `kill -9` the room's owner node, and time the recovery.
 //!
 //! Sessions are spread round-robin over the nodes (`--url A,B,C`). One sender on a node that
 //! does not own the room sends chat with request ids at `--rate`. After `--before` seconds the

@@ -1,4 +1,4 @@
-//! `convene load sfu`: str0m client peers subscribing to one stream, reporting packets, loss and time to first packet.
+//! `convene-load sfu`: str0m client peers subscribing to one stream, reporting packets, loss and time to first packet.
 //!
 //! Each subscriber is a normal (controlling, not ICE-lite) str0m `Rtc` in RTP mode with its
 //! own UDP socket on 127.0.0.1. It offers one `recvonly` audio and one `recvonly` video
@@ -40,7 +40,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::LoadError;
-use crate::auth::TokenKeys;
+use convene::auth::TokenKeys;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SfuArgs {

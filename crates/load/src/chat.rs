@@ -1,4 +1,4 @@
-//! `convene load chat` and `convene load votes`: many WebSocket sessions in one room, with latency histograms.
+//! `convene-load chat` and `convene-load votes`: many WebSocket sessions in one room, with latency histograms.
 //!
 //! Layout:
 //! - [`ChatArgs`] / [`chat`]: N sessions, K of them sending chat at M msgs/s in total. Each message
@@ -32,7 +32,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::redis_info::{self, RedisFigures, RedisSnapshot};
 use super::LoadError;
-use crate::auth::TokenKeys;
+use convene::auth::TokenKeys;
 
 /// A handshake (TCP, upgrade, first message) that takes longer than this has failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

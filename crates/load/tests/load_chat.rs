@@ -1,9 +1,10 @@
 //! The hub load tools, in-process at a tiny size against a real server: they connect, deliver and count exactly.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use common::{TestServer, SECRET};
-use convene::load::chat::{self, ChatArgs, VotesArgs};
+use convene_load::chat::{self, ChatArgs, VotesArgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_tool_delivers_every_message() {

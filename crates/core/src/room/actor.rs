@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    CloseReason, Command, ErrorCode, Millis, Poll, Question, RoomEvent, ServerMessage, Track,
-    PROTOCOL_VERSION,
+    CloseReason, Command, ErrorCode, IceServer, Millis, Poll, Question, RoomEvent, ServerMessage,
+    Track, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::feed::{RoomFeed, WebhookEvent};
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
 use crate::bus::EventLog;
 use crate::wire::{ConnectionId, Envelope, Frame, RoomOutput, SessionEffect, SessionSink};
@@ -347,10 +348,28 @@ pub struct ActorConfig {
     pub idempotency_window: usize,
     pub empty_room_ttl: Duration,
     pub attendance: super::attendance::AttendanceBook,
-    pub webhooks: crate::webhooks::Webhooks,
-    /// TURN relay credentials for `welcome`, when a relay is configured.
-    pub turn: Option<crate::turn::Turn>,
+    pub hooks: Arc<dyn RoomHooks>,
 }
+
+/// What a room tells the node around it: timings for metrics, webhook events, and the relay
+/// credentials `welcome` carries. The server implements it; rooms never see how.
+pub trait RoomHooks: Send + Sync + 'static {
+    /// `RoomState::apply` ran for one client command.
+    fn command_handled(&self, _took: Duration) {}
+    /// One envelope was handed to the sink.
+    fn fanned_out(&self, _took: Duration) {}
+    /// A webhook event for the node's queue (never waited for).
+    fn webhook(&self, _event: WebhookEvent) {}
+    /// TURN relays and credentials for `identity`, when a relay is configured.
+    fn ice_servers(&self, _identity: &str) -> Vec<IceServer> {
+        Vec::new()
+    }
+}
+
+/// Hooks that report nothing: for tests and tools.
+pub struct NoHooks;
+
+impl RoomHooks for NoHooks {}
 
 /// A room's state and its sessions' records, driven by inputs with their time: the local
 /// actor below runs one, and so does a cluster node that owns the room. Pure apart from its
@@ -363,7 +382,7 @@ pub struct RoomCore {
     config: ActorConfig,
     connected: Arc<AtomicUsize>,
     attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
-    feed: crate::webhooks::RoomFeed,
+    feed: RoomFeed,
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
@@ -419,8 +438,8 @@ impl RoomCore {
         connected: Arc<AtomicUsize>,
         now: Millis,
     ) -> RoomCore {
-        let feed = crate::webhooks::RoomFeed::new(name);
-        config.webhooks.emit(feed.started(now));
+        let feed = RoomFeed::new(name);
+        config.hooks.webhook(feed.started(now));
         RoomCore {
             attendance: config.attendance.sheet(name),
             feed,
@@ -438,7 +457,7 @@ impl RoomCore {
     }
 
     /// The events kept for resumes, oldest first.
-    #[cfg(test)]
+    /// (Replay checks in tests compare these with a rebuilt core's.)
     pub fn recent(&self) -> Vec<Arc<Envelope>> {
         self.log.kept()
     }
@@ -507,7 +526,7 @@ impl RoomCore {
             .collect();
         Ok(RoomCore {
             attendance: config.attendance.sheet(&name),
-            feed: crate::webhooks::RoomFeed::new(&name),
+            feed: RoomFeed::new(&name),
             state,
             log: EventLog::restore(config.event_log_len, snapshot.last_seq, recent),
             sink,
@@ -538,7 +557,7 @@ impl RoomCore {
     pub fn end(&mut self, now: Millis) {
         self.sink.room_ended(self.state.name());
         for hook in self.feed.ended(now) {
-            self.config.webhooks.emit(hook);
+            self.config.hooks.webhook(hook);
         }
     }
 
@@ -704,12 +723,7 @@ impl RoomCore {
             snapshot: Box::new(self.state.snapshot(&viewer)),
             seq,
             resume_failed,
-            ice_servers: self
-                .config
-                .turn
-                .iter()
-                .map(|t| t.ice_server(&viewer.identity, crate::auth::unix_now()))
-                .collect(),
+            ice_servers: self.config.hooks.ice_servers(&viewer.identity),
         });
         let may_publish = self.state.may_publish(&viewer.identity);
         let muted = self.state.media_muted(&viewer.identity);
@@ -744,7 +758,7 @@ impl RoomCore {
         let identity = entry.identity.clone();
         let started = std::time::Instant::now();
         let applied = self.state.apply(&command, &identity, now);
-        crate::metrics::command_handled(started.elapsed());
+        self.config.hooks.command_handled(started.elapsed());
         let reply = match applied {
             Ok(outcome) => {
                 if let (Command::Upvote { .. }, Ok(mut sheet)) = (&command, self.attendance.lock())
@@ -825,7 +839,7 @@ impl RoomCore {
                 sheet.record(&body, person, now);
             }
             if let Some(hook) = self.feed.record(&body, now) {
-                self.config.webhooks.emit(hook);
+                self.config.hooks.webhook(hook);
             }
             let frame = frame(&ServerMessage::Event { seq, event: body });
             let envelope = Arc::new(Envelope {
@@ -838,7 +852,7 @@ impl RoomCore {
             let started = std::time::Instant::now();
             self.sink
                 .deliver(self.state.name(), RoomOutput::Publish(envelope));
-            crate::metrics::observe_fanout(started.elapsed());
+            self.config.hooks.fanned_out(started.elapsed());
         }
     }
 }

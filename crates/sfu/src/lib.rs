@@ -78,7 +78,7 @@
 pub mod addresses;
 mod directory;
 mod egress;
-pub(crate) use egress::SendBatch;
+pub use egress::SendBatch;
 mod layer;
 mod tcp;
 pub use tcp::{is_ice_tcp, TcpHandoff};
@@ -94,25 +94,25 @@ use convene_signaling::{BreakoutId, Track, TrackKind, TrackSource, VideoQuality}
 use str0m::change::{SdpAnswer, SdpOffer};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::wire::Place;
 use directory::{Action, Directory, PeerKey, PeerRec};
 use worker::WorkerMsg;
 
 /// One WebRTC connection's id, chosen by the caller (unique within the SFU).
 pub type PeerId = String;
-/// Who shares media: the peers of one place (main room or a breakout) of one room receive
-/// each other's tracks. Typed, so nothing parses names to learn where a track is.
+/// Who shares media: the peers of one group receive each other's tracks. Opaque to the SFU:
+/// the caller names a scope and, optionally, a numbered part of it (for Convene, a room and
+/// one of its breakouts). Typed, so nothing parses names to learn where a track is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId {
-    pub room: Arc<str>,
-    pub place: Place,
+    pub scope: Arc<str>,
+    pub part: Option<u32>,
 }
 
 impl GroupId {
-    pub fn new(room: &str, place: Place) -> GroupId {
+    pub fn new(scope: &str, part: Option<u32>) -> GroupId {
         GroupId {
-            room: room.into(),
-            place,
+            scope: scope.into(),
+            part,
         }
     }
 }

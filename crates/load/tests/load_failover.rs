@@ -1,13 +1,30 @@
-//! `convene load failover` against real `convene serve` processes: it finds a node to kill, kills
+//! `convene-load failover` against real `convene serve` processes: it finds a node to kill, kills
 //! it with SIGKILL, and every session of that node comes back on the survivor.
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use convene::load::failover::{self, FailoverArgs};
+use convene_load::failover::{self, FailoverArgs};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_convene");
+/// The `convene` server binary beside this test's own directory (`target/<profile>/`), built
+/// first when this crate's tests run alone.
+fn server_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join("convene");
+    if !bin.exists() {
+        let built = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "convene", "--bin", "convene"])
+            .status()
+            .expect("cargo runs");
+        assert!(built.success(), "cargo build --bin convene failed");
+    }
+    bin
+}
 const SECRET: &str = "failover-secret";
 
 fn free_port() -> u16 {
@@ -19,7 +36,7 @@ fn free_port() -> u16 {
 }
 
 async fn serve(port: u16) -> Child {
-    let child = Command::new(BIN)
+    let child = Command::new(server_binary())
         .arg("serve")
         .env("CONVENE_LISTEN", format!("127.0.0.1:{port}"))
         .env("CONVENE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))

@@ -1,12 +1,13 @@
 //! `convene load sfu` in-process against a real server: one synthetic WHIP publisher and
 //! WHEP subscribers. Needs the server's `/whip/{room}` and `/whep/{room}`.
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
 
 use common::{TestServer, SECRET};
-use convene::load::sfu::{measure, SfuArgs, SfuReport, Transport};
+use convene_load::sfu::{measure, SfuArgs, SfuReport, Transport};
 
 async fn run(t: &TestServer, room: &str, subscribers: usize, drop_every: u64) -> SfuReport {
     run_over(t, room, subscribers, drop_every, Transport::Udp).await
@@ -23,7 +24,7 @@ async fn run_over(
         url: t.http(),
         room: room.into(),
         subscribers,
-        publish: Some(convene::load::sfu::Publish::Synthetic),
+        publish: Some(convene_load::sfu::Publish::Synthetic),
         duration: 3,
         token: None,
         secret: Some(SECRET.into()),

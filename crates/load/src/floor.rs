@@ -1,4 +1,4 @@
-//! `convene load udp-floor`: what the kernel alone charges a sender per datagram on this machine.
+//! `convene-load udp-floor`: what the kernel alone charges a sender per datagram on this machine.
 //!
 //! The SFU benchmark divides the server's CPU by the packets its subscribers received;
 //! part of that is the kernel sending one datagram per subscriber (on loopback, the
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 
 use super::LoadError;
-use crate::sfu::SendBatch;
+use convene_sfu::SendBatch;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FloorArgs {

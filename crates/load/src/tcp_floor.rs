@@ -1,4 +1,4 @@
-//! `convene load tcp-floor`: what writing one WebSocket frame to each of N loopback TCP sockets costs with no hub at all.
+//! `convene-load tcp-floor`: what writing one WebSocket frame to each of N loopback TCP sockets costs with no hub at all.
 //!
 //! The hub benchmark divides the server's CPU by the chat deliveries its sessions received.
 //! Part of that is the kernel: one `write` per session socket, and on loopback the receiving
