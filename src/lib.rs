@@ -33,6 +33,7 @@ pub mod http;
 pub mod logging;
 pub mod media;
 pub mod metrics;
+pub mod outbox;
 pub mod session;
 pub mod turn;
 pub mod webhooks;

@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::config::RtcConfig;
+use crate::outbox::Outbox;
 use convene_core::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
 use convene_core::room::Place;
-use crate::session::outbox::Outbox;
-use convene_sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 use convene_core::wire::Frame;
+use convene_sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 
 /// The SFU group of a place in a room.
 pub fn group(room: &str, place: Place) -> GroupId {

@@ -74,6 +74,11 @@ impl SessionSink for Capture {
         self.0.lock().expect("capture lock").push(output);
     }
     fn room_ended(&self, _room: &str) {}
+    // The owner's capture holds no sockets: the node's hub does.
+    fn connections_in(&self, _room: &str) -> usize {
+        0
+    }
+    fn close_room(&self, _room: &str, _reason: CloseReason) {}
 }
 
 impl Capture {

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use convene_core::room::actor::{ActorConfig, Clock, RoomHandle};
-use crate::session::Hub;
 use convene_core::wire::{RoomOutput, SessionSink};
 use protocol::{close_reason, NodeMessage, PendingCall};
 use store::Store;
@@ -108,7 +107,7 @@ pub struct Cluster {
 struct Inner {
     settings: ClusterSettings,
     store: Store,
-    hub: Arc<Hub>,
+    hub: Arc<dyn SessionSink>,
     clock: Clock,
     actor: ActorConfig,
     /// Redis answered the last heartbeat.
@@ -141,7 +140,7 @@ impl Cluster {
     /// Connects to Redis and starts the node's heartbeat and pub/sub router.
     pub async fn start(
         settings: ClusterSettings,
-        hub: Arc<Hub>,
+        hub: Arc<dyn SessionSink>,
         actor: ActorConfig,
         sessions: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<Cluster, StoreError> {
@@ -205,11 +204,8 @@ impl Cluster {
     }
 
     /// Runs media for sessions on other nodes whose rooms this node owns.
-    pub fn host_media(&self, media: crate::media::Media, rooms: convene_core::room::registry::Rooms) {
-        let _ = self
-            .inner
-            .relayed
-            .set(relay::RelayedMedia::new(self.clone(), media, rooms));
+    pub fn host_media(&self, relayed: Arc<relay::RelayedMedia>) {
+        let _ = self.inner.relayed.set(relayed);
     }
 
     /// Sends messages to a node's channel (delivered here directly when it is this node).
@@ -238,7 +234,7 @@ impl Cluster {
         &self.inner.store
     }
 
-    pub(crate) fn hub(&self) -> &Arc<Hub> {
+    pub(crate) fn hub(&self) -> &Arc<dyn SessionSink> {
         &self.inner.hub
     }
 

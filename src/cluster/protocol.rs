@@ -140,7 +140,27 @@ pub enum NodeMessage {
         result: CallResult,
     },
     /// Media signaling for the room's owner, from a session on another node.
-    Media(super::relay::MediaRelayMessage),
+    Media(MediaRelayMessage),
+}
+
+/// A relayed media command, or the end of a relayed session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaRelayMessage {
+    Command {
+        room: String,
+        session_id: Uuid,
+        identity: String,
+        name: String,
+        /// Where the session's socket is.
+        node: String,
+        connection: ConnectionId,
+        request_id: Option<String>,
+        command: Box<Command>,
+    },
+    End {
+        session_id: Uuid,
+    },
 }
 
 /// The close reason a code names; the room only ever sends known ones.

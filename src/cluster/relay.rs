@@ -11,38 +11,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use convene_signaling::{Command, ErrorCode};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::protocol::NodeMessage;
+use super::protocol::{MediaRelayMessage, NodeMessage};
 use super::Cluster;
 use crate::media::{Media, MediaAccess, MediaLink, Mutes};
+use crate::outbox::{self, Outbox};
+use crate::session::{follow, Hub, Rights};
 use convene_core::room::actor::simple_error;
 use convene_core::room::registry::Rooms;
-use crate::session::outbox::{self, Outbox};
-use crate::session::{follow, Rights};
 use convene_core::wire::{ConnectionId, Viewer};
-
-/// A relayed media command, or the end of a relayed session.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MediaRelayMessage {
-    Command {
-        room: String,
-        session_id: Uuid,
-        identity: String,
-        name: String,
-        /// Where the session's socket is.
-        node: String,
-        connection: ConnectionId,
-        request_id: Option<String>,
-        command: Box<Command>,
-    },
-    End {
-        session_id: Uuid,
-    },
-}
 
 /// The session side: sends a session's media signaling to its room's owner when that is
 /// another node. Ends the relayed media when dropped.
@@ -129,6 +108,17 @@ impl MediaRelay {
     }
 }
 
+impl crate::session::MediaForwarder for MediaRelay {
+    fn forward<'a>(
+        &'a self,
+        request_id: Option<String>,
+        command: &'a Command,
+        outbox: &'a Outbox,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(MediaRelay::forward(self, request_id, command, outbox))
+    }
+}
+
 impl Drop for MediaRelay {
     fn drop(&mut self) {
         if !self.used.load(Ordering::Relaxed) {
@@ -156,6 +146,8 @@ pub struct RelayedMedia {
     cluster: Cluster,
     media: Media,
     rooms: Rooms,
+    /// Relayed sessions register here as local ones do: the owner follows their events.
+    hub: Arc<Hub>,
     sessions: Mutex<HashMap<Uuid, mpsc::Sender<RelayedCommand>>>,
 }
 
@@ -163,11 +155,12 @@ pub struct RelayedMedia {
 const IDLE: Duration = Duration::from_secs(3600);
 
 impl RelayedMedia {
-    pub fn new(cluster: Cluster, media: Media, rooms: Rooms) -> Arc<RelayedMedia> {
+    pub fn new(cluster: Cluster, media: Media, rooms: Rooms, hub: Arc<Hub>) -> Arc<RelayedMedia> {
         Arc::new(RelayedMedia {
             cluster,
             media,
             rooms,
+            hub,
             sessions: Mutex::new(HashMap::new()),
         })
     }
@@ -231,7 +224,7 @@ impl RelayedMedia {
         mut commands: mpsc::Receiver<RelayedCommand>,
     ) {
         let handle = self.rooms.get_or_start(&room);
-        let hub = self.cluster.hub().clone();
+        let hub = self.hub.clone();
         let (outbox, inbox) = outbox::outbox(256);
         let local = Uuid::new_v4();
         let registration = hub.register(&room, &identity, local, outbox.clone());

@@ -16,9 +16,10 @@ use uuid::Uuid;
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{group, Media};
+use crate::outbox;
+use crate::session::{follow, Rights};
 use convene_core::room::actor::RoomCommand;
 use convene_core::room::{Joiner, Place};
-use crate::session::{follow, outbox, Rights};
 use convene_sfu::{PeerOptions, SfuError};
 
 pub fn router() -> Router<AppState> {

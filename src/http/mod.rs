@@ -24,11 +24,11 @@ use tokio::sync::watch;
 use crate::auth::TokenKeys;
 use crate::config::{Config, Limits};
 use crate::media::Media;
+use crate::session::Hub;
 use convene_core::room::actor::ActorConfig;
 use convene_core::room::attendance::AttendanceBook;
 use convene_core::room::registry::Rooms;
 use convene_core::room::RoomLimits;
-use crate::session::Hub;
 
 /// Errors the edge answers with: a status and a JSON body naming the problem.
 #[derive(Debug)]
@@ -189,7 +189,12 @@ impl AppState {
             .map(|c| Arc::new(c) as Arc<dyn convene_core::room::registry::RoomStarter>);
         let rooms = Rooms::new(actor, hub.clone(), starter);
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
-            cluster.host_media(media.clone(), rooms.clone());
+            cluster.host_media(crate::cluster::relay::RelayedMedia::new(
+                cluster.clone(),
+                media.clone(),
+                rooms.clone(),
+                hub.clone(),
+            ));
         }
         let metrics = Arc::new(crate::metrics::registry(crate::metrics::NodeCollector {
             sessions: sessions.clone(),

@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{MediaAccess, MediaLink, Mutes};
+use crate::outbox::{self, Inbox, Outbox};
+use crate::session::{self, SessionParams};
 use convene_core::room::actor::{error_frame, RoomHandle, Start};
 use convene_core::room::Joiner;
-use crate::session::outbox::{self, Inbox, Outbox};
-use crate::session::{self, SessionParams};
 use convene_core::wire::Frame;
 
 #[derive(Deserialize)]
@@ -252,14 +252,14 @@ async fn serve_socket(
     };
     let session_id = *session_id;
     let relay = state.cluster.as_ref().map(|cluster| {
-        crate::cluster::relay::MediaRelay::new(
+        Box::new(crate::cluster::relay::MediaRelay::new(
             cluster.clone(),
             &claims.room,
             session_id,
             &claims.sub,
             &claims.name,
             connection,
-        )
+        )) as Box<dyn crate::session::MediaForwarder>
     });
     let (sink, stream) = socket.split();
     // The session runs as its own task, sized for it alone: the join above, and the upgrade

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::outbox::{DirectLane, Outbox};
+use crate::outbox::{DirectLane, Outbox};
 use convene_core::bus::{Lagged, LaneRing, Lanes, RoomLanes};
 use convene_core::wire::{ConnectionId, Envelope, Lane, Place, RoomOutput, SessionSink};
 
@@ -98,25 +98,6 @@ impl Hub {
         self.lanes.room(room).room.head()
     }
 
-    /// Connections registered on this node in `room`.
-    pub fn connections_in(&self, room: &str) -> usize {
-        let registry = self.registry.lock().expect("hub lock");
-        registry
-            .people
-            .get(room)
-            .map_or(0, |people| people.values().map(Vec::len).sum())
-    }
-
-    /// Closes every connection in `room` on this node (they may resume).
-    pub fn close_room(&self, room: &str, reason: convene_signaling::CloseReason) {
-        let registry = self.registry.lock().expect("hub lock");
-        if let Some(people) = registry.people.get(room) {
-            for (_, outbox) in people.values().flatten() {
-                outbox.close(reason);
-            }
-        }
-    }
-
     /// Connections registered on this node.
     pub fn connections(&self) -> usize {
         self.registry.lock().expect("hub lock").connections.len()
@@ -189,6 +170,23 @@ impl SessionSink for Hub {
 
     fn room_ended(&self, room: &str) {
         self.lanes.forget(room);
+    }
+
+    fn connections_in(&self, room: &str) -> usize {
+        let registry = self.registry.lock().expect("hub lock");
+        registry
+            .people
+            .get(room)
+            .map_or(0, |people| people.values().map(Vec::len).sum())
+    }
+
+    fn close_room(&self, room: &str, reason: convene_signaling::CloseReason) {
+        let registry = self.registry.lock().expect("hub lock");
+        if let Some(people) = registry.people.get(room) {
+            for (_, outbox) in people.values().flatten() {
+                outbox.close(reason);
+            }
+        }
     }
 }
 
@@ -366,7 +364,7 @@ impl EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::outbox::outbox;
+    use crate::outbox::outbox;
     use convene_core::wire::{Audience, Frame, SessionEffect};
 
     fn envelope(seq: u64, audience: Audience) -> RoomOutput {

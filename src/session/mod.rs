@@ -7,7 +7,6 @@
 //! falls a whole lane behind is closed with 1013 (the client may resume).
 
 pub mod hub;
-pub mod outbox;
 pub mod rate;
 
 use std::sync::Arc;
@@ -21,10 +20,10 @@ use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::media::{MediaAccess, MediaLink, Mutes};
+use crate::outbox::{CloseReason, Inbox, Outbox};
 use convene_core::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
 use convene_core::wire::{Envelope, Place, SessionEffect, Viewer};
 pub use hub::{EventStream, Hub, Registration};
-use outbox::{CloseReason, Inbox, Outbox};
 use rate::{CommandClass, RateLimiter};
 
 /// Longest `request_id` accepted.
@@ -50,7 +49,19 @@ pub struct SessionParams {
     /// Keeps the connection reachable by the hub while the session runs.
     pub registration: Registration,
     /// In a cluster: sends media signaling to the room's owner when that is another node.
-    pub relay: Option<crate::cluster::relay::MediaRelay>,
+    pub relay: Option<Box<dyn MediaForwarder>>,
+}
+
+/// Sends a session's media signaling to where the room's media is, when that is not this
+/// node (the cluster implements it). Dropping it ends what it forwarded.
+pub trait MediaForwarder: Send + Sync {
+    /// True when the command was forwarded (or refused) there; false: handle it here.
+    fn forward<'a>(
+        &'a self,
+        request_id: Option<String>,
+        command: &'a Command,
+        outbox: &'a Outbox,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
 }
 
 /// Runs a session over any WebSocket-like sink and stream until it ends.
@@ -463,7 +474,7 @@ struct Reader {
     strikes: u32,
     limits: Arc<Limits>,
     media: Option<MediaLink>,
-    relay: Option<crate::cluster::relay::MediaRelay>,
+    relay: Option<Box<dyn MediaForwarder>>,
 }
 
 impl Reader {

@@ -227,6 +227,10 @@ pub trait SessionSink: Send + Sync + 'static {
     fn deliver(&self, room: &str, output: RoomOutput);
     /// The room has ended on this node: release what its lanes hold.
     fn room_ended(&self, room: &str);
+    /// Sockets open on this node in `room`.
+    fn connections_in(&self, room: &str) -> usize;
+    /// Closes every socket of `room` on this node (they may resume elsewhere).
+    fn close_room(&self, room: &str, reason: convene_signaling::CloseReason);
 }
 
 pub mod frame_text {
