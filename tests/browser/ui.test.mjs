@@ -71,7 +71,7 @@ after(async () => {
 
 test("layout: stage first, one control bar, tabs by role; no sideways scroll at 1440 and 1280 px", STEP, async () => {
   const want = {
-    hana: ["chat", "qa", "people", "polls", "console", "breakouts"],
+    hana: ["chat", "qa", "people", "polls", "presenter", "console", "breakouts"],
     mo: ["chat", "qa", "people", "polls", "console", "breakouts"],
     pat: ["chat", "qa", "people", "presenter"],
     pia: ["chat", "qa", "people"],
