@@ -238,7 +238,7 @@ function renderStageInvite() {
   if (state.stageInvite) {
     focusBeforeInvite = /** @type {HTMLElement|null} */ (document.activeElement);
     $("stage-accept").focus();
-  } else if (!document.activeElement || document.activeElement === document.body) {
+  } else if (!document.activeElement || document.activeElement === document.body || dialog.contains(document.activeElement)) {
     (focusBeforeInvite?.isConnected && focusBeforeInvite.offsetParent !== null ? focusBeforeInvite : $("hand")).focus();
   }
 }
