@@ -416,6 +416,9 @@ function setMoreMenu(open) {
 function placeControls() {
   const phone = isPhone();
   const home = (/** @type {string} */ id) => (phone && OVERFLOW.has(id) ? $("more-menu") : $("controlbar"));
+  // The connection panel (diagnostics.js puts it in the bar once media starts) goes last in the menu.
+  const diag = document.getElementById("diagnostics");
+  if (diag && diag.parentElement !== (phone ? $("more-menu") : $("controlbar"))) (phone ? $("more-menu") : $("controlbar")).append(diag);
   if (BAR.every((id) => $(id).parentElement === home(id))) return;
   setMoreMenu(false);
   // In bar order: each goes to the end of where it belongs (the bar's panels stay last).
@@ -439,6 +442,7 @@ document.addEventListener("click", (/** @type {any} */ e) => {
 });
 placeControls();
 matchMedia("(max-width: 700px)").addEventListener("change", () => placeControls());
+new MutationObserver(() => placeControls()).observe($("controlbar"), { childList: true });
 
 // Notices sit just above the control bar, however tall it is (on a phone they are in the flow).
 new ResizeObserver(() => document.documentElement.style.setProperty("--bar-h", `${$("controlbar").offsetHeight}px`)).observe($("controlbar"));
