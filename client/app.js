@@ -59,6 +59,7 @@ function gate(title, textContent) {
   $("gate-title").textContent = title;
   $("gate-text").textContent = textContent;
   $("gate").hidden = false;
+  $("name-gate").hidden = true;
   $("app").hidden = $("controlbar").hidden = true;
   $("banner").hidden = true;
   $("status").dataset.state = "closed";
@@ -169,9 +170,12 @@ function handle(msg) {
 // --- Page composition ----------------------------------------------------------------
 
 const role = () => state.you?.role ?? "participant";
+const isPhone = () => matchMedia("(max-width: 700px)").matches;
 function defaultTab() {
   if (role() === "presenter") return "presenter";
   if (canModerate(role())) return "qa";
+  // A webcast's audience came to watch: on a phone, the stage first.
+  if (isPhone() && state.settings?.kind === "webcast" && state.you?.breakout == null) return "stage";
   return "chat";
 }
 
@@ -181,7 +185,7 @@ function tabsFor() {
   return {
     stage: true, chat: true, qa: true, people: true,
     polls: canModerate(role()) || state.polls.size > 0,
-    presenter: role() === "presenter",
+    presenter: role() === "presenter" || role() === "host",
     console: canModerate(role()),
     breakouts: canModerate(role()) || b != null || state.you?.breakout != null,
   };
@@ -199,7 +203,7 @@ function render() {
   if (!state.you) return;
   const you = state.you;
   const shown = tabsFor();
-  const phone = matchMedia("(max-width: 700px)").matches;
+  const phone = isPhone();
   // The stage tab exists on phones only; elsewhere the stage is always in view.
   if (!shown[/** @type {"chat"} */ (ui.tab)] || (ui.tab === "stage" && !phone)) ui.tab = defaultTab();
   for (const tab of /** @type {HTMLElement[]} */ ([...$("tabs").children])) {
@@ -221,7 +225,22 @@ function render() {
   if (canModerate(you.role)) renderConsole(ctx);
   renderBar();
   renderStage(ctx);
-  $("stage-invite").hidden = !state.stageInvite;
+  renderStageInvite();
+}
+
+/** Focus taken into the stage invitation when it opens (so it is announced), given back after. */
+/** @type {HTMLElement|null} */
+let focusBeforeInvite = null;
+function renderStageInvite() {
+  const dialog = $("stage-invite");
+  if (dialog.hidden === !state.stageInvite) return;
+  dialog.hidden = !state.stageInvite;
+  if (state.stageInvite) {
+    focusBeforeInvite = /** @type {HTMLElement|null} */ (document.activeElement);
+    $("stage-accept").focus();
+  } else if (!document.activeElement || document.activeElement === document.body || dialog.contains(document.activeElement)) {
+    (focusBeforeInvite?.isConnected && focusBeforeInvite.offsetParent !== null ? focusBeforeInvite : $("hand")).focus();
+  }
 }
 
 /** @param {number} id */
@@ -288,6 +307,22 @@ function editQuestion(q, mode) {
   qaDialog.showModal();
 }
 
+/**
+ * Asks before something that cannot be taken back in one click; resolves true on the OK button.
+ * @param {string} title @param {string} text @param {string} ok @returns {Promise<boolean>}
+ */
+function confirmAction(title, text, ok) {
+  const dialog = /** @type {HTMLDialogElement} */ ($("confirm-dialog"));
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = ok;
+  dialog.returnValue = "";
+  return new Promise((resolve) => {
+    dialog.onclose = () => resolve(dialog.returnValue === "ok");
+    dialog.showModal();
+  });
+}
+
 // --- Controls -----------------------------------------------------------------------
 
 /** @param {string} id @param {() => void} fn */
@@ -311,7 +346,11 @@ $("set-chat").onchange = (/** @type {any} */ e) => send("update_settings", { cha
 $("set-qa").onchange = (/** @type {any} */ e) => send("update_settings", { qa_mode: e.target.value });
 $("set-kind").onchange = (/** @type {any} */ e) => send("update_settings", { kind: e.target.value });
 $("mic").onclick = () => media.toggleMic();
-$("mute-all").onclick = () => send("mute_media", { kind: "audio", muted: true });
+$("mute-all").onclick = async () => {
+  if (await confirmAction("Mute all mics?", "Everyone's microphone goes off, and each person can turn theirs on again only when a moderator allows it.", "Mute all")) {
+    send("mute_media", { kind: "audio", muted: true });
+  }
+};
 $("cam").onclick = () => media.toggleCamera();
 $("share").onclick = () => media.toggleScreen();
 $("go-stage").onclick = () => {
@@ -328,6 +367,7 @@ $("stage-decline").onclick = () => {
   state.stageInvite = false;
   send("remove_from_stage", { identity: state.you?.identity });
 };
+$("stage-invite").addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => { if (e.key === "Escape") $("stage-decline").click(); });
 $("layout").onclick = () => { ui.layout = ui.layout === "speaker" ? "gallery" : "speaker"; render(); };
 // Full screen: the stage and the control bar fill the screen (the side panel steps aside).
 $("fullscreen").onclick = () => (document.fullscreenElement ? document.exitFullscreen() : document.documentElement.requestFullscreen()).catch((/** @type {Error} */ e) => notice(`Full screen: ${e.message}`, "error"));
@@ -359,6 +399,53 @@ $("devices-open").onclick = async () => {
 $("dev-camera").onchange = (/** @type {any} */ e) => media.useDevice("camera", e.target.value);
 $("dev-mic").onchange = (/** @type {any} */ e) => media.useDevice("mic", e.target.value);
 $("dev-speaker").onchange = (/** @type {any} */ e) => media.useDevice("speaker", e.target.value);
+
+// The control bar is one row: on a phone, the less used controls live in a "More" menu (a
+// disclosure: Escape or a choice closes it, and focus goes back to its button).
+const BAR = ["mic", "cam", "share", "go-stage", "hand", "layout", "fullscreen", "devices-open", "more", "leave"];
+const OVERFLOW = new Set(["share", "go-stage", "layout", "fullscreen", "devices-open"]);
+/** @param {boolean} open */
+function setMoreMenu(open) {
+  const menu = $("more-menu");
+  if (menu.hidden === !open) return;
+  menu.hidden = !open;
+  $("more").setAttribute("aria-expanded", String(open));
+  if (open) /** @type {HTMLElement|undefined} */ ([...menu.children].find((b) => !b.hidden))?.focus();
+  else if (!document.activeElement || document.activeElement === document.body || menu.contains(document.activeElement)) $("more").focus();
+}
+function placeControls() {
+  const phone = isPhone();
+  const home = (/** @type {string} */ id) => (phone && OVERFLOW.has(id) ? $("more-menu") : $("controlbar"));
+  // The connection panel (diagnostics.js puts it in the bar once media starts) goes last in the menu.
+  const diag = document.getElementById("diagnostics");
+  if (diag && diag.parentElement !== (phone ? $("more-menu") : $("controlbar"))) (phone ? $("more-menu") : $("controlbar")).append(diag);
+  if (BAR.every((id) => $(id).parentElement === home(id))) return;
+  setMoreMenu(false);
+  // In bar order: each goes to the end of where it belongs (the bar's panels stay last).
+  for (const id of BAR) home(id).insertBefore($(id), home(id) === $("controlbar") ? $("devices") : null);
+  $("more").hidden = !phone;
+}
+$("more").onclick = () => setMoreMenu($("more-menu").hidden);
+// A choice closes the menu (after its own handler ran).
+$("more-menu").addEventListener("click", (/** @type {any} */ e) => { if (e.target.closest("button")) setMoreMenu(false); });
+for (const id of ["more", "more-menu"]) {
+  $(id).addEventListener("keydown", (/** @type {KeyboardEvent} */ e) => {
+    if (e.key === "Escape" && !$("more-menu").hidden) {
+      e.preventDefault();
+      setMoreMenu(false);
+      $("more").focus();
+    }
+  });
+}
+document.addEventListener("click", (/** @type {any} */ e) => {
+  if (!$("more-menu").hidden && !$("more-menu").contains(e.target) && !$("more").contains(e.target)) setMoreMenu(false);
+});
+placeControls();
+matchMedia("(max-width: 700px)").addEventListener("change", () => placeControls());
+new MutationObserver(() => placeControls()).observe($("controlbar"), { childList: true });
+
+// Notices sit just above the control bar, however tall it is (on a phone they are in the flow).
+new ResizeObserver(() => document.documentElement.style.setProperty("--bar-h", `${$("controlbar").offsetHeight}px`)).observe($("controlbar"));
 
 // Tabs: click, or arrow keys between them (one tab stop for the whole list).
 $("tabs").addEventListener("click", (/** @type {any} */ e) => {
@@ -395,9 +482,7 @@ onSubmit("invite-form", async () => {
     const li = h("li", { "data-role": body.role },
       h("span", { class: "name" }, `${body.name || "They choose a name"} (${body.role}${teamValue ? `, ${teamValue}` : ""})`),
       h("input", { readonly: true, value: url, "aria-label": `Invite link for ${body.name || `a ${body.role} who chooses a name`}` }),
-      h("button", { type: "button", onclick: async () => {
-        try { await navigator.clipboard.writeText(url); announce("Link copied."); notice("Link copied."); } catch { li.querySelector("input").select(); notice("Select the link and copy it.", "error"); }
-      } }, "Copy link"));
+      copyButton(url, () => li.querySelector("input")));
     $("invites").prepend(li);
     $("invite-name").value = "";
     announce(`Invite link for ${body.name || `a ${body.role}`} created.`);
@@ -405,6 +490,57 @@ onSubmit("invite-form", async () => {
     notice(`Invite: ${/** @type {Error} */ (e).message}`, "error");
   }
 });
+
+/** A "Copy link" button; when the clipboard is refused, the link's box is selected instead. @param {string} url @param {() => HTMLInputElement} box */
+function copyButton(url, box) {
+  return h("button", { type: "button", onclick: async () => {
+    try { await navigator.clipboard.writeText(url); announce("Link copied."); notice("Link copied."); } catch { box().select(); notice("Select the link and copy it.", "error"); }
+  } }, "Copy link");
+}
+
+/** The room's admin API with this page's token. @param {string} method @param {string} path @param {any} [body] */
+async function api(method, path, body) {
+  const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/${path}`, {
+    method, headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: body && JSON.stringify(body),
+  });
+  const out = res.status === 204 ? {} : await res.json().catch(() => ({}));
+  if (!res.ok) throw new Error(out.message ?? res.statusText);
+  return out;
+}
+
+// Audience links: one link for everyone, revocable from here.
+let audienceCount = 0;
+$("audience-create").onclick = async () => {
+  try {
+    const out = await api("POST", "audience-link", {});
+    const url = `${location.origin}/?token=${out.token}`;
+    const n = ++audienceCount;
+    const until = new Date(out.expires_at * 1000).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+    const li = h("li", { "data-link": out.id },
+      h("span", { class: "name", tabindex: "-1" }, `Audience link ${n}: up to ${out.max_people} people, until ${until}`),
+      h("input", { readonly: true, value: url, "aria-label": `Audience link ${n}` }),
+      h("span", { class: "controls" }));
+    const revoke = h("button", { type: "button", onclick: async () => {
+      if (!(await confirmAction(`Revoke audience link ${n}?`, "No one new can join with it. People already in the room stay.", "Revoke"))) return;
+      try {
+        await api("DELETE", `audience-link/${encodeURIComponent(out.id)}`);
+        li.dataset.revoked = "true";
+        li.querySelector("input").disabled = true;
+        li.querySelector(".controls").replaceChildren();
+        li.querySelector(".name").textContent = `Audience link ${n}: revoked`;
+        li.querySelector(".name").focus();
+        announce(`Audience link ${n} revoked.`);
+      } catch (e) {
+        notice(`Revoke: ${/** @type {Error} */ (e).message}`, "error");
+      }
+    } }, "Revoke");
+    li.querySelector(".controls").append(copyButton(url, () => li.querySelector("input")), revoke);
+    $("audience-links").prepend(li);
+    announce(`Audience link ${n} created.`);
+  } catch (e) {
+    notice(`Audience link: ${/** @type {Error} */ (e).message}`, "error");
+  }
+};
 
 onSubmit("poll-form", () => {
   const question = $("poll-question").value.trim();
@@ -464,6 +600,59 @@ matchMedia("(max-width: 700px)").addEventListener("change", () => render());
 // For the console and for tests: the live state (read-only use) and the command sender.
 Object.assign(window, { convene: { state, media, send, conn, get socket() { return conn.socket; } } });
 
+/** Asks for a display name; `use(name)` resolves to a reason when the name is refused. @param {(name: string) => Promise<string|null>} use */
+function askName(use) {
+  $("name-gate").hidden = false;
+  $("status").textContent = "not joined yet";
+  $("name-input").focus();
+  onSubmit("name-form", async () => {
+    const name = $("name-input").value.trim();
+    if (!name) return;
+    $("name-join").disabled = true;
+    const refused = await use(name);
+    $("name-join").disabled = false;
+    $("name-error").hidden = !refused;
+    $("name-error").textContent = refused ?? "";
+    if (refused) $("name-input").focus();
+    else $("name-gate").hidden = true;
+  });
+}
+
+/**
+ * An audience link: each person exchanges it, with their name, for a token of their own (kept
+ * for this tab's reloads, so a reload is the same person).
+ * @param {{link: string, room: string}} link
+ */
+function joinAudience(link) {
+  const key = `convene-audience:${link.link}`;
+  const saved = sessionStorage.getItem(key);
+  if (saved) {
+    conn.token = saved;
+    conn.connect();
+    return;
+  }
+  askName(async (name) => {
+    try {
+      const res = await fetch(`/api/v1/rooms/${encodeURIComponent(link.room)}/audience-link/join`, {
+        method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ name }),
+      });
+      const out = await res.json().catch(() => ({}));
+      if (res.status === 400) return out.message ?? "Choose another name.";
+      if (!res.ok) {
+        gate({ 410: "This link was revoked", 403: "This link is full" }[res.status] ?? "This link does not work",
+          `${out.message ?? res.statusText}`);
+        return null;
+      }
+      sessionStorage.setItem(key, out.token);
+      conn.token = out.token;
+      conn.connect();
+      return null;
+    } catch {
+      return "Could not reach the server. Check your connection and try again.";
+    }
+  });
+}
+
 /** Joins; a token minted without a name asks for one first (kept for this tab's reloads). */
 function start() {
   if (!token) {
@@ -471,6 +660,10 @@ function start() {
     return;
   }
   const claims = tokenClaims(token);
+  if (claims?.link) {
+    joinAudience(claims);
+    return;
+  }
   if (!claims || claims.name?.trim()) {
     conn.connect();
     return;
@@ -482,16 +675,11 @@ function start() {
     conn.connect();
     return;
   }
-  $("name-gate").hidden = false;
-  $("status").textContent = "not joined yet";
-  $("name-input").focus();
-  onSubmit("name-form", () => {
-    const name = $("name-input").value.trim();
-    if (!name) return;
+  askName(async (name) => {
     sessionStorage.setItem(key, name);
     conn.name = name;
-    $("name-gate").hidden = true;
     conn.connect();
+    return null;
   });
 }
 start();

@@ -151,8 +151,42 @@ function questionList(c, list, qs) {
   });
 }
 
+/** The Q&A lists a focused control may sit in, and where its question moves when answered. */
+const QA_LISTS = ["pending", "questions", "dismissed", "answered", "pv-live", "pv-queue"];
+
+/**
+ * Runs `render`; if it removed the focused control from a Q&A list (its question was answered,
+ * merged or dismissed and moved to another list), focus stays in that list: on the question now
+ * in its place, or on the list itself when it emptied. Never on <body>.
+ * @param {() => void} render
+ */
+function keepFocusInLists(render) {
+  const active = document.activeElement;
+  const list = QA_LISTS.map($).find((l) => l.contains(active));
+  const row = active?.closest("li");
+  const index = list && row ? [...list.children].indexOf(row) : 0;
+  render();
+  if (!list || !active || active.isConnected) return;
+  const rows = /** @type {HTMLElement[]} */ ([...list.children]).filter((el) => el.tagName === "LI" && el.offsetParent !== null);
+  const next = rows[Math.min(index, rows.length - 1)];
+  /** @type {HTMLElement|null} */
+  let target = next?.querySelector("button") ?? null;
+  // The live question answered in the presenter view: on to the queue.
+  if (!target && list.id === "pv-live") target = $("pv-queue").querySelector("button");
+  if (!target && list.offsetParent !== null) {
+    list.tabIndex = -1;
+    target = list;
+  }
+  target?.focus();
+}
+
 /** @param {Ctx} c */
 export function renderQuestions(c) {
+  keepFocusInLists(() => renderQuestionLists(c));
+}
+
+/** @param {Ctx} c */
+function renderQuestionLists(c) {
   const { state } = c;
   const moderator = canModerate(/** @type {any} */ (state.you).role);
   const qs = [...state.questions.values()];

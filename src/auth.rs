@@ -77,6 +77,21 @@ impl Claims {
     }
 }
 
+/// An audience link's claims: one link for a whole webcast audience. It names no one and is
+/// never an access token (it has no `sub`, so [`TokenKeys::verify`] refuses it): each person who
+/// opens it exchanges it, with their name, for an access token of a fresh identity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkClaims {
+    /// The link's id: what revoking it names.
+    pub link: String,
+    pub room: String,
+    /// The role of everyone it admits.
+    pub role: Role,
+    pub exp: u64,
+    /// How many people it may admit.
+    pub max_people: u32,
+}
+
 /// Signs and verifies tokens with one HS256 secret.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -141,6 +156,39 @@ impl TokenKeys {
             })?
             .claims;
         claims.check().map_err(AuthError::Invalid)?;
+        if let Some(requested) = room {
+            if requested != claims.room {
+                return Err(AuthError::WrongRoom {
+                    token_room: claims.room,
+                    requested: requested.to_string(),
+                });
+            }
+        }
+        Ok(claims)
+    }
+}
+
+impl TokenKeys {
+    pub fn mint_link(&self, claims: &LinkClaims) -> String {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// Verifies an audience link's signature and expiry (and room, when given). An access
+    /// token is not a link: it lacks `link`, so it is refused here.
+    pub fn verify_link(&self, token: &str, room: Option<&str>) -> Result<LinkClaims, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp"]);
+        let claims = decode::<LinkClaims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?
+            .claims;
         if let Some(requested) = room {
             if requested != claims.room {
                 return Err(AuthError::WrongRoom {
@@ -276,6 +324,39 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".repeat(MAX_ATTR_VALUE_CHARS)))
             .collect();
         assert!(keys().verify(&keys().mint(&most), None).is_ok());
+    }
+
+    #[test]
+    fn links_and_access_tokens_are_never_mistaken_for_each_other() {
+        let link = LinkClaims {
+            link: "l1".into(),
+            room: "r".into(),
+            role: Role::Participant,
+            exp: unix_now() + 60,
+            max_people: 10,
+        };
+        let token = keys().mint_link(&link);
+        assert_eq!(keys().verify_link(&token, Some("r")), Ok(link));
+        assert!(matches!(
+            keys().verify(&token, None),
+            Err(AuthError::Invalid(_))
+        ));
+        assert!(matches!(
+            keys().verify_link(&token, Some("q")),
+            Err(AuthError::WrongRoom { .. })
+        ));
+        let access = keys().mint_for(
+            "r",
+            Role::Host,
+            "u1",
+            "Ana",
+            BTreeMap::new(),
+            Duration::from_secs(60),
+        );
+        assert!(matches!(
+            keys().verify_link(&access, None),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

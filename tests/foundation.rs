@@ -397,6 +397,8 @@ async fn health_ready_metrics_and_client_are_served() {
         "media.js",
         "views.js",
         "style.css",
+        "favicon.svg",
+        "favicon.ico",
     ] {
         let (status, _) = http_get(&format!("{}/{module}", t.http()), None, &[]).await;
         assert_eq!(status, 200, "{module}");

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
+use super::audience;
 use super::ws::bearer;
 use super::{ApiError, AppState};
 use crate::auth::Claims;
@@ -38,6 +39,18 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/attendance", get(export_attendance))
         .route("/rooms/{room}/invites", post(mint_invite))
+        .route(
+            "/rooms/{room}/audience-link",
+            post(audience::mint_audience_link),
+        )
+        .route(
+            "/rooms/{room}/audience-link/join",
+            post(audience::join_audience_link),
+        )
+        .route(
+            "/rooms/{room}/audience-link/{id}",
+            delete(audience::revoke_audience_link),
+        )
         .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
         .route("/nodes", get(list_nodes))
@@ -66,6 +79,9 @@ pub fn router() -> Router<AppState> {
         export_polls,
         mint_token,
         mint_invite,
+        audience::mint_audience_link,
+        audience::revoke_audience_link,
+        audience::join_audience_link,
         list_nodes
     ),
     components(schemas(ExportFormat)),
@@ -102,7 +118,7 @@ pub struct ErrorBody {
 }
 
 /// A JSON body; refusals are JSON errors: 400 (malformed or wrong shape), 413, 415.
-struct JsonBody<T>(T);
+pub(super) struct JsonBody<T>(pub(super) T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -169,7 +185,7 @@ fn authorise(
     Ok(Caller::Host)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -924,7 +940,9 @@ fn attrs_schema() -> utoipa::openapi::Object {
 }
 
 /// A JSON integer, also when written as `7512.0` (JSON Schema counts that as an integer too).
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+pub(super) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };
@@ -974,11 +992,11 @@ struct TokenRequest {
 }
 
 #[derive(Serialize, ToSchema)]
-struct TokenResponse {
-    token: String,
-    identity: String,
+pub(super) struct TokenResponse {
+    pub(super) token: String,
+    pub(super) identity: String,
     /// A join link for the browser client.
-    url: String,
+    pub(super) url: String,
 }
 
 /// Mints an access token and a join link.

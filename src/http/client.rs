@@ -58,4 +58,7 @@ pub fn router() -> Router<AppState> {
             asset!("views.js", "text/javascript; charset=utf-8"),
         )
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
+        // Browsers ask for /favicon.ico whatever the page links; both get the one SVG icon.
+        .route("/favicon.svg", asset!("favicon.svg", "image/svg+xml"))
+        .route("/favicon.ico", asset!("favicon.svg", "image/svg+xml"))
 }

@@ -3,6 +3,7 @@
 //! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
 
 mod api;
+mod audience;
 mod client;
 mod listener;
 mod media;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub turn: Option<crate::turn::Turn>,
     /// The cluster this node shares rooms with, when `redis.url` is set.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Shareable audience links: revocations and how many each has admitted.
+    pub audience: audience::AudienceLinks,
 }
 
 impl AppState {
@@ -213,6 +216,7 @@ impl AppState {
             sessions,
             metrics,
             attendance,
+            audience: Default::default(),
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })

@@ -109,11 +109,23 @@ async fn prepare(
     query: &WsQuery,
     headers: &HeaderMap,
 ) -> Result<(Claims, RoomHandle), ApiError> {
-    let mut claims = state.claims(
-        headers,
-        TokenFrom::HeaderOrQuery(query.token.as_deref()),
-        query.room.as_deref(),
-    )?;
+    let mut claims = state
+        .claims(
+            headers,
+            TokenFrom::HeaderOrQuery(query.token.as_deref()),
+            query.room.as_deref(),
+        )
+        .map_err(|refused| {
+            // An audience link is not an access token: say how to use it.
+            let token = bearer(headers, query.token.as_deref()).unwrap_or_default();
+            match state.keys.verify_link(&token, None) {
+                Ok(link) => ApiError::bad_request(format!(
+                    "this is an audience link: open it in a browser, or exchange it with a name at POST /api/v1/rooms/{}/audience-link/join",
+                    link.room
+                )),
+                Err(_) => refused,
+            }
+        })?;
     if claims.name.trim().is_empty() {
         let name = query.name.as_deref().map(str::trim).unwrap_or_default();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {

@@ -45,6 +45,8 @@ try {
   await mod.waitForTimeout(500);
   await host.click("#tab-polls");
   await mod.click("#tab-console");
+  // A webcast viewer's phone opens on the stage; the chat view first, then the stage.
+  await phone.click("#tab-chat");
   for (const [name, page] of Object.entries({ host, moderator: mod, presenter: pres, participant: pia, phone })) {
     await page.screenshot({ path: path.join(out, `${name}.png`) });
     const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
@@ -52,6 +54,9 @@ try {
   }
   await phone.click("#tab-stage");
   await phone.screenshot({ path: path.join(out, "phone-stage.png") });
+  await phone.click("#more");
+  await phone.locator("#more-menu").waitFor();
+  await phone.screenshot({ path: path.join(out, "phone-controls.png") });
 } finally {
   await browser.close();
   await server.stop();

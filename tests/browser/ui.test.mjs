@@ -71,7 +71,7 @@ after(async () => {
 
 test("layout: stage first, one control bar, tabs by role; no sideways scroll at 1440 and 1280 px", STEP, async () => {
   const want = {
-    hana: ["chat", "qa", "people", "polls", "console", "breakouts"],
+    hana: ["chat", "qa", "people", "polls", "presenter", "console", "breakouts"],
     mo: ["chat", "qa", "people", "polls", "console", "breakouts"],
     pat: ["chat", "qa", "people", "presenter"],
     pia: ["chat", "qa", "people"],
@@ -485,4 +485,132 @@ test("keyboard only: a participant joins, chats, asks, votes and raises a hand",
   await show(mo, "console");
   await visible(mo.locator("#hands li[data-identity=kim]"));
   await kim.context().close();
+});
+
+test("the host has the presenter view; Mute all mics asks first", STEP, async () => {
+  const { hana, pia } = pages;
+  await show(hana, "presenter");
+  await visible(hana.locator("#panel-presenter"));
+  assert.deepEqual(await axeViolations(hana), [], "host's presenter view");
+  await show(hana, "console");
+  await hana.click("#mute-all");
+  const dialog = hana.locator("#confirm-dialog[open]");
+  await visible(dialog);
+  assert.match(await dialog.textContent(), /Mute all mics\?/);
+  assert.equal(await hana.evaluate(() => document.activeElement?.textContent), "Cancel", "the safe choice has focus");
+  assert.deepEqual(await axeViolations(hana), [], "confirmation");
+  // Cancel (Escape): nothing is sent.
+  await hana.keyboard.press("Escape");
+  await dialog.waitFor({ state: "hidden" });
+  assert.equal(await hana.evaluate(() => document.activeElement?.id), "mute-all", "focus returns to the button");
+  assert.equal(await hana.evaluate(() => convene.conn.pendingOf("mute_media").length), 0);
+  assert.equal(await pia.evaluate(() => convene.state.you.media_muted?.includes("audio") ?? false), false);
+  await hana.click("#mute-all");
+  await hana.click("#confirm-ok");
+  await pia.waitForFunction(() => convene.state.you.media_muted?.includes("audio"));
+  await send(hana, "mute_media", { kind: "audio", muted: false });
+  await pia.waitForFunction(() => !convene.state.you.media_muted?.includes("audio"));
+});
+
+test("focus stays in the Q&A list when the focused question is answered", STEP, async () => {
+  const { mo, hana } = pages;
+  const pia = await join("fay", "participant", "Fay Cruz");
+  await show(mo, "qa");
+  const ids = [];
+  for (const text of ["Focus test first", "Focus test second"]) {
+    await send(pia, "ask_question", { text, anonymous: false });
+    const id = await questionId(mo, text);
+    await send(mo, "approve_question", { question_id: id });
+    ids.push(id);
+  }
+  const answered = mo.locator(`#questions li[data-id="${ids[0]}"]`).getByRole("button", { name: /^Mark question \d+ answered/ });
+  await answered.focus();
+  await mo.keyboard.press("Enter");
+  await mo.locator(`#answered li[data-id="${ids[0]}"]`).waitFor({ state: "attached" });
+  const where = await mo.evaluate(() => ({ tag: document.activeElement?.tagName, list: document.activeElement?.closest("ol")?.id }));
+  assert.equal(where.tag, "BUTTON", JSON.stringify(where));
+  assert.equal(where.list, "questions", "focus on the question now in its place");
+  // The presenter view (the host's): answering the live question moves focus to the queue.
+  await show(hana, "presenter");
+  await send(hana, "set_live_question", { question_id: ids[1] });
+  const live = hana.locator("#pv-live").getByRole("button", { name: /^Answered/ });
+  await visible(live);
+  await live.focus();
+  await hana.keyboard.press("Enter");
+  await visible(hana.locator("#pv-live", { hasText: "No question is live" }));
+  const pv = await hana.evaluate(() => ({ tag: document.activeElement?.tagName, inPanel: !!document.activeElement?.closest("#panel-presenter") }));
+  assert.notEqual(pv.tag, "BODY", "focus is not dropped");
+  assert.ok(pv.inPanel, `focus stays in the presenter view: ${JSON.stringify(pv)}`);
+});
+
+test("the stage invitation takes focus and is an alert dialog; Escape declines", STEP, async () => {
+  const { hana, pia } = pages;
+  await show(pia, "chat");
+  await pia.focus("#chat-text");
+  await send(hana, "invite_to_stage", { identity: "pia" });
+  await visible(pia.locator("#stage-invite"));
+  const dialog = await pia.evaluate(() => {
+    const d = document.getElementById("stage-invite");
+    return { role: d.getAttribute("role"), name: document.getElementById(d.getAttribute("aria-labelledby")).textContent, focused: d.contains(document.activeElement), active: document.activeElement.id };
+  });
+  assert.deepEqual(dialog, { role: "alertdialog", name: "You are invited to the stage", focused: true, active: "stage-accept" });
+  assert.deepEqual(await axeViolations(pia), [], "stage invitation");
+  await pia.keyboard.press("Escape");
+  await pia.locator("#stage-invite").waitFor({ state: "hidden" });
+  assert.equal(await pia.evaluate(() => document.activeElement.id), "chat-text", "focus goes back where it was");
+  await pia.waitForFunction(() => !convene.state.you.on_stage);
+});
+
+test("audience link: one link, a name and an identity of their own for each person; revoked, it admits no one new", STEP, async () => {
+  const { hana } = pages;
+  await show(hana, "console");
+  await hana.click("#audience-create");
+  const box = hana.getByRole("textbox", { name: "Audience link 1" });
+  await visible(box);
+  const url = await box.inputValue();
+  assert.deepEqual(await axeViolations(hana), [], "console with an audience link");
+  const people = [];
+  for (const name of ["Vera Lin", "Wes Ito"]) {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    page.on("pageerror", (err) => errors.push(`${name}: ${err.message}`));
+    await page.goto(url);
+    await visible(page.locator("#name-gate"));
+    if (!people.length) assert.deepEqual(await axeViolations(page), [], "audience name prompt");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "name-input");
+    await page.keyboard.type(name);
+    await page.keyboard.press("Enter");
+    await visible(page.locator("#status[data-state=connected]", { hasText: `${name} · participant` }));
+    people.push(page);
+  }
+  const [vera, wes] = people;
+  const ids = await Promise.all(people.map((p) => p.evaluate(() => convene.state.you.identity)));
+  assert.notEqual(ids[0], ids[1], "each person is someone of their own");
+  await send(vera, "send_chat", { text: "Vera here" });
+  await send(wes, "send_chat", { text: "Wes here" });
+  await show(hana, "chat");
+  await visible(hana.locator(`#chat li[data-from="${ids[0]}"]`, { hasText: "Vera Lin: Vera here" }));
+  await visible(hana.locator(`#chat li[data-from="${ids[1]}"]`, { hasText: "Wes Ito: Wes here" }));
+  // A reload is the same person, not a third.
+  await vera.reload();
+  await visible(vera.locator("#status[data-state=connected]", { hasText: "Vera Lin · participant" }));
+  assert.equal(await vera.evaluate(() => convene.state.you.identity), ids[0]);
+
+  // Revoked from the panel (after a confirmation): a newcomer is told, the people in stay.
+  await show(hana, "console");
+  await hana.locator("#audience-links li").getByRole("button", { name: "Revoke" }).click();
+  await hana.click("#confirm-ok");
+  await visible(hana.locator("#audience-links li[data-revoked]", { hasText: "revoked" }));
+  const lateCtx = await browser.newContext();
+  const late = await lateCtx.newPage();
+  await late.goto(url);
+  await late.fill("#name-input", "Xia Late");
+  await late.press("#name-input", "Enter");
+  await visible(late.locator("#gate", { hasText: "This link was revoked" }));
+  assert.deepEqual(await axeViolations(late), [], "revoked link page");
+  assert.equal(await wes.locator("#status[data-state=connected]").count(), 1);
+  await Promise.all([lateCtx.close(), ...people.map((p) => p.context().close())]);
+  // The page has an icon (no 404 in the console).
+  assert.equal((await fetch(`${server.base}/favicon.ico`)).status, 200);
+  assert.deepEqual(errors, [], "no uncaught errors in any page");
 });

@@ -32,10 +32,17 @@ pub struct BreakoutSession {
 }
 
 impl BreakoutSession {
-    pub(super) fn next_deadline(&self) -> Option<Millis> {
+    /// `countdown_ms`: the close-all countdown, which a timer runs within its last seconds.
+    pub(super) fn next_deadline(&self, countdown_ms: Millis) -> Option<Millis> {
         match self.phase {
             BreakoutPhase::Draft => None,
-            BreakoutPhase::Open => [self.warning_at, self.ends_at].into_iter().flatten().min(),
+            BreakoutPhase::Open => [
+                self.warning_at,
+                self.ends_at.map(|t| t.saturating_sub(countdown_ms)),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             BreakoutPhase::Closing => self.closes_at,
         }
     }
@@ -434,9 +441,11 @@ impl RoomState {
                     ));
                 }
             }
-            if b.ends_at.is_some_and(|t| now >= t) {
-                let countdown = self.limits.breakout_close_countdown_s;
-                events.extend(self.start_closing(countdown, now));
+            // The countdown runs within the timer, so the timer's end is the close (a 65 s
+            // breakout lasts 65 s, not 65 s and then a countdown).
+            let countdown_ms = u64::from(self.limits.breakout_close_countdown_s) * 1000;
+            if let Some(ends_at) = b.ends_at.filter(|t| now >= t.saturating_sub(countdown_ms)) {
+                events.extend(self.start_closing_at(ends_at, now));
             }
         }
         if let Some(b) = &self.breakouts {
@@ -448,13 +457,18 @@ impl RoomState {
     }
 
     fn start_closing(&mut self, countdown_s: u32, now: Millis) -> Vec<Event> {
+        self.start_closing_at(now + u64::from(countdown_s) * 1000, now)
+    }
+
+    /// Everyone is told the breakouts close at `closes_at`, then at that time they do (at once
+    /// when it is already due).
+    fn start_closing_at(&mut self, closes_at: Millis, now: Millis) -> Vec<Event> {
         let Some(b) = self.breakouts.as_mut() else {
             return Vec::new();
         };
-        if countdown_s == 0 {
+        if closes_at <= now {
             return self.close_all();
         }
-        let closes_at = now + u64::from(countdown_s) * 1000;
         b.phase = BreakoutPhase::Closing;
         b.closes_at = Some(closes_at);
         b.warning_at = None;

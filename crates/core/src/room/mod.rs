@@ -505,7 +505,9 @@ impl RoomState {
             self.count.deadline(COUNT_INTERVAL_MS),
             self.qa.next_deadline(),
             self.polls.next_deadline(),
-            self.breakouts.as_ref().and_then(|b| b.next_deadline()),
+            self.breakouts.as_ref().and_then(|b| {
+                b.next_deadline(u64::from(self.limits.breakout_close_countdown_s) * 1000)
+            }),
         ]
         .into_iter()
         .flatten()

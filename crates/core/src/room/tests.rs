@@ -619,16 +619,52 @@ fn timer_warns_then_closes_with_countdown() {
     );
     assert_eq!(room.next_deadline(), Some(840_000));
     room.tick(840_000);
-    // Expiry starts the close-all countdown (30 s by default).
-    let events = room.tick(900_000);
+    // The close-all countdown (30 s by default) runs in the timer's last seconds.
+    assert_eq!(room.next_deadline(), Some(870_000));
+    let events = room.tick(870_000);
     assert!(events
         .iter()
-        .any(|e| e.body == RoomEvent::BreakoutsClosing { closes_at: 930_000 }));
+        .any(|e| e.body == RoomEvent::BreakoutsClosing { closes_at: 900_000 }));
     assert!(room.member("a1").unwrap().breakout.is_some());
-    let events = room.tick(930_000);
+    assert_eq!(room.next_deadline(), Some(900_000));
+    let events = room.tick(900_000);
     assert!(events.iter().any(|e| e.body == RoomEvent::BreakoutsClosed));
     assert!(room.members().all(|m| m.breakout.is_none()));
     assert!(room.breakouts_view(true, "").is_none());
+}
+
+/// A 65 s breakout lasted 96 s when the countdown followed the timer; the timer's end is the close.
+#[test]
+fn a_timed_breakout_closes_when_its_timer_ends() {
+    for (duration_s, countdown_starts) in [(65, 35_000), (20, 0)] {
+        let mut room = team_room(&[("a1", "Knox"), ("b1", "Blount")]);
+        let timed = plan(
+            BreakoutRooms::FromAttribute {
+                from_attribute: "team".into(),
+            },
+            Assignment::ByAttribute { key: "team".into() },
+            Some(duration_s),
+        );
+        run(&mut room, "mod", timed, 0).unwrap();
+        run(&mut room, "mod", Command::OpenBreakouts, 0).unwrap();
+        let ends_at = u64::from(duration_s) * 1000;
+        let mut closing = None;
+        let mut closed = None;
+        let mut now = 0;
+        while closed.is_none() && now <= ends_at + 60_000 {
+            now = room.next_deadline().expect("a timer is running").max(now);
+            for e in room.tick(now) {
+                match e.body {
+                    RoomEvent::BreakoutsClosing { closes_at } => closing = Some((now, closes_at)),
+                    RoomEvent::BreakoutsClosed => closed = Some(now),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(closing, Some((countdown_starts, ends_at)), "{duration_s} s");
+        assert_eq!(closed, Some(ends_at), "{duration_s} s breakout");
+        assert!(room.members().all(|m| m.breakout.is_none()));
+    }
 }
 
 #[test]
