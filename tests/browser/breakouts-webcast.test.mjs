@@ -1,6 +1,6 @@
 // Breakouts by team in a webcast room: people moved into a breakout see their teammates (the
 // webcast hides its audience elsewhere), and a visiting host sees and hears them. Server and
-// Chromium run in a network namespace with only `lo` (DESIGN.md, "Test networking"). Needs
+// Chromium run in a network namespace with only `lo` (docs/architecture.md, "Test networking"). Needs
 // root; skipped without.
 import { test } from "node:test";
 import assert from "node:assert/strict";

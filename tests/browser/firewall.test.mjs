@@ -1,6 +1,6 @@
 // Media through a firewall that drops every UDP packet: Chromium reaches the SFU over ICE-TCP
 // (RFC 6544) alone. A WHIP publisher and a WHEP viewer, then two people in a meeting, all play
-// with UDP dropped by nftables inside the test's network namespace (DESIGN.md, "Test
+// with UDP dropped by nftables inside the test's network namespace (docs/architecture.md, "Test
 // networking"). Needs root, `ip` and `nft`; skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

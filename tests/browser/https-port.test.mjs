@@ -1,7 +1,7 @@
 // Media through a firewall that lets through nothing but TCP to the HTTPS port, with no relay:
 // the server holds that port itself (built-in TLS) with `rtc.ice_tcp_on_listen`, so Chromium's
 // ICE-TCP connections share it and are told apart by their first bytes. A WHIP publisher and a
-// WHEP viewer, then two people in a meeting, inside the test's network namespace (DESIGN.md,
+// WHEP viewer, then two people in a meeting, inside the test's network namespace (docs/architecture.md,
 // "Test networking"). The port is 8443, not 443: Chromium refuses TCP candidates on 80 or 443
 // at private addresses such as 127.0.0.1 (libwebrtc's VerifyCandidate), which a public address
 // in production is not. Needs root, `ip` and `nft`; skipped without.

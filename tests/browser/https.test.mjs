@@ -1,7 +1,7 @@
 // HTTPS out of the box: `convene serve` with a self-signed certificate, Chromium trusting exactly
 // that key (--ignore-certificate-errors-spki-list), two people joining over https:// and wss:// in a
 // meeting, each publishing the fake camera and seeing the other's. Runs in a network namespace
-// (DESIGN.md, "Test networking"); skipped without root.
+// (docs/architecture.md, "Test networking"); skipped without root.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launchChromium } from "./harness.mjs";

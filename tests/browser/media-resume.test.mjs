@@ -1,7 +1,7 @@
 // Media belongs to the session, not the socket: a participant publishing and watching in a
 // meeting loses its WebSocket for 3 s (a proxy cuts it and refuses reconnects), resumes, and
 // its media keeps flowing both ways with no new `welcome` and no second peer connection.
-// Server, proxy and Chromium run in a network namespace with only `lo` (DESIGN.md, "Test
+// Server, proxy and Chromium run in a network namespace with only `lo` (docs/architecture.md, "Test
 // networking"). Needs root for `ip netns add`; skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";

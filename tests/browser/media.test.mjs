@@ -1,7 +1,7 @@
 // Media against Chromium: WHIP publish + WHEP playback, and the browser client in a meeting, where
 // each person sees the other's camera (and, with simulcast, changes the layer they receive).
 // The server and Chromium run inside a network namespace of their own with only `lo`, so WebRTC
-// stays on 127.0.0.1 (DESIGN.md, "Test networking"). Needs root for `ip netns add`; skipped without.
+// stays on 127.0.0.1 (docs/architecture.md, "Test networking"). Needs root for `ip netns add`; skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launchChromium, sleep, until } from "./harness.mjs";

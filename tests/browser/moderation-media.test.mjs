@@ -1,7 +1,7 @@
 // A moderator mutes a participant's microphone in a meeting: the SFU stops forwarding it, the
 // others stop receiving it, the participant is told and cannot turn it back on; allowed again,
 // it stays muted until they unmute it themselves. Server and Chromium run in a network
-// namespace with only `lo` (DESIGN.md, "Test networking"). Needs root; skipped without.
+// namespace with only `lo` (docs/architecture.md, "Test networking"). Needs root; skipped without.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mediaSuite, openAs, sleep, until } from "./harness.mjs";

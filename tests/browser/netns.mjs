@@ -1,5 +1,5 @@
 // A private network namespace for media tests: only `lo`, so the server and Chromium inside it
-// can reach each other on 127.0.0.1 and nothing else (DESIGN.md, "Test networking").
+// can reach each other on 127.0.0.1 and nothing else (docs/architecture.md, "Test networking").
 // Needs root (CAP_SYS_ADMIN) and `ip` from iproute2. Not a test file itself.
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";

@@ -4,7 +4,7 @@
 // WHEP viewer plays the WHIP-published stage, and two people in a meeting see each other, all
 // through coturn. The relay's own UDP to the SFU is the one other flow let through (relay port
 // range <-> the SFU's UDP port). Everything runs inside the test's network namespace on
-// loopback addresses (DESIGN.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
+// loopback addresses (docs/architecture.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
 // (coturn); skipped without.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
