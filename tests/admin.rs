@@ -17,7 +17,7 @@ fn json(body: &str) -> Value {
 
 /// `(method, path)` of every `.route(...)` in the admin router's source, as `/api/v1/...`.
 fn routes_in_source() -> Vec<(String, String)> {
-    let source = include_str!("../src/http/api.rs");
+    let source = include_str!("../src/http/api/mod.rs");
     let router = &source[source.find("pub fn router()").unwrap()..];
     let router = &router[..router.find("\n}\n").unwrap()];
     let mut routes = Vec::new();

@@ -1,0 +1,232 @@
+//! `/api/v1/tokens` and `/api/v1/rooms/{room}/invites`: access tokens minted by the API key, and invites minted by room staff.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use convene_signaling::Role;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::*;
+use crate::auth::Claims;
+use crate::http::ws::bearer;
+use crate::http::{ApiError, AppState};
+
+/// The limits `Claims::check` applies to `attrs`, stated in the document.
+pub(in crate::http) fn attrs_schema() -> utoipa::openapi::Object {
+    use crate::auth::{MAX_ATTRS, MAX_ATTR_KEY_CHARS, MAX_ATTR_VALUE_CHARS};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    const NO_CONTROLS: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
+    ObjectBuilder::new()
+        .description(Some("Token attributes, e.g. {\"team\": \"Knox County\"}"))
+        .max_properties(Some(MAX_ATTRS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ATTR_KEY_CHARS))
+                .pattern(Some(NO_CONTROLS)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_ATTR_VALUE_CHARS))
+                .pattern(Some(NO_CONTROLS)),
+        ))
+        .build()
+}
+
+/// A token to mint.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::http) struct TokenRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    room: String,
+    role: ApiRole,
+    /// Shown to others; 1-200 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    name: String,
+    /// Stable identity (`sub`); a new random one when absent.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
+    identity: Option<String>,
+    /// At most 16, keys up to 64 characters, values up to 256.
+    #[serde(default)]
+    #[schema(schema_with = attrs_schema)]
+    attrs: BTreeMap<String, String>,
+    /// Lifetime in seconds (default 4 hours, at most 30 days).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_s: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(in crate::http) struct TokenResponse {
+    pub(in crate::http) token: String,
+    pub(in crate::http) identity: String,
+    /// A join link for the browser client.
+    pub(in crate::http) url: String,
+}
+
+/// Mints an access token and a join link.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = TokenRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 413, body = ErrorBody),
+    (status = 415, body = ErrorBody),
+))]
+pub(in crate::http) async fn mint_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<TokenRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    if !matches!(authorise(&state, &headers, None)?, Caller::Admin) {
+        return Err(ApiError::forbidden("minting tokens needs the API key"));
+    }
+    let identity = req
+        .identity
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let ttl_s = req.ttl_s.unwrap_or(4 * 3600);
+    if !(1..=30 * 86_400).contains(&ttl_s) {
+        return Err(ApiError::bad_request(
+            "ttl_s must be 1 to 2592000 (30 days)",
+        ));
+    }
+    let ttl = Duration::from_secs(ttl_s);
+    let claims = Claims {
+        sub: identity.clone(),
+        name: req.name,
+        room: req.room,
+        role: req.role.into(),
+        exp: crate::auth::unix_now() + ttl.as_secs(),
+        attrs: req.attrs,
+    };
+    // Refuse here what the token check would refuse at every use. A name-less token is for
+    // room invites (the person names themselves); the admin API always names people.
+    if claims.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must be 1-200 characters"));
+    }
+    claims.check().map_err(ApiError::bad_request)?;
+    let token = state.keys.mint(&claims);
+    let url = format!(
+        "{}/?token={token}",
+        state.config.public_url(state.config.server.listen)
+    );
+    Ok(Json(TokenResponse {
+        token,
+        identity,
+        url,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::http) struct InviteRequest {
+    role: ApiRole,
+    /// Shown to others; empty: the person picks a name when they join (`/ws?name=`).
+    #[serde(default)]
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    name: String,
+    /// At most 8, keys 1-64 bytes, values up to 200 bytes (e.g. `{"team": "Knox County"}`).
+    #[serde(default)]
+    #[schema(schema_with = attrs_schema)]
+    attrs: BTreeMap<String, String>,
+    /// Lifetime in seconds (default 1 day; clamped to 60 s - 30 days).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 2592000)]
+    ttl_s: Option<u64>,
+}
+
+/// How far up a role reaches: an inviter may hand out their own role or any below it.
+pub(in crate::http) fn rank(role: Role) -> u8 {
+    match role {
+        Role::Host => 3,
+        Role::Moderator => 2,
+        Role::Presenter => 1,
+        Role::Participant => 0,
+    }
+}
+
+/// `POST /rooms/{room}/invites`: a host or moderator of the room mints a join link for that
+/// room, for a role no higher than their own (the page's invite panel uses it).
+#[utoipa::path(post, path = "/api/v1/rooms/{room}/invites", tag = "tokens", request_body = InviteRequest,
+    params(("room" = String, Path, description = "The room")),
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+))]
+pub(in crate::http) async fn mint_invite(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<InviteRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let role: Role = req.role.into();
+    let token = bearer(&headers, None)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer"))?;
+    let claims = state
+        .keys
+        .verify(&token, Some(&room))
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !claims.role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "only a host or moderator of this room may invite",
+        ));
+    }
+    if rank(role) > rank(claims.role) {
+        return Err(ApiError::forbidden(format!(
+            "a {} may not invite a {}",
+            claims.role.as_str(),
+            role.as_str()
+        )));
+    }
+    // No name: the person chooses one when they join.
+    let name = req.name.trim();
+    if name.chars().count() > 100 {
+        return Err(ApiError::bad_request("name must be at most 100 characters"));
+    }
+    if req.attrs.len() > 8
+        || req
+            .attrs
+            .iter()
+            .any(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 200)
+    {
+        return Err(ApiError::bad_request(
+            "at most 8 attributes, keys 1-64 and values up to 200 bytes",
+        ));
+    }
+    let identity = uuid::Uuid::new_v4().to_string();
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let token = state
+        .keys
+        .mint_for(&room, role, &identity, name, req.attrs, ttl);
+    let url = format!(
+        "{}/?token={token}",
+        state.config.public_url(state.config.server.listen)
+    );
+    Ok(Json(TokenResponse {
+        token,
+        identity,
+        url,
+    }))
+}
