@@ -226,190 +226,198 @@ impl Qa {
         per_minute: u32,
         now: Millis,
     ) -> Result<Outcome, Denied> {
-        let moderate = |what: &str| {
-            if by.role.can_moderate() {
-                Ok(())
-            } else {
-                Err(Denied::forbidden(what))
-            }
-        };
         match cmd {
             Command::AskQuestion { text, anonymous } => {
                 self.ask(by, text, *anonymous, mode, per_minute, now)
             }
-            Command::WithdrawQuestion { question_id } => {
-                let r = self.find(*question_id, by)?;
-                if r.author != by.identity {
-                    return Err(Denied::forbidden("withdraw someone else's question"));
-                }
-                if r.question.state == QuestionState::Answered {
-                    return Err(Denied::conflict("answered questions cannot be withdrawn"));
-                }
-                let audience = r.audience();
-                self.clear_live_if(*question_id);
-                self.questions.remove(question_id);
-                self.dirty_votes.remove(question_id);
-                Ok(vec![Event::new(
-                    audience,
-                    RoomEvent::QuestionRemoved {
-                        question_id: *question_id,
-                    },
-                )]
-                .into())
-            }
-            Command::Upvote { question_id } | Command::RemoveUpvote { question_id } => {
-                let up = matches!(cmd, Command::Upvote { .. });
-                let r = self.find(*question_id, by)?;
-                if r.question.state != QuestionState::Approved {
-                    return Err(Denied::conflict(
-                        format!(
-                            "only approved, unanswered questions take votes; this one is {:?}",
-                            r.question.state
-                        )
-                        .to_lowercase(),
-                    ));
-                }
-                if r.author == by.identity {
-                    return Err(Denied::conflict("you cannot vote on your own question"));
-                }
-                let r = self.record(*question_id);
-                let changed = if up {
-                    r.voters.insert(by.identity.to_string())
-                } else {
-                    r.voters.remove(by.identity)
-                };
-                if !changed {
-                    return Err(Denied::conflict(if up {
-                        "you already upvoted this question"
-                    } else {
-                        "you have not upvoted this question"
-                    }));
-                }
-                r.question.votes = r.voters.len() as u32;
-                Ok(self.votes_changed(*question_id, now).into())
-            }
-            Command::ApproveQuestion { question_id } => {
-                moderate("approve questions")?;
-                self.transition(*question_id, by, now, |r| match r.question.state {
-                    QuestionState::Pending => {
-                        r.question.state = QuestionState::Approved;
-                        Ok(())
-                    }
-                    other => Err(Denied::conflict(format!(
-                        "only pending questions can be approved; this one is {}",
-                        state_name(other)
-                    ))),
-                })
-            }
-            Command::DismissQuestion { question_id } => {
-                moderate("dismiss questions")?;
-                self.transition(*question_id, by, now, |r| match r.question.state {
-                    QuestionState::Pending | QuestionState::Approved => {
-                        r.before_dismissal = r.question.state;
-                        r.question.state = QuestionState::Dismissed;
-                        Ok(())
-                    }
-                    other => Err(Denied::conflict(format!(
-                        "only pending or approved questions can be dismissed; this one is {}",
-                        state_name(other)
-                    ))),
-                })
-            }
-            Command::RestoreQuestion { question_id } => {
-                moderate("restore questions")?;
-                self.transition(*question_id, by, now, |r| match r.question.state {
-                    QuestionState::Dismissed => {
-                        r.question.state = r.before_dismissal;
-                        r.question.duplicate_of = None;
-                        Ok(())
-                    }
-                    other => Err(Denied::conflict(format!(
-                        "only dismissed questions can be restored; this one is {}",
-                        state_name(other)
-                    ))),
-                })
-            }
-            Command::EditQuestion { question_id, text } => {
-                moderate("edit questions")?;
-                let text = check_text(text, MAX_QUESTION_CHARS, "question")?;
-                self.transition(*question_id, by, now, |r| {
-                    if r.question.text != text {
-                        r.question.text = text;
-                        r.question.edited = true;
-                    }
-                    Ok(())
-                })
-            }
-            Command::SetLiveQuestion { question_id } => {
-                if !by.role.is_staff() {
-                    return Err(Denied::forbidden("choose the live question"));
-                }
-                self.set_live(*question_id, by, now)
-            }
+            Command::WithdrawQuestion { question_id } => self.withdraw(*question_id, by),
+            Command::Upvote { question_id } => self.vote(*question_id, true, by, now),
+            Command::RemoveUpvote { question_id } => self.vote(*question_id, false, by, now),
+            Command::ApproveQuestion { question_id } => self.approve(*question_id, by, now),
+            Command::DismissQuestion { question_id } => self.dismiss(*question_id, by, now),
+            Command::RestoreQuestion { question_id } => self.restore(*question_id, by, now),
+            Command::EditQuestion { question_id, text } => self.edit(*question_id, text, by, now),
+            Command::SetLiveQuestion { question_id } => self.set_live(*question_id, by, now),
             Command::AnswerQuestion {
                 question_id,
                 answer,
-            } => {
-                if !by.role.is_staff() {
-                    return Err(Denied::forbidden("answer questions"));
-                }
-                let answer = match answer.as_deref().map(str::trim) {
-                    Some(a) if !a.is_empty() => Some(check_text(a, MAX_CHAT_CHARS, "answer")?),
-                    _ => None,
-                };
-                let may_answer_pending = by.role.can_moderate();
-                let was_live = self.live == Some(*question_id);
-                let outcome = self.transition(*question_id, by, now, |r| {
-                    match r.question.state {
-                        QuestionState::Approved => {}
-                        QuestionState::Pending if may_answer_pending => {}
-                        QuestionState::Pending => {
-                            return Err(Denied::conflict(
-                                "approve the question before answering it",
-                            ))
-                        }
-                        QuestionState::Dismissed => {
-                            return Err(Denied::conflict("dismissed questions cannot be answered"))
-                        }
-                        QuestionState::Answered => {
-                            return Err(Denied::conflict("this question is already answered"))
-                        }
-                    }
-                    r.question.state = QuestionState::Answered;
-                    r.question.answer = answer;
-                    r.question.answered_at = Some(now);
-                    r.question.live = false;
-                    Ok(())
-                })?;
-                if was_live {
-                    self.live = None;
-                }
-                Ok(outcome)
-            }
-            Command::ReopenQuestion { question_id } => {
-                moderate("reopen questions")?;
-                self.transition(*question_id, by, now, |r| match r.question.state {
-                    QuestionState::Answered => {
-                        r.question.state = QuestionState::Approved;
-                        r.question.answered_at = None;
-                        r.question.answer = None;
-                        Ok(())
-                    }
-                    other => Err(Denied::conflict(format!(
-                        "only answered questions can be reopened; this one is {}",
-                        state_name(other)
-                    ))),
-                })
-            }
+            } => self.answer(*question_id, answer.as_deref(), by, now),
+            Command::ReopenQuestion { question_id } => self.reopen(*question_id, by, now),
             Command::MarkDuplicate {
                 question_id,
                 duplicate_of,
-            } => {
-                moderate("merge questions")?;
-                self.mark_duplicate(*question_id, *duplicate_of, by, now)
-            }
+            } => self.mark_duplicate(*question_id, *duplicate_of, by, now),
             _ => Err(Denied::new(ErrorCode::InvalidMessage, "not a Q&A command")),
         }
+    }
+
+    /// The author takes back their question, unless it has been answered.
+    fn withdraw(&mut self, id: u64, by: &Asker) -> Result<Outcome, Denied> {
+        let r = self.find(id, by)?;
+        if r.author != by.identity {
+            return Err(Denied::forbidden("withdraw someone else's question"));
+        }
+        if r.question.state == QuestionState::Answered {
+            return Err(Denied::conflict("answered questions cannot be withdrawn"));
+        }
+        let audience = r.audience();
+        self.clear_live_if(id);
+        self.questions.remove(&id);
+        self.dirty_votes.remove(&id);
+        Ok(vec![Event::new(
+            audience,
+            RoomEvent::QuestionRemoved { question_id: id },
+        )]
+        .into())
+    }
+
+    /// Adds (`up`) or takes back a vote; counts go out coalesced, see `flush_votes`.
+    fn vote(&mut self, id: u64, up: bool, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        let r = self.find(id, by)?;
+        if r.question.state != QuestionState::Approved {
+            return Err(Denied::conflict(
+                format!(
+                    "only approved, unanswered questions take votes; this one is {:?}",
+                    r.question.state
+                )
+                .to_lowercase(),
+            ));
+        }
+        if r.author == by.identity {
+            return Err(Denied::conflict("you cannot vote on your own question"));
+        }
+        let r = self.record(id);
+        let changed = if up {
+            r.voters.insert(by.identity.to_string())
+        } else {
+            r.voters.remove(by.identity)
+        };
+        if !changed {
+            return Err(Denied::conflict(if up {
+                "you already upvoted this question"
+            } else {
+                "you have not upvoted this question"
+            }));
+        }
+        r.question.votes = r.voters.len() as u32;
+        Ok(self.votes_changed(id, now).into())
+    }
+
+    fn approve(&mut self, id: u64, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        moderate(by, "approve questions")?;
+        self.transition(id, by, now, |r| match r.question.state {
+            QuestionState::Pending => {
+                r.question.state = QuestionState::Approved;
+                Ok(())
+            }
+            other => Err(Denied::conflict(format!(
+                "only pending questions can be approved; this one is {}",
+                state_name(other)
+            ))),
+        })
+    }
+
+    fn dismiss(&mut self, id: u64, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        moderate(by, "dismiss questions")?;
+        self.transition(id, by, now, |r| match r.question.state {
+            QuestionState::Pending | QuestionState::Approved => {
+                r.before_dismissal = r.question.state;
+                r.question.state = QuestionState::Dismissed;
+                Ok(())
+            }
+            other => Err(Denied::conflict(format!(
+                "only pending or approved questions can be dismissed; this one is {}",
+                state_name(other)
+            ))),
+        })
+    }
+
+    /// Undoes a dismissal (or a merge): back to where it was, no longer a duplicate.
+    fn restore(&mut self, id: u64, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        moderate(by, "restore questions")?;
+        self.transition(id, by, now, |r| match r.question.state {
+            QuestionState::Dismissed => {
+                r.question.state = r.before_dismissal;
+                r.question.duplicate_of = None;
+                Ok(())
+            }
+            other => Err(Denied::conflict(format!(
+                "only dismissed questions can be restored; this one is {}",
+                state_name(other)
+            ))),
+        })
+    }
+
+    fn edit(&mut self, id: u64, text: &str, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        moderate(by, "edit questions")?;
+        let text = check_text(text, MAX_QUESTION_CHARS, "question")?;
+        self.transition(id, by, now, |r| {
+            if r.question.text != text {
+                r.question.text = text;
+                r.question.edited = true;
+            }
+            Ok(())
+        })
+    }
+
+    /// Staff answer; moderators may also answer a question still pending approval.
+    fn answer(
+        &mut self,
+        id: u64,
+        answer: Option<&str>,
+        by: &Asker,
+        now: Millis,
+    ) -> Result<Outcome, Denied> {
+        if !by.role.is_staff() {
+            return Err(Denied::forbidden("answer questions"));
+        }
+        let answer = match answer.map(str::trim) {
+            Some(a) if !a.is_empty() => Some(check_text(a, MAX_CHAT_CHARS, "answer")?),
+            _ => None,
+        };
+        let may_answer_pending = by.role.can_moderate();
+        let was_live = self.live == Some(id);
+        let outcome = self.transition(id, by, now, |r| {
+            match r.question.state {
+                QuestionState::Approved => {}
+                QuestionState::Pending if may_answer_pending => {}
+                QuestionState::Pending => {
+                    return Err(Denied::conflict("approve the question before answering it"))
+                }
+                QuestionState::Dismissed => {
+                    return Err(Denied::conflict("dismissed questions cannot be answered"))
+                }
+                QuestionState::Answered => {
+                    return Err(Denied::conflict("this question is already answered"))
+                }
+            }
+            r.question.state = QuestionState::Answered;
+            r.question.answer = answer;
+            r.question.answered_at = Some(now);
+            r.question.live = false;
+            Ok(())
+        })?;
+        if was_live {
+            self.live = None;
+        }
+        Ok(outcome)
+    }
+
+    /// Back to the open queue, its answer cleared.
+    fn reopen(&mut self, id: u64, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        moderate(by, "reopen questions")?;
+        self.transition(id, by, now, |r| match r.question.state {
+            QuestionState::Answered => {
+                r.question.state = QuestionState::Approved;
+                r.question.answered_at = None;
+                r.question.answer = None;
+                Ok(())
+            }
+            other => Err(Denied::conflict(format!(
+                "only answered questions can be reopened; this one is {}",
+                state_name(other)
+            ))),
+        })
     }
 
     /// Applies `change` to a question the sender can see and returns the visibility-aware events.
@@ -501,7 +509,11 @@ impl Qa {
         })
     }
 
+    /// Makes `id` the one live question (or none), clearing the previous one.
     fn set_live(&mut self, id: Option<u64>, by: &Asker, now: Millis) -> Result<Outcome, Denied> {
+        if !by.role.is_staff() {
+            return Err(Denied::forbidden("choose the live question"));
+        }
         if let Some(id) = id {
             let r = self.find(id, by)?;
             if r.question.state != QuestionState::Approved {
@@ -527,6 +539,7 @@ impl Qa {
         Ok(events.into())
     }
 
+    /// Merges `id` into `of`: `id` is dismissed as its duplicate and its voters move to `of`.
     fn mark_duplicate(
         &mut self,
         id: u64,
@@ -534,6 +547,7 @@ impl Qa {
         by: &Asker,
         now: Millis,
     ) -> Result<Outcome, Denied> {
+        moderate(by, "merge questions")?;
         if id == of {
             return Err(Denied::invalid(
                 "a question cannot be a duplicate of itself",
@@ -592,6 +606,14 @@ impl Qa {
         let mut events = self.changed(id, was_public);
         events.extend(self.changed(of, true));
         Ok(events.into())
+    }
+}
+
+fn moderate(by: &Asker, what: &str) -> Result<(), Denied> {
+    if by.role.can_moderate() {
+        Ok(())
+    } else {
+        Err(Denied::forbidden(what))
     }
 }
 
