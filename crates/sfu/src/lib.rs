@@ -80,6 +80,7 @@ mod directory;
 mod egress;
 pub use egress::SendBatch;
 mod layer;
+mod link;
 mod tcp;
 pub use tcp::{is_ice_tcp, TcpHandoff};
 mod udp;

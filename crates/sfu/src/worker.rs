@@ -41,7 +41,7 @@ use super::egress::{self, ExtIds, History, KeySlot, RtpOut, SendBatch, Sent, Srt
 use super::layer::{
     choose_layer, is_keyframe_start, KeyframeThrottle, Layer, LayerMeter, SeqRewriter, TimeRewriter,
 };
-use super::tcp::TcpLink;
+use super::link::TcpLink;
 use super::{Counters, PeerEvent, PeerOptions, SfuError, Shared};
 
 /// Datagrams and media batches queued to one worker before new ones are dropped.
