@@ -87,7 +87,7 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
             let Some(o) = p.outs.iter().find(|o| o.state == OutState::Open(req.mid)) else {
                 return;
             };
-            let rid = o.current.or(o.target);
+            let rid = o.gate.current.or(o.gate.target);
             ask_keyframe(ctx, &o.meta, rid);
         }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {

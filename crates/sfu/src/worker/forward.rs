@@ -1,28 +1,24 @@
-//! Packets out to subscribers: which packet goes to whom, rewritten how, and the handoff to
-//! the engine or the direct egress path; NACKs answered on that path.
+//! Packets out to subscribers: each one's copy (as the gate in `gate.rs` decides) rewritten
+//! and handed to the engine or the direct egress path; NACKs answered on that path.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use convene_signaling::TrackKind;
-use str0m::media::{Mid, Rid};
+use str0m::config::CryptoProvider;
+use str0m::media::{Mid, Pt, Rid};
 use str0m::rtp::rtcp::Nack;
 use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
 use str0m::Rtc;
 
+use super::gate::{self, Layers, Packet, Verdict, Wants};
 use super::state::{Ctx, OutState, Peer};
 use super::{Forwarded, WorkerMsg};
 use crate::directory::{PeerKey, TrackMeta};
 use crate::egress::{self, ExtIds, RtpOut, SendBatch, Sent, SrtpSender};
-use crate::layer::{choose_layer, Layer};
 use crate::link::TcpLink;
-
-/// How often a subscriber re-chooses its simulcast layer.
-const LAYER_EVAL: Duration = Duration::from_millis(500);
-/// How often one subscriber may repeat a keyframe request while it waits.
-const KEYFRAME_RETRY: Duration = Duration::from_millis(300);
 
 /// Sends a keyframe request towards the publisher of `meta` (throttled there).
 pub(super) fn ask_keyframe(ctx: &mut Ctx, meta: &TrackMeta, rid: Option<Rid>) {
@@ -80,7 +76,7 @@ impl<'a> Wires<'a> {
 /// Writes, protects and queues one packet on the direct egress path: into the UDP batch,
 /// or (`tcp`) onto the peer's ICE-TCP connection.
 fn send_direct(
-    wires: Wires<'_>,
+    wires: &mut Wires<'_>,
     srtp: &mut SrtpSender,
     out: &RtpOut<'_>,
     ids: ExtIds,
@@ -133,7 +129,15 @@ pub(super) fn retransmit(p: &mut Peer, ctx: &mut Ctx, nack: &Nack) {
                     audio_level: None,
                     video_orientation: sent.video_orientation,
                 };
-                if send_direct(Wires::of(ctx), srtp, &out, ids, &sent.data, remote, tcp) {
+                if send_direct(
+                    &mut Wires::of(ctx),
+                    srtp,
+                    &out,
+                    ids,
+                    &sent.data,
+                    remote,
+                    tcp,
+                ) {
                     ctx.retransmits += 1;
                 }
             }
@@ -155,8 +159,15 @@ pub(super) fn deliver(
     if let Some(rid) = f.rid {
         lt.meter.record(rid, f.data.len(), now);
     }
-    let mut layers: Option<Vec<Layer>> = None;
+    let mut layers = Layers::new(&lt.meter, now);
     let mut asks: Vec<(Arc<TrackMeta>, Option<Rid>)> = Vec::new();
+    // Field by field: `lt` keeps the track table borrowed.
+    let mut wires = Wires {
+        batch: &mut ctx.batch,
+        socket: &ctx.shared.socket,
+        links: &ctx.tcp_links,
+        tcp_out: &mut ctx.tcp_out,
+    };
     for key in &lt.subscribers {
         let Some(p) = peers.get_mut(key) else {
             continue;
@@ -168,149 +179,189 @@ pub(super) fn deliver(
         let Some(oi) = p.outs.iter().position(|o| o.meta.key == f.track) else {
             continue;
         };
-        let quality = p.quality_for(&p.outs[oi].meta.id);
+        let wants = Wants {
+            quality: p.quality_for(&p.outs[oi].meta.id),
+            budget,
+        };
         let o = &mut p.outs[oi];
         let OutState::Open(mid) = o.state else {
             continue;
         };
-        let mut rebase = false;
-        if o.meta.kind == TrackKind::Video {
-            if let Some(rid) = f.rid {
-                if o.target.is_none()
-                    || o.last_eval
-                        .is_none_or(|t| now.saturating_duration_since(t) >= LAYER_EVAL)
-                {
-                    let l = layers.get_or_insert_with(|| lt.meter.layers(now).collect());
-                    o.target = choose_layer(l, quality, budget, o.current).or(o.target);
-                    o.last_eval = Some(now);
-                }
-                if o.current != o.target {
-                    if Some(rid) == o.target && f.keyframe {
-                        tracing::debug!(peer = %p.id, track = %o.meta.id, layer = %rid, "layer switch");
-                        o.current = o.target;
-                        rebase = true;
-                        o.seq.rebase(f.seq);
-                    } else if o
-                        .last_ask
-                        .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
-                    {
-                        o.last_ask = Some(now);
-                        asks.push((o.meta.clone(), o.target));
-                    }
-                }
-                if Some(rid) != o.current {
-                    continue;
-                }
-            } else if o.need_keyframe {
-                if f.keyframe {
-                    o.need_keyframe = false;
-                    o.seq.rebase(f.seq);
-                } else {
-                    if o.last_ask
-                        .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_RETRY)
-                    {
-                        o.last_ask = Some(now);
-                        asks.push((o.meta.clone(), None));
-                    }
-                    continue;
-                }
-            }
+        let pkt = Packet {
+            video: o.meta.kind == TrackKind::Video,
+            rid: f.rid,
+            keyframe: f.keyframe,
+        };
+        let d = gate::admit(&mut o.gate, pkt, wants, &mut layers, now);
+        if let Some(rid) = d.ask {
+            asks.push((o.meta.clone(), rid));
         }
-        if rebase {
-            let ticks = u64::from(f.time.denom()) / 30;
-            o.time.rebase(f.time.numer(), ticks);
-        }
-        let Some(seq) = o.seq.map(f.seq) else {
+        let Some(rw) = rewrite(p, oi, mid, f, d.verdict) else {
             continue;
         };
-        let t = o.time.map(f.time.numer());
-        let in_pt = f.params.pt();
-        let pt = match o.pt {
-            Some((i, out)) if i == in_pt => out,
-            _ => {
-                // What `Writer::match_params` does (the writer is off limits in RTP mode).
-                let out = p.rtc.codec_config().match_params(f.params).map(|c| c.pt());
-                o.pt = Some((in_pt, out));
-                out
+        match hand_over(p, oi, f, rw, &mut wires, &ctx.shared.crypto, now) {
+            Path::Direct => {
+                ctx.direct += 1;
+                ctx.frames += 1;
+                ctx.bytes += f.data.len() as u64;
             }
-        };
-        let Some(pt) = pt else {
-            continue;
-        };
-        let video = o.meta.kind == TrackKind::Video;
-        if p.direct
-            && o.engine_at
-                .is_some_and(|t| now.saturating_duration_since(t) < egress::ENGINE_EVERY)
-        {
-            if p.srtp.is_none() {
-                p.srtp = p
-                    .keys
-                    .get()
-                    .and_then(|k| SrtpSender::new(&ctx.shared.crypto, k));
+            Path::Engine => {
+                ctx.frames += 1;
+                ctx.bytes += f.data.len() as u64;
             }
-            if o.direct.is_none() {
-                o.direct = direct_stream(&mut p.rtc, mid);
-            }
-            if let (Some(srtp), Some(remote), Some((ssrc, ids))) = (&mut p.srtp, p.remote, o.direct)
-            {
-                let out = RtpOut {
-                    pt,
-                    marker: f.marker,
-                    seq,
-                    time: t as u32,
-                    ssrc,
-                    mid: &mid,
-                    audio_level: f.audio_level.zip(f.voice_activity),
-                    video_orientation: f.video_orientation,
-                };
-                let wires = Wires {
-                    batch: &mut ctx.batch,
-                    socket: &ctx.shared.socket,
-                    links: &ctx.tcp_links,
-                    tcp_out: &mut ctx.tcp_out,
-                };
-                if send_direct(wires, srtp, &out, ids, &f.data, remote, p.remote_tcp) {
-                    ctx.direct += 1;
-                    ctx.frames += 1;
-                    ctx.bytes += f.data.len() as u64;
-                    if video {
-                        o.history.push(Sent {
-                            seq,
-                            pt,
-                            marker: f.marker,
-                            time: t as u32,
-                            video_orientation: f.video_orientation,
-                            data: f.data.clone(),
-                        });
-                    }
-                    continue;
-                }
-            }
+            Path::None => {}
         }
-        // Through the engine: the first packets (before keys and address are known),
-        // one per stream per `ENGINE_EVERY` on the direct path, everything otherwise.
-        o.engine_at = Some(now);
-        let mut api = p.rtc.direct_api();
-        let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-            continue;
-        };
-        let ext = ExtensionValues {
-            audio_level: f.audio_level,
-            voice_activity: f.voice_activity,
-            video_orientation: f.video_orientation,
-            ..Default::default()
-        };
-        tx.write_rtp(
-            RtpWrite::new(pt, seq.into(), t as u32, f.network_time, f.data.clone())
-                .marker(f.marker)
-                .ext_vals(ext)
-                .nackable(video),
-        );
-        ctx.frames += 1;
-        ctx.bytes += f.data.len() as u64;
-        p.dirty = true;
     }
     for (meta, rid) in asks {
         ask_keyframe(ctx, &meta, rid);
     }
+}
+
+/// A packet as one subscriber gets it.
+#[derive(Debug, Clone, Copy)]
+struct Rewritten {
+    mid: Mid,
+    seq: u64,
+    time: u64,
+    pt: Pt,
+}
+
+/// The subscriber's sequence number, RTP time and payload type for `f` after the gate's
+/// verdict; None when it is not sent (skipped, from before a restart, or a codec the
+/// subscriber lacks).
+fn rewrite(p: &mut Peer, oi: usize, mid: Mid, f: &Forwarded, v: Verdict) -> Option<Rewritten> {
+    let o = &mut p.outs[oi];
+    match v {
+        Verdict::Skip => return None,
+        Verdict::Send => {}
+        Verdict::Resume => o.seq.rebase(f.seq),
+        Verdict::Switch => {
+            if let Some(rid) = f.rid {
+                tracing::debug!(peer = %p.id, track = %o.meta.id, layer = %rid, "layer switch");
+            }
+            o.seq.rebase(f.seq);
+            let ticks = u64::from(f.time.denom()) / 30;
+            o.time.rebase(f.time.numer(), ticks);
+        }
+    }
+    let seq = o.seq.map(f.seq)?;
+    let time = o.time.map(f.time.numer());
+    let in_pt = f.params.pt();
+    let pt = match o.pt {
+        Some((i, out)) if i == in_pt => out,
+        _ => {
+            // What `Writer::match_params` does (the writer is off limits in RTP mode).
+            let out = p.rtc.codec_config().match_params(f.params).map(|c| c.pt());
+            o.pt = Some((in_pt, out));
+            out
+        }
+    };
+    Some(Rewritten {
+        mid,
+        seq,
+        time,
+        pt: pt?,
+    })
+}
+
+/// Which way a packet left.
+enum Path {
+    Direct,
+    Engine,
+    /// Not at all: the engine has no send stream for the m-line.
+    None,
+}
+
+/// Hands one packet to a subscriber: on the direct path when the peer is on it and the
+/// engine sent on this stream within `ENGINE_EVERY`, else through the engine.
+fn hand_over(
+    p: &mut Peer,
+    oi: usize,
+    f: &Forwarded,
+    rw: Rewritten,
+    wires: &mut Wires<'_>,
+    crypto: &CryptoProvider,
+    now: Instant,
+) -> Path {
+    let recent = p.outs[oi]
+        .engine_at
+        .is_some_and(|t| now.saturating_duration_since(t) < egress::ENGINE_EVERY);
+    if p.direct && recent && direct_path(p, oi, f, rw, wires, crypto) {
+        return Path::Direct;
+    }
+    // Through the engine: the first packets (before keys and address are known),
+    // one per stream per `ENGINE_EVERY` on the direct path, everything otherwise.
+    let o = &mut p.outs[oi];
+    o.engine_at = Some(now);
+    let video = o.meta.kind == TrackKind::Video;
+    let mut api = p.rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(rw.mid, None) else {
+        return Path::None;
+    };
+    let ext = ExtensionValues {
+        audio_level: f.audio_level,
+        voice_activity: f.voice_activity,
+        video_orientation: f.video_orientation,
+        ..Default::default()
+    };
+    tx.write_rtp(
+        RtpWrite::new(
+            rw.pt,
+            rw.seq.into(),
+            rw.time as u32,
+            f.network_time,
+            f.data.clone(),
+        )
+        .marker(f.marker)
+        .ext_vals(ext)
+        .nackable(video),
+    );
+    p.dirty = true;
+    Path::Engine
+}
+
+/// Protects and queues a packet on the direct path (keeping video for NACKs); false when
+/// it cannot go that way yet (no keys, address or stream) or protection failed.
+fn direct_path(
+    p: &mut Peer,
+    oi: usize,
+    f: &Forwarded,
+    rw: Rewritten,
+    wires: &mut Wires<'_>,
+    crypto: &CryptoProvider,
+) -> bool {
+    if p.srtp.is_none() {
+        p.srtp = p.keys.get().and_then(|k| SrtpSender::new(crypto, k));
+    }
+    let o = &mut p.outs[oi];
+    if o.direct.is_none() {
+        o.direct = direct_stream(&mut p.rtc, rw.mid);
+    }
+    let (Some(srtp), Some(remote), Some((ssrc, ids))) = (&mut p.srtp, p.remote, o.direct) else {
+        return false;
+    };
+    let out = RtpOut {
+        pt: rw.pt,
+        marker: f.marker,
+        seq: rw.seq,
+        time: rw.time as u32,
+        ssrc,
+        mid: &rw.mid,
+        audio_level: f.audio_level.zip(f.voice_activity),
+        video_orientation: f.video_orientation,
+    };
+    if !send_direct(wires, srtp, &out, ids, &f.data, remote, p.remote_tcp) {
+        return false;
+    }
+    if o.meta.kind == TrackKind::Video {
+        o.history.push(Sent {
+            seq: rw.seq,
+            pt: rw.pt,
+            marker: f.marker,
+            time: rw.time as u32,
+            video_orientation: f.video_orientation,
+            data: f.data.clone(),
+        });
+    }
+    true
 }

@@ -16,6 +16,7 @@
 
 mod events;
 mod forward;
+mod gate;
 mod ingress;
 mod negotiate;
 mod publish;
@@ -410,7 +411,7 @@ impl Worker {
                         }
                     }
                     for o in &mut p.outs {
-                        o.last_eval = None;
+                        o.gate.last_eval = None;
                     }
                 }
             }

@@ -14,6 +14,7 @@ use str0m::rtp::Ssrc;
 use str0m::Rtc;
 use tokio::sync::mpsc as tokio_mpsc;
 
+use super::gate::Gate;
 use super::Forwarded;
 use crate::directory::{PeerKey, TrackKey, TrackMeta};
 use crate::egress::{ExtIds, History, KeySlot, SendBatch, SrtpSender};
@@ -39,17 +40,12 @@ pub(super) struct TrackOut {
     pub(super) slot: bool,
     /// Unsubscribed while its m-line was being negotiated.
     pub(super) unwanted: bool,
-    /// Simulcast layer being forwarded, and the one wanted.
-    pub(super) current: Option<Rid>,
-    pub(super) target: Option<Rid>,
-    /// Video without a keyframe yet (single-layer tracks).
-    pub(super) need_keyframe: bool,
+    /// Which layer it gets, whether it waits for a keyframe (see `gate.rs`).
+    pub(super) gate: Gate,
     pub(super) seq: SeqRewriter,
     pub(super) time: TimeRewriter,
     /// The publisher's payload type and ours for it (None: we lack the codec).
     pub(super) pt: Option<(Pt, Option<Pt>)>,
-    pub(super) last_eval: Option<Instant>,
-    pub(super) last_ask: Option<Instant>,
     /// Direct egress: our SSRC and header extension ids (looked up on first use), when
     /// the engine last sent a packet of this stream, and recent video for NACKs.
     pub(super) direct: Option<(u32, ExtIds)>,
@@ -64,14 +60,10 @@ impl TrackOut {
             state,
             slot,
             unwanted: false,
-            current: None,
-            target: None,
-            need_keyframe: false,
+            gate: Gate::default(),
             seq: SeqRewriter::default(),
             time: TimeRewriter::default(),
             pt: None,
-            last_eval: None,
-            last_ask: None,
             direct: None,
             engine_at: None,
             history: History::default(),
@@ -80,14 +72,13 @@ impl TrackOut {
 
     pub(super) fn open(&mut self, mid: Mid) {
         self.state = OutState::Open(mid);
-        self.need_keyframe = self.meta.kind == TrackKind::Video;
+        self.gate = Gate {
+            need_keyframe: self.meta.kind == TrackKind::Video,
+            ..Gate::default()
+        };
         self.seq = SeqRewriter::default();
         self.time = TimeRewriter::default();
         self.pt = None;
-        self.current = None;
-        self.target = None;
-        self.last_eval = None;
-        self.last_ask = None;
         self.direct = None;
         self.engine_at = None;
         self.history = History::default();
