@@ -245,35 +245,31 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
         scratch: Vec::new(),
     };
     let rx = rx.rx;
-    'outer: loop {
-        let now = Instant::now();
+    let mut inbox: Vec<WorkerMsg> = Vec::with_capacity(BATCH + 1);
+    loop {
+        // A reading for the wait only: a turn can take milliseconds, and str0m's timeouts
+        // (its pacer's) are finer than that.
+        let idle_since = Instant::now();
         let deadline = w
             .peers
             .values()
             .map(|p| p.timeout)
             .min()
-            .unwrap_or(now + MAX_SLEEP)
-            .min(now + MAX_SLEEP);
-        match rx.recv_timeout(deadline.saturating_duration_since(now)) {
-            Ok(msg) => {
-                if !w.handle(msg) {
-                    break 'outer;
-                }
-            }
+            .unwrap_or(idle_since + MAX_SLEEP)
+            .min(idle_since + MAX_SLEEP);
+        match rx.recv_timeout(deadline.saturating_duration_since(idle_since)) {
+            Ok(msg) => inbox.push(msg),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break 'outer,
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-        for _ in 0..BATCH {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    if !w.handle(msg) {
-                        break 'outer;
-                    }
-                }
-                Err(_) => break,
-            }
+        inbox.extend(std::iter::from_fn(|| rx.try_recv().ok()).take(BATCH));
+        // The turn's one clock reading, everything below gets it. Taken after the inbox is
+        // drained, so no datagram in it was stamped later: str0m's time never goes back.
+        let now = Instant::now();
+        if !inbox.drain(..).all(|msg| w.handle(msg, now)) {
+            break;
         }
-        w.turn(Instant::now());
+        w.turn(now);
     }
     for (_, mut p) in w.peers.drain() {
         let _ = p.rtc.close();
@@ -283,7 +279,7 @@ pub(crate) fn run(idx: usize, shared: Arc<Shared>, rx: WorkerRx, recycle: SyncSe
 
 impl Worker {
     /// Returns false to stop.
-    fn handle(&mut self, msg: WorkerMsg) -> bool {
+    fn handle(&mut self, msg: WorkerMsg, now: Instant) -> bool {
         match msg {
             WorkerMsg::Datagram {
                 buf,
@@ -308,7 +304,7 @@ impl Worker {
                 self.by_tcp.remove(&source);
                 self.ctx.tcp_links.remove(&source);
             }
-            WorkerMsg::AddPeer(np) => self.add_peer(*np),
+            WorkerMsg::AddPeer(np) => self.add_peer(*np, now),
             WorkerMsg::RemovePeer { peer } => {
                 if let Some(mut p) = self.peers.remove(&peer) {
                     self.by_addr.retain(|_, k| *k != peer);
@@ -386,13 +382,12 @@ impl Worker {
             }
             WorkerMsg::Media(batch) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                let now = Instant::now();
                 for f in &batch {
                     deliver(&mut self.peers, &mut self.ctx, f, now);
                 }
             }
             WorkerMsg::KeyframeRequest { track, rid } => {
-                request_keyframe(&mut self.peers, &mut self.ctx, track, rid, Instant::now());
+                request_keyframe(&mut self.peers, &mut self.ctx, track, rid, now);
             }
             WorkerMsg::SetQuality {
                 peer,
@@ -420,8 +415,7 @@ impl Worker {
         true
     }
 
-    fn add_peer(&mut self, np: NewPeer) {
-        let now = Instant::now();
+    fn add_peer(&mut self, np: NewPeer, now: Instant) {
         let shared = &self.ctx.shared;
         let direct = !(shared.bwe && np.opts.bandwidth_estimation);
         let mut cfg = RtcConfig::new()
@@ -538,7 +532,6 @@ impl Worker {
                 }
             }
             std::mem::swap(&mut self.ctx.local, &mut self.scratch);
-            let now = Instant::now();
             for f in self.scratch.drain(..) {
                 deliver(&mut self.peers, &mut self.ctx, &f, now);
             }
