@@ -1,5 +1,7 @@
-//! Packets out to subscribers: each one's copy (as the gate in `gate.rs` decides) rewritten
-//! and handed to the engine or the direct egress path; NACKs answered on that path.
+//! Packets out: each subscriber's copy rewritten and handed to the engine or the direct egress path.
+//!
+//! Whether a subscriber gets a packet at all is the gate's call (`gate.rs`); NACKs for
+//! what the direct path sent are answered here from its history.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,5 +1,7 @@
-//! The forwarding decision for one packet and one subscriber: which simulcast layer it gets,
-//! when it waits for a keyframe, when to ask for one. Pure: state and packet in, verdict out.
+//! The forwarding decision: whether one subscriber gets one packet, and when to ask for a keyframe.
+//!
+//! Which simulcast layer it gets, when it waits for a keyframe, when to ask for one. Pure
+//! (state, packet and time in, verdict out), so it is tested with chosen times.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,4 @@
-//! A worker thread: its inbox and its loop; owns a shard of peers and everything on their packet path.
+//! A worker thread's inbox and loop; the worker owns a shard of peers and their whole packet path.
 //!
 //! One loop: wait for the inbox (datagrams, commands, media batches from other
 //! workers) or the earliest `str0m` timeout, feed the peers, poll them, and

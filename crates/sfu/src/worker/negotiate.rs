@@ -1,5 +1,7 @@
-//! Offers and answers: the client's offers, our renegotiation offers, and which m-line
-//! carries which track (slots the client offered, m-lines we add, m-lines we stop).
+//! Offers and answers: which m-line carries which track, and the renegotiation that gets it there.
+//!
+//! The client's offers and answers, slots it offered (recvonly m-lines), m-lines we add
+//! and stop by a server offer.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

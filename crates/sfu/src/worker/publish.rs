@@ -1,5 +1,4 @@
-//! A publisher's side: its tracks announced, its RTP packets queued for the workers with
-//! subscribers, keyframe requests sent to it.
+//! The publisher's side: its tracks announced, its RTP queued for subscribers' workers, PLIs sent to it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
