@@ -8,18 +8,26 @@
 //!
 //! # Layout
 //!
-//! - `mod.rs` (this file): the public handle [`Sfu`], its config, options, events and errors.
+//! - `lib.rs` (this file): the public handle [`Sfu`], its config, options, events and errors.
 //! - `directory.rs`: the control plane. Peers, groups, tracks, who subscribes to what;
 //!   every change returns the actions that bring the workers in line. Plain data, unit-tested.
-//! - `worker.rs`: a worker thread owns a shard of peers (their `str0m::Rtc`), drives them
+//! - `worker/`: a worker thread owns a shard of peers (their `str0m::Rtc`), drives them
 //!   with datagrams and timeouts, and forwards media to local subscribers and, in one batch
-//!   per loop turn, to other workers.
+//!   per loop turn, to other workers. `mod.rs`: the inbox and the loop (one clock reading
+//!   per turn, passed down); `state.rs`: peers and tracks as the worker keeps them;
+//!   `ingress.rs`: packets in, to the right peer's engine; `events.rs`: the engine's output
+//!   and events; `negotiate.rs`: offers, answers, which m-line carries which track;
+//!   `publish.rs`: a publisher's tracks, RTP and keyframe requests; `gate.rs`: the pure
+//!   decision whether a subscriber gets a packet (layer, keyframe wait); `forward.rs`: the
+//!   subscriber's copy rewritten and handed to the engine or the direct egress path.
 //! - `udp.rs`: the receive thread. Reads the one socket and hands each datagram to the worker
 //!   of its peer: by remote address, or for a new address by the ICE ufrag in the STUN
 //!   `USERNAME`. Workers send on the shared socket directly, in `sendmmsg` batches.
 //! - `tcp.rs`: ICE over TCP (RFC 6544 passive, RFC 4571 framing) for networks that drop UDP:
 //!   accepts connections, routes each by the ufrag of its first STUN request to a worker, which
 //!   treats its packets like datagrams and writes back through a per-connection link.
+//! - `link.rs`: that link, the write end of one ICE-TCP connection (a module of its own so
+//!   `tcp.rs` and the worker depend on it, not on each other).
 //! - `egress.rs`: the direct egress path. Viewers without bandwidth estimation get packets
 //!   SRTP-protected by the worker (keys captured from the DTLS handshake), not polled out of
 //!   the engine one by one; NACKs answered from a short history.
@@ -80,6 +88,7 @@ mod directory;
 mod egress;
 pub use egress::SendBatch;
 mod layer;
+mod link;
 mod tcp;
 pub use tcp::{is_ice_tcp, TcpHandoff};
 mod udp;

@@ -20,6 +20,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::link::TcpLink;
 use super::udp::{stun_local_ufrag, MAX_DATAGRAM};
 use super::worker::WorkerMsg;
 use super::{Counters, Shared};
@@ -30,17 +31,6 @@ const LINK_QUEUE: usize = 512;
 const FIRST_FRAME: Duration = Duration::from_secs(10);
 /// Connections open at once; more are closed on accept.
 const MAX_CONNECTIONS: usize = 10_000;
-
-/// Where a worker writes packets for one TCP connection.
-#[derive(Debug, Clone)]
-pub(crate) struct TcpLink(mpsc::Sender<Vec<u8>>);
-
-impl TcpLink {
-    /// Queues one packet; false when the connection is gone or too far behind.
-    pub fn send(&self, packet: Vec<u8>) -> bool {
-        packet.len() <= usize::from(u16::MAX) && self.0.try_send(packet).is_ok()
-    }
-}
 
 /// Which worker owns each ufrag, for routing a new connection's first frame.
 #[derive(Default)]
@@ -214,7 +204,7 @@ async fn connection(shared: &Arc<Shared>, stream: TcpStream, source: SocketAddr)
     let (link, queue) = mpsc::channel(LINK_QUEUE);
     tx.send(WorkerMsg::TcpOpen {
         source,
-        link: TcpLink(link),
+        link: TcpLink::new(link),
     });
     let writer = tokio::spawn(write_frames(write, queue));
     let mut len = buf.len();
