@@ -22,10 +22,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::chat::{
-    check_common, hello, histogram, leading_u64, open, print_out, unix_nanos, Common, Endpoint,
-    Errors, Hello, Latency, Session, Target, Ws,
-};
+use super::chat::client::{base_urls, hello, open, Endpoint, Hello, Session, Ws};
+use super::chat::frames::{leading_u64, unix_nanos};
+use super::chat::samples::{histogram, Errors};
+use super::chat::{check_common, print_out, Common, Latency, Target};
 use super::sfu::http;
 use super::LoadError;
 
@@ -580,7 +580,7 @@ pub async fn failover(args: &FailoverArgs) -> Result<FailoverReport, LoadError> 
     let common = &args.common;
     check_common(common)?;
     let ep = Endpoint::new(common, Target::Convene)?;
-    let bases = super::chat::base_urls(&common.url)?;
+    let bases = base_urls(&common.url)?;
     if bases.len() < 2 {
         return Err(LoadError::Setup(
             "--url needs at least two nodes (comma separated)".into(),

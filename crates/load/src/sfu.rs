@@ -39,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use super::probe::proc_cpu_us;
 use super::LoadError;
 use convene::auth::TokenKeys;
 
@@ -860,18 +861,6 @@ fn location_path(prefix: &str, loc: &str) -> String {
     } else {
         format!("{prefix}/{loc}")
     }
-}
-
-/// `/proc/<pid>/stat` utime + stime, microseconds (`pid` may be `self` or `thread-self`).
-pub(crate) fn proc_cpu_us(pid: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may contain spaces) start at state (field 3).
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on Linux for /proc.
-    Some((utime + stime) * 10_000)
 }
 
 /// `convene_sfu_*` counters from `GET /metrics`, if any.
