@@ -26,7 +26,7 @@ use super::chat::client::{base_urls, hello, open, Endpoint, Hello, Session, Ws};
 use super::chat::frames::{leading_u64, unix_nanos};
 use super::chat::samples::{histogram, Errors};
 use super::chat::{check_common, print_out, Common, Latency, Target};
-use super::sfu::http;
+use super::sfu::http::http;
 use super::LoadError;
 
 /// How long to wait for the room to show up in some node's `rooms_owned`.
