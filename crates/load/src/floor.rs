@@ -169,7 +169,7 @@ fn send(
 
 /// This thread's user + system CPU time.
 fn thread_cpu() -> Result<Duration, LoadError> {
-    super::sfu::proc_cpu_us("thread-self")
+    super::probe::proc_cpu_us("thread-self")
         .map(Duration::from_micros)
         .ok_or_else(|| LoadError::Setup("unreadable /proc/thread-self/stat".into()))
 }

@@ -1,15 +1,17 @@
 //! Load tools: real WebSocket and WebRTC clients that drive a running server and print figures.
 //!
-//! `convene-load chat|votes` drives the signaling hub (see `chat.rs`), `convene-load failover`
-//! kills a cluster's room owner under traffic (see `failover.rs`); `convene-load sfu`
-//! drives the media path with str0m client peers (see `sfu.rs`); `convene-load udp-floor`
+//! `convene-load chat|votes` drives the signaling hub (see `chat/`), `convene-load failover`
+//! kills a cluster's room owner under traffic (see `failover/`); `convene-load sfu`
+//! drives the media path with str0m client peers (see `sfu/`); `convene-load udp-floor`
 //! measures the kernel's share of sending a datagram (see `floor.rs`), and `tcp-floor` the
-//! kernel's share of writing a frame to a session socket (see `tcp_floor.rs`).
+//! kernel's share of writing a frame to a session socket (see `tcp_floor.rs`). `probe.rs` reads CPU
+//! and memory from `/proc` for chat, votes, sfu and udp-floor.
 #![forbid(unsafe_code)]
 
 pub mod chat;
 pub mod failover;
 pub mod floor;
+mod probe;
 pub mod redis_info;
 pub mod sfu;
 pub mod tcp_floor;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use super::chat::{histogram, stamp, unix_nanos, Latency};
+use super::chat::frames::{stamp, unix_nanos};
+use super::chat::samples::histogram;
+use super::chat::Latency;
 use super::LoadError;
 
 #[derive(clap::Args, Debug, Clone)]
