@@ -405,3 +405,95 @@ fn the_check_sees_a_cycle() {
     assert!(cycles(&graph(&dir)).is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Lines of `text` before its `#[cfg(test)] mod` (tests sit at the end of a file).
+fn code_lines(text: &str) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (0..lines.len())
+        .find(|&i| {
+            lines[i].trim_start().starts_with("#[cfg(test)]")
+                && lines
+                    .get(i + 1)
+                    .is_some_and(|next| next.trim_start().starts_with("mod "))
+        })
+        .unwrap_or(lines.len());
+    lines[..end].to_vec()
+}
+
+/// Each `fn` in `lines` with its length in lines, braces in strings, chars and comments aside.
+fn function_lengths(lines: &[&str]) -> Vec<(usize, usize, String)> {
+    let clean: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let l = l.replace("'{'", "").replace("'}'", "");
+            code_of(&l)
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (start, line) in clean.iter().enumerate() {
+        let t = line.trim_start();
+        let t = t.strip_prefix("pub ").unwrap_or(t);
+        let t = if t.starts_with("pub(") {
+            t.split_once(") ").map_or(t, |(_, rest)| rest)
+        } else {
+            t
+        };
+        let t = t.strip_prefix("async ").unwrap_or(t);
+        if !t.starts_with("fn ") {
+            continue;
+        }
+        let (mut depth, mut opened) = (0i64, false);
+        for (end, l) in clean.iter().enumerate().skip(start) {
+            if !opened && l.trim_end().ends_with(';') && !l.contains('{') {
+                break; // a declaration without a body
+            }
+            for c in l.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth <= 0 {
+                found.push((start + 1, end - start + 1, t.chars().take(50).collect()));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Files do one job: no source file over 900 lines and no function over 150, tests aside.
+#[test]
+fn files_and_functions_stay_small() {
+    let mut over = Vec::new();
+    for krate in CRATES {
+        for file in sources(&Path::new(ROOT).join(krate)) {
+            if file.to_string_lossy().ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let lines = code_lines(&text);
+            if lines.len() > 900 {
+                over.push(format!("{}: {} lines", file.display(), lines.len()));
+            }
+            for (at, len, name) in function_lengths(&lines) {
+                if len > 150 {
+                    over.push(format!("{}:{at}: {name}: {len} lines", file.display()));
+                }
+            }
+        }
+    }
+    assert!(over.is_empty(), "too big:\n{}", over.join("\n"));
+}
+
+#[test]
+fn the_size_check_counts_functions() {
+    let text = "fn a() {\n    let s = \"}\";\n    let c = '}';\n}\n\npub(crate) async fn b(\n    x: u8,\n) -> u8 {\n    x\n}\nfn decl();\n";
+    let lengths = function_lengths(&code_lines(text));
+    let summary: Vec<(usize, usize)> = lengths.iter().map(|(at, len, _)| (*at, *len)).collect();
+    assert_eq!(summary, vec![(1, 4), (6, 5)]);
+}

@@ -3,7 +3,6 @@
 //! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
 
 mod api;
-mod audience;
 mod client;
 mod listener;
 mod media;
@@ -103,7 +102,7 @@ pub struct AppState {
     /// The cluster this node shares rooms with, when `redis.url` is set.
     pub cluster: Option<crate::cluster::Cluster>,
     /// Shareable audience links: revocations and how many each has admitted.
-    pub audience: audience::AudienceLinks,
+    pub audience: api::audience::AudienceLinks,
 }
 
 impl AppState {

@@ -16,7 +16,7 @@ mod exports;
 mod rooms;
 mod tokens;
 
-use super::audience;
+pub(super) mod audience;
 use super::ws::bearer;
 use super::{ApiError, AppState};
 use convene_core::room::actor::RoomHandle;

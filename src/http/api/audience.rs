@@ -22,10 +22,10 @@ use convene_signaling::Role;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::api::{constant_time_eq, ErrorBody, JsonBody, TokenResponse};
-use super::ws::bearer;
-use super::{ApiError, AppState};
+use super::{constant_time_eq, ErrorBody, JsonBody, TokenResponse};
 use crate::auth::{unix_now, LinkClaims};
+use crate::http::ws::bearer;
+use crate::http::{ApiError, AppState};
 
 /// Live (unexpired, unrevoked) links per room: a handful is plenty for one event.
 pub const MAX_LINKS_PER_ROOM: usize = 20;
@@ -154,11 +154,11 @@ fn staff(state: &AppState, headers: &HeaderMap, room: &str) -> Result<(), ApiErr
 #[serde(deny_unknown_fields)]
 pub struct AudienceLinkRequest {
     /// Lifetime in seconds (default 1 day; clamped to 60 s - 30 days).
-    #[serde(default, deserialize_with = "super::api::whole_number")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     #[schema(minimum = 1, maximum = 2592000)]
     ttl_s: Option<u64>,
     /// How many people it may admit (default 5000).
-    #[serde(default, deserialize_with = "super::api::whole_number")]
+    #[serde(default, deserialize_with = "super::whole_number")]
     #[schema(minimum = 1, maximum = 100000)]
     max_people: Option<u64>,
 }
