@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use super::follower::{Follower, Read};
 use super::protocol::{self, CallResult, Input, InputRecord, NodeMessage};
 use super::store::{self, StoreError};
-use super::tail::Tail;
 use super::{Cluster, LinkMessage};
 use convene_core::room::actor::{error_frame, CoreSnapshot, RoomCommand, RoomCore, RoomHandle};
 use convene_core::room::Denied;
@@ -47,8 +47,7 @@ pub fn spawn(
         local_sessions: handle.sessions.clone(),
         cluster,
         inbox_tx,
-        events: Tail::new(1),
-        events_known: false,
+        events: Follower::unplaced(),
         owner: None,
         retry: VecDeque::new(),
         lease_seen: None,
@@ -102,7 +101,7 @@ struct Owner {
     token: u64,
     core: RoomCore,
     capture: Arc<Capture>,
-    inputs: Tail<InputRecord>,
+    inputs: Follower<InputRecord>,
     last_now: Millis,
     /// Each connection's node and session, to route replies and let a dead node's sessions go.
     origins: BTreeMap<ConnectionId, (String, Uuid)>,
@@ -135,10 +134,9 @@ struct Link {
     room: String,
     local_sessions: Arc<std::sync::atomic::AtomicUsize>,
     inbox_tx: mpsc::UnboundedSender<LinkMessage>,
-    /// The room's events, in order, for this node's lanes.
-    events: Tail<Arc<Envelope>>,
-    /// `events` starts where the stream was when this link subscribed.
-    events_known: bool,
+    /// The room's events, in order, for this node's lanes; placed where the stream was when
+    /// this link subscribed.
+    events: Follower<Arc<Envelope>>,
     owner: Option<Owner>,
     /// Inputs that must be recorded (closes, tracks) and could not be yet.
     retry: VecDeque<String>,
@@ -215,10 +213,7 @@ impl Link {
             .last_number(&store::events_key(&self.room))
             .await
         {
-            Ok(last) => {
-                self.events.reset(last + 1);
-                self.events_known = true;
-            }
+            Ok(last) => self.events.place(last + 1),
             Err(error) => {
                 self.cluster.mark_unhealthy();
                 tracing::warn!(room = %self.room, %error, "cannot read the room's event stream yet");
@@ -333,12 +328,9 @@ impl Link {
 
     /// Pushes ready events onto this node's lanes; reads a gap back from the stream.
     async fn deliver_events(&mut self) {
-        if !self.events_known {
-            return;
-        }
         self.push_ready_events();
-        if let Some((from, to)) = self.events.gap() {
-            self.repair_events(Some((from, to))).await;
+        if let Some(gap) = self.events.gap() {
+            self.repair_events(Some(gap)).await;
         }
     }
 
@@ -350,22 +342,18 @@ impl Link {
     }
 
     /// Reads missed events from the stream (`None`: whatever follows the last delivered).
-    async fn repair_events(&mut self, range: Option<(u64, u64)>) {
-        if !self.events_known {
+    async fn repair_events(&mut self, read: Option<Read>) {
+        if !self.events.is_placed() {
             self.learn_event_position().await;
             return;
         }
         let key = store::events_key(&self.room);
-        let (from, to) = match range {
-            Some((from, to)) => (from, Some(to)),
-            None => (self.events.next(), None),
-        };
-        let mut next = from;
+        let mut read = read.unwrap_or_else(|| self.events.rest());
         loop {
             let entries = match self
                 .cluster
                 .store()
-                .range(&key, next, to, REPAIR_BATCH)
+                .range(&key, read.from, read.to, REPAIR_BATCH)
                 .await
             {
                 Ok(entries) => entries,
@@ -374,12 +362,15 @@ impl Link {
                     return;
                 }
             };
-            if entries.is_empty() {
+            let took = self.events.take(read, entries, REPAIR_BATCH, |json| {
+                serde_json::from_str::<Envelope>(&json).ok().map(Arc::new)
+            });
+            if took.count == 0 {
                 break;
             }
-            if next == from && entries[0].0 > from {
+            if let Some(oldest) = took.trimmed_to {
                 // The stream no longer holds what this node missed: its sessions start over.
-                tracing::warn!(room = %self.room, missing_from = from, oldest = entries[0].0, "events missed here were trimmed; sessions resume");
+                tracing::warn!(room = %self.room, missing_from = read.from, oldest, "events missed here were trimmed; sessions resume");
                 self.cluster
                     .hub()
                     .close_room(&self.room, CloseReason::RESTARTING);
@@ -388,21 +379,15 @@ impl Link {
                     .store()
                     .last_number(&key)
                     .await
-                    .unwrap_or(entries[0].0);
-                self.events.reset(last + 1);
+                    .unwrap_or(oldest);
+                self.events.place(last + 1);
                 return;
             }
             crate::metrics::cluster_gap_repaired();
-            let count = entries.len();
-            for (seq, json) in entries {
-                next = seq + 1;
-                if let Ok(envelope) = serde_json::from_str::<Envelope>(&json) {
-                    self.events.offer(seq, Arc::new(envelope));
-                }
-            }
             self.push_ready_events();
-            if count < REPAIR_BATCH || to.is_some_and(|t| next > t) {
-                break;
+            match took.more {
+                Some(more) => read = more,
+                None => break,
             }
         }
     }
@@ -414,22 +399,25 @@ impl Link {
             return false;
         };
         let key = store::inputs_key(&self.room);
-        let from = owner.inputs.next();
+        let read = owner.inputs.rest();
         let Ok(entries) = self
             .cluster
             .store()
-            .range(&key, from, None, REPAIR_BATCH)
+            .range(&key, read.from, read.to, REPAIR_BATCH)
             .await
         else {
             return false;
         };
-        if entries.is_empty() {
+        let room = &self.room;
+        // Inputs are trimmed only up to a snapshot, which an owner takes of inputs it applied:
+        // a read from the next one never finds them trimmed.
+        let took = owner.inputs.take(read, entries, REPAIR_BATCH, |json| {
+            Some(readable(room, &json))
+        });
+        if took.count == 0 {
             return false;
         }
         crate::metrics::cluster_gap_repaired();
-        for (n, json) in entries {
-            owner.inputs.offer(n, readable(&self.room, &json));
-        }
         true
     }
 
@@ -570,9 +558,7 @@ impl Link {
                 for envelope in batch.events {
                     self.events.offer(envelope.seq, envelope);
                 }
-                if self.events_known {
-                    self.push_ready_events();
-                }
+                self.push_ready_events();
                 self.cluster.deliver(local);
                 true
             }
@@ -603,7 +589,7 @@ impl Link {
     /// Lease, timers, retries, repairs, and whether the link should end.
     async fn maintain(&mut self) -> bool {
         let now = Instant::now();
-        if !self.events_known {
+        if !self.events.is_placed() {
             self.learn_event_position().await;
         }
         if !self.retry.is_empty() && self.cluster.healthy() {
@@ -712,7 +698,7 @@ impl Link {
             token,
             core,
             capture,
-            inputs: Tail::new(next_input),
+            inputs: Follower::new(next_input),
             last_now,
             origins,
             tick_recorded: false,
@@ -748,8 +734,11 @@ impl Link {
         };
         let mut answers: BTreeMap<String, Vec<NodeMessage>> = BTreeMap::new();
         loop {
-            let from = owner.inputs.next();
-            let entries = match store.range(&inputs_key, from, None, REPAIR_BATCH).await {
+            let read = owner.inputs.rest();
+            let entries = match store
+                .range(&inputs_key, read.from, read.to, REPAIR_BATCH)
+                .await
+            {
                 Ok(entries) => entries,
                 Err(error) => {
                     tracing::warn!(room = %self.room, %error, "takeover postponed: cannot read inputs");
@@ -757,11 +746,12 @@ impl Link {
                     return;
                 }
             };
-            if entries.is_empty() {
+            let room = &self.room;
+            let took = owner.inputs.take(read, entries, REPAIR_BATCH, |json| {
+                Some(readable(room, &json))
+            });
+            if took.count == 0 {
                 break;
-            }
-            for (n, json) in entries {
-                owner.inputs.offer(n, readable(&self.room, &json));
             }
             let before = owner.inputs.next();
             while let Some(batch) = owner.apply_ready(1) {
@@ -942,15 +932,15 @@ impl Link {
         if !self.cluster.healthy() {
             return;
         }
-        if self.events_known {
+        if self.events.is_placed() {
             if let Ok(last) = self
                 .cluster
                 .store()
                 .last_number(&store::events_key(&self.room))
                 .await
             {
-                if last >= self.events.next() {
-                    self.repair_events(None).await;
+                if let Some(rest) = self.events.behind(last) {
+                    self.repair_events(Some(rest)).await;
                 }
             }
         }
@@ -967,7 +957,7 @@ impl Link {
         // Lanes hold the old numbering; a new era may count from 1 again.
         hub.room_ended(&self.room);
         self.retry.clear();
-        self.events_known = false;
+        self.events.unplace();
         self.learn_event_position().await;
     }
 
@@ -1143,7 +1133,7 @@ mod tests {
                 0,
             ),
             capture,
-            inputs: Tail::new(1),
+            inputs: Follower::new(1),
             last_now: 0,
             origins: BTreeMap::new(),
             tick_recorded: false,
@@ -1360,7 +1350,7 @@ mod tests {
                 )
                 .unwrap(),
                 capture,
-                inputs: Tail::new(cut as u64 + 1),
+                inputs: Follower::new(cut as u64 + 1),
                 last_now: snapshot.last_now,
                 origins: snapshot
                     .origins
