@@ -1,6 +1,6 @@
 //! The room actor: one task per room that owns its `RoomState`, sequences and logs its events, and answers sessions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::feed::{RoomFeed, WebhookEvent};
+use super::idempotency::Idempotency;
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
 use crate::bus::EventLog;
 use crate::wire::{ConnectionId, Envelope, Frame, RoomOutput, SessionEffect, SessionSink};
@@ -240,55 +241,6 @@ impl RoomClient for RoomHandle {
     }
 }
 
-/// Remembers replies by request_id so a resent command is applied once. Bounded in count
-/// and in bytes: ids are capped at the edge, but replies (errors) carry text too.
-struct Idempotency {
-    capacity: usize,
-    max_bytes: usize,
-    bytes: usize,
-    order: VecDeque<Arc<str>>,
-    replies: HashMap<Arc<str>, Frame>,
-}
-
-/// Bytes of remembered replies (ids and frames) per session.
-const IDEMPOTENCY_BYTES: usize = 64 * 1024;
-
-impl Idempotency {
-    fn new(capacity: usize) -> Self {
-        Idempotency {
-            capacity,
-            max_bytes: IDEMPOTENCY_BYTES,
-            bytes: 0,
-            order: VecDeque::new(),
-            replies: HashMap::new(),
-        }
-    }
-    fn get(&self, request_id: &str) -> Option<&Frame> {
-        self.replies.get(request_id)
-    }
-    fn remember(&mut self, request_id: String, reply: Frame) {
-        if self.capacity == 0 {
-            return;
-        }
-        let id: Arc<str> = request_id.into();
-        let size = id.len() + reply.len();
-        if let Some(old) = self.replies.insert(id.clone(), reply) {
-            self.bytes -= id.len() + old.len();
-        } else {
-            self.order.push_back(id);
-        }
-        self.bytes += size;
-        while self.order.len() > self.capacity || self.bytes > self.max_bytes {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(frame) = self.replies.remove(&old) {
-                self.bytes -= old.len() + frame.len();
-            }
-        }
-    }
-}
-
 /// A session's record as a snapshot keeps it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SessionRecord {
@@ -298,28 +250,8 @@ struct SessionRecord {
     connected: bool,
     disconnected_at: Option<Millis>,
     /// Remembered replies, oldest first.
-    #[serde(with = "replies")]
+    #[serde(with = "super::idempotency::replies")]
     recent: Vec<(String, Frame)>,
-}
-
-mod replies {
-    use super::Frame;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[(String, Frame)], s: S) -> Result<S::Ok, S::Error> {
-        v.iter()
-            .map(|(id, f)| (id.as_str(), f.as_str()))
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Frame)>, D::Error> {
-        let pairs = Vec::<(String, String)>::deserialize(d)?;
-        Ok(pairs
-            .into_iter()
-            .map(|(id, f)| (id, Frame::from(f)))
-            .collect())
-    }
 }
 
 /// Everything a room core holds except its recent events (those are in the event stream).
@@ -478,12 +410,7 @@ impl RoomCore {
                 connection: s.connection,
                 connected: s.connected,
                 disconnected_at: s.disconnected_at,
-                recent: s
-                    .recent
-                    .order
-                    .iter()
-                    .filter_map(|r| s.recent.replies.get(r).map(|f| (r.to_string(), f.clone())))
-                    .collect(),
+                recent: s.recent.oldest_first(),
             })
             .collect();
         sessions.sort_by_key(|s| s.session_id);

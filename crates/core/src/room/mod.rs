@@ -10,6 +10,7 @@ pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod feed;
+mod idempotency;
 pub mod operator;
 mod persist;
 mod polls;
