@@ -23,10 +23,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use convene_core::room::actor::{ActorConfig, Clock, RoomHandle};
+use convene_core::room::actor::{ActorConfig, Clock, Reply, RoomHandle};
 use convene_core::wire::{RoomOutput, SessionSink};
 use follower::{Follower, Read};
-use protocol::{close_reason, NodeMessage, PendingCall};
+use protocol::{close_reason, NodeMessage};
 use store::Store;
 pub use store::StoreError;
 
@@ -118,7 +118,7 @@ struct Inner {
     routes: Mutex<HashMap<String, mpsc::UnboundedSender<LinkMessage>>>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     inbox: mpsc::UnboundedSender<InboxMessage>,
-    calls: Mutex<HashMap<u64, (PendingCall, tokio::time::Instant)>>,
+    calls: Mutex<HashMap<u64, (Reply, tokio::time::Instant)>>,
     next_call: AtomicU64,
     nodes: Mutex<Vec<NodeInfo>>,
     /// Nodes absent from the registry, since when (while Redis answered).
@@ -306,7 +306,7 @@ impl Cluster {
     }
 
     /// Remembers a call until its answer comes (or it times out).
-    pub(crate) fn expect_answer(&self, call: PendingCall) -> u64 {
+    pub(crate) fn expect_answer(&self, call: Reply) -> u64 {
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         self.inner
             .calls
@@ -317,7 +317,7 @@ impl Cluster {
     }
 
     /// A call that was never recorded: answer it at once.
-    pub(crate) fn abandon_call(&self, id: u64) -> Option<PendingCall> {
+    pub(crate) fn abandon_call(&self, id: u64) -> Option<Reply> {
         self.inner
             .calls
             .lock()
@@ -670,7 +670,7 @@ impl Cluster {
                 ),
                 NodeMessage::Call { id, result } => {
                     if let Some(call) = self.abandon_call(id) {
-                        call.complete(result);
+                        protocol::complete(call, result);
                     }
                 }
                 NodeMessage::Media(message) => match self.inner.relayed.get() {

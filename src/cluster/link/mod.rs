@@ -13,10 +13,10 @@ use convene_signaling::{CloseReason, ErrorCode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::protocol::{self, Input, InputRecord};
+use super::protocol::{Input, InputRecord};
 use super::store::{self, StoreError};
 use super::{Cluster, LinkMessage};
-use convene_core::room::actor::{error_frame, RoomCommand, RoomHandle};
+use convene_core::room::actor::{error_frame, RoomCommand, RoomHandle, RoomInput};
 use convene_core::room::Denied;
 use convene_core::wire::RoomOutput;
 use owner::Owner;
@@ -146,13 +146,13 @@ impl Link {
         let mut records = Vec::with_capacity(batch.len());
         let mut refused = Vec::new();
         for command in batch {
-            let (input, call) = protocol::split(command);
-            let call = call.map(|call| self.cluster.expect_answer(call));
+            let RoomCommand { input, reply } = command;
+            let call = reply.map(|reply| self.cluster.expect_answer(reply));
             let record = InputRecord {
                 node: node.clone(),
                 now,
                 call,
-                input,
+                input: Input::Room(input),
             };
             records.push(serde_json::to_string(&record).expect("inputs serialise"));
             refused.push(record);
@@ -180,21 +180,25 @@ impl Link {
             retry_after_ms: Some(RETRY_AFTER_MS),
         };
         if let Some(call) = record.call.and_then(|id| self.cluster.abandon_call(id)) {
-            call.unavailable(denied.clone());
+            call.refuse(denied.clone());
         }
         match record.input {
-            Input::Client {
+            Input::Room(RoomInput::Client {
                 connection,
                 request_id,
                 ..
-            } => self.cluster.hub().deliver(
+            }) => self.cluster.hub().deliver(
                 &self.room,
                 RoomOutput::Reply {
                     to: connection,
                     frame: error_frame(request_id, denied),
                 },
             ),
-            Input::Closed { .. } | Input::TrackPublished(_) | Input::TrackUnpublished(_) => {
+            Input::Room(
+                RoomInput::Closed { .. }
+                | RoomInput::TrackPublished(_)
+                | RoomInput::TrackUnpublished(_),
+            ) => {
                 self.retry.push_back(json);
             }
             _ => {}

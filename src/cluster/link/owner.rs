@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::sequencer::event_batch;
 use super::REPAIR_BATCH;
 use crate::cluster::follower::Follower;
-use crate::cluster::protocol::{self, CallResult, Input, InputRecord, NodeMessage};
+use crate::cluster::protocol::{Answer, CallResult, Input, InputRecord, NodeMessage, OwnerInput};
 use crate::cluster::store::{self, StoreError};
 use crate::cluster::Cluster;
-use convene_core::room::actor::{ActorConfig, CoreSnapshot, RoomCommand, RoomCore};
+use convene_core::room::actor::{ActorConfig, CoreSnapshot, RoomCommand, RoomCore, RoomInput};
 use convene_core::wire::{ConnectionId, Envelope, RoomOutput, SessionSink};
 
 /// Inputs applied before their events are appended in one Redis call.
@@ -97,7 +97,7 @@ fn readable(room: &str, json: &str) -> InputRecord {
             node: String::new(),
             now: 0,
             call: None,
-            input: Input::Skip,
+            input: Input::Owner(OwnerInput::Skip),
         }
     })
 }
@@ -279,12 +279,12 @@ impl Owner {
             node, call, input, ..
         } = record;
         match input {
-            Input::Tick => {
+            Input::Owner(OwnerInput::Tick) => {
                 self.tick_recorded = false;
                 self.core.tick(now);
             }
-            Input::Skip => {}
-            Input::NodeGone { node: gone } => {
+            Input::Owner(OwnerInput::Skip) => {}
+            Input::Owner(OwnerInput::NodeGone { node: gone }) => {
                 let connections: Vec<(ConnectionId, Uuid)> = self
                     .origins
                     .iter()
@@ -293,31 +293,27 @@ impl Owner {
                     .collect();
                 for (connection, session_id) in connections {
                     self.origins.remove(&connection);
-                    self.core.handle(
-                        RoomCommand::Closed {
-                            session_id,
-                            connection,
-                            left: false,
-                        },
-                        now,
-                    );
+                    let closed = RoomInput::Closed {
+                        session_id,
+                        connection,
+                        left: false,
+                    };
+                    self.core.handle(closed.into(), now);
                 }
                 self.nodes_reported_gone.remove(&gone);
             }
-            input => {
+            Input::Room(input) => {
                 let joined = match &input {
-                    Input::Join { connection, .. } => Some(*connection),
+                    RoomInput::Join { connection, .. } => Some(*connection),
                     _ => None,
                 };
                 let closed = match &input {
-                    Input::Closed { connection, .. } => Some(*connection),
+                    RoomInput::Closed { connection, .. } => Some(*connection),
                     _ => None,
                 };
-                let Some((command, answer)) = protocol::command(input) else {
-                    return;
-                };
-                self.core.handle(command, now);
-                let result = answer.and_then(|a| a.take());
+                let (reply, answer) = Answer::expect(&input);
+                self.core.handle(RoomCommand { input, reply }, now);
+                let result = answer.and_then(Answer::take);
                 if let (Some(connection), Some(CallResult::Join(Ok(start)))) = (joined, &result) {
                     self.origins
                         .insert(connection, (node.clone(), start.session_id));
@@ -452,7 +448,7 @@ impl Owner {
         let mut due = Vec::new();
         if !self.tick_recorded && self.core.next_deadline().is_some_and(|t| t <= clock.now()) {
             self.tick_recorded = true;
-            due.push(Input::Tick);
+            due.push(OwnerInput::Tick);
         }
         let nodes: BTreeSet<&String> = self.origins.values().map(|(node, _)| node).collect();
         for node in nodes {
@@ -462,7 +458,7 @@ impl Owner {
             if cluster.is_gone(node) {
                 self.nodes_reported_gone.insert(node.clone());
                 tracing::info!(room = %self.room, node = %node, "a node with sessions here stopped heartbeating");
-                due.push(Input::NodeGone { node: node.clone() });
+                due.push(OwnerInput::NodeGone { node: node.clone() });
             }
         }
         if due.is_empty() {
@@ -473,7 +469,7 @@ impl Owner {
             return;
         }
         for input in &due {
-            if let Input::NodeGone { node } = input {
+            if let OwnerInput::NodeGone { node } = input {
                 let _ = cluster.store().mark_gone(node).await;
             }
         }
@@ -484,7 +480,7 @@ impl Owner {
                     node: cluster.node().to_string(),
                     now: clock.now(),
                     call: None,
-                    input,
+                    input: Input::Owner(input),
                 })
                 .expect("inputs serialise")
             })
@@ -555,7 +551,7 @@ mod tests {
                 nodes[i as usize % 3],
                 now,
                 Some(i as u64),
-                Input::Join {
+                RoomInput::Join {
                     joiner: Joiner {
                         identity: format!("p{i}"),
                         name: format!("Person {i}"),
@@ -566,10 +562,11 @@ mod tests {
                     connection: id(1000 + i),
                     resume: None,
                     new_session: id(i + 1),
-                },
+                }
+                .into(),
             );
         }
-        let client = |i: u128, request: &str, command: Command| Input::Client {
+        let client = |i: u128, request: &str, command: Command| RoomInput::Client {
             session_id: id(i + 1),
             connection: id(1000 + i),
             request_id: Some(request.into()),
@@ -603,14 +600,14 @@ mod tests {
                     ),
                     _ => client(i, &format!("h{i}-{round}"), Command::RaiseHand),
                 };
-                push(nodes[i as usize % 3], now, None, input.clone());
+                push(nodes[i as usize % 3], now, None, input.clone().into());
                 if i % 17 == 0 {
                     // A resend after a lost ack: the same request_id applies once.
-                    push(nodes[i as usize % 3], now + 1, None, input);
+                    push(nodes[i as usize % 3], now + 1, None, input.into());
                 }
             }
             now += 600;
-            push("n1", now, None, Input::Tick);
+            push("n1", now, None, OwnerInput::Tick.into());
         }
         // p5 drops and resumes on another node; then n3 dies.
         now += 5;
@@ -618,17 +615,18 @@ mod tests {
             "n2",
             now,
             None,
-            Input::Closed {
+            RoomInput::Closed {
                 session_id: id(6),
                 connection: id(1005),
                 left: false,
-            },
+            }
+            .into(),
         );
         push(
             "n1",
             now + 10,
             Some(500),
-            Input::Join {
+            RoomInput::Join {
                 joiner: Joiner {
                     identity: "p5".into(),
                     name: "Person 5".into(),
@@ -639,10 +637,16 @@ mod tests {
                 connection: id(9005),
                 resume: Some((id(6), 40)),
                 new_session: id(777),
-            },
+            }
+            .into(),
         );
-        push("n1", now + 20, None, Input::NodeGone { node: "n3".into() });
-        push("n1", now + 30_000, None, Input::Tick);
+        push(
+            "n1",
+            now + 20,
+            None,
+            OwnerInput::NodeGone { node: "n3".into() }.into(),
+        );
+        push("n1", now + 30_000, None, OwnerInput::Tick.into());
         log
     }
 

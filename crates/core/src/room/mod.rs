@@ -9,6 +9,7 @@ pub mod actor;
 pub mod attendance;
 mod breakouts;
 mod chat;
+pub mod command;
 pub mod feed;
 mod idempotency;
 pub mod operator;
