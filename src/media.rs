@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::config::RtcConfig;
 use crate::outbox::Outbox;
-use convene_core::room::actor::{frame, simple_error, RoomCommand, RoomHandle};
+use convene_core::room::actor::{frame, simple_error, RoomHandle, RoomInput};
 use convene_core::room::Place;
 use convene_core::wire::Frame;
 use convene_sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
@@ -217,11 +217,13 @@ impl Media {
                 track.publisher = identity.to_string();
                 published.insert(track.id.clone());
                 self.set_publisher(&room.name, identity, Some(peer));
-                let _ = room.send(RoomCommand::TrackPublished(track)).await;
+                let _ = room.send(RoomInput::TrackPublished(track).into()).await;
             }
             PeerEvent::TrackUnpublished { track_id } => {
                 published.remove(&track_id);
-                let _ = room.send(RoomCommand::TrackUnpublished(track_id)).await;
+                let _ = room
+                    .send(RoomInput::TrackUnpublished(track_id).into())
+                    .await;
             }
             PeerEvent::Offer(sdp) => {
                 if let Some(outbox) = offers {
@@ -241,7 +243,9 @@ impl Media {
         published: &mut HashSet<String>,
     ) {
         for track_id in published.drain() {
-            let _ = room.send(RoomCommand::TrackUnpublished(track_id)).await;
+            let _ = room
+                .send(RoomInput::TrackUnpublished(track_id).into())
+                .await;
         }
         let mut publishers = self.publishers.lock().expect("publishers lock");
         if let Some(room_map) = publishers.get_mut(&*room.name) {

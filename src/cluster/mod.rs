@@ -8,11 +8,11 @@
 //! This module holds what links share: Redis, the pub/sub router, pending calls, and the
 //! node registry.
 
+mod follower;
 mod link;
 pub mod protocol;
 pub mod relay;
 pub mod store;
-mod tail;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,15 +23,18 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use convene_core::room::actor::{ActorConfig, Clock, RoomHandle};
+use convene_core::room::actor::{ActorConfig, Clock, Reply, RoomHandle};
 use convene_core::wire::{RoomOutput, SessionSink};
-use protocol::{close_reason, NodeMessage, PendingCall};
+use follower::{Follower, Read};
+use protocol::{close_reason, NodeMessage};
 use store::Store;
 pub use store::StoreError;
 
 /// How often a node announces itself; its entry lapses after three missed beats.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const NODE_TTL_MS: u64 = 2000;
+/// Inbox entries read per repair call.
+const INBOX_REPAIR_BATCH: usize = 10_000;
 
 /// A live node as the registry shows it (`GET /api/v1/nodes`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -115,7 +118,7 @@ struct Inner {
     routes: Mutex<HashMap<String, mpsc::UnboundedSender<LinkMessage>>>,
     subscriptions: mpsc::UnboundedSender<Subscription>,
     inbox: mpsc::UnboundedSender<InboxMessage>,
-    calls: Mutex<HashMap<u64, (PendingCall, tokio::time::Instant)>>,
+    calls: Mutex<HashMap<u64, (Reply, tokio::time::Instant)>>,
     next_call: AtomicU64,
     nodes: Mutex<Vec<NodeInfo>>,
     /// Nodes absent from the registry, since when (while Redis answered).
@@ -195,7 +198,7 @@ impl Cluster {
         tokio::spawn(
             cluster
                 .clone()
-                .read_inbox(inbox_rx, tail::Tail::new(inbox_last + 1)),
+                .read_inbox(inbox_rx, Follower::new(inbox_last + 1)),
         );
         tokio::spawn(cluster.clone().route_pubsub(client, subscription_rx));
         tokio::spawn(cluster.clone().heartbeat(era));
@@ -303,7 +306,7 @@ impl Cluster {
     }
 
     /// Remembers a call until its answer comes (or it times out).
-    pub(crate) fn expect_answer(&self, call: PendingCall) -> u64 {
+    pub(crate) fn expect_answer(&self, call: Reply) -> u64 {
         let id = self.inner.next_call.fetch_add(1, Ordering::Relaxed);
         self.inner
             .calls
@@ -314,7 +317,7 @@ impl Cluster {
     }
 
     /// A call that was never recorded: answer it at once.
-    pub(crate) fn abandon_call(&self, id: u64) -> Option<PendingCall> {
+    pub(crate) fn abandon_call(&self, id: u64) -> Option<Reply> {
         self.inner
             .calls
             .lock()
@@ -571,7 +574,7 @@ impl Cluster {
     async fn read_inbox(
         self,
         mut messages: mpsc::UnboundedReceiver<InboxMessage>,
-        mut tail: tail::Tail<String>,
+        mut inbox: Follower<String>,
     ) {
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -579,19 +582,20 @@ impl Cluster {
             tokio::select! {
                 message = messages.recv() => match message {
                     Some(InboxMessage::Numbered(n, payload)) => {
-                        tail.offer(n, payload);
-                        self.open_ready(&mut tail);
-                        if let Some((from, to)) = tail.gap() {
-                            self.repair_inbox(&mut tail, from, Some(to)).await;
+                        inbox.offer(n, payload);
+                        self.open_ready(&mut inbox);
+                        if let Some(gap) = inbox.gap() {
+                            self.repair_inbox(&mut inbox, gap).await;
                         }
                     }
                     Some(InboxMessage::Repair) => {
-                        let from = tail.next();
-                        self.repair_inbox(&mut tail, from, None).await;
+                        let rest = inbox.rest();
+                        self.repair_inbox(&mut inbox, rest).await;
                     }
                     Some(InboxMessage::NewEra) => {
-                        tail.reset(1);
-                        self.repair_inbox(&mut tail, 1, None).await;
+                        inbox.place(1);
+                        let rest = inbox.rest();
+                        self.repair_inbox(&mut inbox, rest).await;
                     }
                     None => return,
                 },
@@ -601,9 +605,8 @@ impl Cluster {
                     }
                     let key = store::node_inbox_key(self.node());
                     if let Ok(last) = self.inner.store.last_number(&key).await {
-                        if last >= tail.next() {
-                            let from = tail.next();
-                            self.repair_inbox(&mut tail, from, None).await;
+                        if let Some(rest) = inbox.behind(last) {
+                            self.repair_inbox(&mut inbox, rest).await;
                         }
                     }
                 }
@@ -611,8 +614,8 @@ impl Cluster {
         }
     }
 
-    fn open_ready(&self, tail: &mut tail::Tail<String>) {
-        for (_, payload) in tail.ready() {
+    fn open_ready(&self, inbox: &mut Follower<String>) {
+        for (_, payload) in inbox.ready() {
             match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
                 Ok(messages) => self.deliver(messages),
                 Err(error) => tracing::warn!(%error, "unreadable node message"),
@@ -620,28 +623,35 @@ impl Cluster {
         }
     }
 
-    async fn repair_inbox(&self, tail: &mut tail::Tail<String>, from: u64, to: Option<u64>) {
+    async fn repair_inbox(&self, inbox: &mut Follower<String>, mut read: Read) {
         let key = store::node_inbox_key(self.node());
-        let Ok(entries) = self.inner.store.range(&key, from, to, 10_000).await else {
-            return;
-        };
-        if let Some((first, _)) = entries.first() {
-            if *first > from {
+        loop {
+            let Ok(entries) = self
+                .inner
+                .store
+                .range(&key, read.from, read.to, INBOX_REPAIR_BATCH)
+                .await
+            else {
+                return;
+            };
+            let took = inbox.take(read, entries, INBOX_REPAIR_BATCH, Some);
+            if let Some(first) = took.trimmed_to {
                 tracing::warn!(
-                    from,
+                    from = read.from,
                     first,
                     "messages to this node were trimmed before they were read"
                 );
-                tail.reset(*first);
+                inbox.skip_to(first);
+            }
+            if took.count > 0 {
+                crate::metrics::cluster_gap_repaired();
+            }
+            self.open_ready(inbox);
+            match took.more {
+                Some(more) => read = more,
+                None => return,
             }
         }
-        if !entries.is_empty() {
-            crate::metrics::cluster_gap_repaired();
-        }
-        for (n, payload) in entries {
-            tail.offer(n, payload);
-        }
-        self.open_ready(tail);
     }
 
     /// The owner's messages about this node's sessions.
@@ -660,7 +670,7 @@ impl Cluster {
                 ),
                 NodeMessage::Call { id, result } => {
                     if let Some(call) = self.abandon_call(id) {
-                        call.complete(result);
+                        protocol::complete(call, result);
                     }
                 }
                 NodeMessage::Media(message) => match self.inner.relayed.get() {

@@ -1,18 +1,18 @@
 //! What nodes say to each other through Redis: a room's recorded inputs, the owner's answers to calls, and its orders for sessions.
 //!
-//! A `RoomCommand` holds oneshot channels; here it splits into a serialisable [`Input`] and,
-//! on the asking node, a [`PendingCall`] that the owner's [`CallResult`] completes.
+//! A `RoomCommand` is a serialisable `RoomInput`, recorded as it is, and a `Reply` that waits
+//! on the asking node until the owner's [`CallResult`] completes it.
 
 use std::sync::Arc;
 
-use convene_signaling::{CloseReason, Command, Millis, Poll, Question, Track};
+use convene_signaling::{CloseReason, Command, Millis, Poll, Question};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use convene_core::room::actor::{MediaRights, RoomCommand, Start};
-use convene_core::room::operator::{Operation, RoomReport};
-use convene_core::room::{Denied, Joiner};
+use convene_core::room::actor::{MediaRights, Reply, RoomInput, Start};
+use convene_core::room::operator::RoomReport;
+use convene_core::room::Denied;
 use convene_core::wire::{ConnectionId, Envelope, Frame, Viewer};
 
 /// One input as the room's input stream records it: who sent it, when, and what.
@@ -28,43 +28,34 @@ pub struct InputRecord {
     pub input: Input,
 }
 
+/// A recorded input: one of the room's own, as sessions sent it, or one only an owner records.
+/// Untagged, so each is stored exactly as its own enum writes it (`{"join":{..}}`, `"tick"`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Input {
+    Room(RoomInput),
+    Owner(OwnerInput),
+}
+
+impl From<RoomInput> for Input {
+    fn from(input: RoomInput) -> Input {
+        Input::Room(input)
+    }
+}
+
+impl From<OwnerInput> for Input {
+    fn from(input: OwnerInput) -> Input {
+        Input::Owner(input)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Input {
-    Join {
-        joiner: Joiner,
-        connection: ConnectionId,
-        resume: Option<(Uuid, u64)>,
-        new_session: Uuid,
-    },
-    Client {
-        session_id: Uuid,
-        connection: ConnectionId,
-        request_id: Option<String>,
-        command: Command,
-    },
-    Closed {
-        session_id: Uuid,
-        connection: ConnectionId,
-        left: bool,
-    },
-    CheckBanned {
-        identity: String,
-    },
-    ExportQuestions,
-    ExportPolls,
-    MediaAccess {
-        identity: String,
-    },
-    TrackPublished(Track),
-    TrackUnpublished(String),
-    Operate(Operation),
+pub enum OwnerInput {
     /// The owner's timers were due at `now`.
     Tick,
     /// A node stopped heartbeating: its sockets are gone, its sessions wait out the grace.
-    NodeGone {
-        node: String,
-    },
+    NodeGone { node: String },
     /// In place of an entry this build could not read.
     Skip,
 }
@@ -176,118 +167,29 @@ pub fn close_reason(code: u16) -> CloseReason {
     .unwrap_or(CloseReason::RESTARTING)
 }
 
-/// A call waiting for the owner, on the node that asked.
-pub enum PendingCall {
-    Join(oneshot::Sender<Result<Start, Denied>>),
-    Banned(oneshot::Sender<bool>),
-    Questions(oneshot::Sender<Vec<Question>>),
-    Polls(oneshot::Sender<Vec<Poll>>),
-    Media(oneshot::Sender<Option<MediaRights>>),
-    Operate(oneshot::Sender<Result<RoomReport, Denied>>),
-}
-
-impl PendingCall {
-    /// Completes the call; a result of the wrong kind is dropped (the caller sees the room gone).
-    pub fn complete(self, result: CallResult) {
-        match (self, result) {
-            (PendingCall::Join(tx), CallResult::Join(r)) => {
-                let _ = tx.send(r.map(Start::from));
-            }
-            (PendingCall::Banned(tx), CallResult::Banned(r)) => {
-                let _ = tx.send(r);
-            }
-            (PendingCall::Questions(tx), CallResult::Questions(r)) => {
-                let _ = tx.send(r);
-            }
-            (PendingCall::Polls(tx), CallResult::Polls(r)) => {
-                let _ = tx.send(r);
-            }
-            (PendingCall::Media(tx), CallResult::Media(r)) => {
-                let _ = tx.send(r);
-            }
-            (PendingCall::Operate(tx), CallResult::Operate(r)) => {
-                let _ = tx.send(r);
-            }
-            _ => tracing::warn!("a call's answer was of the wrong kind"),
+/// Completes a call with the owner's answer; one of the wrong kind is dropped (the caller
+/// sees the room gone).
+pub fn complete(call: Reply, result: CallResult) {
+    match (call, result) {
+        (Reply::Join(tx), CallResult::Join(r)) => {
+            let _ = tx.send(r.map(Start::from));
         }
-    }
-
-    /// Answers at once that the room cannot be reached, for calls that can carry a refusal;
-    /// the others are dropped (the caller then sees the room gone).
-    pub fn unavailable(self, denied: Denied) {
-        match self {
-            PendingCall::Join(tx) => {
-                let _ = tx.send(Err(denied));
-            }
-            PendingCall::Operate(tx) => {
-                let _ = tx.send(Err(denied));
-            }
-            _ => {}
+        (Reply::Banned(tx), CallResult::Banned(r)) => {
+            let _ = tx.send(r);
         }
-    }
-}
-
-/// Splits a local command into what is recorded and what waits for the answer.
-pub fn split(command: RoomCommand) -> (Input, Option<PendingCall>) {
-    match command {
-        RoomCommand::Join {
-            joiner,
-            connection,
-            resume,
-            new_session,
-            reply,
-        } => (
-            Input::Join {
-                joiner,
-                connection,
-                resume,
-                new_session,
-            },
-            Some(PendingCall::Join(reply)),
-        ),
-        RoomCommand::Client {
-            session_id,
-            connection,
-            request_id,
-            command,
-        } => (
-            Input::Client {
-                session_id,
-                connection,
-                request_id,
-                command,
-            },
-            None,
-        ),
-        RoomCommand::Closed {
-            session_id,
-            connection,
-            left,
-        } => (
-            Input::Closed {
-                session_id,
-                connection,
-                left,
-            },
-            None,
-        ),
-        RoomCommand::CheckBanned { identity, reply } => (
-            Input::CheckBanned { identity },
-            Some(PendingCall::Banned(reply)),
-        ),
-        RoomCommand::ExportQuestions { reply } => {
-            (Input::ExportQuestions, Some(PendingCall::Questions(reply)))
+        (Reply::Questions(tx), CallResult::Questions(r)) => {
+            let _ = tx.send(r);
         }
-        RoomCommand::ExportPolls { reply } => (Input::ExportPolls, Some(PendingCall::Polls(reply))),
-        RoomCommand::MediaAccess { identity, reply } => (
-            Input::MediaAccess { identity },
-            Some(PendingCall::Media(reply)),
-        ),
-        RoomCommand::TrackPublished(track) => (Input::TrackPublished(track), None),
-        RoomCommand::TrackUnpublished(id) => (Input::TrackUnpublished(id), None),
-        RoomCommand::Operate { op, reply } => {
-            (Input::Operate(op), Some(PendingCall::Operate(reply)))
+        (Reply::Polls(tx), CallResult::Polls(r)) => {
+            let _ = tx.send(r);
         }
+        (Reply::Media(tx), CallResult::Media(r)) => {
+            let _ = tx.send(r);
+        }
+        (Reply::Operate(tx), CallResult::Operate(r)) => {
+            let _ = tx.send(r);
+        }
+        _ => tracing::warn!("a call's answer was of the wrong kind"),
     }
 }
 
@@ -302,6 +204,30 @@ pub enum Answer {
 }
 
 impl Answer {
+    /// Where the core answers `input`, and where the owner collects it; none for inputs that
+    /// ask nothing.
+    pub fn expect(input: &RoomInput) -> (Option<Reply>, Option<Answer>) {
+        fn pair<T>(
+            reply: fn(oneshot::Sender<T>) -> Reply,
+            answer: fn(oneshot::Receiver<T>) -> Answer,
+        ) -> (Option<Reply>, Option<Answer>) {
+            let (tx, rx) = oneshot::channel();
+            (Some(reply(tx)), Some(answer(rx)))
+        }
+        match input {
+            RoomInput::Join { .. } => pair(Reply::Join, Answer::Join),
+            RoomInput::CheckBanned { .. } => pair(Reply::Banned, Answer::Banned),
+            RoomInput::ExportQuestions => pair(Reply::Questions, Answer::Questions),
+            RoomInput::ExportPolls => pair(Reply::Polls, Answer::Polls),
+            RoomInput::MediaAccess { .. } => pair(Reply::Media, Answer::Media),
+            RoomInput::Operate(_) => pair(Reply::Operate, Answer::Operate),
+            RoomInput::Client { .. }
+            | RoomInput::Closed { .. }
+            | RoomInput::TrackPublished(_)
+            | RoomInput::TrackUnpublished(_) => (None, None),
+        }
+    }
+
     /// The answer, once the core has handled the command (it answers synchronously).
     pub fn take(self) -> Option<CallResult> {
         Some(match self {
@@ -315,88 +241,44 @@ impl Answer {
     }
 }
 
-/// A recorded input as a command for the core, with where its answer will be. `Tick` and
-/// `NodeGone` are not commands: the owner handles them itself.
-pub fn command(input: Input) -> Option<(RoomCommand, Option<Answer>)> {
-    Some(match input {
-        Input::Join {
-            joiner,
-            connection,
-            resume,
-            new_session,
-        } => {
-            let (reply, rx) = oneshot::channel();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs recorded by earlier builds stay readable, and new ones are written the same way.
+    #[test]
+    fn recorded_inputs_keep_their_bytes() {
+        let id = Uuid::from_u128(7);
+        let recorded = [
+            (Input::from(OwnerInput::Tick), r#""tick""#.to_string()),
+            (Input::from(OwnerInput::Skip), r#""skip""#.to_string()),
             (
-                RoomCommand::Join {
-                    joiner,
-                    connection,
-                    resume,
-                    new_session,
-                    reply,
-                },
-                Some(Answer::Join(rx)),
-            )
-        }
-        Input::Client {
-            session_id,
-            connection,
-            request_id,
-            command,
-        } => (
-            RoomCommand::Client {
-                session_id,
-                connection,
-                request_id,
-                command,
-            },
-            None,
-        ),
-        Input::Closed {
-            session_id,
-            connection,
-            left,
-        } => (
-            RoomCommand::Closed {
-                session_id,
-                connection,
-                left,
-            },
-            None,
-        ),
-        Input::CheckBanned { identity } => {
-            let (reply, rx) = oneshot::channel();
+                OwnerInput::NodeGone { node: "n3".into() }.into(),
+                r#"{"node_gone":{"node":"n3"}}"#.to_string(),
+            ),
             (
-                RoomCommand::CheckBanned { identity, reply },
-                Some(Answer::Banned(rx)),
-            )
-        }
-        Input::ExportQuestions => {
-            let (reply, rx) = oneshot::channel();
+                RoomInput::ExportQuestions.into(),
+                r#""export_questions""#.to_string(),
+            ),
             (
-                RoomCommand::ExportQuestions { reply },
-                Some(Answer::Questions(rx)),
-            )
-        }
-        Input::ExportPolls => {
-            let (reply, rx) = oneshot::channel();
-            (RoomCommand::ExportPolls { reply }, Some(Answer::Polls(rx)))
-        }
-        Input::MediaAccess { identity } => {
-            let (reply, rx) = oneshot::channel();
+                RoomInput::TrackUnpublished("t1".into()).into(),
+                r#"{"track_unpublished":"t1"}"#.to_string(),
+            ),
             (
-                RoomCommand::MediaAccess { identity, reply },
-                Some(Answer::Media(rx)),
-            )
+                RoomInput::Closed {
+                    session_id: id,
+                    connection: id,
+                    left: true,
+                }
+                .into(),
+                format!(r#"{{"closed":{{"session_id":"{id}","connection":"{id}","left":true}}}}"#),
+            ),
+        ];
+        for (input, json) in recorded {
+            assert_eq!(serde_json::to_string(&input).unwrap(), json);
+            let read: Input = serde_json::from_str(&json).unwrap();
+            assert_eq!(serde_json::to_string(&read).unwrap(), json);
         }
-        Input::TrackPublished(track) => (RoomCommand::TrackPublished(track), None),
-        Input::TrackUnpublished(id) => (RoomCommand::TrackUnpublished(id), None),
-        Input::Operate(op) => {
-            let (reply, rx) = oneshot::channel();
-            (
-                RoomCommand::Operate { op, reply },
-                Some(Answer::Operate(rx)),
-            )
-        }
-        Input::Tick | Input::NodeGone { .. } | Input::Skip => return None,
-    })
+        assert!(serde_json::from_str::<Input>(r#""a_later_input""#).is_err());
+    }
 }

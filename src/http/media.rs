@@ -18,7 +18,7 @@ use crate::auth::Claims;
 use crate::media::{group, Media};
 use crate::outbox;
 use crate::session::{follow, Rights};
-use convene_core::room::actor::RoomCommand;
+use convene_core::room::actor::RoomInput;
 use convene_core::room::{Joiner, Place};
 use convene_sfu::{PeerOptions, SfuError};
 
@@ -248,11 +248,14 @@ async fn whip(
         let handle = handle.clone();
         move || async move {
             let _ = handle
-                .send(RoomCommand::Closed {
-                    session_id,
-                    connection,
-                    left: true,
-                })
+                .send(
+                    RoomInput::Closed {
+                        session_id,
+                        connection,
+                        left: true,
+                    }
+                    .into(),
+                )
                 .await;
         }
     };

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::config::Limits;
 use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::outbox::{CloseReason, Inbox, Outbox};
-use convene_core::room::actor::{frame, simple_error, RoomClient, RoomCommand, Start};
+use convene_core::room::actor::{frame, simple_error, RoomClient, RoomInput, Start};
 use convene_core::wire::{Envelope, Place, SessionEffect, Viewer};
 pub use hub::{EventStream, Hub, Registration};
 use rate::{CommandClass, RateLimiter};
@@ -148,11 +148,14 @@ where
     };
     drop(registration);
     let _ = room
-        .send_input(RoomCommand::Closed {
-            session_id,
-            connection,
-            left,
-        })
+        .send_input(
+            RoomInput::Closed {
+                session_id,
+                connection,
+                left,
+            }
+            .into(),
+        )
         .await;
     let media_access = match writer_task.await {
         Ok((reason, access)) => {
@@ -627,12 +630,15 @@ impl Reader {
             }
             command => self
                 .room
-                .send_input(RoomCommand::Client {
-                    session_id: self.session_id,
-                    connection: self.connection,
-                    request_id,
-                    command,
-                })
+                .send_input(
+                    RoomInput::Client {
+                        session_id: self.session_id,
+                        connection: self.connection,
+                        request_id,
+                        command,
+                    }
+                    .into(),
+                )
                 .await
                 .is_ok(),
         }

@@ -1,6 +1,6 @@
 //! The room actor: one task per room that owns its `RoomState`, sequences and logs its events, and answers sessions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use convene_signaling::{
     CloseReason, Command, ErrorCode, IceServer, Millis, Poll, Question, RoomEvent, ServerMessage,
-    Track, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+pub use super::command::{MediaRights, Reply, RoomCommand, RoomInput, Start};
 use super::feed::{RoomFeed, WebhookEvent};
+use super::idempotency::Idempotency;
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
 use crate::bus::EventLog;
 use crate::wire::{ConnectionId, Envelope, Frame, RoomOutput, SessionEffect, SessionSink};
@@ -48,78 +50,6 @@ impl Clock {
     fn instant_at(&self, at: Millis) -> Instant {
         self.base + Duration::from_millis(at.saturating_sub(self.base_unix_ms))
     }
-}
-
-/// What a joining session starts with.
-pub struct Start {
-    pub session_id: Uuid,
-    pub viewer: Viewer,
-    /// Whether the member may publish media where they are (at join time).
-    pub may_publish: bool,
-    /// Kinds a moderator muted (at join time).
-    pub muted: Vec<convene_signaling::TrackKind>,
-    /// `welcome` or `resumed`.
-    pub first: Frame,
-    /// Missed events to filter and send after `first` (resume only).
-    pub replay: Vec<Arc<Envelope>>,
-    /// Live events with a higher seq follow.
-    pub seq: u64,
-}
-
-pub enum RoomCommand {
-    Join {
-        joiner: Joiner,
-        /// This socket's id: replies go to it, and a late close of a replaced socket is ignored.
-        connection: ConnectionId,
-        /// A previous session to resume, and the last seq its client saw.
-        resume: Option<(Uuid, u64)>,
-        /// The id a new session gets: chosen by the caller, so replaying the input is exact.
-        new_session: Uuid,
-        reply: oneshot::Sender<Result<Start, Denied>>,
-    },
-    Client {
-        session_id: Uuid,
-        /// The socket that sent it, for a reply that cannot wait for the room (unavailable).
-        connection: ConnectionId,
-        request_id: Option<String>,
-        command: Command,
-    },
-    Closed {
-        session_id: Uuid,
-        connection: Uuid,
-        /// The client closed on purpose: no grace period.
-        left: bool,
-    },
-    CheckBanned {
-        identity: String,
-        reply: oneshot::Sender<bool>,
-    },
-    ExportQuestions {
-        reply: oneshot::Sender<Vec<Question>>,
-    },
-    ExportPolls {
-        reply: oneshot::Sender<Vec<Poll>>,
-    },
-    MediaAccess {
-        identity: String,
-        reply: oneshot::Sender<Option<MediaRights>>,
-    },
-    TrackPublished(Track),
-    TrackUnpublished(String),
-    /// The admin API acting on the room (`RoomState::operate`).
-    Operate {
-        op: super::operator::Operation,
-        reply: oneshot::Sender<Result<super::operator::RoomReport, Denied>>,
-    },
-}
-
-/// What the room says a member may do with media.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MediaRights {
-    pub place: Place,
-    pub may_publish: bool,
-    /// Kinds a moderator muted.
-    pub muted: Vec<convene_signaling::TrackKind>,
 }
 
 /// How sessions reach a room: the local handle below; a cluster adds one for rooms owned elsewhere.
@@ -175,10 +105,15 @@ impl RoomHandle {
 
     async fn ask<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> RoomCommand,
+        input: RoomInput,
+        reply: impl FnOnce(oneshot::Sender<T>) -> Reply,
     ) -> Result<T, RoomGone> {
         let (tx, rx) = oneshot::channel();
-        self.send(make(tx)).await?;
+        self.send(RoomCommand {
+            input,
+            reply: Some(reply(tx)),
+        })
+        .await?;
         rx.await.map_err(|_| RoomGone(self.name.to_string()))
     }
 
@@ -188,42 +123,40 @@ impl RoomHandle {
         connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
     ) -> Result<Result<Start, Denied>, RoomGone> {
-        self.ask(|reply| RoomCommand::Join {
+        let input = RoomInput::Join {
             joiner,
             connection,
             resume,
             new_session: Uuid::new_v4(),
-            reply,
-        })
-        .await
+        };
+        self.ask(input, Reply::Join).await
     }
 
     pub async fn is_banned(&self, identity: &str) -> Result<bool, RoomGone> {
         let identity = identity.to_string();
-        self.ask(|reply| RoomCommand::CheckBanned { identity, reply })
+        self.ask(RoomInput::CheckBanned { identity }, Reply::Banned)
             .await
     }
 
     pub async fn export_questions(&self) -> Result<Vec<Question>, RoomGone> {
-        self.ask(|reply| RoomCommand::ExportQuestions { reply })
-            .await
+        self.ask(RoomInput::ExportQuestions, Reply::Questions).await
     }
 
     pub async fn operate(
         &self,
         op: super::operator::Operation,
     ) -> Result<Result<super::operator::RoomReport, Denied>, RoomGone> {
-        self.ask(|reply| RoomCommand::Operate { op, reply }).await
+        self.ask(RoomInput::Operate(op), Reply::Operate).await
     }
 
     pub async fn export_polls(&self) -> Result<Vec<Poll>, RoomGone> {
-        self.ask(|reply| RoomCommand::ExportPolls { reply }).await
+        self.ask(RoomInput::ExportPolls, Reply::Polls).await
     }
 
     /// Where this identity is and whether it may publish media there; `None` if not a member.
     pub async fn media_access(&self, identity: &str) -> Result<Option<MediaRights>, RoomGone> {
         let identity = identity.to_string();
-        self.ask(|reply| RoomCommand::MediaAccess { identity, reply })
+        self.ask(RoomInput::MediaAccess { identity }, Reply::Media)
             .await
     }
 }
@@ -240,55 +173,6 @@ impl RoomClient for RoomHandle {
     }
 }
 
-/// Remembers replies by request_id so a resent command is applied once. Bounded in count
-/// and in bytes: ids are capped at the edge, but replies (errors) carry text too.
-struct Idempotency {
-    capacity: usize,
-    max_bytes: usize,
-    bytes: usize,
-    order: VecDeque<Arc<str>>,
-    replies: HashMap<Arc<str>, Frame>,
-}
-
-/// Bytes of remembered replies (ids and frames) per session.
-const IDEMPOTENCY_BYTES: usize = 64 * 1024;
-
-impl Idempotency {
-    fn new(capacity: usize) -> Self {
-        Idempotency {
-            capacity,
-            max_bytes: IDEMPOTENCY_BYTES,
-            bytes: 0,
-            order: VecDeque::new(),
-            replies: HashMap::new(),
-        }
-    }
-    fn get(&self, request_id: &str) -> Option<&Frame> {
-        self.replies.get(request_id)
-    }
-    fn remember(&mut self, request_id: String, reply: Frame) {
-        if self.capacity == 0 {
-            return;
-        }
-        let id: Arc<str> = request_id.into();
-        let size = id.len() + reply.len();
-        if let Some(old) = self.replies.insert(id.clone(), reply) {
-            self.bytes -= id.len() + old.len();
-        } else {
-            self.order.push_back(id);
-        }
-        self.bytes += size;
-        while self.order.len() > self.capacity || self.bytes > self.max_bytes {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(frame) = self.replies.remove(&old) {
-                self.bytes -= old.len() + frame.len();
-            }
-        }
-    }
-}
-
 /// A session's record as a snapshot keeps it.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SessionRecord {
@@ -298,28 +182,8 @@ struct SessionRecord {
     connected: bool,
     disconnected_at: Option<Millis>,
     /// Remembered replies, oldest first.
-    #[serde(with = "replies")]
+    #[serde(with = "super::idempotency::replies")]
     recent: Vec<(String, Frame)>,
-}
-
-mod replies {
-    use super::Frame;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[(String, Frame)], s: S) -> Result<S::Ok, S::Error> {
-        v.iter()
-            .map(|(id, f)| (id.as_str(), f.as_str()))
-            .collect::<Vec<_>>()
-            .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, Frame)>, D::Error> {
-        let pairs = Vec::<(String, String)>::deserialize(d)?;
-        Ok(pairs
-            .into_iter()
-            .map(|(id, f)| (id, Frame::from(f)))
-            .collect())
-    }
 }
 
 /// Everything a room core holds except its recent events (those are in the event stream).
@@ -478,12 +342,7 @@ impl RoomCore {
                 connection: s.connection,
                 connected: s.connected,
                 disconnected_at: s.disconnected_at,
-                recent: s
-                    .recent
-                    .order
-                    .iter()
-                    .filter_map(|r| s.recent.replies.get(r).map(|f| (r.to_string(), f.clone())))
-                    .collect(),
+                recent: s.recent.oldest_first(),
             })
             .collect();
         sessions.sort_by_key(|s| s.session_id);
@@ -561,61 +420,74 @@ impl RoomCore {
         }
     }
 
-    /// Applies one input at `now`.
+    /// Applies one input at `now`; a question's answer goes to its reply, if it has one of
+    /// its kind.
     pub fn handle(&mut self, cmd: RoomCommand, now: Millis) {
-        match cmd {
-            RoomCommand::Join {
+        let RoomCommand { input, reply } = cmd;
+        match input {
+            RoomInput::Join {
                 joiner,
                 connection,
                 resume,
                 new_session,
-                reply,
             } => {
                 let start = self.join(joiner, connection, resume, new_session, now);
-                let _ = reply.send(start);
+                if let Some(Reply::Join(tx)) = reply {
+                    let _ = tx.send(start);
+                }
             }
-            RoomCommand::Client {
+            RoomInput::Client {
                 session_id,
                 request_id,
                 command,
                 ..
             } => self.client_command(session_id, request_id, command, now),
-            RoomCommand::Closed {
+            RoomInput::Closed {
                 session_id,
                 connection,
                 left,
             } => self.session_closed(session_id, connection, left, now),
-            RoomCommand::CheckBanned { identity, reply } => {
-                let _ = reply.send(self.state.is_banned(&identity));
+            RoomInput::CheckBanned { identity } => {
+                if let Some(Reply::Banned(tx)) = reply {
+                    let _ = tx.send(self.state.is_banned(&identity));
+                }
             }
-            RoomCommand::ExportQuestions { reply } => {
-                let _ = reply.send(self.state.qa().export());
+            RoomInput::ExportQuestions => {
+                if let Some(Reply::Questions(tx)) = reply {
+                    let _ = tx.send(self.state.qa().export());
+                }
             }
-            RoomCommand::ExportPolls { reply } => {
-                let _ = reply.send(self.state.export_polls());
+            RoomInput::ExportPolls => {
+                if let Some(Reply::Polls(tx)) = reply {
+                    let _ = tx.send(self.state.export_polls());
+                }
             }
-            RoomCommand::MediaAccess { identity, reply } => {
-                let access = self.state.viewer(&identity).map(|v| MediaRights {
-                    place: v.place,
-                    may_publish: self.state.may_publish(&identity),
-                    muted: self.state.media_muted(&identity),
-                });
-                let _ = reply.send(access);
+            RoomInput::MediaAccess { identity } => {
+                if let Some(Reply::Media(tx)) = reply {
+                    let access = self.state.viewer(&identity).map(|v| MediaRights {
+                        place: v.place,
+                        may_publish: self.state.may_publish(&identity),
+                        muted: self.state.media_muted(&identity),
+                    });
+                    let _ = tx.send(access);
+                }
             }
-            RoomCommand::TrackPublished(track) => {
+            RoomInput::TrackPublished(track) => {
                 let events = self.state.track_published(track);
                 self.publish(events, now);
             }
-            RoomCommand::TrackUnpublished(id) => {
+            RoomInput::TrackUnpublished(id) => {
                 let events = self.state.track_unpublished(&id);
                 self.publish(events, now);
             }
-            RoomCommand::Operate { op, reply } => {
+            RoomInput::Operate(op) => {
                 let result = self.state.operate(&op, now).map(|(events, report)| {
                     self.publish(events, now);
                     report
                 });
-                let _ = reply.send(result);
+                if let Some(Reply::Operate(tx)) = reply {
+                    let _ = tx.send(result);
+                }
             }
         }
     }
