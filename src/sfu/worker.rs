@@ -296,6 +296,9 @@ struct Peer {
     negotiate: bool,
     pending: Option<SdpPendingOffer>,
     tracks_in: Vec<(Mid, TrackKey)>,
+    /// Every m-line the client has sent on, with its simulcast: when one that went inactive
+    /// sends again (a camera stopped and started on the same transceiver), it is a new track.
+    sending_mids: Vec<(Mid, MediaKind, Option<str0m::media::Simulcast>)>,
     /// Incoming SSRCs seen, with their track, layer and last payload type's params.
     rx: Vec<RxStream>,
     outs: Vec<TrackOut>,
@@ -540,14 +543,28 @@ impl Worker {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return true;
                 };
-                if p.outs.iter().any(|o| o.meta.key == track.key) {
-                    return true;
-                }
                 let lt = self.ctx.subs.entry(track.key).or_default();
                 if !lt.subscribers.contains(&peer) {
                     lt.subscribers.push(peer);
                 }
-                p.outs.push(TrackOut::new(track, OutState::ToOpen, false));
+                // Subscribed again while an earlier m-line of this track is being stopped
+                // (teammates moving into a breakout one after the other): that m-line is on
+                // its way out, so the track needs a new one. Only an m-line still opening or
+                // open already carries it.
+                let mut live = false;
+                for o in p.outs.iter_mut().filter(|o| o.meta.key == track.key) {
+                    match o.state {
+                        OutState::Negotiating(_) => {
+                            o.unwanted = false;
+                            live = true;
+                        }
+                        OutState::ToOpen | OutState::Open(_) => live = true,
+                        OutState::ToStop(_) | OutState::NegotiatingStop(_) => {}
+                    }
+                }
+                if !live {
+                    p.outs.push(TrackOut::new(track, OutState::ToOpen, false));
+                }
                 p.negotiate = true;
             }
             WorkerMsg::Unsubscribe { peer, track } => {
@@ -772,6 +789,7 @@ impl Worker {
                 negotiate: false,
                 pending: None,
                 tracks_in: Vec::new(),
+                sending_mids: Vec::new(),
                 rx: Vec::new(),
                 outs: Vec::new(),
                 free_slots: Vec::new(),
@@ -1099,6 +1117,7 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
         Event::Closed => p.dead = true,
         Event::MediaAdded(m) => match m.direction {
             Direction::RecvOnly | Direction::SendRecv => {
+                p.sending_mids.push((m.mid, m.kind, m.simulcast.clone()));
                 publish(p, ctx, m.mid, m.kind, m.simulcast)
             }
             Direction::SendOnly => {
@@ -1114,7 +1133,17 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
             Direction::Inactive => {}
         },
         Event::MediaChanged(m) => {
-            if matches!(m.direction, Direction::SendOnly | Direction::Inactive) {
+            if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                // Sending again on an m-line that had gone inactive: publish it anew.
+                let again = p
+                    .sending_mids
+                    .iter()
+                    .find(|(mid, ..)| *mid == m.mid)
+                    .cloned();
+                if let Some((mid, kind, simulcast)) = again {
+                    publish(p, ctx, mid, kind, simulcast);
+                }
+            } else if matches!(m.direction, Direction::SendOnly | Direction::Inactive) {
                 if let Some(i) = p.tracks_in.iter().position(|(mid, _)| *mid == m.mid) {
                     let (_, key) = p.tracks_in.remove(i);
                     p.rx.retain(|r| r.track != key);
@@ -1436,7 +1465,12 @@ fn deliver(peers: &mut HashMap<PeerKey, Peer>, ctx: &mut Ctx, f: &Forwarded, now
             continue;
         }
         let budget = p.video_budget();
-        let Some(oi) = p.outs.iter().position(|o| o.meta.key == f.track) else {
+        // A track subscribed again while its old m-line's stop is negotiated has two outs.
+        let Some(oi) = p
+            .outs
+            .iter()
+            .position(|o| o.meta.key == f.track && matches!(o.state, OutState::Open(_)))
+        else {
             continue;
         };
         let quality = p.quality_for(&p.outs[oi].meta.id);
