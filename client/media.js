@@ -139,6 +139,9 @@ export class Media {
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     this.conn.sendRaw(command("rtc_answer", { sdp: pc.localDescription?.sdp }));
+    // An answer cannot start sending on an m-line the server's offer called inactive (a
+    // source started while that offer was on its way): offer again to send.
+    if (Object.values(this.tx).some((tx) => tx.direction === "sendonly" && tx.currentDirection !== "sendonly")) this.offer();
   }
 
   /** Watchers connect once there is something to watch. */
