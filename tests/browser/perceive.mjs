@@ -123,11 +123,13 @@ export function perceiver(people) {
       await sleep(300);
     }
     // What the page's peer connection carries, to tell a server fault from a page fault.
-    const media = await page.evaluate(() => {
+    const media = await page.evaluate(async () => {
       const pc = window.convene?.media?.pc;
       if (!pc) return "no peer connection";
       const tracks = [...window.convene.state.tracks.values()].map((t) => `${t.id}:${t.publisher}:${t.kind}`).join(",");
-      const tx = pc.getTransceivers().map((x) => `${x.mid}:${x.currentDirection}:${x.receiver.track.kind[0]}:${x.receiver.track.id.slice(0, 8)}:${x.receiver.track.readyState}`).join(",");
+      const inbound = new Map();
+      (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") inbound.set(s.mid, `${s.packetsReceived}pk${s.kind === "video" ? `/${s.framesDecoded}fr/${s.pliCount}pli` : ""}`); });
+      const tx = pc.getTransceivers().map((x) => `${x.mid}:${x.currentDirection}:${x.receiver.track.kind[0]}:${x.receiver.track.id.slice(0, 8)}:${x.receiver.track.readyState}:${inbound.get(x.mid) ?? "-"}`).join(",");
       return `${pc.connectionState}, signaling ${pc.signalingState}; room tracks ${tracks}; transceivers ${tx}`;
     }).catch((e) => `unreadable: ${e.message}`);
     const seen = last.tiles.map((t) => `${t.publisher}${t.screen ? "(screen)" : ""}[${t.caption}] paused=${t.paused} muted=${t.muted} vol=${t.volume} ${t.width}px frames=${t.frames} video=${t.video} audio=${t.audio} rms=${t.rms?.toFixed(3)} ctx=${t.ctx}`);
