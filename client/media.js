@@ -453,9 +453,13 @@ export class Media {
     this.dropTracks((x) => x === track);
   }
 
-  /** The server unpublished a track. @param {string} trackId */
+  /**
+   * The server unpublished a track. Its receiver stays known while it lives: a track moving
+   * with its publisher into a breakout is unpublished and published again on the same m-line,
+   * with no new `track` event to bring it back.
+   * @param {string} trackId
+   */
   dropRemoteTrack(trackId) {
-    if (!this.state.tracks.has(trackId)) this.received.delete(trackId);
     this.dropTracks((x) => x.id === trackId);
   }
 
