@@ -1148,8 +1148,7 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
                     let (_, key) = p.tracks_in.remove(i);
                     p.rx.retain(|r| r.track != key);
                     ctx.published.remove(&key);
-                    let actions = ctx.shared.directory().remove_track(key);
-                    ctx.shared.execute(actions);
+                    ctx.shared.change(|d| d.remove_track(key));
                 }
             }
         }
@@ -1296,8 +1295,7 @@ fn publish(
             throttle: KeyframeThrottle::default(),
         },
     );
-    let actions = ctx.shared.directory().add_track(meta, source, layers);
-    ctx.shared.execute(actions);
+    ctx.shared.change(|d| d.add_track(meta, source, layers));
 }
 
 /// Sends a keyframe request towards the publisher of `meta` (throttled there).
