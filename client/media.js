@@ -2,9 +2,12 @@
 // Media: one RTCPeerConnection per session to the server's SFU. Mic, camera and screen are
 // separate local tracks on their own sendonly transceivers, so each mutes on its own. The client
 // makes the first offer (to publish, or with a data channel to watch); the server then offers to
-// add or stop remote tracks. A client offer cancels a server offer in flight, so a server offer
-// that arrives while ours is outstanding is stale and dropped (the server makes it again). The
-// server is ICE-lite with its host candidate in the SDP: no ICE servers, nothing to trickle.
+// add or stop remote tracks. A client offer the server takes cancels a server offer in flight, so
+// a server offer that arrives while ours is outstanding waits: dropped if ours is answered (the
+// server makes it again), applied if ours is refused (the server still waits for its answer).
+// The server is ICE-lite with its host candidate in the SDP: no ICE servers, nothing to trickle.
+// Remote audio plays with sound; where the browser refuses that until a gesture, tiles play
+// muted, `soundBlocked` says so, and the next click or key anywhere turns sound on for all.
 import { command, SIMULCAST_LAYERS, publisherOf } from "/protocol.js";
 import { watchPath } from "/diagnostics.js";
 
@@ -34,6 +37,10 @@ export class Media {
     /** @type {{id: string, resolve: (sdp: string) => void, reject: (e: Error) => void}|null} */
     this.awaiting = null;
     this.chain = Promise.resolve();
+    /** A server offer that came while ours was outstanding. @type {string|null} */
+    this.heldOffer = null;
+    /** The browser refused sound until the person interacts with the page. */
+    this.soundBlocked = false;
     /** remote MediaStream id -> tile @type {Map<string, Tile>} */
     this.tiles = new Map();
     /** Remote tracks by id, with their stream, so a track can move tiles once its publisher is known. */
@@ -90,8 +97,14 @@ export class Media {
         await pc.setLocalDescription(offer);
         if (!this.conn.sendRaw({ ...msg, sdp: pc.localDescription?.sdp })) throw new Error("not connected");
         await pc.setRemoteDescription({ type: "answer", sdp: await answer });
+        // The server dropped its own offer when it took ours; it makes a fresh one.
+        this.heldOffer = null;
       } catch (e) {
         if (pc.signalingState === "have-local-offer") await pc.setLocalDescription({ type: "rollback" });
+        // Refused: the server's offer is still outstanding there, and only we can answer it.
+        const held = this.heldOffer;
+        this.heldOffer = null;
+        if (held && this.pc === pc) this.signal(() => this.answerOffer(pc, held));
         throw e;
       } finally {
         clearTimeout(timer);
@@ -111,13 +124,24 @@ export class Media {
 
   /** @param {string} sdp */
   serverOffer(sdp) {
-    if (this.offers > 0 || !this.pc) return;
-    this.signal(async () => {
-      const pc = /** @type {RTCPeerConnection} */ (this.pc);
-      await pc.setRemoteDescription({ type: "offer", sdp });
-      await pc.setLocalDescription(await pc.createAnswer());
-      this.conn.sendRaw(command("rtc_answer", { sdp: pc.localDescription?.sdp }));
-    });
+    const pc = this.pc;
+    if (!pc) return;
+    if (this.offers > 0) {
+      this.heldOffer = sdp;
+      return;
+    }
+    this.signal(() => this.answerOffer(pc, sdp));
+  }
+
+  /** @param {RTCPeerConnection} pc @param {string} sdp */
+  async answerOffer(pc, sdp) {
+    if (this.pc !== pc) return;
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    this.conn.sendRaw(command("rtc_answer", { sdp: pc.localDescription?.sdp }));
+    // An answer cannot start sending on an m-line the server's offer called inactive (a
+    // source started while that offer was on its way): offer again to send.
+    if (Object.values(this.tx).some((tx) => tx.direction === "sendonly" && tx.currentDirection !== "sendonly")) this.offer();
   }
 
   /** Watchers connect once there is something to watch. */
@@ -165,12 +189,11 @@ export class Media {
     this[slot] = null;
     const tx = this.tx[slot];
     await tx?.sender.replaceTrack(null);
-    if (this.publishing && tx) {
-      tx.direction = "inactive";
-      this.offer();
-    } else {
-      this.conn.send("unpublish");
-    }
+    // Inactive either way: a later offer must not claim to send on it (in a webcast's main
+    // room the server refuses any offer that sends).
+    if (tx) tx.direction = "inactive";
+    if (this.publishing && tx) this.offer();
+    else this.conn.send("unpublish");
   }
 
   /** @param {"audio"|"video"} kind */
@@ -247,8 +270,22 @@ export class Media {
 
   /** Stops everything we send (taken off stage, or leaving). */
   async stopAll() {
-    for (const slot of /** @type {const} */ (["mic", "cam", "screen"])) if (this[slot]) await this.detach(slot);
+    const slots = /** @type {const} */ (["mic", "cam", "screen"]).filter((slot) => this[slot]);
+    if (slots.length === 0) return;
+    for (const slot of slots) {
+      this[slot]?.stop();
+      if (slot !== "screen") this.localStream.removeTrack(/** @type {MediaStreamTrack} */ (this[slot]));
+      this[slot] = null;
+    }
     this.local = this.localScreen = null;
+    // One `unpublish` stops everything at the server; no offer (it would be refused off stage).
+    this.conn.send("unpublish");
+    for (const slot of slots) {
+      const tx = this.tx[slot];
+      if (!tx) continue;
+      tx.direction = "inactive";
+      await tx.sender.replaceTrack(null);
+    }
     this.changed();
   }
 
@@ -285,7 +322,7 @@ export class Media {
     const had = { mic: !!this.mic, cam: !!this.cam };
     this.pc?.close();
     for (const t of [this.mic, this.cam, this.screen]) t?.stop();
-    Object.assign(this, { pc: null, mic: null, cam: null, screen: null, tx: {}, local: null, localScreen: null, chain: Promise.resolve(), localStream: new MediaStream() });
+    Object.assign(this, { pc: null, mic: null, cam: null, screen: null, tx: {}, local: null, localScreen: null, chain: Promise.resolve(), localStream: new MediaStream(), heldOffer: null });
     if (this.awaiting) this.answered(null);
     this.tiles.clear();
     if (mayPublish && had.cam) this.startCamera();
@@ -302,8 +339,8 @@ export class Media {
     if (mine && !screen) video.classList.add("mirrored");
     video.srcObject = stream;
     if (this.devices.speaker) /** @type {any} */ (video).setSinkId?.(this.devices.speaker).catch(() => {});
-    // Autoplay with sound needs a user gesture; without one, play muted until the page is clicked.
-    video.play().catch(() => { video.muted = true; video.play().catch(() => {}); });
+    if (mine) video.play().catch(() => {});
+    else this.play(video);
     const caption = document.createElement("figcaption");
     const el = document.createElement("figure");
     el.className = "tile";
@@ -330,15 +367,16 @@ export class Media {
       tile = this.tile(publisher, new MediaStream(), screen);
       this.tiles.set(key, tile);
     }
-    tile.stream.addTrack(track);
-    // A video element given a stream before its video track came needs a nudge.
-    tile.video.srcObject = tile.stream;
-    tile.video.play().catch(() => {});
-    track.addEventListener("ended", () => this.dropRemoteTrack(track.id));
+    // An old receiver of the same track (its m-line stopping) gives way: one track per id.
+    const kept = tile.stream.getTracks().filter((old) => old.id !== track.id);
+    this.retile(tile, [...kept, track]);
+    // This track object, not its id: the server may carry the same track on a new m-line
+    // while the old one stops, and both receivers then have the same id.
+    track.addEventListener("ended", () => this.dropReceived(track));
     const s = /** @type {any} */ (stream);
     if (s && !s.watched) {
       s.watched = true;
-      s.addEventListener("removetrack", (/** @type {MediaStreamTrackEvent} */ e) => this.dropRemoteTrack(e.track.id));
+      s.addEventListener("removetrack", (/** @type {MediaStreamTrackEvent} */ e) => this.dropReceived(e.track));
     }
     this.changed();
   }
@@ -357,13 +395,72 @@ export class Media {
     this.addRemoteTrack(got.track, got.stream);
   }
 
-  /** @param {string} trackId */
-  dropRemoteTrack(trackId) {
-    if (!this.state.tracks.has(trackId)) this.received.delete(trackId);
+  /**
+   * Plays a remote tile with sound. A new load interrupts an earlier play() (AbortError): the
+   * later play() decides. Only a refusal of sound (NotAllowedError) mutes, until a gesture.
+   * @param {HTMLVideoElement} video
+   */
+  play(video) {
+    video.muted = this.soundBlocked;
+    video.play().catch((/** @type {Error} */ e) => {
+      if (e.name !== "NotAllowedError" || video.muted) return;
+      video.muted = true;
+      video.play().catch(() => {});
+      this.blockSound();
+    });
+  }
+
+  blockSound() {
+    if (this.soundBlocked) return;
+    this.soundBlocked = true;
+    const unblock = () => {
+      for (const type of ["pointerdown", "keydown"]) document.removeEventListener(type, unblock, true);
+      this.soundBlocked = false;
+      for (const t of this.tiles.values()) this.play(t.video);
+      this.changed();
+    };
+    for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, unblock, true);
+    this.notice("Your browser holds back sound until you interact with the page: click anywhere to hear the room.");
+    this.changed();
+  }
+
+  /**
+   * A tile's tracks changed: it gets a new stream. Chromium's player does not follow tracks
+   * added to or removed from the stream it plays once it has loaded (a camera started again
+   * stayed black), and assigning the same stream again does not reload it.
+   * @param {Tile} tile @param {MediaStreamTrack[]} tracks
+   */
+  retile(tile, tracks) {
+    tile.stream = new MediaStream(tracks);
+    tile.video.srcObject = tile.stream;
+    this.play(tile.video);
+  }
+
+  /** Removes tracks from every tile; a tile left with none goes. @param {(t: MediaStreamTrack) => boolean} gone */
+  dropTracks(gone) {
     for (const [key, t] of this.tiles) {
-      for (const track of t.stream.getTracks()) if (track.id === trackId) t.stream.removeTrack(track);
-      if (t.stream.getTracks().length === 0) this.dropTile(key);
+      const tracks = t.stream.getTracks();
+      const kept = tracks.filter((x) => !gone(x));
+      if (kept.length === tracks.length) continue;
+      if (kept.length === 0) this.dropTile(key);
+      else this.retile(t, kept);
     }
+  }
+
+  /** A receiver's track ended. @param {MediaStreamTrack} track */
+  dropReceived(track) {
+    if (this.received.get(track.id)?.track === track) this.received.delete(track.id);
+    this.dropTracks((x) => x === track);
+  }
+
+  /**
+   * The server unpublished a track. Its receiver stays known while it lives: a track moving
+   * with its publisher into a breakout is unpublished and published again on the same m-line,
+   * with no new `track` event to bring it back.
+   * @param {string} trackId
+   */
+  dropRemoteTrack(trackId) {
+    this.dropTracks((x) => x.id === trackId);
   }
 
   /** @param {string} key */

@@ -147,6 +147,8 @@ export function applyEvent(state, ev, now = Date.now()) {
       break;
     case "settings_changed":
       state.settings = ev.settings;
+      // A webcast turned meeting: its audience, hidden until now, comes along.
+      if (Array.isArray(ev.members)) for (const m of ev.members) state.members.set(m.identity, m);
       break;
     case "chat_message":
       state.chat.push(ev.message);

@@ -334,6 +334,7 @@ export function renderStage(c) {
   for (const t of remote) t.el.classList.toggle("speaking", t.publisher === media.activeSpeaker);
   if (els.length !== grid.children.length || els.some((el, i) => grid.children[i] !== el)) grid.replaceChildren(...els);
   $("stage-empty").hidden = els.length > 0;
+  $("sound-off").hidden = !media.soundBlocked;
   const may = canPublish(you, state.settings);
   const pcState = media.pc?.connectionState;
   text($("stage-empty"), may && !media.publishing ? "You can go live: start your camera or mic below." : "Nothing on stage yet.");

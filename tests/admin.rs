@@ -187,7 +187,7 @@ async fn rooms_are_created_configured_listed_and_ended_through_the_api() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["settings"]["qa_mode"], "open");
     ana.expect_event(
-        |e| matches!(e, RoomEvent::SettingsChanged { settings } if settings.chat_enabled),
+        |e| matches!(e, RoomEvent::SettingsChanged { settings, .. } if settings.chat_enabled),
     )
     .await;
     let (status, _) = http_request(

@@ -765,6 +765,10 @@ pub enum RoomEvent {
     },
     SettingsChanged {
         settings: RoomSettings,
+        /// On a switch from webcast to meeting: the audience members a webcast hid from
+        /// participants, so everyone's roster is whole; empty (omitted) otherwise.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        members: Vec<Member>,
     },
     ChatMessage {
         message: ChatMessage,

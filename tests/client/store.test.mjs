@@ -86,3 +86,13 @@ test("help: the asker hears who comes; staff lists clear; a person who left may 
   applyEvent(ana, { type: "breakouts_closed" });
   assert.equal(ana.leftBreakout, null);
 });
+
+test("a webcast turned meeting brings the audience it hid into the roster", () => {
+  const s = createState();
+  applyWelcome(s, welcome(member("ana"), [member("host", { role: "host" })]));
+  assert.deepEqual([...s.members.keys()].sort(), ["host"], "a webcast shows its audience only staff");
+  applyEvent(s, { type: "settings_changed", settings: { kind: "meeting", chat_enabled: true, qa_mode: "moderated" }, members: [member("ana"), member("pia"), member("quinn")] });
+  assert.equal(s.settings.kind, "meeting");
+  assert.deepEqual([...s.members.keys()].sort(), ["ana", "host", "pia", "quinn"]);
+  assert.equal(s.members.get("pia").name, "PIA");
+});

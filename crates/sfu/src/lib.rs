@@ -388,6 +388,16 @@ impl Shared {
     }
 
     /// Carries out what the directory decided.
+    /// Changes the directory and carries out what follows while still holding it, so the
+    /// workers get every change's actions in the order the directory made them: two people
+    /// moving at once must not have one's unsubscribe overtake the other's subscribe (the
+    /// worker would drop a teammate's media lines and add none).
+    pub fn change(&self, f: impl FnOnce(&mut Directory) -> Vec<Action>) {
+        let mut directory = self.directory();
+        let actions = f(&mut directory);
+        self.execute(actions);
+    }
+
     pub fn execute(&self, actions: Vec<Action>) {
         for a in actions {
             match a {
@@ -425,9 +435,10 @@ impl Shared {
 
     /// Removes a peer everywhere except its worker (which calls this, or is told).
     pub fn forget_peer(&self, key: PeerKey) -> Option<PeerRec> {
-        let removed = self.directory().remove_peer(key);
-        let (rec, actions) = removed?;
+        let mut directory = self.directory();
+        let (rec, actions) = directory.remove_peer(key)?;
         self.execute(actions);
+        drop(directory);
         self.tcp_routes.forget(&rec.ufrag);
         let _ = self.udp_ctl.send(udp::UdpCtl::Forget {
             ufrag: rec.ufrag.clone(),
@@ -637,19 +648,20 @@ impl Sfu {
                 events: tx,
             })),
         );
-        let actions = shared.directory().add_peer(PeerRec {
-            key,
-            id: peer,
-            worker,
-            group,
-            ufrag: creds.ufrag,
-            can_publish: opts.can_publish,
-            muted: Vec::new(),
-            subscribe: opts.subscribe,
-            only_publisher: opts.only_publisher,
-            tracks: Vec::new(),
+        shared.change(|d| {
+            d.add_peer(PeerRec {
+                key,
+                id: peer,
+                worker,
+                group,
+                ufrag: creds.ufrag,
+                can_publish: opts.can_publish,
+                muted: Vec::new(),
+                subscribe: opts.subscribe,
+                only_publisher: opts.only_publisher,
+                tracks: Vec::new(),
+            })
         });
-        shared.execute(actions);
         rx
     }
 
@@ -697,15 +709,15 @@ impl Sfu {
 
     /// Allows or stops forwarding this peer's tracks to its group.
     pub fn set_can_publish(&self, peer: &PeerId, allowed: bool) {
-        let actions = self.inner.shared.directory().set_can_publish(peer, allowed);
-        self.inner.shared.execute(actions);
+        self.inner
+            .shared
+            .change(|d| d.set_can_publish(peer, allowed));
     }
 
     /// Moves a peer to another group (breakouts): it leaves the old group's tracks,
     /// receives the new group's, and its own tracks follow it. Renegotiates as needed.
     pub fn move_peer(&self, peer: &PeerId, group: GroupId) {
-        let actions = self.inner.shared.directory().move_peer(peer, group);
-        self.inner.shared.execute(actions);
+        self.inner.shared.change(|d| d.move_peer(peer, group));
     }
 
     /// The video quality a peer wants, for one track or (None) as its default.
@@ -724,40 +736,30 @@ impl Sfu {
 
     /// Stops (or resumes) forwarding one of this peer's tracks; the others are untouched.
     pub fn set_track_withheld(&self, peer: &PeerId, track_id: &str, withheld: bool) {
-        let actions = self
-            .inner
+        self.inner
             .shared
-            .directory()
-            .set_withheld(peer, Some(track_id), withheld);
-        self.inner.shared.execute(actions);
+            .change(|d| d.set_withheld(peer, Some(track_id), withheld));
     }
 
     /// A moderator's mute of one kind of this peer's media: its tracks of that kind stop
     /// being forwarded, and stay stopped whatever the peer offers, until allowed again.
     pub fn set_muted(&self, peer: &PeerId, kind: TrackKind, muted: bool) {
-        let actions = self.inner.shared.directory().set_muted(peer, kind, muted);
-        self.inner.shared.execute(actions);
+        self.inner.shared.change(|d| d.set_muted(peer, kind, muted));
     }
 
     /// Resumes forwarding every track of this peer that was withheld.
     pub fn release_withheld(&self, peer: &PeerId) {
-        let actions = self
-            .inner
+        self.inner
             .shared
-            .directory()
-            .set_withheld(peer, None, false);
-        self.inner.shared.execute(actions);
+            .change(|d| d.set_withheld(peer, None, false));
     }
 
     /// Corrects a track's source (e.g. the client says a video track is a screen share).
     /// The track is announced again with the new source.
     pub fn set_track_source(&self, peer: &PeerId, track_id: &str, source: TrackSource) {
-        let actions = self
-            .inner
+        self.inner
             .shared
-            .directory()
-            .set_source(peer, track_id, source);
-        self.inner.shared.execute(actions);
+            .change(|d| d.set_source(peer, track_id, source));
     }
 
     /// Closes a peer; its tracks end for subscribers.

@@ -668,10 +668,23 @@ impl RoomState {
         if self.settings == before {
             return Ok(Outcome::default());
         }
+        // A webcast hid its audience from participants; in a meeting everyone sees everyone.
+        let members = if before.kind == RoomKind::Webcast && self.settings.kind == RoomKind::Meeting
+        {
+            self.members
+                .values()
+                .map(|m| &m.member)
+                .filter(|m| !m.role.is_staff() && !m.on_stage)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(vec![Event::new(
             Audience::Everyone,
             RoomEvent::SettingsChanged {
                 settings: self.settings.clone(),
+                members,
             },
         )]
         .into())

@@ -56,6 +56,7 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
         Event::Closed => p.dead = true,
         Event::MediaAdded(m) => match m.direction {
             Direction::RecvOnly | Direction::SendRecv => {
+                p.sending_mids.push((m.mid, m.kind, m.simulcast.clone()));
                 publish(p, ctx, m.mid, m.kind, m.simulcast)
             }
             Direction::SendOnly => {
@@ -71,13 +72,22 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
             Direction::Inactive => {}
         },
         Event::MediaChanged(m) => {
-            if matches!(m.direction, Direction::SendOnly | Direction::Inactive) {
+            if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
+                // Sending again on an m-line that had gone inactive: publish it anew.
+                let again = p
+                    .sending_mids
+                    .iter()
+                    .find(|(mid, ..)| *mid == m.mid)
+                    .cloned();
+                if let Some((mid, kind, simulcast)) = again {
+                    publish(p, ctx, mid, kind, simulcast);
+                }
+            } else if matches!(m.direction, Direction::SendOnly | Direction::Inactive) {
                 if let Some(i) = p.tracks_in.iter().position(|(mid, _)| *mid == m.mid) {
                     let (_, key) = p.tracks_in.remove(i);
                     p.rx.retain(|r| r.track != key);
                     ctx.published.remove(&key);
-                    let actions = ctx.shared.directory().remove_track(key);
-                    ctx.shared.execute(actions);
+                    ctx.shared.change(|d| d.remove_track(key));
                 }
             }
         }

@@ -178,7 +178,12 @@ pub(super) fn deliver(
             continue;
         }
         let budget = p.video_budget();
-        let Some(oi) = p.outs.iter().position(|o| o.meta.key == f.track) else {
+        // A track subscribed again while its old m-line's stop is negotiated has two outs.
+        let Some(oi) = p
+            .outs
+            .iter()
+            .position(|o| o.meta.key == f.track && matches!(o.state, OutState::Open(_)))
+        else {
             continue;
         };
         let wants = Wants {

@@ -341,14 +341,28 @@ impl Worker {
                 let Some(p) = self.peers.get_mut(&peer) else {
                     return true;
                 };
-                if p.outs.iter().any(|o| o.meta.key == track.key) {
-                    return true;
-                }
                 let lt = self.ctx.subs.entry(track.key).or_default();
                 if !lt.subscribers.contains(&peer) {
                     lt.subscribers.push(peer);
                 }
-                p.outs.push(TrackOut::new(track, OutState::ToOpen, false));
+                // Subscribed again while an earlier m-line of this track is being stopped
+                // (teammates moving into a breakout one after the other): that m-line is on
+                // its way out, so the track needs a new one. Only an m-line still opening or
+                // open already carries it.
+                let mut live = false;
+                for o in p.outs.iter_mut().filter(|o| o.meta.key == track.key) {
+                    match o.state {
+                        OutState::Negotiating(_) => {
+                            o.unwanted = false;
+                            live = true;
+                        }
+                        OutState::ToOpen | OutState::Open(_) => live = true,
+                        OutState::ToStop(_) | OutState::NegotiatingStop(_) => {}
+                    }
+                }
+                if !live {
+                    p.outs.push(TrackOut::new(track, OutState::ToOpen, false));
+                }
                 p.negotiate = true;
             }
             WorkerMsg::Unsubscribe { peer, track } => {
@@ -478,6 +492,7 @@ impl Worker {
                 negotiate: false,
                 pending: None,
                 tracks_in: Vec::new(),
+                sending_mids: Vec::new(),
                 rx: Vec::new(),
                 outs: Vec::new(),
                 free_slots: Vec::new(),

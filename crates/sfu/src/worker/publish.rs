@@ -136,8 +136,7 @@ pub(super) fn publish(
             throttle: KeyframeThrottle::default(),
         },
     );
-    let actions = ctx.shared.directory().add_track(meta, source, layers);
-    ctx.shared.execute(actions);
+    ctx.shared.change(|d| d.add_track(meta, source, layers));
 }
 
 /// Source from the msid (a label containing "screen" means a screen share), else the hint

@@ -101,6 +101,9 @@ pub(super) struct Peer {
     pub(super) negotiate: bool,
     pub(super) pending: Option<SdpPendingOffer>,
     pub(super) tracks_in: Vec<(Mid, TrackKey)>,
+    /// Every m-line the client has sent on, with its simulcast: when one that went inactive
+    /// sends again (a camera stopped and started on the same transceiver), it is a new track.
+    pub(super) sending_mids: Vec<(Mid, MediaKind, Option<str0m::media::Simulcast>)>,
     /// Incoming SSRCs seen, with their track, layer and last payload type's params.
     pub(super) rx: Vec<RxStream>,
     pub(super) outs: Vec<TrackOut>,
