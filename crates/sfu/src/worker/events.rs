@@ -64,6 +64,9 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
                     OutState::Negotiating(x) | OutState::Open(x) => x == m.mid,
                     _ => false,
                 });
+                // An m-line of our own whose track was dropped while it was negotiated is
+                // stopped, never reused for another track.
+                let ours = ours || p.added_mids.contains(&m.mid);
                 if !ours && !p.free_slots.iter().any(|(x, _)| *x == m.mid) {
                     p.free_slots.push((m.mid, m.kind));
                     p.negotiate = true;

@@ -496,6 +496,7 @@ impl Worker {
                 rx: Vec::new(),
                 outs: Vec::new(),
                 free_slots: Vec::new(),
+                added_mids: Vec::new(),
                 quality: VideoQuality::High,
                 quality_by_track: Vec::new(),
                 bwe_bps: None,

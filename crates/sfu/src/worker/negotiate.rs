@@ -117,6 +117,7 @@ pub(super) fn negotiate(p: &mut Peer, shared: &Shared) {
                     Some(o.meta.id.clone()),
                     None,
                 );
+                p.added_mids.push(mid);
                 o.state = OutState::Negotiating(mid);
             }
             OutState::ToStop(mid) => {

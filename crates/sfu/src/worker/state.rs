@@ -109,6 +109,10 @@ pub(super) struct Peer {
     pub(super) outs: Vec<TrackOut>,
     /// Client-offered m-lines we may send on, not yet bound to a track.
     pub(super) free_slots: Vec<(Mid, MediaKind)>,
+    /// Every m-line our own offers added. Never a slot: the client labelled it with the track
+    /// it first carried, and a browser keeps that label whatever a later msid says, so another
+    /// track on it would show in the wrong person's tile.
+    pub(super) added_mids: Vec<Mid>,
     pub(super) quality: VideoQuality,
     pub(super) quality_by_track: Vec<(String, VideoQuality)>,
     pub(super) bwe_bps: Option<u64>,
