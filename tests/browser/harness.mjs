@@ -317,9 +317,9 @@ export function mediaSuite({ server: serverOptions = {}, firewall: rules = null,
   after(async () => {
     try {
       await suite.browser?.close();
-      suite.proxy?.kill();
     } finally {
       try {
+        suite.proxy?.kill();
         killCoturn();
         process.off("exit", killCoturn);
         await suite.server?.stop();
