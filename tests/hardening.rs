@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{header, http_get, http_request, http_request_full, TestServer, API_KEY, WAIT};
+use common::{header, http_get, http_request, try_http, TestServer, API_KEY, WAIT};
 use convene_signaling::{Command, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -171,7 +171,7 @@ async fn csv_export_neutralises_formulas_and_names_the_file_safely() {
         answer: Some("@SUM(1+1)*cmd|' /C calc'!A0".into()),
     })
     .await;
-    let (status, head, body) = http_request_full(
+    let (status, head, body) = try_http(
         "GET",
         &format!("{}/api/v1/rooms/{path_room}/questions?format=csv", t.http()),
         Some(API_KEY),
@@ -233,10 +233,9 @@ async fn only_the_owner_or_room_staff_may_end_a_whep_session() {
         let token = t.token("r", Role::Participant, who);
         let url = format!("{}/whep/r", t.http());
         async move {
-            let (status, head, body) =
-                http_request_full("POST", &url, Some(&token), &sdp, &whep_offer())
-                    .await
-                    .unwrap();
+            let (status, head, body) = try_http("POST", &url, Some(&token), &sdp, &whep_offer())
+                .await
+                .unwrap();
             assert_eq!(status, 201, "{body}");
             header(&head, "location").unwrap().to_string()
         }

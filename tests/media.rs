@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 
 use common::peers::{args, peer, peer_at, result};
-use common::{header, http_request, http_request_full, TestServer};
+use common::{header, http_request, try_http, TestServer};
 use convene_signaling::{Command, ErrorCode, Role, RoomEvent, RoomKind, ServerMessage};
 use serde_json::Value;
 
@@ -434,7 +434,7 @@ async fn whep_answer_carries_location_and_loopback_candidate() {
     ))
     .await;
     let sdp = offer["offer"].as_str().expect("offer sdp");
-    let (status, head, body) = http_request_full(
+    let (status, head, body) = try_http(
         "POST",
         &format!("{}/whep/r", t.http()),
         Some(&viewer),
@@ -603,7 +603,7 @@ async fn turn_credentials_in_welcome_and_link_headers() {
         other => panic!("{other:?}"),
     }
     let viewer = t.token("turn", Role::Participant, "vic");
-    let (status, head, _) = http_request_full(
+    let (status, head, _) = try_http(
         "OPTIONS",
         &format!("{}/whep/turn", t.http()),
         Some(&viewer),
@@ -625,10 +625,9 @@ async fn turn_credentials_in_welcome_and_link_headers() {
     assert!(link.contains("credential-type=\"password\""), "{link}");
     check(&field("username"), &field("credential"), "vic");
     // The credentials are for token holders only.
-    let (status, _, _) =
-        http_request_full("OPTIONS", &format!("{}/whep/turn", t.http()), None, &[], "")
-            .await
-            .unwrap();
+    let (status, _, _) = try_http("OPTIONS", &format!("{}/whep/turn", t.http()), None, &[], "")
+        .await
+        .unwrap();
     assert_eq!(status, 401);
 
     // No relay configured: no ice_servers, no Link.
@@ -637,7 +636,7 @@ async fn turn_credentials_in_welcome_and_link_headers() {
     assert!(
         matches!(ben.welcome.as_ref().unwrap(), ServerMessage::Welcome { ice_servers, .. } if ice_servers.is_empty())
     );
-    let (status, head, _) = http_request_full(
+    let (status, head, _) = try_http(
         "OPTIONS",
         &format!("{}/whep/turn", plain.http()),
         Some(&plain.token("turn", Role::Participant, "ben")),

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{http_get, http_request_full, TestServer};
+use common::{http_get, try_http, TestServer};
 use convene_signaling::Role;
 
 /// Parses the Prometheus text format strictly enough to catch a malformed exposition: every
@@ -93,10 +93,9 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
 }
 
 async fn scrape(t: &TestServer) -> BTreeMap<String, f64> {
-    let (status, head, body) =
-        http_request_full("GET", &format!("{}/metrics", t.http()), None, &[], "")
-            .await
-            .unwrap();
+    let (status, head, body) = try_http("GET", &format!("{}/metrics", t.http()), None, &[], "")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     assert_eq!(
         common::header(&head, "content-type"),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{exchange, TestServer, WAIT};
 use convene_signaling::{ClientMessage, Command, Role, RoomEvent, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -77,31 +77,23 @@ async fn tls_connect(t: &TestServer, cert: &SelfSigned) -> TlsStream<TcpStream> 
         .expect("TLS handshake with the trusted certificate")
 }
 
-/// One HTTP/1.1 request over TLS; returns the status line and the body.
+/// One HTTP/1.1 request over TLS (common's client); returns the status line and the body.
 async fn https(
     t: &TestServer,
     cert: &SelfSigned,
     method: &str,
     path: &str,
-    headers: &str,
+    headers: &[(&str, &str)],
     body: &str,
 ) -> (String, String) {
     let mut tls = tls_connect(t, cert).await;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
-        t.server.addr,
-        body.len()
-    );
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    // A peer may end TLS without close_notify after `Connection: close`; what was read stays.
-    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_string(),
-        body.to_string(),
-    )
+    let host = t.server.addr.to_string();
+    let request = exchange(&mut tls, method, &host, path, None, headers, body);
+    let (_, head, body) = tokio::time::timeout(WAIT, request)
+        .await
+        .expect("answer in time")
+        .expect("an HTTP answer");
+    (head.lines().next().unwrap_or("").to_string(), body)
 }
 
 #[tokio::test]
@@ -109,7 +101,7 @@ async fn https_serves_http_on_the_tls_port() {
     let cert = SelfSigned::new();
     let t = start(&cert).await;
     assert!(t.server.url().starts_with("https://"), "{}", t.server.url());
-    let (status, body) = https(&t, &cert, "GET", "/healthz", "", "").await;
+    let (status, body) = https(&t, &cert, "GET", "/healthz", &[], "").await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok");
     // WHIP over HTTPS reaches the media edge (garbage SDP is refused with a reason).
@@ -119,7 +111,10 @@ async fn https_serves_http_on_the_tls_port() {
         &cert,
         "POST",
         "/whip/tls-room",
-        &format!("Content-Type: application/sdp\r\nAuthorization: Bearer {token}\r\n"),
+        &[
+            ("Content-Type", "application/sdp"),
+            ("Authorization", &format!("Bearer {token}")),
+        ],
         "not sdp",
     )
     .await;
@@ -150,7 +145,7 @@ async fn plain_http_to_the_tls_port_gets_no_answer_and_the_port_keeps_working() 
             .collect();
     let (status, _) = tokio::time::timeout(
         Duration::from_secs(3),
-        https(&t, &cert, "GET", "/healthz", "", ""),
+        https(&t, &cert, "GET", "/healthz", &[], ""),
     )
     .await
     .expect("served while others stall");

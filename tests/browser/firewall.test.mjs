@@ -2,67 +2,14 @@
 // (RFC 6544) alone. A WHIP publisher and a WHEP viewer, then two people in a meeting, all play
 // with UDP dropped by nftables inside the test's network namespace (docs/architecture.md, "Test
 // networking"). Needs root, `ip` and `nft`; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium } from "./harness.mjs";
-import { createNetns, firewall } from "./netns.mjs";
+import { mediaSuite, until } from "./harness.mjs";
 
 const STEP = { timeout: 90_000 };
-let netns;
-let skip = null;
-let server;
-let browser;
-const pageErrors = [];
-
-before(async () => {
-  try {
-    netns = createNetns();
-    firewall(netns, { udp: true });
-  } catch (e) {
-    netns?.delete();
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns });
-  browser = await launchChromium({
-    netns,
-    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
-async function newPage(who, url) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15000);
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  await page.goto(url);
-  return page;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(probe, ok, { timeout = 30000, every = 200, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}\n${server.log().slice(-2000)}`);
-    await sleep(every);
-  }
-}
+const suite = mediaSuite({ firewall: { udp: true } });
+const newPage = (who, url) => suite.newPage(who, url, { viewport: { width: 1200, height: 800 } });
+const waitFor = (probe, ok, options) => until(probe, ok, { timeout: 30000, log: suite.log, ...options });
 
 // In a page: the transport of the selected candidate pair and the decoded video frames.
 const pathOf = async (pc) => {
@@ -79,7 +26,8 @@ const pathOf = async (pc) => {
 };
 
 test("UDP dropped: WHIP publisher and WHEP viewer connect over ICE-TCP", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "tcp-stage";
   const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
   const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
@@ -118,7 +66,7 @@ test("UDP dropped: WHIP publisher and WHEP viewer connect over ICE-TCP", STEP, a
       await new Promise((r) => setTimeout(r, 50));
     }
   }, pathOf.toString());
-  const seen = await until(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames over TCP" });
+  const seen = await waitFor(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames over TCP" });
   const sent = await pub.evaluate((p) => eval(p)(window.pc), pathOf.toString());
   t.diagnostic(`WHEP over ICE-TCP: first frame ${firstFrameMs} ms after POST; ${seen.framesDecoded} frames; path ${JSON.stringify(seen)}`);
   for (const s of [seen, sent]) {
@@ -129,7 +77,8 @@ test("UDP dropped: WHIP publisher and WHEP viewer connect over ICE-TCP", STEP, a
 });
 
 test("UDP dropped: two people in a meeting see each other over ICE-TCP", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "tcp-meeting";
   const join = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
@@ -144,7 +93,7 @@ test("UDP dropped: two people in a meeting see each other over ICE-TCP", STEP, a
   await hana.click("#cam");
   await pia.click("#cam");
   for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
-    await until(() => page.evaluate((publisher) => {
+    await waitFor(() => page.evaluate((publisher) => {
       const v = document.querySelector(`#videos figure[data-publisher="${publisher}"] video`);
       return { width: v?.videoWidth ?? 0, time: v?.currentTime ?? 0 };
     }, other), (s) => s.width > 0 && s.time > 0.2, { what: `${other}'s camera playing` });
@@ -153,5 +102,5 @@ test("UDP dropped: two people in a meeting see each other over ICE-TCP", STEP, a
     // The diagnostics panel tells the participant (and their IT staff) the same.
     await page.locator("#diag-path[data-transport=tcp]", { hasText: "direct TCP" }).waitFor();
   }
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(suite.pageErrors, []);
 });

@@ -6,9 +6,10 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import readline from "node:readline";
 import { chromium } from "playwright-core";
 import { before, after } from "node:test";
-import { createNetns } from "./netns.mjs";
+import { createNetns, firewall } from "./netns.mjs";
 
 export const ROOT = path.resolve(import.meta.dirname, "../..");
 const BIN = process.env.CONVENE_BIN ?? path.join(ROOT, "target/debug/convene");
@@ -189,17 +190,27 @@ export function launchChromium({ netns = null, args = [] } = {}) {
 }
 
 /**
- * A page joined as someone: a token from `convene token`, a fresh browser context, the join link.
- * Waits for the connection unless `wait` is false. With CONVENE_CLIENT_FROM_DISK=1 the client's files
- * are served from client/ on disk (edit and rerun without rebuilding the server; never in CI).
+ * A page joined as someone: a token from `convene token`, a fresh browser context (newPage), the
+ * join link. Waits for the connection unless `wait` is false.
  */
-export async function openAs(browser, server, { room, identity, role, name, attrs = {}, viewport = { width: 1400, height: 900 }, wait = true, errors = null }) {
+export async function openAs(browser, server, { room, identity, role, name, attrs = {}, viewport, wait = true, errors = null }) {
   const { url } = server.token({ room, role, name, identity, attrs });
+  const page = await newPage(browser, url, { who: identity, viewport, errors });
+  if (wait) await page.locator("#status[data-state=connected]").waitFor();
+  return page;
+}
+
+/**
+ * A page at `url` in a fresh browser context (one person); uncaught errors are pushed to `errors`
+ * as "who: message". With CONVENE_CLIENT_FROM_DISK=1 the client's files are served from client/ on
+ * disk (edit and rerun without rebuilding the server; never in CI).
+ */
+export async function newPage(browser, url, { who = "page", viewport = { width: 1400, height: 900 }, timeout = 15000, errors = null } = {}) {
   const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   // Generous: CI shares two cores between the server, several Chromium contexts and the tests.
-  page.setDefaultTimeout(15000);
-  if (errors) page.on("pageerror", (err) => errors.push(`${identity}: ${err.message}`));
+  page.setDefaultTimeout(timeout);
+  if (errors) page.on("pageerror", (err) => errors.push(`${who}: ${err.message}`));
   if (process.env.CONVENE_CLIENT_FROM_DISK === "1") {
     await context.route(/\/[a-z-]*\.(js|css)$|\/(\?.*)?$/, async (route) => {
       const file = new URL(route.request().url()).pathname.slice(1) || "index.html";
@@ -210,17 +221,21 @@ export async function openAs(browser, server, { room, identity, role, name, attr
     });
   }
   await page.goto(url);
-  if (wait) await page.locator("#status[data-state=connected]").waitFor();
   return page;
 }
 
-/** Polls `probe` until `ok(value)`; returns the value, or throws with the last one seen. */
-export async function until(probe, ok, { timeout = 20000, every = 200, what = "condition" } = {}) {
+/**
+ * Polls `probe` until `ok(value)`; returns the value, or throws with the last one seen (and
+ * `log()`, e.g. the server's, so a timeout in CI says why).
+ */
+export async function until(probe, ok, { timeout = 20000, every = 200, what = "condition", log = null } = {}) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const value = await probe();
     if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}${log ? `\n${log()}` : ""}`);
+    }
     await sleep(every);
   }
 }
@@ -229,28 +244,84 @@ export async function until(probe, ok, { timeout = 20000, every = 200, what = "c
 export const MEDIA_ARGS = ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
 
 /**
- * A media suite's network namespace, server and Chromium: made in `before`, removed in `after`.
- * The returned object fills in then: `{ netns, server, browser, skip }` (`skip` says why, when
- * the namespace cannot be made).
+ * A media suite's network namespace, server and Chromium, made in `before` and removed in `after`,
+ * with what a suite adds to them:
+ * - `server`: startServer's options; with `tls` Chromium trusts exactly that certificate's key
+ *   (for the page and for TURN over TLS alike).
+ * - `firewall`: nftables rules for netns.mjs's `firewall()`, set before the server starts.
+ * - `coturn`: `{ address, port, relayPorts: [min, max] }`: coturn's TURN over TLS (needs `tls`,
+ *   whose certificate it uses) on its own loopback address, sharing a fresh secret with the server.
+ * - `proxy`: a port where proxy.mjs forwards to the server; `suite.proxy.send("drop 3000")`
+ *   cuts it, and `suite.proxy.lines` holds what it printed.
+ * The returned object fills in then: `{ netns, server, browser, proxy, skip, pageErrors, log(),
+ * newPage(who, url, options) }`. `skip` says why, when a namespace, `nft` or `turnserver` is missing.
  */
-export function mediaSuite({ server: serverOptions = {} } = {}) {
-  const suite = { netns: null, server: null, browser: null, skip: null };
+export function mediaSuite({ server: serverOptions = {}, firewall: rules = null, coturn: relay = null, proxy: proxyPort = null } = {}) {
+  const suite = {
+    netns: null, server: null, browser: null, proxy: null, skip: null, pageErrors: [],
+    /** The server's recent log, and coturn's: for timeouts. */
+    log: () => [suite.server && `server:\n${suite.server.log().slice(-2000)}`, coturn && `coturn:\n${coturnLog.slice(-1500)}`].filter(Boolean).join("\n"),
+    /** A page whose uncaught errors land in `suite.pageErrors`. */
+    newPage: (who, url, options = {}) => newPage(suite.browser, url, { who, errors: suite.pageErrors, ...options }),
+  };
+  let coturn = null;
+  let coturnLog = "";
+  const killCoturn = () => coturn?.kill("SIGKILL");
   before(async () => {
+    if (relay && spawnSync("sh", ["-c", "command -v turnserver"]).status !== 0) {
+      suite.skip = "needs `turnserver` from coturn (apt-get install coturn)";
+      return;
+    }
     try {
       suite.netns = createNetns();
+      if (rules) firewall(suite.netns, rules);
     } catch (e) {
+      suite.netns?.delete();
+      suite.netns = null;
       if (!e.skip) throw e;
       suite.skip = e.skip;
       return;
     }
-    suite.server = await startServer({ netns: suite.netns, ...serverOptions });
-    suite.browser = await launchChromium({ netns: suite.netns, args: MEDIA_ARGS });
+    const secret = randomBytes(16).toString("hex");
+    const env = relay
+      ? { CONVENE_TURN_URLS: `turns:${relay.address}:${relay.port}?transport=tcp`, CONVENE_TURN_SECRET: secret, ...serverOptions.env }
+      : serverOptions.env;
+    suite.server = await startServer({ ...serverOptions, netns: suite.netns, env });
+    if (relay) {
+      const { address, port, relayPorts: [min, max] } = relay;
+      const { cert, key } = suite.server.tls;
+      const [cmd, args] = suite.netns.exec([
+        "turnserver", "-n", "--no-cli", "--no-dtls", "--no-udp", "--no-tcp", "--simple-log", "--log-file=stdout",
+        `--listening-ip=${address}`, `--relay-ip=${address}`, "--allow-loopback-peers",
+        `--tls-listening-port=${port}`, `--cert=${cert}`, `--pkey=${key}`, `--min-port=${min}`, `--max-port=${max}`,
+        "--use-auth-secret", `--static-auth-secret=${secret}`, "--realm=convene.test",
+      ]);
+      coturn = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+      const keep = (chunk) => { coturnLog = (coturnLog + chunk).slice(-20000); };
+      coturn.stdout.on("data", keep);
+      coturn.stderr.on("data", keep);
+      process.on("exit", killCoturn);
+    }
+    if (proxyPort) {
+      const argv = [process.execPath, path.join(import.meta.dirname, "proxy.mjs"), String(proxyPort), String(suite.server.port)];
+      const [cmd, args] = suite.netns.exec(argv);
+      const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] });
+      const lines = [];
+      readline.createInterface({ input: child.stdout }).on("line", (l) => lines.push(l));
+      suite.proxy = { port: proxyPort, lines, send: (line) => child.stdin.write(`${line}\n`), kill: () => child.kill() };
+      await until(async () => lines.includes("ready"), (ok) => ok, { what: "the proxy" });
+    }
+    const trust = suite.server.tls ? [`--ignore-certificate-errors-spki-list=${suite.server.tls.spki}`] : [];
+    suite.browser = await launchChromium({ netns: suite.netns, args: [...MEDIA_ARGS, ...trust] });
   }, { timeout: 120_000 });
   after(async () => {
     try {
       await suite.browser?.close();
     } finally {
       try {
+        suite.proxy?.kill();
+        killCoturn();
+        process.off("exit", killCoturn);
         await suite.server?.stop();
       } finally {
         suite.netns?.delete();

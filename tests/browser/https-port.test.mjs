@@ -5,74 +5,22 @@
 // "Test networking"). The port is 8443, not 443: Chromium refuses TCP candidates on 80 or 443
 // at private addresses such as 127.0.0.1 (libwebrtc's VerifyCandidate), which a public address
 // in production is not. Needs root, `ip` and `nft`; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium } from "./harness.mjs";
-import { createNetns, firewall } from "./netns.mjs";
+import { mediaSuite, until } from "./harness.mjs";
 
 const STEP = { timeout: 90_000 };
 const HTTPS_PORT = 8443;
-let netns;
-let skip = null;
-let server;
-let browser;
-const pageErrors = [];
-
-before(async () => {
-  try {
-    netns = createNetns();
-    firewall(netns, { allowTcpPorts: [HTTPS_PORT] });
-  } catch (e) {
-    netns?.delete();
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns, tls: true, port: HTTPS_PORT,
+const suite = mediaSuite({
+  firewall: { allowTcpPorts: [HTTPS_PORT] },
+  server: {
+    tls: true, port: HTTPS_PORT,
     // Only the HTTPS port: no ICE-TCP listener of its own.
     env: { CONVENE_RTC_ICE_TCP_ON_LISTEN: "true", CONVENE_RTC_ICE_TCP: "false" },
-  });
-  browser = await launchChromium({
-    netns,
-    args: [
-      "--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      `--ignore-certificate-errors-spki-list=${server.tls.spki}`,
-    ],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
-async function newPage(who, url) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15000);
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  await page.goto(url);
-  return page;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(probe, ok, { timeout = 30000, every = 200, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}\n${server.log().slice(-2000)}`);
-    await sleep(every);
-  }
-}
+  },
+});
+const newPage = (who, url) => suite.newPage(who, url, { viewport: { width: 1200, height: 800 } });
+const waitFor = (probe, ok, options) => until(probe, ok, { timeout: 30000, log: suite.log, ...options });
 
 // In a page: the transport of the selected candidate pair and the decoded video frames.
 const pathOf = async (pc) => {
@@ -89,7 +37,8 @@ const pathOf = async (pc) => {
 };
 
 test("only TCP to the HTTPS port: WHIP publisher and WHEP viewer connect over ICE-TCP on the HTTPS port", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "https-port-stage";
   const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
   const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
@@ -128,7 +77,7 @@ test("only TCP to the HTTPS port: WHIP publisher and WHEP viewer connect over IC
       await new Promise((r) => setTimeout(r, 50));
     }
   }, pathOf.toString());
-  const seen = await until(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames over TCP" });
+  const seen = await waitFor(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames over TCP" });
   const sent = await pub.evaluate((p) => eval(p)(window.pc), pathOf.toString());
   t.diagnostic(`WHEP over ICE-TCP on the HTTPS port: first frame ${firstFrameMs} ms after POST; ${seen.framesDecoded} frames; path ${JSON.stringify(seen)}`);
   for (const s of [seen, sent]) {
@@ -139,7 +88,8 @@ test("only TCP to the HTTPS port: WHIP publisher and WHEP viewer connect over IC
 });
 
 test("only TCP to the HTTPS port: two people in a meeting see each other over ICE-TCP on the HTTPS port", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "https-port-meeting";
   const join = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
@@ -154,7 +104,7 @@ test("only TCP to the HTTPS port: two people in a meeting see each other over IC
   await hana.click("#cam");
   await pia.click("#cam");
   for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
-    await until(() => page.evaluate((publisher) => {
+    await waitFor(() => page.evaluate((publisher) => {
       const v = document.querySelector(`#videos figure[data-publisher="${publisher}"] video`);
       return { width: v?.videoWidth ?? 0, time: v?.currentTime ?? 0 };
     }, other), (s) => s.width > 0 && s.time > 0.2, { what: `${other}'s camera playing` });
@@ -163,5 +113,5 @@ test("only TCP to the HTTPS port: two people in a meeting see each other over IC
     // The diagnostics panel tells the participant (and their IT staff) the same.
     await page.locator("#diag-path[data-transport=tcp]", { hasText: "direct TCP" }).waitFor();
   }
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(suite.pageErrors, []);
 });

@@ -2,60 +2,20 @@
 // that key (--ignore-certificate-errors-spki-list), two people joining over https:// and wss:// in a
 // meeting, each publishing the fake camera and seeing the other's. Runs in a network namespace
 // (docs/architecture.md, "Test networking"); skipped without root.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium } from "./harness.mjs";
-import { createNetns } from "./netns.mjs";
+import { mediaSuite, until } from "./harness.mjs";
 
-let netns;
-let skip = null;
-let server;
-let browser;
-const pageErrors = [];
-
-before(async () => {
-  try {
-    netns = createNetns();
-  } catch (e) {
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns, tls: true });
-  browser = await launchChromium({
-    netns,
-    args: [
-      "--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      `--ignore-certificate-errors-spki-list=${server.tls.spki}`,
-    ],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const suite = mediaSuite({ server: { tls: true } });
 
 test("client over https:// and wss:// publishes its camera in a meeting", { timeout: 90_000 }, async () => {
-  if (skip) return;
+  if (suite.skip) return;
+  const { server } = suite;
   const room = "secure";
   const join = async (who, role, name) => {
     const { url } = server.token({ room, role, name, identity: who });
     assert.match(url, /^https:\/\/127\.0\.0\.1:\d+\//, "join links are https");
-    const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-    const page = await context.newPage();
-    page.setDefaultTimeout(15000);
-    page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-    await page.goto(url);
+    const page = await suite.newPage(who, url, { viewport: { width: 1200, height: 800 } });
     await page.locator("#status[data-state=connected]").waitFor();
     return page;
   };
@@ -77,14 +37,8 @@ test("client over https:// and wss:// publishes its camera in a meeting", { time
     return { width: v?.videoWidth ?? 0, playing: v ? !v.paused : false, time: v?.currentTime ?? 0 };
   }, publisher);
   for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
-    const deadline = Date.now() + 30000;
-    let seen;
-    for (;;) {
-      seen = await playing(page, other);
-      if (seen.width > 0 && seen.playing && seen.time > 0.2) break;
-      if (Date.now() > deadline) throw new Error(`${other}'s camera never played: ${JSON.stringify(seen)}\n${server.log().slice(-3000)}`);
-      await sleep(200);
-    }
+    await until(() => playing(page, other), (seen) => seen.width > 0 && seen.playing && seen.time > 0.2,
+      { timeout: 30000, what: `${other}'s camera playing`, log: suite.log });
   }
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(suite.pageErrors, []);
 });

@@ -3,54 +3,11 @@
 // its media keeps flowing both ways with no new `welcome` and no second peer connection.
 // Server, proxy and Chromium run in a network namespace with only `lo` (docs/architecture.md, "Test
 // networking"). Needs root for `ip netns add`; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import path from "node:path";
-import readline from "node:readline";
-import { startServer, launchChromium, sleep, until } from "./harness.mjs";
-import { createNetns } from "./netns.mjs";
+import { mediaSuite, sleep, until } from "./harness.mjs";
 
-const PROXY_PORT = 8081;
-let netns;
-let skip = null;
-let server;
-let browser;
-let proxy;
-const proxyLines = [];
-
-before(async () => {
-  try {
-    netns = createNetns();
-  } catch (e) {
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns });
-  const [cmd, args] = netns.exec([process.execPath, path.join(import.meta.dirname, "proxy.mjs"), String(PROXY_PORT), "8080"]);
-  proxy = spawn(cmd, args, { stdio: ["pipe", "pipe", "inherit"] });
-  readline.createInterface({ input: proxy.stdout }).on("line", (l) => proxyLines.push(l));
-  await until(async () => proxyLines.includes("ready"), (ok) => ok, { what: "the proxy" });
-  browser = await launchChromium({
-    netns,
-    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-    proxy?.kill();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
+const suite = mediaSuite({ proxy: 8081 });
 
 // Counts what the page's client does: peer connections made and first messages received.
 const INSTRUMENT = () => {
@@ -86,7 +43,8 @@ const framesFrom = (page) => page.evaluate(async () => {
 });
 
 test("a session's media survives a 3 s loss of its socket", { timeout: 120_000 }, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server, browser, proxy } = suite;
   const room = "resume-av";
   const open = async (who, role, viaProxy) => {
     const { url } = server.token({ room, role, name: who, identity: who });
@@ -94,7 +52,7 @@ test("a session's media survives a 3 s loss of its socket", { timeout: 120_000 }
     await context.addInitScript(INSTRUMENT);
     const page = await context.newPage();
     page.setDefaultTimeout(15000);
-    await page.goto(viaProxy ? url.replace(":8080/", `:${PROXY_PORT}/`) : url);
+    await page.goto(viaProxy ? url.replace(`:${server.port}/`, `:${proxy.port}/`) : url);
     await page.locator("#status[data-state=connected]").waitFor();
     return page;
   };
@@ -108,8 +66,8 @@ test("a session's media survives a 3 s loss of its socket", { timeout: 120_000 }
   await until(() => framesFrom(host), (n) => n > 10, { what: "hana decoding pia" });
   await until(() => framesFrom(pia), (n) => n > 10, { what: "pia decoding hana" });
 
-  proxy.stdin.write("drop 3000\n");
-  await until(async () => proxyLines.includes("dropped"), (ok) => ok, { what: "the drop" });
+  proxy.send("drop 3000");
+  await until(async () => proxy.lines.includes("dropped"), (ok) => ok, { what: "the drop" });
   // While the socket is gone, media still flows: it never went through the WebSocket.
   const during = { pia: await framesFrom(pia), hana: await framesFrom(host) };
   await until(() => framesFrom(pia), (n) => n > during.pia + 5, { timeout: 2500, every: 100, what: "pia decoding hana with no socket" });

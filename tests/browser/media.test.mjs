@@ -2,54 +2,13 @@
 // each person sees the other's camera (and, with simulcast, changes the layer they receive).
 // The server and Chromium run inside a network namespace of their own with only `lo`, so WebRTC
 // stays on 127.0.0.1 (docs/architecture.md, "Test networking"). Needs root for `ip netns add`; skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, launchChromium, sleep, until } from "./harness.mjs";
-import { createNetns } from "./netns.mjs";
+import { mediaSuite, sleep, until } from "./harness.mjs";
 
 const STEP = { timeout: 90_000 };
-let netns;
-let skip = null;
-let server;
-let browser;
-const pageErrors = [];
-
-before(async () => {
-  try {
-    netns = createNetns();
-  } catch (e) {
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  server = await startServer({ netns });
-  browser = await launchChromium({
-    netns,
-    args: ["--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
-async function newPage(who, url) {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(15000);
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  await page.goto(url);
-  return page;
-}
-
+const suite = mediaSuite();
+const { pageErrors, newPage } = suite;
 
 // In a page: the inbound video stats of an RTCPeerConnection, summed over its video receivers.
 const inboundVideo = async (pc) => {
@@ -72,7 +31,8 @@ const remoteStats = (page, publisher) => page.evaluate(async ({ publisher, inbou
 }, { publisher, inbound: inboundVideo.toString() });
 
 test("WHIP publisher and WHEP viewer in Chromium", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "launch-av";
   const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
   const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
@@ -152,7 +112,8 @@ test("WHIP publisher and WHEP viewer in Chromium", STEP, async (t) => {
 const pages = {};
 
 test("client: two people in a meeting see each other's camera", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "exchange";
   const join = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
@@ -187,7 +148,7 @@ test("client: two people in a meeting see each other's camera", STEP, async (t) 
 });
 
 test("client: simulcast layers follow the viewer's quality choice", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
   const { hana, pia } = pages;
   if (!hana) return t.skip("the meeting test did not run");
   const layers = await pia.evaluate(() => [...convene.state.tracks.values()].find((x) => x.publisher === "hana" && x.kind === "video")?.layers ?? []);
@@ -212,7 +173,7 @@ test("client: simulcast layers follow the viewer's quality choice", STEP, async 
 });
 
 test("client: screenshot with two videos; stopping a camera removes it elsewhere", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
   const { hana, pia } = pages;
   if (!hana) return t.skip("the meeting test did not run");
   await hana.screenshot({ path: "/tmp/convene-media.png", fullPage: true });
@@ -225,7 +186,8 @@ test("client: screenshot with two videos; stopping a camera removes it elsewhere
 // Known SFU issue (seen in about 1 run in 3): after "Stop camera" then "Start camera" on the same peer,
 // a subscriber sometimes gets the re-published video track but never decodes a frame.
 test("client: a camera started again reaches the others", { ...STEP, todo: "re-published track sometimes never decodes (SFU)" }, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const { hana, pia } = pages;
   if (!hana) return t.skip("the meeting test did not run");
   // On again: the same transceivers carry the new camera.
@@ -250,7 +212,7 @@ test("client: a camera started again reaches the others", { ...STEP, todo: "re-p
 });
 
 test("client: media follows people into a breakout", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
   const { hana, pia } = pages;
   if (!hana) return t.skip("the meeting test did not run");
   await hana.click("#tab-breakouts");
@@ -272,7 +234,8 @@ test("client: media follows people into a breakout", STEP, async (t) => {
 });
 
 test("client: a presenter's camera, mic and screen share reach a webcast viewer as separate tiles", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "launch-stage";
   const open = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
@@ -308,7 +271,8 @@ test("client: a presenter's camera, mic and screen share reach a webcast viewer 
 });
 
 test("client: speaker view follows the active speaker; gallery, full screen and device pickers", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "circle";
   const open = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);

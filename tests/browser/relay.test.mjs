@@ -6,107 +6,21 @@
 // range <-> the SFU's UDP port). Everything runs inside the test's network namespace on
 // loopback addresses (docs/architecture.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
 // (coturn); skipped without.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { startServer, launchChromium } from "./harness.mjs";
-import { createNetns, firewall } from "./netns.mjs";
+import { mediaSuite, until } from "./harness.mjs";
 
 const STEP = { timeout: 120_000 };
 const TLS_PORT = 443; // Convene's HTTPS and coturn's TURN/TLS, on two addresses
-const RELAY_ADDRESS = "127.0.0.2";
 const RELAY_PORTS = [20000, 20019];
 const SFU_UDP_PORT = 3478; // harness: the SFU's UDP port inside a namespace
-let netns;
-let skip = null;
-let server;
-let coturn;
-let coturnLog = "";
-let browser;
-const pageErrors = [];
-
-before(async () => {
-  if (spawnSync("sh", ["-c", "command -v turnserver"]).status !== 0) {
-    skip = "needs `turnserver` from coturn (apt-get install coturn)";
-    return;
-  }
-  try {
-    netns = createNetns();
-    firewall(netns, {
-      allowTcpPorts: [TLS_PORT],
-      allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]],
-    });
-  } catch (e) {
-    netns?.delete();
-    if (!e.skip) throw e;
-    skip = e.skip;
-    return;
-  }
-  const secret = randomBytes(16).toString("hex");
-  server = await startServer({
-    netns,
-    tls: true,
-    port: TLS_PORT,
-    env: { CONVENE_TURN_URLS: `turns:${RELAY_ADDRESS}:${TLS_PORT}?transport=tcp`, CONVENE_TURN_SECRET: secret },
-  });
-  const [cmd, args] = netns.exec([
-    "turnserver", "-n", "--no-cli", "--no-dtls", "--no-udp", "--no-tcp", "--simple-log", "--log-file=stdout",
-    `--listening-ip=${RELAY_ADDRESS}`, `--relay-ip=${RELAY_ADDRESS}`, "--allow-loopback-peers",
-    `--tls-listening-port=${TLS_PORT}`, `--cert=${server.tls.cert}`, `--pkey=${server.tls.key}`,
-    `--min-port=${RELAY_PORTS[0]}`, `--max-port=${RELAY_PORTS[1]}`,
-    "--use-auth-secret", `--static-auth-secret=${secret}`, "--realm=convene.test",
-  ]);
-  coturn = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  const keep = (chunk) => { coturnLog = (coturnLog + chunk).slice(-20000); };
-  coturn.stdout.on("data", keep);
-  coturn.stderr.on("data", keep);
-  process.on("exit", () => coturn.kill("SIGKILL"));
-  browser = await launchChromium({
-    netns,
-    args: [
-      "--allow-loopback-in-peer-connection", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-      // Trusts the test's certificate, for the page and for TURN over TLS alike.
-      `--ignore-certificate-errors-spki-list=${server.tls.spki}`,
-    ],
-  });
-}, { timeout: 120_000 });
-
-after(async () => {
-  try {
-    await browser?.close();
-  } finally {
-    try {
-      coturn?.kill("SIGKILL");
-      await server?.stop();
-    } finally {
-      netns?.delete();
-    }
-  }
-}, { timeout: 30_000 });
-
-async function newPage(who, url) {
-  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
-  page.on("pageerror", (err) => pageErrors.push(`${who}: ${err.message}`));
-  await page.goto(url);
-  return page;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function until(probe, ok, { timeout = 45000, every = 250, what = "condition" } = {}) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const value = await probe();
-    if (ok(value)) return value;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(value)}\nserver:\n${server.log().slice(-1500)}\ncoturn:\n${coturnLog.slice(-1500)}`);
-    }
-    await sleep(every);
-  }
-}
+const suite = mediaSuite({
+  firewall: { allowTcpPorts: [TLS_PORT], allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]] },
+  server: { tls: true, port: TLS_PORT },
+  coturn: { address: "127.0.0.2", port: TLS_PORT, relayPorts: RELAY_PORTS },
+});
+const newPage = (who, url) => suite.newPage(who, url, { viewport: { width: 1200, height: 800 }, timeout: 20000 });
+const waitFor = (probe, ok, options) => until(probe, ok, { timeout: 45000, every: 250, log: suite.log, ...options });
 
 // In a page: the selected candidate pair's local candidate and the decoded video frames.
 const pathOf = async (pc) => {
@@ -122,7 +36,8 @@ const pathOf = async (pc) => {
 };
 
 test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "relay-stage";
   const presenter = server.token({ room, role: "presenter", name: "Pat", identity: "pat" }).token;
   const viewer = server.token({ room, role: "participant", name: "Vic", identity: "vic" }).token;
@@ -179,7 +94,7 @@ test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) =>
     }
     return null;
   }, pathOf.toString());
-  const seen = await until(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames through the relay" });
+  const seen = await waitFor(() => view.evaluate((p) => eval(p)(window.pc), pathOf.toString()), (s) => s.framesDecoded > 30, { what: "30 frames through the relay" });
   const sent = await pub.evaluate((p) => eval(p)(window.pc), pathOf.toString());
   t.diagnostic(`WHEP through TURN/TLS: relay allocated in ${whep.gatherMs} ms before the POST, first frame ${firstFrameMs} ms after it; viewer ${JSON.stringify(seen)}, publisher ${JSON.stringify(sent)}`);
   for (const s of [seen, sent]) {
@@ -190,7 +105,8 @@ test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) =>
 });
 
 test("only TCP to port 443: two people in a meeting see each other through the relay", STEP, async (t) => {
-  if (skip) return t.skip(skip);
+  if (suite.skip) return t.skip(suite.skip);
+  const { server } = suite;
   const room = "relay-meeting";
   const join = async (who, role, name) => {
     const page = await newPage(who, server.token({ room, role, name, identity: who }).url);
@@ -205,7 +121,7 @@ test("only TCP to port 443: two people in a meeting see each other through the r
   await hana.click("#cam");
   await pia.click("#cam");
   for (const [page, other] of [[hana, "pia"], [pia, "hana"]]) {
-    await until(() => page.evaluate((publisher) => {
+    await waitFor(() => page.evaluate((publisher) => {
       const v = document.querySelector(`#videos figure[data-publisher="${publisher}"] video`);
       return { width: v?.videoWidth ?? 0, time: v?.currentTime ?? 0 };
     }, other), (s) => s.width > 0 && s.time > 0.2, { what: `${other}'s camera playing` });
@@ -213,5 +129,5 @@ test("only TCP to port 443: two people in a meeting see each other through the r
     assert.equal(path.type, "relay", JSON.stringify(path));
     await page.locator("#diag-path[data-transport=relay]", { hasText: "relay over TLS" }).waitFor();
   }
-  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(suite.pageErrors, []);
 });

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command as Process};
 
-use crate::common::{API_KEY, SECRET};
+use crate::common::{self, API_KEY, SECRET};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_convene");
 /// The owner lease every node runs with: short, so failover fits a test.
@@ -557,8 +557,7 @@ impl Drop for Cluster {
     }
 }
 
-/// An HTTP/1.1 request over a plain socket that reports failures instead of panicking
-/// (a node may be starting, stopped or dead). Returns status, raw head and body.
+/// common's `try_http` within 5 s: a node may be starting, stopped or dead, and the checks poll.
 pub async fn try_http(
     method: &str,
     url: &str,
@@ -566,72 +565,10 @@ pub async fn try_http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("not an http url: {url}"))?;
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let path = if path.is_empty() { "/" } else { path };
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(token) = bearer {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    let exchange = async {
-        let mut stream = TcpStream::connect(host)
-            .await
-            .map_err(|e| format!("connect {host}: {e}"))?;
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write {url}: {e}"))?;
-        let mut response = Vec::new();
-        stream
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| format!("read {url}: {e}"))?;
-        Ok::<_, String>(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| format!("{method} {url}: no answer within 5 s"))??;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{method} {url}: no HTTP head in {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {url}: bad status line in {head:?}"))?;
-    let body = if head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"))
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Ok((status, head.to_string(), body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        common::try_http(method, url, bearer, headers, body),
+    )
+    .await
+    .map_err(|_| format!("{method} {url}: no answer within 5 s"))?
 }

@@ -1,7 +1,12 @@
 //! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients speaking the protocol types.
 #![allow(dead_code)]
 
+mod http;
 pub mod peers;
+
+// Each test crate uses some of these, as with the rest of this module (dead_code above).
+#[allow(unused_imports)]
+pub use http::{exchange, header, http_get, http_request, try_http};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -380,106 +385,6 @@ impl Client {
     pub fn drop_connection(self) -> (String, String, u64) {
         (self.token, self.session_id, self.last_seq)
     }
-}
-
-/// An HTTP GET returning status and body, for health, export and refusal checks.
-pub async fn http_get(url: &str, bearer: Option<&str>, headers: &[(&str, &str)]) -> (u16, String) {
-    http_request("GET", url, bearer, headers, "").await
-}
-
-/// Any HTTP request over a plain socket; returns status and body.
-pub async fn http_request(
-    method: &str,
-    url: &str,
-    bearer: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    http_request_full(method, url, bearer, headers, body)
-        .await
-        .map(|(status, _, body)| (status, body))
-        .expect("http request")
-}
-
-/// Returns status, the raw head (for headers like Location) and body.
-pub async fn http_request_full(
-    method: &str,
-    url: &str,
-    bearer: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Option<(u16, String, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let url = url.strip_prefix("http://").expect("http url");
-    let (host, path) = url.split_at(url.find('/').unwrap_or(url.len()));
-    let mut stream = TcpStream::connect(host).await.expect("connect");
-    let mut request = format!(
-        "{method} {} HTTP/1.1\r\nHost: {host}\r\n",
-        if path.is_empty() { "/" } else { path }
-    );
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
-    {
-        request.push_str("Connection: close\r\n");
-    }
-    if let Some(token) = bearer {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    // Read until the body named by Content-Length is complete (the server may keep the socket open).
-    let mut response = Vec::new();
-    let read = async {
-        let mut chunk = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut chunk).await.unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&response);
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length = head.lines().find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                });
-                if length.is_some_and(|len| body.len() >= len) {
-                    break;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(WAIT, read)
-        .await
-        .expect("response in time");
-    let text = String::from_utf8_lossy(&response).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .map(|(h, b)| (h.to_string(), b.to_string()))
-        .unwrap_or_default();
-    Some((status, head, body))
-}
-
-/// A header's value from a raw response head.
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// Breakouts by the `team` attribute: one room per team, everyone placed by theirs.
