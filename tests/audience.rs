@@ -144,6 +144,16 @@ async fn a_revoked_link_admits_no_one_new() {
 #[tokio::test]
 async fn a_link_admits_a_bounded_number_of_named_people() {
     let t = TestServer::start().await;
+    // A lifetime outside 60 s - 30 days is refused, not quietly changed.
+    let host = t.token(ROOM, Role::Host, "host");
+    for bad in [
+        r#"{"ttl_s": 0}"#,
+        r#"{"ttl_s": 59}"#,
+        r#"{"ttl_s": 2592001}"#,
+    ] {
+        let (status, body) = post(&t, "audience-link", &host, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
     let (_, link) = mint(&t, r#"{"max_people": 2}"#).await;
     // Names: trimmed, 1-100 characters, no control characters.
     for bad in ["", "   ", "Ana\nForged", "Ana\u{1b}[31m", &"x".repeat(101)] {

@@ -153,9 +153,9 @@ fn staff(state: &AppState, headers: &HeaderMap, room: &str) -> Result<(), ApiErr
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceLinkRequest {
-    /// Lifetime in seconds (default 1 day; clamped to 60 s - 30 days).
+    /// Lifetime in seconds (default 1 day; 60 s to 30 days).
     #[serde(default, deserialize_with = "super::whole_number")]
-    #[schema(minimum = 1, maximum = 2592000)]
+    #[schema(minimum = 60, maximum = 2592000)]
     ttl_s: Option<u64>,
     /// How many people it may admit (default 5000).
     #[serde(default, deserialize_with = "super::whole_number")]
@@ -206,7 +206,15 @@ pub async fn mint_audience_link(
             )))
         }
     };
-    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(86_400).clamp(60, 30 * 86_400));
+    let ttl = match req.ttl_s {
+        None => Duration::from_secs(86_400),
+        Some(s) if (60..=30 * 86_400).contains(&s) => Duration::from_secs(s),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "ttl_s must be 60 to 2592000 (30 days)",
+            ))
+        }
+    };
     let now = unix_now();
     let id = uuid::Uuid::new_v4().simple().to_string();
     let claims = LinkClaims {
