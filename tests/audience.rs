@@ -144,7 +144,7 @@ async fn a_revoked_link_admits_no_one_new() {
 #[tokio::test]
 async fn a_link_admits_a_bounded_number_of_named_people() {
     let t = TestServer::start().await;
-    // A lifetime outside 60 s - 30 days is refused, not quietly changed.
+    // A lifetime outside 60 s - 30 days is refused, not quietly changed; a body is an object.
     let host = t.token(ROOM, Role::Host, "host");
     for bad in [
         r#"{"ttl_s": 0}"#,

@@ -127,8 +127,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(JsonBody(value)),
+        // Every request body is a JSON object: serde would also read a struct from an array.
+        match Json::<serde_json::Map<String, serde_json::Value>>::from_request(request, state).await
+        {
+            Ok(Json(object)) => serde_json::from_value(serde_json::Value::Object(object))
+                .map(JsonBody)
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "Failed to deserialize the JSON body into the target type: {e}"
+                    ))
+                }),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
