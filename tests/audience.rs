@@ -150,6 +150,7 @@ async fn a_link_admits_a_bounded_number_of_named_people() {
         r#"{"ttl_s": 0}"#,
         r#"{"ttl_s": 59}"#,
         r#"{"ttl_s": 2592001}"#,
+        "[null, null]",
     ] {
         let (status, body) = post(&t, "audience-link", &host, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
