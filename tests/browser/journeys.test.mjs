@@ -76,11 +76,12 @@ async function quietly(page, expression) {
 
 const tileAudio = (snapshot, id) => snapshot.tiles.find((t) => t.publisher === id && !t.screen);
 
-// Still `todo`: in about one run in three on a loaded machine, after breakout moves a receiving
-// m-line keeps another person's track label, so a teammate's tile stays black (an SFU defect
-// not yet found). The suite runs and prints every failed pair, but cannot turn the run red
-// until that is fixed.
-const KNOWN_SFU_DEFECT = "SFU: a receiving line can keep another person's track label after breakout moves";
+// Still `todo` until it has held through five consecutive full runs. The stale track label
+// behind its failures (an m-line of ours reused as a free slot after breakout moves) is fixed;
+// since then it failed once in seven runs, at load average 18 beside a release build, with
+// video not reaching several receivers. It runs and prints every failed pair, but cannot yet
+// turn the run red.
+const KNOWN_SFU_DEFECT = "under very high load, video may not reach some receivers after breakout moves (not yet explained)";
 
 test("a convening's journeys, as each person sees and hears them", { timeout: 900_000, todo: KNOWN_SFU_DEFECT }, async (t) => {
   if (skip) return t.skip(skip);
