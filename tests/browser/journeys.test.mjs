@@ -78,7 +78,7 @@ const tileAudio = (snapshot, id) => snapshot.tiles.find((t) => t.publisher === i
 
 // Still `todo` until it has held through five consecutive full runs. The stale track label
 // behind its failures (an m-line of ours reused as a free slot after breakout moves) is fixed;
-// since then it failed once in seven runs, at load average 18 beside a release build, with
+// since then it failed once in six runs, at load average 18 beside a release build, with
 // video not reaching several receivers. It runs and prints every failed pair, but cannot yet
 // turn the run red.
 const KNOWN_SFU_DEFECT = "under very high load, video may not reach some receivers after breakout moves (not yet explained)";
