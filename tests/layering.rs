@@ -51,16 +51,7 @@ fn module_of(src: &Path, file: &Path) -> Vec<String> {
 /// The code of a file without comments, string literals and `#[cfg(test)]` modules.
 fn code_of(text: &str) -> String {
     let mut out = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("#[cfg(test)]")
-            && lines
-                .peek()
-                .is_some_and(|next| next.trim_start().starts_with("mod "))
-        {
-            break; // test modules sit at the end of a file
-        }
+    for line in code_lines(text) {
         let code = line.split("//").next().unwrap_or("");
         let mut in_string = false;
         for c in code.chars() {
