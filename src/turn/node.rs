@@ -97,7 +97,8 @@ fn host_of(url: &str) -> String {
     let authority = rest.split('/').next().unwrap_or(rest);
     match authority.rsplit_once(':') {
         Some((h, port))
-            if port.chars().all(|c| c.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+            if port.chars().all(|c| c.is_ascii_digit())
+                && (!h.contains(':') || h.ends_with(']')) =>
         {
             h.to_string()
         }

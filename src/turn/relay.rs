@@ -118,7 +118,9 @@ struct Grants {
 
 impl Grants {
     fn permitted(&self, peer: SocketAddr, now: Instant) -> bool {
-        self.permissions.get(&peer).is_some_and(|&until| until > now)
+        self.permissions
+            .get(&peer)
+            .is_some_and(|&until| until > now)
     }
 
     fn channel_of(&self, peer: SocketAddr, now: Instant) -> Option<u16> {

@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use super::relay::TurnLimits;
 use super::relay::{Attr, Client, ClientKey, ClientLink, Credential, Refusal, Relays};
 use super::stun::{self, Builder, Class, Message};
-pub use super::relay::TurnLimits;
 
 /// How long a nonce stays fresh; then 438 Stale Nonce, and the client retries with a new one.
 const NONCE_TTL_S: u64 = 3600;
@@ -156,7 +156,10 @@ impl Auth {
     }
 
     fn nonce_fresh(&self, nonce: &str, ip: IpAddr, now: u64) -> bool {
-        let Some(issued) = nonce.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
+        let Some(issued) = nonce
+            .get(..16)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+        else {
             return false;
         };
         issued <= now && now - issued < NONCE_TTL_S && self.nonce_for(issued, ip) == nonce

@@ -132,7 +132,10 @@ impl<'a> Message<'a> {
     }
 
     pub fn all(&self, t: u16) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.attrs.iter().filter(move |(k, _)| *k == t).map(|(_, v)| *v)
+        self.attrs
+            .iter()
+            .filter(move |(k, _)| *k == t)
+            .map(|(_, v)| *v)
     }
 
     pub fn text(&self, t: u16) -> Option<&'a str> {
@@ -330,7 +333,10 @@ mod tests {
             .xor_address(XOR_RELAYED_ADDRESS, v6)
             .finish(Some(&key));
         let m = Message::parse(&bytes).unwrap();
-        assert_eq!((m.method, m.class, m.txid), (ALLOCATE, Class::Request, txid));
+        assert_eq!(
+            (m.method, m.class, m.txid),
+            (ALLOCATE, Class::Request, txid)
+        );
         assert_eq!(m.text(USERNAME), Some("123:ana"));
         assert_eq!(m.xor_address(XOR_PEER_ADDRESS), Some(v4));
         assert_eq!(m.xor_address(XOR_RELAYED_ADDRESS), Some(v6));
