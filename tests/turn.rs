@@ -44,7 +44,13 @@ async fn relay_server(tweak: impl FnOnce(&mut convene::config::Config)) -> TestS
 }
 
 fn turn_udp(t: &TestServer) -> SocketAddr {
-    t.server.state.turn_server.as_ref().unwrap().udp_addr()
+    t.server
+        .state
+        .turn_server
+        .as_ref()
+        .unwrap()
+        .udp_addr()
+        .unwrap()
 }
 
 fn turn_tcp(t: &TestServer) -> SocketAddr {

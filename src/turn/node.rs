@@ -48,10 +48,12 @@ pub async fn start(
         .collect();
     let server = TurnServer::start(TurnSettings {
         listen_ip: e.listen_ip,
-        udp_port: e.udp_port,
+        udp_port: e.udp.then_some(e.udp_port),
         tcp_port: e.tcp.then_some(e.tcp_port),
         tls: tls.clone(),
         relay_ip: e.relay_ip,
+        relay_ports: (e.relay_min_port > 0 && e.relay_max_port >= e.relay_min_port)
+            .then_some((e.relay_min_port, e.relay_max_port)),
         realm: e.realm.clone(),
         secret: secret.clone(),
         sfu,
@@ -64,10 +66,10 @@ pub async fn start(
     })
     .await?;
     let host = url_host(config);
-    let mut urls = vec![format!(
-        "turn:{host}:{}?transport=udp",
-        server.udp_addr().port()
-    )];
+    let mut urls = Vec::new();
+    if let Some(udp) = server.udp_addr() {
+        urls.push(format!("turn:{host}:{}?transport=udp", udp.port()));
+    }
     if let Some(tcp) = server.tcp_addr() {
         let scheme = if tls.is_some() { "turns" } else { "turn" };
         urls.push(format!("{scheme}:{host}:{}?transport=tcp", tcp.port()));

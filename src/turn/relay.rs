@@ -143,15 +143,23 @@ pub struct Relays {
     /// The SFU's media addresses: the only peers.
     sfu: Vec<SocketAddr>,
     relay_ip: IpAddr,
+    /// Relay sockets' port range (for firewall rules); `None`: the kernel picks.
+    ports: Option<(u16, u16)>,
     limits: TurnLimits,
 }
 
 impl Relays {
-    pub fn new(sfu: Vec<SocketAddr>, relay_ip: IpAddr, limits: TurnLimits) -> Relays {
+    pub fn new(
+        sfu: Vec<SocketAddr>,
+        relay_ip: IpAddr,
+        ports: Option<(u16, u16)>,
+        limits: TurnLimits,
+    ) -> Relays {
         Relays {
             table: Mutex::default(),
             sfu,
             relay_ip,
+            ports,
             limits,
         }
     }
@@ -216,7 +224,7 @@ impl Relays {
         if lifetime.is_zero() {
             return Err(Refusal(401, "Unauthorized: the credential has expired"));
         }
-        let socket = bind(self.relay_ip).map_err(|error| {
+        let socket = bind(self.relay_ip, self.ports).map_err(|error| {
             tracing::warn!(%error, "turn: cannot bind a relay socket");
             Refusal(508, "Insufficient Capacity")
         })?;
@@ -452,8 +460,21 @@ fn seconds(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-fn bind(ip: IpAddr) -> std::io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+/// A relay socket on `ip`: a free port of `ports` from a random start, or the kernel's pick.
+fn bind(ip: IpAddr, ports: Option<(u16, u16)>) -> std::io::Result<UdpSocket> {
+    let socket = match ports {
+        None => std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?,
+        Some((min, max)) => {
+            let span = u32::from(max - min) + 1;
+            let start = rand::random_range(0..span);
+            (0..span)
+                .find_map(|i| {
+                    let port = min + ((start + i) % span) as u16;
+                    std::net::UdpSocket::bind(SocketAddr::new(ip, port)).ok()
+                })
+                .ok_or_else(|| std::io::Error::other("every relay port is in use"))?
+        }
+    };
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket)
 }

@@ -39,11 +39,14 @@ const STREAM_QUEUE: usize = 256;
 /// What the server needs to start.
 pub struct TurnSettings {
     pub listen_ip: IpAddr,
-    pub udp_port: u16,
+    /// TURN over UDP; `None`: no UDP listener.
+    pub udp_port: Option<u16>,
     /// TURN over TCP, or over TLS with `tls`; `None`: no stream listener.
     pub tcp_port: Option<u16>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub relay_ip: IpAddr,
+    /// The relay sockets' ports (inclusive); `None`: any the kernel gives.
+    pub relay_ports: Option<(u16, u16)>,
     pub realm: String,
     pub secret: String,
     /// The SFU's media addresses: the only peers allocations may reach.
@@ -54,7 +57,7 @@ pub struct TurnSettings {
 
 /// A running relay; its listeners stop and its allocations end when it is dropped.
 pub struct TurnServer {
-    udp: SocketAddr,
+    udp: Option<SocketAddr>,
     tcp: Option<SocketAddr>,
     relays: Arc<Relays>,
     tasks: Vec<JoinHandle<()>>,
@@ -71,14 +74,23 @@ impl std::fmt::Debug for TurnServer {
 
 impl TurnServer {
     pub async fn start(s: TurnSettings) -> std::io::Result<TurnServer> {
-        let relays = Arc::new(Relays::new(s.sfu.clone(), s.relay_ip, s.limits.clone()));
+        let relays = Arc::new(Relays::new(
+            s.sfu.clone(),
+            s.relay_ip,
+            s.relay_ports,
+            s.limits.clone(),
+        ));
         let front = Arc::new(Front {
             auth: Auth::new(&s.secret, &s.realm),
             relays: relays.clone(),
         });
-        let udp = Arc::new(UdpSocket::bind(SocketAddr::new(s.listen_ip, s.udp_port)).await?);
-        let udp_addr = udp.local_addr()?;
-        let mut tasks = vec![tokio::spawn(serve_udp(udp, front.clone()))];
+        let mut tasks = Vec::new();
+        let mut udp_addr = None;
+        if let Some(port) = s.udp_port {
+            let udp = Arc::new(UdpSocket::bind(SocketAddr::new(s.listen_ip, port)).await?);
+            udp_addr = Some(udp.local_addr()?);
+            tasks.push(tokio::spawn(serve_udp(udp, front.clone())));
+        }
         let mut tcp_addr = None;
         if let Some(port) = s.tcp_port {
             let listener = TcpListener::bind(SocketAddr::new(s.listen_ip, port)).await?;
@@ -91,7 +103,7 @@ impl TurnServer {
                 s.max_connections_per_ip,
             )));
         }
-        tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, tls = s.tls.is_some(), sfu = ?s.sfu, "turn: embedded relay started; it relays to the SFU only");
+        tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, tls = s.tls.is_some(), sfu = ?s.sfu, "turn: embedded relay started; it relays to the SFU only");
         Ok(TurnServer {
             udp: udp_addr,
             tcp: tcp_addr,
@@ -100,7 +112,7 @@ impl TurnServer {
         })
     }
 
-    pub fn udp_addr(&self) -> SocketAddr {
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.udp
     }
 
