@@ -548,6 +548,23 @@ async fn an_allocation_ends_when_its_credential_expires() {
     let mut second = TurnClient::udp(turn_udp(&t)).await;
     assert_eq!(second.allocate(&fresh("ana"), 17).await.code, 486);
     assert_eq!(second.allocate(&fresh("ben"), 17).await.code, 0);
+    // A Refresh cannot stretch it past the credential either.
+    let longer = first
+        .request(stun::REFRESH, |b| b.u32(stun::LIFETIME, 3600))
+        .await;
+    assert_eq!(longer.code, 0);
+    assert!(longer.msg().u32(stun::LIFETIME).unwrap() <= 3);
+    // A Refresh of 0 deletes at once: the quota is free for the next Allocate.
+    let deleted = second
+        .request(stun::REFRESH, |b| b.u32(stun::LIFETIME, 0))
+        .await;
+    assert_eq!(deleted.code, 0);
+    let again = second
+        .request(stun::ALLOCATE, |b| {
+            b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        })
+        .await;
+    assert_eq!(again.code, 0, "allocated again after the delete");
     // ...and taken once the first has ended at its credential's expiry.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut third = TurnClient::udp(turn_udp(&t)).await;

@@ -6,6 +6,7 @@
 //! anyone else to a relay socket are dropped.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -284,6 +285,8 @@ impl Relays {
     pub fn refresh(&self, client: &Client, cred: &Credential, msg: &Message) -> Reply {
         let alloc = self.find(&client.key, cred)?;
         if msg.u32(stun::LIFETIME) == Some(0) {
+            // Gone at once, so the client may allocate again from the same address.
+            self.retire(&client.key, &alloc);
             alloc.ended.notify_one();
             return Ok(vec![Attr::U32(stun::LIFETIME, 0)]);
         }
@@ -378,8 +381,29 @@ impl Relays {
 
     /// Ends the allocation of a closed TCP/TLS connection.
     pub fn end(&self, key: &ClientKey) {
-        if let Some(alloc) = self.table.lock().unwrap().by_client.get(key) {
+        let alloc = self.table.lock().unwrap().by_client.get(key).cloned();
+        if let Some(alloc) = alloc {
+            self.retire(key, &alloc);
             alloc.ended.notify_one();
+        }
+    }
+
+    /// Takes `alloc` out of the table (once) and gives its identity's quota back.
+    fn retire(&self, key: &ClientKey, alloc: &Arc<Allocation>) {
+        let mut table = self.table.lock().unwrap();
+        if !table
+            .by_client
+            .get(key)
+            .is_some_and(|a| Arc::ptr_eq(a, alloc))
+        {
+            return;
+        }
+        table.by_client.remove(key);
+        if let Some(n) = table.per_identity.get_mut(&alloc.identity) {
+            *n -= 1;
+            if *n == 0 {
+                table.per_identity.remove(&alloc.identity);
+            }
         }
     }
 
@@ -395,11 +419,15 @@ impl Relays {
         loop {
             let expires = alloc.state.lock().unwrap().expires;
             tokio::select! {
-                got = alloc.socket.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = got {
-                        self.to_client(&alloc, from, &buf[..n]);
+                got = alloc.socket.recv_from(&mut buf) => match got {
+                    Ok((n, from)) => self.to_client(&alloc, from, &buf[..n]),
+                    Err(e) if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset | ErrorKind::Interrupted) => {}
+                    // Anything else would repeat at once: end rather than spin.
+                    Err(error) => {
+                        tracing::warn!(%error, "turn: relay socket failed");
+                        break;
                     }
-                }
+                },
                 _ = tokio::time::sleep_until(expires) => {
                     if Instant::now() >= alloc.state.lock().unwrap().expires {
                         break;
@@ -408,20 +436,7 @@ impl Relays {
                 _ = alloc.ended.notified() => break,
             }
         }
-        let mut table = self.table.lock().unwrap();
-        if table
-            .by_client
-            .get(&key)
-            .is_some_and(|a| Arc::ptr_eq(a, &alloc))
-        {
-            table.by_client.remove(&key);
-            if let Some(n) = table.per_identity.get_mut(&alloc.identity) {
-                *n -= 1;
-                if *n == 0 {
-                    table.per_identity.remove(&alloc.identity);
-                }
-            }
-        }
+        self.retire(&key, &alloc);
         tracing::debug!(identity = %alloc.identity, relayed = %alloc.relayed, "turn: allocation ended");
     }
 

@@ -26,6 +26,8 @@ use super::stun::{self, Builder, Class, Message};
 
 /// How long a nonce stays fresh; then 438 Stale Nonce, and the client retries with a new one.
 const NONCE_TTL_S: u64 = 3600;
+/// No credential is taken to last longer than this (a year).
+const MAX_CREDENTIAL_S: u64 = 365 * 86_400;
 /// A TCP/TLS client must finish its handshake, and have an allocation, within this.
 const STREAM_SETUP: Duration = Duration::from_secs(10);
 /// A TCP/TLS client with an allocation that is silent this long is cut off (media and ICE
@@ -230,7 +232,8 @@ impl Auth {
         Ok(Credential {
             username: username.to_string(),
             identity: identity.to_string(),
-            expires: Instant::now() + Duration::from_secs(expiry - now),
+            // Bounded: a credential minted with an absurd expiry must not overflow the clock.
+            expires: Instant::now() + Duration::from_secs((expiry - now).min(MAX_CREDENTIAL_S)),
             key,
         })
     }
