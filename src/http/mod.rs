@@ -126,7 +126,17 @@ impl AppState {
             }
         };
         // The SFU's addresses are the embedded relay's only peers, so it starts after media.
-        let (turn, turn_server) = crate::turn::node::start(&config, media.as_ref()).await?;
+        let turn_tls = if config.tls() && config.rtc.turn.embedded.enabled {
+            let s = &config.server;
+            Some(
+                tls::server_config(s.tls_cert.as_ref(), s.tls_key.as_ref())
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
+        let (turn, turn_server) =
+            crate::turn::node::start(&config, media.as_ref(), turn_tls).await?;
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,

@@ -12,9 +12,11 @@ use crate::config::Config;
 use crate::media::Media;
 
 /// The credentials to hand out (`None`: no relay), and the embedded relay when it runs.
+/// `tls`: the server's certificate, for TURN over TLS.
 pub async fn start(
     config: &Config,
     media: Option<&Media>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<(Option<Turn>, Option<Arc<TurnServer>>)> {
     let t = &config.rtc.turn;
     let e = &t.embedded;
@@ -30,15 +32,7 @@ pub async fn start(
     } else {
         t.secret.clone()
     };
-    let tls = if config.tls() && e.tcp {
-        let s = &config.server;
-        Some(
-            crate::http::tls::server_config(s.tls_cert.as_ref(), s.tls_key.as_ref())
-                .map_err(std::io::Error::other)?,
-        )
-    } else {
-        None
-    };
+    let tls = tls.filter(|_| e.tcp);
     let sfu_port = media.sfu.local_addr().port();
     let sfu: Vec<SocketAddr> = media
         .advertise_ips
