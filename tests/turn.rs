@@ -761,3 +761,46 @@ async fn whep_viewer_plays_through_the_embedded_relay() {
     );
     let _ = result(publisher).await;
 }
+
+#[test]
+fn relay_settings_are_checked_when_loaded() {
+    use convene::config::Config;
+    let load = |vars: &'static [(&'static str, &'static str)], file: &str| {
+        let path = std::env::temp_dir().join(format!("convene-turn-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, file).unwrap();
+        let loaded = Config::load_with_env(Some(&path), |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        });
+        let _ = std::fs::remove_file(path);
+        loaded
+    };
+    let off = Config::default();
+    assert!(!off.rtc.turn.embedded.enabled, "off unless asked for");
+    let on = load(
+        &[
+            ("CONVENE_TURN_EMBEDDED", "true"),
+            ("CONVENE_TURN_UDP", "false"),
+            ("CONVENE_TURN_TCP_PORT", "443"),
+            ("CONVENE_TURN_HOST", "turn.example.org"),
+        ],
+        "",
+    )
+    .unwrap();
+    let e = &on.rtc.turn.embedded;
+    assert!(e.enabled && !e.udp && e.tcp);
+    assert_eq!((e.tcp_port, e.host.as_str()), (443, "turn.example.org"));
+    let half_range = "[rtc.turn.embedded]\nrelay_min_port = 40000\n";
+    let err = load(&[], half_range).unwrap_err().to_string();
+    assert!(err.contains("relay_max_port"), "{err}");
+    let upside_down = "[rtc.turn.embedded]\nrelay_min_port = 40010\nrelay_max_port = 40000\n";
+    assert!(load(&[], upside_down).is_err());
+    let deaf = "[rtc.turn.embedded]\nenabled = true\nudp = false\ntcp = false\n";
+    assert!(load(&[], deaf)
+        .unwrap_err()
+        .to_string()
+        .contains("neither udp nor tcp"));
+    let bad = load(&[("CONVENE_TURN_EMBEDDED", "sometimes")], "").unwrap_err();
+    assert!(bad.to_string().contains("CONVENE_TURN_EMBEDDED"), "{bad}");
+}

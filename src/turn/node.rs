@@ -40,6 +40,9 @@ pub async fn start(
         .filter(|ip| ip.is_ipv4() == e.relay_ip.is_ipv4())
         .map(|ip| SocketAddr::new(*ip, sfu_port))
         .collect();
+    if sfu.is_empty() {
+        tracing::warn!(relay_ip = %e.relay_ip, advertise = ?media.advertise_ips, "turn: no SFU address of the relay's family: every permission will be refused");
+    }
     let server = TurnServer::start(TurnSettings {
         listen_ip: e.listen_ip,
         udp_port: e.udp.then_some(e.udp_port),

@@ -205,7 +205,12 @@ impl Relays {
     pub fn allocate(self: &Arc<Self>, client: &Client, cred: &Credential, msg: &Message) -> Reply {
         if let Some(existing) = self.table.lock().unwrap().by_client.get(&client.key) {
             if existing.txid == msg.txid && existing.username == cred.username {
-                let left = existing.state.lock().unwrap().expires - Instant::now();
+                let left = existing
+                    .state
+                    .lock()
+                    .unwrap()
+                    .expires
+                    .saturating_duration_since(Instant::now());
                 return Ok(allocated(existing.relayed, left, client.addr));
             }
             return Err(MISMATCH);
