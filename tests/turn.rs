@@ -378,6 +378,15 @@ fn ice_check(s: &IceSession) -> ([u8; 12], Vec<u8>) {
     (txid, bytes)
 }
 
+/// A counter's value in `/metrics`.
+async fn metric(t: &TestServer, name: &str) -> f64 {
+    let (status, body) = common::http_get(&format!("{}/metrics", t.http()), None, &[]).await;
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {body}"))
+}
+
 /// A UDP socket that counts what reaches it: a peer the relay must never reach.
 async fn bystander() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").await.unwrap()
@@ -402,6 +411,7 @@ async fn an_ice_check_through_the_relay_reaches_the_sfu_and_nothing_else_is_reac
     let other_address = SocketAddr::from(([127, 0, 0, 2], sfu.port()));
     let next_port = SocketAddr::from(([127, 0, 0, 1], sfu.port().wrapping_add(1)));
 
+    let refused_before = metric(&t, "convene_turn_refused_peers_total").await;
     let mut c = TurnClient::udp(turn_udp(&t)).await;
     let ok = c.allocate(&fresh("vic"), 17).await;
     assert_eq!((ok.class, ok.code), (Class::Success, 0));
@@ -415,6 +425,9 @@ async fn an_ice_check_through_the_relay_reaches_the_sfu_and_nothing_else_is_reac
     }
     // All or nothing: one foreign peer refuses the whole request.
     assert_eq!(c.permit(&[sfu, other_port]).await, 403);
+    // Metrics are process-wide and tests run side by side: at least ours were counted.
+    let refused = metric(&t, "convene_turn_refused_peers_total").await - refused_before;
+    assert!(refused >= 7.0, "{refused} refusals counted");
     // No permission: a Send indication to anyone else is dropped, even with a lie.
     c.send_indication(other_port, b"hello?").await;
 

@@ -264,6 +264,7 @@ impl Relays {
             table.by_client.insert(client.key, alloc.clone());
         }
         tracing::debug!(identity = %cred.identity, %relayed, client = %client.addr, "turn: allocated");
+        crate::metrics::turn_allocated();
         tokio::spawn(self.clone().run(client.key, alloc));
         Ok(allocated(relayed, lifetime, client.addr))
     }
@@ -306,6 +307,7 @@ impl Relays {
         let peers = peers.filter(|p| !p.is_empty()).ok_or(BAD)?;
         if let Some(peer) = peers.iter().find(|p| !self.allowed(**p)) {
             tracing::info!(identity = %alloc.identity, %peer, "turn: permission refused: not the SFU");
+            crate::metrics::turn_refused_peer();
             return Err(FORBIDDEN);
         }
         let until = Instant::now() + PERMISSION_LIFETIME;
@@ -328,6 +330,7 @@ impl Relays {
         }
         if !self.allowed(peer) {
             tracing::info!(identity = %alloc.identity, %peer, "turn: channel refused: not the SFU");
+            crate::metrics::turn_refused_peer();
             return Err(FORBIDDEN);
         }
         let now = Instant::now();
