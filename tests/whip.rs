@@ -72,7 +72,11 @@ async fn whep_viewer_offering_sendrecv_gets_sendonly_answer_and_plays() {
     )
     .await;
     assert_eq!(status, 201, "{answer}");
-    assert_eq!(directions(&answer), ["a=sendonly", "a=sendonly"], "{answer}");
+    assert_eq!(
+        directions(&answer),
+        ["a=sendonly", "a=sendonly"],
+        "{answer}"
+    );
     let publisher = peer(
         "publisher.py",
         &args(&[
@@ -103,11 +107,13 @@ async fn whep_viewer_offering_sendrecv_gets_sendonly_answer_and_plays() {
     assert!(sub["video_frames"].as_u64().unwrap() >= 20, "{sub}");
     assert!(sub["audio_frames"].as_u64().unwrap() >= 20, "{sub}");
     // Nothing of the viewer's became a track of the room.
-    let events = host.events_within(std::time::Duration::from_millis(200)).await;
+    let events = host
+        .events_within(std::time::Duration::from_millis(200))
+        .await;
     assert!(
-        !events.iter().any(
-            |e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher != "obs")
-        ),
+        !events
+            .iter()
+            .any(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher != "obs")),
         "{events:?}"
     );
     let _ = result(publisher).await;
@@ -168,7 +174,10 @@ async fn cors_preflights_without_token_and_answers_expose_headers() {
         &[
             origin,
             ("Access-Control-Request-Method", "POST"),
-            ("Access-Control-Request-Headers", "authorization,content-type"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            ),
         ],
         "",
     )
@@ -180,7 +189,9 @@ async fn cors_preflights_without_token_and_answers_expose_headers() {
     );
     let methods = header(&head, "access-control-allow-methods").unwrap();
     assert!(methods.contains("POST"), "{methods}");
-    let allowed = header(&head, "access-control-allow-headers").unwrap().to_ascii_lowercase();
+    let allowed = header(&head, "access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
     for h in ["authorization", "content-type", "if-match"] {
         assert!(allowed.contains(h), "{allowed}");
     }
@@ -214,7 +225,10 @@ async fn cors_preflights_without_token_and_answers_expose_headers() {
     .await;
     assert_eq!(status, 204, "{head}");
     let methods = header(&head, "access-control-allow-methods").unwrap();
-    assert!(methods.contains("DELETE") && methods.contains("PATCH"), "{methods}");
+    assert!(
+        methods.contains("DELETE") && methods.contains("PATCH"),
+        "{methods}"
+    );
     let (status, head, _) = call(
         "DELETE",
         &resource,
@@ -224,7 +238,10 @@ async fn cors_preflights_without_token_and_answers_expose_headers() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(header(&head, "access-control-allow-origin").is_some(), "{head}");
+    assert!(
+        header(&head, "access-control-allow-origin").is_some(),
+        "{head}"
+    );
 
     // Only the configured origins, when they are configured.
     let strict = TestServer::start_with(|c| {
@@ -239,7 +256,8 @@ async fn cors_preflights_without_token_and_answers_expose_headers() {
         header(&head, "access-control-allow-origin"),
         Some("https://ok.test")
     );
-    let (status, head, body) = call("OPTIONS", &url, None, &preflight("https://evil.test"), "").await;
+    let (status, head, body) =
+        call("OPTIONS", &url, None, &preflight("https://evil.test"), "").await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("cors_origins"), "{body}");
     assert_eq!(header(&head, "access-control-allow-origin"), None);
@@ -253,7 +271,14 @@ async fn patch_takes_trickle_refuses_restart_and_stale_etag() {
     let t = TestServer::start().await;
     let _host = t.join("p", Role::Host, "host").await;
     let viewer = t.token("p", Role::Participant, "v");
-    let (status, head, _) = call("OPTIONS", &format!("{}/whep/p", t.http()), Some(&viewer), &[], "").await;
+    let (status, head, _) = call(
+        "OPTIONS",
+        &format!("{}/whep/p", t.http()),
+        Some(&viewer),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(header(&head, "allow"), Some("POST, OPTIONS"));
     let sdp = offer("recvonly").await;
@@ -290,7 +315,14 @@ async fn patch_takes_trickle_refuses_restart_and_stale_etag() {
     }
     let (status, _, body) = call("PATCH", &resource, Some(&viewer), &with(&etag), &trickle).await;
     assert_eq!(status, 204, "{body}");
-    let (status, _, body) = call("PATCH", &resource, Some(&viewer), &with("\"stale\""), &trickle).await;
+    let (status, _, body) = call(
+        "PATCH",
+        &resource,
+        Some(&viewer),
+        &with("\"stale\""),
+        &trickle,
+    )
+    .await;
     assert_eq!(status, 412, "{body}");
     assert!(body.contains("precondition_failed"), "{body}");
     let restart = "a=ice-ufrag:newU\r\na=ice-pwd:new0123456789abcdef012345\r\n";
@@ -378,7 +410,14 @@ async fn sessions_are_limited_per_identity_and_room_and_delete_frees_a_slot() {
     assert_eq!(status, 503, "{body}");
     assert!(header(&head, "retry-after").is_some(), "{head}");
     // Deleting one of ana's frees a slot for both limits.
-    let (status, _, _) = call("DELETE", &format!("{}{}", t.http(), locations[0]), Some(&ana), &[], "").await;
+    let (status, _, _) = call(
+        "DELETE",
+        &format!("{}{}", t.http(), locations[0]),
+        Some(&ana),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _, body) = call("POST", &whep, Some(&ana), &[SDP], &sdp).await;
     assert_eq!(status, 201, "{body}");
@@ -392,7 +431,14 @@ async fn sessions_are_limited_per_identity_and_room_and_delete_frees_a_slot() {
     let first = header(&head, "location").unwrap().to_string();
     let (status, _, body) = call("POST", &whip, Some(&host), &[SDP], &publish).await;
     assert_eq!(status, 429, "{body}");
-    let (status, _, _) = call("DELETE", &format!("{}{first}", t.http()), Some(&host), &[], "").await;
+    let (status, _, _) = call(
+        "DELETE",
+        &format!("{}{first}", t.http()),
+        Some(&host),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, _, body) = call("POST", &whip, Some(&host), &[SDP], &publish).await;
     assert_eq!(status, 201, "{body}");
@@ -425,19 +471,40 @@ async fn turn_credentials_end_with_the_token_and_skip_banned_and_idle_rooms() {
     };
     let now = convene::auth::unix_now();
     // Not running: no credentials for it.
-    let (status, head, _) = call("OPTIONS", &format!("{}/whep/tc", t.http()), Some(&short("ana")), &[], "").await;
+    let (status, head, _) = call(
+        "OPTIONS",
+        &format!("{}/whep/tc", t.http()),
+        Some(&short("ana")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(header(&head, "link"), None, "{head}");
     let mut host = t.join("tc", Role::Host, "host").await;
-    let url = format!("{}?token={}", t.ws_url("").split('?').next().unwrap(), short("ana"));
+    let url = format!(
+        "{}?token={}",
+        t.ws_url("").split('?').next().unwrap(),
+        short("ana")
+    );
     let mut ana = common::Client::connect(&url).await;
     let welcome = ana.recv().await;
     let ServerMessage::Welcome { ice_servers, .. } = &welcome else {
         panic!("{welcome:?}");
     };
     let until = expiry_of(ice_servers[0].username.as_deref().unwrap());
-    assert!((now + 55..=now + 65).contains(&until), "60 s token: {until} vs {now}");
-    let (status, head, _) = call("OPTIONS", &format!("{}/whep/tc", t.http()), Some(&short("ana")), &[], "").await;
+    assert!(
+        (now + 55..=now + 65).contains(&until),
+        "60 s token: {until} vs {now}"
+    );
+    let (status, head, _) = call(
+        "OPTIONS",
+        &format!("{}/whep/tc", t.http()),
+        Some(&short("ana")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
     let link = header(&head, "link").expect("Link for a member of a running room");
     let start = link.find("username=\"").unwrap() + 10;
@@ -449,7 +516,14 @@ async fn turn_credentials_end_with_the_token_and_skip_banned_and_idle_rooms() {
         reason: None,
     })
     .await;
-    let (status, head, _) = call("OPTIONS", &format!("{}/whep/tc", t.http()), Some(&short("ana")), &[], "").await;
+    let (status, head, _) = call(
+        "OPTIONS",
+        &format!("{}/whep/tc", t.http()),
+        Some(&short("ana")),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(status, 204);
     assert_eq!(header(&head, "link"), None, "{head}");
 }
