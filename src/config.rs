@@ -82,6 +82,7 @@ pub struct Limits {
     pub attendance_retention_s: u64,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
+    pub whip_whep: WhipWhepLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -105,6 +106,18 @@ pub struct RateLimits {
 #[serde(deny_unknown_fields)]
 pub struct AbuseLimits {
     pub strikes: u32,
+}
+
+/// WHIP/WHEP over HTTP: how many sessions one token holder and one room may hold, and which
+/// web origins may call the endpoints from a browser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipWhepLimits {
+    pub whip_sessions_per_identity: usize,
+    pub whep_sessions_per_identity: usize,
+    pub whep_sessions_per_room: usize,
+    /// Origins allowed by CORS (`https://player.example`); `"*"`: any.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,8 +4,10 @@
 
 mod api;
 mod client;
+mod cors;
 mod listener;
 mod media;
+mod media_sessions;
 pub mod serve;
 pub mod tls;
 mod ws;
@@ -92,7 +94,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The SFU; `None` when its UDP port could not be bound.
     pub media: Option<Media>,
-    pub resources: media::Resources,
+    pub resources: media_sessions::Resources,
     /// What `/metrics` shows: the process-wide metrics and this node's gauges.
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Attendance sheets, kept after rooms empty.
@@ -207,7 +209,7 @@ impl AppState {
             cluster,
             limits: Arc::new(config.limits.clone()),
             media,
-            resources: media::Resources::default(),
+            resources: media_sessions::Resources::default(),
             turn,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms,
@@ -251,12 +253,13 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub fn app(state: AppState) -> Router {
     let body_deadline = Duration::from_secs(state.config.server.request_timeout_s.max(1));
+    let origins = cors::Origins::new(&state.config.limits.whip_whep.cors_origins);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws::upgrade))
-        .merge(media::router())
+        .merge(media::router(origins))
         .nest("/api/v1", api::router())
         .merge(client::router())
         .layer(axum::middleware::from_fn(move |request, next| {

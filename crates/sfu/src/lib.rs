@@ -202,6 +202,10 @@ pub struct PeerOptions {
     /// Estimate its bandwidth (TWCC) to choose simulcast layers, when
     /// [`SfuConfig::bandwidth_estimation`] allows. False for WHIP/WHEP.
     pub bandwidth_estimation: bool,
+    /// Never publishes, whatever it offers: `sendrecv` m-lines are answered `sendonly` and
+    /// `sendonly` ones `inactive` (RFC 3264 section 6.1 allows both). WHEP players such as
+    /// the npm `whip-whep` offer `sendrecv`.
+    pub receive_only: bool,
 }
 
 impl PeerOptions {
@@ -215,6 +219,7 @@ impl PeerOptions {
             source_hint: None,
             renegotiate: true,
             bandwidth_estimation: true,
+            receive_only: false,
         }
     }
 
@@ -235,6 +240,7 @@ impl PeerOptions {
             only_publisher,
             renegotiate: false,
             bandwidth_estimation: false,
+            receive_only: true,
             ..Self::session(display_name)
         }
     }
