@@ -247,9 +247,9 @@ async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// Idle connections from one address, more than the whole handshake pool, neither fill the
-/// pool nor delay another address's HTTPS: one address gets at most its share of handshakes
-/// and the rest are closed at accept. Issue 21: 3,000 idle connections from 127.0.0.1 made
-/// HTTPS from 127.0.0.2 time out.
+/// pool nor delay another address's HTTPS: one address has at most its share of the pool,
+/// and its other connections wait outside it. Issue 21: 3,000 idle connections from
+/// 127.0.0.1 made HTTPS from 127.0.0.2 time out.
 #[tokio::test]
 async fn idle_connections_from_one_address_cannot_block_https_for_another() {
     let cert = SelfSigned::new();
@@ -260,7 +260,7 @@ async fn idle_connections_from_one_address_cannot_block_https_for_another() {
         c.server.max_tls_handshakes = 8;
         c.server.max_tls_handshakes_per_ip = 4;
         c.server.tls_handshake_timeout_s = 60;
-        // No per-address connection cap (as behind a proxy): the handshake share alone holds.
+        // No per-address connection cap (as behind a proxy): the share alone holds.
         c.server.max_http_connections_per_ip = 0;
     })
     .await;
@@ -280,18 +280,11 @@ async fn idle_connections_from_one_address_cannot_block_https_for_another() {
         "HTTPS from 127.0.0.2 beside 40 idle connections: {:?}",
         started.elapsed()
     );
-    // 127.0.0.1 keeps its share (4) waiting; the other 36 were closed at accept (before
-    // 127.0.0.2's connection, which the kernel queued after them).
-    let mut refused = 0;
-    for stream in &mut idle {
-        if closed_by_server(stream, Duration::from_millis(100)).await {
-            refused += 1;
-        }
-    }
-    assert_eq!(
-        refused, 36,
-        "connections past 127.0.0.1's share were not closed"
-    );
+    // 127.0.0.1's own connections wait for its share: a real client from there still gets
+    // through once the idle ones go.
+    drop(idle);
+    let (status, _) = https(&t, &cert, "GET", "/healthz", &[], "").await;
+    assert!(status.contains("200"), "{status}");
 }
 
 /// The per-address connection cap applies at accept, before the handshake: connections past

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::Semaphore;
+
 /// Counts per client address; cheap to clone (clones share the counts).
 #[derive(Clone, Default)]
 pub struct PerIp {
@@ -59,6 +61,80 @@ impl Drop for Slot {
     }
 }
 
+/// Per address, a share of a pool: connections past it wait their turn (they hold no place
+/// in the pool meanwhile) rather than being refused, so a burst from one school's NAT is
+/// served in turn while idle connections from one address cannot fill the pool.
+#[derive(Clone)]
+pub struct Shares {
+    size: usize,
+    by_ip: Arc<Mutex<HashMap<IpAddr, Arc<Semaphore>>>>,
+}
+
+/// One connection's place in its address's share (or its wait for one); given back on drop.
+pub struct Share {
+    shares: Shares,
+    ip: IpAddr,
+    /// Always `Some` until dropped; every clone and drop of it happens under the map's
+    /// lock, so the count tells when the address's last holder leaves.
+    sem: Option<Arc<Semaphore>>,
+    held: bool,
+}
+
+impl Shares {
+    pub fn new(size: usize) -> Shares {
+        Shares {
+            size: size.max(1),
+            by_ip: Arc::default(),
+        }
+    }
+
+    fn by_ip(&self) -> MutexGuard<'_, HashMap<IpAddr, Arc<Semaphore>>> {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a place in `ip`'s share. Cancel-safe: a dropped wait leaves nothing behind.
+    pub async fn acquire(&self, ip: IpAddr) -> Share {
+        let sem = {
+            let mut by_ip = self.by_ip();
+            let sem = by_ip
+                .entry(ip)
+                .or_insert_with(|| Arc::new(Semaphore::new(self.size)));
+            sem.clone()
+        };
+        let mut share = Share {
+            shares: self.clone(),
+            ip,
+            sem: Some(sem),
+            held: false,
+        };
+        if let Some(sem) = &share.sem {
+            // Never closed; the permit is given back by hand in `drop`.
+            if let Ok(permit) = sem.acquire().await {
+                permit.forget();
+                share.held = true;
+            }
+        }
+        share
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut by_ip = self.shares.by_ip();
+        let Some(sem) = self.sem.take() else {
+            return;
+        };
+        if self.held {
+            sem.add_permits(1);
+        }
+        // The map's and ours: no one else holds or waits for this address's share.
+        if Arc::strong_count(&sem) == 2 {
+            by_ip.remove(&self.ip);
+        }
+        drop(sem);
+    }
+}
+
 /// A connection the listener already counted under the per-address cap.
 pub struct Admitted {
     pub remote: SocketAddr,
@@ -102,5 +178,31 @@ mod tests {
         drop(held);
         assert_eq!(per_ip.held(a), 0);
         assert!(per_ip.try_admit(a, 0).is_some(), "0: no cap");
+    }
+
+    #[tokio::test]
+    async fn a_share_makes_later_connections_wait_and_forgets_quiet_addresses() {
+        let shares = Shares::new(2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = shares.acquire(a).await;
+        let _second = shares.acquire(a).await;
+        let third = shares.acquire(a);
+        tokio::pin!(third);
+        assert!(
+            futures_util::FutureExt::now_or_never(third.as_mut()).is_none(),
+            "a third waits"
+        );
+        let _other = shares.acquire(b).await;
+        drop(first);
+        let third = third.await;
+        assert!(third.held);
+        // A wait given up (a deadline) leaves nothing behind either.
+        drop(third);
+        drop(_second);
+        drop(_other);
+        let waiting = shares.acquire(a);
+        drop(waiting);
+        assert!(shares.by_ip().is_empty());
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use convene_sfu::{is_ice_tcp, TcpHandoff};
 
-use super::admission::{Admitted, PerIp};
+use super::admission::{Admitted, PerIp, Shares};
 
 /// How connections are admitted before HTTP, from `[server]`.
 #[derive(Clone, Copy, Debug)]
@@ -27,7 +27,8 @@ pub struct EdgeLimits {
     pub handshake_timeout: Duration,
     /// Connections being prepared at once (a reconnect storm after a restart is thousands).
     pub max_handshakes: usize,
-    /// Of those, from one address; at most half the pool, so one address never fills it.
+    /// Of those, from one address (at most half the pool, so one address never fills it);
+    /// more from that address wait their turn, within `handshake_timeout`.
     pub max_handshakes_per_ip: usize,
     /// Connections from one address before their upgrade, handshake included (0: no cap).
     pub max_connections_per_ip: usize,
@@ -53,9 +54,9 @@ pub struct EdgeListener<Io> {
 impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
     /// Accepts on `tcp`: `tap` runs on each stream, ICE-TCP goes to `handoff` (when given),
     /// and `prepare` turns the rest into what HTTP is served over (`None`: drop it).
-    /// Each connection takes its place under the per-address caps (`per_ip`, shared with
-    /// the HTTP loop, and a per-address share of handshakes) at accept, before it may wait
-    /// for a place in the handshake pool: over a cap, it is closed at once.
+    /// Each connection takes its place under the per-address cap (`per_ip`, shared with the
+    /// HTTP loop) at accept, and is closed at once over it; then it waits for a place in its
+    /// address's share of handshakes, and only then in the pool, all within the deadline.
     pub fn new<F, Fut>(
         tcp: TcpListener,
         tap: impl Fn(&TcpStream) + Send + 'static,
@@ -70,8 +71,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
         let pool = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
-        let handshakes = PerIp::default();
-        let handshakes_per_ip = limits.handshakes_per_ip();
+        let shares = Shares::new(limits.handshakes_per_ip());
         let prepare = Arc::new(prepare);
         let accept_task = tokio::spawn(async move {
             loop {
@@ -89,17 +89,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
                     tracing::debug!(%ip, "refused before the handshake: per-address connection cap");
                     continue;
                 };
-                let Some(handshaking) = handshakes.try_admit(ip, handshakes_per_ip) else {
-                    tracing::debug!(%ip, "refused: per-address share of handshakes");
-                    continue;
-                };
                 tap(&stream);
                 let ready = tx.clone();
                 let prepare = prepare.clone();
                 let handoff = handoff.clone();
-                let pool = pool.clone();
+                let (pool, shares) = (pool.clone(), shares.clone());
                 tokio::spawn(async move {
                     let work = async {
+                        // Its address's share first: only then a place in the pool.
+                        let _share = shares.acquire(ip).await;
                         let _permit = pool.acquire_owned().await.ok()?;
                         if let Some(handoff) = &handoff {
                             if sniff(&stream).await? {
@@ -112,9 +110,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
                         }
                         prepare(stream).await
                     };
-                    let prepared = tokio::time::timeout(limits.handshake_timeout, work).await;
-                    drop(handshaking);
-                    match prepared {
+                    match tokio::time::timeout(limits.handshake_timeout, work).await {
                         Ok(Some(io)) => {
                             let remote = Admitted { remote: peer, slot };
                             let _ = ready.send((io, remote)).await;
