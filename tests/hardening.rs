@@ -375,7 +375,11 @@ fn ice_tcp_addr(t: &TestServer) -> std::net::SocketAddr {
 
 /// A WHIP publisher (str0m) whose ICE runs over one TCP connection from `from`; Ok once it
 /// connects (ICE checks and the DTLS handshake answered over that connection).
-async fn whip_over_ice_tcp_from(t: &TestServer, from: &str) -> Result<(), String> {
+async fn whip_over_ice_tcp_from(
+    t: &TestServer,
+    from: &str,
+    to: std::net::SocketAddr,
+) -> Result<(), String> {
     use str0m::change::SdpAnswer;
     use str0m::media::{Direction, MediaKind};
     use str0m::net::{Protocol, Receive, TcpType};
@@ -386,14 +390,18 @@ async fn whip_over_ice_tcp_from(t: &TestServer, from: &str) -> Result<(), String
     api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let token = t.token("ice-tcp", Role::Presenter, from);
-    let (status, body) = http_request(
+    // The offer goes from `from` too: the other address may have no place left.
+    let mut http = tcp_from(from, t.server.addr).await;
+    let (status, _, body) = common::exchange(
+        &mut http,
         "POST",
-        &format!("{}/whip/ice-tcp", t.http()),
+        &t.server.addr.to_string(),
+        "/whip/ice-tcp",
         Some(&token),
         &[("Content-Type", "application/sdp")],
         &offer.to_sdp_string(),
     )
-    .await;
+    .await?;
     if status != 201 {
         return Err(format!("WHIP: {status} {body}"));
     }
@@ -401,7 +409,7 @@ async fn whip_over_ice_tcp_from(t: &TestServer, from: &str) -> Result<(), String
     rtc.sdp_api()
         .accept_answer(pending, answer)
         .map_err(|e| e.to_string())?;
-    let remote = ice_tcp_addr(t);
+    let remote = to;
     let mut stream = tcp_from(from, remote).await;
     let local = stream.local_addr().unwrap();
     let candidate = Candidate::builder()
@@ -465,7 +473,7 @@ async fn idle_ice_tcp_connections_from_one_address_cannot_starve_another() {
     for _ in 0..40 {
         idle.push(tcp_from("127.0.0.1", port).await);
     }
-    tokio::time::timeout(WAIT, whip_over_ice_tcp_from(&t, "127.0.0.2"))
+    tokio::time::timeout(WAIT, whip_over_ice_tcp_from(&t, "127.0.0.2", port))
         .await
         .expect("ICE over TCP from 127.0.0.2 in time")
         .expect("ICE over TCP from 127.0.0.2 connects");
@@ -499,4 +507,36 @@ async fn silent_ice_tcp_connections_are_closed_at_the_deadline() {
         );
     }
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// The listen port with ICE-TCP on it (told from HTTP by first bytes): idle connections from
+/// one address, more than the whole pool of connections being looked at, keep neither
+/// HTTP nor ICE-TCP from another address out.
+#[tokio::test]
+async fn idle_connections_on_the_shared_listen_port_keep_no_other_address_out() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.ice_tcp_on_listen = true;
+        c.server.max_tls_handshakes = 8;
+        c.server.max_tls_handshakes_per_ip = 4;
+        c.server.tls_handshake_timeout_s = 60;
+        c.server.max_http_connections_per_ip = 0;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tcp_from("127.0.0.1", t.server.addr).await);
+    }
+    let mut http = tcp_from("127.0.0.2", t.server.addr).await;
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut http, WAIT)
+        .await
+        .expect("HTTP from 127.0.0.2 answered");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    tokio::time::timeout(WAIT, whip_over_ice_tcp_from(&t, "127.0.0.2", t.server.addr))
+        .await
+        .expect("ICE-TCP on the listen port from 127.0.0.2 in time")
+        .expect("ICE-TCP on the listen port from 127.0.0.2 connects");
+    drop(idle);
 }
