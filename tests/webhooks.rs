@@ -500,10 +500,15 @@ async fn presence_events_are_capped_per_identity_per_minute() {
         c.webhooks.presence_per_minute = 4;
     })
     .await;
-    let _host = t.join("capped", Role::Host, "host").await;
+    let mut host = t.join("capped", Role::Host, "host").await;
     for _ in 0..10 {
         let mut ana = t.join("capped", Role::Participant, "ana").await;
         ana.socket.close(None).await.unwrap();
+        // Each cycle is a join and a leave in the room (not a reconnect).
+        host.expect_event(
+            |e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "ana"),
+        )
+        .await;
     }
     // Ben's join is queued after all of ana's: once it arrives, ana's are in.
     let _ben = t.join("capped", Role::Participant, "ben").await;

@@ -252,8 +252,9 @@ async fn dispatch(lane: Arc<Lane>, config: Arc<WebhookConfig>) {
         tokio::spawn(async move {
             deliver(&lane.target, &config, &ready.body, &ready.id).await;
             lane.queue().done(&ready.room);
-            lane.wake.notify_one();
             drop(permit);
+            // The room may have been at its in-flight cap.
+            lane.wake.notify_one();
         });
     }
 }
