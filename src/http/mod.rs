@@ -2,6 +2,7 @@
 //!
 //! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
 
+mod admission;
 mod api;
 mod client;
 mod cors;
@@ -351,6 +352,13 @@ impl Server {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_s.max(1)),
             max_connections_per_ip: server.max_http_connections_per_ip,
         };
+        let edge = listener::EdgeLimits {
+            handshake_timeout: Duration::from_secs(server.tls_handshake_timeout_s.max(1)),
+            max_handshakes: server.max_tls_handshakes,
+            max_handshakes_per_ip: server.max_tls_handshakes_per_ip,
+            max_connections_per_ip: server.max_http_connections_per_ip,
+        };
+        let per_ip = admission::PerIp::default();
         let send_buffer = server.socket_send_buffer;
         // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
         let tap = move |tcp: &tokio::net::TcpStream| {
@@ -366,30 +374,39 @@ impl Server {
         let task = match (tls, handoff) {
             (Some(tls), handoff) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                let listener = listener::EdgeListener::new(listener, tap, handoff, move |tcp| {
-                    let accept = acceptor.accept(tcp);
-                    async move {
-                        accept
-                            .await
-                            .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
-                            .ok()
-                    }
-                })?;
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                let listener = listener::EdgeListener::new(
+                    listener,
+                    tap,
+                    handoff,
+                    (edge, per_ip.clone()),
+                    move |tcp| {
+                        let accept = acceptor.accept(tcp);
+                        async move {
+                            accept
+                                .await
+                                .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
+                                .ok()
+                        }
+                    },
+                )?;
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
             (None, Some(handoff)) => {
-                let listener =
-                    listener::EdgeListener::new(listener, tap, Some(handoff), |tcp| async move {
-                        Some(tcp)
-                    })?;
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                let listener = listener::EdgeListener::new(
+                    listener,
+                    tap,
+                    Some(handoff),
+                    (edge, per_ip.clone()),
+                    |tcp| async move { Some(tcp) },
+                )?;
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
             (None, None) => {
                 let listener = axum::serve::ListenerExt::tap_io(
                     listener,
                     move |tcp: &mut tokio::net::TcpStream| tap(tcp),
                 );
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
         };
         Ok(Server { addr, state, task })
