@@ -51,6 +51,12 @@ pub struct ServerConfig {
     pub header_read_timeout_s: u64,
     pub request_timeout_s: u64,
     pub max_http_connections_per_ip: usize,
+    /// A TLS handshake (or, with ICE-TCP on the listen port, a connection's first bytes) must
+    /// finish within this many seconds.
+    pub tls_handshake_timeout_s: u64,
+    /// Connections in their handshake at once, and of those from one address.
+    pub max_tls_handshakes: usize,
+    pub max_tls_handshakes_per_ip: usize,
     /// PEM certificate chain and private key; both set: `serve` speaks HTTPS (and WSS) on `listen`.
     pub tls_cert: String,
     pub tls_key: String,
@@ -82,6 +88,7 @@ pub struct Limits {
     pub attendance_retention_s: u64,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
+    pub whip_whep: WhipWhepLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -107,6 +114,18 @@ pub struct AbuseLimits {
     pub strikes: u32,
 }
 
+/// WHIP/WHEP over HTTP: how many sessions one token holder and one room may hold, and which
+/// web origins may call the endpoints from a browser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipWhepLimits {
+    pub whip_sessions_per_identity: usize,
+    pub whep_sessions_per_identity: usize,
+    pub whep_sessions_per_room: usize,
+    /// Origins allowed by CORS (`https://player.example`); `"*"`: any.
+    pub cors_origins: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtcConfig {
@@ -114,6 +133,12 @@ pub struct RtcConfig {
     /// ICE over TCP on `tcp_port` (for networks that drop UDP).
     pub ice_tcp: bool,
     pub tcp_port: u16,
+    /// ICE-TCP connections: the first STUN request's deadline, and caps on connections
+    /// (in all, per address, and per address still waiting for their first request).
+    pub tcp_first_frame_timeout_s: u64,
+    pub tcp_max_connections: usize,
+    pub tcp_max_connections_per_ip: usize,
+    pub tcp_max_pending_per_ip: usize,
     /// ICE-TCP also on the HTTP(S) listen port: connections are told apart by their first bytes.
     pub ice_tcp_on_listen: bool,
     pub advertise_ip: String,

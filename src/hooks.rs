@@ -26,10 +26,11 @@ impl RoomHooks for NodeHooks {
         self.webhooks.emit(event);
     }
 
-    fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
+    fn ice_servers(&self, identity: &str, until: Option<u64>) -> Vec<IceServer> {
+        let now = crate::auth::unix_now();
         self.turn
             .iter()
-            .map(|t| t.ice_server(identity, crate::auth::unix_now()))
+            .map(|t| t.ice_server(identity, t.expiry(now, until)))
             .collect()
     }
 }

@@ -98,6 +98,14 @@ impl Media {
             udp_port: config.udp_port,
             tcp_port: config.ice_tcp.then_some(config.tcp_port),
             tcp_handoff_port: https_port,
+            tcp_limits: convene_sfu::TcpLimits {
+                first_frame: std::time::Duration::from_secs(
+                    config.tcp_first_frame_timeout_s.max(1),
+                ),
+                max_connections: config.tcp_max_connections,
+                max_per_ip: config.tcp_max_connections_per_ip,
+                max_pending_per_ip: config.tcp_max_pending_per_ip,
+            },
             bind_ip: config.bind_ip,
             advertise_ips: advertise_ips.clone(),
             workers: config.workers,

@@ -151,7 +151,8 @@ pub fn rate_limited() {
     RECORDED.rate_limited.inc();
 }
 
-/// One webhook delivery attempt: `delivered`, `retried` or `failed` (gave up).
+/// One webhook delivery attempt: `delivered`, `retried` or `failed` (gave up); or an event
+/// never attempted: `dropped` (its room's queue was full) or `coalesced` (presence churn).
 pub fn webhook_delivery(outcome: &'static str) {
     RECORDED
         .webhook_deliveries
@@ -325,7 +326,7 @@ pub fn registry(node: NodeCollector) -> Registry {
     );
     registry.register(
         "convene_webhook_deliveries",
-        "Webhook delivery attempts by outcome (delivered, retried, failed)",
+        "Webhook delivery attempts by outcome (delivered, retried, failed; dropped, coalesced: never sent)",
         r.webhook_deliveries.clone(),
     );
     registry.register(

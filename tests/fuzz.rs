@@ -161,6 +161,7 @@ fn joiner(i: usize) -> Joiner {
         role,
         attrs: BTreeMap::from([("team".to_string(), ["Knox", "Blount"][i % 2].to_string())]),
         on_stage: false,
+        credentials_until: None,
     }
 }
 

@@ -360,3 +360,183 @@ async fn sdp_endpoints_match_the_media_type_exactly() {
     .await;
     assert_eq!(status, 201, "{body}");
 }
+
+/// A TCP connection to `to` from `ip` (any 127.0.0.0/8 address on Linux).
+async fn tcp_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+fn ice_tcp_addr(t: &TestServer) -> std::net::SocketAddr {
+    let media = t.server.state.media.as_ref().expect("media engine");
+    media.sfu.tcp_addr().expect("ICE-TCP listener")
+}
+
+/// A WHIP publisher (str0m) whose ICE runs over one TCP connection from `from`; Ok once it
+/// connects (ICE checks and the DTLS handshake answered over that connection).
+async fn whip_over_ice_tcp_from(
+    t: &TestServer,
+    from: &str,
+    to: std::net::SocketAddr,
+) -> Result<(), String> {
+    use str0m::change::SdpAnswer;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive, TcpType};
+    use str0m::{Candidate, Event, IceConnectionState, Input, Output, RtcConfig};
+
+    let mut rtc = RtcConfig::new().build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().ok_or("no offer")?;
+    let token = t.token("ice-tcp", Role::Presenter, from);
+    // The offer goes from `from` too: the other address may have no place left.
+    let mut http = tcp_from(from, t.server.addr).await;
+    let (status, _, body) = common::exchange(
+        &mut http,
+        "POST",
+        &t.server.addr.to_string(),
+        "/whip/ice-tcp",
+        Some(&token),
+        &[("Content-Type", "application/sdp")],
+        &offer.to_sdp_string(),
+    )
+    .await?;
+    if status != 201 {
+        return Err(format!("WHIP: {status} {body}"));
+    }
+    let answer = SdpAnswer::from_sdp_string(&body).map_err(|e| e.to_string())?;
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    let remote = to;
+    let mut stream = tcp_from(from, remote).await;
+    let local = stream.local_addr().unwrap();
+    let candidate = Candidate::builder()
+        .tcp()
+        .host(local)
+        .tcptype(TcpType::Active)
+        .build()
+        .map_err(|e| e.to_string())?;
+    rtc.add_local_candidate(candidate);
+    let (mut read, mut write) = stream.split();
+    let mut frame = Vec::new();
+    loop {
+        let wake = loop {
+            match rtc.poll_output().map_err(|e| e.to_string())? {
+                Output::Timeout(at) => break at,
+                Output::Transmit(out) => {
+                    let mut framed = (out.contents.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&out.contents);
+                    write.write_all(&framed).await.map_err(|e| e.to_string())?;
+                }
+                // ICE and DTLS done over this connection.
+                Output::Event(Event::Connected) => return Ok(()),
+                Output::Event(Event::IceConnectionStateChange(
+                    IceConnectionState::Disconnected,
+                )) => return Err("ICE disconnected".into()),
+                Output::Event(_) => {}
+            }
+        };
+        let wake = wake.min(Instant::now() + Duration::from_millis(50));
+        tokio::select! {
+            len = read.read_u16() => {
+                let len = len.map_err(|e| format!("the server closed the ICE-TCP connection: {e}"))?;
+                frame.resize(usize::from(len), 0);
+                read.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
+                let receive = Receive::new(Protocol::Tcp, remote, local, &frame)
+                    .map_err(|e| e.to_string())?;
+                rtc.handle_input(Input::Receive(Instant::now(), receive))
+                    .map_err(|e| e.to_string())?;
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+        }
+        rtc.handle_input(Input::Timeout(Instant::now()))
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Idle connections from one address, more than the ICE-TCP port takes in all, cannot keep
+/// another address's media off it: one address holds at most `tcp_max_pending_per_ip`
+/// connections that have sent nothing, and the rest are closed at accept.
+#[tokio::test]
+async fn idle_ice_tcp_connections_from_one_address_cannot_starve_another() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.tcp_max_connections = 8;
+        c.rtc.tcp_max_pending_per_ip = 4;
+        // Past WAIT: the deadline is not what makes room.
+        c.rtc.tcp_first_frame_timeout_s = 60;
+    })
+    .await;
+    let port = ice_tcp_addr(&t);
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tcp_from("127.0.0.1", port).await);
+    }
+    tokio::time::timeout(WAIT, whip_over_ice_tcp_from(&t, "127.0.0.2", port))
+        .await
+        .expect("ICE over TCP from 127.0.0.2 in time")
+        .expect("ICE over TCP from 127.0.0.2 connects");
+    let mut refused = 0;
+    for stream in &mut idle {
+        if read_until_closed(stream, Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 36,
+        "127.0.0.1 keeps 4 waiting, the rest are closed"
+    );
+}
+
+/// An ICE-TCP connection that sends no STUN request is closed at the first-frame deadline.
+#[tokio::test]
+async fn silent_ice_tcp_connections_are_closed_at_the_deadline() {
+    let t = TestServer::start_with(|c| c.rtc.tcp_first_frame_timeout_s = 1).await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(ice_tcp_addr(&t)).await.unwrap();
+    let mut half = TcpStream::connect(ice_tcp_addr(&t)).await.unwrap();
+    half.write_all(&[0, 80, 0, 1]).await.unwrap();
+    for (what, stream) in [("silent", &mut silent), ("half a frame", &mut half)] {
+        assert!(
+            read_until_closed(stream, WAIT).await.is_some(),
+            "a {what} ICE-TCP connection stayed open past the 1 s deadline"
+        );
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// The listen port with ICE-TCP on it (told from HTTP by first bytes): idle connections from
+/// one address, more than the whole pool of connections being looked at, keep neither
+/// HTTP nor ICE-TCP from another address out.
+#[tokio::test]
+async fn idle_connections_on_the_shared_listen_port_keep_no_other_address_out() {
+    let t = TestServer::start_with(|c| {
+        c.rtc.ice_tcp_on_listen = true;
+        c.server.max_tls_handshakes = 8;
+        c.server.max_tls_handshakes_per_ip = 4;
+        c.server.tls_handshake_timeout_s = 60;
+        c.server.max_http_connections_per_ip = 0;
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tcp_from("127.0.0.1", t.server.addr).await);
+    }
+    let mut http = tcp_from("127.0.0.2", t.server.addr).await;
+    http.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut http, WAIT)
+        .await
+        .expect("HTTP from 127.0.0.2 answered");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    tokio::time::timeout(WAIT, whip_over_ice_tcp_from(&t, "127.0.0.2", t.server.addr))
+        .await
+        .expect("ICE-TCP on the listen port from 127.0.0.2 in time")
+        .expect("ICE-TCP on the listen port from 127.0.0.2 connects");
+    drop(idle);
+}

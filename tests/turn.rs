@@ -674,7 +674,7 @@ async fn turn_over_tls_uses_the_servers_certificate_and_is_advertised() {
         403
     );
     let urls = t.server.state.turn.as_ref().unwrap();
-    let server = urls.ice_server("ana", convene::auth::unix_now());
+    let server = urls.ice_server("ana", urls.expiry(convene::auth::unix_now(), None));
     assert_eq!(
         server.urls,
         [

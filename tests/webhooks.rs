@@ -1,5 +1,7 @@
 //! Webhooks over real sockets: a receiver inside the test checks signatures, timestamps and
-//! retries, while a second receiver that never answers cannot hold up the room.
+//! retries, while a second receiver that never answers cannot hold up the room; presence
+//! churn is coalesced and capped per identity, and one room's flood to a slow receiver
+//! drops none of another room's events.
 
 mod common;
 
@@ -12,6 +14,7 @@ use convene_signaling::{Command, Role, RoomEvent};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const SECRET: &str = "webhook-secret";
 
@@ -296,4 +299,232 @@ async fn room_events_arrive_signed_retried_and_never_block_the_room() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A receiver that records every event it gets (in the order it answers) and answers 200,
+/// once `open` is true: until then it holds every request, as a stalled receiver does.
+async fn recorder(open: watch::Receiver<bool>) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let log: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (seen, mut open) = (seen.clone(), open.clone());
+            tokio::spawn(async move {
+                let Some((_, body)) = read_request(&mut stream).await else {
+                    return;
+                };
+                let _ = open.wait_for(|o| *o).await;
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                let reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, log)
+}
+
+/// Waits until `done` holds for what the receiver got; returns it.
+async fn received_until(
+    log: &Arc<Mutex<Vec<Value>>>,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = log.lock().unwrap().clone();
+        if done(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "still waiting; got {got:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The presence events of `identity` in `room`, in the order they arrived.
+fn presence_of<'a>(events: &'a [Value], room: &str, identity: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .filter(|e| e["room"] == room && e["data"]["identity"] == identity)
+        .filter_map(|e| e["type"].as_str())
+        .filter(|k| k.starts_with("participant."))
+        .collect()
+}
+
+fn configure(c: &mut convene::config::Config, url: &str) {
+    c.webhooks.urls = vec![url.to_string()];
+    c.webhooks.secret = SECRET.into();
+}
+
+/// Issue 21: 4,000 join/leave cycles made 8,000 POSTs. One identity's churn now sends its
+/// first state, then its latest at most once per window and `presence_per_minute` a minute;
+/// the final state (left) still arrives.
+#[tokio::test]
+async fn join_leave_churn_of_one_identity_is_coalesced_and_ends_in_the_right_state() {
+    let (_open, gate) = watch::channel(true);
+    let (url, log) = recorder(gate).await;
+    let t = TestServer::start_with(|c| {
+        configure(c, &url);
+        c.limits.empty_room_ttl_s = 1;
+        // One delivery at a time: events arrive in the order they were queued.
+        c.webhooks.in_flight_per_room = 1;
+    })
+    .await;
+    let per_minute = t.server.state.config.webhooks.presence_per_minute;
+    let mut host = t.join("churn", Role::Host, "host").await;
+    let started = Instant::now();
+    const CYCLES: usize = 2000;
+    for _ in 0..CYCLES {
+        let mut ana = t.join("churn", Role::Participant, "ana").await;
+        ana.socket.close(None).await.unwrap();
+    }
+    let took = started.elapsed();
+    // The room ends once the host leaves; `room.ended` is queued after ana's last state.
+    host.socket.close(None).await.unwrap();
+    let events = received_until(&log, WAIT + took, |got| {
+        got.iter().any(|e| e["type"] == "room.ended")
+    })
+    .await;
+    let ana = presence_of(&events, "churn", "ana");
+    eprintln!(
+        "{CYCLES} join/leave cycles in {took:?}: {} POSTs for ana, {} in all",
+        ana.len(),
+        events.len()
+    );
+    let minutes = 1 + took.as_secs() as usize / 60;
+    assert!(
+        ana.len() <= per_minute * minutes + 1,
+        "{} presence POSTs for one identity (the first: {:?})",
+        ana.len(),
+        &ana[..ana.len().min(6)]
+    );
+    assert_eq!(ana.first(), Some(&"participant.joined"));
+    assert_eq!(ana.last(), Some(&"participant.left"), "the final state");
+    assert!(
+        ana.windows(2).all(|w| w[0] != w[1]),
+        "states alternate: {ana:?}"
+    );
+    let ended = events
+        .iter()
+        .position(|e| e["type"] == "room.ended")
+        .unwrap();
+    let last_ana = events
+        .iter()
+        .rposition(|e| e["data"]["identity"] == "ana")
+        .unwrap();
+    assert!(last_ana < ended, "ana's last state comes before room.ended");
+}
+
+/// With a slow receiver (it holds every request until released) and a flood of joins in
+/// room A, room B's events all arrive: A's flood overflows only A's queue.
+#[tokio::test]
+async fn a_flood_in_one_room_to_a_slow_receiver_drops_none_of_another_rooms_events() {
+    let (open, gate) = watch::channel(false);
+    let (url, log) = recorder(gate).await;
+    let t = TestServer::start_with(|c| {
+        configure(c, &url);
+        c.webhooks.queue = 16;
+        c.webhooks.room_queue = 8;
+        c.webhooks.in_flight_per_room = 2;
+        // Held requests are not timed out (and retried) before the release.
+        c.webhooks.timeout_s = 60;
+    })
+    .await;
+    let mut flood = Vec::new();
+    for i in 0..150 {
+        flood.push(t.join("flood-a", Role::Participant, &format!("p{i}")).await);
+    }
+    let mut host = t.join("calm-b", Role::Host, "host").await;
+    let mut bo = t.join("calm-b", Role::Participant, "bo").await;
+    let q = bo
+        .ok(Command::AskQuestion {
+            text: "Will the slides be shared?".into(),
+            anonymous: false,
+        })
+        .await
+        .unwrap();
+    host.ok(Command::AnswerQuestion {
+        question_id: q,
+        answer: Some("Yes".into()),
+    })
+    .await;
+    open.send_replace(true);
+    let expected = [
+        "room.started",
+        "participant.joined",
+        "participant.joined",
+        "question.asked",
+        "question.answered",
+    ];
+    let in_b = |got: &[Value]| -> Vec<String> {
+        got.iter()
+            .filter(|e| e["room"] == "calm-b")
+            .map(|e| e["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let got = received_until(&log, WAIT, |got| in_b(got).len() >= expected.len()).await;
+    let mut b = in_b(&got);
+    b.sort();
+    let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(b, want, "room B's events");
+    let from_a = got.iter().filter(|e| e["room"] == "flood-a").count();
+    assert!(
+        from_a < 150,
+        "room A's flood was bounded ({from_a} delivered)"
+    );
+    // A's drops are counted.
+    let (_, text) = http_get(&format!("{}/metrics", t.http()), None, &[]).await;
+    let dropped = text
+        .lines()
+        .find_map(|l| l.strip_prefix("convene_webhook_deliveries_total{outcome=\"dropped\"} "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "drops are counted: {text}");
+}
+
+/// An identity's presence events are capped per minute (`presence_per_minute`); other
+/// identities in the room are not held back.
+#[tokio::test]
+async fn presence_events_are_capped_per_identity_per_minute() {
+    let (_open, gate) = watch::channel(true);
+    let (url, log) = recorder(gate).await;
+    let t = TestServer::start_with(|c| {
+        configure(c, &url);
+        c.webhooks.in_flight_per_room = 1;
+        // No coalescing window: the cap alone holds.
+        c.webhooks.presence_window_ms = 0;
+        c.webhooks.presence_per_minute = 4;
+    })
+    .await;
+    let mut host = t.join("capped", Role::Host, "host").await;
+    for _ in 0..10 {
+        let mut ana = t.join("capped", Role::Participant, "ana").await;
+        ana.socket.close(None).await.unwrap();
+        // Each cycle is a join and a leave in the room (not a reconnect).
+        host.expect_event(
+            |e| matches!(e, RoomEvent::MemberLeft { identity, .. } if identity == "ana"),
+        )
+        .await;
+    }
+    // Ben's join is queued after all of ana's: once it arrives, ana's are in.
+    let _ben = t.join("capped", Role::Participant, "ben").await;
+    let got = received_until(&log, WAIT, |got| {
+        presence_of(got, "capped", "ben") == ["participant.joined"]
+    })
+    .await;
+    let ana = presence_of(&got, "capped", "ana");
+    assert_eq!(
+        ana,
+        [
+            "participant.joined",
+            "participant.left",
+            "participant.joined",
+            "participant.left"
+        ],
+        "four a minute for ana"
+    );
 }

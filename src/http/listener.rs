@@ -1,7 +1,8 @@
 //! The edge's listener for `axum::serve` when a connection needs work before HTTP: a TLS handshake, or a look at its first bytes to hand ICE-TCP to the SFU.
 //!
 //! Each connection is prepared in a task of its own, bounded in time and number, so a
-//! client that stalls (mid-handshake, or silent) never holds up the accept loop. With an
+//! client that stalls (mid-handshake, or silent) never holds up the accept loop; the
+//! per-address caps apply at accept, so one address cannot take the handshake pool. With an
 //! ICE-TCP handoff, a connection whose first bytes are an RFC 4571 frame holding a STUN
 //! binding request goes to the SFU untouched (`sfu::is_ice_tcp`): media then needs no port
 //! but the HTTPS one.
@@ -17,14 +18,35 @@ use tokio::sync::{mpsc, Semaphore};
 
 use convene_sfu::{is_ice_tcp, TcpHandoff};
 
-/// A client that is not ready (handshake done, or first bytes seen) by then is dropped.
-const PREPARE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections being prepared at once (a reconnect storm after a restart is thousands).
-const MAX_PREPARING: usize = 1024;
+use super::admission::{Admitted, PerIp, Shares};
+
+/// How connections are admitted before HTTP, from `[server]`.
+#[derive(Clone, Copy, Debug)]
+pub struct EdgeLimits {
+    /// A client not ready (handshake done, or first bytes seen) by then is dropped.
+    pub handshake_timeout: Duration,
+    /// Connections being prepared at once (a reconnect storm after a restart is thousands).
+    pub max_handshakes: usize,
+    /// Of those, from one address (at most half the pool, so one address never fills it);
+    /// more from that address wait their turn, within `handshake_timeout`.
+    pub max_handshakes_per_ip: usize,
+    /// Connections from one address before their upgrade, handshake included (0: no cap).
+    pub max_connections_per_ip: usize,
+}
+
+impl EdgeLimits {
+    fn handshakes_per_ip(&self) -> usize {
+        let half = (self.max_handshakes / 2).max(1);
+        match self.max_handshakes_per_ip {
+            0 => half,
+            n => n.min(half),
+        }
+    }
+}
 
 /// Connections ready for HTTP, for `axum::serve`.
 pub struct EdgeListener<Io> {
-    ready: mpsc::Receiver<(Io, SocketAddr)>,
+    ready: mpsc::Receiver<(Io, Admitted)>,
     local: SocketAddr,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -32,10 +54,14 @@ pub struct EdgeListener<Io> {
 impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
     /// Accepts on `tcp`: `tap` runs on each stream, ICE-TCP goes to `handoff` (when given),
     /// and `prepare` turns the rest into what HTTP is served over (`None`: drop it).
+    /// Each connection takes its place under the per-address cap (`per_ip`, shared with the
+    /// HTTP loop) at accept, and is closed at once over it; then it waits for a place in its
+    /// address's share of handshakes, and only then in the pool, all within the deadline.
     pub fn new<F, Fut>(
         tcp: TcpListener,
         tap: impl Fn(&TcpStream) + Send + 'static,
         handoff: Option<TcpHandoff>,
+        (limits, per_ip): (EdgeLimits, PerIp),
         prepare: F,
     ) -> std::io::Result<Self>
     where
@@ -44,13 +70,11 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
     {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
-        let slots = Arc::new(Semaphore::new(MAX_PREPARING));
+        let pool = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+        let shares = Shares::new(limits.handshakes_per_ip());
         let prepare = Arc::new(prepare);
         let accept_task = tokio::spawn(async move {
             loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else {
-                    return;
-                };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(v) => v,
                     Err(error) => {
@@ -60,13 +84,21 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
                         continue;
                     }
                 };
+                let ip = peer.ip();
+                let Some(slot) = per_ip.try_admit(ip, limits.max_connections_per_ip) else {
+                    tracing::debug!(%ip, "refused before the handshake: per-address connection cap");
+                    continue;
+                };
                 tap(&stream);
                 let ready = tx.clone();
                 let prepare = prepare.clone();
                 let handoff = handoff.clone();
+                let (pool, shares) = (pool.clone(), shares.clone());
                 tokio::spawn(async move {
-                    let _permit = permit;
                     let work = async {
+                        // Its address's share first: only then a place in the pool.
+                        let _share = shares.acquire(ip).await;
+                        let _permit = pool.acquire_owned().await.ok()?;
                         if let Some(handoff) = &handoff {
                             if sniff(&stream).await? {
                                 match stream.into_std() {
@@ -78,9 +110,10 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> EdgeListener<Io> {
                         }
                         prepare(stream).await
                     };
-                    match tokio::time::timeout(PREPARE_TIMEOUT, work).await {
+                    match tokio::time::timeout(limits.handshake_timeout, work).await {
                         Ok(Some(io)) => {
-                            let _ = ready.send((io, peer)).await;
+                            let remote = Admitted { remote: peer, slot };
+                            let _ = ready.send((io, remote)).await;
                         }
                         Ok(None) => {}
                         Err(_) => tracing::debug!(%peer, "connection not ready in time"),
@@ -125,7 +158,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener
     for EdgeListener<Io>
 {
     type Io = Io;
-    type Addr = SocketAddr;
+    type Addr = Admitted;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
@@ -135,7 +168,12 @@ impl<Io: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener
         }
     }
 
+    /// `Admitted` holds a connection's slot, which the bound address has none of; nothing
+    /// here asks (the server reads the address from the TCP listener).
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        Err(std::io::Error::other(format!(
+            "{}: an edge listener's address is no connection's",
+            self.local
+        )))
     }
 }

@@ -1,8 +1,5 @@
 //! WHIP ingest (`POST /whip/{room}`) and WHEP playback (`POST /whep/{room}`), RFC 9725 semantics.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +10,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use super::cors::Origins;
+use super::media_sessions::{end_resource, etag, patch_resource, resource_options, Kind, Refusal};
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{group, Media};
@@ -22,59 +21,25 @@ use convene_core::room::actor::RoomInput;
 use convene_core::room::{Joiner, Place};
 use convene_sfu::{PeerOptions, SfuError};
 
-pub fn router() -> Router<AppState> {
+pub fn router(origins: Origins) -> Router<AppState> {
     Router::new()
         .route("/whip/{room}", post(whip).options(ice_servers))
-        .route("/whip/{room}/{resource}", delete(end_resource))
+        .route(
+            "/whip/{room}/{resource}",
+            delete(end_resource)
+                .patch(patch_resource)
+                .options(resource_options),
+        )
         .route("/whep/{room}", post(whep).options(ice_servers))
-        .route("/whep/{room}/{resource}", delete(end_resource))
-}
-
-/// Live WHIP/WHEP sessions, by resource id; dropping the sender ends the session.
-#[derive(Clone, Default)]
-pub struct Resources {
-    inner: Arc<Mutex<HashMap<String, Resource>>>,
-}
-
-struct Resource {
-    room: String,
-    /// The identity whose token created it: they, or the room's staff, may end it.
-    owner: String,
-    stop: oneshot::Sender<()>,
-}
-
-impl Resources {
-    fn insert(&self, id: &str, room: &str, owner: &str, stop: oneshot::Sender<()>) {
-        let mut map = self.inner.lock().expect("resources lock");
-        map.insert(
-            id.to_string(),
-            Resource {
-                room: room.to_string(),
-                owner: owner.to_string(),
-                stop,
-            },
-        );
-    }
-    fn remove(&self, id: &str) -> Option<Resource> {
-        self.inner.lock().expect("resources lock").remove(id)
-    }
-
-    /// Removes the resource if it belongs to `room` and `by` may end it: its owner, or a host
-    /// or moderator of the room.
-    fn remove_by(&self, room: &str, id: &str, by: &Claims) -> Result<Resource, ApiError> {
-        let mut map = self.inner.lock().expect("resources lock");
-        match map.get(id) {
-            Some(r) if r.room == room => {
-                if r.owner != by.sub && !matches!(by.role, Role::Host | Role::Moderator) {
-                    return Err(ApiError::forbidden(
-                        "only its owner or a host or moderator may end this session",
-                    ));
-                }
-                Ok(map.remove(id).expect("present under the same lock"))
-            }
-            _ => Err(ApiError::not_found("no such session in this room")),
-        }
-    }
+        .route(
+            "/whep/{room}/{resource}",
+            delete(end_resource)
+                .patch(patch_resource)
+                .options(resource_options),
+        )
+        .layer(axum::middleware::from_fn(move |request, next| {
+            super::cors::cors(origins.clone(), request, next)
+        }))
 }
 
 /// Checks what both endpoints need: media on, SDP body, a valid token for this room.
@@ -110,7 +75,8 @@ fn check_request(
 
 /// `OPTIONS` before the offer: a client that gathers all its candidates before it POSTs
 /// (no trickle) learns the relay here. Needs the same bearer token as the POST, since the
-/// `Link` headers carry credentials (RFC 9725 section 4.4).
+/// `Link` headers carry credentials (RFC 9725 section 4.4), which go only to people the
+/// running room has not banned.
 async fn ice_servers(
     State(state): State<AppState>,
     Path(room): Path<String>,
@@ -119,19 +85,28 @@ async fn ice_servers(
     let claims = state.claims(&headers, TokenFrom::Header, Some(&room))?;
     let mut res = (
         StatusCode::NO_CONTENT,
-        [(
-            header::HeaderName::from_static("accept-post"),
-            "application/sdp",
-        )],
+        [
+            (header::ALLOW, "POST, OPTIONS"),
+            (
+                header::HeaderName::from_static("accept-post"),
+                "application/sdp",
+            ),
+        ],
     )
         .into_response();
-    add_links(&state, &claims.sub, &mut res);
+    if let Some(handle) = state.rooms.get(&room) {
+        if !handle.is_banned(&claims.sub).await.unwrap_or(true) {
+            add_links(&state, &claims, &mut res);
+        }
+    }
     Ok(res)
 }
 
-fn add_links(state: &AppState, identity: &str, res: &mut Response) {
+/// Relay credentials for `claims.sub`, expiring with the token at the latest.
+fn add_links(state: &AppState, claims: &Claims, res: &mut Response) {
     if let Some(turn) = &state.turn {
-        let server = turn.ice_server(identity, crate::auth::unix_now());
+        let expiry = turn.expiry(crate::auth::unix_now(), Some(claims.exp));
+        let server = turn.ice_server(&claims.sub, expiry);
         for link in crate::turn::link_headers(&server) {
             if let Ok(v) = header::HeaderValue::from_str(&link) {
                 res.headers_mut().append(header::LINK, v);
@@ -140,19 +115,31 @@ fn add_links(state: &AppState, identity: &str, res: &mut Response) {
     }
 }
 
-/// 201 with the answer; with a relay configured, its credentials for `identity` as
-/// `Link: <turn:...>; rel="ice-server"` headers (RFC 9725 section 4.4).
-fn created(state: &AppState, identity: &str, location: String, answer: String) -> Response {
+/// 201 with the answer, the resource's URL and ETag, the PATCH type it takes; with a relay
+/// configured, its credentials as `Link: <turn:...>; rel="ice-server"` headers (RFC 9725
+/// section 4.4). The answer names no engine (the SFU scrubs its origin line).
+fn created(
+    state: &AppState,
+    claims: &Claims,
+    location: String,
+    id: &str,
+    answer: String,
+) -> Response {
     let mut res = (
         StatusCode::CREATED,
         [
             (header::LOCATION, location),
             (header::CONTENT_TYPE, "application/sdp".to_string()),
+            (header::ETAG, etag(id)),
+            (
+                header::HeaderName::from_static("accept-patch"),
+                "application/trickle-ice-sdpfrag".to_string(),
+            ),
         ],
         answer,
     )
         .into_response();
-    add_links(state, identity, &mut res);
+    add_links(state, claims, &mut res);
     res
 }
 
@@ -208,24 +195,29 @@ pub(super) async fn redirect_to_owner(
     }
 }
 
-/// A publisher (e.g. OBS) joins the room on stage under its token's name and publishes.
+/// A publisher (e.g. OBS) joins the room under its token's name and publishes, if the room
+/// lets it: stage rights are the room's (a presenter taken off stage stays off), as for a
+/// WebSocket publisher; a host puts themselves on stage, which they may do anyway.
 async fn whip(
     State(state): State<AppState>,
     Path(room): Path<String>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
     if let Some(redirect) = redirect_to_owner(&state, &room, &uri, true).await? {
         return Ok(redirect);
     }
-    let identity = claims.sub.clone();
     if !matches!(claims.role, Role::Host | Role::Presenter) {
-        return Err(ApiError::forbidden(
-            "only host and presenter tokens may publish over WHIP",
-        ));
+        return Err(
+            ApiError::forbidden("only host and presenter tokens may publish over WHIP").into(),
+        );
     }
+    let limits = &state.limits.whip_whep;
+    let slot = state
+        .resources
+        .reserve(&room, &claims.sub, Kind::Whip, &body, limits)?;
     let asked = std::time::Instant::now();
     let handle = state.rooms.get_or_start(&room);
     let (outbox, inbox) = outbox::outbox(64);
@@ -236,31 +228,27 @@ async fn whip(
         name: claims.name.clone(),
         role: claims.role,
         attrs: claims.attrs.clone(),
-        on_stage: true,
+        on_stage: claims.role == Role::Host,
+        credentials_until: Some(claims.exp),
     };
     let start = match handle.join(joiner, connection, None).await {
         Ok(Ok(start)) => start,
-        Ok(Err(denied)) => return Err(ApiError::forbidden(denied.message)),
-        Err(gone) => return Err(ApiError::unavailable(gone.to_string())),
+        Ok(Err(denied)) => return Err(ApiError::forbidden(denied.message).into()),
+        Err(gone) => return Err(ApiError::unavailable(gone.to_string()).into()),
     };
-    let session_id = start.session_id;
-    let leave = {
-        let handle = handle.clone();
-        move || async move {
-            let _ = handle
-                .send(
-                    RoomInput::Closed {
-                        session_id,
-                        connection,
-                        left: true,
-                    }
-                    .into(),
-                )
-                .await;
-        }
+    let leave = Leave {
+        handle: handle.clone(),
+        session_id: start.session_id,
+        connection,
     };
-    let resource = Uuid::new_v4().simple().to_string();
-    let peer = format!("{}.whip-{}", claims.sub, &resource[..8]);
+    if !start.may_publish {
+        leave.now().await;
+        return Err(ApiError::forbidden(
+            "you are not on stage in this room: a host or moderator took you off it, and only they can invite you back",
+        )
+        .into());
+    }
+    let peer = format!("{}.whip-{}", claims.sub, &slot.id[..8]);
     let events = media.sfu.add_peer(
         peer.clone(),
         group(&room, Place::Main),
@@ -270,31 +258,79 @@ async fn whip(
         Ok(answer) => answer,
         Err(error) => {
             media.sfu.remove_peer(&peer);
-            leave().await;
-            return Err(sdp_error(error));
+            leave.now().await;
+            return Err(sdp_error(error).into());
         }
     };
     crate::metrics::observe_join(asked.elapsed());
     let (stop_tx, stop_rx) = oneshot::channel();
-    state
-        .resources
-        .insert(&resource, &room, &claims.sub, stop_tx);
-    let resources = state.resources.clone();
-    let id = resource.clone();
+    let resource = slot.id.clone();
+    slot.go_live(stop_tx);
     // The room decides who may publish: follow its word for this publisher (stage, removal),
-    // read from the same lanes and in the same way as a WebSocket session's. A publisher
-    // that falls a whole lane behind ends rather than guess what it missed.
-    let mut room_events = state.hub.events(
+    // read from the same lanes and in the same way as a WebSocket session's.
+    let room_events = state.hub.events(
         &room,
         false,
         start.viewer.place,
         inbox.frames.direct_lane(),
         start.seq,
     );
-    let mut viewer = start.viewer.clone();
+    let session = Publisher {
+        media,
+        peer,
+        identity: claims.sub.clone(),
+        resource: resource.clone(),
+        resources: state.resources.clone(),
+        leave,
+    };
+    let viewer = start.viewer.clone();
     tokio::spawn(async move {
         // The mailbox accepts events only while its reading end lives.
         let _reachable = (registration, inbox);
+        session.run(events, room_events, viewer, stop_rx).await;
+    });
+    let location = format!("/whip/{room}/{resource}");
+    Ok(created(&state, &claims, location, &resource, answer))
+}
+
+/// Ends a WHIP publisher's place in the room.
+struct Leave {
+    handle: convene_core::room::actor::RoomHandle,
+    session_id: Uuid,
+    connection: Uuid,
+}
+
+impl Leave {
+    async fn now(&self) {
+        let closed = RoomInput::Closed {
+            session_id: self.session_id,
+            connection: self.connection,
+            left: true,
+        };
+        let _ = self.handle.send(closed.into()).await;
+    }
+}
+
+/// A running WHIP publisher: relays its tracks to the room and follows the room's word.
+struct Publisher {
+    media: Media,
+    peer: convene_sfu::PeerId,
+    identity: String,
+    resource: String,
+    resources: super::media_sessions::Resources,
+    leave: Leave,
+}
+
+impl Publisher {
+    async fn run(
+        self,
+        events: tokio::sync::mpsc::UnboundedReceiver<convene_sfu::PeerEvent>,
+        mut room_events: crate::session::EventStream,
+        mut viewer: convene_core::room::Viewer,
+        stop_rx: oneshot::Receiver<()>,
+    ) {
+        let (media, peer, handle) = (&self.media, &self.peer, &self.leave.handle);
+        // A publisher that falls a whole lane behind ends rather than guess what it missed.
         let follow_rights = async {
             loop {
                 let Ok(event) = room_events.recv().await else {
@@ -306,16 +342,16 @@ async fn whip(
                     Rights::Changed {
                         may_publish, muted, ..
                     } => {
-                        media.sfu.set_can_publish(&peer, may_publish);
+                        media.sfu.set_can_publish(peer, may_publish);
                         if let Some(muted) = muted {
-                            crate::media::apply_mutes(&media.sfu, &peer, muted);
+                            crate::media::apply_mutes(&media.sfu, peer, muted);
                         }
                     }
                     Rights::Recheck => {
                         if let Ok(Some(rights)) = handle.media_access(&viewer.identity).await {
-                            media.sfu.set_can_publish(&peer, rights.may_publish);
+                            media.sfu.set_can_publish(peer, rights.may_publish);
                             let muted = crate::media::Mutes::of(&rights.muted);
-                            crate::media::apply_mutes(&media.sfu, &peer, muted);
+                            crate::media::apply_mutes(&media.sfu, peer, muted);
                         }
                     }
                     Rights::Removed => return,
@@ -323,21 +359,15 @@ async fn whip(
             }
         };
         tokio::select! {
-            _ = media.relay_tracks(&handle, &claims.sub, &peer, events, None) => {}
+            _ = media.relay_tracks(handle, &self.identity, peer, events, None) => {}
             _ = stop_rx => {}
             _ = follow_rights => {}
         }
-        media.sfu.remove_peer(&peer);
-        resources.remove(&id);
-        leave().await;
-        tracing::info!(room = %handle.name, identity = %claims.sub, "WHIP session ended");
-    });
-    Ok(created(
-        &state,
-        &identity,
-        format!("/whip/{room}/{resource}"),
-        answer,
-    ))
+        media.sfu.remove_peer(peer);
+        self.resources.remove(&self.resource);
+        self.leave.now().await;
+        tracing::info!(room = %handle.name, identity = %self.identity, "WHIP session ended");
+    }
 }
 
 #[derive(Deserialize)]
@@ -353,7 +383,7 @@ async fn whep(
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: String,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Refusal> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
     if let Some(redirect) = redirect_to_owner(&state, &room, &uri, false).await? {
         return Ok(redirect);
@@ -363,7 +393,7 @@ async fn whep(
         .get(&room)
         .ok_or_else(|| ApiError::not_found(format!("room {room:?} is not running")))?;
     if handle.is_banned(&claims.sub).await.unwrap_or(false) {
-        return Err(ApiError::forbidden("you were removed from this room"));
+        return Err(ApiError::forbidden("you were removed from this room").into());
     }
     let only = match &query.participant {
         Some(identity) => Some(media.publisher_peer(&room, identity).ok_or_else(|| {
@@ -371,8 +401,11 @@ async fn whep(
         })?),
         None => None,
     };
-    let resource = Uuid::new_v4().simple().to_string();
-    let peer = format!("whep-{resource}");
+    let limits = &state.limits.whip_whep;
+    let slot = state
+        .resources
+        .reserve(&room, &claims.sub, Kind::Whep, &body, limits)?;
+    let peer = format!("whep-{}", slot.id);
     let mut events = media.sfu.add_peer(
         peer.clone(),
         group(&room, Place::Main),
@@ -382,13 +415,12 @@ async fn whep(
         Ok(answer) => answer,
         Err(error) => {
             media.sfu.remove_peer(&peer);
-            return Err(sdp_error(error));
+            return Err(sdp_error(error).into());
         }
     };
     let (stop_tx, mut stop_rx) = oneshot::channel();
-    state
-        .resources
-        .insert(&resource, &room, &claims.sub, stop_tx);
+    let resource = slot.id.clone();
+    slot.go_live(stop_tx);
     let resources = state.resources.clone();
     let id = resource.clone();
     tokio::spawn(async move {
@@ -404,22 +436,6 @@ async fn whep(
         media.sfu.remove_peer(&peer);
         resources.remove(&id);
     });
-    Ok(created(
-        &state,
-        &claims.sub,
-        format!("/whep/{room}/{resource}"),
-        answer,
-    ))
-}
-
-/// `DELETE` on a WHIP or WHEP resource ends that session (its owner's, or staff's, to end).
-async fn end_resource(
-    State(state): State<AppState>,
-    Path((room, resource)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let claims = state.claims(&headers, TokenFrom::Header, Some(&room))?;
-    let found = state.resources.remove_by(&room, &resource, &claims)?;
-    let _ = found.stop.send(());
-    Ok(StatusCode::OK.into_response())
+    let location = format!("/whep/{room}/{resource}");
+    Ok(created(&state, &claims, location, &resource, answer))
 }

@@ -2,10 +2,13 @@
 //!
 //! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
 
+mod admission;
 mod api;
 mod client;
+mod cors;
 mod listener;
 mod media;
+mod media_sessions;
 pub mod serve;
 pub mod tls;
 mod ws;
@@ -92,7 +95,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The SFU; `None` when its UDP port could not be bound.
     pub media: Option<Media>,
-    pub resources: media::Resources,
+    pub resources: media_sessions::Resources,
     /// What `/metrics` shows: the process-wide metrics and this node's gauges.
     pub metrics: Arc<prometheus_client::registry::Registry>,
     /// Attendance sheets, kept after rooms empty.
@@ -219,7 +222,7 @@ impl AppState {
             cluster,
             limits: Arc::new(config.limits.clone()),
             media,
-            resources: media::Resources::default(),
+            resources: media_sessions::Resources::default(),
             turn,
             turn_server,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
@@ -264,12 +267,13 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 
 pub fn app(state: AppState) -> Router {
     let body_deadline = Duration::from_secs(state.config.server.request_timeout_s.max(1));
+    let origins = cors::Origins::new(&state.config.limits.whip_whep.cors_origins);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws::upgrade))
-        .merge(media::router())
+        .merge(media::router(origins))
         .nest("/api/v1", api::router())
         .merge(client::router())
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -361,6 +365,13 @@ impl Server {
             header_read_timeout: Duration::from_secs(server.header_read_timeout_s.max(1)),
             max_connections_per_ip: server.max_http_connections_per_ip,
         };
+        let edge = listener::EdgeLimits {
+            handshake_timeout: Duration::from_secs(server.tls_handshake_timeout_s.max(1)),
+            max_handshakes: server.max_tls_handshakes,
+            max_handshakes_per_ip: server.max_tls_handshakes_per_ip,
+            max_connections_per_ip: server.max_http_connections_per_ip,
+        };
+        let per_ip = admission::PerIp::default();
         let send_buffer = server.socket_send_buffer;
         // Small frames must not wait for Nagle; an optional send-buffer bound caps kernel memory.
         let tap = move |tcp: &tokio::net::TcpStream| {
@@ -376,30 +387,39 @@ impl Server {
         let task = match (tls, handoff) {
             (Some(tls), handoff) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                let listener = listener::EdgeListener::new(listener, tap, handoff, move |tcp| {
-                    let accept = acceptor.accept(tcp);
-                    async move {
-                        accept
-                            .await
-                            .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
-                            .ok()
-                    }
-                })?;
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                let listener = listener::EdgeListener::new(
+                    listener,
+                    tap,
+                    handoff,
+                    (edge, per_ip.clone()),
+                    move |tcp| {
+                        let accept = acceptor.accept(tcp);
+                        async move {
+                            accept
+                                .await
+                                .map_err(|error| tracing::debug!(%error, "TLS handshake failed"))
+                                .ok()
+                        }
+                    },
+                )?;
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
             (None, Some(handoff)) => {
-                let listener =
-                    listener::EdgeListener::new(listener, tap, Some(handoff), |tcp| async move {
-                        Some(tcp)
-                    })?;
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                let listener = listener::EdgeListener::new(
+                    listener,
+                    tap,
+                    Some(handoff),
+                    (edge, per_ip.clone()),
+                    |tcp| async move { Some(tcp) },
+                )?;
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
             (None, None) => {
                 let listener = axum::serve::ListenerExt::tap_io(
                     listener,
                     move |tcp: &mut tokio::net::TcpStream| tap(tcp),
                 );
-                tokio::spawn(serve::run(listener, router, limits, stop))
+                tokio::spawn(serve::run(listener, router, limits, per_ip, stop))
             }
         };
         Ok(Server { addr, state, task })

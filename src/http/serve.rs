@@ -7,9 +7,6 @@
 //! deadline in [`read_body_in_time`]. A WebSocket leaves this loop's accounting at the upgrade;
 //! from then on its session's ping and idle timeout watch it.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::admission::{PerIp, Remote};
 use super::ApiError;
 
 /// What the loop needs to know, from `[server]`.
@@ -33,62 +31,27 @@ pub struct ServeLimits {
     pub max_connections_per_ip: usize,
 }
 
-/// Connections per client address that are still in their HTTP phase.
-#[derive(Clone, Default)]
-struct PerIp {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-struct PerIpGuard {
-    per_ip: PerIp,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    fn try_admit(&self, ip: IpAddr, cap: usize) -> Option<PerIpGuard> {
-        let mut counts = self.counts.lock().expect("per-ip lock");
-        let count = counts.entry(ip).or_insert(0);
-        if cap > 0 && *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(PerIpGuard {
-            per_ip: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for PerIpGuard {
-    fn drop(&mut self) {
-        let mut counts = self.per_ip.counts.lock().expect("per-ip lock");
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Sent (best effort, never awaited) to a connection over the per-IP cap before it is dropped.
 const TOO_MANY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 84\r\n\r\n{\"error\":\"unavailable\",\"message\":\"too many connections from your address; retry\"}\n\n";
 
 /// Accepts until `stop` turns `Some`, then lets open requests finish and returns once every
 /// connection task has ended (upgraded sockets are the sessions' to close).
 /// The listener may be plain TCP or the edge's TLS / ICE-TCP listener: socket options are
-/// set where the TCP stream is accepted.
+/// set where the TCP stream is accepted. `per_ip` counts connections under
+/// `max_connections_per_ip`; the edge listener takes each slot at accept (before the TLS
+/// handshake), plain TCP here.
 pub async fn run<L>(
     mut listener: L,
     router: Router,
     limits: ServeLimits,
+    per_ip: PerIp,
     mut stop: watch::Receiver<Option<u64>>,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    L: axum::serve::Listener,
+    L::Addr: Remote,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let per_ip = PerIp::default();
     // Each connection task holds a receiver; `closed()` resolves once all have dropped it.
     let (draining_tx, draining_rx) = watch::channel(false);
     let stopped = async move {
@@ -101,13 +64,17 @@ where
             accepted = listener.accept() => accepted,
             _ = &mut stopped => break,
         };
-        let Some(guard) = per_ip.try_admit(remote.ip(), limits.max_connections_per_ip) else {
-            tracing::debug!(ip = %remote.ip(), "refused: per-address connection cap");
-            tokio::spawn(async move {
-                let mut tcp = tcp;
-                let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(TOO_MANY)).await;
-            });
-            continue;
+        let guard = match remote.admit(&per_ip, limits.max_connections_per_ip) {
+            Ok((_, slot)) => slot,
+            Err(remote) => {
+                tracing::debug!(ip = %remote.ip(), "refused: per-address connection cap");
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), tcp.write_all(TOO_MANY)).await;
+                });
+                continue;
+            }
         };
         let service = TowerToHyperService::new(router.clone());
         let mut draining = draining_rx.clone();

@@ -174,6 +174,7 @@ async fn serve_socket(
         role: claims.role,
         attrs: claims.attrs.clone(),
         on_stage: false,
+        credentials_until: Some(claims.exp),
     };
     let connection = Uuid::new_v4();
     let (outbox, inbox): (Outbox, Inbox) = outbox::outbox(state.config.limits.direct_queue);

@@ -47,14 +47,21 @@ impl Turn {
         })
     }
 
-    /// Credentials for `identity`, valid until `now_unix + ttl`.
-    pub fn ice_server(&self, identity: &str, now_unix: u64) -> IceServer {
+    /// When credentials handed out at `now_unix` expire: after the ttl, and never after the
+    /// token they were given for (`token_exp`), so they cannot outlive the right to join.
+    pub fn expiry(&self, now_unix: u64, token_exp: Option<u64>) -> u64 {
+        let by_ttl = now_unix + self.ttl_s;
+        token_exp.map_or(by_ttl, |exp| exp.min(by_ttl))
+    }
+
+    /// Credentials for `identity`, valid until `expiry_unix` (see [`Turn::expiry`]).
+    pub fn ice_server(&self, identity: &str, expiry_unix: u64) -> IceServer {
         // A colon would split the username where the relay reads the expiry.
         let who: String = identity
             .chars()
             .map(|c| if c == ':' { '_' } else { c })
             .collect();
-        let username = format!("{}:{who}", now_unix + self.ttl_s);
+        let username = format!("{expiry_unix}:{who}");
         let tag = hmac::sign(&self.key, username.as_bytes());
         IceServer {
             urls: self.urls.clone(),
@@ -95,7 +102,7 @@ mod tests {
     #[test]
     fn credential_is_coturns_rest_scheme() {
         let turn = Turn::new(&["turn:relay.example:3478".into()], "north-star", 3600).unwrap();
-        let s = turn.ice_server("ana", 1_700_000_000 - 3600);
+        let s = turn.ice_server("ana", turn.expiry(1_700_000_000 - 3600, None));
         assert_eq!(s.username.as_deref(), Some("1700000000:ana"));
         // Python: base64(hmac.new(b"north-star", b"1700000000:ana", sha1).digest())
         assert_eq!(
@@ -103,9 +110,14 @@ mod tests {
             Some("pv6mAM+FAegcGUlixgD9So3Zjag=")
         );
         assert_eq!(
-            turn.ice_server("a:b", 0).username.as_deref(),
+            turn.ice_server("a:b", turn.expiry(0, None))
+                .username
+                .as_deref(),
             Some("3600:a_b")
         );
+        // Never after the token's own expiry.
+        assert_eq!(turn.expiry(1000, Some(1060)), 1060);
+        assert_eq!(turn.expiry(1000, Some(99_999)), 4600);
         assert!(Turn::new(&[], "s", 1).is_none());
         assert!(Turn::new(&["turn:x".into()], "", 1).is_none());
         assert!(!format!("{turn:?}").contains("north-star"));

@@ -14,11 +14,15 @@ const STEP = { timeout: 120_000 };
 const TLS_PORT = 443; // Convene's HTTPS and the relay's TURN/TLS, on two addresses
 const RELAY_PORTS = [20000, 20019];
 const SFU_UDP_PORT = 3478; // harness: the SFU's UDP port inside a namespace
+const API_KEY = "relay-test-api-key";
 const suite = mediaSuite({
   firewall: { allowTcpPorts: [TLS_PORT], allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]] },
+  // The API key opens the room before the publisher asks for relay credentials: none are
+  // handed out for a room that is not running.
   server: {
     tls: true,
     port: TLS_PORT,
+    env: { CONVENE_API_KEY: API_KEY },
     config: [
       "[rtc.turn.embedded]",
       "enabled = true",
@@ -91,6 +95,10 @@ test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) =>
   }, { room, kind, token, setup });
 
   const pub = await newPage("whip", `${server.base}/healthz`);
+  const opened = await pub.evaluate(async ({ room, key }) => (await fetch("/api/v1/rooms", {
+    method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${key}` }, body: JSON.stringify({ name: room }),
+  })).status, { room, key: API_KEY });
+  assert.equal(opened, 201, "the room is opened before the publisher comes");
   const whip = await post(pub, "whip", presenter, "publish");
   assert.equal(whip.status, 201, whip.answer);
   assert.equal(whip.servers, 1, "one ice-server Link: TURN over TLS");

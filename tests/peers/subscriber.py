@@ -4,7 +4,7 @@
                   [--pli-burst N --pli-at S]
     subscriber.py --whep print-offer    (prints a recvonly offer and exits)
 
-Offers recvonly video + audio. With --pli-burst N it sends N PLIs for the video
+Offers recvonly (or --direction) video + audio. With --pli-burst N it sends N PLIs for the video
 stream, spread over one second starting --pli-at seconds after the first
 decoded frame. Prints one JSON line: {"video_frames", "audio_frames",
 "plis_sent", "first_frame_s", ...}.
@@ -41,14 +41,15 @@ async def main():
     p.add_argument("--video-slots", type=int, default=1)
     p.add_argument("--audio-slots", type=int, default=1)
     p.add_argument("--relay", action="store_true", help="relay only, with the TURN servers from OPTIONS")
+    p.add_argument("--direction", default="recvonly", help="the transceivers' direction (sendrecv: as some WHEP players offer)")
     args = p.parse_args()
 
     config = await relay_config(args.whep, args.token) if args.relay else None
     pc = RTCPeerConnection(configuration=config)
     for _ in range(args.video_slots):
-        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("video", direction=args.direction)
     for _ in range(args.audio_slots):
-        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("audio", direction=args.direction)
     if args.whep == "print-offer":
         # Only print a real client offer (for tests that POST it themselves).
         await pc.setLocalDescription(await pc.createOffer())

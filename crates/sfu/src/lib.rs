@@ -37,7 +37,7 @@
 //! # Use
 //!
 //! ```ignore
-//! let sfu = Sfu::start(SfuConfig { udp_port: 0, tcp_port: Some(0), bind_ip, advertise_ips, workers: 0, bandwidth_estimation: true })?;
+//! let sfu = Sfu::start(SfuConfig { udp_port: 0, tcp_port: Some(0), bind_ip, advertise_ips, ..SfuConfig::default() })?;
 //! let mut events = sfu.add_peer("alice".into(), "room-x".into(), PeerOptions::session("Alice"));
 //! let answer = sfu.accept_offer(&"alice".into(), offer_sdp).await?;   // -> rtc_answer
 //! while let Some(ev) = events.recv().await {
@@ -90,7 +90,7 @@ pub use egress::SendBatch;
 mod layer;
 mod link;
 mod tcp;
-pub use tcp::{is_ice_tcp, TcpHandoff};
+pub use tcp::{is_ice_tcp, TcpHandoff, TcpLimits};
 mod udp;
 mod worker;
 
@@ -142,6 +142,8 @@ pub struct SfuConfig {
     /// ICE-TCP also on this port, which another listener (the HTTPS port) accepts on and
     /// hands over through [`Sfu::tcp_handoff`] (port 443 is open where little else is).
     pub tcp_handoff_port: Option<u16>,
+    /// Deadlines and caps on ICE-TCP connections (both ports).
+    pub tcp_limits: TcpLimits,
     pub bind_ip: IpAddr,
     /// The host candidates put in answers (what clients send to), one per address and
     /// protocol; never empty (see `addresses::plan`).
@@ -160,6 +162,7 @@ impl Default for SfuConfig {
             udp_port: 0,
             tcp_port: None,
             tcp_handoff_port: None,
+            tcp_limits: TcpLimits::default(),
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             advertise_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             workers: 0,
@@ -202,6 +205,10 @@ pub struct PeerOptions {
     /// Estimate its bandwidth (TWCC) to choose simulcast layers, when
     /// [`SfuConfig::bandwidth_estimation`] allows. False for WHIP/WHEP.
     pub bandwidth_estimation: bool,
+    /// Never publishes, whatever it offers: `sendrecv` m-lines are answered `sendonly` and
+    /// `sendonly` ones `inactive` (RFC 3264 section 6.1 allows both). WHEP players such as
+    /// the npm `whip-whep` offer `sendrecv`.
+    pub receive_only: bool,
 }
 
 impl PeerOptions {
@@ -215,6 +222,7 @@ impl PeerOptions {
             source_hint: None,
             renegotiate: true,
             bandwidth_estimation: true,
+            receive_only: false,
         }
     }
 
@@ -235,6 +243,7 @@ impl PeerOptions {
             only_publisher,
             renegotiate: false,
             bandwidth_estimation: false,
+            receive_only: true,
             ..Self::session(display_name)
         }
     }
@@ -571,9 +580,10 @@ impl Sfu {
         }
         if tcp_listener.is_some() || cfg.tcp_handoff_port.is_some() {
             let shared = shared.clone();
+            let limits = cfg.tcp_limits;
             thread::Builder::new()
                 .name("sfu-tcp".into())
-                .spawn(move || tcp::run(shared, tcp_listener, handoff_rx))?;
+                .spawn(move || tcp::run(shared, tcp_listener, handoff_rx, limits))?;
         }
         tracing::info!(%local_addr, advertise = ?shared.advertise, tcp = ?tcp_local, workers = n, "media engine started");
         Ok(Sfu {

@@ -11,7 +11,7 @@
 //! peer costs two tasks, not a thread.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,111 @@ use super::{Counters, Shared};
 
 /// Packets queued to one connection's writer before new ones are dropped.
 const LINK_QUEUE: usize = 512;
-/// A connection must send its first STUN request this soon.
-const FIRST_FRAME: Duration = Duration::from_secs(10);
-/// Connections open at once; more are closed on accept.
-const MAX_CONNECTIONS: usize = 10_000;
+
+/// Deadlines and caps on ICE-TCP connections; a connection over a cap is closed on accept.
+/// The caps per address come first, so idle connections from one address cannot take the
+/// places of others (a browser opens one or two per candidate pair, and sends at once).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// A connection must send its first STUN request this soon.
+    pub first_frame: Duration,
+    /// Connections open at once (0: no cap).
+    pub max_connections: usize,
+    /// Connections open at once from one address (0: no cap).
+    pub max_per_ip: usize,
+    /// Connections from one address still waiting for their first request (0: no cap).
+    pub max_pending_per_ip: usize,
+}
+
+impl Default for TcpLimits {
+    fn default() -> Self {
+        TcpLimits {
+            first_frame: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_per_ip: 500,
+            max_pending_per_ip: 32,
+        }
+    }
+}
+
+/// Connections open, in all and per address (open, still pending).
+#[derive(Default)]
+struct Counts {
+    all: usize,
+    by_ip: HashMap<IpAddr, (usize, usize)>,
+}
+
+/// Who may open one more connection, under [`TcpLimits`]. Cheap to clone.
+#[derive(Clone)]
+struct Admission {
+    limits: TcpLimits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+/// One admitted connection's places; dropping it gives them back.
+struct Admitted {
+    admission: Admission,
+    ip: IpAddr,
+    pending: bool,
+}
+
+impl Admission {
+    fn new(limits: TcpLimits) -> Admission {
+        Admission {
+            limits,
+            counts: Arc::default(),
+        }
+    }
+
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<Admitted> {
+        let over = |count: usize, cap: usize| cap > 0 && count >= cap;
+        let l = self.limits;
+        let mut counts = self.counts();
+        let (open, pending) = counts.by_ip.get(&ip).copied().unwrap_or_default();
+        if over(open, l.max_per_ip)
+            || over(pending, l.max_pending_per_ip)
+            || over(counts.all, l.max_connections)
+        {
+            return None;
+        }
+        counts.all += 1;
+        counts.by_ip.insert(ip, (open + 1, pending + 1));
+        Some(Admitted {
+            admission: self.clone(),
+            ip,
+            pending: true,
+        })
+    }
+}
+
+impl Admitted {
+    /// The first request arrived: the connection no longer counts as pending.
+    fn first_frame_seen(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            if let Some(c) = self.admission.counts().by_ip.get_mut(&self.ip) {
+                c.1 -= 1;
+            }
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.first_frame_seen();
+        let mut counts = self.admission.counts();
+        counts.all -= 1;
+        if let Some(c) = counts.by_ip.get_mut(&self.ip) {
+            c.0 -= 1;
+            if c.0 == 0 {
+                counts.by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
 
 /// Which worker owns each ufrag, for routing a new connection's first frame.
 #[derive(Default)]
@@ -90,6 +191,7 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     listener: Option<std::net::TcpListener>,
     mut handoff: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    limits: TcpLimits,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -114,7 +216,7 @@ pub(crate) fn run(
                 return;
             }
         };
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let admission = Admission::new(limits);
         let mut stop_check = tokio::time::interval(Duration::from_millis(200));
         loop {
             let accepted = tokio::select! {
@@ -140,15 +242,13 @@ pub(crate) fn run(
                     continue;
                 }
             };
-            if open.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_CONNECTIONS {
-                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(admitted) = admission.admit(source.ip()) else {
+                tracing::debug!(%source, "ice-tcp: refused, over a connection cap");
                 continue;
-            }
+            };
             let shared = shared.clone();
-            let open = open.clone();
             tokio::spawn(async move {
-                connection(&shared, stream, source).await;
-                open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                connection(&shared, stream, source, admitted).await;
             });
         }
         tracing::debug!("ice-tcp thread stopped");
@@ -181,17 +281,24 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> std:
     Ok(true)
 }
 
-async fn connection(shared: &Arc<Shared>, stream: TcpStream, source: SocketAddr) {
+async fn connection(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    source: SocketAddr,
+    mut admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
     let (read, write) = stream.into_split();
     let mut read = BufReader::new(read);
     let c = &shared.counters;
     // The first frame names the peer.
     let mut buf = vec![0; MAX_DATAGRAM];
-    let first = tokio::time::timeout(FIRST_FRAME, read_frame(&mut read, &mut buf)).await;
+    let deadline = admitted.admission.limits.first_frame;
+    let first = tokio::time::timeout(deadline, read_frame(&mut read, &mut buf)).await;
     if !matches!(first, Ok(Ok(true))) {
         return;
     }
+    admitted.first_frame_seen();
     Counters::add(&c.datagrams_in, 1);
     let Some(worker) = shared.tcp_routes.worker_for(&buf) else {
         Counters::add(&c.datagrams_dropped, 1);
@@ -274,6 +381,29 @@ mod tests {
             "not a binding request"
         );
         assert_eq!(is_ice_tcp(&[0; 10]), Some(false));
+    }
+
+    #[test]
+    fn one_address_cannot_take_the_places_of_others() {
+        let admission = Admission::new(TcpLimits {
+            max_connections: 6,
+            max_per_ip: 4,
+            max_pending_per_ip: 2,
+            ..TcpLimits::default()
+        });
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let mut first: Vec<Admitted> = (0..2).map(|_| admission.admit(a).unwrap()).collect();
+        assert!(admission.admit(a).is_none(), "two pending from a already");
+        first.iter_mut().for_each(Admitted::first_frame_seen);
+        first.extend((0..2).map(|_| admission.admit(a).unwrap()));
+        assert!(admission.admit(a).is_none(), "four open from a already");
+        let others: Vec<Admitted> = (0..2).map(|_| admission.admit(b).unwrap()).collect();
+        assert!(admission.admit(b).is_none(), "six in all");
+        drop(first);
+        drop(others);
+        assert_eq!(admission.counts().all, 0);
+        assert!(admission.counts().by_ip.is_empty());
     }
 
     #[test]

@@ -224,8 +224,9 @@ pub trait RoomHooks: Send + Sync + 'static {
     fn fanned_out(&self, _took: Duration) {}
     /// A webhook event for the node's queue (never waited for).
     fn webhook(&self, _event: WebhookEvent) {}
-    /// TURN relays and credentials for `identity`, when a relay is configured.
-    fn ice_servers(&self, _identity: &str) -> Vec<IceServer> {
+    /// TURN relays and credentials for `identity`, when a relay is configured, expiring by
+    /// `until` (unix seconds) when given.
+    fn ice_servers(&self, _identity: &str, _until: Option<u64>) -> Vec<IceServer> {
         Vec::new()
     }
 }
@@ -501,6 +502,7 @@ impl RoomCore {
         now: Millis,
     ) -> Result<Start, Denied> {
         let identity = joiner.identity.clone();
+        let until = joiner.credentials_until;
         let resumable = resume.filter(|(sid, _)| {
             self.sessions
                 .get(sid)
@@ -555,7 +557,7 @@ impl RoomCore {
                         "events after seq {last_seq} are no longer kept (oldest is {}); this is a fresh snapshot",
                         gap.oldest_kept
                     );
-                    return Ok(self.welcome(session_id, viewer, seq, Some(reason)));
+                    return Ok(self.welcome(session_id, viewer, seq, Some(reason), until));
                 }
             }
         }
@@ -573,7 +575,7 @@ impl RoomCore {
         );
         let failed =
             resume.map(|_| "unknown or expired session; this is a fresh snapshot".to_string());
-        Ok(self.welcome(session_id, viewer, seq, failed))
+        Ok(self.welcome(session_id, viewer, seq, failed, until))
     }
 
     fn welcome(
@@ -582,6 +584,7 @@ impl RoomCore {
         viewer: Viewer,
         seq: u64,
         resume_failed: Option<String>,
+        until: Option<u64>,
     ) -> Start {
         let you = self
             .state
@@ -595,7 +598,7 @@ impl RoomCore {
             snapshot: Box::new(self.state.snapshot(&viewer)),
             seq,
             resume_failed,
-            ice_servers: self.config.hooks.ice_servers(&viewer.identity),
+            ice_servers: self.config.hooks.ice_servers(&viewer.identity, until),
         });
         let may_publish = self.state.may_publish(&viewer.identity);
         let muted = self.state.media_muted(&viewer.identity);

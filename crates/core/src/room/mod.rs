@@ -102,6 +102,9 @@ pub struct Joiner {
     pub attrs: BTreeMap<String, String>,
     /// Starts on stage (WHIP publishers); presenters always do.
     pub on_stage: bool,
+    /// Relay credentials in `welcome` expire by then (unix seconds): the token's expiry.
+    #[serde(default)]
+    pub credentials_until: Option<u64>,
 }
 
 /// The room's tunables, from `[limits]`.

@@ -107,6 +107,7 @@ mod tests {
             role,
             attrs: Default::default(),
             on_stage: false,
+            credentials_until: None,
         }
     }
 

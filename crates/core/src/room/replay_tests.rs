@@ -61,6 +61,7 @@ fn participant_joiner(i: usize) -> Joiner {
         role: Role::Participant,
         attrs,
         on_stage: false,
+        credentials_until: None,
     }
 }
 
@@ -71,6 +72,7 @@ fn staff_joiner(identity: &str, role: Role) -> Joiner {
         role,
         attrs: BTreeMap::new(),
         on_stage: false,
+        credentials_until: None,
     }
 }
 

@@ -12,6 +12,7 @@ fn joiner(identity: &str, role: Role) -> Joiner {
         role,
         attrs: BTreeMap::new(),
         on_stage: false,
+        credentials_until: None,
     }
 }
 

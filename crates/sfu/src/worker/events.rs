@@ -55,6 +55,9 @@ fn on_event(p: &mut Peer, ctx: &mut Ctx, e: Event) {
         }
         Event::Closed => p.dead = true,
         Event::MediaAdded(m) => match m.direction {
+            // A viewer's offer is read as receive-only before the engine sees it (negotiate.rs);
+            // should an m-line still say it sends, it is never a publication.
+            Direction::RecvOnly | Direction::SendRecv if p.opts.receive_only => {}
             Direction::RecvOnly | Direction::SendRecv => {
                 p.sending_mids.push((m.mid, m.kind, m.simulcast.clone()));
                 publish(p, ctx, m.mid, m.kind, m.simulcast)

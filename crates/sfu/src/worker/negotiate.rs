@@ -13,6 +13,11 @@ use super::state::{OutState, Peer};
 use crate::{Counters, PeerEvent, SfuError, Shared};
 
 pub(super) fn accept_offer(p: &mut Peer, offer: SdpOffer) -> Result<String, SfuError> {
+    let offer = if p.opts.receive_only {
+        receive_only(&offer)?
+    } else {
+        offer
+    };
     let r = catch_unwind(AssertUnwindSafe(|| p.rtc.sdp_api().accept_offer(offer)));
     p.dirty = true;
     let answer = match r {
@@ -37,7 +42,35 @@ pub(super) fn accept_offer(p: &mut Peer, offer: SdpOffer) -> Result<String, SfuE
     p.outs
         .retain(|o| !(o.unwanted && o.state == OutState::ToOpen));
     p.negotiate = true;
-    Ok(answer.to_sdp_string())
+    Ok(scrubbed(answer.to_sdp_string()))
+}
+
+/// The offer as a peer that never publishes reads it: what the client would send it keeps
+/// to itself (`sendrecv` -> `recvonly`, `sendonly` -> `inactive`), so the answer is
+/// `sendonly`/`inactive` and no m-line of it becomes a publication.
+fn receive_only(offer: &SdpOffer) -> Result<SdpOffer, SfuError> {
+    let text: String = offer
+        .to_sdp_string()
+        .split_inclusive('\n')
+        .map(|line| match line.trim_end() {
+            "a=sendrecv" => "a=recvonly\r\n",
+            "a=sendonly" => "a=inactive\r\n",
+            _ => line,
+        })
+        .collect();
+    SdpOffer::from_sdp_string(&text).map_err(|e| crate::bad_sdp("the offer was not accepted", &e))
+}
+
+/// Our SDP without the engine's name and version in its origin line (`o=str0m-0.25 ...`):
+/// a client learns nothing from it but which exploits to try.
+fn scrubbed(sdp: String) -> String {
+    match sdp.strip_prefix("v=0\r\no=") {
+        Some(rest) if !rest.starts_with("- ") => {
+            let after_user = rest.find(' ').map_or(rest.len(), |i| i);
+            format!("v=0\r\no=-{}", &rest[after_user..])
+        }
+        _ => sdp,
+    }
 }
 
 pub(super) fn accept_answer(p: &mut Peer, answer: SdpAnswer) -> Result<(), SfuError> {
@@ -134,7 +167,9 @@ pub(super) fn negotiate(p: &mut Peer, shared: &Shared) {
         p.pending = Some(pending);
         p.dirty = true;
         Counters::add(&shared.counters.offers_sent, 1);
-        let _ = p.events.send(PeerEvent::Offer(offer.to_sdp_string()));
+        let _ = p
+            .events
+            .send(PeerEvent::Offer(scrubbed(offer.to_sdp_string())));
     }
 }
 
@@ -142,5 +177,21 @@ pub(super) fn kind_of(k: TrackKind) -> MediaKind {
     match k {
         TrackKind::Audio => MediaKind::Audio,
         TrackKind::Video => MediaKind::Video,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_line_names_no_engine() {
+        let sdp = "v=0\r\no=str0m-0.25 5058682828002148772 2 IN IP4 0.0.0.0\r\ns=-\r\n".to_string();
+        assert_eq!(
+            scrubbed(sdp),
+            "v=0\r\no=- 5058682828002148772 2 IN IP4 0.0.0.0\r\ns=-\r\n"
+        );
+        let plain = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n".to_string();
+        assert_eq!(scrubbed(plain.clone()), plain);
     }
 }

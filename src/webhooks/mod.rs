@@ -2,9 +2,12 @@
 //!
 //! A room's actor holds a `RoomFeed` (in the core crate): a pure filter that turns the events it publishes into
 //! webhook events (first sight of a question is `question.asked`, and so on) and hands them
-//! to the node's [`Webhooks`] queue with `try_send`. A full queue drops the event (counted in
-//! `convene_webhook_deliveries_total{outcome="dropped"}`) rather than wait. One dispatcher
-//! task sends each event to each URL in its own task, so a slow receiver delays only itself.
+//! to the node's [`Webhooks`], which never waits. Each URL has its own queue
+//! ([`queue::Scheduler`]): per room, bounded in events and bytes, served round robin, with
+//! one identity's join/leave churn coalesced, so one room's flood or a slow receiver drops
+//! only that room's events (counted in `convene_webhook_deliveries_total{outcome="dropped"}`,
+//! coalesced ones in `{outcome="coalesced"}`). Each URL has its own dispatcher task, and each
+//! delivery its own task, so a slow receiver delays only itself.
 //!
 //! Each request carries:
 //! - `Convene-Event-Id`: the same on every retry, for deduplication;
@@ -13,14 +16,18 @@
 //!   `"{timestamp}.{body}"`. A receiver recomputes it, compares in constant time, and refuses
 //!   timestamps more than five minutes from its clock (the replay window).
 
-use std::sync::Arc;
-use std::time::Duration;
+mod queue;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use aws_lc_rs::hmac;
 pub use convene_core::room::feed::WebhookEvent;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{Notify, Semaphore};
+
+use queue::{Counted, QueueLimits, Ready, Scheduler};
 
 /// `[webhooks]` in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,14 +43,61 @@ pub struct WebhookConfig {
     pub retry_base_ms: u64,
     /// Seconds one attempt may take (connect, send, status line).
     pub timeout_s: u64,
-    /// Events waiting for dispatch; beyond it new ones are dropped, never waited for.
+    /// Events waiting for dispatch (per URL, all rooms); beyond it the longest room queue
+    /// drops its oldest, never waited for.
     pub queue: usize,
+    /// Events, and bytes of them, waiting per room; beyond either the room drops its oldest
+    /// presence events first.
+    pub room_queue: usize,
+    pub room_queue_bytes: usize,
+    /// Deliveries of one room's events at once (per URL).
+    pub in_flight_per_room: usize,
+    /// One identity's join/leave: sent at once, then at most once per window (its latest
+    /// state, nothing if unchanged); 0 turns coalescing off.
+    pub presence_window_ms: u64,
+    /// Presence events sent per identity and room per minute (0: no cap); later states wait.
+    pub presence_per_minute: usize,
 }
 
-/// The node's webhook queue; cheap to clone. Disabled when no URL is configured.
+impl WebhookConfig {
+    fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            total: self.queue,
+            room_events: self.room_queue,
+            room_bytes: self.room_queue_bytes,
+            in_flight_per_room: self.in_flight_per_room,
+            presence_window: Duration::from_millis(self.presence_window_ms),
+            presence_per_minute: self.presence_per_minute,
+        }
+    }
+}
+
+/// The node's webhook queues, one per URL; cheap to clone. Disabled when no URL is configured.
 #[derive(Clone, Default)]
 pub struct Webhooks {
-    tx: Option<mpsc::Sender<WebhookEvent>>,
+    lanes: Arc<[Arc<Lane>]>,
+}
+
+/// One URL: its queue and the dispatcher's wake-up.
+struct Lane {
+    target: Target,
+    queue: Mutex<Scheduler>,
+    wake: Notify,
+}
+
+impl Lane {
+    fn queue(&self) -> MutexGuard<'_, Scheduler> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn record(counted: Counted) {
+    for _ in 0..counted.dropped {
+        crate::metrics::webhook_delivery("dropped");
+    }
+    for _ in 0..counted.coalesced {
+        crate::metrics::webhook_delivery("coalesced");
+    }
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -130,55 +184,78 @@ impl Webhooks {
             .iter()
             .map(|u| parse_url(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let (tx, rx) = mpsc::channel(config.queue.max(1));
-        tokio::spawn(dispatch(rx, Arc::new(targets), Arc::new(config.clone())));
-        Ok(Webhooks { tx: Some(tx) })
+        let config = Arc::new(config.clone());
+        let lanes: Vec<Arc<Lane>> = targets
+            .into_iter()
+            .map(|target| {
+                let lane = Arc::new(Lane {
+                    target,
+                    queue: Mutex::new(Scheduler::new(config.queue_limits())),
+                    wake: Notify::new(),
+                });
+                tokio::spawn(dispatch(lane.clone(), config.clone()));
+                lane
+            })
+            .collect();
+        Ok(Webhooks {
+            lanes: lanes.into(),
+        })
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        !self.lanes.is_empty()
     }
 
-    /// Queues an event; never waits. A full queue drops it (and counts it).
+    /// Queues an event for every URL; never waits. A full queue drops (and counts) its
+    /// room's oldest events.
     pub fn emit(&self, event: WebhookEvent) {
-        let Some(tx) = &self.tx else {
+        if self.lanes.is_empty() {
             return;
-        };
-        if tx.try_send(event).is_err() {
-            crate::metrics::webhook_delivery("dropped");
-            tracing::warn!("webhook queue full: event dropped");
+        }
+        let ready = Ready::new(&event);
+        let now = Instant::now();
+        for lane in self.lanes.iter() {
+            record(lane.queue().push(ready.clone(), now));
+            lane.wake.notify_one();
         }
     }
 }
 
-/// Deliveries in flight at once, over all URLs.
+/// Deliveries in flight at once, per URL.
 const IN_FLIGHT: usize = 64;
 
-async fn dispatch(
-    mut rx: mpsc::Receiver<WebhookEvent>,
-    targets: Arc<Vec<Target>>,
-    config: Arc<WebhookConfig>,
-) {
+/// Sends one URL's events as its queue hands them out, up to [`IN_FLIGHT`] at once.
+async fn dispatch(lane: Arc<Lane>, config: Arc<WebhookConfig>) {
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
-    while let Some(event) = rx.recv().await {
-        let body: Arc<[u8]> = serde_json::to_vec(&event)
-            .expect("webhook events serialise")
-            .into();
-        for target in targets.iter() {
-            let Ok(permit) = gate.clone().acquire_owned().await else {
-                return;
-            };
-            let (target, config, body, id) = (
-                target.clone(),
-                config.clone(),
-                body.clone(),
-                event.id.clone(),
-            );
-            tokio::spawn(async move {
-                deliver(&target, &config, &body, &id).await;
-                drop(permit);
-            });
-        }
+    loop {
+        let Ok(permit) = gate.clone().acquire_owned().await else {
+            return;
+        };
+        let (next, wake) = {
+            let mut queue = lane.queue();
+            record(queue.tick(Instant::now()));
+            (queue.next(), queue.next_wake())
+        };
+        let Some(ready) = next else {
+            drop(permit);
+            // New events and finished deliveries notify; held presence states have a time.
+            match wake {
+                Some(at) => tokio::select! {
+                    _ = lane.wake.notified() => {}
+                    _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                },
+                None => lane.wake.notified().await,
+            }
+            continue;
+        };
+        let (lane, config) = (lane.clone(), config.clone());
+        tokio::spawn(async move {
+            deliver(&lane.target, &config, &ready.body, &ready.id).await;
+            lane.queue().done(&ready.room);
+            drop(permit);
+            // The room may have been at its in-flight cap.
+            lane.wake.notify_one();
+        });
     }
 }
 
