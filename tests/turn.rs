@@ -602,6 +602,25 @@ async fn an_allocation_ends_when_its_credential_expires() {
     assert_eq!(first.permit(&[sfu(&t)]).await, 437);
 }
 
+#[tokio::test]
+async fn the_node_wide_allocation_cap_holds() {
+    let t = relay_server(|c| c.rtc.turn.embedded.max_allocations = 1).await;
+    let mut ana = TurnClient::udp(turn_udp(&t)).await;
+    assert_eq!(ana.allocate(&fresh("ana"), 17).await.code, 0);
+    let mut ben = TurnClient::udp(turn_udp(&t)).await;
+    assert_eq!(ben.allocate(&fresh("ben"), 17).await.code, 508);
+    let deleted = ana
+        .request(stun::REFRESH, |b| b.u32(stun::LIFETIME, 0))
+        .await;
+    assert_eq!(deleted.code, 0);
+    let retry = ben
+        .request(stun::ALLOCATE, |b| {
+            b.attr(stun::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
+        })
+        .await;
+    assert_eq!(retry.code, 0, "room again once ana's allocation is gone");
+}
+
 /// The relay's TLS listener uses the server's certificate; `turns:` is advertised.
 fn self_signed() -> (PathBuf, rustls::pki_types::CertificateDer<'static>) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();

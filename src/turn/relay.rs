@@ -230,6 +230,8 @@ impl Relays {
         if lifetime.is_zero() {
             return Err(Refusal(401, "Unauthorized: the credential has expired"));
         }
+        // Quotas first, so a client at its limit costs no socket.
+        self.room_for(&self.table.lock().unwrap(), &cred.identity)?;
         let socket = bind(self.relay_ip, self.ports).map_err(|error| {
             tracing::warn!(%error, "turn: cannot bind a relay socket");
             Refusal(508, "Insufficient Capacity")
@@ -253,20 +255,30 @@ impl Relays {
         });
         {
             let mut table = self.table.lock().unwrap();
-            if table.by_client.len() >= self.limits.max_allocations {
-                return Err(Refusal(508, "Insufficient Capacity"));
+            self.room_for(&table, &cred.identity)?;
+            if table.by_client.contains_key(&client.key) {
+                return Err(MISMATCH);
             }
-            let mine = table.per_identity.entry(cred.identity.clone()).or_default();
-            if *mine >= self.limits.max_allocations_per_identity {
-                return Err(Refusal(486, "Allocation Quota Reached"));
-            }
-            *mine += 1;
+            *table.per_identity.entry(cred.identity.clone()).or_default() += 1;
             table.by_client.insert(client.key, alloc.clone());
         }
         tracing::debug!(identity = %cred.identity, %relayed, client = %client.addr, "turn: allocated");
         crate::metrics::turn_allocated();
         tokio::spawn(self.clone().run(client.key, alloc));
         Ok(allocated(relayed, lifetime, client.addr))
+    }
+
+    /// Refuses a new allocation past the node's or the identity's quota.
+    fn room_for(&self, table: &Table, identity: &str) -> Result<(), Refusal> {
+        if table.by_client.len() >= self.limits.max_allocations {
+            return Err(Refusal(508, "Insufficient Capacity"));
+        }
+        if table.per_identity.get(identity).copied().unwrap_or(0)
+            >= self.limits.max_allocations_per_identity
+        {
+            return Err(Refusal(486, "Allocation Quota Reached"));
+        }
+        Ok(())
     }
 
     /// The relayed address clients are told: the socket's own, or on a wildcard bind the
