@@ -160,6 +160,35 @@ pub struct TurnConfig {
     pub secret: String,
     /// Lifetime of the credentials handed out, in seconds.
     pub ttl_s: u64,
+    /// The relay built into `serve`, which reaches only this node's SFU.
+    pub embedded: EmbeddedTurnConfig,
+}
+
+/// The embedded TURN relay (docs/decisions/0007-embedded-turn.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedTurnConfig {
+    pub enabled: bool,
+    pub listen_ip: IpAddr,
+    /// TURN over UDP for clients on `udp_port` (not the media port; 0 picks one).
+    pub udp: bool,
+    pub udp_port: u16,
+    /// TURN over TLS (with `server.tls_cert`) or plain TCP on `tcp_port` (0 picks one).
+    pub tcp: bool,
+    pub tcp_port: u16,
+    /// Host name in the advertised URLs (the certificate's name for `turns:`); empty: `public_url`'s.
+    pub host: String,
+    /// Address the relay sockets bind to; they talk to the SFU only.
+    pub relay_ip: IpAddr,
+    /// Their port range, inclusive (for firewall rules); 0: any port the kernel gives.
+    pub relay_min_port: u16,
+    pub relay_max_port: u16,
+    pub realm: String,
+    pub max_allocations: usize,
+    pub max_allocations_per_identity: usize,
+    pub max_lifetime_s: u64,
+    /// Open TCP/TLS connections per client address (0: no cap).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +321,34 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_TURN_SECRET") {
             self.rtc.turn.secret = v;
+        }
+        let embedded = &mut self.rtc.turn.embedded;
+        if let Some(v) = env("CONVENE_TURN_EMBEDDED") {
+            embedded.enabled = parsed("CONVENE_TURN_EMBEDDED", v)?;
+        }
+        if let Some(v) = env("CONVENE_TURN_UDP") {
+            embedded.udp = parsed("CONVENE_TURN_UDP", v)?;
+        }
+        if let Some(v) = env("CONVENE_TURN_UDP_PORT") {
+            embedded.udp_port = parsed("CONVENE_TURN_UDP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_TURN_TCP_PORT") {
+            embedded.tcp_port = parsed("CONVENE_TURN_TCP_PORT", v)?;
+        }
+        if let Some(v) = env("CONVENE_TURN_HOST") {
+            embedded.host = v;
+        }
+        if embedded.enabled && !embedded.udp && !embedded.tcp {
+            return Err(ConfigError::Parse(
+                "rtc.turn.embedded is enabled with neither udp nor tcp: clients could not reach it"
+                    .into(),
+            ));
+        }
+        let (min, max) = (embedded.relay_min_port, embedded.relay_max_port);
+        if (min == 0) != (max == 0) || min > max {
+            return Err(ConfigError::Parse(format!(
+                "rtc.turn.embedded.relay_min_port {min} and relay_max_port {max}: set both (min <= max) or neither"
+            )));
         }
         for url in &self.rtc.turn.urls {
             if !(url.starts_with("turn:") || url.starts_with("turns:") || url.starts_with("stun:"))

@@ -12,7 +12,8 @@
 //! - [`bus`]: this node's lanes of sequenced envelopes and the event log for resume.
 //! - [`media`]: glue between sessions, rooms and the SFU.
 //! - [`sfu`]: the selective forwarding unit on str0m: tracks, peers, groups; no rooms.
-//! - [`turn`]: short-lived credentials for the TURN relay (coturn), for `welcome` and WHIP/WHEP.
+//! - [`turn`]: short-lived TURN credentials for `welcome` and WHIP/WHEP, and the embedded
+//!   relay that reaches only the SFU (or coturn beside it).
 //! - [`load`]: load tools that drive a real server.
 //! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
 //! - [`webhooks`]: signed, retried POSTs of room events to configured URLs.

@@ -62,6 +62,8 @@ pub struct MediaAccess {
 #[derive(Clone)]
 pub struct Media {
     pub sfu: Sfu,
+    /// The addresses in the SFU's candidates (the embedded TURN relay's only peers).
+    pub advertise_ips: Vec<std::net::IpAddr>,
     /// room -> identity -> the peer that identity publishes from (for WHEP `?participant=`).
     publishers: Arc<Mutex<HashMap<String, HashMap<String, PeerId>>>>,
     /// Media of sessions whose socket dropped, kept through the reconnect grace so a resumed
@@ -112,6 +114,7 @@ impl Media {
         tracing::info!(udp = %sfu.local_addr(), tcp = ?sfu.tcp_addr(), ?advertise_ips, "media engine started");
         Ok(Media {
             sfu,
+            advertise_ips,
             publishers: Arc::default(),
             parked: Arc::default(),
             parkings: Arc::default(),

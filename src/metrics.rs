@@ -52,6 +52,8 @@ struct Recorded {
     cluster_takeovers: Counter,
     cluster_fenced: Counter,
     cluster_replay_mismatches: Counter,
+    turn_allocations: Counter,
+    turn_refused_peers: Counter,
 }
 
 static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
@@ -74,6 +76,8 @@ static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
     cluster_takeovers: Counter::default(),
     cluster_fenced: Counter::default(),
     cluster_replay_mismatches: Counter::default(),
+    turn_allocations: Counter::default(),
+    turn_refused_peers: Counter::default(),
 });
 
 /// Time from a room owner's append to the events reaching this node (one clock: same host
@@ -113,6 +117,16 @@ pub fn cluster_replay_mismatch() {
 }
 
 /// Time from a socket's upgrade (or a WHIP POST) to its `welcome` (or its answer).
+/// The embedded TURN relay made an allocation.
+pub fn turn_allocated() {
+    RECORDED.turn_allocations.inc();
+}
+
+/// The embedded TURN relay refused a peer that is not the SFU (a probe, or a misconfiguration).
+pub fn turn_refused_peer() {
+    RECORDED.turn_refused_peers.inc();
+}
+
 pub fn observe_join(elapsed: Duration) {
     RECORDED.join_seconds.observe(elapsed.as_secs_f64());
 }
@@ -350,6 +364,16 @@ pub fn registry(node: NodeCollector) -> Registry {
             "convene_cluster_replay_mismatches",
             "Replayed events that differed from the stored ones",
             &r.cluster_replay_mismatches,
+        ),
+        (
+            "convene_turn_allocations",
+            "Allocations the embedded TURN relay made",
+            &r.turn_allocations,
+        ),
+        (
+            "convene_turn_refused_peers",
+            "Permissions and channels the embedded TURN relay refused: the peer was not the SFU",
+            &r.turn_refused_peers,
         ),
     ] {
         registry.register(name, help, counter.clone());

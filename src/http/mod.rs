@@ -102,6 +102,8 @@ pub struct AppState {
     pub attendance: AttendanceBook,
     /// TURN credentials for WHIP/WHEP `Link` headers (and `welcome`, through the rooms).
     pub turn: Option<crate::turn::Turn>,
+    /// The embedded TURN relay, when `rtc.turn.embedded.enabled`.
+    pub turn_server: Option<Arc<crate::turn::server::TurnServer>>,
     /// The cluster this node shares rooms with, when `redis.url` is set.
     pub cluster: Option<crate::cluster::Cluster>,
     /// Shareable audience links: revocations and how many each has admitted.
@@ -115,8 +117,29 @@ impl AppState {
         let hub = Hub::new(config.limits.outbound_queue);
         let limits = &config.limits;
         let attendance = AttendanceBook::new(limits.attendance_retention_s.saturating_mul(1000));
-        let t = &config.rtc.turn;
-        let turn = crate::turn::Turn::new(&t.urls, &t.secret, t.ttl_s);
+        let https_port = config
+            .rtc
+            .ice_tcp_on_listen
+            .then_some(config.server.listen.port());
+        let media = match Media::start(&config.rtc, https_port) {
+            Ok(media) => Some(media),
+            Err(error) => {
+                tracing::error!(%error, "media engine did not start; signaling and chat still work");
+                None
+            }
+        };
+        // The SFU's addresses are the embedded relay's only peers, so it starts after media.
+        let turn_tls = if config.tls() && config.rtc.turn.embedded.enabled {
+            let s = &config.server;
+            Some(
+                tls::server_config(s.tls_cert.as_ref(), s.tls_key.as_ref())
+                    .map_err(std::io::Error::other)?,
+            )
+        } else {
+            None
+        };
+        let (turn, turn_server) =
+            crate::turn::node::start(&config, media.as_ref(), turn_tls).await?;
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -138,17 +161,6 @@ impl AppState {
                 ),
                 turn: turn.clone(),
             }),
-        };
-        let https_port = config
-            .rtc
-            .ice_tcp_on_listen
-            .then_some(config.server.listen.port());
-        let media = match Media::start(&config.rtc, https_port) {
-            Ok(media) => Some(media),
-            Err(error) => {
-                tracing::error!(%error, "media engine did not start; signaling and chat still work");
-                None
-            }
         };
         let sessions = Arc::new(AtomicUsize::new(0));
         let cluster = if config.redis.url.is_empty() {
@@ -212,6 +224,7 @@ impl AppState {
             media,
             resources: media_sessions::Resources::default(),
             turn,
+            turn_server,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms,
             hub,
@@ -439,6 +452,9 @@ impl Server {
         }
         if let Some(cluster) = &self.state.cluster {
             cluster.shutdown().await;
+        }
+        if let Some(turn) = &self.state.turn_server {
+            turn.stop();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.task).await;
     }

@@ -1,17 +1,17 @@
 // Media through a network that lets through nothing but TCP to port 443: Convene's HTTPS on
-// 127.0.0.1:443 and coturn's TURN over TLS on 127.0.0.2:443 (its own address, as in the README;
-// Convene's shared secret). UDP and ICE-TCP are dropped by nftables, so Chromium must relay: a
-// WHEP viewer plays the WHIP-published stage, and two people in a meeting see each other, all
-// through coturn. The relay's own UDP to the SFU is the one other flow let through (relay port
-// range <-> the SFU's UDP port). Everything runs inside the test's network namespace on
-// loopback addresses (docs/architecture.md, "Test networking"). Needs root, `ip`, `nft` and `turnserver`
-// (coturn); skipped without.
+// 127.0.0.1:443 and its embedded TURN relay's TLS listener on 127.0.0.2:443 (an address of its
+// own, as in the README; the server's certificate). UDP and ICE-TCP are dropped by nftables, so
+// Chromium must relay: a WHEP viewer plays the WHIP-published stage, and two people in a
+// meeting see each other, all through the embedded relay, which reaches only the SFU. The
+// relay's own UDP to the SFU is the one other flow let through (its relay port range <-> the
+// SFU's UDP port). Everything runs inside the test's network namespace on loopback addresses
+// (docs/architecture.md, "Test networking"). Needs root, `ip` and `nft`; skipped without.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mediaSuite, until } from "./harness.mjs";
 
 const STEP = { timeout: 120_000 };
-const TLS_PORT = 443; // Convene's HTTPS and coturn's TURN/TLS, on two addresses
+const TLS_PORT = 443; // Convene's HTTPS and the relay's TURN/TLS, on two addresses
 const RELAY_PORTS = [20000, 20019];
 const SFU_UDP_PORT = 3478; // harness: the SFU's UDP port inside a namespace
 const API_KEY = "relay-test-api-key";
@@ -19,8 +19,22 @@ const suite = mediaSuite({
   firewall: { allowTcpPorts: [TLS_PORT], allowUdp: [[`${RELAY_PORTS[0]}-${RELAY_PORTS[1]}`, String(SFU_UDP_PORT)]] },
   // The API key opens the room before the publisher asks for relay credentials: none are
   // handed out for a room that is not running.
-  server: { tls: true, port: TLS_PORT, env: { CONVENE_API_KEY: API_KEY } },
-  coturn: { address: "127.0.0.2", port: TLS_PORT, relayPorts: RELAY_PORTS },
+  server: {
+    tls: true,
+    port: TLS_PORT,
+    env: { CONVENE_API_KEY: API_KEY },
+    config: [
+      "[rtc.turn.embedded]",
+      "enabled = true",
+      "udp = false",
+      'listen_ip = "127.0.0.2"',
+      'host = "127.0.0.2"',
+      `tcp_port = ${TLS_PORT}`,
+      'relay_ip = "127.0.0.2"',
+      `relay_min_port = ${RELAY_PORTS[0]}`,
+      `relay_max_port = ${RELAY_PORTS[1]}`,
+    ].join("\n"),
+  },
 });
 const newPage = (who, url) => suite.newPage(who, url, { viewport: { width: 1200, height: 800 }, timeout: 20000 });
 const waitFor = (probe, ok, options) => until(probe, ok, { timeout: 45000, every: 250, log: suite.log, ...options });
@@ -87,7 +101,7 @@ test("only TCP to port 443: WHIP and WHEP through the relay", STEP, async (t) =>
   assert.equal(opened, 201, "the room is opened before the publisher comes");
   const whip = await post(pub, "whip", presenter, "publish");
   assert.equal(whip.status, 201, whip.answer);
-  assert.equal(whip.servers, 1, "one ice-server Link");
+  assert.equal(whip.servers, 1, "one ice-server Link: TURN over TLS");
   assert.ok(whip.relayCandidate, "the offer carries a relay candidate");
   const view = await newPage("whep", `${server.base}/healthz`);
   const whep = await post(view, "whep", viewer, "play");

@@ -1,10 +1,16 @@
 //! TURN credentials: short-lived username/password pairs for the configured relay, in the shared-secret scheme coturn checks (`use-auth-secret`).
 //!
-//! The relay itself is a separate service (coturn; docs/decisions/0005-turn-relay.md). Both
-//! sides know one secret. The username is `<expiry unix time>:<identity>` and the password is
+//! The relay is the embedded one (`server.rs`, `relay.rs`: it reaches only the SFU;
+//! docs/decisions/0007-embedded-turn.md) or coturn beside Convene (0005). Both sides know one
+//! secret. The username is `<expiry unix time>:<identity>` and the password is
 //! `base64(HMAC-SHA1(secret, username))`, so the relay can check a credential, and see it
 //! expire, without asking Convene. Clients get them in `welcome` and, for WHIP/WHEP, in
 //! `Link: <turn:...>; rel="ice-server"` headers (RFC 9725 section 4.4).
+
+pub mod node;
+mod relay;
+pub mod server;
+pub mod stun;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
