@@ -2,6 +2,7 @@
 //!
 //! `app(state)` builds the whole service; [`Server`] binds it and runs it with graceful shutdown.
 
+pub mod admission;
 mod api;
 mod client;
 mod listener;
@@ -103,6 +104,10 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Shareable audience links: revocations and how many each has admitted.
     pub audience: api::audience::AudienceLinks,
+    /// Per-address join rates and live-session caps on `/ws`.
+    pub admission: admission::Admission,
+    /// Revoked access tokens and audience links (in Redis for a cluster).
+    pub revoked: crate::revocation::Revocations,
 }
 
 impl AppState {
@@ -203,6 +208,10 @@ impl AppState {
             rooms: rooms.clone(),
             sfu: media.as_ref().map(|m| m.sfu.clone()),
         }));
+        let revoked = crate::revocation::Revocations::new(
+            cluster.as_ref().map(|c| c.store().clone()),
+            config.auth.max_revoked_per_room,
+        );
         Ok(AppState {
             cluster,
             limits: Arc::new(config.limits.clone()),
@@ -216,6 +225,8 @@ impl AppState {
             metrics,
             attendance,
             audience: Default::default(),
+            admission: admission::Admission::new(&config.server),
+            revoked,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })
@@ -258,7 +269,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .merge(media::router())
         .nest("/api/v1", api::router())
-        .merge(client::router())
+        .merge(client::router(state.clone()))
         .layer(axum::middleware::from_fn(move |request, next| {
             serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
         }))
@@ -274,7 +285,35 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     }
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+/// `/metrics`: with `server.metrics_token` set, only for `Authorization: Bearer <it>` (401
+/// otherwise); without one, only for clients on loopback (403 otherwise), so the first
+/// `serve` does not show its traffic to the network.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+    peer: Option<axum::Extension<admission::PeerAddr>>,
+) -> Response {
+    let server = &state.config.server;
+    if server.metrics_token.is_empty() {
+        let from = peer
+            .map(|axum::Extension(admission::PeerAddr(addr))| {
+                admission::client_ip(addr.ip(), &headers, &server.trusted_proxies)
+            })
+            .filter(|ip| !ip.is_loopback());
+        if let Some(ip) = from {
+            tracing::debug!(%ip, "refused /metrics: no metrics_token and not loopback");
+            return ApiError::forbidden(
+                "metrics are served to loopback only: set server.metrics_token (CONVENE_METRICS_TOKEN) to scrape from elsewhere",
+            )
+            .into_response();
+        }
+    } else {
+        let given = ws::bearer(&headers, None).unwrap_or_default();
+        if !api::constant_time_eq(given.as_bytes(), server.metrics_token.as_bytes()) {
+            return ApiError::unauthorized("metrics need Authorization: Bearer <metrics_token>")
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::render(&state.metrics),

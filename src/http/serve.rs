@@ -109,7 +109,16 @@ where
             });
             continue;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that limit per client address (`/ws`) read the peer from the extensions.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(super::admission::PeerAddr(remote));
+                request
+            },
+        ));
         let mut draining = draining_rx.clone();
         tokio::spawn(async move {
             let drain = async {

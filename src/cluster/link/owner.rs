@@ -562,6 +562,7 @@ mod tests {
                     connection: id(1000 + i),
                     resume: None,
                     new_session: id(i + 1),
+                    terms: Default::default(),
                 }
                 .into(),
             );
@@ -637,6 +638,7 @@ mod tests {
                 connection: id(9005),
                 resume: Some((id(6), 40)),
                 new_session: id(777),
+                terms: Default::default(),
             }
             .into(),
         );

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/attendance", get(export_attendance))
         .route("/rooms/{room}/invites", post(mint_invite))
+        .route("/rooms/{room}/invites/{token_id}", delete(revoke_token))
         .route(
             "/rooms/{room}/audience-link",
             post(audience::mint_audience_link),
@@ -82,6 +83,7 @@ pub fn router() -> Router<AppState> {
         export_polls,
         mint_token,
         mint_invite,
+        revoke_token,
         audience::mint_audience_link,
         audience::revoke_audience_link,
         audience::join_audience_link,
