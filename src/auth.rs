@@ -48,7 +48,7 @@ pub const MAX_ATTRS: usize = 16;
 pub const MAX_ATTR_KEY_CHARS: usize = 64;
 pub const MAX_ATTR_VALUE_CHARS: usize = 256;
 /// All attribute keys and values together, in UTF-8 bytes.
-pub const MAX_ATTRS_BYTES: usize = 4096;
+pub const MAX_ATTRS_BYTES: usize = 8192;
 /// Characters in a display name a person chooses (`/ws?name=`, an audience link's exchange).
 pub const MAX_CHOSEN_NAME_CHARS: usize = 100;
 
