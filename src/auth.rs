@@ -481,7 +481,9 @@ mod tests {
             c.check()
         };
         assert!(check(&|c| c.name = "Ana \u{202E}tsoH".into()).is_err());
-        assert!(check(&|c| c.attrs = BTreeMap::from([("team".into(), "\u{2066}x".into())])).is_err());
+        assert!(
+            check(&|c| c.attrs = BTreeMap::from([("team".into(), "\u{2066}x".into())])).is_err()
+        );
         // Each value within its character limit, the whole over the byte bound.
         assert!(check(&|c| {
             c.attrs = (0..MAX_ATTRS)

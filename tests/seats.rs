@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{http_get, http_request, try_http, Client, TestRedis, TestServer, API_KEY, SECRET, WAIT};
+use common::{
+    http_get, http_request, try_http, Client, TestRedis, TestServer, API_KEY, SECRET, WAIT,
+};
 use convene::auth::{unix_now, Claims, TokenKeys};
 use convene_signaling::{Role, ServerMessage};
 use serde_json::Value;
@@ -98,7 +100,10 @@ async fn a_resume_is_the_same_seat_and_a_new_window_takes_it() {
         matches!(first, ServerMessage::Resumed { .. }),
         "a resume is not replaced: {first:?}"
     );
-    until("one session after the resume", || room_sessions(&t, "r") == 1).await;
+    until("one session after the resume", || {
+        room_sessions(&t, "r") == 1
+    })
+    .await;
     // A fresh join (another window) takes the seat: the resumed socket yields, for good.
     let mut other = Client::connect(&t.ws_url(&token)).await;
     assert!(matches!(other.recv().await, ServerMessage::Welcome { .. }));
@@ -106,7 +111,13 @@ async fn a_resume_is_the_same_seat_and_a_new_window_takes_it() {
     // Resuming the replaced session does not bring it back beside the new one.
     let (again, first) = t.resume(&token, &session_id, last_seq).await;
     assert!(
-        matches!(first, ServerMessage::Welcome { resume_failed: Some(_), .. }),
+        matches!(
+            first,
+            ServerMessage::Welcome {
+                resume_failed: Some(_),
+                ..
+            }
+        ),
         "{first:?}"
     );
     assert_eq!(other.closed().await.map(u16::from), Some(4004));
@@ -152,7 +163,12 @@ async fn per_address_caps_refuse_before_the_upgrade() {
     assert_eq!(json["error"], "too_many_sessions", "{json}");
     // Another address, and the server's own loopback (exempt), are not affected.
     assert_eq!(ws_get(&t, &fourth, "198.51.100.8").await.0, 426);
-    assert_eq!(http_get(&format!("{}/ws?token={fourth}", t.http()), None, &[]).await.0, 426);
+    assert_eq!(
+        http_get(&format!("{}/ws?token={fourth}", t.http()), None, &[])
+            .await
+            .0,
+        426
+    );
     // A forwarded-for header from an untrusted peer is ignored: that is covered by the unit
     // test of `client_ip`; here one seat freed lets the next in.
     drop(seated.pop());
@@ -163,7 +179,10 @@ async fn per_address_caps_refuse_before_the_upgrade() {
             break;
         }
         assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "the freed seat was not given back");
+        assert!(
+            Instant::now() < deadline,
+            "the freed seat was not given back"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -212,15 +231,36 @@ async fn invites_are_capped_in_role_lifetime_and_names() {
     let host = t.token("r", Role::Host, "host");
     let moderator = token_with("r", Role::Moderator, "mod", 120, None);
     // A moderator invites below their role only; the host may invite a moderator.
-    for (role, status) in [("moderator", 403), ("host", 403), ("presenter", 200), ("participant", 200)] {
+    for (role, status) in [
+        ("moderator", 403),
+        ("host", 403),
+        ("presenter", 200),
+        ("participant", 200),
+    ] {
         let body = format!(r#"{{"role":"{role}","name":"Ines"}}"#);
         assert_eq!(invite(&t, "r", &moderator, &body).await.0, status, "{role}");
     }
-    assert_eq!(invite(&t, "r", &host, r#"{"role":"moderator","name":"Ines"}"#).await.0, 200);
-    assert_eq!(invite(&t, "r", &host, r#"{"role":"host","name":"Ines"}"#).await.0, 403);
+    assert_eq!(
+        invite(&t, "r", &host, r#"{"role":"moderator","name":"Ines"}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        invite(&t, "r", &host, r#"{"role":"host","name":"Ines"}"#)
+            .await
+            .0,
+        403
+    );
     // No longer than the inviter's own token, nor the configured maximum.
     let now = unix_now();
-    let (_, minted) = invite(&t, "r", &moderator, r#"{"role":"participant","ttl_s":2592000}"#).await;
+    let (_, minted) = invite(
+        &t,
+        "r",
+        &moderator,
+        r#"{"role":"participant","ttl_s":2592000}"#,
+    )
+    .await;
     let exp = minted["expires_at"].as_u64().unwrap();
     assert!(exp <= now + 121, "invite outlives its inviter: {minted}");
     let (_, minted) = invite(&t, "r", &host, r#"{"role":"participant","ttl_s":2592000}"#).await;
@@ -237,7 +277,10 @@ async fn invites_are_capped_in_role_lifetime_and_names() {
     // A name-less invite: the joiner may not call themselves "(Host)" either.
     let (_, minted) = invite(&t, "r", &host, r#"{"role":"participant"}"#).await;
     let token = minted["token"].as_str().unwrap();
-    let url = format!("{}/ws?token={token}&name=Dr.%20Ana%20Ruiz%20(Host)", t.http());
+    let url = format!(
+        "{}/ws?token={token}&name=Dr.%20Ana%20Ruiz%20(Host)",
+        t.http()
+    );
     let (status, body) = http_get(&url, None, &[]).await;
     assert_eq!(status, 400, "{body}");
     let url = format!("{}/ws?token={token}&name=Ana%20Ruiz", t.http());
@@ -250,7 +293,12 @@ async fn a_removed_moderator_mints_nothing() {
     let moderator = t.token("r", Role::Moderator, "mod");
     let mut present = t.join("r", Role::Moderator, "mod").await;
     let _host = t.join("r", Role::Host, "host").await;
-    assert_eq!(invite(&t, "r", &moderator, r#"{"role":"participant","name":"A"}"#).await.0, 200);
+    assert_eq!(
+        invite(&t, "r", &moderator, r#"{"role":"participant","name":"A"}"#)
+            .await
+            .0,
+        200
+    );
     let url = format!("{}/api/v1/rooms/r/participants/mod", t.http());
     let (status, body) = http_request("DELETE", &url, Some(API_KEY), &[], "").await;
     assert!(status < 300, "{status} {body}");
@@ -282,7 +330,14 @@ async fn a_revoked_token_cannot_join_and_its_sessions_close() {
     assert!(body.contains("revoked"), "{body}");
     // Someone else's token still works; the deny list per room is bounded.
     assert_eq!(
-        http_get(&t.ws_url(&t.token("r", Role::Participant, "ben")).replace("ws://", "http://"), None, &[]).await.0,
+        http_get(
+            &t.ws_url(&t.token("r", Role::Participant, "ben"))
+                .replace("ws://", "http://"),
+            None,
+            &[]
+        )
+        .await
+        .0,
         426
     );
     assert_eq!(revoke("second".into()).await.0, 204);
@@ -290,7 +345,10 @@ async fn a_revoked_token_cannot_join_and_its_sessions_close() {
     // A participant may not revoke.
     let url = format!("{}/api/v1/rooms/r/invites/x", t.http());
     let ben = t.token("r", Role::Participant, "ben");
-    assert_eq!(http_request("DELETE", &url, Some(&ben), &[], "").await.0, 403);
+    assert_eq!(
+        http_request("DELETE", &url, Some(&ben), &[], "").await.0,
+        403
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,7 +359,12 @@ async fn a_token_not_yet_valid_is_refused() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("not valid yet"), "{body}");
     let now = token_with("r", Role::Participant, "ben", 3600, Some(unix_now()));
-    assert_eq!(http_get(&format!("{}/ws?token={now}", t.http()), None, &[]).await.0, 426);
+    assert_eq!(
+        http_get(&format!("{}/ws?token={now}", t.http()), None, &[])
+            .await
+            .0,
+        426
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,8 +386,15 @@ async fn cluster_nodes_share_seats_and_revocations() {
     let invited = minted["token"].as_str().unwrap().to_string();
     let mut uma = Client::connect(&n2.ws_url(&invited)).await;
     assert!(matches!(uma.recv().await, ServerMessage::Welcome { .. }));
-    let url = format!("{}/api/v1/rooms/conv/invites/{}", n1.http(), minted["token_id"].as_str().unwrap());
-    assert_eq!(http_request("DELETE", &url, Some(API_KEY), &[], "").await.0, 204);
+    let url = format!(
+        "{}/api/v1/rooms/conv/invites/{}",
+        n1.http(),
+        minted["token_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        http_request("DELETE", &url, Some(API_KEY), &[], "").await.0,
+        204
+    );
     assert_eq!(uma.closed().await.map(u16::from), Some(4005));
     let (status, body) = http_get(&format!("{}/ws?token={invited}", n2.http()), None, &[]).await;
     assert_eq!(status, 401, "{body}");
@@ -335,8 +405,15 @@ async fn cluster_nodes_share_seats_and_revocations() {
     let (status, link) = http_request("POST", &url, Some(&host), &json, "{}").await;
     assert_eq!(status, 200, "{link}");
     let link: Value = serde_json::from_str(&link).unwrap();
-    let url = format!("{}/api/v1/rooms/conv/audience-link/{}", n1.http(), link["id"].as_str().unwrap());
-    assert_eq!(http_request("DELETE", &url, Some(&host), &[], "").await.0, 204);
+    let url = format!(
+        "{}/api/v1/rooms/conv/audience-link/{}",
+        n1.http(),
+        link["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        http_request("DELETE", &url, Some(&host), &[], "").await.0,
+        204
+    );
     let url = format!("{}/api/v1/rooms/conv/audience-link/join", n2.http());
     let bearer = link["token"].as_str().unwrap();
     let (status, body) = http_request("POST", &url, Some(bearer), &json, r#"{"name":"Vic"}"#).await;
@@ -365,8 +442,14 @@ async fn the_page_carries_its_security_headers() {
         }
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         assert!(csp.contains(&format!("ws://{}", t.server.addr)), "{csp}");
-        assert_eq!(common::header(&head, "referrer-policy"), Some("no-referrer"));
-        assert_eq!(common::header(&head, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(
+            common::header(&head, "referrer-policy"),
+            Some("no-referrer")
+        );
+        assert_eq!(
+            common::header(&head, "x-content-type-options"),
+            Some("nosniff")
+        );
     }
     let embeddable = TestServer::start_with(|c| {
         c.server.frame_ancestors = vec!["https://lms.example.org".into()];
@@ -376,7 +459,10 @@ async fn the_page_carries_its_security_headers() {
         .await
         .unwrap();
     let csp = common::header(&head, "content-security-policy").unwrap();
-    assert!(csp.contains("frame-ancestors https://lms.example.org"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors https://lms.example.org"),
+        "{csp}"
+    );
 }
 
 #[tokio::test]

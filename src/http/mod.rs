@@ -252,6 +252,20 @@ impl AppState {
             .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 
+    /// 401 for a token on the deny list (by its `jti`); 503 when the list cannot be read.
+    pub async fn refuse_revoked(&self, claims: &crate::auth::Claims) -> Result<(), ApiError> {
+        let Some(jti) = &claims.jti else {
+            return Ok(());
+        };
+        match self.revoked.is_revoked(&claims.room, jti).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ApiError::unauthorized("this access token was revoked")),
+            Err(error) => Err(ApiError::unavailable(format!(
+                "cannot check the token now ({error}); retry shortly"
+            ))),
+        }
+    }
+
     pub fn shutting_down(&self) -> bool {
         self.shutdown.borrow().is_some()
     }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::Extension;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -142,17 +142,7 @@ async fn prepare(
             ))
         })?;
     }
-    if let Some(jti) = &claims.jti {
-        match state.revoked.is_revoked(&claims.room, jti).await {
-            Ok(false) => {}
-            Ok(true) => return Err(ApiError::unauthorized("this access token was revoked")),
-            Err(error) => {
-                return Err(ApiError::unavailable(format!(
-                    "cannot check the token now ({error}); retry shortly"
-                )))
-            }
-        }
-    }
+    state.refuse_revoked(&claims).await?;
     if state.shutting_down() {
         return Err(ApiError::unavailable(
             "the server is shutting down; reconnect shortly",

@@ -168,7 +168,7 @@ pub(in crate::http) enum Caller {
 }
 
 /// The API key for everything, or a host token for its own room.
-pub(in crate::http) fn authorise(
+pub(in crate::http) async fn authorise(
     state: &AppState,
     headers: &HeaderMap,
     room: Option<&str>,
@@ -195,6 +195,7 @@ pub(in crate::http) fn authorise(
             "only a host token or the API key may do this",
         ));
     }
+    state.refuse_revoked(&claims).await?;
     Ok(Caller::Host)
 }
 

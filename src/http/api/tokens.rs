@@ -100,7 +100,7 @@ pub(in crate::http) async fn mint_token(
     headers: HeaderMap,
     JsonBody(req): JsonBody<TokenRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    if !matches!(authorise(&state, &headers, None)?, Caller::Admin) {
+    if !matches!(authorise(&state, &headers, None).await?, Caller::Admin) {
         return Err(ApiError::forbidden("minting tokens needs the API key"));
     }
     let identity = req
@@ -255,16 +255,7 @@ async fn room_staff(state: &AppState, headers: &HeaderMap, room: &str) -> Result
             "only a host or moderator of this room may do this",
         ));
     }
-    if let Some(jti) = &claims.jti {
-        if state
-            .revoked
-            .is_revoked(room, jti)
-            .await
-            .map_err(|e| ApiError::unavailable(e.to_string()))?
-        {
-            return Err(ApiError::unauthorized("this access token was revoked"));
-        }
-    }
+    state.refuse_revoked(&claims).await?;
     let banned = state.rooms.get_or_start(room).is_banned(&claims.sub).await;
     if banned.unwrap_or(false) {
         return Err(ApiError::forbidden("you were removed from this room"));

@@ -53,7 +53,9 @@ pub enum RoomInput {
     /// The admin API acting on the room (`RoomState::operate`).
     Operate(Operation),
     /// An access token was revoked: the sessions that joined with it close.
-    Revoke { token_id: String },
+    Revoke {
+        token_id: String,
+    },
 }
 
 /// How a join treats the identity's other sessions, and which token it came with.
