@@ -110,7 +110,7 @@ impl Claims {
             }
             if has_unsafe_chars(value) {
                 return Err(format!(
-                    "{what} must not contain control or bidi characters"
+                    "{what} must not contain control characters (nor bidi controls)"
                 ));
             }
             Ok(())
@@ -133,7 +133,7 @@ impl Claims {
             }
             if has_unsafe_chars(value) {
                 return Err(format!(
-                    "attr {key:?} must not contain control or bidi characters"
+                    "attr {key:?} must not contain control characters (nor bidi controls)"
                 ));
             }
         }

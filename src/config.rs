@@ -98,6 +98,8 @@ pub struct Limits {
     pub breakout_warning_s: u32,
     pub empty_room_ttl_s: u64,
     pub attendance_retention_s: u64,
+    /// Page sessions (tabs, windows, devices) one identity may hold in a room at once.
+    pub sessions_per_identity: usize,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
 }

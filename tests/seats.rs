@@ -487,3 +487,54 @@ async fn without_a_token_metrics_are_for_loopback_only() {
     let (status, body) = http_get(&url, None, &[("X-Forwarded-For", "198.51.100.7")]).await;
     assert_eq!(status, 403, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_seats_per_identity_the_oldest_window_yields() {
+    let t = TestServer::start_with(|c| c.limits.sessions_per_identity = 2).await;
+    let token = t.token("r", Role::Participant, "ana");
+    let mut windows = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::connect(&t.ws_url(&token)).await;
+        assert!(matches!(client.recv().await, ServerMessage::Welcome { .. }));
+        windows.push(client);
+    }
+    until("two sessions", || room_sessions(&t, "r") == 2).await;
+    let mut third = Client::connect(&t.ws_url(&token)).await;
+    assert!(matches!(third.recv().await, ServerMessage::Welcome { .. }));
+    assert_eq!(windows[0].closed().await.map(u16::from), Some(4004));
+    until("still two sessions", || room_sessions(&t, "r") == 2).await;
+    // The second window still works.
+    windows[1]
+        .ok(convene_signaling::Command::SendChat {
+            text: "still here".into(),
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_audience_name_may_not_claim_a_role() {
+    let t = TestServer::start().await;
+    let host = t.token("r", Role::Host, "host");
+    let json = [("Content-Type", "application/json")];
+    let url = format!("{}/api/v1/rooms/r/audience-link", t.http());
+    let (status, link) = http_request("POST", &url, Some(&host), &json, "{}").await;
+    assert_eq!(status, 200, "{link}");
+    let link: Value = serde_json::from_str(&link).unwrap();
+    let bearer = link["token"].as_str().unwrap();
+    let url = format!("{}/api/v1/rooms/r/audience-link/join", t.http());
+    for name in [r#""Dr. Ana Ruiz (Host)""#, r#""Ana \u202e""#] {
+        let body = format!(r#"{{"name":{name}}}"#);
+        let (status, answer) = http_request("POST", &url, Some(bearer), &json, &body).await;
+        assert_eq!(status, 400, "{name}: {answer}");
+    }
+    // Each person still gets an identity of their own.
+    let mut identities = std::collections::BTreeSet::new();
+    for name in ["Ana Ruiz", "Ana Ruiz"] {
+        let body = format!(r#"{{"name":"{name}"}}"#);
+        let (status, answer) = http_request("POST", &url, Some(bearer), &json, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        identities.insert(answer["identity"].as_str().unwrap().to_string());
+    }
+    assert_eq!(identities.len(), 2);
+}

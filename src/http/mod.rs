@@ -126,6 +126,7 @@ impl AppState {
                 reconnect_grace_ms: limits.reconnect_grace_s * 1000,
                 breakout_close_countdown_s: limits.breakout_close_countdown_s,
                 breakout_warning_s: limits.breakout_warning_s,
+                sessions_per_identity: limits.sessions_per_identity,
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,

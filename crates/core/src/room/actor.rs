@@ -196,6 +196,8 @@ struct SessionRecord {
     disconnected_at: Option<Millis>,
     #[serde(default, skip_serializing_if = "JoinTerms::is_default")]
     terms: JoinTerms,
+    #[serde(default)]
+    joined_at: Millis,
     /// Remembered replies, oldest first.
     #[serde(with = "super::idempotency::replies")]
     recent: Vec<(String, Frame)>,
@@ -218,6 +220,8 @@ struct SessionEntry {
     recent: Idempotency,
     disconnected_at: Option<Millis>,
     terms: JoinTerms,
+    /// When the session began: the oldest yield first to a new window.
+    joined_at: Millis,
 }
 
 /// Settings the actor needs beyond the room's own limits.
@@ -359,6 +363,7 @@ impl RoomCore {
                 connected: s.connected,
                 disconnected_at: s.disconnected_at,
                 terms: s.terms.clone(),
+                joined_at: s.joined_at,
                 recent: s.recent.oldest_first(),
             })
             .collect();
@@ -397,6 +402,7 @@ impl RoomCore {
                         recent,
                         disconnected_at: r.disconnected_at,
                         terms: r.terms,
+                        joined_at: r.joined_at,
                     },
                 )
             })
@@ -500,12 +506,13 @@ impl RoomCore {
                 self.publish(events, now);
             }
             RoomInput::Revoke { token_id } => {
-                let revoked: Vec<Uuid> = self
+                let mut revoked: Vec<Uuid> = self
                     .sessions
                     .iter()
                     .filter(|(_, s)| s.terms.token_id.as_ref() == Some(&token_id))
                     .map(|(id, _)| *id)
                     .collect();
+                revoked.sort();
                 self.end_sessions(revoked, CloseReason::REVOKED, now);
             }
             RoomInput::Operate(op) => {
@@ -590,16 +597,19 @@ impl RoomCore {
         }
 
         if terms.exclusive {
-            // One live session per identity: this fresh join takes the seat from the others
-            // (sorted, so a replay closes them in the same order).
-            let mut others: Vec<Uuid> = self
+            // One live session per identity (`sessions_per_identity`): this fresh join takes
+            // the seat from the oldest others (ordered, so a replay closes the same ones).
+            let mut others: Vec<(Millis, Uuid)> = self
                 .sessions
                 .iter()
                 .filter(|(_, s)| s.identity == identity && s.terms.exclusive)
-                .map(|(id, _)| *id)
+                .map(|(id, s)| (s.joined_at, *id))
                 .collect();
             others.sort();
-            self.end_sessions(others, CloseReason::SESSION_REPLACED, now);
+            let keep = self.config.limits.sessions_per_identity.max(1) - 1;
+            let oldest = others.len().saturating_sub(keep);
+            let replaced = others.into_iter().take(oldest).map(|(_, id)| id).collect();
+            self.end_sessions(replaced, CloseReason::SESSION_REPLACED, now);
         }
         let session_id = new_session;
         self.sessions.insert(
@@ -611,6 +621,7 @@ impl RoomCore {
                 recent: Idempotency::new(self.config.idempotency_window),
                 disconnected_at: None,
                 terms,
+                joined_at: now,
             },
         );
         let failed =
