@@ -254,6 +254,8 @@ pub async fn mint_audience_link(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such link for this room"),
+        (status = 409, body = ErrorBody, description = "The room's revocation list is full"),
+        (status = 503, body = ErrorBody, description = "The revocation list is unreachable"),
 ))]
 pub async fn revoke_audience_link(
     State(state): State<AppState>,
@@ -316,6 +318,7 @@ pub struct JoinRequest {
         (status = 410, body = ErrorBody, description = "The link was revoked"),
         (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The revocation list is unreachable"),
 ))]
 pub async fn join_audience_link(
     State(state): State<AppState>,
