@@ -12,7 +12,23 @@ import {
   renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
 } from "/views.js";
 
-const token = new URLSearchParams(location.search).get("token");
+const token = takeToken();
+
+/**
+ * The join token, taken out of the address bar (it would stay in history, bookmarks and
+ * screenshots) into this tab's sessionStorage, where a reload finds it again.
+ * @returns {string|null}
+ */
+function takeToken() {
+  const params = new URLSearchParams(location.search);
+  const fromUrl = params.get("token");
+  if (!fromUrl) return sessionStorage.getItem("convene-token");
+  sessionStorage.setItem("convene-token", fromUrl);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(history.state, "", `${location.pathname}${rest ? `?${rest}` : ""}${location.hash}`);
+  return fromUrl;
+}
 const state = createState();
 const ui = { tab: "chat", layout: "speaker", render: () => scheduleRender(), chosenTab: false };
 

@@ -60,6 +60,9 @@ export class Connection {
           [CLOSE.REMOVED]: ["You were removed from this room", "A host or moderator removed you. This link no longer admits you."],
           [CLOSE.REPLACED]: ["Opened in another tab", "This session continued in another tab or window. Close this one."],
           [CLOSE.REFUSED]: ["The server refused this session", "Try the link again later, or ask the host for a new one."],
+          // Not retried: reconnecting would take the seat back and the two windows would fight.
+          [CLOSE.SESSION_REPLACED]: ["You joined from another window", "You are in this convening in another tab, window or device. Reload this page to continue here instead."],
+          [CLOSE.REVOKED]: ["This link was revoked", "The organisers revoked the link you joined with. Ask them for a new one."],
         }[e.code];
         this.hooks.onRefused(why[0], why[1]);
         return;

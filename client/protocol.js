@@ -14,11 +14,15 @@ export const CLOSE = {
   REMOVED: 4001,
   REPLACED: 4002,
   REFUSED: 4003,
+  // The same person joined from another tab, window or device; this one yields.
+  SESSION_REPLACED: 4004,
+  REVOKED: 4005,
 };
 
 /** Close codes after which reconnecting makes no sense. @param {number} code */
 export function isFinalClose(code) {
-  return code === CLOSE.REMOVED || code === CLOSE.REPLACED || code === CLOSE.REFUSED;
+  return code === CLOSE.REMOVED || code === CLOSE.REPLACED || code === CLOSE.REFUSED
+    || code === CLOSE.SESSION_REPLACED || code === CLOSE.REVOKED;
 }
 
 /**

@@ -243,8 +243,8 @@ export function renderConsole(c) {
     });
   if (!$("hands").children.length) $("hands").dataset.empty = "No hands raised."; else delete $("hands").dataset.empty;
   $("settings").hidden = you.role !== "host";
-  // Invite roles never above the inviter's own.
-  for (const opt of $("invite-role").options) opt.hidden = opt.disabled = rank[/** @type {"host"} */ (opt.value)] < rank[/** @type {"host"} */ (you.role)];
+  // Invite roles only below the inviter's own (the server refuses others).
+  for (const opt of $("invite-role").options) opt.hidden = opt.disabled = rank[/** @type {"host"} */ (opt.value)] <= rank[/** @type {"host"} */ (you.role)];
   $("set-chat").checked = state.settings.chat_enabled;
   $("set-qa").value = state.settings.qa_mode;
   $("set-kind").value = state.settings.kind;

@@ -17,6 +17,12 @@ pub struct Claims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attrs: BTreeMap<String, String>,
+    /// Not valid before this Unix time (checked with the same leeway as `exp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The token's id: what revoking it names. Minted tokens always have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,6 +31,8 @@ pub enum AuthError {
     Missing,
     #[error("access token has expired")]
     Expired,
+    #[error("access token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("access token is not valid: {0}")]
     Invalid(String),
     #[error("access token is for room {token_room:?}, not {requested:?}")]
@@ -39,6 +47,58 @@ pub enum AuthError {
 pub const MAX_ATTRS: usize = 16;
 pub const MAX_ATTR_KEY_CHARS: usize = 64;
 pub const MAX_ATTR_VALUE_CHARS: usize = 256;
+/// All attribute keys and values together, in UTF-8 bytes.
+pub const MAX_ATTRS_BYTES: usize = 8192;
+/// Characters in a display name a person chooses (`/ws?name=`, an audience link's exchange).
+pub const MAX_CHOSEN_NAME_CHARS: usize = 100;
+
+/// Characters that reorder or hide the text around them (bidi embeddings, overrides and
+/// isolates, marks): a name could then read as another's, or push a role label into place.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Control characters (multi-line logs, terminal escapes) or bidi controls.
+pub fn has_unsafe_chars(text: &str) -> bool {
+    text.chars().any(|c| c.is_control() || is_bidi_control(c))
+}
+
+/// Words that, in brackets in a name, would pass for a role badge ("Ana (Host)").
+const ROLE_WORDS: &[&str] = &[
+    "host",
+    "moderator",
+    "presenter",
+    "organizer",
+    "organiser",
+    "admin",
+    "staff",
+    "speaker",
+    "mod",
+];
+
+/// A display name someone gives themselves: 1-100 characters, no control or bidi
+/// characters, and no bracketed role word (the page shows roles from the role, and a
+/// chosen name must not claim one). Returns the trimmed name or the reason.
+pub fn check_chosen_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_CHOSEN_NAME_CHARS {
+        return Err(format!(
+            "a display name must be 1-{MAX_CHOSEN_NAME_CHARS} characters"
+        ));
+    }
+    if has_unsafe_chars(name) {
+        return Err("a display name must not contain control or bidi characters".into());
+    }
+    let lower = name.to_lowercase();
+    let words = lower.split(|c: char| !c.is_alphanumeric());
+    let bracketed = lower.contains(['(', '[', '{', '<', '|', '-', ':']);
+    if bracketed && words.into_iter().any(|w| ROLE_WORDS.contains(&w)) {
+        return Err(
+            "a display name must not claim a role such as (Host) or (Moderator): roles are shown by the page".into(),
+        );
+    }
+    Ok(name.to_string())
+}
 
 impl Claims {
     /// Sizes and characters a token's claims must keep to; the reason otherwise. Control
@@ -48,8 +108,10 @@ impl Claims {
             if value.is_empty() || value.chars().count() > max {
                 return Err(format!("{what} must be 1-{max} characters"));
             }
-            if value.chars().any(char::is_control) {
-                return Err(format!("{what} must not contain control characters"));
+            if has_unsafe_chars(value) {
+                return Err(format!(
+                    "{what} must not contain control characters (nor bidi controls)"
+                ));
             }
             Ok(())
         }
@@ -69,9 +131,17 @@ impl Claims {
                     "attr {key:?} must be at most {MAX_ATTR_VALUE_CHARS} characters"
                 ));
             }
-            if value.chars().any(char::is_control) {
-                return Err(format!("attr {key:?} must not contain control characters"));
+            if has_unsafe_chars(value) {
+                return Err(format!(
+                    "attr {key:?} must not contain control characters (nor bidi controls)"
+                ));
             }
+        }
+        let bytes: usize = self.attrs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if bytes > MAX_ATTRS_BYTES {
+            return Err(format!(
+                "attrs must be at most {MAX_ATTRS_BYTES} bytes in all"
+            ));
         }
         Ok(())
     }
@@ -138,6 +208,8 @@ impl TokenKeys {
             role,
             exp: unix_now() + ttl.as_secs(),
             attrs,
+            nbf: None,
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
         })
     }
 
@@ -148,10 +220,12 @@ impl TokenKeys {
         }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             })?
             .claims;
@@ -274,6 +348,8 @@ mod tests {
             role: Role::Host,
             exp: unix_now() - 3600,
             attrs: BTreeMap::new(),
+            nbf: None,
+            jti: None,
         });
         assert_eq!(keys().verify(&expired, Some("r")), Err(AuthError::Expired));
         assert_eq!(keys().verify("", None), Err(AuthError::Missing));
@@ -292,6 +368,8 @@ mod tests {
             role: Role::Participant,
             exp: unix_now() + 60,
             attrs: BTreeMap::new(),
+            nbf: None,
+            jti: None,
         };
         let refused = |edit: &dyn Fn(&mut Claims)| {
             let mut claims = base.clone();
@@ -357,6 +435,81 @@ mod tests {
             keys().verify_link(&access, None),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn not_before_is_honoured_with_the_expiry_leeway() {
+        let base = Claims {
+            sub: "u1".into(),
+            name: "Ana".into(),
+            room: "r".into(),
+            role: Role::Participant,
+            exp: unix_now() + 3600,
+            attrs: BTreeMap::new(),
+            nbf: Some(unix_now() + 600),
+            jti: None,
+        };
+        assert_eq!(
+            keys().verify(&keys().mint(&base), None),
+            Err(AuthError::NotYetValid)
+        );
+        // Within the 5 s leeway (as for exp), and in the past: valid.
+        for nbf in [unix_now() + 2, unix_now() - 60] {
+            let claims = Claims {
+                nbf: Some(nbf),
+                ..base.clone()
+            };
+            assert!(keys().verify(&keys().mint(&claims), None).is_ok());
+        }
+    }
+
+    #[test]
+    fn bidi_controls_and_oversized_attrs_are_refused() {
+        let base = Claims {
+            sub: "u1".into(),
+            name: "Ana".into(),
+            room: "r".into(),
+            role: Role::Participant,
+            exp: unix_now() + 60,
+            attrs: BTreeMap::new(),
+            nbf: None,
+            jti: None,
+        };
+        let check = |edit: &dyn Fn(&mut Claims)| {
+            let mut c = base.clone();
+            edit(&mut c);
+            c.check()
+        };
+        assert!(check(&|c| c.name = "Ana \u{202E}tsoH".into()).is_err());
+        assert!(
+            check(&|c| c.attrs = BTreeMap::from([("team".into(), "\u{2066}x".into())])).is_err()
+        );
+        // Each value within its character limit, the whole over the byte bound.
+        assert!(check(&|c| {
+            c.attrs = (0..MAX_ATTRS)
+                .map(|i| (format!("k{i}"), "é".repeat(MAX_ATTR_VALUE_CHARS)))
+                .collect()
+        })
+        .is_err());
+        assert!(check(&|c| c.name = "Ana Ruiz".into()).is_ok());
+    }
+
+    #[test]
+    fn chosen_names_may_not_claim_a_role() {
+        for name in [
+            "Dr. Ana Ruiz (Host)",
+            "Ana [moderator]",
+            "Ana - Host",
+            "Ben (Presenter)",
+            "\u{202E}tsoH\u{202C}",
+            "",
+            "a\nb",
+        ] {
+            assert!(check_chosen_name(name).is_err(), "{name:?} accepted");
+        }
+        for name in ["Ana Ruiz", "Hostetler (Knox)", "Ben O'Host", "Mod Squad"] {
+            assert!(check_chosen_name(name).is_ok(), "{name:?} refused");
+        }
     }
 
     #[test]

@@ -60,6 +60,20 @@ pub struct ServerConfig {
     /// PEM certificate chain and private key; both set: `serve` speaks HTTPS (and WSS) on `listen`.
     pub tls_cert: String,
     pub tls_key: String,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (per-address limits).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Live sessions per client address on this node; 0 = no cap.
+    pub max_sessions_per_ip: usize,
+    /// Joins (`/ws` upgrades) per client address per minute on this node, in bursts of
+    /// `join_burst_per_ip`; 0 = no limit.
+    pub joins_per_ip_per_minute: u32,
+    pub join_burst_per_ip: u32,
+    /// Client addresses the per-address limits skip (the server's own loopback tools).
+    pub admission_exempt: Vec<IpAddr>,
+    /// Bearer token `/metrics` requires; empty: `/metrics` is open.
+    pub metrics_token: String,
+    /// Origins that may embed the page in a frame (CSP `frame-ancestors`); empty: none.
+    pub frame_ancestors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +81,10 @@ pub struct ServerConfig {
 pub struct AuthConfig {
     pub jwt_secret: String,
     pub api_key: String,
+    /// The longest invite a host or moderator may mint, in seconds (and never past their own token).
+    pub max_invite_ttl_s: u64,
+    /// Revoked tokens remembered per room until they expire; beyond it revoking answers 409.
+    pub max_revoked_per_room: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +104,8 @@ pub struct Limits {
     pub breakout_warning_s: u32,
     pub empty_room_ttl_s: u64,
     pub attendance_retention_s: u64,
+    /// Page sessions (tabs, windows, devices) one identity may hold in a room at once.
+    pub sessions_per_identity: usize,
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
     pub whip_whep: WhipWhepLimits,
@@ -287,6 +307,9 @@ impl Config {
         }
         if let Some(v) = env("CONVENE_API_KEY") {
             self.auth.api_key = v;
+        }
+        if let Some(v) = env("CONVENE_METRICS_TOKEN") {
+            self.server.metrics_token = v;
         }
         if let Some(v) = env("CONVENE_REDIS_URL") {
             self.redis.url = v;

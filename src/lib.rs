@@ -35,6 +35,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod outbox;
+pub mod revocation;
 pub mod session;
 pub mod turn;
 pub mod webhooks;

@@ -90,6 +90,8 @@ fn main() -> anyhow::Result<()> {
                 role,
                 exp: convene::auth::unix_now() + ttl.as_secs(),
                 attrs,
+                nbf: None,
+                jti: Some(uuid::Uuid::new_v4().simple().to_string()),
             };
             // Refuse now what the server would refuse at every use.
             if let Err(why) = claims.check() {

@@ -322,6 +322,8 @@ async fn bad_tokens_are_refused_with_401_and_json() {
         role: Role::Participant,
         exp: unix_now() - 3600,
         attrs: Default::default(),
+        nbf: None,
+        jti: None,
     });
     let good = t.token("r", Role::Participant, "ana");
     let base = format!("{}/ws", t.http());
@@ -460,10 +462,13 @@ async fn room_staff_mint_invites_within_their_role_and_room() {
     assert_eq!((you.role, you.name.as_str()), (Role::Presenter, "Ines"));
     assert_eq!(you.attrs.get("team").map(String::as_str), Some("Knox"));
 
-    // A moderator may not mint a host; a presenter mints nothing; another room's token fails.
+    // A moderator may not mint a host (nor a moderator); a presenter mints nothing; another room's token fails.
     let (status, _) = invite("r", &moderator, r#"{"role":"host","name":"X"}"#).await;
     assert_eq!(status, 403);
+    // Only roles below their own (tests/seats.rs covers the caps).
     let (status, _) = invite("r", &moderator, r#"{"role":"moderator","name":"X"}"#).await;
+    assert_eq!(status, 403);
+    let (status, _) = invite("r", &moderator, r#"{"role":"presenter","name":"X"}"#).await;
     assert_eq!(status, 200);
     let (status, _) = invite("r", &presenter, r#"{"role":"participant","name":"X"}"#).await;
     assert_eq!(status, 403);

@@ -646,6 +646,17 @@ impl CloseReason {
         code: 4003,
         reason: "refused",
     };
+    /// The same identity joined the room again (another tab, window or device): one live
+    /// session per identity per room, so this one yields. The client must not reconnect.
+    pub const SESSION_REPLACED: CloseReason = CloseReason {
+        code: 4004,
+        reason: "session_replaced: you joined from another window",
+    };
+    /// The access token this session joined with was revoked.
+    pub const REVOKED: CloseReason = CloseReason {
+        code: 4005,
+        reason: "token_revoked",
+    };
 }
 
 /// One member's new place in a bulk move.

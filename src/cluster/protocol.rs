@@ -158,6 +158,8 @@ pub enum MediaRelayMessage {
 pub fn close_reason(code: u16) -> CloseReason {
     [
         CloseReason::REPLACED,
+        CloseReason::SESSION_REPLACED,
+        CloseReason::REVOKED,
         CloseReason::REMOVED,
         CloseReason::SLOW,
         CloseReason::GOING_AWAY,
@@ -223,6 +225,7 @@ impl Answer {
             RoomInput::Operate(_) => pair(Reply::Operate, Answer::Operate),
             RoomInput::Client { .. }
             | RoomInput::Closed { .. }
+            | RoomInput::Revoke { .. }
             | RoomInput::TrackPublished(_)
             | RoomInput::TrackUnpublished(_) => (None, None),
         }

@@ -206,6 +206,7 @@ async fn whip(
     body: String,
 ) -> Result<Response, Refusal> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    state.refuse_revoked(&claims).await?;
     if let Some(redirect) = redirect_to_owner(&state, &room, &uri, true).await? {
         return Ok(redirect);
     }
@@ -385,6 +386,7 @@ async fn whep(
     body: String,
 ) -> Result<Response, Refusal> {
     let (media, claims) = check_request(&state, &room, &headers, &body)?;
+    state.refuse_revoked(&claims).await?;
     if let Some(redirect) = redirect_to_owner(&state, &room, &uri, false).await? {
         return Ok(redirect);
     }

@@ -6,6 +6,7 @@ mod admission;
 mod api;
 mod client;
 mod cors;
+pub mod joins;
 mod listener;
 mod media;
 mod media_sessions;
@@ -108,6 +109,10 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Shareable audience links: revocations and how many each has admitted.
     pub audience: api::audience::AudienceLinks,
+    /// Per-address join rates and live-session caps on `/ws`.
+    pub admission: joins::Admission,
+    /// Revoked access tokens and audience links (in Redis for a cluster).
+    pub revoked: crate::revocation::Revocations,
 }
 
 impl AppState {
@@ -147,6 +152,7 @@ impl AppState {
                 reconnect_grace_ms: limits.reconnect_grace_s * 1000,
                 breakout_close_countdown_s: limits.breakout_close_countdown_s,
                 breakout_warning_s: limits.breakout_warning_s,
+                sessions_per_identity: limits.sessions_per_identity,
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
@@ -218,6 +224,10 @@ impl AppState {
             rooms: rooms.clone(),
             sfu: media.as_ref().map(|m| m.sfu.clone()),
         }));
+        let revoked = crate::revocation::Revocations::new(
+            cluster.as_ref().map(|c| c.store().clone()),
+            config.auth.max_revoked_per_room,
+        );
         Ok(AppState {
             cluster,
             limits: Arc::new(config.limits.clone()),
@@ -232,6 +242,8 @@ impl AppState {
             metrics,
             attendance,
             audience: Default::default(),
+            admission: joins::Admission::new(&config.server),
+            revoked,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })
@@ -257,6 +269,20 @@ impl AppState {
             .map_err(|e| ApiError::unauthorized(e.to_string()))
     }
 
+    /// 401 for a token on the deny list (by its `jti`); 503 when the list cannot be read.
+    pub async fn refuse_revoked(&self, claims: &crate::auth::Claims) -> Result<(), ApiError> {
+        let Some(jti) = &claims.jti else {
+            return Ok(());
+        };
+        match self.revoked.is_revoked(&claims.room, jti).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(ApiError::unauthorized("this access token was revoked")),
+            Err(error) => Err(ApiError::unavailable(format!(
+                "cannot check the token now ({error}); retry shortly"
+            ))),
+        }
+    }
+
     pub fn shutting_down(&self) -> bool {
         self.shutdown.borrow().is_some()
     }
@@ -275,7 +301,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .merge(media::router(origins))
         .nest("/api/v1", api::router())
-        .merge(client::router())
+        .merge(client::router(state.clone()))
         .layer(axum::middleware::from_fn(move |request, next| {
             serve::read_body_in_time(body_deadline, MAX_BODY_BYTES, request, next)
         }))
@@ -291,7 +317,35 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     }
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+/// `/metrics`: with `server.metrics_token` set, only for `Authorization: Bearer <it>` (401
+/// otherwise); without one, only for clients on loopback (403 otherwise), so the first
+/// `serve` does not show its traffic to the network.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+    peer: Option<axum::Extension<joins::PeerAddr>>,
+) -> Response {
+    let server = &state.config.server;
+    if server.metrics_token.is_empty() {
+        let from = peer
+            .map(|axum::Extension(joins::PeerAddr(addr))| {
+                joins::client_ip(addr.ip(), &headers, &server.trusted_proxies)
+            })
+            .filter(|ip| !ip.is_loopback());
+        if let Some(ip) = from {
+            tracing::debug!(%ip, "refused /metrics: no metrics_token and not loopback");
+            return ApiError::forbidden(
+                "metrics are served to loopback only: set server.metrics_token (CONVENE_METRICS_TOKEN) to scrape from elsewhere",
+            )
+            .into_response();
+        }
+    } else {
+        let given = ws::bearer(&headers, None).unwrap_or_default();
+        if !api::constant_time_eq(given.as_bytes(), server.metrics_token.as_bytes()) {
+            return ApiError::unauthorized("metrics need Authorization: Bearer <metrics_token>")
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         crate::metrics::render(&state.metrics),

@@ -64,8 +64,8 @@ where
             accepted = listener.accept() => accepted,
             _ = &mut stopped => break,
         };
-        let guard = match remote.admit(&per_ip, limits.max_connections_per_ip) {
-            Ok((_, slot)) => slot,
+        let (remote, guard) = match remote.admit(&per_ip, limits.max_connections_per_ip) {
+            Ok(admitted) => admitted,
             Err(remote) => {
                 tracing::debug!(ip = %remote.ip(), "refused: per-address connection cap");
                 tokio::spawn(async move {
@@ -76,7 +76,16 @@ where
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Handlers that limit per client address (`/ws`) read the peer from the extensions.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(super::joins::PeerAddr(remote));
+                request
+            },
+        ));
         let mut draining = draining_rx.clone();
         tokio::spawn(async move {
             let drain = async {

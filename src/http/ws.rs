@@ -8,16 +8,18 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::joins::{client_ip, AdmissionGuard, PeerAddr};
 use super::{ApiError, AppState, TokenFrom};
 use crate::auth::Claims;
 use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::outbox::{self, Inbox, Outbox};
 use crate::session::{self, SessionParams};
-use convene_core::room::actor::{error_frame, RoomHandle, Start};
+use convene_core::room::actor::{error_frame, JoinTerms, RoomHandle, Start};
 use convene_core::room::Joiner;
 use convene_core::wire::Frame;
 
@@ -43,9 +45,10 @@ pub fn bearer(headers: &HeaderMap, query_token: Option<&str>) -> Option<String> 
         .or_else(|| query_token.map(str::to_string))
 }
 
-/// Counts a session on the node and in its room for as long as it lives.
+/// Counts a session on the node (and for its address) for as long as it lives.
 struct SessionGuard {
     node: Arc<AtomicUsize>,
+    _address: AdmissionGuard,
 }
 
 impl Drop for SessionGuard {
@@ -58,10 +61,12 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Query(query): Query<WsQuery>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    match prepare(&state, &query, &headers).await {
-        Ok((claims, room)) => {
+    let peer = peer.map(|Extension(PeerAddr(addr))| addr.ip());
+    match prepare(&state, &query, &headers, peer).await {
+        Ok((claims, room, address)) => {
             let upgrade = match upgrade {
                 Ok(upgrade) => upgrade,
                 Err(_) => {
@@ -88,6 +93,7 @@ pub async fn upgrade(
             state.sessions.fetch_add(1, Ordering::Relaxed);
             let guard = SessionGuard {
                 node: state.sessions.clone(),
+                _address: address,
             };
             let limit = state.config.limits.max_frame_bytes;
             upgrade
@@ -103,12 +109,14 @@ pub async fn upgrade(
     }
 }
 
-/// Everything that can refuse a connection before the upgrade: token, shutdown, limits, bans.
+/// Everything that can refuse a connection before the upgrade: token, revocation, shutdown,
+/// limits (node, room, client address), bans.
 async fn prepare(
     state: &AppState,
     query: &WsQuery,
     headers: &HeaderMap,
-) -> Result<(Claims, RoomHandle), ApiError> {
+    peer: Option<std::net::IpAddr>,
+) -> Result<(Claims, RoomHandle, AdmissionGuard), ApiError> {
     let mut claims = state
         .claims(
             headers,
@@ -127,14 +135,14 @@ async fn prepare(
             }
         })?;
     if claims.name.trim().is_empty() {
-        let name = query.name.as_deref().map(str::trim).unwrap_or_default();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "this link lets you choose a display name: add name= (1-100 characters)",
-            ));
-        }
-        claims.name = name.to_string();
+        let name = query.name.as_deref().unwrap_or_default();
+        claims.name = crate::auth::check_chosen_name(name).map_err(|why| {
+            ApiError::bad_request(format!(
+                "this link lets you choose a display name: add name= ({why})"
+            ))
+        })?;
     }
+    state.refuse_revoked(&claims).await?;
     if state.shutting_down() {
         return Err(ApiError::unavailable(
             "the server is shutting down; reconnect shortly",
@@ -147,6 +155,13 @@ async fn prepare(
             limits.max_sessions
         )));
     }
+    let address = match peer {
+        Some(peer) => {
+            let ip = client_ip(peer, headers, &limits.trusted_proxies);
+            state.admission.admit(ip)?
+        }
+        None => state.admission.unlimited(),
+    };
     let room = state.rooms.get_or_start(&claims.room);
     if room.sessions.load(Ordering::Relaxed) >= limits.max_sessions_per_room {
         return Err(ApiError::unavailable(format!(
@@ -157,7 +172,7 @@ async fn prepare(
     if room.is_banned(&claims.sub).await.unwrap_or(false) {
         return Err(ApiError::forbidden("you were removed from this room"));
     }
-    Ok((claims, room))
+    Ok((claims, room, address))
 }
 
 async fn serve_socket(
@@ -186,7 +201,12 @@ async fn serve_socket(
     let start = loop {
         // Boxed so the join's state does not stay inlined in every session's long-lived future.
         let asked = std::time::Instant::now();
-        match Box::pin(room.join(joiner.clone(), connection, resume)).await {
+        // One live session per identity: this one takes the seat from the identity's others.
+        let terms = JoinTerms {
+            exclusive: true,
+            token_id: claims.jti.clone(),
+        };
+        match Box::pin(room.join_on(joiner.clone(), connection, resume, terms)).await {
             Ok(Ok(start)) => {
                 crate::metrics::observe_join(asked.elapsed());
                 break start;

@@ -82,7 +82,12 @@ impl SessionEnd {
         !self.left
             && !matches!(
                 self.closed,
-                Some(CloseReason::REMOVED | CloseReason::REPLACED)
+                Some(
+                    CloseReason::REMOVED
+                        | CloseReason::REPLACED
+                        | CloseReason::SESSION_REPLACED
+                        | CloseReason::REVOKED
+                )
             )
     }
 }

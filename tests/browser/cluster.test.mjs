@@ -243,7 +243,7 @@ test("what people see: screenshots of each page, axe-core clean on the participa
   }
   if (process.env.CONVENE_KEEP_SCREENSHOTS === "1") console.log(`# screenshots in ${dir}`);
   const pia = pages.pia;
-  await pia.addScriptTag({ content: AXE });
+  await pia.evaluate(AXE);
   for (const tab of ["chat", "qa", "people"]) {
     await show(pia, tab);
     const violations = await pia.evaluate(async () => (await window.axe.run(document, { resultTypes: ["violations"] }))

@@ -139,7 +139,7 @@ test("a convening's journeys, as each person sees and hears them", { timeout: 90
   }
   // Quinn joins from an invite that lets him choose his name: the Join click is his gesture.
   const invite = await pages.hana.evaluate(async ({ room, team }) => {
-    const token = new URLSearchParams(location.search).get("token");
+    const token = sessionStorage.getItem("convene-token");
     const res = await fetch(`/api/v1/rooms/${room}/invites`, {
       method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
       body: JSON.stringify({ role: "participant", name: "", ttl_s: 3600, attrs: { team } }),

@@ -32,7 +32,7 @@ const send = (page, type, fields = {}) => page.evaluate(([t, f]) => convene.send
 
 /** axe-core's violations on the page as it is now (rule id and the first offending node). */
 async function axeViolations(page) {
-  if (!(await page.evaluate(() => typeof window.axe !== "undefined"))) await page.addScriptTag({ content: AXE });
+  if (!(await page.evaluate(() => typeof window.axe !== "undefined"))) await page.evaluate(AXE);
   const result = await page.evaluate(async () => {
     const r = await window.axe.run(document, { resultTypes: ["violations"] });
     return r.violations.map((v) => `${v.id}: ${v.nodes[0]?.target} ${v.nodes[0]?.failureSummary ?? ""}`);
@@ -278,7 +278,7 @@ test("invite panel: a host mints links within their role; the link joins with th
   await visible(guest.locator("#status[data-state=connected]", { hasText: "Uma Diaz · participant" }));
   assert.equal(await guest.locator("#name-gate").isHidden(), true);
   // Without a name the server refuses such a token before the upgrade.
-  const bare = await guest.evaluate(async () => (await fetch(`/ws?token=${new URLSearchParams(location.search).get("token")}`)).status);
+  const bare = await guest.evaluate(async () => (await fetch(`/ws?token=${sessionStorage.getItem("convene-token")}`)).status);
   assert.equal(bare, 400);
   await guestCtx.close();
 
@@ -286,13 +286,13 @@ test("invite panel: a host mints links within their role; the link joins with th
   await show(mo, "console");
   assert.equal(await mo.locator("#invite-role option[value=host]").isDisabled(), true);
   const status = await mo.evaluate(async (room) => (await fetch(`/api/v1/rooms/${room}/invites`, {
-    method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${new URLSearchParams(location.search).get("token")}` },
+    method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${sessionStorage.getItem("convene-token")}` },
     body: JSON.stringify({ role: "host", name: "Sneaky" }),
   })).status, ROOM);
   assert.equal(status, 403);
   // A participant's token mints nothing.
   const denied = await pages.pia.evaluate(async (room) => (await fetch(`/api/v1/rooms/${room}/invites`, {
-    method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${new URLSearchParams(location.search).get("token")}` },
+    method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${sessionStorage.getItem("convene-token")}` },
     body: JSON.stringify({ role: "participant", name: "X" }),
   })).status, ROOM);
   assert.equal(denied, 403);

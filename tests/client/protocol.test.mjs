@@ -61,6 +61,9 @@ test("countdown and close codes", () => {
   assert.equal(countdown(-5), "0:00");
   assert.equal(isFinalClose(CLOSE.REMOVED), true);
   assert.equal(isFinalClose(CLOSE.SLOW), false);
+  // Another window took the seat, or the token was revoked: reconnecting would only fight.
+  assert.equal(isFinalClose(CLOSE.SESSION_REPLACED), true);
+  assert.equal(isFinalClose(CLOSE.REVOKED), true);
   assert.equal(isFinalClose(1006), false);
 });
 

@@ -162,7 +162,15 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Client {
-        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        Self::connect_request(url.into_client_request().expect("a ws:// url")).await
+    }
+
+    /// Connects with a request of the test's own (extra headers such as `X-Forwarded-For`).
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> Client {
+        let (socket, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect in time")
             .expect("websocket connects");

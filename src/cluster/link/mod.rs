@@ -196,6 +196,7 @@ impl Link {
             ),
             Input::Room(
                 RoomInput::Closed { .. }
+                | RoomInput::Revoke { .. }
                 | RoomInput::TrackPublished(_)
                 | RoomInput::TrackUnpublished(_),
             ) => {

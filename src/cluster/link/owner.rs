@@ -563,6 +563,7 @@ mod tests {
                     connection: id(1000 + i),
                     resume: None,
                     new_session: id(i + 1),
+                    terms: Default::default(),
                 }
                 .into(),
             );
@@ -639,6 +640,7 @@ mod tests {
                 connection: id(9005),
                 resume: Some((id(6), 40)),
                 new_session: id(777),
+                terms: Default::default(),
             }
             .into(),
         );

@@ -8,8 +8,9 @@
 //! reconnects. A link is revoked by id; a revoked link admits no one new, while people already
 //! admitted keep their seats (a moderator removes anyone who must go).
 //!
-//! The book of links (revocations and how many each has admitted) is this node's: in a
-//! cluster, mint, revoke and exchange a link through the same node.
+//! Revocations go on the shared deny list (`crate::revocation`: in Redis for a cluster, so
+//! every node refuses a revoked link). How many people each link has admitted is counted by
+//! the node that exchanges it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,7 +36,13 @@ const MAX_LINKS: usize = 10_000;
 pub const MAX_PEOPLE: u32 = 100_000;
 const DEFAULT_PEOPLE: u32 = 5_000;
 /// Characters in a display name given at the exchange (as `/ws?name=`).
-const MAX_NAME_CHARS: usize = 100;
+/// The longest an audience link lives.
+const MAX_LINK_TTL_S: u64 = 30 * 86_400;
+
+/// A link's entry on the deny list, apart from access tokens' ids.
+fn revoked_id(link: &str) -> String {
+    format!("link:{link}")
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -92,16 +99,12 @@ impl AudienceLinks {
         Ok(())
     }
 
-    /// Revokes a link of `room`; false when this node knows no such link.
-    fn revoke(&self, room: &str, id: &str) -> bool {
+    /// Revokes a link of `room`: its expiry, or `None` when this node knows no such link.
+    fn revoke(&self, room: &str, id: &str) -> Option<u64> {
         let mut links = self.links.lock().expect("audience links lock poisoned");
-        match links.get_mut(id).filter(|e| e.room == room) {
-            Some(entry) => {
-                entry.revoked = true;
-                true
-            }
-            None => false,
-        }
+        let entry = links.get_mut(id).filter(|e| e.room == room)?;
+        entry.revoked = true;
+        Some(entry.exp)
     }
 
     /// Counts one more person admitted by `link`, unless it is revoked or full.
@@ -251,6 +254,8 @@ pub async fn mint_audience_link(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "No such link for this room"),
+        (status = 409, body = ErrorBody, description = "The room's revocation list is full"),
+        (status = 503, body = ErrorBody, description = "The revocation list is unreachable"),
 ))]
 pub async fn revoke_audience_link(
     State(state): State<AppState>,
@@ -258,11 +263,31 @@ pub async fn revoke_audience_link(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     staff(&state, &headers, &room)?;
-    if !state.audience.revoke(&room, &id) {
+    if id.is_empty() || id.len() > 64 || crate::auth::has_unsafe_chars(&id) {
         return Err(ApiError::not_found(format!(
             "room {room:?} has no audience link {id:?}"
         )));
     }
+    // A link this node never saw may have been minted by another node of the cluster.
+    let until = match state.audience.revoke(&room, &id) {
+        Some(exp) => exp,
+        None if state.cluster.is_some() => unix_now() + MAX_LINK_TTL_S,
+        None => {
+            return Err(ApiError::not_found(format!(
+                "room {room:?} has no audience link {id:?}"
+            )))
+        }
+    };
+    state
+        .revoked
+        .revoke(&room, &revoked_id(&id), until)
+        .await
+        .map_err(|e| match e {
+            crate::revocation::RevokeError::Full(..) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            crate::revocation::RevokeError::Store(_) => ApiError::unavailable(e.to_string()),
+        })?;
     tracing::info!(room, link = id, "audience link revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -293,6 +318,7 @@ pub struct JoinRequest {
         (status = 410, body = ErrorBody, description = "The link was revoked"),
         (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "The revocation list is unreachable"),
 ))]
 pub async fn join_audience_link(
     State(state): State<AppState>,
@@ -306,16 +332,18 @@ pub async fn join_audience_link(
         .keys
         .verify_link(&token, Some(&room))
         .map_err(|e| ApiError::unauthorized(format!("audience link: {e}")))?;
-    let name = req.name.trim();
-    if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::bad_request(format!(
-            "name must be 1-{MAX_NAME_CHARS} characters without control characters"
-        )));
-    }
-    match state.audience.admit(&link, unix_now()) {
+    let name = crate::auth::check_chosen_name(&req.name).map_err(ApiError::bad_request)?;
+    let revoked = state
+        .revoked
+        .is_revoked(&room, &revoked_id(&link.link))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let admitted = if revoked {
+        Err(Refusal::Revoked)
+    } else {
+        state.audience.admit(&link, unix_now())
+    };
+    match admitted {
         Ok(()) => {}
         Err(Refusal::Revoked) => {
             return Err(ApiError::new(
@@ -330,20 +358,18 @@ pub async fn join_audience_link(
             )))
         }
     }
-    let identity = uuid::Uuid::new_v4().to_string();
-    let ttl = Duration::from_secs(link.exp.saturating_sub(unix_now()).max(60));
-    let token = state
-        .keys
-        .mint_for(&room, link.role, &identity, name, Default::default(), ttl);
-    let url = format!(
-        "{}/?token={token}",
-        state.config.public_url(state.config.server.listen)
-    );
-    Ok(Json(TokenResponse {
-        token,
-        identity,
-        url,
-    }))
+    let now = unix_now();
+    let claims = crate::auth::Claims {
+        sub: uuid::Uuid::new_v4().to_string(),
+        name,
+        room,
+        role: link.role,
+        exp: now + link.exp.saturating_sub(now).max(60),
+        attrs: Default::default(),
+        nbf: None,
+        jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+    };
+    Ok(Json(TokenResponse::minted(&state, &claims)))
 }
 
 #[cfg(test)]
@@ -367,10 +393,10 @@ mod tests {
         assert_eq!(book.admit(&link("a", 2), 1), Ok(()));
         assert_eq!(book.admit(&link("a", 2), 1), Ok(()));
         assert_eq!(book.admit(&link("a", 2), 1), Err(Refusal::Full(2)));
-        assert!(!book.revoke("other-room", "a"));
-        assert!(book.revoke("r", "a"));
+        assert_eq!(book.revoke("other-room", "a"), None);
+        assert_eq!(book.revoke("r", "a"), Some(1_000));
         assert_eq!(book.admit(&link("a", 9), 1), Err(Refusal::Revoked));
-        assert!(!book.revoke("r", "unknown"));
+        assert_eq!(book.revoke("r", "unknown"), None);
     }
 
     #[test]
@@ -385,7 +411,7 @@ mod tests {
         );
         // Another room is not affected; a revoked link frees its place; expired ones go.
         book.add("elsewhere", "q", 1_000, 0).unwrap();
-        assert!(book.revoke("r", "l0"));
+        assert!(book.revoke("r", "l0").is_some());
         book.add("one-more", "r", 1_000, 0).unwrap();
         book.add("later", "r", 5_000, 2_000).unwrap();
     }

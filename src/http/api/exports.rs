@@ -56,7 +56,7 @@ pub(in crate::http) async fn export_questions(
     q: Result<Query<ExportQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (format, handle) = export_of(&state, &room, q, &headers)?;
+    let (format, handle) = export_of(&state, &room, q, &headers).await?;
     let questions = handle
         .export_questions()
         .await
@@ -94,7 +94,7 @@ pub(in crate::http) async fn export_polls(
     q: Result<Query<ExportQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (format, handle) = export_of(&state, &room, q, &headers)?;
+    let (format, handle) = export_of(&state, &room, q, &headers).await?;
     let polls = handle
         .export_polls()
         .await
@@ -124,13 +124,13 @@ pub(in crate::http) async fn export_polls(
 
 /// What every export checks first: the caller may read the room, the format is known, the
 /// room is running.
-pub(in crate::http) fn export_of(
+pub(in crate::http) async fn export_of(
     state: &AppState,
     room: &str,
     q: Result<Query<ExportQuery>, QueryRejection>,
     headers: &HeaderMap,
 ) -> Result<(ExportFormat, RoomHandle), ApiError> {
-    authorise(state, headers, Some(room))?;
+    authorise(state, headers, Some(room)).await?;
     let format = query(q)
         .map_err(|_| ApiError::bad_request("format must be json or csv"))?
         .format
@@ -254,7 +254,7 @@ pub(in crate::http) async fn export_attendance(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     // The sheet is kept where the room's inputs are applied: its owner's.
     if let Some(redirect) =
         crate::http::media::redirect_to_owner(&state, &room, &uri, false).await?

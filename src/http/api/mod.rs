@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/rooms/{room}/questions", get(export_questions))
         .route("/rooms/{room}/attendance", get(export_attendance))
         .route("/rooms/{room}/invites", post(mint_invite))
+        .route("/rooms/{room}/invites/{token_id}", delete(revoke_token))
         .route(
             "/rooms/{room}/audience-link",
             post(audience::mint_audience_link),
@@ -82,6 +83,7 @@ pub fn router() -> Router<AppState> {
         export_polls,
         mint_token,
         mint_invite,
+        revoke_token,
         audience::mint_audience_link,
         audience::revoke_audience_link,
         audience::join_audience_link,
@@ -166,7 +168,7 @@ pub(in crate::http) enum Caller {
 }
 
 /// The API key for everything, or a host token for its own room.
-pub(in crate::http) fn authorise(
+pub(in crate::http) async fn authorise(
     state: &AppState,
     headers: &HeaderMap,
     room: Option<&str>,
@@ -193,6 +195,7 @@ pub(in crate::http) fn authorise(
             "only a host token or the API key may do this",
         ));
     }
+    state.refuse_revoked(&claims).await?;
     Ok(Caller::Host)
 }
 

@@ -154,7 +154,7 @@ pub(in crate::http) async fn list_nodes(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<NodeList>, ApiError> {
-    authorise(&state, &headers, None)?;
+    authorise(&state, &headers, None).await?;
     let nodes = match &state.cluster {
         Some(cluster) => cluster.nodes(),
         None => {
@@ -189,7 +189,7 @@ pub(in crate::http) async fn list_rooms(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<RoomList>, ApiError> {
-    authorise(&state, &headers, None)?;
+    authorise(&state, &headers, None).await?;
     let mut rooms = Vec::new();
     for name in state.rooms.names() {
         let Some(handle) = state.rooms.get(&name) else {
@@ -233,7 +233,7 @@ pub(in crate::http) async fn create_room(
     headers: HeaderMap,
     JsonBody(req): JsonBody<CreateRoom>,
 ) -> Result<Response, ApiError> {
-    authorise(&state, &headers, None)?;
+    authorise(&state, &headers, None).await?;
     let name = req.name;
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
@@ -267,7 +267,7 @@ pub(in crate::http) async fn describe_room(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<RoomView>, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     let handle = running(&state, &room)?;
     let report = operate(&handle, Operation::Describe).await?;
     Ok(Json(room_view(&handle, &report)))
@@ -291,7 +291,7 @@ pub(in crate::http) async fn configure_room(
     headers: HeaderMap,
     JsonBody(patch): JsonBody<SettingsPatch>,
 ) -> Result<Json<RoomView>, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     let handle = running(&state, &room)?;
     let report = operate(&handle, patch.operation()).await?;
     Ok(Json(room_view(&handle, &report)))
@@ -321,7 +321,7 @@ pub(in crate::http) async fn end_room(
     q: Result<Query<ReasonQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<RoomView>, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     let q = query(q)?;
     let handle = running(&state, &room)?;
     let report = operate(&handle, Operation::End { reason: q.reason }).await?;
@@ -348,7 +348,7 @@ pub(in crate::http) async fn list_participants(
     Path(room): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<ParticipantList>, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     let handle = running(&state, &room)?;
     let report = operate(&handle, Operation::Describe).await?;
     Ok(Json(ParticipantList {
@@ -377,7 +377,7 @@ pub(in crate::http) async fn remove_participant(
     q: Result<Query<ReasonQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    authorise(&state, &headers, Some(&room))?;
+    authorise(&state, &headers, Some(&room)).await?;
     let q = query(q)?;
     let handle = running(&state, &room)?;
     operate(

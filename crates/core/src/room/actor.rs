@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-pub use super::command::{MediaRights, Reply, RoomCommand, RoomInput, Start};
+pub use super::command::{JoinTerms, MediaRights, Reply, RoomCommand, RoomInput, Start};
 use super::feed::{RoomFeed, WebhookEvent};
 use super::idempotency::Idempotency;
 use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
@@ -123,11 +123,24 @@ impl RoomHandle {
         connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
     ) -> Result<Result<Start, Denied>, RoomGone> {
+        self.join_on(joiner, connection, resume, JoinTerms::default())
+            .await
+    }
+
+    /// A join on `terms`: a page's session takes the identity's seat (`exclusive`).
+    pub async fn join_on(
+        &self,
+        joiner: Joiner,
+        connection: ConnectionId,
+        resume: Option<(Uuid, u64)>,
+        terms: JoinTerms,
+    ) -> Result<Result<Start, Denied>, RoomGone> {
         let input = RoomInput::Join {
             joiner,
             connection,
             resume,
             new_session: Uuid::new_v4(),
+            terms,
         };
         self.ask(input, Reply::Join).await
     }
@@ -181,6 +194,10 @@ struct SessionRecord {
     connection: ConnectionId,
     connected: bool,
     disconnected_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "JoinTerms::is_default")]
+    terms: JoinTerms,
+    #[serde(default)]
+    joined_at: Millis,
     /// Remembered replies, oldest first.
     #[serde(with = "super::idempotency::replies")]
     recent: Vec<(String, Frame)>,
@@ -202,6 +219,9 @@ struct SessionEntry {
     connected: bool,
     recent: Idempotency,
     disconnected_at: Option<Millis>,
+    terms: JoinTerms,
+    /// When the session began: the oldest yield first to a new window.
+    joined_at: Millis,
 }
 
 /// Settings the actor needs beyond the room's own limits.
@@ -343,6 +363,8 @@ impl RoomCore {
                 connection: s.connection,
                 connected: s.connected,
                 disconnected_at: s.disconnected_at,
+                terms: s.terms.clone(),
+                joined_at: s.joined_at,
                 recent: s.recent.oldest_first(),
             })
             .collect();
@@ -380,6 +402,8 @@ impl RoomCore {
                         connected: r.connected,
                         recent,
                         disconnected_at: r.disconnected_at,
+                        terms: r.terms,
+                        joined_at: r.joined_at,
                     },
                 )
             })
@@ -431,8 +455,9 @@ impl RoomCore {
                 connection,
                 resume,
                 new_session,
+                terms,
             } => {
-                let start = self.join(joiner, connection, resume, new_session, now);
+                let start = self.join(joiner, connection, resume, new_session, terms, now);
                 if let Some(Reply::Join(tx)) = reply {
                     let _ = tx.send(start);
                 }
@@ -481,6 +506,16 @@ impl RoomCore {
                 let events = self.state.track_unpublished(&id);
                 self.publish(events, now);
             }
+            RoomInput::Revoke { token_id } => {
+                let mut revoked: Vec<Uuid> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.terms.token_id.as_ref() == Some(&token_id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                revoked.sort();
+                self.end_sessions(revoked, CloseReason::REVOKED, now);
+            }
             RoomInput::Operate(op) => {
                 let result = self.state.operate(&op, now).map(|(events, report)| {
                     self.publish(events, now);
@@ -499,6 +534,7 @@ impl RoomCore {
         connection: ConnectionId,
         resume: Option<(Uuid, u64)>,
         new_session: Uuid,
+        terms: JoinTerms,
         now: Millis,
     ) -> Result<Start, Denied> {
         let identity = joiner.identity.clone();
@@ -562,6 +598,21 @@ impl RoomCore {
             }
         }
 
+        if terms.exclusive {
+            // One live session per identity (`sessions_per_identity`): this fresh join takes
+            // the seat from the oldest others (ordered, so a replay closes the same ones).
+            let mut others: Vec<(Millis, Uuid)> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.identity == identity && s.terms.exclusive)
+                .map(|(id, s)| (s.joined_at, *id))
+                .collect();
+            others.sort();
+            let keep = self.config.limits.sessions_per_identity.max(1) - 1;
+            let oldest = others.len().saturating_sub(keep);
+            let replaced = others.into_iter().take(oldest).map(|(_, id)| id).collect();
+            self.end_sessions(replaced, CloseReason::SESSION_REPLACED, now);
+        }
         let session_id = new_session;
         self.sessions.insert(
             session_id,
@@ -571,6 +622,8 @@ impl RoomCore {
                 connected: true,
                 recent: Idempotency::new(self.config.idempotency_window),
                 disconnected_at: None,
+                terms,
+                joined_at: now,
             },
         );
         let failed =
@@ -681,6 +734,30 @@ impl RoomCore {
         }
         let events = self.state.connection_closed(&identity, left, now);
         self.publish(events, now);
+    }
+
+    /// Ends these sessions for good (no resume): open sockets are closed with `reason`.
+    fn end_sessions(&mut self, ids: Vec<Uuid>, reason: CloseReason, now: Millis) {
+        for id in ids {
+            let Some(entry) = self.sessions.remove(&id) else {
+                continue;
+            };
+            if !entry.connected {
+                continue;
+            }
+            self.sink.deliver(
+                self.state.name(),
+                RoomOutput::Close {
+                    to: entry.connection,
+                    reason,
+                },
+            );
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+            // A revoked token's holder is gone at once; a replaced session's seat lives on.
+            let left = reason == CloseReason::REVOKED;
+            let events = self.state.connection_closed(&entry.identity, left, now);
+            self.publish(events, now);
+        }
     }
 
     /// Forgets sessions whose grace period ran out, or whose member is gone.

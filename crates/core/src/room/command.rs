@@ -23,6 +23,9 @@ pub enum RoomInput {
         resume: Option<(Uuid, u64)>,
         /// The id a new session gets: chosen by the caller, so replaying the input is exact.
         new_session: Uuid,
+        /// Whether it takes the identity's seat from its other sessions, and its token's id.
+        #[serde(default, skip_serializing_if = "JoinTerms::is_default")]
+        terms: JoinTerms,
     },
     Client {
         session_id: Uuid,
@@ -49,6 +52,29 @@ pub enum RoomInput {
     TrackUnpublished(String),
     /// The admin API acting on the room (`RoomState::operate`).
     Operate(Operation),
+    /// An access token was revoked: the sessions that joined with it close.
+    Revoke {
+        token_id: String,
+    },
+}
+
+/// How a join treats the identity's other sessions, and which token it came with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTerms {
+    /// One live session per identity: a page's fresh join closes the identity's other
+    /// exclusive sessions (another tab, window or device). WHIP publishers are not exclusive:
+    /// a presenter's OBS runs beside their page.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclusive: bool,
+    /// The access token's `jti`, so revoking it closes this session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+}
+
+impl JoinTerms {
+    pub fn is_default(&self) -> bool {
+        *self == JoinTerms::default()
+    }
 }
 
 /// Where the answer to a question goes; the kind matches the input's.

@@ -115,6 +115,9 @@ pub struct RoomLimits {
     pub reconnect_grace_ms: u64,
     pub breakout_close_countdown_s: u32,
     pub breakout_warning_s: u32,
+    /// Page sessions one identity may hold in the room; a fresh join beyond it closes the
+    /// oldest (4004). 1: a new window takes the seat.
+    pub sessions_per_identity: usize,
 }
 
 impl Default for RoomLimits {
@@ -125,6 +128,7 @@ impl Default for RoomLimits {
             reconnect_grace_ms: 20_000,
             breakout_close_countdown_s: 30,
             breakout_warning_s: 60,
+            sessions_per_identity: 1,
         }
     }
 }
