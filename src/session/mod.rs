@@ -504,9 +504,12 @@ impl Reader {
                 }
                 Ok(None) => return false,
                 Ok(Some(Err(error))) => {
-                    if let Some(reason) = close_for(&error) {
-                        tracing::info!(code = reason.code, "closing on a bad frame");
-                        self.outbox.close(reason);
+                    match close_for(&error) {
+                        Some(reason) => {
+                            tracing::info!(code = reason.code, "closing on a bad frame");
+                            self.outbox.close(reason);
+                        }
+                        None => tracing::debug!(%error, "the client's connection went away"),
                     }
                     return false;
                 }
@@ -688,14 +691,17 @@ fn explain_parse_error(
 }
 
 /// The close a read error deserves: 1009 for an oversized message, 1007 for text that is
-/// not UTF-8, 1002 for a broken frame; none when the connection simply went away.
+/// not UTF-8, 1002 for a broken frame; none when the connection simply went away (a TCP
+/// reset, or an end without a close frame, is a disconnect, not a protocol error).
 fn close_for(error: &axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error as WsError;
     if is_too_big(error) {
         return Some(CloseReason::TOO_BIG);
     }
     let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
     match inner {
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,
         Some(WsError::Utf8(_)) => Some(CloseReason::INVALID_DATA),
         Some(WsError::Protocol(_)) => Some(CloseReason::PROTOCOL_ERROR),
         _ => None,
@@ -714,6 +720,22 @@ fn is_too_big(error: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reset (or an end without a close frame) is a disconnect: nothing to close, no
+    /// "bad frame" in the logs; a broken frame still closes with 1002.
+    #[test]
+    fn a_reset_is_a_disconnect_and_a_broken_frame_a_protocol_error() {
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let reset = axum::Error::new(WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake,
+        ));
+        assert_eq!(close_for(&reset).map(|r| r.code), None);
+        let io = axum::Error::new(WsError::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(close_for(&io).map(|r| r.code), None);
+        let broken = axum::Error::new(WsError::Protocol(ProtocolError::NonZeroReservedBits));
+        assert_eq!(close_for(&broken).map(|r| r.code), Some(1002));
+    }
 
     #[test]
     fn parse_errors_are_named() {
