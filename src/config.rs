@@ -75,6 +75,9 @@ pub struct Limits {
     pub event_log_len: usize,
     pub chat_history: usize,
     pub idempotency_window: usize,
+    /// Bytes of remembered acks per session, and in a whole room (they are in its snapshot).
+    pub idempotency_bytes: usize,
+    pub idempotency_room_bytes: usize,
     pub questions_per_minute: u32,
     pub breakout_close_countdown_s: u32,
     pub breakout_warning_s: u32,

@@ -124,6 +124,8 @@ impl AppState {
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
+            idempotency_bytes: limits.idempotency_bytes,
+            idempotency_room_bytes: limits.idempotency_room_bytes,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
             hooks: Arc::new(crate::hooks::NodeHooks {

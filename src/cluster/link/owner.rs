@@ -508,6 +508,8 @@ mod tests {
             limits: RoomLimits::default(),
             event_log_len: 100_000,
             idempotency_window: 64,
+            idempotency_bytes: 16 * 1024,
+            idempotency_room_bytes: 4 << 20,
             empty_room_ttl: Duration::from_secs(60),
             attendance: convene_core::room::attendance::AttendanceBook::new(60_000),
             hooks: std::sync::Arc::new(convene_core::room::actor::NoHooks),

@@ -18,6 +18,8 @@ mod polls;
 mod qa;
 pub mod registry;
 #[cfg(test)]
+mod core_tests;
+#[cfg(test)]
 mod replay_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
