@@ -130,3 +130,119 @@ async fn a_request_resent_after_a_resume_elsewhere_is_answered_once_when_the_sto
     }
     assert_eq!(seen, Vec::<String>::new(), "answers after the resends");
 }
+
+/// One raw command to the test's own Redis.
+async fn redis_cmd(url: &str, args: &[&str]) -> redis::Value {
+    let client = redis::Client::open(url).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test's redis");
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn).await.expect("redis answers")
+}
+
+fn int(value: &redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(n) => *n,
+        redis::Value::Nil => 0,
+        redis::Value::BulkString(text) => String::from_utf8_lossy(text).parse().unwrap(),
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+/// An SDP offer of `bytes` bytes (it need not be one the SFU can use).
+fn offer(bytes: usize) -> Command {
+    let head = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=x-pad:";
+    let sdp = format!("{head}{}\r\n", "x".repeat(bytes - head.len() - 2));
+    Command::RtcOffer { sdp }
+}
+
+/// 100 sessions on a node that does not own their room send 60 KB offers (refused at the
+/// session) and as many 30 KB offers as they may: the owner's inbox stays under its byte
+/// budget, and with Redis at a low `maxmemory` and `noeviction`, another room still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_rooms_work() {
+    const INBOX_BYTES: usize = 1 << 20;
+    let redis = common::TestRedis::start().await;
+    redis_cmd(&redis.url(), &["CONFIG", "SET", "maxmemory", "64mb"]).await;
+    redis_cmd(
+        &redis.url(),
+        &["CONFIG", "SET", "maxmemory-policy", "noeviction"],
+    )
+    .await;
+    let nodes = common::cluster_of(&redis, 2, |c| c.cluster.inbox_bytes = INBOX_BYTES).await;
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    let _host = n1.join(ROOM, Role::Host, "host").await;
+    let names: Vec<String> = (0..100).map(|i| format!("p{i}")).collect();
+    let mut flooders =
+        futures_util::future::join_all(names.iter().map(|n| n2.join(ROOM, Role::Presenter, n)))
+            .await;
+    let floods = flooders.iter_mut().map(|client| async move {
+        let mut sent = Vec::new();
+        for k in 0..22 {
+            let id = format!("o{k}");
+            let size = if k < 2 { 60_000 } else { 30_000 };
+            client.send_with_id(offer(size), &id).await;
+            sent.push(id);
+        }
+        let mut codes: Vec<String> = vec![String::new(); sent.len()];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while codes.iter().any(String::is_empty) && Instant::now() < deadline {
+            let Some(message) = client.try_recv(Duration::from_millis(200)).await else {
+                continue;
+            };
+            let Some(k) = answered(&message).and_then(|r| sent.iter().position(|s| s == r))
+            else {
+                continue;
+            };
+            codes[k] = match message {
+                ServerMessage::Error { code, .. } => format!("{code:?}"),
+                other => format!("{other:?}").chars().take(20).collect(),
+            };
+        }
+        codes
+    });
+    let codes: Vec<Vec<String>> = futures_util::future::join_all(floods).await;
+    let unanswered: Vec<(usize, usize)> = codes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| c.iter().enumerate().filter(|(_, c)| c.is_empty()).map(move |(k, _)| (i, k)))
+        .collect();
+    assert_eq!(unanswered, Vec::new(), "(flooder, offer) never answered");
+    let oversized = codes.iter().filter(|c| c[..2].iter().all(|c| c == "InvalidArgument"));
+    assert_eq!(oversized.count(), 100, "60 KB offers are refused: {:?}", codes[0]);
+    let limited = codes.iter().flatten().filter(|c| *c == "RateLimited").count();
+    assert!(limited > 0, "the flood was rate limited: {:?}", codes[0]);
+    eprintln!("first flooder's answers: {:?}", codes[0]);
+
+    for node in ["n1", "n2"] {
+        let key = format!("convene:nodes:{node}:inbox");
+        let memory = int(&redis_cmd(&redis.url(), &["MEMORY", "USAGE", &key, "SAMPLES", "0"]).await);
+        let bytes = int(&redis_cmd(&redis.url(), &["GET", &format!("{key}:bytes")]).await);
+        let entries = int(&redis_cmd(&redis.url(), &["XLEN", &key]).await);
+        eprintln!("{key}: {memory} bytes in Redis, {bytes} counted, {entries} entries");
+        assert!(bytes as usize <= INBOX_BYTES, "{key} counts {bytes} bytes");
+        assert!(
+            memory as usize <= 2 * INBOX_BYTES,
+            "{key} holds {memory} bytes, over its budget of {INBOX_BYTES}"
+        );
+        let ttl = int(&redis_cmd(&redis.url(), &["PTTL", &key]).await);
+        assert!(ttl <= 300_000, "{key} lapses within minutes, not {ttl} ms");
+    }
+
+    // Another room on the same nodes: a chat is acknowledged and delivered.
+    let mut reader = n1.join("other", Role::Participant, "reader").await;
+    let mut writer = n2.join("other", Role::Participant, "writer").await;
+    writer
+        .ok(Command::SendChat {
+            text: "still here".into(),
+        })
+        .await;
+    reader
+        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "still here"))
+        .await;
+}

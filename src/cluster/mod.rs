@@ -76,6 +76,73 @@ pub struct ClusterSettings {
     pub http: String,
     pub rtc: Option<String>,
     pub max_sessions: usize,
+    pub bounds: Bounds,
+}
+
+/// What may cross nodes through Redis (`[cluster]` in the config).
+#[derive(Clone, Debug)]
+pub struct Bounds {
+    pub max_message_bytes: usize,
+    pub node_messages: crate::config::Bucket,
+    pub node_bytes: crate::config::Bucket,
+    pub inbox: store::InboxBounds,
+    pub snapshot_input_bytes: usize,
+}
+
+impl Bounds {
+    pub fn of(config: &crate::config::ClusterConfig) -> Bounds {
+        Bounds {
+            max_message_bytes: config.max_message_bytes,
+            node_messages: config.node_messages,
+            node_bytes: config.node_bytes,
+            inbox: store::InboxBounds {
+                bytes: config.inbox_bytes,
+                entries: config.inbox_entries.max(1),
+                retention_ms: config.inbox_retention_ms.max(1000),
+            },
+            snapshot_input_bytes: config.snapshot_input_bytes,
+        }
+    }
+}
+
+/// Why this node does not send a message through Redis.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than `max_message_bytes`.
+    TooLarge { bytes: usize, max: usize },
+    /// Over the node's buckets: retry after this long.
+    RateLimited { retry_after_ms: u64 },
+}
+
+impl Refusal {
+    /// The error frame the sender gets.
+    pub fn frame(&self, request_id: Option<String>) -> convene_core::wire::Frame {
+        use convene_signaling::{ErrorCode, ServerMessage};
+        let (code, message, retry_after_ms) = match self {
+            Refusal::TooLarge { bytes, max } => (
+                ErrorCode::InvalidArgument,
+                format!("this command is {bytes} bytes; at most {max} cross to the room's node"),
+                None,
+            ),
+            Refusal::RateLimited { retry_after_ms } => (
+                ErrorCode::RateLimited,
+                "slow down: this server is sending too much to the cluster".to_string(),
+                Some(*retry_after_ms),
+            ),
+        };
+        convene_core::room::actor::frame(&ServerMessage::Error {
+            request_id,
+            code,
+            message,
+            retry_after_ms,
+        })
+    }
+}
+
+/// The node's token buckets for what its sessions send through Redis.
+struct NodeBudget {
+    messages: crate::session::rate::TokenBucket,
+    bytes: crate::session::rate::TokenBucket,
 }
 
 /// A pub/sub message for a link.
@@ -129,6 +196,7 @@ struct Inner {
     restart: watch::Sender<u64>,
     /// Relayed sessions' media, when this node runs an SFU.
     relayed: std::sync::OnceLock<Arc<relay::RelayedMedia>>,
+    budget: Mutex<NodeBudget>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -166,8 +234,7 @@ impl Cluster {
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
-                store: Store::new(conn),
-                settings,
+                store: Store::new(conn, settings.bounds.inbox),
                 hub,
                 clock: Clock::start(),
                 actor,
@@ -184,6 +251,17 @@ impl Cluster {
                 sessions,
                 restart: watch::channel(0).0,
                 relayed: std::sync::OnceLock::new(),
+                budget: Mutex::new(NodeBudget {
+                    messages: crate::session::rate::TokenBucket::new(
+                        settings.bounds.node_messages,
+                        tokio::time::Instant::now(),
+                    ),
+                    bytes: crate::session::rate::TokenBucket::new(
+                        settings.bounds.node_bytes,
+                        tokio::time::Instant::now(),
+                    ),
+                }),
+                settings,
                 shutdown: watch::channel(false).0,
             }),
         };
@@ -227,6 +305,28 @@ impl Cluster {
 
     pub fn node(&self) -> &str {
         &self.inner.settings.node_id
+    }
+
+    /// Whether a session's message of `bytes` may go through Redis: under the size cap and
+    /// the node's buckets (taken from them if so).
+    pub(crate) fn admit(&self, bytes: usize) -> Result<(), Refusal> {
+        let max = self.inner.settings.bounds.max_message_bytes;
+        if bytes > max {
+            return Err(Refusal::TooLarge { bytes, max });
+        }
+        let now = tokio::time::Instant::now();
+        let mut budget = self.inner.budget.lock().expect("budget lock");
+        let NodeBudget { messages, bytes: b } = &mut *budget;
+        // Both or neither: a refused message costs nothing.
+        let (saved_messages, saved_bytes) = (messages.clone(), b.clone());
+        let taken = messages
+            .take_n(1.0, now)
+            .and_then(|()| b.take_n(bytes as f64, now));
+        taken.map_err(|retry_after_ms| {
+            (*messages, *b) = (saved_messages, saved_bytes);
+            crate::metrics::rate_limited();
+            Refusal::RateLimited { retry_after_ms }
+        })
     }
 
     pub(crate) fn settings(&self) -> &ClusterSettings {

@@ -175,6 +175,7 @@ impl AppState {
                     format!("{ip}:{}", m.sfu.local_addr().port())
                 }),
                 max_sessions: config.server.max_sessions,
+                bounds: crate::cluster::Bounds::of(c),
             };
             let cluster = crate::cluster::Cluster::start(
                 settings,

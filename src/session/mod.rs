@@ -574,13 +574,22 @@ impl Reader {
             );
             return true;
         }
-        if let Err(retry_after_ms) = self.limiter.check(CommandClass::of(&command)) {
+        let limited = match self.limiter.check(CommandClass::of(&command)) {
+            Err(retry_after_ms) => Some((retry_after_ms, "too many commands of this kind")),
+            // Every frame's bytes count, so large frames cannot flood what crosses nodes.
+            Ok(()) => self
+                .limiter
+                .check_bytes(text.len())
+                .err()
+                .map(|retry_after_ms| (retry_after_ms, "too many bytes")),
+        };
+        if let Some((retry_after_ms, why)) = limited {
             crate::metrics::rate_limited();
             self.strikes += 1;
             self.outbox.send(frame(&ServerMessage::Error {
                 request_id,
                 code: ErrorCode::RateLimited,
-                message: "slow down: too many commands of this kind".into(),
+                message: format!("slow down: {why}"),
                 retry_after_ms: Some(retry_after_ms),
             }));
             return true;
@@ -613,6 +622,16 @@ impl Reader {
             | Command::RtcCandidate { .. }
             | Command::Unpublish { .. }
             | Command::SetVideoQuality { .. } => {
+                let max = self.limits.max_sdp_bytes;
+                if let Some(len) = signaling_text_len(&command).filter(|&len| len > max) {
+                    // Refused here, before a cluster would relay it through Redis.
+                    self.refuse(
+                        request_id,
+                        ErrorCode::InvalidArgument,
+                        format!("the SDP or candidate is {len} bytes; at most {max} are accepted"),
+                    );
+                    return true;
+                }
                 if let Some(relay) = &self.relay {
                     if relay
                         .forward(request_id.clone(), &command, &self.outbox)
@@ -645,6 +664,15 @@ impl Reader {
                 .await
                 .is_ok(),
         }
+    }
+}
+
+/// The size of the SDP or ICE candidate a media command carries.
+fn signaling_text_len(command: &Command) -> Option<usize> {
+    match command {
+        Command::RtcOffer { sdp } | Command::RtcAnswer { sdp } => Some(sdp.len()),
+        Command::RtcCandidate { candidate } => Some(candidate.len()),
+        _ => None,
     }
 }
 

@@ -43,7 +43,7 @@ impl CommandClass {
 }
 
 #[derive(Clone, Debug)]
-struct TokenBucket {
+pub struct TokenBucket {
     tokens: f64,
     per_second: f64,
     burst: f64,
@@ -51,7 +51,7 @@ struct TokenBucket {
 }
 
 impl TokenBucket {
-    fn new(config: Bucket, now: Instant) -> Self {
+    pub fn new(config: Bucket, now: Instant) -> Self {
         TokenBucket {
             tokens: f64::from(config.burst),
             per_second: config.per_second.max(0.001),
@@ -62,14 +62,20 @@ impl TokenBucket {
 
     /// Takes one token, or says how long until one is available.
     fn take(&mut self, now: Instant) -> Result<(), u64> {
+        self.take_n(1.0, now)
+    }
+
+    /// Takes `n` tokens (at most a burst's worth), or says how long until they are there.
+    pub fn take_n(&mut self, n: f64, now: Instant) -> Result<(), u64> {
+        let n = n.min(self.burst);
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
-            Err((((1.0 - self.tokens) / self.per_second) * 1000.0).ceil() as u64)
+            Err((((n - self.tokens) / self.per_second) * 1000.0).ceil() as u64)
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct RateLimiter {
     hands: TokenBucket,
     signaling: TokenBucket,
     other: TokenBucket,
+    bytes: TokenBucket,
 }
 
 impl RateLimiter {
@@ -92,7 +99,13 @@ impl RateLimiter {
             hands: TokenBucket::new(limits.hands, now),
             signaling: TokenBucket::new(limits.signaling, now),
             other: TokenBucket::new(limits.other, now),
+            bytes: TokenBucket::new(limits.bytes, now),
         }
+    }
+
+    /// `Err(retry_after_ms)` when the session sent more bytes than its bucket allows.
+    pub fn check_bytes(&mut self, bytes: usize) -> Result<(), u64> {
+        self.bytes.take_n(bytes as f64, Instant::now())
     }
 
     /// `Err(retry_after_ms)` when this class is over its limit.
@@ -136,6 +149,25 @@ mod tests {
             bucket.take(later).unwrap();
         }
         assert!(bucket.take(later).is_err());
+    }
+
+    #[test]
+    fn a_byte_bucket_takes_sizes() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(
+            Bucket {
+                per_second: 1000.0,
+                burst: 4000,
+            },
+            start,
+        );
+        bucket.take_n(3000.0, start).unwrap();
+        assert_eq!(bucket.take_n(2000.0, start), Err(1000));
+        bucket.take_n(2000.0, start + Duration::from_secs(1)).unwrap();
+        // More than a burst costs a whole burst: it passes a full bucket, and only that.
+        let later = start + Duration::from_secs(60);
+        bucket.take_n(10_000.0, later).unwrap();
+        assert!(bucket.take_n(1.0, later).is_err());
     }
 
     #[test]
