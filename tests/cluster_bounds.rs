@@ -246,3 +246,64 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
         .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "still here"))
         .await;
 }
+
+/// While the node cannot reach Redis, a join is refused before the upgrade: HTTP 503 with
+/// `Retry-After` and a JSON body (never an upgrade whose first frame is an error); once
+/// Redis is back, joins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_while_redis_is_away_gets_503_with_retry_after_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut redis = cluster_support::Redis::start().await;
+    let node = common::TestServer::start_with(|c| {
+        c.redis.url = redis.url();
+        c.cluster.node_id = "n1".into();
+    })
+    .await;
+    let url = node.ws_url(&token(ROOM, Role::Participant, "ann", &[]));
+    node.join(ROOM, Role::Host, "host").await;
+
+    redis.kill9().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let response = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(WsError::Http(response)) => break response,
+            Ok((mut socket, _)) => {
+                // Upgraded before the node noticed: the first frame may only be the
+                // documented refusal, and the socket closes (1013: retry, not final).
+                use futures_util::StreamExt;
+                if let Some(Ok(first)) = socket.next().await {
+                    let text = first.into_text().unwrap_or_default();
+                    assert!(
+                        text.is_empty() || text.contains("welcome") || text.contains("unavailable"),
+                        "{text}"
+                    );
+                }
+            }
+            Err(other) => panic!("connect: {other}"),
+        }
+        assert!(Instant::now() < deadline, "no 503 while Redis is away");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(response.status(), 503);
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let body: serde_json::Value =
+        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert_eq!(body["retry_after_ms"], 1000, "{body}");
+
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await {
+            use futures_util::StreamExt;
+            if let Some(Ok(first)) = socket.next().await {
+                if first.into_text().unwrap_or_default().contains(r#""type":"welcome""#) {
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "joins never worked again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

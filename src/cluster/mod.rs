@@ -33,6 +33,8 @@ pub use store::StoreError;
 /// How often a node announces itself; its entry lapses after three missed beats.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const NODE_TTL_MS: u64 = 2000;
+/// What sessions are told to wait while Redis is away.
+pub const RETRY_AFTER_MS: u64 = 1000;
 /// Inbox entries read per repair call.
 const INBOX_REPAIR_BATCH: usize = 10_000;
 

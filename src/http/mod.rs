@@ -36,6 +36,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds) and `retry_after_ms` in the body.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -44,7 +46,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -65,8 +72,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        let Some(ms) = self.retry_after_ms else {
+            return (self.status, Json(body)).into_response();
+        };
+        body["retry_after_ms"] = ms.into();
+        let seconds = ms.div_ceil(1000).max(1).to_string();
+        let header = [(axum::http::header::RETRY_AFTER, seconds)];
+        (self.status, header, Json(body)).into_response()
     }
 }
 

@@ -17,6 +17,7 @@ use crate::auth::Claims;
 use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::outbox::{self, Inbox, Outbox};
 use crate::session::{self, SessionParams};
+use convene_signaling::{CloseReason, ErrorCode};
 use convene_core::room::actor::{error_frame, RoomHandle, Start};
 use convene_core::room::Joiner;
 use convene_core::wire::Frame;
@@ -135,6 +136,14 @@ async fn prepare(
         }
         claims.name = name.to_string();
     }
+    if state.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+        // The room's owner is reached only through Redis: refuse before the upgrade, so
+        // the client's first frame is never an error (it retries, as after any failed connect).
+        return Err(ApiError::unavailable(
+            "this server cannot reach the cluster's store; retry shortly",
+        )
+        .retry_after(crate::cluster::RETRY_AFTER_MS));
+    }
     if state.shutting_down() {
         return Err(ApiError::unavailable(
             "the server is shutting down; reconnect shortly",
@@ -191,7 +200,13 @@ async fn serve_socket(
                 break start;
             }
             Ok(Err(denied)) => {
-                refuse(socket, error_frame(None, denied)).await;
+                // Unavailable (Redis went away after the check above): not a final refusal.
+                let code = if denied.code == ErrorCode::Unavailable {
+                    CloseReason::SLOW.code
+                } else {
+                    4003
+                };
+                refuse(socket, error_frame(None, denied), code).await;
                 return;
             }
             // The room closed between lookup and join (it had been empty): start it again.
@@ -306,11 +321,11 @@ async fn serve_socket(
     });
 }
 
-async fn refuse(mut socket: WebSocket, error: Frame) {
+async fn refuse(mut socket: WebSocket, error: Frame, code: u16) {
     let _ = socket.send(Message::Text(error)).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
-            code: 4003,
+            code,
             reason: "refused".into(),
         })))
         .await;

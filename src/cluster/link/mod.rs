@@ -31,8 +31,7 @@ const REPAIR_BATCH: usize = 1000;
 const MAINTENANCE: Duration = Duration::from_millis(50);
 /// A stream read now and then finds what pub/sub lost without a later message to show it.
 const TAIL_CHECK: Duration = Duration::from_millis(1000);
-/// What sessions are told to wait while Redis is away.
-const RETRY_AFTER_MS: u64 = 1000;
+use super::RETRY_AFTER_MS;
 
 pub fn spawn(
     cluster: Cluster,
