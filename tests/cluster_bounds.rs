@@ -307,3 +307,173 @@ async fn a_join_while_redis_is_away_gets_503_with_retry_after_before_the_upgrade
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The password of the ACL user the Redis tests create.
+const NODE_PASSWORD: &str = "n0de-Secret-41";
+
+/// A `redis-server` with `requirepass` for the default user and an ACL user `convene`
+/// allowed only Convene's keys, channels and commands (the ACL README.md suggests); with
+/// `tls`, TLS only, on a certificate the test's CA signed.
+struct AclRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl AclRedis {
+    async fn start(tls: bool) -> AclRedis {
+        let port = cluster_support::free_port();
+        let dir = std::env::temp_dir().join(format!("convene-acl-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmd = std::process::Command::new("redis-server");
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", "admin-Secret-7"])
+            .arg("--user")
+            .args(convene_acl())
+            .arg("--dir")
+            .arg(&dir);
+        if tls {
+            write_certificates(&dir);
+            let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cert-file", &file("redis.pem")])
+                .args(["--tls-key-file", &file("redis-key.pem")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let deadline = Instant::now() + common::WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        AclRedis { child, port, dir }
+    }
+
+    fn url(&self, scheme: &str, password: &str) -> String {
+        format!("{scheme}://convene:{password}@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for AclRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The ACL rule for Convene's user: its keys and channels, and the commands it sends (and
+/// its Lua scripts call).
+fn convene_acl() -> Vec<String> {
+    let commands = "get set mget del exists incr incrby decrby pexpire hset hmget sadd srem \
+        smembers xadd xdel xlen xrange xrevrange xtrim publish subscribe unsubscribe evalsha \
+        eval script|load";
+    let mut rule: Vec<String> = ["convene", "on", &format!(">{NODE_PASSWORD}")]
+        .into_iter()
+        .chain(["~convene:*", "&convene:*", "-@all", "+@connection"])
+        .map(str::to_string)
+        .collect();
+    rule.extend(commands.split_whitespace().map(|c| format!("+{c}")));
+    rule
+}
+
+/// A CA (`ca.pem`) and a certificate it signed for 127.0.0.1 (`redis.pem`, `redis-key.pem`).
+fn write_certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("redis.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("redis-key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// A chat sent through `writer` is acknowledged, and reaches `reader`.
+async fn chat_crosses(writer: &mut Client, reader: &mut Client, text: &str) {
+    writer.ok(Command::SendChat { text: text.into() }).await;
+    reader
+        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == text))
+        .await;
+}
+
+/// Nodes authenticating as an ACL user (`redis://user:password@host`) share rooms: the
+/// connection manager, scripts and pub/sub all work under the minimal ACL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_rooms_as_an_acl_user_with_only_conveners_commands() {
+    let redis = AclRedis::start(false).await;
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2"] {
+        nodes.push(
+            common::TestServer::start_with(|c| {
+                c.redis.url = redis.url("redis", NODE_PASSWORD);
+                c.cluster.node_id = id.into();
+            })
+            .await,
+        );
+    }
+    let mut reader = nodes[0].join(ROOM, Role::Host, "reader").await;
+    let mut writer = nodes[1].join(ROOM, Role::Participant, "writer").await;
+    chat_crosses(&mut writer, &mut reader, "through the ACL").await;
+}
+
+/// A node given a wrong password fails to start with a clear error, and prints the
+/// password nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_fails_clearly_and_is_never_printed() {
+    let redis = AclRedis::start(false).await;
+    let wrong = "Wr0ng-Passw0rd-93";
+    let node = cluster_support::Node::spawn(
+        std::path::Path::new(cluster_support::BIN),
+        "n1",
+        cluster_support::free_port(),
+        &redis.url("redis", wrong),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let output = loop {
+        let output = node.tail.last(400);
+        if output.contains("joining the cluster") {
+            break output;
+        }
+        assert!(Instant::now() < deadline, "no error within 30 s:\n{output}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!output.contains(wrong), "the password was printed:\n{output}");
+    assert!(
+        output.contains("convene:***@127.0.0.1"),
+        "the URL is named, redacted:\n{output}"
+    );
+    assert!(
+        output.to_lowercase().contains("wrongpass") || output.contains("auth"),
+        "the error says the credentials were refused:\n{output}"
+    );
+}
+
+/// `rediss://` with an ACL user: a node trusting the test's CA (`SSL_CERT_FILE`) joins
+/// the cluster over TLS, and rooms work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_over_tls_with_rediss_and_an_acl_user() {
+    let redis = AclRedis::start(true).await;
+    let ca = redis.dir.join("ca.pem").to_string_lossy().into_owned();
+    let node = cluster_support::Node::spawn_with(
+        std::path::Path::new(cluster_support::BIN),
+        "n1",
+        cluster_support::free_port(),
+        &redis.url("rediss", NODE_PASSWORD),
+        &[("SSL_CERT_FILE", &ca)],
+    );
+    node.ready().await;
+    let mut reader = join_at(&node.ws(), "reader", Role::Host).await;
+    let mut writer = join_at(&node.ws(), "writer", Role::Participant).await;
+    chat_crosses(&mut writer, &mut reader, "over TLS").await;
+}

@@ -198,7 +198,11 @@ impl AppState {
             )
             .await
             .map_err(|e| {
-                std::io::Error::other(format!("joining the cluster at {}: {e}", config.redis.url))
+                // Never the password: this ends up in logs and on the terminal.
+                let url = &config.redis.url;
+                let error = crate::cluster::without_password(&e.to_string(), url);
+                let at = crate::cluster::redacted(url);
+                std::io::Error::other(format!("joining the cluster at {at}: {error}"))
             })?;
             Some(cluster)
         };
