@@ -50,13 +50,14 @@ fn answered(message: &ServerMessage) -> Option<&str> {
 /// socket; the client resumes on n1 (the owner) and resends them there; when n2 wakes and
 /// reads the dead socket's commands, nobody answers them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_resent_after_a_resume_elsewhere_is_answered_once_when_the_stopped_node_wakes()
-{
+async fn a_request_resent_after_a_resume_elsewhere_is_answered_once_when_the_stopped_node_wakes() {
     let cluster = Cluster::start(2).await;
     let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut host = join_at(&n1.ws(), "host", Role::Host).await;
     assert_eq!(
-        cluster.wait_owner(ROOM, None, Duration::from_secs(10)).await,
+        cluster
+            .wait_owner(ROOM, None, Duration::from_secs(10))
+            .await,
         0
     );
     let mut ann = join_at(&n2.ws(), "ann", Role::Participant).await;
@@ -195,8 +196,7 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
             let Some(message) = client.try_recv(Duration::from_millis(200)).await else {
                 continue;
             };
-            let Some(k) = answered(&message).and_then(|r| sent.iter().position(|s| s == r))
-            else {
+            let Some(k) = answered(&message).and_then(|r| sent.iter().position(|s| s == r)) else {
                 continue;
             };
             codes[k] = match message {
@@ -210,18 +210,35 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
     let unanswered: Vec<(usize, usize)> = codes
         .iter()
         .enumerate()
-        .flat_map(|(i, c)| c.iter().enumerate().filter(|(_, c)| c.is_empty()).map(move |(k, _)| (i, k)))
+        .flat_map(|(i, c)| {
+            c.iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_empty())
+                .map(move |(k, _)| (i, k))
+        })
         .collect();
     assert_eq!(unanswered, Vec::new(), "(flooder, offer) never answered");
-    let oversized = codes.iter().filter(|c| c[..2].iter().all(|c| c == "InvalidArgument"));
-    assert_eq!(oversized.count(), 100, "60 KB offers are refused: {:?}", codes[0]);
-    let limited = codes.iter().flatten().filter(|c| *c == "RateLimited").count();
+    let oversized = codes
+        .iter()
+        .filter(|c| c[..2].iter().all(|c| c == "InvalidArgument"));
+    assert_eq!(
+        oversized.count(),
+        100,
+        "60 KB offers are refused: {:?}",
+        codes[0]
+    );
+    let limited = codes
+        .iter()
+        .flatten()
+        .filter(|c| *c == "RateLimited")
+        .count();
     assert!(limited > 0, "the flood was rate limited: {:?}", codes[0]);
     eprintln!("first flooder's answers: {:?}", codes[0]);
 
     for node in ["n1", "n2"] {
         let key = format!("convene:nodes:{node}:inbox");
-        let memory = int(&redis_cmd(&redis.url(), &["MEMORY", "USAGE", &key, "SAMPLES", "0"]).await);
+        let memory =
+            int(&redis_cmd(&redis.url(), &["MEMORY", "USAGE", &key, "SAMPLES", "0"]).await);
         let bytes = int(&redis_cmd(&redis.url(), &["GET", &format!("{key}:bytes")]).await);
         let entries = int(&redis_cmd(&redis.url(), &["XLEN", &key]).await);
         eprintln!("{key}: {memory} bytes in Redis, {bytes} counted, {entries} entries");
@@ -243,7 +260,9 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
         })
         .await;
     reader
-        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "still here"))
+        .expect_event(
+            |e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "still here"),
+        )
         .await;
 }
 
@@ -285,7 +304,10 @@ async fn a_join_while_redis_is_away_gets_503_with_retry_after_before_the_upgrade
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(response.status(), 503);
-    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(retry_after.as_deref(), Some("1"));
     let body: serde_json::Value =
         serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
@@ -298,7 +320,11 @@ async fn a_join_while_redis_is_away_gets_503_with_retry_after_before_the_upgrade
         if let Ok((mut socket, _)) = tokio_tungstenite::connect_async(&url).await {
             use futures_util::StreamExt;
             if let Some(Ok(first)) = socket.next().await {
-                if first.into_text().unwrap_or_default().contains(r#""type":"welcome""#) {
+                if first
+                    .into_text()
+                    .unwrap_or_default()
+                    .contains(r#""type":"welcome""#)
+                {
                     break;
                 }
             }
@@ -348,7 +374,10 @@ impl AclRedis {
             .spawn()
             .expect("redis-server runs");
         let deadline = Instant::now() + common::WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "redis-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -448,7 +477,10 @@ async fn a_wrong_redis_password_fails_clearly_and_is_never_printed() {
         assert!(Instant::now() < deadline, "no error within 30 s:\n{output}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(!output.contains(wrong), "the password was printed:\n{output}");
+    assert!(
+        !output.contains(wrong),
+        "the password was printed:\n{output}"
+    );
     assert!(
         output.contains("convene:***@127.0.0.1"),
         "the URL is named, redacted:\n{output}"

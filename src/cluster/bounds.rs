@@ -62,6 +62,6 @@ impl Refusal {
 
 /// The node's token buckets for what its sessions send through Redis.
 pub(super) struct NodeBudget {
-    pub(super) messages: crate::session::rate::TokenBucket,
-    pub(super) bytes: crate::session::rate::TokenBucket,
+    pub(super) messages: crate::bucket::TokenBucket,
+    pub(super) bytes: crate::bucket::TokenBucket,
 }

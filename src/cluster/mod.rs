@@ -11,8 +11,8 @@
 mod bounds;
 mod follower;
 mod link;
-mod redis_url;
 pub mod protocol;
+mod redis_url;
 pub mod relay;
 pub mod store;
 
@@ -25,12 +25,12 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use bounds::NodeBudget;
+pub use bounds::{Bounds, Refusal};
 use convene_core::room::actor::{ActorConfig, Clock, Reply, RoomHandle};
 use convene_core::wire::{RoomOutput, SessionSink};
 use follower::{Follower, Read};
 use protocol::{close_reason, NodeMessage};
-pub use bounds::{Bounds, Refusal};
-use bounds::NodeBudget;
 pub use redis_url::{redacted, without_password};
 use store::Store;
 pub use store::StoreError;
@@ -193,11 +193,11 @@ impl Cluster {
                 restart: watch::channel(0).0,
                 relayed: std::sync::OnceLock::new(),
                 budget: Mutex::new(NodeBudget {
-                    messages: crate::session::rate::TokenBucket::new(
+                    messages: crate::bucket::TokenBucket::new(
                         settings.bounds.node_messages,
                         tokio::time::Instant::now(),
                     ),
-                    bytes: crate::session::rate::TokenBucket::new(
+                    bytes: crate::bucket::TokenBucket::new(
                         settings.bounds.node_bytes,
                         tokio::time::Instant::now(),
                     ),

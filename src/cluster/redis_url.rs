@@ -44,6 +44,9 @@ mod tests {
             without_password(error, url),
             "could not connect to redis://convene:***@10.0.0.5 (***)"
         );
-        assert_eq!(without_password("no password here", "redis://h"), "no password here");
+        assert_eq!(
+            without_password("no password here", "redis://h"),
+            "no password here"
+        );
     }
 }

@@ -17,10 +17,9 @@ use crate::auth::Claims;
 use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::outbox::{self, Inbox, Outbox};
 use crate::session::{self, SessionParams};
-use convene_signaling::{CloseReason, ErrorCode};
 use convene_core::room::actor::{error_frame, RoomHandle, Start};
-use convene_core::room::Joiner;
-use convene_core::wire::Frame;
+use convene_core::room::{Denied, Joiner};
+use convene_signaling::{CloseReason, ErrorCode};
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -200,13 +199,7 @@ async fn serve_socket(
                 break start;
             }
             Ok(Err(denied)) => {
-                // Unavailable (Redis went away after the check above): not a final refusal.
-                let code = if denied.code == ErrorCode::Unavailable {
-                    CloseReason::SLOW.code
-                } else {
-                    4003
-                };
-                refuse(socket, error_frame(None, denied), code).await;
+                refuse(socket, denied).await;
                 return;
             }
             // The room closed between lookup and join (it had been empty): start it again.
@@ -321,8 +314,15 @@ async fn serve_socket(
     });
 }
 
-async fn refuse(mut socket: WebSocket, error: Frame, code: u16) {
-    let _ = socket.send(Message::Text(error)).await;
+/// The refusal's error frame, then a close: 4003 (final), or 1013 when the room was only
+/// unavailable (Redis went away after `prepare` checked): the client retries.
+async fn refuse(mut socket: WebSocket, denied: Denied) {
+    let code = if denied.code == ErrorCode::Unavailable {
+        CloseReason::SLOW.code
+    } else {
+        4003
+    };
+    let _ = socket.send(Message::Text(error_frame(None, denied))).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code,

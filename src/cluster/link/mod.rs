@@ -289,7 +289,10 @@ impl Link {
             };
             if !owner.apply_next_batch() {
                 let settings = self.cluster.settings();
-                if owner.snapshot_due(settings.snapshot_every, settings.bounds.snapshot_input_bytes) {
+                if owner.snapshot_due(
+                    settings.snapshot_every,
+                    settings.bounds.snapshot_input_bytes,
+                ) {
                     self.save_snapshot().await;
                 }
                 return;

@@ -235,7 +235,8 @@ impl Owner {
             )
             .await?;
         let room = &self.room;
-        self.input_bytes_since_snapshot += entries.iter().map(|(_, json)| json.len()).sum::<usize>();
+        self.input_bytes_since_snapshot +=
+            entries.iter().map(|(_, json)| json.len()).sum::<usize>();
         // Inputs are trimmed only up to a snapshot, which an owner takes of inputs it applied:
         // a read from the next one never finds them trimmed.
         let took = self.inputs.take(read, entries, REPAIR_BATCH, |json| {

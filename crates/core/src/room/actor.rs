@@ -700,7 +700,12 @@ impl RoomCore {
             let Some(largest) = self
                 .sessions
                 .iter_mut()
-                .max_by(|a, b| a.1.recent.bytes().cmp(&b.1.recent.bytes()).then(b.0.cmp(a.0)))
+                .max_by(|a, b| {
+                    a.1.recent
+                        .bytes()
+                        .cmp(&b.1.recent.bytes())
+                        .then(b.0.cmp(a.0))
+                })
                 .map(|(_, s)| &mut s.recent)
             else {
                 break;

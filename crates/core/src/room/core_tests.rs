@@ -115,7 +115,10 @@ fn a_command_from_a_replaced_socket_is_not_answered() {
     let (mut core, replies) = core(config(16 * 1024, 1 << 20));
     let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
     let session = join(&mut core, "ann", Role::Participant, old, None);
-    assert_eq!(join(&mut core, "ann", Role::Participant, new, Some((session, 0))), session);
+    assert_eq!(
+        join(&mut core, "ann", Role::Participant, new, Some((session, 0))),
+        session
+    );
     replies.take();
     send(&mut core, session, new, "r1", chat("hello"));
     let answered = replies.take();
@@ -126,7 +129,10 @@ fn a_command_from_a_replaced_socket_is_not_answered() {
     send(&mut core, session, old, "r2", chat("late"));
     assert_eq!(replies.take(), Vec::new());
     let snapshot = serde_json::to_string(&core.snapshot()).unwrap();
-    assert!(!snapshot.contains("late"), "nothing from the old socket applied");
+    assert!(
+        !snapshot.contains("late"),
+        "nothing from the old socket applied"
+    );
 }
 
 /// Refusals are not remembered (a resend is judged again); acks are, within the session's
@@ -158,7 +164,10 @@ fn only_acks_are_remembered_within_the_sessions_and_the_rooms_bytes() {
     let mut people = Vec::new();
     for i in 0..30 {
         let c = Uuid::new_v4();
-        people.push((c, join(&mut core, &format!("p{i}"), Role::Participant, c, None)));
+        people.push((
+            c,
+            join(&mut core, &format!("p{i}"), Role::Participant, c, None),
+        ));
     }
     for round in 0..60 {
         for (c, s) in &people {
@@ -178,7 +187,10 @@ fn only_acks_are_remembered_within_the_sessions_and_the_rooms_bytes() {
     let total: usize = sessions.iter().map(remembered).sum();
     assert!(sessions.iter().all(|s| remembered(s) <= 2_000));
     assert!(total <= 6_000, "the room remembers {total} bytes");
-    assert!(total > 5_000, "the room's bound is used, not emptied: {total}");
+    assert!(
+        total > 5_000,
+        "the room's bound is used, not emptied: {total}"
+    );
     // The newest ack of the last sender is still answered from memory.
     let (c, s) = people[29];
     replies.take();
@@ -200,14 +212,23 @@ fn a_flood_of_refused_commands_leaves_the_snapshot_as_it_was() {
     let mut people = Vec::new();
     for i in 0..500 {
         let c = Uuid::new_v4();
-        people.push((c, join(&mut core, &format!("p{i}"), Role::Participant, c, None)));
+        people.push((
+            c,
+            join(&mut core, &format!("p{i}"), Role::Participant, c, None),
+        ));
     }
     let before = serde_json::to_string(&core.snapshot()).unwrap().len();
     replies.take();
     for n in 0..70 {
         for (c, s) in &people {
             // Participants may not open breakouts: forbidden.
-            send(&mut core, *s, *c, &format!("{n:0>64}"), Command::OpenBreakouts);
+            send(
+                &mut core,
+                *s,
+                *c,
+                &format!("{n:0>64}"),
+                Command::OpenBreakouts,
+            );
         }
     }
     assert_eq!(replies.take().len(), 500 * 70);

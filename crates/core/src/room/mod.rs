@@ -10,6 +10,8 @@ pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod command;
+#[cfg(test)]
+mod core_tests;
 pub mod feed;
 mod idempotency;
 pub mod operator;
@@ -17,8 +19,6 @@ mod persist;
 mod polls;
 mod qa;
 pub mod registry;
-#[cfg(test)]
-mod core_tests;
 #[cfg(test)]
 mod replay_tests;
 
