@@ -574,6 +574,16 @@ impl Reader {
             );
             return true;
         }
+        let max = self.limits.max_sdp_bytes;
+        if let Some(len) = signaling_text_len(&command).filter(|&len| len > max) {
+            // Refused here, before a cluster would relay it through Redis.
+            self.refuse(
+                request_id,
+                ErrorCode::InvalidArgument,
+                format!("the SDP or candidate is {len} bytes; at most {max} are accepted"),
+            );
+            return true;
+        }
         let limited = match self.limiter.check(CommandClass::of(&command)) {
             Err(retry_after_ms) => Some((retry_after_ms, "too many commands of this kind")),
             // Every frame's bytes count, so large frames cannot flood what crosses nodes.
@@ -622,16 +632,6 @@ impl Reader {
             | Command::RtcCandidate { .. }
             | Command::Unpublish { .. }
             | Command::SetVideoQuality { .. } => {
-                let max = self.limits.max_sdp_bytes;
-                if let Some(len) = signaling_text_len(&command).filter(|&len| len > max) {
-                    // Refused here, before a cluster would relay it through Redis.
-                    self.refuse(
-                        request_id,
-                        ErrorCode::InvalidArgument,
-                        format!("the SDP or candidate is {len} bytes; at most {max} are accepted"),
-                    );
-                    return true;
-                }
                 if let Some(relay) = &self.relay {
                     if relay
                         .forward(request_id.clone(), &command, &self.outbox)
