@@ -134,11 +134,11 @@ async fn a_request_resent_after_a_resume_elsewhere_is_answered_once_when_the_sto
     );
     eprintln!("the owner dropped {superseded} commands from the superseded socket");
     // Whatever the owner sent ann before a later request's ack has arrived by then.
-    let marker = resumed
-        .send(Command::SendChat {
-            text: "after".into(),
-        })
-        .await;
+    let marker = "after-the-wake";
+    let after = Command::SendChat {
+        text: "after".into(),
+    };
+    resumed.send_with_id(after, marker).await;
     let mut seen = Vec::new();
     loop {
         let message = resumed.recv().await;
