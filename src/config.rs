@@ -99,6 +99,11 @@ pub struct Limits {
     pub event_log_len: usize,
     pub chat_history: usize,
     pub idempotency_window: usize,
+    /// Bytes of remembered acks per session, and in a whole room (they are in its snapshot).
+    pub idempotency_bytes: usize,
+    pub idempotency_room_bytes: usize,
+    /// An SDP (offer or answer) or ICE candidate larger than this is refused at the session.
+    pub max_sdp_bytes: usize,
     pub questions_per_minute: u32,
     pub breakout_close_countdown_s: u32,
     pub breakout_warning_s: u32,
@@ -126,6 +131,8 @@ pub struct RateLimits {
     pub hands: Bucket,
     pub signaling: Bucket,
     pub other: Bucket,
+    /// Bytes of every frame a session sends, whatever its class.
+    pub bytes: Bucket,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +236,19 @@ pub struct ClusterConfig {
     pub snapshot_every: u64,
     /// How long a session waits for the owner to answer (a join, an export) before giving up.
     pub call_timeout_ms: u64,
+    /// The largest input a node records for a room, or message it relays to another node.
+    pub max_message_bytes: usize,
+    /// What this node's sessions may send through Redis, all together: messages and bytes.
+    pub node_messages: Bucket,
+    pub node_bytes: Bucket,
+    /// A node's inbox stream (replies, relayed media) keeps at most this many bytes and
+    /// entries, and lapses this long after its last message.
+    pub inbox_bytes: usize,
+    pub inbox_entries: usize,
+    pub inbox_retention_ms: u64,
+    /// A room's owner also snapshots (at most once a second) once the inputs applied since
+    /// the last snapshot reach this many bytes: the input stream is trimmed at each snapshot.
+    pub snapshot_input_bytes: usize,
 }
 
 impl Limits {

@@ -18,6 +18,9 @@ impl RoomHooks for NodeHooks {
         crate::metrics::command_handled(took);
     }
 
+    fn superseded_command(&self) {
+        crate::metrics::superseded_command();
+    }
     fn fanned_out(&self, took: Duration) {
         crate::metrics::observe_fanout(took);
     }

@@ -27,6 +27,7 @@ pub use convene_core::{bus, room, wire};
 pub use convene_sfu as sfu;
 
 pub mod auth;
+pub mod bucket;
 pub mod cluster;
 pub mod config;
 pub mod hooks;

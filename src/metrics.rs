@@ -42,6 +42,7 @@ struct Recorded {
     fanout_seconds: Histogram,
     slow_reader_closes: Counter,
     rate_limited: Counter,
+    superseded_commands: Counter,
     http_requests: Family<HttpLabels, Counter>,
     http_request_seconds: Histogram,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
@@ -65,6 +66,7 @@ static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
     fanout_seconds: Histogram::new(exponential_buckets(0.000_02, 2.0, 15)),
     slow_reader_closes: Counter::default(),
     rate_limited: Counter::default(),
+    superseded_commands: Counter::default(),
     http_requests: Family::default(),
     http_request_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
     webhook_deliveries: Family::default(),
@@ -149,6 +151,11 @@ pub fn slow_reader_closed() {
 /// A command refused by a session's rate limit.
 pub fn rate_limited() {
     RECORDED.rate_limited.inc();
+}
+
+/// A command read from a socket its session had already left (resumed elsewhere): dropped.
+pub fn superseded_command() {
+    RECORDED.superseded_commands.inc();
 }
 
 /// One webhook delivery attempt: `delivered`, `retried` or `failed` (gave up); or an event
@@ -313,6 +320,11 @@ pub fn registry(node: NodeCollector) -> Registry {
         "convene_rate_limited",
         "Commands refused by a session's rate limit",
         r.rate_limited.clone(),
+    );
+    registry.register(
+        "convene_superseded_commands",
+        "Commands from a socket its session had left (it resumed on another): dropped unanswered",
+        r.superseded_commands.clone(),
     );
     registry.register(
         "convene_http_requests",

@@ -167,6 +167,9 @@ async fn a_client_that_never_reads_is_cut_off_while_others_keep_receiving() {
         c.limits.outbound_queue = 64;
         c.limits.rate.chat.per_second = 10_000.0;
         c.limits.rate.chat.burst = 10_000;
+        // 600 chats of 1.9 KB as fast as it can: over the default bytes per session too.
+        c.limits.rate.bytes.per_second = 1e9;
+        c.limits.rate.bytes.burst = u32::MAX;
     })
     .await;
     let mut sender = t.join("big", Role::Host, "host").await;

@@ -8,9 +8,11 @@
 //! This module holds what links share: Redis, the pub/sub router, pending calls, and the
 //! node registry.
 
+mod bounds;
 mod follower;
 mod link;
 pub mod protocol;
+mod redis_url;
 pub mod relay;
 pub mod store;
 
@@ -23,16 +25,21 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use bounds::NodeBudget;
+pub use bounds::{Bounds, Refusal};
 use convene_core::room::actor::{ActorConfig, Clock, Reply, RoomHandle};
 use convene_core::wire::{RoomOutput, SessionSink};
 use follower::{Follower, Read};
 use protocol::{close_reason, NodeMessage};
+pub use redis_url::{redacted, without_password};
 use store::Store;
 pub use store::StoreError;
 
 /// How often a node announces itself; its entry lapses after three missed beats.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const NODE_TTL_MS: u64 = 2000;
+/// What sessions are told to wait while Redis is away.
+pub const RETRY_AFTER_MS: u64 = 1000;
 /// Inbox entries read per repair call.
 const INBOX_REPAIR_BATCH: usize = 10_000;
 
@@ -76,6 +83,7 @@ pub struct ClusterSettings {
     pub http: String,
     pub rtc: Option<String>,
     pub max_sessions: usize,
+    pub bounds: Bounds,
 }
 
 /// A pub/sub message for a link.
@@ -129,6 +137,7 @@ struct Inner {
     restart: watch::Sender<u64>,
     /// Relayed sessions' media, when this node runs an SFU.
     relayed: std::sync::OnceLock<Arc<relay::RelayedMedia>>,
+    budget: Mutex<NodeBudget>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -166,8 +175,7 @@ impl Cluster {
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let cluster = Cluster {
             inner: Arc::new(Inner {
-                store: Store::new(conn),
-                settings,
+                store: Store::new(conn, settings.bounds.inbox),
                 hub,
                 clock: Clock::start(),
                 actor,
@@ -184,6 +192,17 @@ impl Cluster {
                 sessions,
                 restart: watch::channel(0).0,
                 relayed: std::sync::OnceLock::new(),
+                budget: Mutex::new(NodeBudget {
+                    messages: crate::bucket::TokenBucket::new(
+                        settings.bounds.node_messages,
+                        tokio::time::Instant::now(),
+                    ),
+                    bytes: crate::bucket::TokenBucket::new(
+                        settings.bounds.node_bytes,
+                        tokio::time::Instant::now(),
+                    ),
+                }),
+                settings,
                 shutdown: watch::channel(false).0,
             }),
         };
@@ -227,6 +246,28 @@ impl Cluster {
 
     pub fn node(&self) -> &str {
         &self.inner.settings.node_id
+    }
+
+    /// Whether a session's message of `bytes` may go through Redis: under the size cap and
+    /// the node's buckets (taken from them if so).
+    pub(crate) fn admit(&self, bytes: usize) -> Result<(), Refusal> {
+        let max = self.inner.settings.bounds.max_message_bytes;
+        if bytes > max {
+            return Err(Refusal::TooLarge { bytes, max });
+        }
+        let now = tokio::time::Instant::now();
+        let mut budget = self.inner.budget.lock().expect("budget lock");
+        let NodeBudget { messages, bytes: b } = &mut *budget;
+        // Both or neither: a refused message costs nothing.
+        let (saved_messages, saved_bytes) = (messages.clone(), b.clone());
+        let taken = messages
+            .take_n(1.0, now)
+            .and_then(|()| b.take_n(bytes as f64, now));
+        taken.map_err(|retry_after_ms| {
+            (*messages, *b) = (saved_messages, saved_bytes);
+            crate::metrics::rate_limited();
+            Refusal::RateLimited { retry_after_ms }
+        })
     }
 
     pub(crate) fn settings(&self) -> &ClusterSettings {

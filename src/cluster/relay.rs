@@ -80,8 +80,6 @@ impl MediaRelay {
         if owner == self.cluster.node() {
             return false;
         }
-        self.used.store(true, Ordering::Relaxed);
-        *self.relayed_to.lock().expect("relay lock") = Some(owner.clone());
         let message = NodeMessage::Media(MediaRelayMessage::Command {
             room: self.room.clone(),
             session_id: self.session_id,
@@ -92,12 +90,16 @@ impl MediaRelay {
             request_id: request_id.clone(),
             command: Box::new(command.clone()),
         });
-        if self
-            .cluster
-            .send_to_node(&owner, vec![message])
-            .await
-            .is_err()
-        {
+        let messages = vec![message];
+        // Bounded like a room's inputs: the size of one message, and the node's buckets.
+        let bytes = serde_json::to_string(&messages).map_or(usize::MAX, |json| json.len());
+        if let Err(refusal) = self.cluster.admit(bytes) {
+            outbox.send(refusal.frame(request_id));
+            return true;
+        }
+        self.used.store(true, Ordering::Relaxed);
+        *self.relayed_to.lock().expect("relay lock") = Some(owner.clone());
+        if self.cluster.send_to_node(&owner, messages).await.is_err() {
             outbox.send(simple_error(
                 request_id,
                 ErrorCode::Unavailable,

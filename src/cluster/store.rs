@@ -119,39 +119,57 @@ return 1
 /// Published on a room's event channel when its owner hands it back.
 pub const RELEASED: &str = "released";
 
-/// Appends a batch of events (ARGV[6..6+2n): seq, envelope), records the last input it
+/// Adds a message to a node's numbered inbox and publishes it (pub/sub may lose it; the
+/// node reads gaps back). The inbox keeps at most a byte budget and a number of entries
+/// (counted in `:bytes`; the oldest go first) and lapses a while after its last message:
+/// it only repairs pub/sub's losses, and must not grow with what one node's sessions send.
+/// The numbering (`:sent`) lives longer, so a quiet node's numbers never restart.
+const INBOX_ADD: &str = r#"
+local function inbox_add(node, payload, budget, entries, keep_ms)
+  local base = 'convene:nodes:' .. node
+  local inbox = base .. ':inbox'
+  local m = redis.call('INCR', base .. ':sent')
+  redis.call('PEXPIRE', base .. ':sent', 86400000)
+  redis.call('XADD', inbox, '0-' .. m, 'm', payload)
+  local bytes = redis.call('INCRBY', inbox .. ':bytes', #payload)
+  while bytes > budget or redis.call('XLEN', inbox) > entries do
+    local first = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1]
+    if not first or first[1] == '0-' .. m then
+      redis.call('SET', inbox .. ':bytes', #payload)
+      break
+    end
+    redis.call('XDEL', inbox, first[1])
+    bytes = redis.call('DECRBY', inbox .. ':bytes', #first[2][2])
+  end
+  redis.call('PEXPIRE', inbox, keep_ms)
+  redis.call('PEXPIRE', inbox .. ':bytes', keep_ms)
+  redis.call('PUBLISH', 'convene:node:' .. node, m .. ' ' .. payload)
+  return m
+end
+"#;
+
+/// Appends a batch of events (ARGV[8..8+2n): seq, envelope), records the last input it
 /// answers (ARGV[5]: a takeover repeats no answer up to it), and publishes it with the
-/// owner's messages to nodes (the rest: node id, payload; sent as `SEND` does), all only if
-/// the fence is ours.
+/// owner's messages to nodes (the rest: node id, payload; kept as `SEND` keeps them, within
+/// ARGV[6..=7]: the inbox bounds), all only if the fence is ours.
 const APPEND: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('FENCED') end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[6 + 2 * i], 'e', ARGV[7 + 2 * i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '0-' .. ARGV[8 + 2 * i], 'e', ARGV[9 + 2 * i])
 end
 redis.call('SET', KEYS[3], ARGV[5])
-if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[5 + 2 * n + 1]) end
-for i = 5 + 2 * n + 2, #ARGV, 2 do
-  local node = 'convene:nodes:' .. ARGV[i]
-  local m = redis.call('INCR', node .. ':sent')
-  redis.call('XADD', node .. ':inbox', 'MAXLEN', '~', 10000, '0-' .. m, 'm', ARGV[i + 1])
-  redis.call('PEXPIRE', node .. ':sent', 86400000)
-  redis.call('PEXPIRE', node .. ':inbox', 86400000)
-  redis.call('PUBLISH', 'convene:node:' .. ARGV[i], m .. ' ' .. ARGV[i + 1])
+if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[7 + 2 * n + 1]) end
+local budget, entries, keep_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8 + 2 * n + 1]
+for i = 7 + 2 * n + 3, #ARGV, 2 do
+  inbox_add(ARGV[i], ARGV[i + 1], budget, entries, keep_ms)
 end
 return 1
 "#;
 
-/// Sends a node a message: numbered, kept in its inbox stream (pub/sub may lose it; the node
-/// reads gaps back), and published.
+/// Sends a node a message (ARGV: node, payload, inbox bytes, entries, retention ms).
 const SEND: &str = r#"
-local node = 'convene:nodes:' .. ARGV[1]
-local m = redis.call('INCR', node .. ':sent')
-redis.call('XADD', node .. ':inbox', 'MAXLEN', '~', 10000, '0-' .. m, 'm', ARGV[2])
-redis.call('PEXPIRE', node .. ':sent', 86400000)
-redis.call('PEXPIRE', node .. ':inbox', 86400000)
-redis.call('PUBLISH', 'convene:node:' .. ARGV[1], m .. ' ' .. ARGV[2])
-return m
+return inbox_add(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
 "#;
 
 /// Stores a snapshot and drops the inputs it covers.
@@ -191,8 +209,8 @@ impl Default for Scripts {
             acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
-            append: Script::new(APPEND),
-            send: Script::new(SEND),
+            append: Script::new(&format!("{INBOX_ADD}{APPEND}")),
+            send: Script::new(&format!("{INBOX_ADD}{SEND}")),
             snapshot: Script::new(SNAPSHOT),
             heartbeat: Script::new(HEARTBEAT),
         }
@@ -232,18 +250,28 @@ pub struct Snapshot {
     pub seq: u64,
 }
 
+/// What a node's inbox stream keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct InboxBounds {
+    pub bytes: usize,
+    pub entries: usize,
+    pub retention_ms: u64,
+}
+
 /// Redis as the cluster uses it: a multiplexed connection that reconnects by itself.
 #[derive(Clone)]
 pub struct Store {
     pub conn: ConnectionManager,
     scripts: std::sync::Arc<Scripts>,
+    inbox: InboxBounds,
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager) -> Store {
+    pub fn new(conn: ConnectionManager, inbox: InboxBounds) -> Store {
         Store {
             conn,
             scripts: Default::default(),
+            inbox,
         }
     }
 
@@ -369,11 +397,13 @@ impl Store {
             .arg(max_events)
             .arg(events_channel(room))
             .arg(events.len())
-            .arg(applied);
+            .arg(applied)
+            .arg(self.inbox.bytes)
+            .arg(self.inbox.entries);
         for (seq, envelope) in events {
             call.arg(seq).arg(envelope);
         }
-        call.arg(batch);
+        call.arg(batch).arg(self.inbox.retention_ms);
         for (node, payload) in messages {
             call.arg(node).arg(payload);
         }
@@ -505,6 +535,9 @@ impl Store {
                 .send
                 .arg(node)
                 .arg(payload)
+                .arg(self.inbox.bytes)
+                .arg(self.inbox.entries)
+                .arg(self.inbox.retention_ms)
                 .invoke_async(&mut conn),
         )
         .await?;

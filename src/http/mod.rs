@@ -40,6 +40,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds) and `retry_after_ms` in the body.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -48,7 +50,12 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after_ms: None,
         }
+    }
+    pub fn retry_after(mut self, ms: u64) -> Self {
+        self.retry_after_ms = Some(ms);
+        self
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
@@ -69,8 +76,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
+        let mut body = serde_json::json!({ "error": self.code, "message": self.message });
+        let Some(ms) = self.retry_after_ms else {
+            return (self.status, Json(body)).into_response();
+        };
+        body["retry_after_ms"] = ms.into();
+        let seconds = ms.div_ceil(1000).max(1).to_string();
+        let header = [(axum::http::header::RETRY_AFTER, seconds)];
+        (self.status, header, Json(body)).into_response()
     }
 }
 
@@ -156,6 +169,8 @@ impl AppState {
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
+            idempotency_bytes: limits.idempotency_bytes,
+            idempotency_room_bytes: limits.idempotency_room_bytes,
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
             hooks: Arc::new(crate::hooks::NodeHooks {
@@ -194,6 +209,7 @@ impl AppState {
                     format!("{ip}:{}", m.sfu.local_addr().port())
                 }),
                 max_sessions: config.server.max_sessions,
+                bounds: crate::cluster::Bounds::of(c),
             };
             let cluster = crate::cluster::Cluster::start(
                 settings,
@@ -203,7 +219,11 @@ impl AppState {
             )
             .await
             .map_err(|e| {
-                std::io::Error::other(format!("joining the cluster at {}: {e}", config.redis.url))
+                // Never the password: this ends up in logs and on the terminal.
+                let url = &config.redis.url;
+                let error = crate::cluster::without_password(&e.to_string(), url);
+                let at = crate::cluster::redacted(url);
+                std::io::Error::other(format!("joining the cluster at {at}: {error}"))
             })?;
             Some(cluster)
         };

@@ -20,8 +20,8 @@ use crate::media::{MediaAccess, MediaLink, Mutes};
 use crate::outbox::{self, Inbox, Outbox};
 use crate::session::{self, SessionParams};
 use convene_core::room::actor::{error_frame, JoinTerms, RoomHandle, Start};
-use convene_core::room::Joiner;
-use convene_core::wire::Frame;
+use convene_core::room::{Denied, Joiner};
+use convene_signaling::{CloseReason, ErrorCode};
 
 #[derive(Deserialize)]
 pub struct WsQuery {
@@ -142,6 +142,14 @@ async fn prepare(
             ))
         })?;
     }
+    if state.cluster.as_ref().is_some_and(|c| !c.healthy()) {
+        // The room's owner is reached only through Redis: refuse before the upgrade, so
+        // the client's first frame is never an error (it retries, as after any failed connect).
+        return Err(ApiError::unavailable(
+            "this server cannot reach the cluster's store; retry shortly",
+        )
+        .retry_after(crate::cluster::RETRY_AFTER_MS));
+    }
     state.refuse_revoked(&claims).await?;
     if state.shutting_down() {
         return Err(ApiError::unavailable(
@@ -212,7 +220,7 @@ async fn serve_socket(
                 break start;
             }
             Ok(Err(denied)) => {
-                refuse(socket, error_frame(None, denied)).await;
+                refuse(socket, denied).await;
                 return;
             }
             // The room closed between lookup and join (it had been empty): start it again.
@@ -327,11 +335,18 @@ async fn serve_socket(
     });
 }
 
-async fn refuse(mut socket: WebSocket, error: Frame) {
-    let _ = socket.send(Message::Text(error)).await;
+/// The refusal's error frame, then a close: 4003 (final), or 1013 when the room was only
+/// unavailable (Redis went away after `prepare` checked): the client retries.
+async fn refuse(mut socket: WebSocket, denied: Denied) {
+    let code = if denied.code == ErrorCode::Unavailable {
+        CloseReason::SLOW.code
+    } else {
+        4003
+    };
+    let _ = socket.send(Message::Text(error_frame(None, denied))).await;
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
-            code: 4003,
+            code,
             reason: "refused".into(),
         })))
         .await;

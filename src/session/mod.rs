@@ -509,9 +509,12 @@ impl Reader {
                 }
                 Ok(None) => return false,
                 Ok(Some(Err(error))) => {
-                    if let Some(reason) = close_for(&error) {
-                        tracing::info!(code = reason.code, "closing on a bad frame");
-                        self.outbox.close(reason);
+                    match close_for(&error) {
+                        Some(reason) => {
+                            tracing::info!(code = reason.code, "closing on a bad frame");
+                            self.outbox.close(reason);
+                        }
+                        None => tracing::debug!(%error, "the client's connection went away"),
                     }
                     return false;
                 }
@@ -576,13 +579,32 @@ impl Reader {
             );
             return true;
         }
-        if let Err(retry_after_ms) = self.limiter.check(CommandClass::of(&command)) {
+        let max = self.limits.max_sdp_bytes;
+        if let Some(len) = signaling_text_len(&command).filter(|&len| len > max) {
+            // Refused here, before a cluster would relay it through Redis.
+            self.refuse(
+                request_id,
+                ErrorCode::InvalidArgument,
+                format!("the SDP or candidate is {len} bytes; at most {max} are accepted"),
+            );
+            return true;
+        }
+        let limited = match self.limiter.check(CommandClass::of(&command)) {
+            Err(retry_after_ms) => Some((retry_after_ms, "too many commands of this kind")),
+            // Every frame's bytes count, so large frames cannot flood what crosses nodes.
+            Ok(()) => self
+                .limiter
+                .check_bytes(text.len())
+                .err()
+                .map(|retry_after_ms| (retry_after_ms, "too many bytes")),
+        };
+        if let Some((retry_after_ms, why)) = limited {
             crate::metrics::rate_limited();
             self.strikes += 1;
             self.outbox.send(frame(&ServerMessage::Error {
                 request_id,
                 code: ErrorCode::RateLimited,
-                message: "slow down: too many commands of this kind".into(),
+                message: format!("slow down: {why}"),
                 retry_after_ms: Some(retry_after_ms),
             }));
             return true;
@@ -650,6 +672,15 @@ impl Reader {
     }
 }
 
+/// The size of the SDP or ICE candidate a media command carries.
+fn signaling_text_len(command: &Command) -> Option<usize> {
+    match command {
+        Command::RtcOffer { sdp } | Command::RtcAnswer { sdp } => Some(sdp.len()),
+        Command::RtcCandidate { candidate } => Some(candidate.len()),
+        _ => None,
+    }
+}
+
 /// Names the problem with a frame that is not a valid `ClientMessage`.
 fn explain_parse_error(
     text: &str,
@@ -693,14 +724,17 @@ fn explain_parse_error(
 }
 
 /// The close a read error deserves: 1009 for an oversized message, 1007 for text that is
-/// not UTF-8, 1002 for a broken frame; none when the connection simply went away.
+/// not UTF-8, 1002 for a broken frame; none when the connection simply went away (a TCP
+/// reset, or an end without a close frame, is a disconnect, not a protocol error).
 fn close_for(error: &axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error as WsError;
     if is_too_big(error) {
         return Some(CloseReason::TOO_BIG);
     }
     let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<WsError>());
     match inner {
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => None,
         Some(WsError::Utf8(_)) => Some(CloseReason::INVALID_DATA),
         Some(WsError::Protocol(_)) => Some(CloseReason::PROTOCOL_ERROR),
         _ => None,
@@ -719,6 +753,22 @@ fn is_too_big(error: &axum::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reset (or an end without a close frame) is a disconnect: nothing to close, no
+    /// "bad frame" in the logs; a broken frame still closes with 1002.
+    #[test]
+    fn a_reset_is_a_disconnect_and_a_broken_frame_a_protocol_error() {
+        use tokio_tungstenite::tungstenite::error::ProtocolError;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let reset = axum::Error::new(WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake,
+        ));
+        assert_eq!(close_for(&reset).map(|r| r.code), None);
+        let io = axum::Error::new(WsError::Io(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(close_for(&io).map(|r| r.code), None);
+        let broken = axum::Error::new(WsError::Protocol(ProtocolError::NonZeroReservedBits));
+        assert_eq!(close_for(&broken).map(|r| r.code), Some(1002));
+    }
 
     #[test]
     fn parse_errors_are_named() {

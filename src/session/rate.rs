@@ -3,7 +3,8 @@
 use convene_signaling::Command;
 use tokio::time::Instant;
 
-use crate::config::{Bucket, RateLimits};
+use crate::bucket::TokenBucket;
+use crate::config::RateLimits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandClass {
@@ -42,38 +43,6 @@ impl CommandClass {
     }
 }
 
-#[derive(Clone, Debug)]
-struct TokenBucket {
-    tokens: f64,
-    per_second: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(config: Bucket, now: Instant) -> Self {
-        TokenBucket {
-            tokens: f64::from(config.burst),
-            per_second: config.per_second.max(0.001),
-            burst: f64::from(config.burst.max(1)),
-            last: now,
-        }
-    }
-
-    /// Takes one token, or says how long until one is available.
-    fn take(&mut self, now: Instant) -> Result<(), u64> {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((((1.0 - self.tokens) / self.per_second) * 1000.0).ceil() as u64)
-        }
-    }
-}
-
 /// One session's buckets.
 pub struct RateLimiter {
     chat: TokenBucket,
@@ -81,6 +50,7 @@ pub struct RateLimiter {
     hands: TokenBucket,
     signaling: TokenBucket,
     other: TokenBucket,
+    bytes: TokenBucket,
 }
 
 impl RateLimiter {
@@ -92,7 +62,13 @@ impl RateLimiter {
             hands: TokenBucket::new(limits.hands, now),
             signaling: TokenBucket::new(limits.signaling, now),
             other: TokenBucket::new(limits.other, now),
+            bytes: TokenBucket::new(limits.bytes, now),
         }
+    }
+
+    /// `Err(retry_after_ms)` when the session sent more bytes than its bucket allows.
+    pub fn check_bytes(&mut self, bytes: usize) -> Result<(), u64> {
+        self.bytes.take_n(bytes as f64, Instant::now())
     }
 
     /// `Err(retry_after_ms)` when this class is over its limit.
@@ -111,32 +87,6 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn bucket_allows_burst_then_refills() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::new(
-            Bucket {
-                per_second: 2.0,
-                burst: 3,
-            },
-            start,
-        );
-        for _ in 0..3 {
-            bucket.take(start).unwrap();
-        }
-        let retry = bucket.take(start).unwrap_err();
-        assert_eq!(retry, 500);
-        bucket.take(start + Duration::from_millis(500)).unwrap();
-        assert!(bucket.take(start + Duration::from_millis(500)).is_err());
-        // Refill caps at the burst.
-        let later = start + Duration::from_secs(60);
-        for _ in 0..3 {
-            bucket.take(later).unwrap();
-        }
-        assert!(bucket.take(later).is_err());
-    }
 
     #[test]
     fn commands_are_classed() {

@@ -282,7 +282,19 @@ pub struct Node {
 impl Node {
     /// Starts `bin` (the `convene` binary, or a link to it) as `serve`.
     pub fn spawn(bin: &std::path::Path, id: &str, port: u16, redis_url: &str) -> Node {
+        Self::spawn_with(bin, id, port, redis_url, &[])
+    }
+
+    /// As `spawn`, with more environment variables.
+    pub fn spawn_with(
+        bin: &std::path::Path,
+        id: &str,
+        port: u16,
+        redis_url: &str,
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut cmd = Process::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.arg("serve")
             .env("CONVENE_LISTEN", format!("127.0.0.1:{port}"))
             .env("CONVENE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))

@@ -31,8 +31,7 @@ const REPAIR_BATCH: usize = 1000;
 const MAINTENANCE: Duration = Duration::from_millis(50);
 /// A stream read now and then finds what pub/sub lost without a later message to show it.
 const TAIL_CHECK: Duration = Duration::from_millis(1000);
-/// What sessions are told to wait while Redis is away.
-const RETRY_AFTER_MS: u64 = 1000;
+use super::RETRY_AFTER_MS;
 
 pub fn spawn(
     cluster: Cluster,
@@ -154,8 +153,30 @@ impl Link {
                 call,
                 input: Input::Room(input),
             };
-            records.push(serde_json::to_string(&record).expect("inputs serialise"));
+            let json = serde_json::to_string(&record).expect("inputs serialise");
+            if let Input::Room(RoomInput::Client {
+                connection,
+                request_id,
+                ..
+            }) = &record.input
+            {
+                // A session's command is bounded in size and by the node's buckets before
+                // it reaches Redis; the sender alone hears of a refusal.
+                if let Err(refusal) = self.cluster.admit(json.len()) {
+                    let frame = refusal.frame(request_id.clone());
+                    let reply = RoomOutput::Reply {
+                        to: *connection,
+                        frame,
+                    };
+                    self.cluster.hub().deliver(&self.room, reply);
+                    continue;
+                }
+            }
+            records.push(json);
             refused.push(record);
+        }
+        if records.is_empty() {
+            return;
         }
         if self.cluster.healthy() {
             match self.cluster.store().submit(&self.room, &records).await {
@@ -268,7 +289,11 @@ impl Link {
                 return;
             };
             if !owner.apply_next_batch() {
-                if owner.snapshot_due(self.cluster.settings().snapshot_every) {
+                let settings = self.cluster.settings();
+                if owner.snapshot_due(
+                    settings.snapshot_every,
+                    settings.bounds.snapshot_input_bytes,
+                ) {
                     self.save_snapshot().await;
                 }
                 return;

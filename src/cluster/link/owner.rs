@@ -77,6 +77,8 @@ pub(super) struct Owner {
     /// A batch Redis did not take yet (it is away): retried before anything else is applied.
     unflushed: Option<Batch>,
     applied_since_snapshot: u64,
+    /// Bytes of inputs taken since the last snapshot (duplicates too: at worst it is early).
+    input_bytes_since_snapshot: usize,
     snapshot_at: Instant,
 }
 
@@ -162,6 +164,7 @@ impl Owner {
             nodes_reported_gone: BTreeSet::new(),
             unflushed: None,
             applied_since_snapshot: 0,
+            input_bytes_since_snapshot: 0,
             snapshot_at: Instant::now(),
         }
     }
@@ -213,6 +216,7 @@ impl Owner {
             return;
         };
         for (i, line) in lines.enumerate() {
+            self.input_bytes_since_snapshot += line.len();
             self.inputs
                 .offer(first + i as u64, readable(&self.room, line));
         }
@@ -231,6 +235,8 @@ impl Owner {
             )
             .await?;
         let room = &self.room;
+        self.input_bytes_since_snapshot +=
+            entries.iter().map(|(_, json)| json.len()).sum::<usize>();
         // Inputs are trimmed only up to a snapshot, which an owner takes of inputs it applied:
         // a read from the next one never finds them trimmed.
         let took = self.inputs.take(read, entries, REPAIR_BATCH, |json| {
@@ -250,9 +256,14 @@ impl Owner {
         }
     }
 
-    /// Enough was applied since the last snapshot, and long enough ago.
-    pub(super) fn snapshot_due(&self, every: u64) -> bool {
-        self.applied_since_snapshot >= every && self.snapshot_at.elapsed() >= SNAPSHOT_INTERVAL
+    /// Enough was applied since the last snapshot, and long enough ago; or the inputs it
+    /// would let Redis drop reached `input_bytes` (a flood must not wait out the interval).
+    pub(super) fn snapshot_due(&self, every: u64, input_bytes: usize) -> bool {
+        let since = self.snapshot_at.elapsed();
+        (self.applied_since_snapshot >= every && since >= SNAPSHOT_INTERVAL)
+            || (self.applied_since_snapshot > 0
+                && self.input_bytes_since_snapshot >= input_bytes
+                && since >= Duration::from_secs(1))
     }
 
     /// Applies up to `limit` ready inputs; the events and messages they produced, if any input
@@ -380,6 +391,7 @@ impl Owner {
             .save_snapshot(&self.room, self.token, &stored)
             .await?;
         self.applied_since_snapshot = 0;
+        self.input_bytes_since_snapshot = 0;
         self.snapshot_at = Instant::now();
         Ok(())
     }
@@ -508,6 +520,8 @@ mod tests {
             limits: RoomLimits::default(),
             event_log_len: 100_000,
             idempotency_window: 64,
+            idempotency_bytes: 16 * 1024,
+            idempotency_room_bytes: 4 << 20,
             empty_room_ttl: Duration::from_secs(60),
             attendance: convene_core::room::attendance::AttendanceBook::new(60_000),
             hooks: std::sync::Arc::new(convene_core::room::actor::NoHooks),

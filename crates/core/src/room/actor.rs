@@ -230,6 +230,10 @@ pub struct ActorConfig {
     pub limits: RoomLimits,
     pub event_log_len: usize,
     pub idempotency_window: usize,
+    /// Bytes of remembered replies per session (its identity's, across resumes).
+    pub idempotency_bytes: usize,
+    /// Bytes of remembered replies in the whole room: they are in its snapshot.
+    pub idempotency_room_bytes: usize,
     pub empty_room_ttl: Duration,
     pub attendance: super::attendance::AttendanceBook,
     pub hooks: Arc<dyn RoomHooks>,
@@ -242,6 +246,8 @@ pub trait RoomHooks: Send + Sync + 'static {
     fn command_handled(&self, _took: Duration) {}
     /// One envelope was handed to the sink.
     fn fanned_out(&self, _took: Duration) {}
+    /// A command came from a socket its session had left (it resumed on another): dropped.
+    fn superseded_command(&self) {}
     /// A webhook event for the node's queue (never waited for).
     fn webhook(&self, _event: WebhookEvent) {}
     /// TURN relays and credentials for `identity`, when a relay is configured, expiring by
@@ -268,6 +274,8 @@ pub struct RoomCore {
     connected: Arc<AtomicUsize>,
     attendance: Arc<std::sync::Mutex<super::attendance::Attendance>>,
     feed: RoomFeed,
+    /// At least the bytes all sessions remember (it only counts up between exact recounts).
+    remembered_bytes: usize,
 }
 
 /// Starts a room; `on_exit` runs when it has been empty for the configured time.
@@ -334,6 +342,7 @@ impl RoomCore {
             sessions: HashMap::new(),
             config,
             connected,
+            remembered_bytes: 0,
         }
     }
 
@@ -390,7 +399,8 @@ impl RoomCore {
             .sessions
             .into_iter()
             .map(|r| {
-                let mut recent = Idempotency::new(config.idempotency_window);
+                let mut recent =
+                    Idempotency::new(config.idempotency_window, config.idempotency_bytes);
                 for (id, frame) in r.recent {
                     recent.remember(id, frame);
                 }
@@ -417,6 +427,7 @@ impl RoomCore {
             sessions,
             config,
             connected,
+            remembered_bytes: usize::MAX,
         })
     }
 
@@ -464,10 +475,10 @@ impl RoomCore {
             }
             RoomInput::Client {
                 session_id,
+                connection,
                 request_id,
                 command,
-                ..
-            } => self.client_command(session_id, request_id, command, now),
+            } => self.client_command(session_id, connection, request_id, command, now),
             RoomInput::Closed {
                 session_id,
                 connection,
@@ -620,7 +631,10 @@ impl RoomCore {
                 identity,
                 connection,
                 connected: true,
-                recent: Idempotency::new(self.config.idempotency_window),
+                recent: Idempotency::new(
+                    self.config.idempotency_window,
+                    self.config.idempotency_bytes,
+                ),
                 disconnected_at: None,
                 terms,
                 joined_at: now,
@@ -669,6 +683,7 @@ impl RoomCore {
     fn client_command(
         &mut self,
         session_id: Uuid,
+        connection: ConnectionId,
         request_id: Option<String>,
         command: Command,
         now: Millis,
@@ -676,6 +691,12 @@ impl RoomCore {
         let Some(entry) = self.sessions.get(&session_id).filter(|e| e.connected) else {
             return;
         };
+        if entry.connection != connection {
+            // Read from a socket the session has since left (it resumed on another, maybe on
+            // another node, and resent there): answering would answer that request twice.
+            self.config.hooks.superseded_command();
+            return;
+        }
         let to = entry.connection;
         if let Some(reply) = request_id.as_deref().and_then(|r| entry.recent.get(r)) {
             let frame = reply.clone();
@@ -694,24 +715,64 @@ impl RoomCore {
                     sheet.voted(&identity);
                 }
                 self.publish(outcome.events, now);
-                request_id.clone().map(|request_id| {
-                    frame(&ServerMessage::Ack {
-                        request_id,
+                request_id.map(|request_id| {
+                    let ack = frame(&ServerMessage::Ack {
+                        request_id: request_id.clone(),
                         id: outcome.created,
-                    })
+                    });
+                    self.remember(session_id, request_id, ack.clone());
+                    ack
                 })
             }
-            Err(denied) => Some(error_frame(request_id.clone(), denied)),
+            // A refusal changed nothing, so a resend may simply be judged again: refusals
+            // are not remembered, and a flood of them cannot grow the room's snapshot.
+            Err(denied) => Some(error_frame(request_id, denied)),
         };
         if let Some(reply) = reply {
-            if let (Some(request_id), Some(entry)) =
-                (request_id, self.sessions.get_mut(&session_id))
-            {
-                entry.recent.remember(request_id, reply.clone());
-            }
             self.sink
                 .deliver(self.state.name(), RoomOutput::Reply { to, frame: reply });
         }
+    }
+
+    /// Remembers an ack for resends, within the session's bound and the room's.
+    fn remember(&mut self, session_id: Uuid, request_id: String, ack: Frame) {
+        let Some(entry) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        self.remembered_bytes = self
+            .remembered_bytes
+            .saturating_add(request_id.len() + ack.len());
+        entry.recent.remember(request_id, ack);
+        if self.remembered_bytes > self.config.idempotency_room_bytes {
+            self.trim_remembered();
+        }
+    }
+
+    /// Brings the room's remembered replies under its bound: the oldest of whoever holds
+    /// the most go first (ties to the lowest session id, so a replay trims the same ones).
+    fn trim_remembered(&mut self) {
+        let mut total: usize = self.sessions.values().map(|s| s.recent.bytes()).sum();
+        while total > self.config.idempotency_room_bytes {
+            let Some(largest) = self
+                .sessions
+                .iter_mut()
+                .max_by(|a, b| {
+                    a.1.recent
+                        .bytes()
+                        .cmp(&b.1.recent.bytes())
+                        .then(b.0.cmp(a.0))
+                })
+                .map(|(_, s)| &mut s.recent)
+            else {
+                break;
+            };
+            let before = largest.bytes();
+            if !largest.forget_oldest() {
+                break;
+            }
+            total -= before - largest.bytes();
+        }
+        self.remembered_bytes = total;
     }
 
     fn session_closed(&mut self, session_id: Uuid, connection: Uuid, left: bool, now: Millis) {

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use crate::wire::Frame;
 
-/// Bytes of remembered replies (ids and frames) per session.
-const IDEMPOTENCY_BYTES: usize = 64 * 1024;
-
 /// Remembers replies by request_id so a resent command is applied once. Bounded in count
-/// and in bytes: ids are capped at the edge, but replies (errors) carry text too.
+/// and in bytes (ids are capped at the edge; only acks are remembered, never refusals, so
+/// the bytes are small and cannot be inflated by commands the room refused). The room
+/// bounds the sum over its sessions too (`RoomCore`), since every byte here is in its
+/// snapshot.
 pub(super) struct Idempotency {
     capacity: usize,
     max_bytes: usize,
@@ -19,10 +19,10 @@ pub(super) struct Idempotency {
 }
 
 impl Idempotency {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, max_bytes: usize) -> Self {
         Idempotency {
             capacity,
-            max_bytes: IDEMPOTENCY_BYTES,
+            max_bytes,
             bytes: 0,
             order: VecDeque::new(),
             replies: HashMap::new(),
@@ -33,8 +33,24 @@ impl Idempotency {
         self.replies.get(request_id)
     }
 
+    /// Bytes remembered (ids and frames).
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Forgets the oldest reply; false when there was none.
+    pub(super) fn forget_oldest(&mut self) -> bool {
+        let Some(old) = self.order.pop_front() else {
+            return false;
+        };
+        if let Some(frame) = self.replies.remove(&old) {
+            self.bytes -= old.len() + frame.len();
+        }
+        true
+    }
+
     pub(super) fn remember(&mut self, request_id: String, reply: Frame) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || self.max_bytes == 0 {
             return;
         }
         let id: Arc<str> = request_id.into();
@@ -46,11 +62,8 @@ impl Idempotency {
         }
         self.bytes += size;
         while self.order.len() > self.capacity || self.bytes > self.max_bytes {
-            let Some(old) = self.order.pop_front() else {
+            if !self.forget_oldest() {
                 break;
-            };
-            if let Some(frame) = self.replies.remove(&old) {
-                self.bytes -= old.len() + frame.len();
             }
         }
     }
@@ -91,7 +104,7 @@ mod tests {
 
     #[test]
     fn the_oldest_replies_go_first_past_the_window() {
-        let mut recent = Idempotency::new(2);
+        let mut recent = Idempotency::new(2, 1024);
         for id in ["a", "b", "c"] {
             recent.remember(id.into(), Frame::from(format!("reply {id}")));
         }
@@ -102,5 +115,23 @@ mod tests {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(kept, ["b", "c"]);
+    }
+
+    #[test]
+    fn the_oldest_replies_go_first_past_the_byte_bound() {
+        // Each entry: a 2-byte id and a 30-byte frame.
+        let mut recent = Idempotency::new(100, 100);
+        for n in 10..20 {
+            recent.remember(format!("r{n}"), Frame::from(format!("{:>30}", n)));
+            assert!(recent.bytes() <= 100, "{}", recent.bytes());
+        }
+        let kept: Vec<String> = recent
+            .oldest_first()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(kept, ["r17", "r18", "r19"]);
+        assert!(recent.forget_oldest());
+        assert_eq!(recent.bytes(), 66);
     }
 }

@@ -10,6 +10,8 @@ pub mod attendance;
 mod breakouts;
 mod chat;
 pub mod command;
+#[cfg(test)]
+mod core_tests;
 pub mod feed;
 mod idempotency;
 pub mod operator;
