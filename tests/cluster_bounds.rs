@@ -429,8 +429,8 @@ impl Drop for AclRedis {
 /// its Lua scripts call).
 fn convene_acl() -> Vec<String> {
     let commands = "get set mget del exists incr incrby decrby pexpire hset hmget sadd srem \
-        smembers xadd xdel xlen xrange xrevrange xtrim publish subscribe unsubscribe evalsha \
-        eval script|load";
+        smembers zadd zscore zcard zrange zremrangebyscore expireat xadd xdel xlen xrange xrevrange \
+        xtrim publish subscribe unsubscribe evalsha eval script|load";
     let mut rule: Vec<String> = ["convene", "on", &format!(">{NODE_PASSWORD}")]
         .into_iter()
         .chain(["~convene:*", "&convene:*", "-@all", "+@connection"])
