@@ -75,6 +75,7 @@ fn join(
         role,
         attrs: Default::default(),
         on_stage: false,
+        credentials_until: None,
     };
     core.handle(
         RoomCommand {
@@ -83,6 +84,7 @@ fn join(
                 connection,
                 resume,
                 new_session: Uuid::new_v4(),
+                terms: Default::default(),
             },
             reply: Some(Reply::Join(tx)),
         },
