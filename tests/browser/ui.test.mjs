@@ -156,6 +156,9 @@ test("keyboard focus stays on a control while events re-render its list", STEP, 
   await send(pia, "ask_question", { text: "Will the slides be shared afterwards?", anonymous: false });
   const q2 = await questionId(mo, "slides");
   await send(mo, "approve_question", { question_id: q2 });
+  // Votes count only on approved questions, and another session's commands may overtake the
+  // approval: vote once the room has applied it (Quinn's page shows the question).
+  await visible(quinn.locator(`#questions li[data-id="${q2}"]`));
   await send(pat(), "upvote", { question_id: q2 });
   await send(hana, "upvote", { question_id: q2 });
   await send(hana, "send_chat", { text: "Two minutes to go" });
