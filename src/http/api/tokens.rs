@@ -269,7 +269,8 @@ async fn room_staff(state: &AppState, headers: &HeaderMap, room: &str) -> Result
 #[utoipa::path(delete, path = "/api/v1/rooms/{room}/invites/{token_id}", tag = "tokens",
     params(
         ("room" = String, Path, description = "The room"),
-        ("token_id" = String, Path, description = "The token's id (`token_id` when minted, the JWT's `jti`)"),
+        ("token_id" = String, Path, description = "The token's id (`token_id` when minted, the JWT's `jti`)",
+            min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.-]+$"),
     ),
     responses(
         (status = 204, description = "Revoked"),
@@ -290,8 +291,12 @@ pub(in crate::http) async fn revoke_token(
     if key.is_empty() || !constant_time_eq(token.as_bytes(), key.as_bytes()) {
         room_staff(&state, &headers, &room).await?;
     }
-    if token_id.is_empty() || token_id.len() > 64 || crate::auth::has_unsafe_chars(&token_id) {
-        return Err(ApiError::bad_request("token_id must be 1-64 bytes"));
+    // Minted ids are hex; ids from other tools are taken if they keep to URL-safe ASCII.
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if token_id.is_empty() || token_id.len() > 64 || !token_id.chars().all(plain) {
+        return Err(ApiError::bad_request(
+            "token_id must be 1-64 characters of A-Z, a-z, 0-9, '_', '.' and '-'",
+        ));
     }
     // The id alone does not say when the token expires: deny it for the longest any lives.
     let until = crate::auth::unix_now() + MAX_TOKEN_TTL_S;
