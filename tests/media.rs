@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Stdio;
 
-use common::peers::{args, peer, peer_at, result};
+use common::peers::{args, peer, peer_at, result, whep_viewer, whip_publisher};
 use common::{header, http_request, try_http, TestServer};
 use convene_signaling::{Command, ErrorCode, Role, RoomEvent, RoomKind, ServerMessage};
 use serde_json::Value;
@@ -29,34 +29,16 @@ async fn whip_publisher_reaches_whep_viewer_and_plis_are_throttled() {
     let mut host = t.join("launch", Role::Host, "host").await;
     let presenter = t.token("launch", Role::Presenter, "obs");
     let viewer = t.token("launch", Role::Participant, "viewer");
-    let publisher = peer(
-        "publisher.py",
-        &args(&[
-            "--whip",
-            &format!("{}/whip/launch", t.http()),
-            "--token",
-            &presenter,
-            "--duration",
-            "14",
-        ]),
-    );
+    let publisher = whip_publisher(&t.http(), "launch", &presenter, 14);
     // The WHIP publisher appears on stage under its token's name, with its tracks.
     host.expect_event(|e| matches!(e, RoomEvent::MemberJoined { member } if member.identity == "obs" && member.on_stage && member.name == "OBS")).await;
     host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
-    let subscriber = peer(
-        "subscriber.py",
-        &args(&[
-            "--whep",
-            &format!("{}/whep/launch", t.http()),
-            "--token",
-            &viewer,
-            "--duration",
-            "8",
-            "--pli-burst",
-            "20",
-            "--pli-at",
-            "2",
-        ]),
+    let subscriber = whep_viewer(
+        &t.http(),
+        "launch",
+        &viewer,
+        8,
+        &["--pli-burst", "20", "--pli-at", "2"],
     );
     let sub = result(subscriber).await;
     assert_eq!(sub["error"], Value::Null, "{sub}");
@@ -136,17 +118,7 @@ async fn a_whip_publisher_taken_off_stage_stops_publishing_and_a_removed_one_end
     let t = TestServer::start().await;
     let mut host = t.join("launch", Role::Host, "host").await;
     let presenter = t.token("launch", Role::Presenter, "obs");
-    let publisher = peer(
-        "publisher.py",
-        &args(&[
-            "--whip",
-            &format!("{}/whip/launch", t.http()),
-            "--token",
-            &presenter,
-            "--duration",
-            "12",
-        ]),
-    );
+    let publisher = whip_publisher(&t.http(), "launch", &presenter, 12);
     let mut ids = Vec::new();
     for _ in 0..2 {
         ids.push(published_by(&mut host, "obs").await);
@@ -527,30 +499,9 @@ async fn whep_viewer_plays_through_the_turn_relay() {
     let mut host = t.join("relay", Role::Host, "host").await;
     let presenter = t.token("relay", Role::Presenter, "obs");
     let viewer = t.token("relay", Role::Participant, "viewer");
-    let publisher = peer(
-        "publisher.py",
-        &args(&[
-            "--whip",
-            &format!("{}/whip/relay", t.http()),
-            "--token",
-            &presenter,
-            "--duration",
-            "12",
-        ]),
-    );
+    let publisher = whip_publisher(&t.http(), "relay", &presenter, 12);
     host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
-    let subscriber = peer(
-        "subscriber.py",
-        &args(&[
-            "--whep",
-            &format!("{}/whep/relay", t.http()),
-            "--token",
-            &viewer,
-            "--duration",
-            "7",
-            "--relay",
-        ]),
-    );
+    let subscriber = whep_viewer(&t.http(), "relay", &viewer, 7, &["--relay"]);
     let sub = result(subscriber).await;
     assert_eq!(sub["error"], Value::Null, "{sub}");
     assert!(

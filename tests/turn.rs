@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
-use common::peers::{args, peer, result};
+use common::peers::{args, peer, result, whep_viewer, whip_publisher};
 use common::{try_http, TestServer, WAIT};
 use convene::turn::stun::{self, Builder, Class, Message};
 use convene_signaling::{Role, RoomEvent, ServerMessage};
@@ -761,30 +761,9 @@ async fn whep_viewer_plays_through_the_embedded_relay() {
     }
     let presenter = t.token("relay", Role::Presenter, "obs");
     let viewer = t.token("relay", Role::Participant, "viewer");
-    let publisher = peer(
-        "publisher.py",
-        &args(&[
-            "--whip",
-            &format!("{}/whip/relay", t.http()),
-            "--token",
-            &presenter,
-            "--duration",
-            "12",
-        ]),
-    );
+    let publisher = whip_publisher(&t.http(), "relay", &presenter, 12);
     host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
-    let subscriber = peer(
-        "subscriber.py",
-        &args(&[
-            "--whep",
-            &format!("{}/whep/relay", t.http()),
-            "--token",
-            &viewer,
-            "--duration",
-            "7",
-            "--relay",
-        ]),
-    );
+    let subscriber = whep_viewer(&t.http(), "relay", &viewer, 7, &["--relay"]);
     let sub = result(subscriber).await;
     assert_eq!(sub["error"], Value::Null, "{sub}");
     assert!(

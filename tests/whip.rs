@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::peers::{args, peer, result};
+use common::peers::{args, peer, result, whip_publisher};
 use common::{header, try_http, TestServer};
 use convene_signaling::{Command, Role, RoomEvent, ServerMessage};
 use serde_json::Value;
@@ -77,17 +77,7 @@ async fn whep_viewer_offering_sendrecv_gets_sendonly_answer_and_plays() {
         ["a=sendonly", "a=sendonly"],
         "{answer}"
     );
-    let publisher = peer(
-        "publisher.py",
-        &args(&[
-            "--whip",
-            &format!("{}/whip/sr", t.http()),
-            "--token",
-            &t.token("sr", Role::Presenter, "obs"),
-            "--duration",
-            "12",
-        ]),
-    );
+    let publisher = whip_publisher(&t.http(), "sr", &t.token("sr", Role::Presenter, "obs"), 12);
     host.expect_event(|e| matches!(e, RoomEvent::TrackPublished { track } if track.publisher == "obs" && track.kind == convene_signaling::TrackKind::Video)).await;
     let subscriber = peer(
         "subscriber.py",

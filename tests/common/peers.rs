@@ -58,3 +58,26 @@ pub async fn result(child: tokio::process::Child) -> Value {
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
+
+/// An aiortc WHIP publisher (camera and microphone) into `room` for `seconds`.
+pub fn whip_publisher(http: &str, room: &str, token: &str, seconds: u32) -> tokio::process::Child {
+    let (url, seconds) = (format!("{http}/whip/{room}"), seconds.to_string());
+    peer(
+        "publisher.py",
+        &args(&["--whip", &url, "--token", token, "--duration", &seconds]),
+    )
+}
+
+/// An aiortc WHEP viewer of `room` for `seconds`, with the script's further options (`extra`).
+pub fn whep_viewer(
+    http: &str,
+    room: &str,
+    token: &str,
+    seconds: u32,
+    extra: &[&str],
+) -> tokio::process::Child {
+    let (url, seconds) = (format!("{http}/whep/{room}"), seconds.to_string());
+    let mut list = args(&["--whep", &url, "--token", token, "--duration", &seconds]);
+    list.extend(args(extra));
+    peer("subscriber.py", &list)
+}
