@@ -131,7 +131,8 @@ export function perceiver(people) {
       const inbound = new Map();
       (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") inbound.set(s.mid, `${s.packetsReceived}pk${s.kind === "video" ? `/${s.framesDecoded}fr/${s.pliCount}pli` : ""}`); });
       const tx = pc.getTransceivers().map((x) => `${x.mid}:${x.currentDirection}:${x.receiver.track.kind[0]}:${x.receiver.track.id.slice(0, 8)}:${x.receiver.track.readyState}:${inbound.get(x.mid) ?? "-"}`).join(",");
-      return `${pc.connectionState}, signaling ${pc.signalingState}; room tracks ${tracks}; transceivers ${tx}`;
+      const notices = [...document.querySelectorAll("#notices li")].map((li) => li.textContent.trim()).join(" / ");
+      return `${pc.connectionState}, signaling ${pc.signalingState}; room tracks ${tracks}; transceivers ${tx}; notices: ${notices || "none"}`;
     }).catch((e) => `unreadable: ${e.message}`);
     const seen = last.tiles.map((t) => `${t.publisher}${t.screen ? "(screen)" : ""}[${t.caption}] paused=${t.paused} muted=${t.muted} vol=${t.volume} ${t.width}px frames=${t.frames} video=${t.video} audio=${t.audio} rms=${t.rms?.toFixed(3)} ctx=${t.ctx}`);
     throw new Error(`${problems.join("; ")}\n    ${name(viewer)}'s tiles: ${seen.join(" | ") || "none"}\n    ${name(viewer)}'s media: ${media}`);
