@@ -450,9 +450,9 @@ impl SessionMedia {
                 Err(SfuError::BadSdp(why)) => {
                     tracing::debug!(peer = %self.peer, %why, "answer refused");
                     self.refuse(
-                    request_id,
-                    ErrorCode::InvalidArgument,
-                    format!("bad SDP: {why}"),
+                        request_id,
+                        ErrorCode::InvalidArgument,
+                        format!("bad SDP: {why}"),
                     )
                 }
                 Err(e) => {
