@@ -479,7 +479,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.server.listen.port(), 8080);
         assert!(c.redis.url.is_empty());
-        assert_eq!(c.limits.max_frame_bytes, 64 * 1024);
+        assert_eq!(c.limits.max_frame_bytes, 256 * 1024);
     }
 
     #[test]

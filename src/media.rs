@@ -237,6 +237,7 @@ impl Media {
                     .await;
             }
             PeerEvent::Offer(sdp) => {
+                tracing::debug!(peer = %peer, m_lines = sdp.matches("\nm=").count(), bytes = sdp.len(), "server offer");
                 if let Some(outbox) = offers {
                     outbox.send(frame(&ServerMessage::RtcOffer { sdp }));
                 }
@@ -341,6 +342,7 @@ impl MediaLink {
             unreachable!("started above");
         };
         if commands.try_send((request_id.clone(), command)).is_err() {
+            tracing::debug!("media command refused: the media task is behind");
             outbox.send(simple_error(
                 request_id,
                 ErrorCode::RateLimited,
@@ -441,13 +443,23 @@ impl SessionMedia {
             Command::RtcOffer { sdp } => self.offer(request_id, sdp).await,
             Command::RtcAnswer { sdp } => match self.media.sfu.accept_answer(&self.peer, sdp).await
             {
-                Ok(()) => self.reply(request_id),
-                Err(SfuError::BadSdp(why)) => self.refuse(
-                    request_id,
-                    ErrorCode::InvalidArgument,
-                    format!("bad SDP: {why}"),
-                ),
-                Err(e) => self.refuse(request_id, ErrorCode::MediaError, e.to_string()),
+                Ok(()) => {
+                    tracing::debug!(peer = %self.peer, "answer accepted");
+                    self.reply(request_id)
+                }
+                Err(SfuError::BadSdp(why)) => {
+                    tracing::debug!(peer = %self.peer, %why, "answer refused");
+                    self.refuse(
+                        request_id,
+                        ErrorCode::InvalidArgument,
+                        format!("bad SDP: {why}"),
+                    )
+                }
+                Err(e) => {
+                    // The client and the engine disagree on what was negotiated: worth a line.
+                    tracing::debug!(peer = %self.peer, error = %e, "answer refused");
+                    self.refuse(request_id, ErrorCode::MediaError, e.to_string())
+                }
             },
             // ICE-lite: the answer carries the server's candidate and the client's are learnt
             // from its checks, so trickled candidates need no action.
@@ -495,8 +507,10 @@ impl SessionMedia {
             self.media.sfu.release_withheld(&self.peer);
             self.media.sfu.set_can_publish(&self.peer, may_publish);
         }
+        let m_lines = sdp.matches("\nm=").count();
         match self.media.sfu.accept_offer(&self.peer, sdp).await {
             Ok(answer) => {
+                tracing::debug!(peer = %self.peer, m_lines, "client offer answered");
                 self.outbox
                     .send(frame(&ServerMessage::RtcAnswer { sdp: answer }));
                 self.reply(request_id);

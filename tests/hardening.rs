@@ -263,6 +263,28 @@ async fn only_the_owner_or_room_staff_may_end_a_whep_session() {
     }
 }
 
+/// Real SDP grows about 2 KB per m-line (the SFU's offer for 8 m-lines was 16.5 KB; the
+/// browser's answer is as large), and every m-line stays after a breakout move: with the
+/// earlier 32 KB bound, five people after two rounds of breakouts sent answers the session
+/// refused, the server's offer stayed outstanding and their media never changed again. An
+/// answer the size of a 48-m-line meeting's is judged on its content, not its size.
+#[tokio::test]
+async fn a_large_meetings_sdp_is_judged_on_its_content_not_refused_for_its_size() {
+    let t = TestServer::start().await;
+    let mut host = t.join("r", Role::Host, "host").await;
+    let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    while sdp.len() < 100_000 {
+        sdp.push_str("a=rtcp-fb:96 goog-remb\r\n");
+    }
+    let (code, message) = host.refused(Command::RtcAnswer { sdp }).await;
+    assert!(
+        !message.contains("at most"),
+        "refused for its size: {code:?} {message}"
+    );
+    // The socket stays open: the frame is within limits.max_frame_bytes.
+    host.ok(Command::Ping).await;
+}
+
 #[tokio::test]
 async fn garbage_sdp_gets_a_reason_without_engine_internals() {
     let t = TestServer::start().await;

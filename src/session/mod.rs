@@ -582,6 +582,7 @@ impl Reader {
         let max = self.limits.max_sdp_bytes;
         if let Some(len) = signaling_text_len(&command).filter(|&len| len > max) {
             // Refused here, before a cluster would relay it through Redis.
+            tracing::debug!(len, max, "signaling refused: SDP too large");
             self.refuse(
                 request_id,
                 ErrorCode::InvalidArgument,

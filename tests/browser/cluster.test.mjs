@@ -12,7 +12,8 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { startServer, launchChromium, openAs, until, freePort, ROOT } from "./harness.mjs";
+import { startServer, launchChromium, openAs, until, freePort, scaled, ROOT, MEDIA_ARGS } from "./harness.mjs";
+import { perceiver } from "./perceive.mjs";
 
 const ROOM = "launch";
 const LEASE_MS = 1500;
@@ -103,7 +104,8 @@ before(async () => {
   // startServer sets CONVENE_LISTEN and CONVENE_PUBLIC_URL from the port given.
   nodes.n1 = await startServer({ port: await freePort(), env: { ...shared, CONVENE_NODE_ID: "n1" } });
   nodes.n2 = await startServer({ port: await freePort(), env: { ...shared, CONVENE_NODE_ID: "n2" } });
-  browser = await launchChromium();
+  // A fake camera and microphone: the media test hears and sees people across the nodes.
+  browser = await launchChromium({ args: MEDIA_ARGS });
 }, { timeout: 60_000 });
 
 after(async () => {
@@ -173,6 +175,42 @@ test("a host on node 1, a participant and a moderator on node 2: chat and Q&A cr
   const members = (page) => page.locator("#members li").evaluateAll((els) => els.map((e) => e.dataset.identity).sort());
   assert.deepEqual(await members(hana), ["hana", "mo", "pia"]);
   assert.deepEqual(await members(pia), await members(hana));
+});
+
+test("people joined through two nodes see and hear each other", { ...STEP, timeout: 180_000 }, async () => {
+  const room = "cluster-meet";
+  const people = { hal: "Hal", pam: "Pam", val: "Val", vic: "Vic" };
+  const expect = perceiver(people);
+  const open = (node, identity, role) => openAs(browser, nodes[node], { room, identity, role, name: people[identity], errors });
+  // Hal (host) and Val on node 1, Pam and Vic on node 2; Hal and Pam publish, Val and Vic watch.
+  const hal = await open("n1", "hal", "host");
+  await hal.click("#tab-console");
+  await hal.selectOption("#set-kind", "meeting");
+  const pam = await open("n2", "pam", "participant");
+  const val = await open("n1", "val", "participant");
+  const vic = await open("n2", "vic", "participant");
+  try {
+    for (const page of [hal, pam]) {
+      await page.click("#mic");
+      await page.click("#cam");
+      await page.locator("#cam[aria-pressed=true]").waitFor();
+    }
+    const timeout = scaled(45_000);
+    const results = await Promise.allSettled([
+      expect(hal, "hal", { sees: ["pam"], hears: ["pam"], timeout }),
+      expect(pam, "pam", { sees: ["hal"], hears: ["hal"], timeout }),
+      expect(val, "val", { sees: ["hal", "pam"], hears: ["hal", "pam"], timeout }),
+      expect(vic, "vic", { sees: ["hal", "pam"], hears: ["hal", "pam"], timeout }),
+    ]);
+    const failed = results.filter((r) => r.status === "rejected").map((r) => r.reason.message);
+    assert.deepEqual(failed, [], "what people on two nodes perceive");
+    // Pam mutes: nobody hears her any more, on either node, and everyone still sees her.
+    await pam.click("#mic");
+    await expect(hal, "hal", { sees: ["pam"], notHears: ["pam"], timeout });
+    await expect(val, "val", { sees: ["hal", "pam"], hears: ["hal"], notHears: ["pam"], timeout });
+  } finally {
+    for (const page of [hal, pam, val, vic]) await page.context().close();
+  }
 });
 
 test("the owner node dies: the survivor's pages carry on, the dead node's page says it is reconnecting", STEP, async () => {

@@ -43,6 +43,12 @@ export function freePort() {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * A deadline of `ms` on an idle machine, stretched by how loaded it is now (load average per
+ * core, up to 2.5x): CI shares two cores between servers, Chromium and builds.
+ */
+export const scaled = (ms) => Math.round(ms * Math.min(2.5, Math.max(1, os.loadavg()[0] / os.cpus().length)));
+
+/**
  * Is `url` answering 200, asked by a short-lived node (inside network namespace `netns` when given,
  * trusting certificate file `ca` when given)?
  */
@@ -105,7 +111,12 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
   const [cmd, args] = netns ? netns.exec([bin, "serve", "--config", config]) : [bin, ["serve", "--config", config]];
   const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
-  const keep = (chunk) => { log = (log + chunk).slice(-20000); };
+  // CONVENE_TEST_SERVER_LOG=<file>: the whole log there too, for a failure seen in a long run.
+  const whole = process.env.CONVENE_TEST_SERVER_LOG;
+  const keep = (chunk) => {
+    log = (log + chunk).slice(-20000);
+    if (whole) fs.appendFileSync(whole, chunk);
+  };
   child.stdout.on("data", keep);
   child.stderr.on("data", keep);
   let exited = null;
@@ -130,6 +141,10 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
       const [token, url] = execFileSync(bin, args, { env, encoding: "utf8" }).trim().split("\n");
       return { token, url };
     },
+    /** The server's pid (`ip netns exec` execs, so it is convene's own). */
+    pid: child.pid,
+    /** Sends `signal` and returns at once: SIGSTOP / SIGCONT freeze and thaw the server. */
+    signal: (signal) => { if (exited === null) child.kill(signal); },
     /** Sends `signal` (SIGKILL: a node dying) and waits until the process is gone. */
     async kill(signal = "SIGKILL") {
       if (exited === null) child.kill(signal);
@@ -138,6 +153,8 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
     },
     async stop() {
       if (exited === null) {
+        // A server left frozen (SIGSTOP) would not act on SIGTERM.
+        child.kill("SIGCONT");
         child.kill("SIGTERM");
         for (let i = 0; i < 50 && exited === null; i++) await sleep(100);
         kill();

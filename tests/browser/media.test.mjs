@@ -183,9 +183,9 @@ test("client: screenshot with two videos; stopping a camera removes it elsewhere
   assert.equal(await hana.locator("#videos figure[data-publisher=pia]").count(), 1, "Hana still sees Pia");
 });
 
-// Known SFU issue (seen in about 1 run in 3): after "Stop camera" then "Start camera" on the same peer,
-// a subscriber sometimes gets the re-published video track but never decodes a frame.
-test("client: a camera started again reaches the others", { ...STEP, todo: "re-published track sometimes never decodes (SFU)" }, async (t) => {
+// After "Stop camera" then "Start camera" on the same transceiver, the re-published track
+// reaches the others and decodes.
+test("client: a camera started again reaches the others", STEP, async (t) => {
   if (suite.skip) return t.skip(suite.skip);
   const { server } = suite;
   const { hana, pia } = pages;

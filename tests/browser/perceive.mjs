@@ -97,7 +97,8 @@ export async function probe(page, { gesture = true } = {}) {
 /**
  * `people`: identity -> display name. Returns `expect(page, viewer, want)`, which waits until
  * `viewer` (an identity) perceives exactly `want.sees` (video moving; `[]` for nobody),
- * hears everyone in `want.hears` and none in `want.notHears`, each captioned with their name.
+ * hears everyone in `want.hears` and none in `want.notHears`, each captioned with their name;
+ * with `want.screens`, sees exactly those people's screen shares move (`[]`: no screen tile).
  * It fails naming each pair, e.g. "Ana cannot hear Hana".
  */
 export function perceiver(people) {
@@ -105,7 +106,7 @@ export function perceiver(people) {
   /**
    * @param {import("playwright-core").Page} page
    * @param {string} viewer
-   * @param {{sees: string[], hears?: string[], notHears?: string[], gesture?: boolean, timeout?: number, soundOff?: boolean}} want
+   * @param {{sees: string[], hears?: string[], notHears?: string[], screens?: string[], gesture?: boolean, timeout?: number, soundOff?: boolean}} want
    */
   async function expect(page, viewer, want) {
     const { sees, hears = [], notHears = [], gesture = true, timeout = 45_000 } = want;
@@ -117,7 +118,7 @@ export function perceiver(people) {
       await sleep(700);
       const b = await probe(page, { gesture });
       last = b;
-      problems = judge(viewer, a, b, { sees, hears, notHears, soundOff: want.soundOff });
+      problems = judge(viewer, a, b, { sees, hears, notHears, screens: want.screens, soundOff: want.soundOff });
       if (problems.length === 0) return b;
       if (Date.now() > deadline) break;
       await sleep(300);
@@ -130,21 +131,28 @@ export function perceiver(people) {
       const inbound = new Map();
       (await pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") inbound.set(s.mid, `${s.packetsReceived}pk${s.kind === "video" ? `/${s.framesDecoded}fr/${s.pliCount}pli` : ""}`); });
       const tx = pc.getTransceivers().map((x) => `${x.mid}:${x.currentDirection}:${x.receiver.track.kind[0]}:${x.receiver.track.id.slice(0, 8)}:${x.receiver.track.readyState}:${inbound.get(x.mid) ?? "-"}`).join(",");
-      return `${pc.connectionState}, signaling ${pc.signalingState}; room tracks ${tracks}; transceivers ${tx}`;
+      const notices = [...document.querySelectorAll("#notices li")].map((li) => li.textContent.trim()).join(" / ");
+      return `${pc.connectionState}, signaling ${pc.signalingState}; room tracks ${tracks}; transceivers ${tx}; notices: ${notices || "none"}`;
     }).catch((e) => `unreadable: ${e.message}`);
     const seen = last.tiles.map((t) => `${t.publisher}${t.screen ? "(screen)" : ""}[${t.caption}] paused=${t.paused} muted=${t.muted} vol=${t.volume} ${t.width}px frames=${t.frames} video=${t.video} audio=${t.audio} rms=${t.rms?.toFixed(3)} ctx=${t.ctx}`);
     throw new Error(`${problems.join("; ")}\n    ${name(viewer)}'s tiles: ${seen.join(" | ") || "none"}\n    ${name(viewer)}'s media: ${media}`);
   }
 
-  function judge(viewer, a, b, { sees, hears, notHears, soundOff }) {
+  function judge(viewer, a, b, { sees, hears, notHears, screens, soundOff }) {
     const problems = [];
     const who = name(viewer);
     const camera = (s, id) => s.tiles.find((t) => t.publisher === id && !t.screen);
-    const moving = (id) => {
-      const t0 = camera(a, id);
-      const t1 = camera(b, id);
-      return !!(t0 && t1 && t1.video && !t1.paused && t1.width > 0 && t1.frames > t0.frames && t1.time > t0.time);
-    };
+    const screen = (s, id) => s.tiles.find((t) => t.publisher === id && t.screen);
+    const advancing = (t0, t1) => !!(t0 && t1 && t1.video && !t1.paused && t1.width > 0 && t1.frames > t0.frames && t1.time > t0.time);
+    const moving = (id) => advancing(camera(a, id), camera(b, id));
+    if (screens) {
+      for (const id of screens) {
+        if (!advancing(screen(a, id), screen(b, id))) problems.push(`${who} cannot see ${name(id)}'s screen`);
+      }
+      for (const t of b.tiles) {
+        if (t.screen && !screens.includes(t.publisher)) problems.push(`${who} still has ${name(t.publisher)}'s screen tile`);
+      }
+    }
     const captioned = (id) => {
       const t = camera(b, id);
       if (t && t.caption !== name(id)) problems.push(`${who} sees ${name(id)}'s tile captioned "${t.caption}"`);

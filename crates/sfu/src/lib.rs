@@ -129,8 +129,9 @@ impl GroupId {
 /// Send and receive buffer asked for the media socket, in bytes.
 const SOCKET_BUFFER: usize = 4 << 20;
 
-/// Largest SDP accepted, in bytes.
-pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// Largest SDP accepted, in bytes: about 2 KB per m-line, so room for a big meeting (the
+/// server's configurable `limits.max_sdp_bytes` is checked before this).
+pub const MAX_SDP_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
