@@ -205,34 +205,25 @@ async fn serve_socket(
     let registration = state
         .hub
         .register(&claims.room, &claims.sub, connection, outbox.clone());
-    let mut attempt = 0;
-    let start = loop {
-        // Boxed so the join's state does not stay inlined in every session's long-lived future.
-        let asked = std::time::Instant::now();
-        // One live session per identity: this one takes the seat from the identity's others.
-        let terms = JoinTerms {
-            exclusive: true,
-            token_id: claims.jti.clone(),
-        };
-        match Box::pin(room.join_on(joiner.clone(), connection, resume, terms)).await {
-            Ok(Ok(start)) => {
-                crate::metrics::observe_join(asked.elapsed());
-                break start;
-            }
-            Ok(Err(denied)) => {
-                refuse(socket, denied).await;
-                return;
-            }
-            // The room closed between lookup and join (it had been empty): start it again.
-            Err(_) if attempt == 0 => {
-                attempt += 1;
-                room = state.rooms.get_or_start(&claims.room);
-            }
-            Err(gone) => {
-                tracing::warn!(%gone, "could not join room");
-                return;
-            }
-        }
+    // One live session per identity: this one takes the seat from the identity's others.
+    let terms = JoinTerms {
+        exclusive: true,
+        token_id: claims.jti.clone(),
+    };
+    let start = match join(
+        &state,
+        &mut room,
+        &claims.room,
+        &joiner,
+        connection,
+        resume,
+        terms,
+    )
+    .await
+    {
+        Ok(start) => start,
+        Err(Some(denied)) => return refuse(socket, denied).await,
+        Err(None) => return,
     };
     // The replay (on resume) covers everything up to `start.seq`; lanes carry what follows.
     // The viewer's place is where the replay starts; its moves switch the place lane.
@@ -333,6 +324,40 @@ async fn serve_socket(
         }
         drop(guard);
     });
+}
+
+/// Joins `room` (started again if it closed between lookup and join); `Err(None)` when it
+/// cannot be reached, `Err(Some(denied))` when the room refused.
+async fn join(
+    state: &AppState,
+    room: &mut RoomHandle,
+    name: &str,
+    joiner: &Joiner,
+    connection: Uuid,
+    resume: Option<(Uuid, u64)>,
+    terms: JoinTerms,
+) -> Result<Start, Option<Denied>> {
+    let mut attempt = 0;
+    loop {
+        let asked = std::time::Instant::now();
+        // Boxed so the join's state does not stay inlined in every session's long-lived future.
+        match Box::pin(room.join_on(joiner.clone(), connection, resume, terms.clone())).await {
+            Ok(Ok(start)) => {
+                crate::metrics::observe_join(asked.elapsed());
+                return Ok(start);
+            }
+            Ok(Err(denied)) => return Err(Some(denied)),
+            // The room closed between lookup and join (it had been empty): start it again.
+            Err(_) if attempt == 0 => {
+                attempt += 1;
+                *room = state.rooms.get_or_start(name);
+            }
+            Err(gone) => {
+                tracing::warn!(%gone, "could not join room");
+                return Err(None);
+            }
+        }
+    }
 }
 
 /// The refusal's error frame, then a close: 4003 (final), or 1013 when the room was only

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    CloseReason, Command, ErrorCode, IceServer, Millis, Poll, Question, RoomEvent, ServerMessage,
+    CloseReason, Command, ErrorCode, IceServer, Millis, Poll, Question, ServerMessage,
     PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -16,9 +16,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 pub use super::command::{JoinTerms, MediaRights, Reply, RoomCommand, RoomInput, Start};
+use super::effects::{effect_of, viewer_before};
 use super::feed::{RoomFeed, WebhookEvent};
 use super::idempotency::Idempotency;
-use super::{Audience, Denied, Event, Joiner, Place, RoomLimits, RoomState, Viewer};
+use super::{Audience, Denied, Event, Joiner, RoomLimits, RoomState, Viewer};
 use crate::bus::EventLog;
 use crate::wire::{ConnectionId, Envelope, Frame, RoomOutput, SessionEffect, SessionSink};
 
@@ -868,53 +869,6 @@ impl RoomCore {
             self.config.hooks.fanned_out(started.elapsed());
         }
     }
-}
-
-fn effect_of(state: &RoomState, audience: &Audience, body: &RoomEvent) -> Option<SessionEffect> {
-    if let RoomEvent::SettingsChanged { .. } | RoomEvent::MediaMuted { .. } = body {
-        return Some(SessionEffect::Recheck);
-    }
-    if let RoomEvent::MemberUpdated { member } = body {
-        return Some(SessionEffect::Access {
-            identity: member.identity.clone(),
-            place: Place::from_breakout(member.breakout),
-            may_publish: state.may_publish(&member.identity),
-            muted: member.media_muted.clone(),
-        });
-    }
-    let Audience::Some {
-        person: Some(identity),
-        ..
-    } = audience
-    else {
-        return None;
-    };
-    match body {
-        RoomEvent::Moved { from, breakout, .. } => Some(SessionEffect::Move {
-            identity: identity.clone(),
-            from: Place::from_breakout(*from),
-            to: Place::from_breakout(*breakout),
-            may_publish: state.may_publish(identity),
-        }),
-        RoomEvent::Removed { .. } => Some(SessionEffect::Kick {
-            identity: identity.clone(),
-        }),
-        _ => None,
-    }
-}
-
-/// Where the viewer was at the start of a replay: before the first move it contains.
-fn viewer_before(mut viewer: Viewer, replay: &[Arc<Envelope>]) -> Viewer {
-    let first_move = replay.iter().find_map(|e| match &e.effect {
-        Some(SessionEffect::Move { identity, from, .. }) if *identity == viewer.identity => {
-            Some(*from)
-        }
-        _ => None,
-    });
-    if let Some(place) = first_move {
-        viewer.place = place;
-    }
-    viewer
 }
 
 pub fn error_frame(request_id: Option<String>, denied: Denied) -> Frame {

@@ -12,6 +12,7 @@ mod chat;
 pub mod command;
 #[cfg(test)]
 mod core_tests;
+mod effects;
 pub mod feed;
 mod idempotency;
 pub mod operator;
