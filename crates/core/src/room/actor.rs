@@ -431,6 +431,24 @@ impl RoomCore {
         })
     }
 
+    /// Sessions whose socket is open, by id: a restarted node closes them (they may resume).
+    pub fn open_sessions(&self) -> Vec<(Uuid, ConnectionId)> {
+        let mut open: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.connected)
+            .map(|(id, s)| (*id, s.connection))
+            .collect();
+        open.sort();
+        open
+    }
+
+    /// Points a core rebuilt in silence (a replay) at the node's sockets and hooks.
+    pub fn rewire(&mut self, sink: Arc<dyn SessionSink>, hooks: Arc<dyn RoomHooks>) {
+        self.sink = sink;
+        self.config.hooks = hooks;
+    }
+
     /// When `tick` has work to do.
     pub fn next_deadline(&self) -> Option<Millis> {
         self.state.next_deadline()
