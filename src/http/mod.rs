@@ -132,7 +132,7 @@ pub struct AppState {
 async fn open_durable(
     config: &Config,
     actor: ActorConfig,
-    hub: &Hub,
+    sink: Arc<dyn convene_core::wire::SessionSink>,
 ) -> std::io::Result<crate::durable::DurableRooms> {
     let c = &config.store;
     let settings = convene_store::StoreSettings {
@@ -148,7 +148,6 @@ async fn open_durable(
         std::io::Error::other(format!("opening the store: {}", redacted_store(&settings.url, &e)))
     };
     let store = convene_store::Store::open(&settings).await.map_err(failed)?;
-    let sink: Arc<dyn convene_core::wire::SessionSink> = Arc::new(hub.clone());
     crate::durable::DurableRooms::open(store, c, actor, sink)
         .await
         .map_err(failed)
@@ -267,7 +266,7 @@ impl AppState {
             Some(cluster)
         };
         let durable = match (&cluster, config.store.durable_log) {
-            (None, true) => Some(Arc::new(open_durable(&config, actor.clone(), &hub).await?)),
+            (None, true) => Some(Arc::new(open_durable(&config, actor.clone(), hub.clone()).await?)),
             _ => None,
         };
         let starter = cluster
