@@ -320,12 +320,13 @@ async fn breakouts_survive(store_url: Option<&str>) {
         again.base = client.base.clone();
         resumed.push((team, again));
     }
-    resumed[0]
+    // p3 (a fresh request id: a resumed client numbers from r1 again, and the room would
+    // answer a reused id from memory) speaks; p0, same team, hears it in their breakout.
+    resumed[3]
         .1
         .ok(Command::SendChat { text: "after".into() })
         .await;
-    // Same team as p0 (p3) hears it; the chat is the breakout's.
-    let heard = resumed[3]
+    let heard = resumed[0]
         .1
         .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "after"))
         .await;
