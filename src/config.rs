@@ -358,6 +358,9 @@ impl Config {
         if let Some(v) = env("CONVENE_DATA_DIR") {
             self.store.data_dir = v;
         }
+        if let Some(v) = env("CONVENE_STORE_SNAPSHOT_EVERY") {
+            self.store.snapshot_every = parsed("CONVENE_STORE_SNAPSHOT_EVERY", v)?;
+        }
         if !matches!(self.store.sqlite_synchronous.as_str(), "full" | "normal") {
             return Err(ConfigError::Parse(
                 "store.sqlite_synchronous is \"full\" or \"normal\"".into(),

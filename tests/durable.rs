@@ -76,6 +76,8 @@ impl Solo {
         if let Some(url) = store_url {
             env.push(("CONVENE_STORE_URL".into(), url.into()));
         }
+        // Snapshots often, so a restart rebuilds from a snapshot plus the inputs after it.
+        env.push(("CONVENE_STORE_SNAPSHOT_EVERY".into(), "50".into()));
         let port = free_port();
         let node = Solo::spawn(&bin, port, &env);
         node.ready().await;
