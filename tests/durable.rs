@@ -64,7 +64,7 @@ struct Solo {
 }
 
 impl Solo {
-    async fn start(dir: &Path, store_url: Option<&str>) -> Solo {
+    async fn start(dir: &Path, store_url: Option<&str>, snapshot_every: u64) -> Solo {
         // Through a link of another name: someone's `pkill -f "convene serve"` misses it.
         let bin = dir.join("durable-node");
         let _ = std::fs::remove_file(&bin);
@@ -77,7 +77,10 @@ impl Solo {
             env.push(("CONVENE_STORE_URL".into(), url.into()));
         }
         // Snapshots often, so a restart rebuilds from a snapshot plus the inputs after it.
-        env.push(("CONVENE_STORE_SNAPSHOT_EVERY".into(), "50".into()));
+        env.push((
+            "CONVENE_STORE_SNAPSHOT_EVERY".into(),
+            snapshot_every.to_string(),
+        ));
         let port = free_port();
         let node = Solo::spawn(&bin, port, &env);
         node.ready().await;
@@ -127,7 +130,7 @@ async fn observe(
 /// The crowd scenario: traffic and poll votes, the node stopped `how` and restarted mid-event.
 async fn restart_mid_event(how: Stop, store_url: Option<&str>, size: usize) {
     let dir = fresh_dir("crowd");
-    let mut solo = Solo::start(&dir, store_url).await;
+    let mut solo = Solo::start(&dir, store_url, 50).await;
     let view: Arc<View> = View::of(vec![solo.node.ws()]);
     let crowd = Crowd::join_view(view.clone(), ROOM, size).await;
     let handles = crowd.handles();
@@ -165,10 +168,15 @@ async fn restart_mid_event(how: Stop, store_url: Option<&str>, size: usize) {
     let answered_after = solo.restart().await;
     view.set_up(0, true);
     let acks_at_restart = crowd.acks();
-    wait_for(scaled(15, size), "an ack after the restart", || {
-        crowd.acks() > acks_at_restart
-    })
-    .await;
+    let deadline = Instant::now() + scaled(15, size);
+    while crowd.acks() <= acks_at_restart {
+        assert!(
+            Instant::now() < deadline,
+            "no ack after the restart; the node said:\n{}",
+            solo.node.tail.last(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eprintln!(
         "{how:?}: {size} attendees; the node answered {answered_after:?} after its restart began, \
          an ack {:?} after the stop",
@@ -287,7 +295,8 @@ async fn moved_to_breakout(client: &mut Client) -> u32 {
 /// in it, and a newcomer sees the same assignments.
 async fn breakouts_survive(store_url: Option<&str>) {
     let dir = fresh_dir("breakouts");
-    let mut solo = Solo::start(&dir, store_url).await;
+    // A snapshot every few inputs: the rebuild starts from one taken with sessions open.
+    let mut solo = Solo::start(&dir, store_url, 5).await;
     let mut host = member(&solo.node, Role::Host, "host", "staff").await;
     let teams = ["Knox", "Shelby", "Davidson"];
     let mut people = Vec::new();

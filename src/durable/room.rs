@@ -1,5 +1,6 @@
 //! One durable room: its inputs are appended to the store (group commit) before they are applied, so no ack leaves before its input is durable; snapshots bound the replay.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,8 +139,11 @@ impl DurableRoom {
                 let snap: SnapshotIn =
                     serde_json::from_str(&body).map_err(|e| format!("snapshot: {e}"))?;
                 let recent = snap.recent.into_iter().map(Arc::new).collect();
-                let core = RoomCore::restore(snap.core, recent, quiet, silent, connected)
+                let core = RoomCore::restore(snap.core, recent, quiet, silent, connected.clone())
                     .map_err(|e| format!("snapshot: {e}"))?;
+                // The count of open sessions starts where the snapshot left it: the closes
+                // recorded after it (and the dead sockets') count down from there.
+                connected.store(core.open_sessions().len(), Ordering::Relaxed);
                 (core, through + 1, snap.last_now)
             }
             None => {
