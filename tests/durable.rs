@@ -250,9 +250,12 @@ async fn restart_mid_event(how: Stop, store_url: Option<&str>, size: usize) {
 async fn kill9_mid_event_every_session_resumes_and_nothing_acked_is_lost() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let size = size();
-    tokio::time::timeout(scaled(150, size), restart_mid_event(Stop::Kill9, None, size))
-        .await
-        .expect("scenario finished in time");
+    tokio::time::timeout(
+        scaled(150, size),
+        restart_mid_event(Stop::Kill9, None, size),
+    )
+    .await
+    .expect("scenario finished in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,7 +318,12 @@ async fn breakouts_survive(store_url: Option<&str>) {
     for (_, client) in people.iter_mut() {
         rooms.push(moved_to_breakout(client).await);
     }
-    people[0].1.ok(Command::SendChat { text: "before".into() }).await;
+    people[0]
+        .1
+        .ok(Command::SendChat {
+            text: "before".into(),
+        })
+        .await;
 
     solo.stop(Stop::Kill9).await;
     solo.restart().await;
@@ -335,11 +343,15 @@ async fn breakouts_survive(store_url: Option<&str>) {
     // answer a reused id from memory) speaks; p0, same team, hears it in their breakout.
     resumed[3]
         .1
-        .ok(Command::SendChat { text: "after".into() })
+        .ok(Command::SendChat {
+            text: "after".into(),
+        })
         .await;
     let heard = resumed[0]
         .1
-        .expect_event(|e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "after"))
+        .expect_event(
+            |e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "after"),
+        )
         .await;
     assert!(matches!(heard, RoomEvent::ChatMessage { .. }));
     let (_, snapshot) = observe(&solo.node, EXCHANGE, "late-moderator").await;
@@ -413,11 +425,22 @@ impl Postgres {
         let data_s = data.display().to_string();
         let out = run(
             Postgres::bin("initdb"),
-            vec!["-D".into(), data_s.clone(), "-U".into(), "convene".into(), "-A".into(), "trust".into()],
+            vec![
+                "-D".into(),
+                data_s.clone(),
+                "-U".into(),
+                "convene".into(),
+                "-A".into(),
+                "trust".into(),
+            ],
         )
         .output()
         .expect("initdb runs");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
         let child = run(
             Postgres::bin("postgres"),
@@ -439,8 +462,14 @@ impl Postgres {
         .spawn()
         .expect("postgres starts");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "postgres did not listen within 30 s");
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not listen within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Postgres { child, port }

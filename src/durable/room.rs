@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::room::actor::{
-    simple_error, ActorConfig, Clock, CoreSnapshot, NoHooks, RoomCommand, RoomCore,
-    RoomHandle, RoomHooks, RoomInput,
+    simple_error, ActorConfig, Clock, CoreSnapshot, NoHooks, RoomCommand, RoomCore, RoomHandle,
+    RoomHooks, RoomInput,
 };
 use convene_core::room::Denied;
 use convene_core::wire::{Envelope, RoomOutput, SessionSink};
@@ -171,7 +171,12 @@ impl DurableRoom {
         }
         let hooks: Arc<dyn RoomHooks> = s.config.hooks.clone();
         core.rewire(s.sink.clone(), hooks);
-        tracing::info!(room = name, replayed, seq = core.last_seq(), "room rebuilt from the store");
+        tracing::info!(
+            room = name,
+            replayed,
+            seq = core.last_seq(),
+            "room rebuilt from the store"
+        );
         let mut room = DurableRoom::with(name, core, s, next, last_now);
         room.since_snapshot = replayed as u64;
         Ok(room)
@@ -256,7 +261,8 @@ impl DurableRoom {
                         let d = denied();
                         let frame = simple_error(Some(request_id.clone()), d.code, d.message);
                         let to = *connection;
-                        self.sink.deliver(&self.name, RoomOutput::Reply { to, frame });
+                        self.sink
+                            .deliver(&self.name, RoomOutput::Reply { to, frame });
                     }
                 }
                 RoomInput::Join { .. } | RoomInput::Operate(_) => {
@@ -365,4 +371,3 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

@@ -145,9 +145,14 @@ async fn open_durable(
         },
     };
     let failed = |e: convene_store::StoreError| {
-        std::io::Error::other(format!("opening the store: {}", redacted_store(&settings.url, &e)))
+        std::io::Error::other(format!(
+            "opening the store: {}",
+            redacted_store(&settings.url, &e)
+        ))
     };
-    let store = convene_store::Store::open(&settings).await.map_err(failed)?;
+    let store = convene_store::Store::open(&settings)
+        .await
+        .map_err(failed)?;
     crate::durable::DurableRooms::open(store, c, actor, sink)
         .await
         .map_err(failed)
@@ -266,7 +271,9 @@ impl AppState {
             Some(cluster)
         };
         let durable = match (&cluster, config.store.durable_log) {
-            (None, true) => Some(Arc::new(open_durable(&config, actor.clone(), hub.clone()).await?)),
+            (None, true) => Some(Arc::new(
+                open_durable(&config, actor.clone(), hub.clone()).await?,
+            )),
             _ => None,
         };
         let starter = cluster

@@ -179,7 +179,11 @@ impl Store {
                         .await?;
                 }
                 Write::Close { room } => {
-                    for table in ["room_inputs WHERE room", "room_snapshots WHERE room", "rooms WHERE name"] {
+                    for table in [
+                        "room_inputs WHERE room",
+                        "room_snapshots WHERE room",
+                        "rooms WHERE name",
+                    ] {
                         sqlx::query(&format!("DELETE FROM {table} = $1"))
                             .bind(room.as_str())
                             .execute(&mut *tx)
@@ -204,12 +208,18 @@ impl Store {
 
     /// A room's snapshot and the inputs after it.
     pub async fn room_log(&self, room: &str) -> Result<RoomLog, StoreError> {
-        let snapshot = sqlx::query("SELECT through_input, body FROM room_snapshots WHERE room = $1")
-            .bind(room)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| Ok::<_, sqlx::Error>((r.try_get::<i64, _>(0)? as u64, r.try_get::<String, _>(1)?)))
-            .transpose()?;
+        let snapshot =
+            sqlx::query("SELECT through_input, body FROM room_snapshots WHERE room = $1")
+                .bind(room)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((
+                        r.try_get::<i64, _>(0)? as u64,
+                        r.try_get::<String, _>(1)?,
+                    ))
+                })
+                .transpose()?;
         let after = snapshot.as_ref().map_or(0, |(n, _)| *n) as i64;
         let inputs = sqlx::query(
             "SELECT number, body FROM room_inputs WHERE room = $1 AND number > $2 ORDER BY number",
