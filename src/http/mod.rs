@@ -128,6 +128,32 @@ pub struct AppState {
     pub revoked: crate::revocation::Revocations,
 }
 
+/// The node's rooms: links to owners in a cluster, durable actors on one node with the
+/// durable log (its rebuilt rooms started at once, so their timers and graces run), or
+/// in-memory actors.
+async fn start_rooms(
+    config: &Config,
+    actor: ActorConfig,
+    hub: &Arc<Hub>,
+    cluster: Option<crate::cluster::Cluster>,
+) -> std::io::Result<Rooms> {
+    use convene_core::room::registry::RoomStarter;
+    let durable = match (&cluster, config.store.durable_log) {
+        (None, true) => Some(Arc::new(
+            open_durable(config, actor.clone(), hub.clone()).await?,
+        )),
+        _ => None,
+    };
+    let starter = cluster
+        .map(|c| Arc::new(c) as Arc<dyn RoomStarter>)
+        .or_else(|| durable.clone().map(|d| d as Arc<dyn RoomStarter>));
+    let rooms = Rooms::new(actor, hub.clone(), starter);
+    for name in durable.iter().flat_map(|d| d.rebuilt_rooms()) {
+        rooms.get_or_start(&name);
+    }
+    Ok(rooms)
+}
+
 /// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
 async fn open_durable(
     config: &Config,
@@ -270,24 +296,7 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let durable = match (&cluster, config.store.durable_log) {
-            (None, true) => Some(Arc::new(
-                open_durable(&config, actor.clone(), hub.clone()).await?,
-            )),
-            _ => None,
-        };
-        let starter = cluster
-            .clone()
-            .map(|c| Arc::new(c) as Arc<dyn convene_core::room::registry::RoomStarter>)
-            .or_else(|| {
-                durable
-                    .clone()
-                    .map(|d| d as Arc<dyn convene_core::room::registry::RoomStarter>)
-            });
-        let rooms = Rooms::new(actor, hub.clone(), starter);
-        for name in durable.iter().flat_map(|d| d.rebuilt_rooms()) {
-            rooms.get_or_start(&name);
-        }
+        let rooms = start_rooms(&config, actor, &hub, cluster.clone()).await?;
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod restart;
+
 pub use super::command::{JoinTerms, MediaRights, Reply, RoomCommand, RoomInput, Start};
 use super::feed::{RoomFeed, WebhookEvent};
 use super::idempotency::Idempotency;
@@ -429,24 +431,6 @@ impl RoomCore {
             connected,
             remembered_bytes: usize::MAX,
         })
-    }
-
-    /// Sessions whose socket is open, by id: a restarted node closes them (they may resume).
-    pub fn open_sessions(&self) -> Vec<(Uuid, ConnectionId)> {
-        let mut open: Vec<_> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.connected)
-            .map(|(id, s)| (*id, s.connection))
-            .collect();
-        open.sort();
-        open
-    }
-
-    /// Points a core rebuilt in silence (a replay) at the node's sockets and hooks.
-    pub fn rewire(&mut self, sink: Arc<dyn SessionSink>, hooks: Arc<dyn RoomHooks>) {
-        self.sink = sink;
-        self.config.hooks = hooks;
     }
 
     /// When `tick` has work to do.
