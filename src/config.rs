@@ -593,6 +593,42 @@ mod tests {
     }
 
     #[test]
+    fn store_defaults_to_sqlite_in_the_data_dir_and_takes_the_environment() {
+        let c = Config::default();
+        assert!(c.store.durable_log && c.store.url.is_empty());
+        assert_eq!(c.store.sqlite_synchronous, "full");
+        let dir = std::env::temp_dir().join(format!("convene-config-{}", std::process::id()));
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_DATA_DIR" => Some(dir.display().to_string()),
+            "CONVENE_STORE_SNAPSHOT_EVERY" => Some("7".into()),
+            _ => None,
+        })
+        .unwrap();
+        let url = c.store.resolved_url().unwrap();
+        assert_eq!(
+            url,
+            format!("sqlite://{}/convene.db?mode=rwc", dir.display())
+        );
+        assert!(dir.is_dir(), "the data directory is created");
+        assert_eq!(c.store.snapshot_every, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Config::load_with_env(None, |name| {
+            (name == "CONVENE_STORE_URL").then(|| "postgres://u:p@127.0.0.1/db".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.store.resolved_url().unwrap(),
+            "postgres://u:p@127.0.0.1/db"
+        );
+        let mut file = std::env::temp_dir();
+        file.push(format!("convene-store-{}.toml", std::process::id()));
+        std::fs::write(&file, "[store]\nsqlite_synchronous = \"off\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), |_| None).unwrap_err();
+        assert!(err.to_string().contains("sqlite_synchronous"), "{err}");
+        let _ = std::fs::remove_file(&file);
+    }
+
+    #[test]
     fn cluster_file_merges_over_default() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cluster.toml");
         let c = Config::load_with_env(Some(Path::new(path)), |_| None).unwrap();
