@@ -35,6 +35,7 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub redis: RedisConfig,
     pub cluster: ClusterConfig,
+    pub store: StoreConfig,
     pub webhooks: crate::webhooks::WebhookConfig,
 }
 
@@ -251,6 +252,35 @@ pub struct ClusterConfig {
     pub snapshot_input_bytes: usize,
 }
 
+/// The durable store (`convene-store`) and a single node's durable room log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sqlite://... or postgres://...; empty: SQLite in `data_dir`.
+    pub url: String,
+    pub data_dir: String,
+    /// Without Redis: room inputs are appended before their acks leave, and rooms are rebuilt at start.
+    pub durable_log: bool,
+    /// "full" or "normal": SQLite's `synchronous` in WAL mode.
+    pub sqlite_synchronous: String,
+    /// Inputs between two snapshots of a room.
+    pub snapshot_every: u64,
+    /// Writes committed in one transaction at most.
+    pub max_batch_writes: usize,
+    pub max_connections: u32,
+}
+
+impl StoreConfig {
+    /// The URL to open: `url`, or the SQLite file in `data_dir` (the directory is created).
+    pub fn resolved_url(&self) -> std::io::Result<String> {
+        if !self.url.is_empty() {
+            return Ok(self.url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        Ok(format!("sqlite://{}/convene.db?mode=rwc", self.data_dir))
+    }
+}
+
 impl Limits {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.reconnect_grace_s)
@@ -320,6 +350,20 @@ impl Config {
         if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
             return Err(ConfigError::Parse(
                 "server.tls_cert and server.tls_key (CONVENE_TLS_CERT, CONVENE_TLS_KEY) go together: set both or neither".into(),
+            ));
+        }
+        if let Some(v) = env("CONVENE_STORE_URL") {
+            self.store.url = v;
+        }
+        if let Some(v) = env("CONVENE_DATA_DIR") {
+            self.store.data_dir = v;
+        }
+        if let Some(v) = env("CONVENE_STORE_SNAPSHOT_EVERY") {
+            self.store.snapshot_every = parsed("CONVENE_STORE_SNAPSHOT_EVERY", v)?;
+        }
+        if !matches!(self.store.sqlite_synchronous.as_str(), "full" | "normal") {
+            return Err(ConfigError::Parse(
+                "store.sqlite_synchronous is \"full\" or \"normal\"".into(),
             ));
         }
         if let Some(v) = env("CONVENE_JWT_SECRET") {
@@ -546,6 +590,42 @@ mod tests {
             _ => None,
         });
         assert!(bad.unwrap_err().to_string().contains("turn:"));
+    }
+
+    #[test]
+    fn store_defaults_to_sqlite_in_the_data_dir_and_takes_the_environment() {
+        let c = Config::default();
+        assert!(c.store.durable_log && c.store.url.is_empty());
+        assert_eq!(c.store.sqlite_synchronous, "full");
+        let dir = std::env::temp_dir().join(format!("convene-config-{}", std::process::id()));
+        let c = Config::load_with_env(None, |name| match name {
+            "CONVENE_DATA_DIR" => Some(dir.display().to_string()),
+            "CONVENE_STORE_SNAPSHOT_EVERY" => Some("7".into()),
+            _ => None,
+        })
+        .unwrap();
+        let url = c.store.resolved_url().unwrap();
+        assert_eq!(
+            url,
+            format!("sqlite://{}/convene.db?mode=rwc", dir.display())
+        );
+        assert!(dir.is_dir(), "the data directory is created");
+        assert_eq!(c.store.snapshot_every, 7);
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Config::load_with_env(None, |name| {
+            (name == "CONVENE_STORE_URL").then(|| "postgres://u:p@127.0.0.1/db".to_string())
+        })
+        .unwrap();
+        assert_eq!(
+            c.store.resolved_url().unwrap(),
+            "postgres://u:p@127.0.0.1/db"
+        );
+        let mut file = std::env::temp_dir();
+        file.push(format!("convene-store-{}.toml", std::process::id()));
+        std::fs::write(&file, "[store]\nsqlite_synchronous = \"off\"\n").unwrap();
+        let err = Config::load_with_env(Some(&file), |_| None).unwrap_err();
+        assert!(err.to_string().contains("sqlite_synchronous"), "{err}");
+        let _ = std::fs::remove_file(&file);
     }
 
     #[test]

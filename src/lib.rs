@@ -30,6 +30,7 @@ pub mod auth;
 pub mod bucket;
 pub mod cluster;
 pub mod config;
+pub mod durable;
 pub mod hooks;
 pub mod http;
 pub mod logging;

@@ -29,6 +29,11 @@ fn serve(port: u16, secret: Option<&str>) -> Child {
         .env("CONVENE_RTC_TCP_PORT", "0")
         .env("CONVENE_RTC_ADVERTISE_IP", "127.0.0.1")
         .env("RUST_LOG", "info")
+        // Its own durable store, never the checkout's ./data.
+        .env(
+            "CONVENE_DATA_DIR",
+            std::env::temp_dir().join(format!("convene-cli-{}-{port}", std::process::id())),
+        )
         .env_remove("CONVENE_JWT_SECRET")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// A crate's source directory and the name its modules are reached by (`crate`).
-const CRATES: [&str; 5] = [
+const CRATES: [&str; 6] = [
     "src",
     "signaling/src",
     "crates/core/src",
     "crates/sfu/src",
     "crates/load/src",
+    "crates/store/src",
 ];
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
@@ -356,10 +357,20 @@ fn crates_depend_one_way() {
         "str0m",
         "tokio-tungstenite",
         "hyper",
+        "sqlx",
+        "convene-store",
     ] {
         assert!(
             !core.iter().any(|d| d == upward),
             "core depends on {upward}"
+        );
+    }
+    // The store knows tables, not rooms or the server.
+    let store = deps(&manifest("crates/store/Cargo.toml"));
+    for upward in ["convene", "convene-core", "convene-sfu", "redis", "axum"] {
+        assert!(
+            !store.iter().any(|d| d == upward),
+            "store depends on {upward}"
         );
     }
     let sfu = deps(&manifest("crates/sfu/Cargo.toml"));

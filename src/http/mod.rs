@@ -128,6 +128,75 @@ pub struct AppState {
     pub revoked: crate::revocation::Revocations,
 }
 
+/// The node's rooms: links to owners in a cluster, durable actors on one node with the
+/// durable log (its rebuilt rooms started at once, so their timers and graces run), or
+/// in-memory actors.
+async fn start_rooms(
+    config: &Config,
+    actor: ActorConfig,
+    hub: &Arc<Hub>,
+    cluster: Option<crate::cluster::Cluster>,
+) -> std::io::Result<Rooms> {
+    use convene_core::room::registry::RoomStarter;
+    let durable = match (&cluster, config.store.durable_log) {
+        (None, true) => Some(Arc::new(
+            open_durable(config, actor.clone(), hub.clone()).await?,
+        )),
+        _ => None,
+    };
+    let starter = cluster
+        .map(|c| Arc::new(c) as Arc<dyn RoomStarter>)
+        .or_else(|| durable.clone().map(|d| d as Arc<dyn RoomStarter>));
+    let rooms = Rooms::new(actor, hub.clone(), starter);
+    for name in durable.iter().flat_map(|d| d.rebuilt_rooms()) {
+        rooms.get_or_start(&name);
+    }
+    Ok(rooms)
+}
+
+/// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
+async fn open_durable(
+    config: &Config,
+    actor: ActorConfig,
+    sink: Arc<dyn convene_core::wire::SessionSink>,
+) -> std::io::Result<crate::durable::DurableRooms> {
+    let c = &config.store;
+    let settings = convene_store::StoreSettings {
+        url: c.resolved_url()?,
+        max_connections: c.max_connections,
+        sqlite_sync: if c.sqlite_synchronous == "normal" {
+            convene_store::Sync::Normal
+        } else {
+            convene_store::Sync::Full
+        },
+    };
+    let failed = |e: convene_store::StoreError| {
+        std::io::Error::other(format!(
+            "opening the store: {}",
+            redacted_store(&settings.url, &e)
+        ))
+    };
+    let store = convene_store::Store::open(&settings)
+        .await
+        .map_err(failed)?;
+    crate::durable::DurableRooms::open(store, c, actor, sink)
+        .await
+        .map_err(failed)
+}
+
+/// A store error without the URL's password (it ends up in logs and on the terminal).
+fn redacted_store(url: &str, error: &convene_store::StoreError) -> String {
+    let text = error.to_string();
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .map(|(info, _)| info);
+    match userinfo.and_then(|info| info.split_once(':')) {
+        Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
+        _ => text,
+    }
+}
+
 impl AppState {
     /// Chooses how rooms reach sessions once, here (this node alone, or a cluster through
     /// Redis); nothing else asks which one runs.
@@ -227,10 +296,7 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let starter = cluster
-            .clone()
-            .map(|c| Arc::new(c) as Arc<dyn convene_core::room::registry::RoomStarter>);
-        let rooms = Rooms::new(actor, hub.clone(), starter);
+        let rooms = start_rooms(&config, actor, &hub, cluster.clone()).await?;
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),

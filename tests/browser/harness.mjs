@@ -103,6 +103,8 @@ export async function startServer({ netns = null, tls = false, port: fixedPort =
     CONVENE_RTC_TCP_PORT: netns ? "7881" : "0",
     CONVENE_RTC_ADVERTISE_IP: "127.0.0.1",
     RUST_LOG: process.env.RUST_LOG ?? "info",
+    // Each server its own durable store (SQLite), never the checkout's ./data.
+    CONVENE_DATA_DIR: path.join(dir, "data"),
     ...(cert ? { CONVENE_TLS_CERT: cert.cert, CONVENE_TLS_KEY: cert.key } : {}),
     ...extraEnv,
   };

@@ -469,15 +469,20 @@ pub struct Crowd {
 
 impl Crowd {
     pub async fn join(cluster: &Cluster, room: &str, count: usize) -> Crowd {
+        Crowd::join_view(cluster.view.clone(), room, count).await
+    }
+
+    /// As `join`, for the nodes in `view` (one node and no Redis: tests/durable.rs).
+    pub async fn join_view(view: Arc<View>, room: &str, count: usize) -> Crowd {
         let (stop, stop_rx) = watch::channel(false);
-        let n = cluster.nodes.len();
+        let n = view.len();
         let host = Attendee::spawn(
             0,
             "host",
             Role::Host,
             room,
             0,
-            cluster.view.clone(),
+            view.clone(),
             stop_rx.clone(),
         );
         let rid = host.handle.send(Command::UpdateSettings {
@@ -499,7 +504,7 @@ impl Crowd {
                 Role::Participant,
                 room,
                 i % n,
-                cluster.view.clone(),
+                view.clone(),
                 stop_rx.clone(),
             ));
         }
@@ -507,9 +512,10 @@ impl Crowd {
             room: room.to_string(),
             attendees,
             stop,
-            view: cluster.view.clone(),
+            view,
         };
-        wait_for(Duration::from_secs(20), "every attendee's welcome", || {
+        let within = Duration::from_secs(20 + count as u64 / 10);
+        wait_for(within, "every attendee's welcome", || {
             crowd
                 .attendees
                 .iter()

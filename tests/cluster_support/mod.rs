@@ -359,6 +359,13 @@ impl Node {
         let _ = child.wait().await;
     }
 
+    /// SIGTERM, and waits for the process to exit (bounded by its shutdown grace).
+    pub async fn terminate(&mut self) {
+        let mut child = self.child.take().expect("node is running");
+        signal(self.pid, "TERM");
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -380,12 +387,22 @@ pub struct View {
 }
 
 impl View {
+    /// Every node up; for a single node (tests/durable.rs), one URL.
+    pub fn of(ws: Vec<String>) -> Arc<View> {
+        let up = ws.iter().map(|_| AtomicBool::new(true)).collect();
+        Arc::new(View { ws, up })
+    }
+
     pub fn ws(&self, node: usize) -> &str {
         &self.ws[node]
     }
 
     pub fn set_up(&self, node: usize, up: bool) {
         self.up[node].store(up, Ordering::SeqCst);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ws.len()
     }
 
     pub fn is_up(&self, node: usize) -> bool {

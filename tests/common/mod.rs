@@ -38,6 +38,9 @@ pub fn test_config() -> Config {
     config.rtc.udp_port = 0;
     config.rtc.tcp_port = 0;
     config.rtc.workers = 1;
+    // In-process servers run many at once: rooms in memory, as before the store
+    // (tests/durable.rs runs the durable log against real processes and data directories).
+    config.store.durable_log = false;
     config
 }
 

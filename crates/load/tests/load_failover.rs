@@ -46,6 +46,11 @@ async fn serve(port: u16) -> Child {
         .env("CONVENE_RTC_TCP_PORT", "0")
         .env("CONVENE_RTC_ADVERTISE_IP", "127.0.0.1")
         .env_remove("CONVENE_REDIS_URL")
+        // Each node its own durable store, never a shared ./data.
+        .env(
+            "CONVENE_DATA_DIR",
+            std::env::temp_dir().join(format!("convene-failover-{}-{port}", std::process::id())),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod restart;
+
 pub use super::command::{JoinTerms, MediaRights, Reply, RoomCommand, RoomInput, Start};
 use super::effects::{effect_of, viewer_before};
 use super::feed::{RoomFeed, WebhookEvent};
