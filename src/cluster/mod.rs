@@ -104,6 +104,13 @@ enum InboxMessage {
     NewEra,
 }
 
+/// How far this node told senders it has read its inbox, and the bytes read since.
+#[derive(Default)]
+struct ReadPosition {
+    recorded: u64,
+    unrecorded: usize,
+}
+
 enum Subscription {
     Add(String, oneshot::Sender<()>),
     Remove(String),
@@ -619,24 +626,26 @@ impl Cluster {
     ) {
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut position = ReadPosition::default();
         loop {
             tokio::select! {
                 message = messages.recv() => match message {
                     Some(InboxMessage::Numbered(n, payload)) => {
                         inbox.offer(n, payload);
-                        self.open_ready(&mut inbox);
+                        position.unrecorded += self.open_ready(&mut inbox);
                         if let Some(gap) = inbox.gap() {
-                            self.repair_inbox(&mut inbox, gap).await;
+                            position.unrecorded += self.repair_inbox(&mut inbox, gap).await;
                         }
                     }
                     Some(InboxMessage::Repair) => {
                         let rest = inbox.rest();
-                        self.repair_inbox(&mut inbox, rest).await;
+                        position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                     }
                     Some(InboxMessage::NewEra) => {
                         inbox.place(1);
+                        position = ReadPosition::default();
                         let rest = inbox.rest();
-                        self.repair_inbox(&mut inbox, rest).await;
+                        position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                     }
                     None => return,
                 },
@@ -647,25 +656,57 @@ impl Cluster {
                     let key = store::node_inbox_key(self.node());
                     if let Ok(last) = self.inner.store.last_number(&key).await {
                         if let Some(rest) = inbox.behind(last) {
-                            self.repair_inbox(&mut inbox, rest).await;
+                            position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                         }
                     }
+                    self.record_read(&inbox, &mut position, true).await;
+                    continue;
                 }
             }
+            self.record_read(&inbox, &mut position, false).await;
         }
     }
 
-    fn open_ready(&self, inbox: &mut Follower<String>) {
+    /// Tells senders how far this node has read its inbox (what they may drop to make room):
+    /// once a quarter of the byte budget was read since the last time, or on the periodic
+    /// check; one Redis call per batch, never per message.
+    async fn record_read(&self, inbox: &Follower<String>, position: &mut ReadPosition, tick: bool) {
+        let read = inbox.next().saturating_sub(1);
+        let quarter = self.inner.store.inbox_bounds().bytes / 4;
+        if read <= position.recorded || !(tick || position.unrecorded >= quarter.max(1)) {
+            return;
+        }
+        if self
+            .inner
+            .store
+            .record_read(self.node(), read)
+            .await
+            .is_ok()
+        {
+            *position = ReadPosition {
+                recorded: read,
+                unrecorded: 0,
+            };
+        }
+    }
+
+    /// Opens the messages ready in order; the bytes they took in the inbox.
+    fn open_ready(&self, inbox: &mut Follower<String>) -> usize {
+        let mut bytes = 0;
         for (_, payload) in inbox.ready() {
+            bytes += payload.len();
             match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
                 Ok(messages) => self.deliver(messages),
                 Err(error) => tracing::warn!(%error, "unreadable node message"),
             }
         }
+        bytes
     }
 
-    async fn repair_inbox(&self, inbox: &mut Follower<String>, mut read: Read) {
+    /// Reads a gap back from the inbox stream; the bytes of what it opened.
+    async fn repair_inbox(&self, inbox: &mut Follower<String>, mut read: Read) -> usize {
         let key = store::node_inbox_key(self.node());
+        let mut bytes = 0;
         loop {
             let Ok(entries) = self
                 .inner
@@ -673,7 +714,7 @@ impl Cluster {
                 .range(&key, read.from, read.to, INBOX_REPAIR_BATCH)
                 .await
             else {
-                return;
+                return bytes;
             };
             let took = inbox.take(read, entries, INBOX_REPAIR_BATCH, Some);
             if let Some(first) = took.trimmed_to {
@@ -687,10 +728,10 @@ impl Cluster {
             if took.count > 0 {
                 crate::metrics::cluster_gap_repaired();
             }
-            self.open_ready(inbox);
+            bytes += self.open_ready(inbox);
             match took.more {
                 Some(more) => read = more,
-                None => return,
+                None => return bytes,
             }
         }
     }
