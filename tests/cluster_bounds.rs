@@ -288,6 +288,15 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
         .count();
     assert!(limited > 0, "the flood was rate limited: {:?}", codes[0]);
     eprintln!("first flooder's answers: {:?}", codes[0]);
+    let metrics =
+        cluster_support::try_http("GET", &format!("{}/metrics", n1.http()), None, &[], "")
+            .await
+            .map(|(_, _, body)| body)
+            .unwrap_or_default();
+    eprintln!(
+        "relayed replies given up: {}",
+        counter(&metrics, "convene_cluster_replies_lost_total")
+    );
 
     for node in ["n1", "n2"] {
         let key = format!("convene:nodes:{node}:inbox");

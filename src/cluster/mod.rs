@@ -668,12 +668,14 @@ impl Cluster {
     }
 
     /// Tells senders how far this node has read its inbox (what they may drop to make room):
-    /// once a quarter of the byte budget was read since the last time, or on the periodic
+    /// once a quarter of the byte budget was read since the last time, and on each periodic
     /// check; one Redis call per batch, never per message.
     async fn record_read(&self, inbox: &Follower<String>, position: &mut ReadPosition, tick: bool) {
         let read = inbox.next().saturating_sub(1);
         let quarter = self.inner.store.inbox_bounds().bytes / 4;
-        if read <= position.recorded || !(tick || position.unrecorded >= quarter.max(1)) {
+        // Each check refreshes it (it lapses with the inbox); between checks, only progress.
+        let due = tick || (read > position.recorded && position.unrecorded >= quarter.max(1));
+        if read == 0 || !due {
             return;
         }
         if self
