@@ -16,7 +16,7 @@ mod redis_url;
 pub mod relay;
 pub mod store;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +42,9 @@ const NODE_TTL_MS: u64 = 2000;
 pub const RETRY_AFTER_MS: u64 = 1000;
 /// Inbox entries read per repair call.
 const INBOX_REPAIR_BATCH: usize = 10_000;
+/// Batches headed by `NodeMessage::Once` remembered to open each once: far more than are
+/// resent within `call_timeout_ms` (about 40 bytes each).
+const ONCE_REMEMBERED: usize = 16_384;
 
 /// A live node as the registry shows it (`GET /api/v1/nodes`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -84,6 +87,29 @@ pub struct ClusterSettings {
     pub rtc: Option<String>,
     pub max_sessions: usize,
     pub bounds: Bounds,
+}
+
+/// The last resendable batches opened (by sender and number), oldest first.
+#[derive(Default)]
+struct OpenedOnce {
+    seen: HashSet<(String, u64)>,
+    order: VecDeque<(String, u64)>,
+}
+
+impl OpenedOnce {
+    /// Whether this batch is new (then remembered, forgetting the oldest past `keep`).
+    fn first_time(&mut self, from: String, batch: u64, keep: usize) -> bool {
+        if !self.seen.insert((from.clone(), batch)) {
+            return false;
+        }
+        self.order.push_back((from, batch));
+        if self.order.len() > keep {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 /// A pub/sub message for a link.
@@ -145,6 +171,10 @@ struct Inner {
     /// Relayed sessions' media, when this node runs an SFU.
     relayed: std::sync::OnceLock<Arc<relay::RelayedMedia>>,
     budget: Mutex<NodeBudget>,
+    /// Numbers this node's resendable batches.
+    next_batch: AtomicU64,
+    /// Resendable batches already opened here.
+    opened: Mutex<OpenedOnce>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -210,6 +240,9 @@ impl Cluster {
                     ),
                 }),
                 settings,
+                // Random, as calls: a restarted node's batches are not its previous life's.
+                next_batch: AtomicU64::new(rand::random::<u64>() >> 1),
+                opened: Mutex::new(Default::default()),
                 shutdown: watch::channel(false).0,
             }),
         };
@@ -738,6 +771,20 @@ impl Cluster {
         }
     }
 
+    /// A `NodeMessage::Once` for a batch this node may send again.
+    pub(crate) fn once(&self) -> NodeMessage {
+        NodeMessage::Once {
+            from: self.node().to_string(),
+            batch: self.inner.next_batch.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a resendable batch arrives for the first time (and remembers it).
+    fn first_time(&self, from: String, batch: u64) -> bool {
+        let mut opened = self.inner.opened.lock().expect("opened lock");
+        opened.first_time(from, batch, ONCE_REMEMBERED)
+    }
+
     /// The owner's messages about this node's sessions.
     pub(crate) fn deliver(&self, messages: Vec<NodeMessage>) {
         for message in messages {
@@ -761,7 +808,32 @@ impl Cluster {
                     Some(relayed) => relayed.receive(message),
                     None => tracing::warn!("relayed media for a node without an SFU"),
                 },
+                // A batch sent again: the rest of it was delivered the first time.
+                NodeMessage::Once { from, batch } => {
+                    if !self.first_time(from, batch) {
+                        return;
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenedOnce;
+
+    #[test]
+    fn a_resent_batch_opens_once_and_memory_stays_bounded() {
+        let mut opened = OpenedOnce::default();
+        assert!(opened.first_time("n1".into(), 7, 2));
+        assert!(
+            !opened.first_time("n1".into(), 7, 2),
+            "resent: not opened again"
+        );
+        assert!(opened.first_time("n2".into(), 7, 2), "another sender's 7");
+        assert!(opened.first_time("n1".into(), 8, 2));
+        assert_eq!(opened.seen.len(), 2);
+        assert_eq!(opened.order.len(), 2);
     }
 }

@@ -339,23 +339,24 @@ impl RelayedMedia {
         if frames.is_empty() {
             return;
         }
-        let replies: Vec<NodeMessage> = frames
-            .into_iter()
-            .map(|frame| NodeMessage::Reply {
+        // Headed by a batch number: a resend after a late answer from Redis opens once.
+        let replies: Vec<NodeMessage> = std::iter::once(self.cluster.once())
+            .chain(frames.into_iter().map(|frame| NodeMessage::Reply {
                 to: connection,
                 frame,
-            })
+            }))
             .collect();
         let deadline = tokio::time::Instant::now() + self.cluster.settings().call_timeout;
         let mut pause = Duration::from_millis(20);
+        let count = replies.len() - 1;
         loop {
             let error = match self.cluster.send_to_node(node, replies.clone()).await {
                 Ok(()) => return,
                 Err(error) => error,
             };
             if tokio::time::Instant::now() + pause >= deadline {
-                tracing::warn!(%error, node, count = replies.len(), "relayed media replies lost");
-                crate::metrics::cluster_reply_lost();
+                tracing::warn!(%error, node, count, "relayed media replies lost");
+                (0..count).for_each(|_| crate::metrics::cluster_reply_lost());
                 return;
             }
             tokio::time::sleep(pause).await;
