@@ -50,6 +50,7 @@ struct Recorded {
     cluster_redis_reconnects: Counter,
     cluster_pubsub_reconnects: Counter,
     cluster_gap_repairs: Counter,
+    cluster_replies_lost: Counter,
     cluster_takeovers: Counter,
     cluster_fenced: Counter,
     cluster_replay_mismatches: Counter,
@@ -75,6 +76,7 @@ static RECORDED: LazyLock<Recorded> = LazyLock::new(|| Recorded {
     cluster_redis_reconnects: Counter::default(),
     cluster_pubsub_reconnects: Counter::default(),
     cluster_gap_repairs: Counter::default(),
+    cluster_replies_lost: Counter::default(),
     cluster_takeovers: Counter::default(),
     cluster_fenced: Counter::default(),
     cluster_replay_mismatches: Counter::default(),
@@ -101,6 +103,11 @@ pub fn cluster_pubsub_reconnected() {
 /// Events or inputs missed on pub/sub and read back from their stream.
 pub fn cluster_gap_repaired() {
     RECORDED.cluster_gap_repairs.inc();
+}
+
+/// A relayed media reply this node could not get into the session's node's inbox in time.
+pub fn cluster_reply_lost() {
+    RECORDED.cluster_replies_lost.inc();
 }
 
 /// This node took a room over from a lapsed owner.
@@ -361,6 +368,11 @@ pub fn registry(node: NodeCollector) -> Registry {
             "convene_cluster_gap_repairs",
             "Gaps in a room's events or inputs read back from Redis",
             &r.cluster_gap_repairs,
+        ),
+        (
+            "convene_cluster_replies_lost",
+            "Relayed media replies given up after retrying for call_timeout_ms",
+            &r.cluster_replies_lost,
         ),
         (
             "convene_cluster_takeovers",

@@ -175,6 +175,56 @@ fn int(value: &redis::Value) -> i64 {
     }
 }
 
+/// Each client sends offers of these sizes at once, then reads their answers: per client,
+/// per offer, the error code (or the start of the answer) and message; empty if none came.
+/// The deadline grows with the number of offers (each is one Redis round trip or two on
+/// a 2-core machine that may be running other builds).
+async fn send_offers(clients: &mut [Client], sizes: &[usize]) -> Vec<Vec<(String, String)>> {
+    let deadline = Instant::now()
+        + common::WAIT
+        + Duration::from_millis(20) * (clients.len() * sizes.len()) as u32;
+    let floods = clients.iter_mut().map(|client| async move {
+        let mut sent = Vec::new();
+        for (k, size) in sizes.iter().enumerate() {
+            let id = format!("o{k}");
+            client.send_with_id(offer(*size), &id).await;
+            sent.push(id);
+        }
+        let mut answers: Vec<(String, String)> = vec![Default::default(); sent.len()];
+        while answers.iter().any(|(c, _)| c.is_empty()) && Instant::now() < deadline {
+            let Some(message) = client.try_recv(Duration::from_millis(200)).await else {
+                continue;
+            };
+            let Some(k) = answered(&message).and_then(|r| sent.iter().position(|s| s == r)) else {
+                continue;
+            };
+            answers[k] = match message {
+                ServerMessage::Error { code, message, .. } => (format!("{code:?}"), message),
+                other => (
+                    format!("{other:?}").chars().take(20).collect(),
+                    String::new(),
+                ),
+            };
+        }
+        answers
+    });
+    futures_util::future::join_all(floods).await
+}
+
+/// (client, offer) pairs with no answer.
+fn unanswered(codes: &[Vec<String>]) -> Vec<(usize, usize)> {
+    codes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            c.iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_empty())
+                .map(move |(k, _)| (i, k))
+        })
+        .collect()
+}
+
 /// An SDP offer of `bytes` bytes (it need not be one the SFU can use).
 fn offer(bytes: usize) -> Command {
     let head = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=x-pad:";
@@ -213,42 +263,19 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
     let mut flooders =
         futures_util::future::join_all(names.iter().map(|n| n2.join(ROOM, Role::Presenter, n)))
             .await;
-    let floods = flooders.iter_mut().map(|client| async move {
-        let mut sent = Vec::new();
-        for k in 0..22 {
-            let id = format!("o{k}");
-            let size = if k < 2 { 60_000 } else { 30_000 };
-            client.send_with_id(offer(size), &id).await;
-            sent.push(id);
-        }
-        let mut codes: Vec<String> = vec![String::new(); sent.len()];
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while codes.iter().any(String::is_empty) && Instant::now() < deadline {
-            let Some(message) = client.try_recv(Duration::from_millis(200)).await else {
-                continue;
-            };
-            let Some(k) = answered(&message).and_then(|r| sent.iter().position(|s| s == r)) else {
-                continue;
-            };
-            codes[k] = match message {
-                ServerMessage::Error { code, .. } => format!("{code:?}"),
-                other => format!("{other:?}").chars().take(20).collect(),
-            };
-        }
-        codes
-    });
-    let codes: Vec<Vec<String>> = futures_util::future::join_all(floods).await;
-    let unanswered: Vec<(usize, usize)> = codes
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            c.iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_empty())
-                .map(move |(k, _)| (i, k))
-        })
+    let sizes: Vec<usize> = (0..22)
+        .map(|k| if k < 2 { 60_000 } else { 30_000 })
         .collect();
-    assert_eq!(unanswered, Vec::new(), "(flooder, offer) never answered");
+    let answers = send_offers(&mut flooders, &sizes).await;
+    let codes: Vec<Vec<String>> = answers
+        .iter()
+        .map(|a| a.iter().map(|(code, _)| code.clone()).collect())
+        .collect();
+    assert_eq!(
+        unanswered(&codes),
+        Vec::new(),
+        "(flooder, offer) never answered"
+    );
     let oversized = codes
         .iter()
         .filter(|c| c[..2].iter().all(|c| c == "InvalidArgument"));
@@ -265,6 +292,15 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
         .count();
     assert!(limited > 0, "the flood was rate limited: {:?}", codes[0]);
     eprintln!("first flooder's answers: {:?}", codes[0]);
+    let metrics =
+        cluster_support::try_http("GET", &format!("{}/metrics", n1.http()), None, &[], "")
+            .await
+            .map(|(_, _, body)| body)
+            .unwrap_or_default();
+    eprintln!(
+        "relayed replies given up: {}",
+        counter(&metrics, "convene_cluster_replies_lost_total")
+    );
 
     for node in ["n1", "n2"] {
         let key = format!("convene:nodes:{node}:inbox");
@@ -295,6 +331,68 @@ async fn a_flood_from_one_node_stays_under_the_owners_byte_budget_and_other_room
             |e| matches!(e, RoomEvent::ChatMessage { message } if message.text == "still here"),
         )
         .await;
+}
+
+/// The owner's pub/sub is cut by every large message (Redis closes a subscriber whose
+/// output buffer passes 1 KB, as it closes a lagging one at its pub/sub limits), so it reads
+/// relayed offers back from its inbox, which a burst fills far past its budget: every
+/// relayed offer is still answered, those that did not fit are refused as "behind" (none is
+/// dropped unread), no reply is given up, and the inbox stays under its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_offers_to_an_owner_whose_pubsub_is_cut_and_inbox_full_are_all_answered() {
+    const INBOX_BYTES: usize = 128 * 1024;
+    let _turn = HEAVY.lock().await;
+    let redis = common::TestRedis::start().await;
+    let nodes = common::cluster_of(&redis, 2, |c| {
+        c.cluster.inbox_bytes = INBOX_BYTES;
+        c.limits.rate.bytes.burst = 100_000;
+    })
+    .await;
+    let (n1, n2) = (&nodes[0], &nodes[1]);
+    let _host = n1.join(ROOM, Role::Host, "host").await;
+    let names: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    let mut flooders =
+        futures_util::future::join_all(names.iter().map(|n| n2.join(ROOM, Role::Presenter, n)))
+            .await;
+    let limit = [
+        "CONFIG",
+        "SET",
+        "client-output-buffer-limit",
+        "pubsub 1024 1024 0",
+    ];
+    redis_cmd(&redis.url(), &limit).await;
+
+    // 20 sessions x 4 offers of 20 KB: 1.6 MB for a 128 KiB inbox, none of it by pub/sub.
+    let answers = send_offers(&mut flooders, &[20_000; 4]).await;
+    let codes: Vec<Vec<String>> = answers
+        .iter()
+        .map(|a| a.iter().map(|(code, _)| code.clone()).collect())
+        .collect();
+    assert_eq!(
+        unanswered(&codes),
+        Vec::new(),
+        "(flooder, offer) never answered"
+    );
+    let behind = answers
+        .iter()
+        .flatten()
+        .filter(|(code, message)| code == "RateLimited" && message.contains("behind"))
+        .count();
+    eprintln!(
+        "{behind} of 80 offers refused as behind; first flooder's: {:?}",
+        answers[0]
+    );
+    assert!(behind > 0, "the owner's inbox filled: {:?}", answers[0]);
+
+    let key = "convene:nodes:n1:inbox";
+    let bytes = int(&redis_cmd(&redis.url(), &["GET", &format!("{key}:bytes")]).await);
+    assert!(bytes as usize <= INBOX_BYTES, "{key} counts {bytes} bytes");
+    let url = format!("{}/metrics", n1.http());
+    let (_, _, metrics) = cluster_support::try_http("GET", &url, None, &[], "")
+        .await
+        .expect("metrics");
+    let lost = counter(&metrics, "convene_cluster_replies_lost_total");
+    assert_eq!(lost, 0, "relayed replies given up by the owner");
 }
 
 /// While the node cannot reach Redis, a join is refused before the upgrade: HTTP 503 with

@@ -33,6 +33,9 @@ pub enum Refusal {
     TooLarge { bytes: usize, max: usize },
     /// Over the node's buckets: retry after this long.
     RateLimited { retry_after_ms: u64 },
+    /// The receiving node's inbox is full of messages it has not read yet (they are kept,
+    /// this one is not sent): retry after this long.
+    Behind { retry_after_ms: u64 },
 }
 
 impl Refusal {
@@ -48,6 +51,11 @@ impl Refusal {
             Refusal::RateLimited { retry_after_ms } => (
                 ErrorCode::RateLimited,
                 "slow down: this server is sending too much to the cluster".to_string(),
+                Some(*retry_after_ms),
+            ),
+            Refusal::Behind { retry_after_ms } => (
+                ErrorCode::RateLimited,
+                "the room's media node is behind on its messages; retry shortly".to_string(),
                 Some(*retry_after_ms),
             ),
         };

@@ -16,7 +16,7 @@ mod redis_url;
 pub mod relay;
 pub mod store;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,6 +42,9 @@ const NODE_TTL_MS: u64 = 2000;
 pub const RETRY_AFTER_MS: u64 = 1000;
 /// Inbox entries read per repair call.
 const INBOX_REPAIR_BATCH: usize = 10_000;
+/// Batches headed by `NodeMessage::Once` remembered to open each once: far more than are
+/// resent within `call_timeout_ms` (about 40 bytes each).
+const ONCE_REMEMBERED: usize = 16_384;
 
 /// A live node as the registry shows it (`GET /api/v1/nodes`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -86,6 +89,29 @@ pub struct ClusterSettings {
     pub bounds: Bounds,
 }
 
+/// The last resendable batches opened (by sender and number), oldest first.
+#[derive(Default)]
+struct OpenedOnce {
+    seen: HashSet<(String, u64)>,
+    order: VecDeque<(String, u64)>,
+}
+
+impl OpenedOnce {
+    /// Whether this batch is new (then remembered, forgetting the oldest past `keep`).
+    fn first_time(&mut self, from: String, batch: u64, keep: usize) -> bool {
+        if !self.seen.insert((from.clone(), batch)) {
+            return false;
+        }
+        self.order.push_back((from, batch));
+        if self.order.len() > keep {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
 /// A pub/sub message for a link.
 pub(crate) enum LinkMessage {
     Events(String),
@@ -102,6 +128,13 @@ enum InboxMessage {
     Repair,
     /// Redis lost its data: numbering starts again at 1.
     NewEra,
+}
+
+/// How far this node told senders it has read its inbox, and the bytes read since.
+#[derive(Default)]
+struct ReadPosition {
+    recorded: u64,
+    unrecorded: usize,
 }
 
 enum Subscription {
@@ -138,6 +171,10 @@ struct Inner {
     /// Relayed sessions' media, when this node runs an SFU.
     relayed: std::sync::OnceLock<Arc<relay::RelayedMedia>>,
     budget: Mutex<NodeBudget>,
+    /// Numbers this node's resendable batches.
+    next_batch: AtomicU64,
+    /// Resendable batches already opened here.
+    opened: Mutex<OpenedOnce>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -203,6 +240,9 @@ impl Cluster {
                     ),
                 }),
                 settings,
+                // Random, as calls: a restarted node's batches are not its previous life's.
+                next_batch: AtomicU64::new(rand::random::<u64>() >> 1),
+                opened: Mutex::new(Default::default()),
                 shutdown: watch::channel(false).0,
             }),
         };
@@ -619,24 +659,26 @@ impl Cluster {
     ) {
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut position = ReadPosition::default();
         loop {
             tokio::select! {
                 message = messages.recv() => match message {
                     Some(InboxMessage::Numbered(n, payload)) => {
                         inbox.offer(n, payload);
-                        self.open_ready(&mut inbox);
+                        position.unrecorded += self.open_ready(&mut inbox);
                         if let Some(gap) = inbox.gap() {
-                            self.repair_inbox(&mut inbox, gap).await;
+                            position.unrecorded += self.repair_inbox(&mut inbox, gap).await;
                         }
                     }
                     Some(InboxMessage::Repair) => {
                         let rest = inbox.rest();
-                        self.repair_inbox(&mut inbox, rest).await;
+                        position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                     }
                     Some(InboxMessage::NewEra) => {
                         inbox.place(1);
+                        position = ReadPosition::default();
                         let rest = inbox.rest();
-                        self.repair_inbox(&mut inbox, rest).await;
+                        position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                     }
                     None => return,
                 },
@@ -647,25 +689,59 @@ impl Cluster {
                     let key = store::node_inbox_key(self.node());
                     if let Ok(last) = self.inner.store.last_number(&key).await {
                         if let Some(rest) = inbox.behind(last) {
-                            self.repair_inbox(&mut inbox, rest).await;
+                            position.unrecorded += self.repair_inbox(&mut inbox, rest).await;
                         }
                     }
+                    self.record_read(&inbox, &mut position, true).await;
+                    continue;
                 }
             }
+            self.record_read(&inbox, &mut position, false).await;
         }
     }
 
-    fn open_ready(&self, inbox: &mut Follower<String>) {
+    /// Tells senders how far this node has read its inbox (what they may drop to make room):
+    /// once a quarter of the byte budget was read since the last time, and on each periodic
+    /// check; one Redis call per batch, never per message.
+    async fn record_read(&self, inbox: &Follower<String>, position: &mut ReadPosition, tick: bool) {
+        let read = inbox.next().saturating_sub(1);
+        let quarter = self.inner.store.inbox_bounds().bytes / 4;
+        // Each check refreshes it (it lapses with the inbox); between checks, only progress.
+        let due = tick || (read > position.recorded && position.unrecorded >= quarter.max(1));
+        if read == 0 || !due {
+            return;
+        }
+        if self
+            .inner
+            .store
+            .record_read(self.node(), read)
+            .await
+            .is_ok()
+        {
+            *position = ReadPosition {
+                recorded: read,
+                unrecorded: 0,
+            };
+        }
+    }
+
+    /// Opens the messages ready in order; the bytes they took in the inbox.
+    fn open_ready(&self, inbox: &mut Follower<String>) -> usize {
+        let mut bytes = 0;
         for (_, payload) in inbox.ready() {
+            bytes += payload.len();
             match serde_json::from_str::<Vec<NodeMessage>>(&payload) {
                 Ok(messages) => self.deliver(messages),
                 Err(error) => tracing::warn!(%error, "unreadable node message"),
             }
         }
+        bytes
     }
 
-    async fn repair_inbox(&self, inbox: &mut Follower<String>, mut read: Read) {
+    /// Reads a gap back from the inbox stream; the bytes of what it opened.
+    async fn repair_inbox(&self, inbox: &mut Follower<String>, mut read: Read) -> usize {
         let key = store::node_inbox_key(self.node());
+        let mut bytes = 0;
         loop {
             let Ok(entries) = self
                 .inner
@@ -673,7 +749,7 @@ impl Cluster {
                 .range(&key, read.from, read.to, INBOX_REPAIR_BATCH)
                 .await
             else {
-                return;
+                return bytes;
             };
             let took = inbox.take(read, entries, INBOX_REPAIR_BATCH, Some);
             if let Some(first) = took.trimmed_to {
@@ -687,12 +763,26 @@ impl Cluster {
             if took.count > 0 {
                 crate::metrics::cluster_gap_repaired();
             }
-            self.open_ready(inbox);
+            bytes += self.open_ready(inbox);
             match took.more {
                 Some(more) => read = more,
-                None => return,
+                None => return bytes,
             }
         }
+    }
+
+    /// A `NodeMessage::Once` for a batch this node may send again.
+    pub(crate) fn once(&self) -> NodeMessage {
+        NodeMessage::Once {
+            from: self.node().to_string(),
+            batch: self.inner.next_batch.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Whether a resendable batch arrives for the first time (and remembers it).
+    fn first_time(&self, from: String, batch: u64) -> bool {
+        let mut opened = self.inner.opened.lock().expect("opened lock");
+        opened.first_time(from, batch, ONCE_REMEMBERED)
     }
 
     /// The owner's messages about this node's sessions.
@@ -718,7 +808,32 @@ impl Cluster {
                     Some(relayed) => relayed.receive(message),
                     None => tracing::warn!("relayed media for a node without an SFU"),
                 },
+                // A batch sent again: the rest of it was delivered the first time.
+                NodeMessage::Once { from, batch } => {
+                    if !self.first_time(from, batch) {
+                        return;
+                    }
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OpenedOnce;
+
+    #[test]
+    fn a_resent_batch_opens_once_and_memory_stays_bounded() {
+        let mut opened = OpenedOnce::default();
+        assert!(opened.first_time("n1".into(), 7, 2));
+        assert!(
+            !opened.first_time("n1".into(), 7, 2),
+            "resent: not opened again"
+        );
+        assert!(opened.first_time("n2".into(), 7, 2), "another sender's 7");
+        assert!(opened.first_time("n1".into(), 8, 2));
+        assert_eq!(opened.seen.len(), 2);
+        assert_eq!(opened.order.len(), 2);
     }
 }

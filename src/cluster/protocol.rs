@@ -132,6 +132,13 @@ pub enum NodeMessage {
     },
     /// Media signaling for the room's owner, from a session on another node.
     Media(MediaRelayMessage),
+    /// Heads a batch the sender may send again (a relayed session's replies, retried when
+    /// Redis answered too late to tell whether it took them): the receiver opens each
+    /// `(from, batch)` once.
+    Once {
+        from: String,
+        batch: u64,
+    },
 }
 
 /// A relayed media command, or the end of a relayed session.

@@ -15,13 +15,13 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use super::protocol::{MediaRelayMessage, NodeMessage};
-use super::Cluster;
+use super::{Cluster, Refusal};
 use crate::media::{Media, MediaAccess, MediaLink, Mutes};
 use crate::outbox::{self, Outbox};
 use crate::session::{follow, Hub, Rights};
 use convene_core::room::actor::simple_error;
 use convene_core::room::registry::Rooms;
-use convene_core::wire::{ConnectionId, Viewer};
+use convene_core::wire::{ConnectionId, Frame, Viewer};
 
 /// The session side: sends a session's media signaling to its room's owner when that is
 /// another node. Ends the relayed media when dropped.
@@ -99,12 +99,20 @@ impl MediaRelay {
         }
         self.used.store(true, Ordering::Relaxed);
         *self.relayed_to.lock().expect("relay lock") = Some(owner.clone());
-        if self.cluster.send_to_node(&owner, messages).await.is_err() {
-            outbox.send(simple_error(
+        match self.cluster.send_to_node(&owner, messages).await {
+            Ok(()) => {}
+            // The owner has not read what it was sent yet: nothing of it is dropped for this.
+            Err(super::StoreError::InboxFull) => outbox.send(
+                Refusal::Behind {
+                    retry_after_ms: super::RETRY_AFTER_MS,
+                }
+                .frame(request_id),
+            ),
+            Err(_) => outbox.send(simple_error(
                 request_id,
                 ErrorCode::Unavailable,
                 "the cluster's store is unreachable; retry shortly",
-            ));
+            )),
         }
         true
     }
@@ -180,21 +188,30 @@ impl RelayedMedia {
                 session_id,
                 identity,
                 name,
-                node,
-                connection,
-                request_id,
-                command,
+                mut node,
+                mut connection,
+                mut request_id,
+                mut command,
             } => {
                 let mut sessions = self.sessions.lock().expect("relayed lock");
                 if let Some(commands) = sessions.get(&session_id) {
-                    if commands
-                        .try_send((request_id, *command, node, connection))
-                        .is_ok()
-                    {
-                        return;
+                    match commands.try_send((request_id, *command, node, connection)) {
+                        Ok(()) => return,
+                        // Too many in flight for one session: refused, and said so.
+                        Err(mpsc::error::TrySendError::Full((request_id, _, node, connection))) => {
+                            drop(sessions);
+                            let refusal = Refusal::Behind {
+                                retry_after_ms: super::RETRY_AFTER_MS,
+                            };
+                            self.refuse(node, connection, vec![refusal.frame(request_id)]);
+                            return;
+                        }
+                        // Its media ended a moment ago: this command starts it again.
+                        Err(mpsc::error::TrySendError::Closed((r, c, n, s))) => {
+                            sessions.remove(&session_id);
+                            (request_id, command, node, connection) = (r, Box::new(c), n, s);
+                        }
                     }
-                    sessions.remove(&session_id);
-                    return;
                 }
                 let (tx, rx) = mpsc::channel(64);
                 let _ = tx.try_send((request_id, *command, node.clone(), connection));
@@ -204,11 +221,11 @@ impl RelayedMedia {
                     relayed
                         .run(room, session_id, identity, name, node, connection, rx)
                         .await;
-                    relayed
-                        .sessions
-                        .lock()
-                        .expect("relayed lock")
-                        .remove(&session_id);
+                    // Only its own entry: a later command may have started the media again.
+                    let mut sessions = relayed.sessions.lock().expect("relayed lock");
+                    if sessions.get(&session_id).is_some_and(|tx| tx.is_closed()) {
+                        sessions.remove(&session_id);
+                    }
                 });
             }
         }
@@ -231,15 +248,7 @@ impl RelayedMedia {
         let local = Uuid::new_v4();
         let registration = hub.register(&room, &identity, local, outbox.clone());
         let Ok(Some(rights)) = handle.media_access(&identity).await else {
-            let _ = self
-                .cluster
-                .send_to_node(
-                    &node,
-                    vec![NodeMessage::Reply {
-                        to: connection,
-                        frame: simple_error(None, ErrorCode::MediaError, "media: not in this room"),
-                    }],
-                )
+            self.answer_rest(commands, ErrorCode::MediaError, "media: not in this room")
                 .await;
             return;
         };
@@ -285,11 +294,7 @@ impl RelayedMedia {
                     while let Some(more) = inbox.frames.try_recv() {
                         frames.push(more);
                     }
-                    let replies = frames
-                        .into_iter()
-                        .map(|frame| NodeMessage::Reply { to: connection, frame })
-                        .collect();
-                    let _ = self.cluster.send_to_node(&node, replies).await;
+                    self.reply(&node, connection, frames).await;
                 }
                 event = events.recv() => {
                     let Ok(event) = event else { break };
@@ -312,5 +317,74 @@ impl RelayedMedia {
             }
         }
         drop(link);
+        // What the link answered before it ended, then every command it will not handle.
+        let mut frames = Vec::new();
+        while let Some(frame) = inbox.frames.try_recv() {
+            frames.push(frame);
+        }
+        self.reply(&node, connection, frames).await;
+        self.answer_rest(
+            commands,
+            ErrorCode::MediaError,
+            "media: this session's media ended",
+        )
+        .await;
+    }
+
+    /// Sends frames to a relayed session's socket on its node. The session's request is
+    /// answered only by this, so a busy Redis or a full inbox is retried (for as long as a
+    /// session waits for a call, `cluster.call_timeout_ms`), and a give-up is logged and
+    /// counted.
+    async fn reply(&self, node: &str, connection: ConnectionId, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
+        // Headed by a batch number: a resend after a late answer from Redis opens once.
+        let replies: Vec<NodeMessage> = std::iter::once(self.cluster.once())
+            .chain(frames.into_iter().map(|frame| NodeMessage::Reply {
+                to: connection,
+                frame,
+            }))
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.cluster.settings().call_timeout;
+        let mut pause = Duration::from_millis(20);
+        let count = replies.len() - 1;
+        loop {
+            let error = match self.cluster.send_to_node(node, replies.clone()).await {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            if tokio::time::Instant::now() + pause >= deadline {
+                tracing::warn!(%error, node, count, "relayed media replies lost");
+                (0..count).for_each(|_| crate::metrics::cluster_reply_lost());
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Answers, with an error, each command still queued for a relayed session that ends.
+    async fn answer_rest(
+        &self,
+        mut commands: mpsc::Receiver<RelayedCommand>,
+        code: ErrorCode,
+        why: &str,
+    ) {
+        commands.close();
+        let mut to: HashMap<(String, ConnectionId), Vec<Frame>> = HashMap::new();
+        while let Ok((request_id, _, node, connection)) = commands.try_recv() {
+            let frame = simple_error(request_id, code, why);
+            to.entry((node, connection)).or_default().push(frame);
+        }
+        for ((node, connection), frames) in to {
+            self.reply(&node, connection, frames).await;
+        }
+    }
+
+    /// Answers refused commands without holding up the caller (the pub/sub reader).
+    fn refuse(self: &Arc<Self>, node: String, connection: ConnectionId, frames: Vec<Frame>) {
+        let relayed = self.clone();
+        tokio::spawn(async move { relayed.reply(&node, connection, frames).await });
     }
 }

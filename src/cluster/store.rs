@@ -26,6 +26,9 @@ pub enum StoreError {
     Fenced,
     #[error("unexpected reply from redis: {0}")]
     Reply(String),
+    /// The receiving node has not read what fills its inbox yet: retry shortly.
+    #[error("the receiving node's inbox is full of unread messages")]
+    InboxFull,
 }
 
 impl From<redis::ParsingError> for StoreError {
@@ -121,28 +124,37 @@ pub const RELEASED: &str = "released";
 
 /// Adds a message to a node's numbered inbox and publishes it (pub/sub may lose it; the
 /// node reads gaps back). The inbox keeps at most a byte budget and a number of entries
-/// (counted in `:bytes`; the oldest go first) and lapses a while after its last message:
-/// it only repairs pub/sub's losses, and must not grow with what one node's sessions send.
-/// The numbering (`:sent`) lives longer, so a quiet node's numbers never restart.
+/// (counted in `:bytes`) and lapses a while after its last message: it must not grow with
+/// what one node's sessions send. Room for a new message is made from what the node has
+/// read (`:read`, which it records in batches); unread messages are never dropped to make
+/// room: with `refuse` the message is refused instead (returns 0: the sender answers its
+/// client), without (an owner's fenced answers, already committed) the oldest unread one
+/// goes, and is counted in `:lost`. The numbering (`:sent`) lives longer, so a quiet node's
+/// numbers never restart.
 const INBOX_ADD: &str = r#"
-local function inbox_add(node, payload, budget, entries, keep_ms)
+local function inbox_add(node, payload, budget, entries, keep_ms, refuse)
   local base = 'convene:nodes:' .. node
   local inbox = base .. ':inbox'
+  local read = tonumber(redis.call('GET', inbox .. ':read') or 0)
+  local bytes = tonumber(redis.call('GET', inbox .. ':bytes') or 0)
+  local length = redis.call('XLEN', inbox)
+  while length > 0 and (bytes + #payload > budget or length >= entries) do
+    local first = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1]
+    if tonumber(string.sub(first[1], 3)) > read then
+      if refuse then return 0 end
+      redis.call('INCR', inbox .. ':lost')
+      redis.call('PEXPIRE', inbox .. ':lost', keep_ms)
+    end
+    redis.call('XDEL', inbox, first[1])
+    bytes = bytes - #first[2][2]
+    length = length - 1
+  end
+  if length == 0 then bytes = 0 end
   local m = redis.call('INCR', base .. ':sent')
   redis.call('PEXPIRE', base .. ':sent', 86400000)
   redis.call('XADD', inbox, '0-' .. m, 'm', payload)
-  local bytes = redis.call('INCRBY', inbox .. ':bytes', #payload)
-  while bytes > budget or redis.call('XLEN', inbox) > entries do
-    local first = redis.call('XRANGE', inbox, '-', '+', 'COUNT', 1)[1]
-    if not first or first[1] == '0-' .. m then
-      redis.call('SET', inbox .. ':bytes', #payload)
-      break
-    end
-    redis.call('XDEL', inbox, first[1])
-    bytes = redis.call('DECRBY', inbox .. ':bytes', #first[2][2])
-  end
+  redis.call('SET', inbox .. ':bytes', bytes + #payload, 'PX', keep_ms)
   redis.call('PEXPIRE', inbox, keep_ms)
-  redis.call('PEXPIRE', inbox .. ':bytes', keep_ms)
   redis.call('PUBLISH', 'convene:node:' .. node, m .. ' ' .. payload)
   return m
 end
@@ -162,14 +174,15 @@ redis.call('SET', KEYS[3], ARGV[5])
 if n > 0 then redis.call('PUBLISH', ARGV[3], ARGV[7 + 2 * n + 1]) end
 local budget, entries, keep_ms = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8 + 2 * n + 1]
 for i = 7 + 2 * n + 3, #ARGV, 2 do
-  inbox_add(ARGV[i], ARGV[i + 1], budget, entries, keep_ms)
+  inbox_add(ARGV[i], ARGV[i + 1], budget, entries, keep_ms, false)
 end
 return 1
 "#;
 
-/// Sends a node a message (ARGV: node, payload, inbox bytes, entries, retention ms).
+/// Sends a node a message (ARGV: node, payload, inbox bytes, entries, retention ms): its
+/// number, or 0 when the node's unread messages fill its inbox.
 const SEND: &str = r#"
-return inbox_add(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5])
+return inbox_add(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5], true)
 "#;
 
 /// Stores a snapshot and drops the inputs it covers.
@@ -527,10 +540,10 @@ impl Store {
         Ok(gone == 1)
     }
 
-    /// Sends `payload` to a node's inbox.
+    /// Sends `payload` to a node's inbox, unless its unread messages fill it.
     pub async fn send(&self, node: &str, payload: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = timed(
+        let number: i64 = timed(
             self.scripts
                 .send
                 .arg(node)
@@ -541,7 +554,31 @@ impl Store {
                 .invoke_async(&mut conn),
         )
         .await?;
+        if number == 0 {
+            return Err(StoreError::InboxFull);
+        }
         Ok(())
+    }
+
+    /// Records that this node has read its inbox up to `number`: senders may drop what is
+    /// up to it to make room. Called in batches, not per message.
+    pub async fn record_read(&self, node: &str, number: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: Value = timed(
+            redis::cmd("SET")
+                .arg(format!("{}:read", node_inbox_key(node)))
+                .arg(number)
+                .arg("PX")
+                .arg(self.inbox.retention_ms)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The inbox byte budget (the reader records its position every quarter of it).
+    pub fn inbox_bounds(&self) -> InboxBounds {
+        self.inbox
     }
 
     /// Tells a node, if it comes back, that its sessions were let go.
