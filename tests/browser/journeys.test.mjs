@@ -75,6 +75,11 @@ async function quietly(page, expression) {
   return r.result.value;
 }
 
+// With CONVENE_JOURNEY_SCREENSHOTS=DIR, every step ends with a JPEG of every page (Quinn then
+// joins on a phone-sized window), for looking at what each role sees (docs/screenshots/journey).
+const SHOTS = process.env.CONVENE_JOURNEY_SCREENSHOTS;
+const PHONE = { width: 390, height: 844 };
+
 const tileAudio = (snapshot, id) => snapshot.tiles.find((t) => t.publisher === id && !t.screen);
 
 // Once `todo`: its failures after breakout moves were answers over the session's SDP bound
@@ -90,6 +95,16 @@ test("a convening's journeys, as each person sees and hears them", { timeout: 90
   /** Failures so far: a journey goes on after a failed step, so one run names every defect. */
   const failures = [];
   /** Runs one step of the journey; what it finds wrong is recorded and the journey goes on. */
+  let stepNo = 0;
+  const shoot = async (what) => {
+    if (!SHOTS) return;
+    fs.mkdirSync(SHOTS, { recursive: true });
+    const slug = `${String(++stepNo).padStart(2, "0")}-${what.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 48)}`;
+    for (const [id, page] of Object.entries(pages)) {
+      const who = people[id] === "Quinn" ? "quinn-phone" : id;
+      await page.screenshot({ path: path.join(SHOTS, `${slug}-${who}.jpg`), type: "jpeg", quality: 45 }).catch(() => {});
+    }
+  };
   const step = async (what, body) => {
     t.diagnostic(`${((Date.now() - started) / 1000).toFixed(0)} s: ${what}`);
     // Beside the server's log when one is kept (harness.mjs), to read the two together.
@@ -101,6 +116,7 @@ test("a convening's journeys, as each person sees and hears them", { timeout: 90
       t.diagnostic(`FAILED: ${e.message}`);
       if (process.env.CONVENE_TEST_SERVER_LOG) fs.appendFileSync(process.env.CONVENE_TEST_SERVER_LOG, `${new Date().toISOString()} JOURNEY FAILED: ${e.message}\n`);
     }
+    await shoot(what);
   };
   /** Waits until every viewer perceives what is listed for them (checked in parallel). */
   const all = async (wants) => {
@@ -148,7 +164,7 @@ test("a convening's journeys, as each person sees and hears them", { timeout: 90
   }, { room: ROOM, team: "Hamilton" });
   // An invitee who chose his name gets an identity from the server: tiles carry it.
   const Q = await (async () => {
-    const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const context = await browser.newContext({ viewport: SHOTS ? PHONE : { width: 1400, height: 900 } });
     await context.addInitScript(REFUSE_SOUND_BEFORE_GESTURE);
     const quinn = await context.newPage();
     quinn.setDefaultTimeout(15000);
