@@ -307,6 +307,20 @@ mod tests {
         TokenKeys::new(b"test-secret")
     }
 
+    /// Ana's participant claims for room `r`, valid for `ttl_s` (negative: expired).
+    fn ana(ttl_s: i64) -> Claims {
+        Claims {
+            sub: "u1".into(),
+            name: "Ana".into(),
+            room: "r".into(),
+            role: Role::Participant,
+            exp: unix_now().saturating_add_signed(ttl_s),
+            attrs: BTreeMap::new(),
+            nbf: None,
+            jti: None,
+        }
+    }
+
     #[test]
     fn round_trip_with_attrs() {
         let attrs = BTreeMap::from([("team".to_string(), "Knox County".to_string())]);
@@ -342,14 +356,8 @@ mod tests {
             Err(AuthError::WrongRoom { .. })
         ));
         let expired = keys().mint(&Claims {
-            sub: "u1".into(),
-            name: "Ana".into(),
-            room: "r".into(),
             role: Role::Host,
-            exp: unix_now() - 3600,
-            attrs: BTreeMap::new(),
-            nbf: None,
-            jti: None,
+            ..ana(-3600)
         });
         assert_eq!(keys().verify(&expired, Some("r")), Err(AuthError::Expired));
         assert_eq!(keys().verify("", None), Err(AuthError::Missing));
@@ -361,16 +369,7 @@ mod tests {
 
     #[test]
     fn claims_refuse_control_characters_and_oversized_attrs() {
-        let base = Claims {
-            sub: "u1".into(),
-            name: "Ana".into(),
-            room: "r".into(),
-            role: Role::Participant,
-            exp: unix_now() + 60,
-            attrs: BTreeMap::new(),
-            nbf: None,
-            jti: None,
-        };
+        let base = ana(60);
         let refused = |edit: &dyn Fn(&mut Claims)| {
             let mut claims = base.clone();
             edit(&mut claims);
@@ -440,14 +439,8 @@ mod tests {
     #[test]
     fn not_before_is_honoured_with_the_expiry_leeway() {
         let base = Claims {
-            sub: "u1".into(),
-            name: "Ana".into(),
-            room: "r".into(),
-            role: Role::Participant,
-            exp: unix_now() + 3600,
-            attrs: BTreeMap::new(),
             nbf: Some(unix_now() + 600),
-            jti: None,
+            ..ana(3600)
         };
         assert_eq!(
             keys().verify(&keys().mint(&base), None),
@@ -465,16 +458,7 @@ mod tests {
 
     #[test]
     fn bidi_controls_and_oversized_attrs_are_refused() {
-        let base = Claims {
-            sub: "u1".into(),
-            name: "Ana".into(),
-            room: "r".into(),
-            role: Role::Participant,
-            exp: unix_now() + 60,
-            attrs: BTreeMap::new(),
-            nbf: None,
-            jti: None,
-        };
+        let base = ana(60);
         let check = |edit: &dyn Fn(&mut Claims)| {
             let mut c = base.clone();
             edit(&mut c);

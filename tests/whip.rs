@@ -460,15 +460,12 @@ async fn turn_credentials_end_with_the_token_and_skip_banned_and_idle_rooms() {
         expiry.parse().unwrap()
     };
     let now = convene::auth::unix_now();
+    let whep_options = || async {
+        let url = format!("{}/whep/tc", t.http());
+        call("OPTIONS", &url, Some(&short("ana")), &[], "").await
+    };
     // Not running: no credentials for it.
-    let (status, head, _) = call(
-        "OPTIONS",
-        &format!("{}/whep/tc", t.http()),
-        Some(&short("ana")),
-        &[],
-        "",
-    )
-    .await;
+    let (status, head, _) = whep_options().await;
     assert_eq!(status, 204);
     assert_eq!(header(&head, "link"), None, "{head}");
     let mut host = t.join("tc", Role::Host, "host").await;
@@ -487,14 +484,7 @@ async fn turn_credentials_end_with_the_token_and_skip_banned_and_idle_rooms() {
         (now + 55..=now + 65).contains(&until),
         "60 s token: {until} vs {now}"
     );
-    let (status, head, _) = call(
-        "OPTIONS",
-        &format!("{}/whep/tc", t.http()),
-        Some(&short("ana")),
-        &[],
-        "",
-    )
-    .await;
+    let (status, head, _) = whep_options().await;
     assert_eq!(status, 204);
     let link = header(&head, "link").expect("Link for a member of a running room");
     let start = link.find("username=\"").unwrap() + 10;
@@ -506,14 +496,7 @@ async fn turn_credentials_end_with_the_token_and_skip_banned_and_idle_rooms() {
         reason: None,
     })
     .await;
-    let (status, head, _) = call(
-        "OPTIONS",
-        &format!("{}/whep/tc", t.http()),
-        Some(&short("ana")),
-        &[],
-        "",
-    )
-    .await;
+    let (status, head, _) = whep_options().await;
     assert_eq!(status, 204);
     assert_eq!(header(&head, "link"), None, "{head}");
 }
