@@ -513,3 +513,131 @@ async fn postgres_store_migrates_and_its_durable_log_survives_kill9() {
     .await
     .expect("crowd scenario on PostgreSQL finished in time");
 }
+
+/// A second process on the same data directory is refused at start, naming the lock; the
+/// first keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_on_the_same_data_directory_is_refused() {
+    let dir = fresh_dir("lock");
+    let solo = Solo::start(&dir, None, 50).await;
+    let mut second = tokio::process::Command::new(&solo.bin);
+    second
+        .arg("serve")
+        .envs(solo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("CONVENE_LISTEN", "127.0.0.1:0")
+        .env("CONVENE_RTC_UDP_PORT", "0")
+        .env("CONVENE_RTC_TCP_PORT", "0")
+        .env("NO_COLOR", "1")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), second.output())
+        .await
+        .expect("the second process exits instead of serving the same store")
+        .expect("the second process ran");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "refused with a failure status: {said}"
+    );
+    assert!(
+        said.contains("another Convene process is using the store"),
+        "the refusal names the cause: {said}"
+    );
+    // The first node still serves: a newcomer gets the room's welcome.
+    let (_, snapshot) = observe(&solo.node, ROOM, "still-there").await;
+    assert_eq!(snapshot.room, ROOM);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// SIGTERM: every room commits a snapshot of where it is before the process exits, so the
+/// next start has no input left to replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_a_final_snapshot_and_no_inputs_to_replay() {
+    let dir = fresh_dir("final");
+    // Snapshots would otherwise come every 10,000 inputs: none during this test.
+    let mut solo = Solo::start(&dir, None, 10_000).await;
+    let mut host = member(&solo.node, Role::Host, "hana", "north").await;
+    // Fewer than the chat rate limit's burst.
+    for i in 0..8 {
+        host.ok(Command::SendChat {
+            text: format!("before the deploy {i}"),
+        })
+        .await;
+    }
+    solo.stop(Stop::Term).await;
+    let store = open_store(&dir).await;
+    let log = store.room_log(EXCHANGE).await.expect("the room's log");
+    assert!(
+        log.snapshot.is_some(),
+        "a final snapshot was committed:\n{}",
+        solo.node.tail.last(30)
+    );
+    assert!(
+        log.inputs.is_empty(),
+        "no input is left to replay: {} remain",
+        log.inputs.len()
+    );
+    store.close().await;
+    solo.restart().await;
+    let (_, snapshot) = observe(&solo.node, EXCHANGE, "after").await;
+    assert!(
+        snapshot
+            .chat
+            .iter()
+            .any(|m| m.text == "before the deploy 7"),
+        "the chat is rebuilt from the snapshot"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A room whose log cannot be read (here: a hand-edited input) is set aside at start; a new
+/// room of that name starts and takes messages, and the bad log is kept for investigation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_log_is_set_aside_and_the_room_starts_afresh() {
+    let dir = fresh_dir("unreadable");
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    let store = open_store(&dir).await;
+    store
+        .write(&[
+            convene_store::Write::Open {
+                room: EXCHANGE.into(),
+                at: 1,
+            },
+            convene_store::Write::Input {
+                room: EXCHANGE.into(),
+                number: 1,
+                body: "{\"not\": \"an input\"}".into(),
+            },
+        ])
+        .await
+        .expect("a bad log written");
+    store.close().await;
+    let solo = Solo::start(&dir, None, 50).await;
+    let mut host = member(&solo.node, Role::Host, "hana", "north").await;
+    let acked = host
+        .ok(Command::SendChat {
+            text: "a fresh start".into(),
+        })
+        .await;
+    assert!(acked.is_some(), "the new room takes messages");
+    let store = open_store(&dir).await;
+    assert_eq!(store.set_aside_inputs(EXCHANGE).await.expect("count"), 1);
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn open_store(dir: &Path) -> convene_store::Store {
+    convene_store::Store::open(&convene_store::StoreSettings {
+        url: format!(
+            "sqlite://{}/convene.db?mode=rwc",
+            dir.join("data").display()
+        ),
+        max_connections: 1,
+        sqlite_sync: convene_store::Sync::Full,
+    })
+    .await
+    .expect("the store opens")
+}

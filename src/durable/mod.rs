@@ -9,7 +9,8 @@ use convene_core::room::actor::{ActorConfig, Clock, RoomCommand, RoomHandle};
 use convene_core::room::registry::{OnExit, RoomStarter};
 use convene_core::wire::SessionSink;
 use convene_store::{GroupCommit, Store, StoreError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use room::{DurableRoom, Settings};
 
@@ -25,6 +26,39 @@ pub struct DurableRooms {
     settings: Settings,
     clock: Clock,
     rebuilt: Mutex<HashMap<String, Rebuilt>>,
+    /// Set when the node stops: every room commits a final snapshot and lets go.
+    stopping: watch::Sender<bool>,
+    running: Mutex<Vec<JoinHandle<()>>>,
+    /// Held while the node runs: a second process on the same SQLite file is refused.
+    _data_lock: Option<std::fs::File>,
+}
+
+/// Takes the SQLite store's lock file (`<db>.lock`) for this process; `None` for PostgreSQL
+/// or an in-memory database. Two nodes appending to one file would each rebuild and
+/// extend the same logs, so the second is refused with a clear error.
+pub fn lock_data(url: &str) -> std::io::Result<Option<std::fs::File>> {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return Ok(None);
+    };
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(None);
+    }
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "another Convene process is using the store {path} (its lock {lock_path} is held): \
+             stop it, or give this one its own data directory"
+        ))),
+        Err(std::fs::TryLockError::Error(error)) => Err(error),
+    }
 }
 
 impl DurableRooms {
@@ -35,6 +69,7 @@ impl DurableRooms {
         config: &crate::config::StoreConfig,
         actor: ActorConfig,
         sink: Arc<dyn SessionSink>,
+        data_lock: Option<std::fs::File>,
     ) -> Result<DurableRooms, StoreError> {
         let settings = Settings {
             config: actor,
@@ -53,7 +88,10 @@ impl DurableRooms {
                     room.close_dead_sockets(clock.now()).await;
                     rebuilt.insert(name, Rebuilt { room, handle, rx });
                 }
-                Err(error) => tracing::error!(room = %name, %error, "cannot rebuild the room"),
+                Err(error) => {
+                    tracing::error!(room = %name, %error, "cannot rebuild the room: its log is set aside and the room starts afresh");
+                    store.set_aside(&name, clock.now() as i64).await?;
+                }
             }
         }
         if !rebuilt.is_empty() {
@@ -67,7 +105,25 @@ impl DurableRooms {
             settings,
             clock,
             rebuilt: Mutex::new(rebuilt),
+            stopping: watch::Sender::new(false),
+            running: Mutex::new(Vec::new()),
+            _data_lock: data_lock,
         })
+    }
+
+    /// The node is stopping: each room commits a snapshot of where it is (bounded by
+    /// `deadline`), so the next start rebuilds without replaying the tail of its log.
+    pub async fn stop(&self, deadline: std::time::Duration) {
+        self.stopping.send_replace(true);
+        let running = std::mem::take(&mut *self.running.lock().expect("running lock"));
+        let rooms = running.len();
+        let all = futures_util::future::join_all(running);
+        if tokio::time::timeout(deadline, all).await.is_err() {
+            tracing::warn!(
+                rooms,
+                "rooms still snapshotting at the end of the shutdown grace"
+            );
+        }
     }
 
     /// The rebuilt rooms: the registry starts each so their timers and graces run.
@@ -93,10 +149,14 @@ impl RoomStarter for DurableRooms {
         let ttl = self.settings.config.empty_room_ttl;
         let clock = self.clock;
         let exit_handle = handle.clone();
-        tokio::spawn(async move {
-            room::run(room, clock, rx, ttl).await;
+        let stopping = self.stopping.subscribe();
+        let task = tokio::spawn(async move {
+            room::run(room, clock, rx, ttl, stopping).await;
             on_exit(&exit_handle);
         });
+        let mut running = self.running.lock().expect("running lock");
+        running.retain(|task| !task.is_finished());
+        running.push(task);
         handle
     }
 }

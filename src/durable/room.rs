@@ -13,7 +13,7 @@ use convene_core::wire::{Envelope, RoomOutput, SessionSink};
 use convene_signaling::{CloseReason, ErrorCode, Millis};
 use convene_store::{GroupCommit, RoomLog, Write};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 /// Inputs taken from a room's inbox into one append.
@@ -297,6 +297,23 @@ impl DurableRoom {
         if self.since_snapshot < self.snapshot_every {
             return;
         }
+        let snapshot = self.take_snapshot();
+        self.log.write_later(vec![snapshot]);
+    }
+
+    /// The node is stopping: a snapshot of everything so far, committed before the room
+    /// lets go, so the next start rebuilds from it instead of replaying the tail.
+    async fn final_snapshot(&mut self) {
+        if self.since_snapshot == 0 {
+            return;
+        }
+        let snapshot = self.take_snapshot();
+        if let Err(error) = self.log.write(vec![snapshot]).await {
+            tracing::warn!(room = %self.name, %error, "no final snapshot: the next start replays the log");
+        }
+    }
+
+    fn take_snapshot(&mut self) -> Write {
         self.since_snapshot = 0;
         let recent = self.core.recent();
         let body = serde_json::to_string(&SnapshotOut {
@@ -305,21 +322,22 @@ impl DurableRoom {
             last_now: self.last_now,
         })
         .expect("snapshots serialise");
-        self.log.write_later(vec![Write::Snapshot {
+        Write::Snapshot {
             room: self.name.clone(),
             through: self.next_input - 1,
             body,
-        }]);
+        }
     }
 }
 
 /// Runs the room until it has been empty for the configured time (its log then goes), or
-/// until every handle is gone (the node stops: the log stays for the next start).
+/// until the node stops (`stopping`, or every handle gone): the log stays for the next start.
 pub(super) async fn run(
     mut room: DurableRoom,
     clock: Clock,
     mut rx: mpsc::Receiver<RoomCommand>,
     ttl: Duration,
+    mut stopping: watch::Receiver<bool>,
 ) {
     let mut empty_since: Option<Instant> = Some(Instant::now());
     let mut closed = false;
@@ -342,6 +360,10 @@ pub(super) async fn run(
                 }
                 None => break,
             },
+            () = until_stopping(&mut stopping) => {
+                room.final_snapshot().await;
+                return;
+            }
             _ = sleep_until_opt(wake) => {
                 if room.core.next_deadline().is_some_and(|t| t <= clock.now()) {
                     room.tick(clock.now()).await;
@@ -363,6 +385,11 @@ pub(super) async fn run(
     if closed {
         room.log.write_later(vec![Write::Close { room: room.name }]);
     }
+}
+
+/// Resolves once the node is stopping (or whoever could stop it is gone).
+async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

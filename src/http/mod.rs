@@ -100,6 +100,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub keys: TokenKeys,
     pub rooms: Rooms,
+    /// The single node's durable rooms (`store.durable_log` without a cluster).
+    pub durable: Option<Arc<crate::durable::DurableRooms>>,
     /// Delivers rooms' events and replies to this node's sessions.
     pub hub: Arc<Hub>,
     /// Connected sessions on this node.
@@ -136,7 +138,7 @@ async fn start_rooms(
     actor: ActorConfig,
     hub: &Arc<Hub>,
     cluster: Option<crate::cluster::Cluster>,
-) -> std::io::Result<Rooms> {
+) -> std::io::Result<(Rooms, Option<Arc<crate::durable::DurableRooms>>)> {
     use convene_core::room::registry::RoomStarter;
     let durable = match (&cluster, config.store.durable_log) {
         (None, true) => Some(Arc::new(
@@ -151,7 +153,7 @@ async fn start_rooms(
     for name in durable.iter().flat_map(|d| d.rebuilt_rooms()) {
         rooms.get_or_start(&name);
     }
-    Ok(rooms)
+    Ok((rooms, durable))
 }
 
 /// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
@@ -176,10 +178,11 @@ async fn open_durable(
             redacted_store(&settings.url, &e)
         ))
     };
+    let data_lock = crate::durable::lock_data(&settings.url)?;
     let store = convene_store::Store::open(&settings)
         .await
         .map_err(failed)?;
-    crate::durable::DurableRooms::open(store, c, actor, sink)
+    crate::durable::DurableRooms::open(store, c, actor, sink, data_lock)
         .await
         .map_err(failed)
 }
@@ -296,7 +299,7 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let rooms = start_rooms(&config, actor, &hub, cluster.clone()).await?;
+        let (rooms, durable) = start_rooms(&config, actor, &hub, cluster.clone()).await?;
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),
@@ -323,6 +326,7 @@ impl AppState {
             turn_server,
             keys: TokenKeys::new(config.auth.jwt_secret.as_bytes()),
             rooms,
+            durable,
             hub,
             sessions,
             metrics,
@@ -589,6 +593,11 @@ impl Server {
         let left = self.state.sessions.load(Ordering::Relaxed);
         if left > 0 {
             tracing::warn!(left, "sessions still open at the end of the shutdown grace");
+        }
+        if let Some(durable) = &self.state.durable {
+            durable
+                .stop(Duration::from_secs(config.shutdown_grace_s.max(1)))
+                .await;
         }
         if let Some(cluster) = &self.state.cluster {
             cluster.shutdown().await;

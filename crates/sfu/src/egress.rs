@@ -386,7 +386,7 @@ pub(crate) fn write_header(out: &mut Vec<u8>, p: &RtpOut<'_>, ids: ExtIds) {
         out.push(id << 4);
         out.push(o as u8);
     }
-    while (out.len() - start) % 4 != 0 {
+    while !(out.len() - start).is_multiple_of(4) {
         out.push(0);
     }
     let words = ((out.len() - start) / 4) as u16;

@@ -206,6 +206,49 @@ impl Store {
             .collect()
     }
 
+    /// Moves a room's log out of the live tables (into `set_aside_*`, stamped `at`): a log
+    /// the node cannot rebuild from must not stop a new room of that name from starting.
+    pub async fn set_aside(&self, room: &str, at: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO set_aside_inputs (room, set_aside_at, number, body) \
+             SELECT room, $2, number, body FROM room_inputs WHERE room = $1",
+        )
+        .bind(room)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO set_aside_snapshots (room, set_aside_at, through_input, body) \
+             SELECT room, $2, through_input, body FROM room_snapshots WHERE room = $1",
+        )
+        .bind(room)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        for table in [
+            "room_inputs WHERE room",
+            "room_snapshots WHERE room",
+            "rooms WHERE name",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table} = $1"))
+                .bind(room)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many inputs of `room` were set aside (for tests and operators).
+    pub async fn set_aside_inputs(&self, room: &str) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM set_aside_inputs WHERE room = $1")
+            .bind(room)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? as u64)
+    }
+
     /// A room's snapshot and the inputs after it.
     pub async fn room_log(&self, room: &str) -> Result<RoomLog, StoreError> {
         let snapshot =

@@ -269,7 +269,7 @@ impl Peer {
     fn receive(&mut self, n: usize, source: SocketAddr, buf: &[u8]) -> Result<(), String> {
         if self.drop_every > 0 && is_rtp(&buf[..n]) {
             self.rtp_seen += 1;
-            if self.rtp_seen % self.drop_every == 0 {
+            if self.rtp_seen.is_multiple_of(self.drop_every) {
                 return Ok(());
             }
         }

@@ -68,7 +68,7 @@ impl Synthetic {
         while self.next_video * 1_000_000 / u64::from(FPS) <= elapsed {
             let n = self.next_video;
             self.next_video += 1;
-            let key = self.want_keyframe || n % u64::from(KEYFRAME_EVERY) == 0;
+            let key = self.want_keyframe || n.is_multiple_of(u64::from(KEYFRAME_EVERY));
             self.want_keyframe = false;
             let data = if key {
                 self.key.clone()
