@@ -27,6 +27,24 @@ pub const API_KEY: &str = "test-api-key";
 /// Long enough for a loaded 2-core CI machine, short enough to fail fast.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How much slower than idle the machine runs now: runnable tasks per core (the 1-minute
+/// load average), at least 1 and at most 10. Deadlines multiply by it, so a test waits
+/// longer on a machine other builds are loading instead of failing there.
+#[allow(dead_code)] // Not every test binary that includes `common` waits on a deadline.
+pub fn load_factor() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (load / cores).clamp(1.0, 10.0)
+}
+
+/// `WAIT` scaled by the machine's load now.
+pub fn wait() -> Duration {
+    WAIT.mul_f64(load_factor())
+}
+
 /// The embedded default, on loopback port 0, with known secrets.
 pub fn test_config() -> Config {
     let mut config = Config::default();
@@ -321,7 +339,8 @@ impl Client {
         if let Some(i) = self.pending.iter().position(&mut matches) {
             return self.pending.remove(i).expect("index in range");
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let wait = wait();
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.read_socket(left).await {
@@ -335,7 +354,7 @@ impl Client {
                         .take(8)
                         .map(|m| format!("{m:?}").chars().take(160).collect())
                         .collect();
-                    panic!("expected message did not arrive within {WAIT:?}; {} skipped, the last: {skipped:#?}", self.pending.len())
+                    panic!("expected message did not arrive within {wait:?}; {} skipped, the last: {skipped:#?}", self.pending.len())
                 }
             }
         }
