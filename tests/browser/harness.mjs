@@ -44,7 +44,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * A deadline of `ms` on an idle machine, stretched by how loaded it is now (load average per
- * core, up to 2.5x): CI shares two cores between servers, Chromium and builds.
+ * core, up to 10x, as the Rust tests do): CI shares two cores between servers, Chromium and builds.
  */
 export const scaled = (ms) => Math.round(ms * Math.min(10, Math.max(1, os.loadavg()[0] / os.cpus().length)));
 
