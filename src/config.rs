@@ -115,6 +115,7 @@ pub struct Limits {
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
     pub whip_whep: WhipWhepLimits,
+    pub convenings: crate::convenings::ConveningLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -126,6 +126,8 @@ pub struct AppState {
     pub admission: joins::Admission,
     /// Revoked access tokens and audience links (in Redis for a cluster).
     pub revoked: crate::revocation::Revocations,
+    /// Scheduled convenings: their plans, lobbies and starts.
+    pub convenings: crate::convenings::Convenings,
 }
 
 /// The node's rooms: links to owners in a cluster, durable actors on one node with the
@@ -160,6 +162,14 @@ async fn open_durable(
     actor: ActorConfig,
     sink: Arc<dyn convene_core::wire::SessionSink>,
 ) -> std::io::Result<crate::durable::DurableRooms> {
+    let store = open_store(config).await?;
+    crate::durable::DurableRooms::open(store, &config.store, actor, sink)
+        .await
+        .map_err(|e| store_failed(config, e))
+}
+
+/// Opens (and migrates) the store `[store]` names.
+async fn open_store(config: &Config) -> std::io::Result<convene_store::Store> {
     let c = &config.store;
     let settings = convene_store::StoreSettings {
         url: c.resolved_url()?,
@@ -170,18 +180,31 @@ async fn open_durable(
             convene_store::Sync::Full
         },
     };
-    let failed = |e: convene_store::StoreError| {
-        std::io::Error::other(format!(
-            "opening the store: {}",
-            redacted_store(&settings.url, &e)
-        ))
+    convene_store::Store::open(&settings)
+        .await
+        .map_err(|e| store_failed(config, e))
+}
+
+fn store_failed(config: &Config, e: convene_store::StoreError) -> std::io::Error {
+    let url = config.store.resolved_url().unwrap_or_default();
+    std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e)))
+}
+
+/// Scheduled convenings, from the store when the node has one (`store.durable_log` or a
+/// `store.url`); in memory otherwise (in-process test servers).
+async fn open_convenings(config: &Config) -> std::io::Result<crate::convenings::Convenings> {
+    let store = if config.store.durable_log || !config.store.url.is_empty() {
+        Some(open_store(config).await?)
+    } else {
+        None
     };
-    let store = convene_store::Store::open(&settings)
-        .await
-        .map_err(failed)?;
-    crate::durable::DurableRooms::open(store, c, actor, sink)
-        .await
-        .map_err(failed)
+    crate::convenings::Convenings::open(
+        store,
+        config.limits.convenings.clone(),
+        crate::convenings::ScheduleClock::from_env(),
+    )
+    .await
+    .map_err(|e| store_failed(config, e))
 }
 
 /// A store error without the URL's password (it ends up in logs and on the terminal).
@@ -297,6 +320,8 @@ impl AppState {
             Some(cluster)
         };
         let rooms = start_rooms(&config, actor, &hub, cluster.clone()).await?;
+        let convenings = open_convenings(&config).await?;
+        convenings.run(rooms.clone(), Duration::from_secs(1));
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),
@@ -330,6 +355,7 @@ impl AppState {
             audience: Default::default(),
             admission: joins::Admission::new(&config.server),
             revoked,
+            convenings,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })

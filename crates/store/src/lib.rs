@@ -1,5 +1,6 @@
 //! The durable store: one schema with versioned migrations over SQLite or PostgreSQL, chosen by URL; holds rooms' logs and snapshots.
 
+pub mod convenings;
 pub mod group;
 
 use std::str::FromStr;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+pub use convenings::ConveningRow;
 pub use group::GroupCommit;
 
 /// The migrations, embedded in the binary: a node migrates its store when it starts.

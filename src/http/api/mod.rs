@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+mod convenings;
 mod exports;
 mod rooms;
 mod tokens;
@@ -21,6 +22,7 @@ use super::ws::bearer;
 use super::{ApiError, AppState};
 use convene_core::room::actor::RoomHandle;
 use convene_core::room::operator::{Operation, RoomReport};
+use convenings::*;
 use exports::*;
 use rooms::*;
 pub(in crate::http) use tokens::TokenResponse;
@@ -57,6 +59,19 @@ pub fn router() -> Router<AppState> {
         )
         .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
+        .route(
+            "/convenings",
+            get(list_convenings).post(create_convening),
+        )
+        .route(
+            "/convenings/{id}",
+            get(describe_convening)
+                .patch(update_convening)
+                .delete(cancel_convening),
+        )
+        .route("/convenings/{id}/start", post(start_convening))
+        .route("/convenings/{id}/end", post(end_convening))
+        .route("/convenings/{id}/invites", post(mint_convening_invite))
         .route("/nodes", get(list_nodes))
 }
 
@@ -87,7 +102,15 @@ pub fn router() -> Router<AppState> {
         audience::mint_audience_link,
         audience::revoke_audience_link,
         audience::join_audience_link,
-        list_nodes
+        list_nodes,
+        list_convenings,
+        create_convening,
+        describe_convening,
+        update_convening,
+        cancel_convening,
+        start_convening,
+        end_convening,
+        mint_convening_invite
     ),
     components(schemas(ExportFormat)),
     modifiers(&BearerAuth),
