@@ -875,11 +875,15 @@ pub enum RoomEvent {
         poll: Poll,
     },
     /// The convening has not started: to its lobby and staff (sent again when it changes).
-    Lobby { lobby: Lobby },
+    Lobby {
+        lobby: Lobby,
+    },
     /// The convening started: to staff; each attendee in the lobby gets `admitted` instead.
     ConveningStarted,
     /// You were let in from the lobby: the room as you may now see it (as in `welcome`).
-    Admitted { snapshot: Box<RoomSnapshot> },
+    Admitted {
+        snapshot: Box<RoomSnapshot>,
+    },
 }
 
 /// The JSON Schema of both directions, as committed in `schema.json`.

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use convene_core::room::operator::{Operation, RoomReport};
 use convene_core::room::actor::RoomHandle;
+use convene_core::room::operator::{Operation, RoomReport};
 use convene_core::room::registry::Rooms;
 use convene_signaling::{Lobby, Millis};
 use convene_store::{Store, StoreError};
@@ -54,7 +54,10 @@ impl ScheduleClock {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         if offset_ms != 0 {
-            tracing::warn!(offset_ms, "the schedule's clock is shifted (a test setting)");
+            tracing::warn!(
+                offset_ms,
+                "the schedule's clock is shifted (a test setting)"
+            );
         }
         ScheduleClock { offset_ms }
     }

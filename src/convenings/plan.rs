@@ -184,12 +184,14 @@ impl Convening {
 
     /// The attributes an invite for `identity` carries: their team, when the plan names it.
     pub fn planned_attrs(&self, identity: &str) -> BTreeMap<String, String> {
-        let team = self.plan.breakouts.teams.iter().find_map(|(team, members)| {
-            members
-                .iter()
-                .any(|m| m == identity)
-                .then(|| team.clone())
-        });
+        let team = self
+            .plan
+            .breakouts
+            .teams
+            .iter()
+            .find_map(|(team, members)| {
+                members.iter().any(|m| m == identity).then(|| team.clone())
+            });
         let key = self
             .plan
             .breakouts

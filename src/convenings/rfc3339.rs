@@ -91,8 +91,8 @@ pub fn parse(text: &str) -> Result<u64, String> {
         }
         _ => return Err(bad()),
     };
-    let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s.min(59)
-        - offset_min * 60;
+    let seconds =
+        days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s.min(59) - offset_min * 60;
     if seconds < 0 {
         return Err(bad());
     }
@@ -120,7 +120,10 @@ mod tests {
     fn reads_and_writes_rfc3339() {
         assert_eq!(parse("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse("2026-12-14T18:00:00Z"), Ok(1_797_271_200_000));
-        assert_eq!(parse("2026-12-14T19:00:00.250+01:00"), Ok(1_797_271_200_250));
+        assert_eq!(
+            parse("2026-12-14T19:00:00.250+01:00"),
+            Ok(1_797_271_200_250)
+        );
         assert_eq!(parse("2024-02-29T00:00:00-00:30"), Ok(1_709_166_600_000));
         assert_eq!(format(1_797_271_200_999), "2026-12-14T18:00:00Z");
         assert_eq!(format(1_709_166_600_000), "2024-02-29T00:30:00Z");

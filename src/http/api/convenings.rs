@@ -239,10 +239,7 @@ async fn authorise_for(
     id: &str,
     moderators: bool,
 ) -> Result<Convening, ApiError> {
-    let admin = matches!(
-        authorise(state, headers, None).await,
-        Ok(Caller::Admin)
-    );
+    let admin = matches!(authorise(state, headers, None).await, Ok(Caller::Admin));
     if admin {
         return state
             .convenings

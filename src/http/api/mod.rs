@@ -59,10 +59,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/rooms/{room}/polls", get(export_polls))
         .route("/tokens", post(mint_token))
-        .route(
-            "/convenings",
-            get(list_convenings).post(create_convening),
-        )
+        .route("/convenings", get(list_convenings).post(create_convening))
         .route(
             "/convenings/{id}",
             get(describe_convening)

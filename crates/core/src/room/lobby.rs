@@ -96,6 +96,8 @@ impl RoomState {
         if self.lobby.take().is_none() {
             return Vec::new();
         }
+        // The rehearsal's chat stays backstage: attendees start with an empty room chat.
+        self.chat.forget(Place::Main);
         let mut events = vec![Event::new(Audience::staff(), RoomEvent::ConveningStarted)];
         for identity in self.attendees() {
             let Some(viewer) = self.viewer(&identity) else {
@@ -168,7 +170,10 @@ mod tests {
                 _ => None,
             })
             .expect("ana is admitted");
-        assert_eq!(admitted.chat.len(), 1);
+        assert!(
+            admitted.chat.is_empty(),
+            "the rehearsal's chat stays backstage"
+        );
         assert!(admitted.lobby.is_none());
         assert!(room.open().is_empty(), "opening twice does nothing");
     }
