@@ -11,6 +11,7 @@ import { Media } from "/media.js";
 import {
   renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
 } from "/views.js";
+import { renderLobby } from "/lobby.js";
 
 const token = takeToken();
 
@@ -165,6 +166,12 @@ function handle(msg) {
         media.startReceiving();
       }
       if (ev.type === "track_unpublished") media.dropRemoteTrack(ev.track_id);
+      if (ev.type === "admitted") {
+        // Out of the lobby (where nothing was received): the room's media as it is now.
+        for (const t of ev.snapshot.tracks) media.placeTrack(t.id);
+        media.startReceiving();
+        if (!ui.chosenTab) ui.tab = defaultTab();
+      }
       break;
     }
     case "server_shutdown":
@@ -218,6 +225,7 @@ function scheduleRender() {
 function render() {
   if (!state.you) return;
   const you = state.you;
+  renderLobby(state, startConvening);
   const shown = tabsFor();
   const phone = isPhone();
   // The stage tab exists on phones only; elsewhere the stage is always in view.
@@ -514,6 +522,18 @@ function copyButton(url, box) {
   } }, "Copy link");
 }
 
+/** A host or moderator starts the scheduled convening: the lobby's attendees come in. */
+async function startConvening() {
+  const id = state.lobby?.convening_id;
+  if (!id) return;
+  try {
+    const res = await fetch(`/api/v1/convenings/${encodeURIComponent(id)}/start`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message ?? res.statusText);
+  } catch (e) {
+    notice(`Start: ${/** @type {Error} */ (e).message}`, "error");
+  }
+}
+
 /** The room's admin API with this page's token. @param {string} method @param {string} path @param {any} [body] */
 async function api(method, path, body) {
   const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/${path}`, {
@@ -610,7 +630,7 @@ $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
 $("bo-back").onclick = () => send("choose_breakout", { breakout: state.leftBreakout });
 onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));
-setInterval(() => renderTimer(state), 1000);
+setInterval(() => { renderTimer(state); if (state.lobby) renderLobby(state, startConvening); }, 1000);
 matchMedia("(max-width: 700px)").addEventListener("change", () => render());
 
 // For the console and for tests: the live state (read-only use) and the command sender.

@@ -115,6 +115,18 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/views.js",
             asset!("views.js", "text/javascript; charset=utf-8"),
         )
+        .route(
+            "/lobby.js",
+            asset!("lobby.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/convenings",
+            asset!("convenings.html", "text/html; charset=utf-8"),
+        )
+        .route(
+            "/convenings.js",
+            asset!("convenings.js", "text/javascript; charset=utf-8"),
+        )
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
         // Browsers ask for /favicon.ico whatever the page links; both get the one SVG icon.
         .route("/favicon.svg", asset!("favicon.svg", "image/svg+xml"))
