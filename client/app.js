@@ -89,7 +89,10 @@ function gate(title, textContent) {
 const conn = new Connection(token ?? "", {
   onMessage: handle,
   onStatus: setStatus,
-  onRefused: gate,
+  // Removed because the convening ended: say so, not that a moderator removed them.
+  onRefused: (title, text) => (state.removedReason?.endsWith("has ended")
+    ? gate("This convening has ended", `${state.removedReason}. Thank you for taking part.`)
+    : gate(title, text)),
   resumeFrom: () => (state.sessionId ? { sessionId: state.sessionId, lastSeq: state.seq } : null),
   admitted: () => state.you != null,
 });
@@ -239,7 +242,8 @@ function render() {
     if (name !== "stage") $(`panel-${name}`).hidden = !selected;
   }
   $("app").dataset.tab = ui.tab;
-  $("place").textContent = you.breakout == null ? "Main room" : `${you.facilitator ? "Visiting" : "In"} ${roomNameOf(you.breakout)}`;
+  $("place").textContent = state.lobby && you.role === "participant" ? "Lobby" : state.lobby ? "Backstage"
+    : you.breakout == null ? "Main room" : `${you.facilitator ? "Visiting" : "In"} ${roomNameOf(you.breakout)}`;
   const ctx = { state, send, pending: (/** @type {string} */ t) => conn.pendingOf(t), media, ui, editQuestion };
   renderPeople(ctx);
   renderChat(ctx);

@@ -39,6 +39,8 @@ export function createState() {
     leftBreakout: null,
     /** A scheduled convening not started yet: attendees wait in its lobby. @type {any} */
     lobby: null,
+    /** Why the server removed this person (the convening ended, or a moderator). @type {string|null} */
+    removedReason: null,
     seq: 0,
     /** @type {string|null} */ sessionId: null,
     joins: 0,
@@ -147,7 +149,8 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.handOrder.delete(ev.identity);
       break;
     case "removed":
-      notes.push({ text: `You were removed: ${ev.reason}`, kind: "error" });
+      state.removedReason = ev.reason;
+      notes.push(ev.reason.endsWith("has ended") ? { text: `${ev.reason}.`, announce: true } : { text: `You were removed: ${ev.reason}`, kind: "error" });
       break;
     case "participant_count":
       state.count = ev.count;
