@@ -126,6 +126,8 @@ pub struct AppState {
     pub admission: joins::Admission,
     /// Revoked access tokens and audience links (in Redis for a cluster).
     pub revoked: crate::revocation::Revocations,
+    /// Convenings' records and reports, when the node has a store.
+    pub recorder: Option<Arc<crate::record::Recorder>>,
 }
 
 /// The node's rooms: links to owners in a cluster, durable actors on one node with the
@@ -136,11 +138,12 @@ async fn start_rooms(
     actor: ActorConfig,
     hub: &Arc<Hub>,
     cluster: Option<crate::cluster::Cluster>,
+    record: Recording,
 ) -> std::io::Result<Rooms> {
     use convene_core::room::registry::RoomStarter;
     let durable = match (&cluster, config.store.durable_log) {
         (None, true) => Some(Arc::new(
-            open_durable(config, actor.clone(), hub.clone()).await?,
+            open_durable(config, actor.clone(), hub.clone(), record).await?,
         )),
         _ => None,
     };
@@ -155,10 +158,18 @@ async fn start_rooms(
 }
 
 /// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
+/// What the record needs when a store opens: the node's webhooks, and where its writer goes
+/// (the rooms' hooks read it from there).
+struct Recording {
+    webhooks: crate::webhooks::Webhooks,
+    slot: Arc<std::sync::OnceLock<Arc<crate::record::Recorder>>>,
+}
+
 async fn open_durable(
     config: &Config,
     actor: ActorConfig,
     sink: Arc<dyn convene_core::wire::SessionSink>,
+    record: Recording,
 ) -> std::io::Result<crate::durable::DurableRooms> {
     let c = &config.store;
     let settings = convene_store::StoreSettings {
@@ -179,7 +190,14 @@ async fn open_durable(
     let store = convene_store::Store::open(&settings)
         .await
         .map_err(failed)?;
-    crate::durable::DurableRooms::open(store, c, actor, sink)
+    let log = convene_store::GroupCommit::start(store.clone(), c.max_batch_writes);
+    let url = config.advertised_url(config.server.listen);
+    let days = i64::from(c.retention_days);
+    let recorder = crate::record::Recorder::new(store.clone(), log.clone(), record.webhooks, &url, days);
+    recorder.sweep_every(Duration::from_secs(c.sweep_interval_s));
+    recorder.heartbeat_every(Duration::from_millis(c.record_heartbeat_ms));
+    let _ = record.slot.set(recorder.clone());
+    crate::durable::DurableRooms::open(store, log, c, actor, sink, Some(recorder))
         .await
         .map_err(failed)
 }
@@ -227,6 +245,11 @@ impl AppState {
         };
         let (turn, turn_server) =
             crate::turn::node::start(&config, media.as_ref(), turn_tls).await?;
+        let webhooks = crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(|error| {
+            tracing::error!(%error, "webhooks are off");
+            crate::webhooks::Webhooks::default()
+        });
+        let recorder_slot = Arc::new(std::sync::OnceLock::new());
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -243,13 +266,9 @@ impl AppState {
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
             hooks: Arc::new(crate::hooks::NodeHooks {
-                webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(
-                    |error| {
-                        tracing::error!(%error, "webhooks are off");
-                        crate::webhooks::Webhooks::default()
-                    },
-                ),
+                webhooks: webhooks.clone(),
                 turn: turn.clone(),
+                recorder: recorder_slot.clone(),
             }),
         };
         let sessions = Arc::new(AtomicUsize::new(0));
@@ -296,7 +315,11 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let rooms = start_rooms(&config, actor, &hub, cluster.clone()).await?;
+        let recording = Recording {
+            webhooks,
+            slot: recorder_slot.clone(),
+        };
+        let rooms = start_rooms(&config, actor, &hub, cluster.clone(), recording).await?;
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),
@@ -315,6 +338,7 @@ impl AppState {
             config.auth.max_revoked_per_room,
         );
         Ok(AppState {
+            recorder: recorder_slot.get().cloned(),
             cluster,
             limits: Arc::new(config.limits.clone()),
             media,
