@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Query, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use convene_signaling::Role;
 use serde::de::DeserializeOwned;
@@ -13,6 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 mod exports;
+mod record;
 mod rooms;
 mod tokens;
 
@@ -22,6 +23,7 @@ use super::{ApiError, AppState};
 use convene_core::room::actor::RoomHandle;
 use convene_core::room::operator::{Operation, RoomReport};
 use exports::*;
+use record::*;
 use rooms::*;
 pub(in crate::http) use tokens::TokenResponse;
 use tokens::*;
@@ -56,6 +58,12 @@ pub fn router() -> Router<AppState> {
             delete(audience::revoke_audience_link),
         )
         .route("/rooms/{room}/polls", get(export_polls))
+        .route("/convenings", get(list_convenings))
+        .route("/convenings/{id}/report", get(convening_report))
+        .route("/convenings/{id}/report/{file}", get(convening_csv))
+        .route("/convenings/{id}/retention", put(set_retention))
+        .route("/convenings/{id}/record", delete(delete_record))
+        .route("/people/{identity}", delete(erase_person))
         .route("/tokens", post(mint_token))
         .route("/nodes", get(list_nodes))
 }
@@ -87,7 +95,13 @@ pub fn router() -> Router<AppState> {
         audience::mint_audience_link,
         audience::revoke_audience_link,
         audience::join_audience_link,
-        list_nodes
+        list_nodes,
+        list_convenings,
+        convening_report,
+        convening_csv,
+        set_retention,
+        delete_record,
+        erase_person
     ),
     components(schemas(ExportFormat)),
     modifiers(&BearerAuth),
