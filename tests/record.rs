@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{http_get, http_request, TestServer, API_KEY, WAIT};
-use convene_signaling::{Command, QaMode, Role, RoomKind};
+use convene_signaling::{Command, QaMode, Role, RoomEvent, RoomKind};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -414,4 +414,262 @@ async fn records_expire_after_their_retention_and_can_be_deleted_and_callers_are
     for part in ["attendance", "questions", "polls", "chat"] {
         assert_eq!(emptied[part], serde_json::json!([]), "{part}");
     }
+}
+
+/// The crowd's size (`CONVENE_RECORD_SIZE`, default 200).
+fn size() -> usize {
+    std::env::var("CONVENE_RECORD_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .max(20)
+}
+
+/// Deadlines grow with the crowd (a 2-core machine shared with CI).
+fn scaled(base_s: u64, size: usize) -> Duration {
+    Duration::from_secs(base_s + size as u64 / 10)
+}
+
+/// What the participants were acknowledged (chat, questions, upvotes, votes), and what they
+/// saw of it; the report must hold exactly the acknowledged and agree with the seen.
+#[derive(Default)]
+struct Expected {
+    /// message id -> (author, text): acked, not deleted
+    chat: std::collections::BTreeMap<u64, (String, String)>,
+    /// question id -> (text, acked upvotes)
+    questions: std::collections::BTreeMap<u64, (String, u32)>,
+    /// poll id -> acked votes per option
+    polls: std::collections::BTreeMap<u64, Vec<u32>>,
+    /// message id -> text, as any client saw it (deletions applied)
+    seen_chat: std::collections::BTreeMap<u64, String>,
+}
+
+fn expected(logs: &[cluster_support::crowd::Log], deleted: u64, options: usize) -> Expected {
+    let mut x = Expected::default();
+    let mut upvotes: Vec<u64> = Vec::new();
+    for log in logs {
+        for (rid, command) in &log.sent {
+            let Some(answer) = log.acked.get(rid) else {
+                continue;
+            };
+            match (command, answer) {
+                (Command::SendChat { text }, Some(id)) => {
+                    x.chat.insert(*id, (log.identity.clone(), text.clone()));
+                }
+                (Command::AskQuestion { text, .. }, Some(id)) => {
+                    x.questions.entry(*id).or_insert((String::new(), 0)).0 = text.clone();
+                }
+                (Command::Upvote { question_id }, _) => upvotes.push(*question_id),
+                (Command::VotePoll { poll_id, choices }, _) => {
+                    let counts = x.polls.entry(*poll_id).or_insert(vec![0; options]);
+                    for c in choices {
+                        counts[*c as usize] += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for e in log.conns.iter().flat_map(|c| c.events.iter()) {
+            if let RoomEvent::ChatMessage { message: m } = &e.event {
+                x.seen_chat.insert(m.id, m.text.clone());
+            }
+        }
+    }
+    for q in upvotes {
+        if let Some(entry) = x.questions.get_mut(&q) {
+            entry.1 += 1;
+        }
+    }
+    x.chat.remove(&deleted);
+    x.seen_chat.remove(&deleted);
+    x
+}
+
+/// How the report's Q&A, poll and chat differ from what was acknowledged and seen, or `None`.
+fn differs(report: &Value, x: &Expected) -> Option<String> {
+    let chat: std::collections::BTreeMap<u64, (String, String)> = report["chat"]
+        .as_array()?
+        .iter()
+        .map(|c| {
+            let id = c["id"].as_u64().unwrap();
+            (id, (c["identity"].as_str().unwrap().into(), c["text"].as_str().unwrap().into()))
+        })
+        .collect();
+    if chat != x.chat {
+        return Some(format!("chat: {} in the report, {} acked", chat.len(), x.chat.len()));
+    }
+    for (id, text) in &x.seen_chat {
+        if chat.get(id).map(|c| &c.1) != Some(text) {
+            return Some(format!("message {id} was seen as {text:?}"));
+        }
+    }
+    let questions = report["questions"].as_array()?;
+    if questions.len() != x.questions.len() {
+        return Some(format!("questions: {} vs {}", questions.len(), x.questions.len()));
+    }
+    for q in questions {
+        let id = q["id"].as_u64().unwrap();
+        let (text, votes) = &x.questions[&id];
+        if q["text"] != text.as_str() || q["votes"] != *votes {
+            return Some(format!("question {id}: {q} vs {text:?} with {votes} upvotes"));
+        }
+    }
+    for p in report["polls"].as_array()? {
+        let id = p["id"].as_u64().unwrap();
+        let counts: Vec<u32> = serde_json::from_value(p["counts"].clone()).ok()?;
+        if counts != x.polls[&id] {
+            return Some(format!("poll {id}: {counts:?} vs {:?}", x.polls[&id]));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
+    use cluster_support::crowd::{traffic, wait_for, Crowd, Plan};
+    use convene_signaling::{Assignment, BreakoutPlan, BreakoutRooms};
+    let size = size();
+    let dir = fresh_dir("crowd");
+    // Through a link of another name: someone's `pkill -f "convene serve"` misses it.
+    let bin = dir.join("record-node");
+    std::os::unix::fs::symlink(cluster_support::BIN, &bin).expect("link to convene");
+    let data = dir.join("data").display().to_string();
+    let env = [("CONVENE_DATA_DIR", data.as_str()), ("CONVENE_STORE_SNAPSHOT_EVERY", "50")];
+    let port = cluster_support::free_port();
+    let spawn = || cluster_support::Node::spawn_with(&bin, "solo", port, "", &env);
+    let mut node = spawn();
+    node.ready().await;
+    let http = node.http();
+    let view = cluster_support::View::of(vec![node.ws()]);
+    let crowd = Crowd::join_view(view.clone(), "summit", size).await;
+    let handles = crowd.handles();
+    let host = handles[0].clone();
+    let acked = |rid: String| {
+        let host = host.clone();
+        async move {
+            wait_for(scaled(10, size), "the host's command", || host.ack_of(&rid).is_some()).await;
+            host.ack_of(&rid).flatten()
+        }
+    };
+    // Everyone but the host goes to one of two breakouts for the rest of the event.
+    acked(host.send(Command::SetBreakoutPlan {
+        plan: BreakoutPlan {
+            rooms: BreakoutRooms::Named(vec!["Birch".into(), "Cedar".into()]),
+            assignment: Assignment::Auto,
+            duration_s: None,
+            allow_leave: true,
+        },
+    }))
+    .await;
+    acked(host.send(Command::OpenBreakouts)).await;
+    let poll_id = acked(host.send(Command::LaunchPoll {
+        question: "Which strand next?".into(),
+        options: vec!["literacy".into(), "math".into()],
+        multiple: false,
+        live_results: true,
+    }))
+    .await
+    .expect("a poll id");
+    let vote = |i: usize| {
+        handles[i].send(Command::VotePoll {
+            poll_id,
+            choices: vec![(i % 2) as u32],
+        })
+    };
+    let mut votes: Vec<(usize, String)> = (1..size).step_by(6).map(|i| (i, vote(i))).collect();
+    let traffic = traffic(crowd.handles(), Plan::standard(14));
+    let before = crowd.acks();
+    wait_for(scaled(15, size), "acks before the kill", || crowd.acks() >= before + 20).await;
+
+    view.set_up(0, false);
+    let stopped = Instant::now();
+    node.kill9().await;
+    node = spawn();
+    node.ready().await;
+    view.set_up(0, true);
+    let outage = stopped.elapsed();
+    let at_restart = crowd.acks();
+    wait_for(scaled(15, size), "an ack after the restart", || crowd.acks() > at_restart).await;
+    votes.extend((4..size).step_by(6).map(|i| (i, vote(i))));
+    let doomed = acked(host.send(Command::SendChat { text: "to be withdrawn".into() }))
+        .await
+        .expect("a message id");
+    acked(host.send(Command::DeleteChat { message_id: doomed })).await;
+    traffic.await.expect("traffic task");
+    crowd.settle(scaled(20, size)).await.expect("every command answered");
+    let voted = votes.iter().filter(|(i, rid)| handles[*i].ack_of(rid).is_some()).count();
+    let logs = crowd.finish().await;
+    let saw = expected(&logs, doomed, 2);
+    assert_eq!(saw.polls[&poll_id].iter().sum::<u32>() as usize, voted);
+    assert!(!saw.chat.is_empty() && !saw.questions.is_empty());
+
+    let id = convenings(&http, "summit", "live").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = format!("{http}/api/v1/convenings/{id}/report");
+    // Rows commit just after the acks they follow: wait until the record has caught up.
+    let deadline = Instant::now() + scaled(10, size);
+    let report = loop {
+        let (status, body) = get(&url).await;
+        assert_eq!(status, 200, "{body}");
+        let report = json(&body);
+        match differs(&report, &saw) {
+            None => break report,
+            Some(how) if Instant::now() > deadline => panic!("the report differs: {how}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+
+    let gaps = report["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "one outage: {gaps:?}");
+    let gap_ms = gaps[0][1].as_i64().unwrap() - gaps[0][0].as_i64().unwrap();
+    // From the last heartbeat (every 2 s) or input before the kill to the rebuild.
+    assert!(
+        gap_ms > 0 && gap_ms <= outage.as_millis() as i64 + 3_000,
+        "gap {gap_ms} ms for an outage of {outage:?}"
+    );
+    let people = report["attendance"].as_array().unwrap();
+    assert_eq!(people.len(), size, "everyone who came is in the report");
+    let end = gaps[0][1].as_i64().unwrap().max(
+        people.iter().map(|p| p["first_join"].as_i64().unwrap()).max().unwrap(),
+    );
+    let mut in_breakouts = 0;
+    for p in people {
+        assert_eq!(p["stays"], 1, "the outage split a stay: {p}");
+        assert!(p["last_leave"].is_null(), "the outage counted as leaving: {p}");
+        let span = report_end(&report).max(end) - p["first_join"].as_i64().unwrap();
+        let present = p["seconds_present"].as_i64().unwrap() * 1000;
+        assert!(present <= span - gap_ms + 1000, "the gap counted as present: {p}");
+        if p["seconds_in_breakouts"].as_i64().unwrap() > 0 {
+            in_breakouts += 1;
+        }
+    }
+    assert!(in_breakouts >= (size - 1) * 9 / 10, "{in_breakouts} spent time in breakouts");
+    eprintln!(
+        "{size} attendees: outage {outage:?}, gap {gap_ms} ms, {} chat messages, {} questions",
+        saw.chat.len(),
+        saw.questions.len()
+    );
+}
+
+/// The latest time the report's attendance could run to: its last gap or leave.
+fn report_end(report: &Value) -> i64 {
+    let gaps = report["gaps"].as_array().unwrap();
+    let last_gap = gaps.iter().map(|g| g[1].as_i64().unwrap()).max().unwrap_or(0);
+    let last_leave = report["attendance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["last_leave"].as_i64())
+        .max()
+        .unwrap_or(0);
+    last_gap.max(last_leave).max(crate::record_now())
+}
+
+fn record_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
