@@ -673,3 +673,112 @@ fn record_now() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_in_a_cluster_the_report_is_the_same_from_every_node() {
+    use cluster_support::crowd::{traffic, wait_for, Crowd, Plan};
+    let size = std::env::var("CONVENE_RECORD_CLUSTER_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60usize)
+        .max(12);
+    let pg = cluster_support::postgres::Postgres::start().await;
+    let url = pg.url();
+    let env = [("CONVENE_STORE_URL", url.as_str())];
+    let mut cluster = cluster_support::Cluster::start_with(3, &env).await;
+    let crowd = Crowd::join(&cluster, "forum", size).await;
+    let handles = crowd.handles();
+    let host = handles[0].clone();
+    let acked = |rid: String| {
+        let host = host.clone();
+        async move {
+            wait_for(scaled(10, size), "the host's command", || host.ack_of(&rid).is_some()).await;
+            host.ack_of(&rid).flatten()
+        }
+    };
+    let poll_id = acked(host.send(Command::LaunchPoll {
+        question: "Next strand?".into(),
+        options: vec!["literacy".into(), "math".into(), "science".into()],
+        multiple: false,
+        live_results: true,
+    }))
+    .await
+    .expect("a poll id");
+    let vote = |i: usize| {
+        handles[i].send(Command::VotePoll {
+            poll_id,
+            choices: vec![(i % 3) as u32],
+        })
+    };
+    for i in (1..size).step_by(4) {
+        vote(i);
+    }
+    let traffic = traffic(crowd.handles(), Plan::standard(12));
+    let before = crowd.acks();
+    wait_for(scaled(15, size), "acks before the kill", || crowd.acks() >= before + 20).await;
+
+    let owner = cluster.wait_owner("forum", None, scaled(10, size)).await;
+    cluster.view.set_up(owner, false);
+    cluster.nodes[owner].kill9().await;
+    let next = cluster.wait_owner("forum", Some(owner), scaled(20, size)).await;
+    let at_takeover = crowd.acks();
+    wait_for(scaled(20, size), "an ack after the takeover", || crowd.acks() > at_takeover).await;
+    for i in (3..size).step_by(4) {
+        vote(i);
+    }
+    let doomed = acked(host.send(Command::SendChat { text: "withdrawn".into() }))
+        .await
+        .expect("a message id");
+    acked(host.send(Command::DeleteChat { message_id: doomed })).await;
+    traffic.await.expect("traffic task");
+    crowd.settle(scaled(25, size)).await.expect("every command answered");
+    let logs = crowd.finish().await;
+    let saw = expected(&logs, doomed, 3);
+
+    // The killed node comes back on its port: every node answers from the shared store.
+    let dir = fresh_dir("cluster-bin");
+    let bin = dir.join("record-cluster-node");
+    std::os::unix::fs::symlink(cluster_support::BIN, &bin).expect("link to convene");
+    let (id, port) = (cluster.nodes[owner].id.clone(), cluster.nodes[owner].port);
+    let redis = cluster.redis.url();
+    cluster.nodes[owner] = cluster_support::Node::spawn_with(&bin, &id, port, &redis, &env);
+    cluster.nodes[owner].ready().await;
+
+    let http = cluster.nodes[next].http();
+    let id = convenings(&http, "forum", "live").await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + scaled(15, size);
+    let (report, body) = loop {
+        let (status, body) = get(&format!("{http}/api/v1/convenings/{id}/report")).await;
+        assert_eq!(status, 200, "{body}");
+        let report = json(&body);
+        match differs(&report, &saw) {
+            None => break (report, body),
+            Some(how) if Instant::now() > deadline => panic!("the report differs: {how}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let people = report["attendance"].as_array().unwrap();
+    assert_eq!(people.len(), size, "everyone is in the report");
+    for p in people {
+        assert_eq!(p["stays"], 1, "the takeover split a stay: {p}");
+        assert!(p["last_leave"].is_null(), "the takeover counted as leaving: {p}");
+    }
+    let csv_path = format!("/api/v1/convenings/{id}/report/attendance.csv");
+    let (_, csv) = get(&format!("{http}{csv_path}")).await;
+    for node in &cluster.nodes {
+        let (_, again) = get(&format!("{}/api/v1/convenings/{id}/report", node.http())).await;
+        assert_eq!(again, body, "the report from {}", node.id);
+        let (_, csv_again) = get(&format!("{}{csv_path}", node.http())).await;
+        assert_eq!(csv_again, csv, "the CSV from {}", node.id);
+    }
+    eprintln!(
+        "cluster of 3, {size} attendees, owner {} killed, {} took over: {} chat, {} questions",
+        cluster.nodes[owner].id,
+        cluster.nodes[next].id,
+        saw.chat.len(),
+        saw.questions.len()
+    );
+}

@@ -143,10 +143,16 @@ async fn start_rooms(
     use convene_core::room::registry::RoomStarter;
     let durable = match (&cluster, config.store.durable_log) {
         (None, true) => Some(Arc::new(
-            open_durable(config, actor.clone(), hub.clone(), record).await?,
+            open_durable(config, actor.clone(), hub.clone(), record.clone()).await?,
         )),
         _ => None,
     };
+    if cluster.is_some() && !config.store.url.is_empty() {
+        // A cluster's record: every node writes its owned rooms' rows to the shared store.
+        let store = open_store(config).await?;
+        let log = convene_store::GroupCommit::start(store.clone(), config.store.max_batch_writes);
+        start_recorder(config, store, log, record);
+    }
     let starter = cluster
         .map(|c| Arc::new(c) as Arc<dyn RoomStarter>)
         .or_else(|| durable.clone().map(|d| d as Arc<dyn RoomStarter>));
@@ -160,6 +166,7 @@ async fn start_rooms(
 /// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
 /// What the record needs when a store opens: the node's webhooks, and where its writer goes
 /// (the rooms' hooks read it from there).
+#[derive(Clone)]
 struct Recording {
     webhooks: crate::webhooks::Webhooks,
     slot: Arc<std::sync::OnceLock<Arc<crate::record::Recorder>>>,
@@ -171,6 +178,35 @@ async fn open_durable(
     sink: Arc<dyn convene_core::wire::SessionSink>,
     record: Recording,
 ) -> std::io::Result<crate::durable::DurableRooms> {
+    let c = &config.store;
+    let store = open_store(config).await?;
+    let log = convene_store::GroupCommit::start(store.clone(), c.max_batch_writes);
+    let recorder = start_recorder(config, store.clone(), log.clone(), record);
+    let url = c.resolved_url()?;
+    crate::durable::DurableRooms::open(store, log, c, actor, sink, Some(recorder))
+        .await
+        .map_err(|e| std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e))))
+}
+
+/// The record's writer on `log`, its sweeper and heartbeat; the rooms' hooks find it.
+fn start_recorder(
+    config: &Config,
+    store: convene_store::Store,
+    log: convene_store::GroupCommit,
+    record: Recording,
+) -> Arc<crate::record::Recorder> {
+    let c = &config.store;
+    let url = config.advertised_url(config.server.listen);
+    let days = i64::from(c.retention_days);
+    let recorder = crate::record::Recorder::new(store, log, record.webhooks, &url, days);
+    recorder.sweep_every(Duration::from_secs(c.sweep_interval_s));
+    recorder.heartbeat_every(Duration::from_millis(c.record_heartbeat_ms));
+    let _ = record.slot.set(recorder.clone());
+    recorder
+}
+
+/// The store (`store.url`, or SQLite in `store.data_dir`), migrated.
+async fn open_store(config: &Config) -> std::io::Result<convene_store::Store> {
     let c = &config.store;
     let settings = convene_store::StoreSettings {
         url: c.resolved_url()?,
@@ -187,19 +223,7 @@ async fn open_durable(
             redacted_store(&settings.url, &e)
         ))
     };
-    let store = convene_store::Store::open(&settings)
-        .await
-        .map_err(failed)?;
-    let log = convene_store::GroupCommit::start(store.clone(), c.max_batch_writes);
-    let url = config.advertised_url(config.server.listen);
-    let days = i64::from(c.retention_days);
-    let recorder = crate::record::Recorder::new(store.clone(), log.clone(), record.webhooks, &url, days);
-    recorder.sweep_every(Duration::from_secs(c.sweep_interval_s));
-    recorder.heartbeat_every(Duration::from_millis(c.record_heartbeat_ms));
-    let _ = record.slot.set(recorder.clone());
-    crate::durable::DurableRooms::open(store, log, c, actor, sink, Some(recorder))
-        .await
-        .map_err(failed)
+    convene_store::Store::open(&settings).await.map_err(failed)
 }
 
 /// A store error without the URL's password (it ends up in logs and on the terminal).

@@ -33,6 +33,16 @@ struct Seen {
     breakout: Option<u32>,
 }
 
+/// A room as the recorder knows it.
+enum Known {
+    /// Its convening is being looked up (a cluster node that just took the room over): its
+    /// events wait here, in order.
+    Opening(Vec<(u64, RoomEvent, Option<String>, Millis)>),
+    Running(Running),
+    /// Its convening ended while the room runs on: nothing more is recorded until it closes.
+    Ended,
+}
+
 /// One running room's convening.
 struct Running {
     convening: String,
@@ -48,7 +58,8 @@ pub struct Recorder {
     /// Where the `convening.ended` webhook points (`server.public_url`).
     public_url: String,
     retention_days: i64,
-    rooms: Mutex<HashMap<String, Running>>,
+    rooms: Mutex<HashMap<String, Known>>,
+    me: std::sync::Weak<Recorder>,
 }
 
 fn role_name(role: convene_signaling::Role) -> String {
@@ -76,13 +87,14 @@ impl Recorder {
         public_url: &str,
         retention_days: i64,
     ) -> Arc<Recorder> {
-        Arc::new(Recorder {
+        Arc::new_cyclic(|me| Recorder {
             store,
             log,
             webhooks,
             public_url: public_url.trim_end_matches('/').to_string(),
             retention_days,
             rooms: Mutex::new(HashMap::new()),
+            me: me.clone(),
         })
     }
 
@@ -116,15 +128,42 @@ impl Recorder {
                 (c.id, true)
             }
         };
-        self.rooms.lock().expect("recorder lock").insert(
-            room.to_string(),
-            Running {
-                convening: convening.clone(),
-                ad_hoc,
-                people: HashMap::new(),
-            },
-        );
+        let mut running = Running {
+            convening: convening.clone(),
+            ad_hoc,
+            people: HashMap::new(),
+        };
+        let mut rooms = self.rooms.lock().expect("recorder lock");
+        let waiting = match rooms.remove(room) {
+            Some(Known::Opening(waiting)) => waiting,
+            _ => Vec::new(),
+        };
+        let writes: Vec<Write> = waiting
+            .iter()
+            .flat_map(|(seq, event, person, at)| {
+                rows(&mut running, *seq as i64, event, person.as_deref(), *at as i64)
+            })
+            .map(Write::Record)
+            .collect();
+        if !writes.is_empty() {
+            self.log.write_later(writes);
+        }
+        rooms.insert(room.to_string(), Known::Running(running));
         Ok(convening)
+    }
+
+    /// Looks the convening up for a room first seen through its events (a takeover).
+    fn open_later(&self, room: &str, now: Millis) {
+        let Some(recorder) = self.me.upgrade() else {
+            return;
+        };
+        let room = room.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = recorder.open(&room, now).await {
+                tracing::error!(%room, %error, "cannot open the room's convening: not recorded");
+                recorder.rooms.lock().expect("recorder lock").remove(&room);
+            }
+        });
     }
 
     /// The room did not run from `from` to `to` (its node stopped): a gap, not leaving.
@@ -143,7 +182,10 @@ impl Recorder {
 
     pub fn convening_of(&self, room: &str) -> Option<String> {
         let rooms = self.rooms.lock().expect("recorder lock");
-        rooms.get(room).map(|r| r.convening.clone())
+        match rooms.get(room) {
+            Some(Known::Running(r)) => Some(r.convening.clone()),
+            _ => None,
+        }
     }
 
     /// A published event: the rows it adds to the record, queued in the room's commit order.
@@ -157,10 +199,23 @@ impl Recorder {
     ) {
         let writes = {
             let mut rooms = self.rooms.lock().expect("recorder lock");
-            let Some(running) = rooms.get_mut(room) else {
-                return;
-            };
-            rows(running, seq as i64, event, person, now as i64)
+            match rooms.get_mut(room) {
+                Some(Known::Running(running)) => {
+                    rows(running, seq as i64, event, person, now as i64)
+                }
+                Some(Known::Opening(waiting)) => {
+                    waiting.push((seq, event.clone(), person.map(str::to_string), now));
+                    return;
+                }
+                Some(Known::Ended) => return,
+                None => {
+                    let waiting = vec![(seq, event.clone(), person.map(str::to_string), now)];
+                    rooms.insert(room.to_string(), Known::Opening(waiting));
+                    drop(rooms);
+                    self.open_later(room, now);
+                    return;
+                }
+            }
         };
         if !writes.is_empty() {
             self.log
@@ -170,8 +225,9 @@ impl Recorder {
 
     /// The room closed after being empty: an ad-hoc convening ends with it.
     pub fn room_closed(self: &Arc<Self>, room: &str, at: Millis) {
-        let running = self.rooms.lock().expect("recorder lock").remove(room);
-        let Some(running) = running.filter(|r| r.ad_hoc) else {
+        let known = self.rooms.lock().expect("recorder lock").remove(room);
+        let Some(Known::Running(running)) = known.filter(|k| matches!(k, Known::Running(r) if r.ad_hoc))
+        else {
             return;
         };
         let recorder = self.clone();
@@ -195,10 +251,11 @@ impl Recorder {
             return Ok(false);
         }
         // Whatever the room does next is not this convening's.
-        self.rooms
-            .lock()
-            .expect("recorder lock")
-            .retain(|_, r| r.convening != convening);
+        for known in self.rooms.lock().expect("recorder lock").values_mut() {
+            if matches!(known, Known::Running(r) if r.convening == convening) {
+                *known = Known::Ended;
+            }
+        }
         let report = format!("{}/api/v1/convenings/{convening}/report", self.public_url);
         let page = format!("{}/report/{convening}", self.public_url);
         let mut event = WebhookEvent::new(
@@ -232,11 +289,12 @@ impl Recorder {
                     let rooms = recorder.rooms.lock().expect("recorder lock");
                     rooms
                         .values()
-                        .map(|r| {
-                            Write::Record(RecordWrite::Alive {
+                        .filter_map(|known| match known {
+                            Known::Running(r) => Some(Write::Record(RecordWrite::Alive {
                                 convening: r.convening.clone(),
                                 at,
-                            })
+                            })),
+                            _ => None,
                         })
                         .collect()
                 };
