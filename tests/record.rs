@@ -110,7 +110,9 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
                         break buf[end + 4..end + 4 + length].to_vec();
                     }
                 };
-                log.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                log.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
                 let reply = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                 let _ = stream.write_all(reply.as_bytes()).await;
             });
@@ -135,9 +137,20 @@ async fn short_convening(t: &TestServer, room: &str) -> String {
     let mut bob = t
         .join_with(room, Role::Participant, "bob", &[("team", "south")])
         .await;
-    let kept = ana.ok(Command::SendChat { text: "=1+1 hello".into() }).await;
-    let gone = ana.ok(Command::SendChat { text: "oops".into() }).await;
-    bob.ok(Command::SendChat { text: "hi all".into() }).await;
+    let kept = ana
+        .ok(Command::SendChat {
+            text: "=1+1 hello".into(),
+        })
+        .await;
+    let gone = ana
+        .ok(Command::SendChat {
+            text: "oops".into(),
+        })
+        .await;
+    bob.ok(Command::SendChat {
+        text: "hi all".into(),
+    })
+    .await;
     let asked = ana
         .ok(Command::AskQuestion {
             text: "What about ana's school?".into(),
@@ -212,7 +225,10 @@ async fn an_ad_hoc_convening_ends_with_its_room_and_is_reported_from_the_store()
         .collect();
     assert_eq!(people, ["ana", "bob", "host"], "by name, then identity");
     let ana = &report["attendance"][0];
-    assert_eq!((ana["team"].as_str(), ana["stays"].as_u64()), (Some("north"), Some(1)));
+    assert_eq!(
+        (ana["team"].as_str(), ana["stays"].as_u64()),
+        (Some("north"), Some(1))
+    );
     assert!(ana["last_leave"].as_i64() >= ana["first_join"].as_i64());
     let teams: Vec<&str> = report["teams"]
         .as_array()
@@ -258,7 +274,9 @@ async fn an_ad_hoc_convening_ends_with_its_room_and_is_reported_from_the_store()
     // Delivered once, with the report's link.
     let webhook = until(WAIT, "convening.ended", || async {
         let seen = hooks.lock().unwrap();
-        seen.iter().find(|e| e["type"] == "convening.ended").cloned()
+        seen.iter()
+            .find(|e| e["type"] == "convening.ended")
+            .cloned()
     })
     .await;
     assert_eq!(webhook["data"]["convening_id"], id.as_str());
@@ -341,7 +359,10 @@ async fn deleting_a_person_removes_them_from_every_report_and_export() {
     }
     // The poll's counts stay: votes were never recorded per person.
     let (_, report) = get(&exports(&first)[0]).await;
-    assert_eq!(json(&report)["polls"][0]["counts"], serde_json::json!([2, 0]));
+    assert_eq!(
+        json(&report)["polls"][0]["counts"],
+        serde_json::json!([2, 0])
+    );
 }
 
 #[tokio::test]
@@ -364,12 +385,23 @@ async fn records_expire_after_their_retention_and_can_be_deleted_and_callers_are
     let other_host = t.token("elsewhere", Role::Host, "h2");
     let own_host = t.token("kept", Role::Host, "host");
     assert_eq!(http_get(&report(&kept), None, &[]).await.0, 401);
-    assert_eq!(http_get(&report(&kept), Some(&participant), &[]).await.0, 403);
-    assert_eq!(http_get(&report(&kept), Some(&other_host), &[]).await.0, 401);
+    assert_eq!(
+        http_get(&report(&kept), Some(&participant), &[]).await.0,
+        403
+    );
+    assert_eq!(
+        http_get(&report(&kept), Some(&other_host), &[]).await.0,
+        401
+    );
     assert_eq!(http_get(&report(&kept), Some(&own_host), &[]).await.0, 200);
     // An unknown id is 404 for the key, and tells a host token nothing.
     assert_eq!(get(&report("no-such-id")).await.0, 404);
-    assert_eq!(http_get(&report("no-such-id"), Some(&own_host), &[]).await.0, 403);
+    assert_eq!(
+        http_get(&report("no-such-id"), Some(&own_host), &[])
+            .await
+            .0,
+        403
+    );
     assert_eq!(get(&format!("{}/x.csv", report(&kept))).await.0, 404);
     let long = "x".repeat(10_000);
     assert_eq!(get(&report(&long)).await.0, 404);
@@ -377,7 +409,11 @@ async fn records_expire_after_their_retention_and_can_be_deleted_and_callers_are
     // Retention: bounded, set through the API; 0 days is swept at the next sweep.
     let json_header = [("Content-Type", "application/json")];
     let retention = format!("{http}/api/v1/convenings/{expiring}/retention");
-    for bad in [r#"{"retention_days":-1}"#, r#"{"retention_days":100000}"#, r#"{"days":3}"#] {
+    for bad in [
+        r#"{"retention_days":-1}"#,
+        r#"{"retention_days":100000}"#,
+        r#"{"days":3}"#,
+    ] {
         let (status, body) =
             http_request("PUT", &retention, Some(API_KEY), &json_header, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
@@ -393,9 +429,11 @@ async fn records_expire_after_their_retention_and_can_be_deleted_and_callers_are
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json(&body)["retention_days"], 0);
-    until(Duration::from_secs(20), "the expired record to be swept", || async {
-        (get(&report(&expiring)).await.0 == 404).then_some(())
-    })
+    until(
+        Duration::from_secs(20),
+        "the expired record to be swept",
+        || async { (get(&report(&expiring)).await.0 == 404).then_some(()) },
+    )
     .await;
     // The other convening keeps its 90 days.
     let (status, body) = get(&report(&kept)).await;
@@ -492,11 +530,21 @@ fn differs(report: &Value, x: &Expected) -> Option<String> {
         .iter()
         .map(|c| {
             let id = c["id"].as_u64().unwrap();
-            (id, (c["identity"].as_str().unwrap().into(), c["text"].as_str().unwrap().into()))
+            (
+                id,
+                (
+                    c["identity"].as_str().unwrap().into(),
+                    c["text"].as_str().unwrap().into(),
+                ),
+            )
         })
         .collect();
     if chat != x.chat {
-        return Some(format!("chat: {} in the report, {} acked", chat.len(), x.chat.len()));
+        return Some(format!(
+            "chat: {} in the report, {} acked",
+            chat.len(),
+            x.chat.len()
+        ));
     }
     for (id, text) in &x.seen_chat {
         if chat.get(id).map(|c| &c.1) != Some(text) {
@@ -505,13 +553,19 @@ fn differs(report: &Value, x: &Expected) -> Option<String> {
     }
     let questions = report["questions"].as_array()?;
     if questions.len() != x.questions.len() {
-        return Some(format!("questions: {} vs {}", questions.len(), x.questions.len()));
+        return Some(format!(
+            "questions: {} vs {}",
+            questions.len(),
+            x.questions.len()
+        ));
     }
     for q in questions {
         let id = q["id"].as_u64().unwrap();
         let (text, votes) = &x.questions[&id];
         if q["text"] != text.as_str() || q["votes"] != *votes {
-            return Some(format!("question {id}: {q} vs {text:?} with {votes} upvotes"));
+            return Some(format!(
+                "question {id}: {q} vs {text:?} with {votes} upvotes"
+            ));
         }
     }
     for p in report["polls"].as_array()? {
@@ -534,7 +588,10 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
     let bin = dir.join("record-node");
     std::os::unix::fs::symlink(cluster_support::BIN, &bin).expect("link to convene");
     let data = dir.join("data").display().to_string();
-    let env = [("CONVENE_DATA_DIR", data.as_str()), ("CONVENE_STORE_SNAPSHOT_EVERY", "50")];
+    let env = [
+        ("CONVENE_DATA_DIR", data.as_str()),
+        ("CONVENE_STORE_SNAPSHOT_EVERY", "50"),
+    ];
     let port = cluster_support::free_port();
     let spawn = || cluster_support::Node::spawn_with(&bin, "solo", port, "", &env);
     let mut node = spawn();
@@ -547,7 +604,10 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
     let acked = |rid: String| {
         let host = host.clone();
         async move {
-            wait_for(scaled(10, size), "the host's command", || host.ack_of(&rid).is_some()).await;
+            wait_for(scaled(10, size), "the host's command", || {
+                host.ack_of(&rid).is_some()
+            })
+            .await;
             host.ack_of(&rid).flatten()
         }
     };
@@ -579,7 +639,10 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
     let mut votes: Vec<(usize, String)> = (1..size).step_by(6).map(|i| (i, vote(i))).collect();
     let traffic = traffic(crowd.handles(), Plan::standard(14));
     let before = crowd.acks();
-    wait_for(scaled(15, size), "acks before the kill", || crowd.acks() >= before + 20).await;
+    wait_for(scaled(15, size), "acks before the kill", || {
+        crowd.acks() >= before + 20
+    })
+    .await;
 
     view.set_up(0, false);
     let stopped = Instant::now();
@@ -589,15 +652,26 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
     view.set_up(0, true);
     let outage = stopped.elapsed();
     let at_restart = crowd.acks();
-    wait_for(scaled(15, size), "an ack after the restart", || crowd.acks() > at_restart).await;
+    wait_for(scaled(15, size), "an ack after the restart", || {
+        crowd.acks() > at_restart
+    })
+    .await;
     votes.extend((4..size).step_by(6).map(|i| (i, vote(i))));
-    let doomed = acked(host.send(Command::SendChat { text: "to be withdrawn".into() }))
-        .await
-        .expect("a message id");
+    let doomed = acked(host.send(Command::SendChat {
+        text: "to be withdrawn".into(),
+    }))
+    .await
+    .expect("a message id");
     acked(host.send(Command::DeleteChat { message_id: doomed })).await;
     traffic.await.expect("traffic task");
-    crowd.settle(scaled(20, size)).await.expect("every command answered");
-    let voted = votes.iter().filter(|(i, rid)| handles[*i].ack_of(rid).is_some()).count();
+    crowd
+        .settle(scaled(20, size))
+        .await
+        .expect("every command answered");
+    let voted = votes
+        .iter()
+        .filter(|(i, rid)| handles[*i].ack_of(rid).is_some())
+        .count();
     let logs = crowd.finish().await;
     let saw = expected(&logs, doomed, 2);
     assert_eq!(saw.polls[&poll_id].iter().sum::<u32>() as usize, voted);
@@ -632,20 +706,33 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
     let people = report["attendance"].as_array().unwrap();
     assert_eq!(people.len(), size, "everyone who came is in the report");
     let end = gaps[0][1].as_i64().unwrap().max(
-        people.iter().map(|p| p["first_join"].as_i64().unwrap()).max().unwrap(),
+        people
+            .iter()
+            .map(|p| p["first_join"].as_i64().unwrap())
+            .max()
+            .unwrap(),
     );
     let mut in_breakouts = 0;
     for p in people {
         assert_eq!(p["stays"], 1, "the outage split a stay: {p}");
-        assert!(p["last_leave"].is_null(), "the outage counted as leaving: {p}");
+        assert!(
+            p["last_leave"].is_null(),
+            "the outage counted as leaving: {p}"
+        );
         let span = report_end(&report).max(end) - p["first_join"].as_i64().unwrap();
         let present = p["seconds_present"].as_i64().unwrap() * 1000;
-        assert!(present <= span - gap_ms + 1000, "the gap counted as present: {p}");
+        assert!(
+            present <= span - gap_ms + 1000,
+            "the gap counted as present: {p}"
+        );
         if p["seconds_in_breakouts"].as_i64().unwrap() > 0 {
             in_breakouts += 1;
         }
     }
-    assert!(in_breakouts >= (size - 1) * 9 / 10, "{in_breakouts} spent time in breakouts");
+    assert!(
+        in_breakouts >= (size - 1) * 9 / 10,
+        "{in_breakouts} spent time in breakouts"
+    );
     eprintln!(
         "{size} attendees: outage {outage:?}, gap {gap_ms} ms, {} chat messages, {} questions",
         saw.chat.len(),
@@ -656,7 +743,11 @@ async fn kill9_mid_event_is_a_gap_in_the_attendance_not_leaving() {
 /// The latest time the report's attendance could run to: its last gap or leave.
 fn report_end(report: &Value) -> i64 {
     let gaps = report["gaps"].as_array().unwrap();
-    let last_gap = gaps.iter().map(|g| g[1].as_i64().unwrap()).max().unwrap_or(0);
+    let last_gap = gaps
+        .iter()
+        .map(|g| g[1].as_i64().unwrap())
+        .max()
+        .unwrap_or(0);
     let last_leave = report["attendance"]
         .as_array()
         .unwrap()
@@ -692,7 +783,10 @@ async fn the_owner_killed_in_a_cluster_the_report_is_the_same_from_every_node() 
     let acked = |rid: String| {
         let host = host.clone();
         async move {
-            wait_for(scaled(10, size), "the host's command", || host.ack_of(&rid).is_some()).await;
+            wait_for(scaled(10, size), "the host's command", || {
+                host.ack_of(&rid).is_some()
+            })
+            .await;
             host.ack_of(&rid).flatten()
         }
     };
@@ -715,23 +809,36 @@ async fn the_owner_killed_in_a_cluster_the_report_is_the_same_from_every_node() 
     }
     let traffic = traffic(crowd.handles(), Plan::standard(12));
     let before = crowd.acks();
-    wait_for(scaled(15, size), "acks before the kill", || crowd.acks() >= before + 20).await;
+    wait_for(scaled(15, size), "acks before the kill", || {
+        crowd.acks() >= before + 20
+    })
+    .await;
 
     let owner = cluster.wait_owner("forum", None, scaled(10, size)).await;
     cluster.view.set_up(owner, false);
     cluster.nodes[owner].kill9().await;
-    let next = cluster.wait_owner("forum", Some(owner), scaled(20, size)).await;
+    let next = cluster
+        .wait_owner("forum", Some(owner), scaled(20, size))
+        .await;
     let at_takeover = crowd.acks();
-    wait_for(scaled(20, size), "an ack after the takeover", || crowd.acks() > at_takeover).await;
+    wait_for(scaled(20, size), "an ack after the takeover", || {
+        crowd.acks() > at_takeover
+    })
+    .await;
     for i in (3..size).step_by(4) {
         vote(i);
     }
-    let doomed = acked(host.send(Command::SendChat { text: "withdrawn".into() }))
-        .await
-        .expect("a message id");
+    let doomed = acked(host.send(Command::SendChat {
+        text: "withdrawn".into(),
+    }))
+    .await
+    .expect("a message id");
     acked(host.send(Command::DeleteChat { message_id: doomed })).await;
     traffic.await.expect("traffic task");
-    crowd.settle(scaled(25, size)).await.expect("every command answered");
+    crowd
+        .settle(scaled(25, size))
+        .await
+        .expect("every command answered");
     let logs = crowd.finish().await;
     let saw = expected(&logs, doomed, 3);
 
@@ -764,7 +871,10 @@ async fn the_owner_killed_in_a_cluster_the_report_is_the_same_from_every_node() 
     assert_eq!(people.len(), size, "everyone is in the report");
     for p in people {
         assert_eq!(p["stays"], 1, "the takeover split a stay: {p}");
-        assert!(p["last_leave"].is_null(), "the takeover counted as leaving: {p}");
+        assert!(
+            p["last_leave"].is_null(),
+            "the takeover counted as leaving: {p}"
+        );
     }
     let csv_path = format!("/api/v1/convenings/{id}/report/attendance.csv");
     let (_, csv) = get(&format!("{http}{csv_path}")).await;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::room::actor::{
-    simple_error, ActorConfig, Clock, CoreSnapshot, RoomCommand, RoomCore, RoomHandle,
-    RoomHooks, RoomInput,
+    simple_error, ActorConfig, Clock, CoreSnapshot, RoomCommand, RoomCore, RoomHandle, RoomHooks,
+    RoomInput,
 };
 use convene_core::room::Denied;
 use convene_core::wire::{Envelope, RoomOutput, SessionSink};

@@ -185,7 +185,9 @@ async fn open_durable(
     let url = c.resolved_url()?;
     crate::durable::DurableRooms::open(store, log, c, actor, sink, Some(recorder))
         .await
-        .map_err(|e| std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e))))
+        .map_err(|e| {
+            std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e)))
+        })
 }
 
 /// The record's writer on `log`, its sweeper and heartbeat; the rooms' hooks find it.

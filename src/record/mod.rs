@@ -141,7 +141,13 @@ impl Recorder {
         let writes: Vec<Write> = waiting
             .iter()
             .flat_map(|(seq, event, person, at)| {
-                rows(&mut running, *seq as i64, event, person.as_deref(), *at as i64)
+                rows(
+                    &mut running,
+                    *seq as i64,
+                    event,
+                    person.as_deref(),
+                    *at as i64,
+                )
             })
             .map(Write::Record)
             .collect();
@@ -226,7 +232,8 @@ impl Recorder {
     /// The room closed after being empty: an ad-hoc convening ends with it.
     pub fn room_closed(self: &Arc<Self>, room: &str, at: Millis) {
         let known = self.rooms.lock().expect("recorder lock").remove(room);
-        let Some(Known::Running(running)) = known.filter(|k| matches!(k, Known::Running(r) if r.ad_hoc))
+        let Some(Known::Running(running)) =
+            known.filter(|k| matches!(k, Known::Running(r) if r.ad_hoc))
         else {
             return;
         };
@@ -442,29 +449,28 @@ fn rows(
             asked_at: q.asked_at as i64,
             answered_at: q.answered_at.map(|t| t as i64),
         })),
-        RoomEvent::QuestionVotes { question_id, votes } => {
-            out.push(RecordWrite::QuestionVotes {
-                convening,
-                question_id: *question_id as i64,
-                seq,
-                votes: i64::from(*votes),
-            })
-        }
+        RoomEvent::QuestionVotes { question_id, votes } => out.push(RecordWrite::QuestionVotes {
+            convening,
+            question_id: *question_id as i64,
+            seq,
+            votes: i64::from(*votes),
+        }),
         RoomEvent::PollUpdated { poll: p } => out.push(RecordWrite::Poll(Poll {
             convening,
             poll_id: p.id as i64,
             seq,
             question: p.question.clone(),
             options: serde_json::to_string(&p.options).unwrap_or_default(),
-            counts: p.counts.as_ref().and_then(|c| serde_json::to_string(c).ok()),
+            counts: p
+                .counts
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
             voters: p.voters.map(i64::from),
             state: json_name(&p.state),
             created_at: p.created_at as i64,
             closed_at: p.closed_at.map(|t| t as i64),
         })),
-        RoomEvent::BreakoutsUpdated {
-            breakouts: Some(b),
-        } => {
+        RoomEvent::BreakoutsUpdated { breakouts: Some(b) } => {
             for r in &b.rooms {
                 out.push(RecordWrite::Breakout {
                     convening: convening.clone(),

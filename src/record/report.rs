@@ -116,7 +116,11 @@ fn counted(from: i64, to: i64, gaps: &[(i64, i64)]) -> i64 {
 }
 
 /// One person's rows (in seq order) folded into their attendance.
-fn person(rows: &[&convene_store::record::Presence], end: i64, gaps: &[(i64, i64)]) -> PersonReport {
+fn person(
+    rows: &[&convene_store::record::Presence],
+    end: i64,
+    gaps: &[(i64, i64)],
+) -> PersonReport {
     let last = |f: fn(&convene_store::record::Presence) -> &String| {
         rows.iter()
             .rev()
@@ -220,8 +224,11 @@ pub fn build(convening: &Convening, record: &Record) -> Report {
         t.minutes_present += p.minutes_present;
         t.minutes_in_breakouts += p.minutes_in_breakouts;
     }
-    let breakouts: BTreeMap<i64, &str> =
-        record.breakouts.iter().map(|(id, n)| (*id, n.as_str())).collect();
+    let breakouts: BTreeMap<i64, &str> = record
+        .breakouts
+        .iter()
+        .map(|(id, n)| (*id, n.as_str()))
+        .collect();
     Report {
         convening: ConveningInfo {
             id: convening.id.clone(),
@@ -258,7 +265,10 @@ pub fn build(convening: &Convening, record: &Record) -> Report {
                 id: p.poll_id,
                 question: p.question.clone(),
                 options: serde_json::from_str(&p.options).unwrap_or_default(),
-                counts: p.counts.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+                counts: p
+                    .counts
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok()),
                 voters: p.voters,
                 state: p.state.clone(),
                 created_at: p.created_at,
@@ -337,7 +347,10 @@ mod tests {
     #[test]
     fn dates_are_civil() {
         assert_eq!(date(0), "1970-01-01");
-        assert_eq!(timestamp(1_796_601_600_000 + 3_723_000), "2026-12-07T01:02:03Z");
+        assert_eq!(
+            timestamp(1_796_601_600_000 + 3_723_000),
+            "2026-12-07T01:02:03Z"
+        );
     }
 
     #[test]

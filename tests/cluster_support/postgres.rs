@@ -27,11 +27,8 @@ impl Postgres {
     }
 
     pub async fn start() -> Postgres {
-        let dir = std::env::temp_dir().join(format!(
-            "convene-pg-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("convene-pg-{}-{}", std::process::id(), free_port()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let data = dir.join("pgdata");
@@ -134,4 +131,3 @@ fn nix_is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
-

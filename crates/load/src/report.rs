@@ -131,7 +131,11 @@ fn synthesize(args: &ReportArgs, c: &Convening) -> Vec<Write> {
 
 pub async fn run(args: ReportArgs) -> Result<(), LoadError> {
     let setup = |e: convene_store::StoreError| LoadError::Setup(e.to_string());
-    let path = format!("{}/convene-report-bench-{}.db", args.dir, std::process::id());
+    let path = format!(
+        "{}/convene-report-bench-{}.db",
+        args.dir,
+        std::process::id()
+    );
     let _ = std::fs::remove_file(&path);
     let settings = StoreSettings {
         url: format!("sqlite://{path}?mode=rwc"),

@@ -155,7 +155,10 @@ const RECORD_TABLES: [&str; 7] = [
 
 /// Applies one record write inside the group commit's transaction. Every write is idempotent:
 /// inserts keyed by (convening, seq or id) do nothing twice, and updates only take a later seq.
-pub(crate) async fn apply(conn: &mut AnyConnection, write: &RecordWrite) -> Result<(), sqlx::Error> {
+pub(crate) async fn apply(
+    conn: &mut AnyConnection,
+    write: &RecordWrite,
+) -> Result<(), sqlx::Error> {
     match write {
         RecordWrite::Presence(p) => {
             sqlx::query(
@@ -336,7 +339,10 @@ fn convening(row: &AnyRow) -> Result<Convening, sqlx::Error> {
 impl Store {
     pub async fn convening(&self, id: &str) -> Result<Option<Convening>, StoreError> {
         let sql = format!("SELECT {CONVENING_COLUMNS} FROM convenings WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(convening).transpose()?)
     }
 
@@ -402,7 +408,11 @@ impl Store {
     }
 
     /// The room's convenings in `state`, newest first.
-    pub async fn convenings_of(&self, room: &str, state: &str) -> Result<Vec<Convening>, StoreError> {
+    pub async fn convenings_of(
+        &self,
+        room: &str,
+        state: &str,
+    ) -> Result<Vec<Convening>, StoreError> {
         let sql = format!(
             "SELECT {CONVENING_COLUMNS} FROM convenings WHERE room = $1 AND state = $2 \
              ORDER BY COALESCE(ended_at, created_at) DESC, id"
@@ -416,14 +426,13 @@ impl Store {
     }
 
     pub async fn set_retention(&self, id: &str, days: i64, at: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE convenings SET retention_days = $1, updated_at = $2 WHERE id = $3",
-        )
-        .bind(days)
-        .bind(at)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE convenings SET retention_days = $1, updated_at = $2 WHERE id = $3")
+                .bind(days)
+                .bind(at)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -329,7 +329,10 @@ fn opt(v: Option<i64>, f: fn(i64) -> String) -> String {
 }
 
 pub fn attendance_csv(r: &Report) -> String {
-    let day = r.convening.started_at.or(r.attendance.first().map(|p| p.first_join));
+    let day = r
+        .convening
+        .started_at
+        .or(r.attendance.first().map(|p| p.first_join));
     let date = opt(day, report::date);
     csv(
         "name,identity,team,minutes,minutes_in_breakouts,date,first_join,last_leave",

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    CloseReason, Command, ErrorCode, Millis, Poll, Question, ServerMessage,
-    PROTOCOL_VERSION,
+    CloseReason, Command, ErrorCode, Millis, Poll, Question, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;

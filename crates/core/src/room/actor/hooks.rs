@@ -20,7 +20,14 @@ pub trait RoomHooks: Send + Sync + 'static {
     fn webhook(&self, _event: WebhookEvent) {}
     /// An event was published with `seq` at `now` (to `person` alone, when so addressed). A
     /// replay offers the same events again: whoever records them keys them by seq.
-    fn record(&self, _room: &str, _seq: u64, _event: &RoomEvent, _person: Option<&str>, _now: Millis) {
+    fn record(
+        &self,
+        _room: &str,
+        _seq: u64,
+        _event: &RoomEvent,
+        _person: Option<&str>,
+        _now: Millis,
+    ) {
     }
     /// TURN relays and credentials for `identity`, when a relay is configured, expiring by
     /// `until` (unix seconds) when given.
