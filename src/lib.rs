@@ -39,6 +39,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod outbox;
+pub mod record;
 pub mod revocation;
 pub mod session;
 pub mod turn;

@@ -596,6 +596,21 @@ async fn a_convening_scheduled_a_week_ahead_survives_restarts_and_opens_at_its_s
     )
     .await;
     assert_eq!((status, c["state"].as_str()), (200, Some("ended")), "{c}");
+    // Its record is the scheduled convening's, from the lobby through the restarts.
+    let path = format!("/convenings/{id}/report");
+    let (status, report) = api(&base, "GET", &path, API_KEY, &Value::Null).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["convening"]["state"], "ended");
+    let present: Vec<&str> = report["attendance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["identity"].as_str())
+        .collect();
+    assert!(
+        present.contains(&"ana") && present.contains(&"cy"),
+        "{report}"
+    );
     node.terminate().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

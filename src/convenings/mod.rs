@@ -88,6 +88,8 @@ struct Inner {
     /// `None` when the node keeps rooms in memory only (`store.durable_log = false` and no
     /// `store.url`): convenings then last as long as the process.
     store: Option<Store>,
+    /// The record (attendance, Q&A, polls, chat) of convenings on this node, with a store.
+    recorder: Option<Arc<crate::record::Recorder>>,
     by_id: Mutex<BTreeMap<String, Convening>>,
     /// Serialises changes, so the store and the map agree and two starts do not race.
     writing: tokio::sync::Mutex<()>,
@@ -102,13 +104,21 @@ impl Convenings {
     /// Loads every convening from `store` (if any).
     pub async fn open(
         store: Option<Store>,
+        recorder: Option<Arc<crate::record::Recorder>>,
         limits: ConveningLimits,
         clock: ScheduleClock,
     ) -> Result<Convenings, StoreError> {
         let mut by_id = BTreeMap::new();
         if let Some(store) = &store {
-            for row in store.convenings().await? {
-                match Convening::from_row(&row) {
+            // Ad-hoc convenings (no planned start) are the record's: opened and ended with
+            // their rooms, never scheduled here.
+            for row in store
+                .convenings()
+                .await?
+                .iter()
+                .filter(|r| r.starts_at.is_some())
+            {
+                match Convening::from_row(row) {
                     Ok(c) => {
                         by_id.insert(c.id.clone(), c);
                     }
@@ -121,6 +131,7 @@ impl Convenings {
         Ok(Convenings {
             inner: Arc::new(Inner {
                 store,
+                recorder,
                 by_id: Mutex::new(by_id),
                 writing: tokio::sync::Mutex::new(()),
                 gated: Mutex::new(BTreeMap::new()),
@@ -241,6 +252,8 @@ impl Convenings {
         let _writing = self.inner.writing.lock().await;
         let c = self.scheduled(id)?;
         if let Some(store) = &self.inner.store {
+            // A rehearsal may have been recorded: a cancelled convening keeps nothing.
+            store.delete_record(id).await?;
             store.delete_convening(id).await?;
         }
         self.map().remove(id);
@@ -309,8 +322,9 @@ impl Convenings {
         Ok(report)
     }
 
-    /// The host ends it: everyone sees that it ended, and the record is told (`on_end`).
-    /// A scheduled convening may be ended without starting (nobody came).
+    /// The host ends it: everyone sees that it ended and is let go (their leaving is the
+    /// record's last rows), then its record closes (`on_end`). A scheduled convening may be
+    /// ended without starting (nobody came).
     pub async fn end(&self, rooms: &Rooms, id: &str) -> Result<Convening, ConveningError> {
         let _writing = self.inner.writing.lock().await;
         let mut c = self
@@ -321,19 +335,21 @@ impl Convenings {
                 "convening {id} has already ended"
             )));
         }
-        let now = self.now();
-        c.state = State::Ended;
-        c.ended_at = Some(now);
-        c.updated_at = now;
-        self.save(&c).await?;
         if let Some(handle) = rooms.get(&c.room) {
             let end = Operation::End {
                 reason: Some(format!("{} has ended", c.title)),
             };
             let _ = handle.operate(end).await;
         }
+        let now = self.now();
+        if c.state == State::Live {
+            on_end(self.inner.recorder.as_deref(), &c.id, now).await?;
+        }
+        c.state = State::Ended;
+        c.ended_at = Some(now);
+        c.updated_at = now;
+        self.save(&c).await?;
         tracing::info!(convening = id, room = %c.room, "convening ended");
-        on_end(&c.id, now);
         Ok(c)
     }
 
@@ -372,10 +388,17 @@ impl Convenings {
     }
 }
 
-/// A convening ended at `ended_at` (unix ms): the one place its end is handed on. The record
-/// (attendance, Q&A, polls, chat; the report and the `convening.ended` webhook) is wired here.
-pub fn on_end(convening_id: &str, ended_at: Millis) {
-    tracing::info!(convening_id, ended_at, "convening ended: its record closes");
+/// A live convening ended at `ended_at` (unix ms): the one place its end is handed to the
+/// record, which writes what was queued, marks it ended and sends `convening.ended` (once).
+pub async fn on_end(
+    recorder: Option<&crate::record::Recorder>,
+    convening_id: &str,
+    ended_at: Millis,
+) -> Result<(), StoreError> {
+    if let Some(recorder) = recorder {
+        recorder.end(convening_id, ended_at).await?;
+    }
+    Ok(())
 }
 
 impl Convening {

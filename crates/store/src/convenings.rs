@@ -1,27 +1,12 @@
-//! The `convenings` table: scheduled (or ad hoc) events with their plan, read and written by scheduling.
+//! The `convenings` table as scheduling uses it: convenings put (created or changed before they start), listed by start, and deleted when cancelled; `record.rs` reads one, and ends it.
 
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::{Store, StoreError};
 
-/// One row of `convenings` (times in unix milliseconds; `plan` is JSON).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConveningRow {
-    pub id: String,
-    pub room: String,
-    pub title: String,
-    pub kind: String,
-    pub state: String,
-    pub starts_at: Option<i64>,
-    pub ends_at: Option<i64>,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub plan: String,
-    pub retention_days: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
+/// One row of `convenings` (times in unix milliseconds; `plan` is JSON): the record's type.
+pub type ConveningRow = crate::record::Convening;
 
 const COLUMNS: &str = "id, room, title, kind, state, starts_at, ends_at, started_at, ended_at, \
                        plan, retention_days, created_at, updated_at";
@@ -72,14 +57,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    pub async fn convening(&self, id: &str) -> Result<Option<ConveningRow>, StoreError> {
-        let found = sqlx::query(&format!("SELECT {COLUMNS} FROM convenings WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(found.as_ref().map(row).transpose()?)
     }
 
     /// Every convening, by planned start (ad hoc ones, without one, last).

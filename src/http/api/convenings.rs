@@ -109,8 +109,9 @@ impl From<&Convening> for ConveningView {
     }
 }
 
+/// `GET /api/v1/convenings` without `room`.
 #[derive(Serialize, ToSchema)]
-pub(in crate::http) struct ConveningList {
+pub(in crate::http) struct ScheduledList {
     convenings: Vec<ConveningView>,
 }
 
@@ -268,19 +269,15 @@ async fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     authorise(state, headers, None).await.map(|_| ())
 }
 
-/// Every convening on this node's store, by start.
-#[utoipa::path(get, path = "/api/v1/convenings", tag = "convenings", responses(
-    (status = 200, body = ConveningList),
-    (status = 401, body = ErrorBody, description = "No or an invalid bearer"),
-    (status = 403, body = ErrorBody, description = "An access token, not the API key"),
-))]
-pub(in crate::http) async fn list_convenings(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<ConveningList>, ApiError> {
-    admin(&state, &headers).await?;
+/// `GET /api/v1/convenings` without `room` (the API key): every convening scheduled through
+/// this API, by start, whatever its state (the record's handler answers with a room).
+pub(in crate::http) async fn list_scheduled(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Json<ScheduledList>, ApiError> {
+    admin(state, headers).await?;
     let convenings = state.convenings.list().iter().map(Into::into).collect();
-    Ok(Json(ConveningList { convenings }))
+    Ok(Json(ScheduledList { convenings }))
 }
 
 /// Schedules a convening. Until it starts, attendees who join its room wait in a lobby

@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Query, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use convene_signaling::Role;
 use serde::de::DeserializeOwned;
@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 mod convenings;
 mod exports;
+mod record;
 mod rooms;
 mod tokens;
 
@@ -24,6 +25,7 @@ use convene_core::room::actor::RoomHandle;
 use convene_core::room::operator::{Operation, RoomReport};
 use convenings::*;
 use exports::*;
+use record::*;
 use rooms::*;
 pub(in crate::http) use tokens::TokenResponse;
 use tokens::*;
@@ -58,8 +60,13 @@ pub fn router() -> Router<AppState> {
             delete(audience::revoke_audience_link),
         )
         .route("/rooms/{room}/polls", get(export_polls))
-        .route("/tokens", post(mint_token))
         .route("/convenings", get(list_convenings).post(create_convening))
+        .route("/convenings/{id}/report", get(convening_report))
+        .route("/convenings/{id}/report/{file}", get(convening_csv))
+        .route("/convenings/{id}/retention", put(set_retention))
+        .route("/convenings/{id}/record", delete(delete_record))
+        .route("/people/{identity}", delete(erase_person))
+        .route("/tokens", post(mint_token))
         .route(
             "/convenings/{id}",
             get(describe_convening)
@@ -101,6 +108,11 @@ pub fn router() -> Router<AppState> {
         audience::join_audience_link,
         list_nodes,
         list_convenings,
+        convening_report,
+        convening_csv,
+        set_retention,
+        delete_record,
+        erase_person,
         create_convening,
         describe_convening,
         update_convening,
