@@ -5,6 +5,8 @@
 import { $, h } from "/dom.js";
 
 const KEY = "convene-api-key";
+/** Where the Report page (report.js) looks for its bearer in this tab: signing in here opens it too. */
+const REPORT_KEY = "convene.report.token";
 
 /** @param {string} text */
 function announce(text) {
@@ -31,6 +33,7 @@ const identities = (text) => text.split(",").map((s) => s.trim()).filter(Boolean
 
 function signOut() {
   sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(REPORT_KEY);
   show();
 }
 
@@ -103,6 +106,7 @@ function item(c) {
 $("signin-form").addEventListener("submit", (/** @type {Event} */ e) => {
   e.preventDefault();
   sessionStorage.setItem(KEY, $("api-key").value.trim());
+  sessionStorage.setItem(REPORT_KEY, $("api-key").value.trim());
   $("api-key").value = "";
   show();
   $("list-title").focus?.();

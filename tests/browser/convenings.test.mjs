@@ -1,7 +1,8 @@
 // Scheduled convenings in Chromium: the host schedules one on the Convenings page, mints invite
 // links per role, attendees join and wait in the lobby while the presenter rehearses backstage,
 // the host starts it from the room, attendees are let in and see and hear the presenter
-// (perceive.mjs), and the host ends it from the Convenings page. axe-core finds nothing on the
+// (perceive.mjs), the host ends it from the Convenings page and downloads the attendance CSV
+// from its Report page (the record's). axe-core finds nothing on the
 // new pages (Convenings, the lobby, the backstage bar); with CONVENE_CONVENINGS_SCREENSHOTS=DIR
 // desktop and phone screenshots are saved there (docs/screenshots/convenings). Server and
 // Chromium run in a network namespace with only `lo`: needs root; skipped without.
@@ -181,7 +182,16 @@ test("a host schedules a convening, attendees wait in the lobby, the host starts
   const wide = await adminPhone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
   assert.equal(wide, false, "the Convenings page fits a phone");
   await shoot(adminPhone, "convenings-phone");
-  // The report (attendance CSV) is the record's: its page is linked from here.
-  assert.match(await admin.locator("li.convening a", { hasText: "Report" }).getAttribute("href"), /^\/report\/[0-9a-f-]{36}$/);
+  // The report is the record's page, linked from here; signing in here opened it too.
+  await admin.locator("li.convening a", { hasText: "Report" }).click();
+  await admin.waitForURL(/\/report\/[0-9a-f-]{36}$/);
+  await admin.locator("#content").waitFor();
+  const [download] = await Promise.all([
+    admin.waitForEvent("download"),
+    admin.click("button[data-file='attendance.csv']"),
+  ]);
+  const csv = fs.readFileSync(await download.path(), "utf8");
+  for (const name of ["Ana", "Ben"]) assert.match(csv, new RegExp(`^"?${name}"?,`, "m"), `${name} in the attendance CSV:\n${csv}`);
+  await shoot(admin, "report-desktop");
   assert.deepEqual(errors, []);
 });
