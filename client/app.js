@@ -11,6 +11,7 @@ import { Media } from "/media.js";
 import {
   renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
 } from "/views.js";
+import { renderLobby } from "/lobby.js";
 
 const token = takeToken();
 
@@ -88,7 +89,10 @@ function gate(title, textContent) {
 const conn = new Connection(token ?? "", {
   onMessage: handle,
   onStatus: setStatus,
-  onRefused: gate,
+  // Removed because the convening ended: say so, not that a moderator removed them.
+  onRefused: (title, text) => (state.removedReason?.endsWith("has ended")
+    ? gate("This convening has ended", `${state.removedReason}. Thank you for taking part.`)
+    : gate(title, text)),
   resumeFrom: () => (state.sessionId ? { sessionId: state.sessionId, lastSeq: state.seq } : null),
   admitted: () => state.you != null,
 });
@@ -165,6 +169,12 @@ function handle(msg) {
         media.startReceiving();
       }
       if (ev.type === "track_unpublished") media.dropRemoteTrack(ev.track_id);
+      if (ev.type === "admitted") {
+        // Out of the lobby (where nothing was received): the room's media as it is now.
+        for (const t of ev.snapshot.tracks) media.placeTrack(t.id);
+        media.startReceiving();
+        if (!ui.chosenTab) ui.tab = defaultTab();
+      }
       break;
     }
     case "server_shutdown":
@@ -218,6 +228,7 @@ function scheduleRender() {
 function render() {
   if (!state.you) return;
   const you = state.you;
+  renderLobby(state, startConvening);
   const shown = tabsFor();
   const phone = isPhone();
   // The stage tab exists on phones only; elsewhere the stage is always in view.
@@ -231,7 +242,8 @@ function render() {
     if (name !== "stage") $(`panel-${name}`).hidden = !selected;
   }
   $("app").dataset.tab = ui.tab;
-  $("place").textContent = you.breakout == null ? "Main room" : `${you.facilitator ? "Visiting" : "In"} ${roomNameOf(you.breakout)}`;
+  $("place").textContent = state.lobby && you.role === "participant" ? "Lobby" : state.lobby ? "Backstage"
+    : you.breakout == null ? "Main room" : `${you.facilitator ? "Visiting" : "In"} ${roomNameOf(you.breakout)}`;
   const ctx = { state, send, pending: (/** @type {string} */ t) => conn.pendingOf(t), media, ui, editQuestion };
   renderPeople(ctx);
   renderChat(ctx);
@@ -514,6 +526,18 @@ function copyButton(url, box) {
   } }, "Copy link");
 }
 
+/** A host or moderator starts the scheduled convening: the lobby's attendees come in. */
+async function startConvening() {
+  const id = state.lobby?.convening_id;
+  if (!id) return;
+  try {
+    const res = await fetch(`/api/v1/convenings/${encodeURIComponent(id)}/start`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    if (!res.ok) throw new Error((await res.json().catch(() => ({}))).message ?? res.statusText);
+  } catch (e) {
+    notice(`Start: ${/** @type {Error} */ (e).message}`, "error");
+  }
+}
+
 /** The room's admin API with this page's token. @param {string} method @param {string} path @param {any} [body] */
 async function api(method, path, body) {
   const res = await fetch(`/api/v1/rooms/${encodeURIComponent(state.room)}/${path}`, {
@@ -610,7 +634,7 @@ $("bo-help").onclick = () => send("ask_for_help");
 $("bo-leave").onclick = () => send("leave_breakout");
 $("bo-back").onclick = () => send("choose_breakout", { breakout: state.leftBreakout });
 onSubmit("bo-broadcast-form", () => submitText("bo-broadcast-text", (text) => send("broadcast_to_breakouts", { text })));
-setInterval(() => renderTimer(state), 1000);
+setInterval(() => { renderTimer(state); if (state.lobby) renderLobby(state, startConvening); }, 1000);
 matchMedia("(max-width: 700px)").addEventListener("change", () => render());
 
 // For the console and for tests: the live state (read-only use) and the command sender.

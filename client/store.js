@@ -37,6 +37,10 @@ export function createState() {
     stageInvite: false,
     /** The breakout this person left while breakouts are open (they may go back). @type {number|null} */
     leftBreakout: null,
+    /** A scheduled convening not started yet: attendees wait in its lobby. @type {any} */
+    lobby: null,
+    /** Why the server removed this person (the convening ended, or a moderator). @type {string|null} */
+    removedReason: null,
     seq: 0,
     /** @type {string|null} */ sessionId: null,
     joins: 0,
@@ -57,22 +61,27 @@ function noteHand(state, m) {
  * @param {State} state @param {any} msg @returns {Note[]}
  */
 export function applyWelcome(state, msg) {
-  const s = msg.snapshot;
+  applySnapshot(state, msg.snapshot);
+  Object.assign(state, { sessionId: msg.session_id, seq: msg.seq, you: msg.you, iceServers: msg.ice_servers ?? [] });
+  state.joins++;
+  return msg.resume_failed ? [{ text: `Reconnected with a fresh view (${msg.resume_failed}).` }] : [];
+}
+
+/** The room as a snapshot shows it (`welcome`, or `admitted` from the lobby). @param {State} state @param {any} s */
+function applySnapshot(state, s) {
   const questions = new Map([...s.questions, ...s.answered].map((q) => [q.id, q]));
   Object.assign(state, {
-    sessionId: msg.session_id, seq: msg.seq, you: msg.you, settings: s.settings, room: s.room,
+    settings: s.settings, room: s.room, lobby: s.lobby ?? null,
     members: new Map(s.members.map((/** @type {Member} */ m) => [m.identity, m])), count: s.participant_count,
     chat: s.chat, questions, myVotes: new Set(s.my_votes), myQuestions: new Set(s.my_questions),
     breakouts: s.breakouts, tracks: new Map(s.tracks.map((/** @type {any} */ t) => [t.id, t])), placeName: null,
-    // A TURN relay for networks that allow only TLS to 443, when the server has one.
-    iceServers: msg.ice_servers ?? [],
     polls: new Map((s.polls ?? []).map((/** @type {any} */ p) => [p.id, p])),
     myPollAnswers: new Map(Object.entries(s.my_poll_answers ?? {}).map(([id, a]) => [Number(id), /** @type {number[]} */ (a)])),
   });
   state.handOrder = new Map([...state.handOrder].filter(([id]) => state.members.get(id)?.hand_raised));
   for (const m of state.members.values()) noteHand(state, m);
-  state.joins++;
-  return msg.resume_failed ? [{ text: `Reconnected with a fresh view (${msg.resume_failed}).` }] : [];
+  const you = state.you && state.members.get(state.you.identity);
+  if (you) state.you = you;
 }
 
 /**
@@ -140,7 +149,8 @@ export function applyEvent(state, ev, now = Date.now()) {
       state.handOrder.delete(ev.identity);
       break;
     case "removed":
-      notes.push({ text: `You were removed: ${ev.reason}`, kind: "error" });
+      state.removedReason = ev.reason;
+      notes.push(ev.reason.endsWith("has ended") ? { text: `${ev.reason}.`, announce: true } : { text: `You were removed: ${ev.reason}`, kind: "error" });
       break;
     case "participant_count":
       state.count = ev.count;
@@ -248,6 +258,17 @@ export function applyEvent(state, ev, now = Date.now()) {
     }
     case "track_published":
       state.tracks.set(ev.track.id, ev.track);
+      break;
+    case "lobby":
+      state.lobby = ev.lobby;
+      break;
+    case "convening_started":
+      state.lobby = null;
+      notes.push({ text: "The convening has started: attendees are coming in.", announce: true });
+      break;
+    case "admitted":
+      applySnapshot(state, ev.snapshot);
+      notes.push({ text: "The convening has started. Welcome in!", announce: true });
       break;
     case "track_unpublished":
       state.tracks.delete(ev.track_id);

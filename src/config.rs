@@ -115,6 +115,7 @@ pub struct Limits {
     pub rate: RateLimits,
     pub abuse: AbuseLimits,
     pub whip_whep: WhipWhepLimits,
+    pub convenings: crate::convenings::ConveningLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -268,6 +269,14 @@ pub struct StoreConfig {
     /// Writes committed in one transaction at most.
     pub max_batch_writes: usize,
     pub max_connections: u32,
+    /// Days a convening's record is kept after it ends, unless set per convening.
+    pub retention_days: u32,
+    /// The most a convening's retention may be set to.
+    pub max_retention_days: u32,
+    /// How often expired records are deleted.
+    pub sweep_interval_s: u64,
+    /// How often a node notes that its rooms are running (a restart's gap starts there).
+    pub record_heartbeat_ms: u64,
 }
 
 impl StoreConfig {

@@ -1,9 +1,10 @@
-//! What rooms tell this node ([`RoomHooks`]): command and fan-out timings to the metrics, webhook events to the queue, relay credentials for `welcome`.
+//! What rooms tell this node ([`RoomHooks`]): command and fan-out timings to the metrics, webhook events to the queue, published events to the convening's record, relay credentials for `welcome`.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use convene_core::room::actor::RoomHooks;
-use convene_signaling::IceServer;
+use convene_signaling::{IceServer, Millis, RoomEvent};
 
 use crate::turn::Turn;
 use crate::webhooks::{WebhookEvent, Webhooks};
@@ -11,6 +12,8 @@ use crate::webhooks::{WebhookEvent, Webhooks};
 pub struct NodeHooks {
     pub webhooks: Webhooks,
     pub turn: Option<Turn>,
+    /// The record's writer, once the store is open (none without a store).
+    pub recorder: Arc<OnceLock<Arc<crate::record::Recorder>>>,
 }
 
 impl RoomHooks for NodeHooks {
@@ -27,6 +30,12 @@ impl RoomHooks for NodeHooks {
 
     fn webhook(&self, event: WebhookEvent) {
         self.webhooks.emit(event);
+    }
+
+    fn record(&self, room: &str, seq: u64, event: &RoomEvent, person: Option<&str>, now: Millis) {
+        if let Some(recorder) = self.recorder.get() {
+            recorder.published(room, seq, event, person, now);
+        }
     }
 
     fn ice_servers(&self, identity: &str, until: Option<u64>) -> Vec<IceServer> {

@@ -16,6 +16,7 @@
 //!   relay that reaches only the SFU (or coturn beside it).
 //! - [`load`]: load tools that drive a real server.
 //! - [`metrics`]: Prometheus metrics the parts record into, and the `/metrics` text.
+//! - [`convenings`]: scheduled convenings: stored plans, the lobby, the host's start and end.
 //! - [`webhooks`]: signed, retried POSTs of room events to configured URLs.
 //! - [`logging`]: the log format, with control characters in fields escaped.
 //!
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod bucket;
 pub mod cluster;
 pub mod config;
+pub mod convenings;
 pub mod durable;
 pub mod hooks;
 pub mod http;
@@ -37,6 +39,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod outbox;
+pub mod record;
 pub mod revocation;
 pub mod session;
 pub mod turn;

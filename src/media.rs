@@ -20,10 +20,16 @@ use convene_core::room::Place;
 use convene_core::wire::Frame;
 use convene_sfu::{addresses, GroupId, PeerEvent, PeerId, PeerOptions, Sfu, SfuConfig, SfuError};
 
-/// The SFU group of a place in a room.
+/// The SFU group of a place in a room. The lobby is a group of its own that nobody
+/// publishes to (breakout ids count up from 1, never near `u32::MAX`).
 pub fn group(room: &str, place: Place) -> GroupId {
-    GroupId::new(room, place.breakout())
+    match place {
+        Place::Lobby => GroupId::new(room, Some(LOBBY_GROUP)),
+        _ => GroupId::new(room, place.breakout()),
+    }
 }
+
+const LOBBY_GROUP: u32 = u32::MAX;
 
 /// Does this offer send media (any m-line that is not recvonly or inactive)?
 pub fn offer_sends_media(sdp: &str) -> bool {

@@ -640,6 +640,7 @@ fn the_checker_flags_gaps_conflicting_bytes_duplicates_losses_bad_resumes_votes_
                 tracks: vec![],
                 polls: vec![],
                 my_poll_answers: BTreeMap::new(),
+                lobby: None,
             }),
         }
     }

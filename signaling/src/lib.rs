@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod convening;
+pub use convening::Lobby;
+
 /// Bumped on any incompatible change; sent in `welcome` and `resumed`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -282,6 +285,9 @@ pub struct RoomSnapshot {
     /// The viewer's own answers: poll id -> option indexes.
     #[serde(default)]
     pub my_poll_answers: BTreeMap<u64, Vec<u32>>,
+    /// Present until a scheduled convening starts: attendees are in its lobby.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby: Option<Lobby>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -867,6 +873,16 @@ pub enum RoomEvent {
     /// viewer may see results.
     PollUpdated {
         poll: Poll,
+    },
+    /// The convening has not started: to its lobby and staff (sent again when it changes).
+    Lobby {
+        lobby: Lobby,
+    },
+    /// The convening started: to staff; each attendee in the lobby gets `admitted` instead.
+    ConveningStarted,
+    /// You were let in from the lobby: the room as you may now see it (as in `welcome`).
+    Admitted {
+        snapshot: Box<RoomSnapshot>,
     },
 }
 

@@ -12,6 +12,7 @@ use convene_store::{GroupCommit, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::record::Recorder;
 use room::{DurableRoom, Settings};
 
 /// A rebuilt room waiting for the registry to start it.
@@ -66,16 +67,19 @@ impl DurableRooms {
     /// is left in the store (logged) rather than stopping the node.
     pub async fn open(
         store: Store,
+        log: GroupCommit,
         config: &crate::config::StoreConfig,
         actor: ActorConfig,
         sink: Arc<dyn SessionSink>,
         data_lock: Option<std::fs::File>,
+        recorder: Option<Arc<Recorder>>,
     ) -> Result<DurableRooms, StoreError> {
         let settings = Settings {
             config: actor,
             sink,
-            log: GroupCommit::start(store.clone(), config.max_batch_writes),
+            log,
             snapshot_every: config.snapshot_every,
+            recorder,
         };
         let clock = Clock::start();
         let mut rebuilt = HashMap::new();
@@ -83,8 +87,18 @@ impl DurableRooms {
         for name in store.rooms().await? {
             let stored = store.room_log(&name).await?;
             let (handle, rx) = RoomHandle::channel(&name);
+            let convening = match &settings.recorder {
+                Some(r) => record_open(r, &name, clock.now()).await,
+                None => None,
+            };
             match DurableRoom::rebuild(&name, stored, &settings, &handle) {
                 Ok(mut room) => {
+                    if let (Some(r), Some(convening)) = (&settings.recorder, convening) {
+                        // The room stopped when the node last noted it (or its last input).
+                        let alive = store.alive_at(&convening).await.ok().flatten();
+                        let from = room.last_now().max(alive.unwrap_or(0).max(0) as u64);
+                        r.gap(&name, from, clock.now());
+                    }
                     room.close_dead_sockets(clock.now()).await;
                     rebuilt.insert(name, Rebuilt { room, handle, rx });
                 }
@@ -135,23 +149,46 @@ impl DurableRooms {
     }
 }
 
+/// The room's convening for the record; a store that refuses leaves the room unrecorded
+/// (logged), never stopped.
+async fn record_open(recorder: &Recorder, room: &str, now: u64) -> Option<String> {
+    match recorder.open(room, now).await {
+        Ok(convening) => Some(convening),
+        Err(error) => {
+            tracing::error!(room, %error, "cannot open the room's convening: not recorded");
+            None
+        }
+    }
+}
+
 impl RoomStarter for DurableRooms {
     fn start(&self, name: &str, on_exit: OnExit) -> RoomHandle {
         let waiting = self.rebuilt.lock().expect("rebuilt lock").remove(name);
         let (room, handle, rx) = match waiting {
-            Some(Rebuilt { room, handle, rx }) => (room, handle, rx),
+            Some(Rebuilt { room, handle, rx }) => (Some(room), handle, rx),
             None => {
                 let (handle, rx) = RoomHandle::channel(name);
-                let room = DurableRoom::new(name, &self.settings, &handle, self.clock.now());
-                (room, handle, rx)
+                (None, handle, rx)
             }
         };
         let ttl = self.settings.config.empty_room_ttl;
         let clock = self.clock;
         let exit_handle = handle.clone();
         let stopping = self.stopping.subscribe();
+        let settings = self.settings.clone();
+        let name = name.to_string();
         let task = tokio::spawn(async move {
-            room::run(room, clock, rx, ttl, stopping).await;
+            let room = match room {
+                Some(room) => room,
+                None => {
+                    // The convening is known before the first event (inputs wait in the inbox).
+                    if let Some(r) = &settings.recorder {
+                        record_open(r, &name, clock.now()).await;
+                    }
+                    DurableRoom::new(&name, &settings, &exit_handle, clock.now())
+                }
+            };
+            room::run(room, clock, rx, ttl, stopping, settings.recorder.clone()).await;
             on_exit(&exit_handle);
         });
         let mut running = self.running.lock().expect("running lock");

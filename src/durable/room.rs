@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_core::room::actor::{
-    simple_error, ActorConfig, Clock, CoreSnapshot, NoHooks, RoomCommand, RoomCore, RoomHandle,
-    RoomHooks, RoomInput,
+    simple_error, ActorConfig, Clock, CoreSnapshot, RoomCommand, RoomCore, RoomHandle, RoomHooks,
+    RoomInput,
 };
 use convene_core::room::Denied;
 use convene_core::wire::{Envelope, RoomOutput, SessionSink};
-use convene_signaling::{CloseReason, ErrorCode, Millis};
+use convene_signaling::{CloseReason, ErrorCode, Millis, RoomEvent};
 use convene_store::{GroupCommit, RoomLog, Write};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use crate::record::Recorder;
 
 /// Inputs taken from a room's inbox into one append.
 const APPLY_BATCH: usize = 256;
@@ -73,11 +75,23 @@ impl SessionSink for Silent {
     fn close_room(&self, _room: &str, _reason: CloseReason) {}
 }
 
+#[derive(Clone)]
 pub(super) struct Settings {
     pub(super) config: ActorConfig,
     pub(super) sink: Arc<dyn SessionSink>,
     pub(super) log: GroupCommit,
     pub(super) snapshot_every: u64,
+    pub(super) recorder: Option<Arc<Recorder>>,
+}
+
+/// A replay's hooks: no webhooks or metrics again, but the record sees every event (it
+/// writes nothing twice), so rows a kill -9 lost before their commit come back.
+struct ReplayHooks(Arc<dyn RoomHooks>);
+
+impl RoomHooks for ReplayHooks {
+    fn record(&self, room: &str, seq: u64, event: &RoomEvent, person: Option<&str>, now: Millis) {
+        self.0.record(room, seq, event, person, now);
+    }
 }
 
 /// A room whose inputs go to the store first.
@@ -131,7 +145,7 @@ impl DurableRoom {
         handle: &RoomHandle,
     ) -> Result<DurableRoom, String> {
         let mut quiet = s.config.clone();
-        quiet.hooks = Arc::new(NoHooks);
+        quiet.hooks = Arc::new(ReplayHooks(s.config.hooks.clone()));
         let silent: Arc<dyn SessionSink> = Arc::new(Silent);
         let connected = handle.sessions.clone();
         let (mut core, mut next, mut last_now) = match stored.snapshot {
@@ -180,6 +194,11 @@ impl DurableRoom {
         let mut room = DurableRoom::with(name, core, s, next, last_now);
         room.since_snapshot = replayed as u64;
         Ok(room)
+    }
+
+    /// The time of the last input applied.
+    pub(super) fn last_now(&self) -> Millis {
+        self.last_now
     }
 
     /// The sockets of the sessions a stopped process held are gone: they close now (and may
@@ -338,6 +357,7 @@ pub(super) async fn run(
     mut rx: mpsc::Receiver<RoomCommand>,
     ttl: Duration,
     mut stopping: watch::Receiver<bool>,
+    recorder: Option<Arc<Recorder>>,
 ) {
     let mut empty_since: Option<Instant> = Some(Instant::now());
     let mut closed = false;
@@ -383,6 +403,9 @@ pub(super) async fn run(
     }
     room.core.end(clock.now());
     if closed {
+        if let Some(recorder) = recorder {
+            recorder.room_closed(&room.name, clock.now());
+        }
         room.log.write_later(vec![Write::Close { room: room.name }]);
     }
 }

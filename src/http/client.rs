@@ -115,7 +115,32 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/views.js",
             asset!("views.js", "text/javascript; charset=utf-8"),
         )
+        .route(
+            "/lobby.js",
+            asset!("lobby.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/convenings",
+            asset!("convenings.html", "text/html; charset=utf-8"),
+        )
+        .route(
+            "/convenings.js",
+            asset!("convenings.js", "text/javascript; charset=utf-8"),
+        )
         .route("/style.css", asset!("style.css", "text/css; charset=utf-8"))
+        // The Report page for staff: one page for every convening id (the script reads it).
+        .route(
+            "/report/{id}",
+            asset!("report.html", "text/html; charset=utf-8"),
+        )
+        .route(
+            "/report.js",
+            asset!("report.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
+            "/report.css",
+            asset!("report.css", "text/css; charset=utf-8"),
+        )
         // Browsers ask for /favicon.ico whatever the page links; both get the one SVG icon.
         .route("/favicon.svg", asset!("favicon.svg", "image/svg+xml"))
         .route("/favicon.ico", asset!("favicon.svg", "image/svg+xml"))

@@ -397,6 +397,10 @@ async fn whep(
     if handle.is_banned(&claims.sub).await.unwrap_or(false) {
         return Err(ApiError::forbidden("you were removed from this room").into());
     }
+    // Attendees wait in the lobby: the backstage's media is not theirs to play.
+    if !claims.role.is_staff() && state.convenings.lobby(&room).is_some() {
+        return Err(ApiError::forbidden("this convening has not started").into());
+    }
     let only = match &query.participant {
         Some(identity) => Some(media.publisher_peer(&room, identity).ok_or_else(|| {
             ApiError::not_found(format!("participant {identity:?} is not publishing"))

@@ -128,6 +128,10 @@ pub struct AppState {
     pub admission: joins::Admission,
     /// Revoked access tokens and audience links (in Redis for a cluster).
     pub revoked: crate::revocation::Revocations,
+    /// Convenings' records and reports, when the node has a store.
+    pub recorder: Option<Arc<crate::record::Recorder>>,
+    /// Scheduled convenings: their plans, lobbies and starts.
+    pub convenings: crate::convenings::Convenings,
 }
 
 /// The node's rooms: links to owners in a cluster, durable actors on one node with the
@@ -138,14 +142,21 @@ async fn start_rooms(
     actor: ActorConfig,
     hub: &Arc<Hub>,
     cluster: Option<crate::cluster::Cluster>,
+    record: Recording,
 ) -> std::io::Result<(Rooms, Option<Arc<crate::durable::DurableRooms>>)> {
     use convene_core::room::registry::RoomStarter;
     let durable = match (&cluster, config.store.durable_log) {
         (None, true) => Some(Arc::new(
-            open_durable(config, actor.clone(), hub.clone()).await?,
+            open_durable(config, actor.clone(), hub.clone(), record.clone()).await?,
         )),
         _ => None,
     };
+    if cluster.is_some() && !config.store.url.is_empty() {
+        // A cluster's record: every node writes its owned rooms' rows to the shared store.
+        let store = open_store(config).await?;
+        let log = convene_store::GroupCommit::start(store.clone(), config.store.max_batch_writes);
+        start_recorder(config, store, log, record);
+    }
     let starter = cluster
         .map(|c| Arc::new(c) as Arc<dyn RoomStarter>)
         .or_else(|| durable.clone().map(|d| d as Arc<dyn RoomStarter>));
@@ -157,11 +168,53 @@ async fn start_rooms(
 }
 
 /// The store and the rooms it rebuilds: a single node's durable log (`store.durable_log`).
+/// What the record needs when a store opens: the node's webhooks, and where its writer goes
+/// (the rooms' hooks read it from there).
+#[derive(Clone)]
+struct Recording {
+    webhooks: crate::webhooks::Webhooks,
+    slot: Arc<std::sync::OnceLock<Arc<crate::record::Recorder>>>,
+}
+
 async fn open_durable(
     config: &Config,
     actor: ActorConfig,
     sink: Arc<dyn convene_core::wire::SessionSink>,
+    record: Recording,
 ) -> std::io::Result<crate::durable::DurableRooms> {
+    let c = &config.store;
+    let url = c.resolved_url()?;
+    // Before the store opens: a second process on the same file must not even migrate it.
+    let data_lock = crate::durable::lock_data(&url)?;
+    let store = open_store(config).await?;
+    let log = convene_store::GroupCommit::start(store.clone(), c.max_batch_writes);
+    let recorder = start_recorder(config, store.clone(), log.clone(), record);
+    crate::durable::DurableRooms::open(store, log, c, actor, sink, data_lock, Some(recorder))
+        .await
+        .map_err(|e| {
+            std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e)))
+        })
+}
+
+/// The record's writer on `log`, its sweeper and heartbeat; the rooms' hooks find it.
+fn start_recorder(
+    config: &Config,
+    store: convene_store::Store,
+    log: convene_store::GroupCommit,
+    record: Recording,
+) -> Arc<crate::record::Recorder> {
+    let c = &config.store;
+    let url = config.advertised_url(config.server.listen);
+    let days = i64::from(c.retention_days);
+    let recorder = crate::record::Recorder::new(store, log, record.webhooks, &url, days);
+    recorder.sweep_every(Duration::from_secs(c.sweep_interval_s));
+    recorder.heartbeat_every(Duration::from_millis(c.record_heartbeat_ms));
+    let _ = record.slot.set(recorder.clone());
+    recorder
+}
+
+/// The store (`store.url`, or SQLite in `store.data_dir`), migrated.
+async fn open_store(config: &Config) -> std::io::Result<convene_store::Store> {
     let c = &config.store;
     let settings = convene_store::StoreSettings {
         url: c.resolved_url()?,
@@ -178,13 +231,36 @@ async fn open_durable(
             redacted_store(&settings.url, &e)
         ))
     };
-    let data_lock = crate::durable::lock_data(&settings.url)?;
-    let store = convene_store::Store::open(&settings)
-        .await
-        .map_err(failed)?;
-    crate::durable::DurableRooms::open(store, c, actor, sink, data_lock)
-        .await
-        .map_err(failed)
+    convene_store::Store::open(&settings).await.map_err(failed)
+}
+
+fn store_failed(config: &Config, e: convene_store::StoreError) -> std::io::Error {
+    let url = config.store.resolved_url().unwrap_or_default();
+    std::io::Error::other(format!("opening the store: {}", redacted_store(&url, &e)))
+}
+
+/// Scheduled convenings, on the record's store when the node has one, else on the store
+/// `[store]` names when there is one (`store.durable_log` or a `store.url`); in memory
+/// otherwise (in-process test servers).
+async fn open_convenings(
+    config: &Config,
+    recorder: Option<&Arc<crate::record::Recorder>>,
+) -> std::io::Result<crate::convenings::Convenings> {
+    let store = match recorder {
+        Some(recorder) => Some(recorder.store().clone()),
+        None if config.store.durable_log || !config.store.url.is_empty() => {
+            Some(open_store(config).await?)
+        }
+        None => None,
+    };
+    crate::convenings::Convenings::open(
+        store,
+        recorder.cloned(),
+        config.limits.convenings.clone(),
+        crate::convenings::ScheduleClock::from_env(),
+    )
+    .await
+    .map_err(|e| store_failed(config, e))
 }
 
 /// A store error without the URL's password (it ends up in logs and on the terminal).
@@ -230,6 +306,11 @@ impl AppState {
         };
         let (turn, turn_server) =
             crate::turn::node::start(&config, media.as_ref(), turn_tls).await?;
+        let webhooks = crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(|error| {
+            tracing::error!(%error, "webhooks are off");
+            crate::webhooks::Webhooks::default()
+        });
+        let recorder_slot = Arc::new(std::sync::OnceLock::new());
         let actor = ActorConfig {
             limits: RoomLimits {
                 chat_history: limits.chat_history,
@@ -246,13 +327,9 @@ impl AppState {
             empty_room_ttl: Duration::from_secs(limits.empty_room_ttl_s),
             attendance: attendance.clone(),
             hooks: Arc::new(crate::hooks::NodeHooks {
-                webhooks: crate::webhooks::Webhooks::start(&config.webhooks).unwrap_or_else(
-                    |error| {
-                        tracing::error!(%error, "webhooks are off");
-                        crate::webhooks::Webhooks::default()
-                    },
-                ),
+                webhooks: webhooks.clone(),
                 turn: turn.clone(),
+                recorder: recorder_slot.clone(),
             }),
         };
         let sessions = Arc::new(AtomicUsize::new(0));
@@ -299,7 +376,14 @@ impl AppState {
             })?;
             Some(cluster)
         };
-        let (rooms, durable) = start_rooms(&config, actor, &hub, cluster.clone()).await?;
+        let recording = Recording {
+            webhooks,
+            slot: recorder_slot.clone(),
+        };
+        let (rooms, durable) =
+            start_rooms(&config, actor, &hub, cluster.clone(), recording).await?;
+        let convenings = open_convenings(&config, recorder_slot.get()).await?;
+        convenings.run(rooms.clone(), Duration::from_secs(1));
         if let (Some(cluster), Some(media)) = (&cluster, &media) {
             cluster.host_media(crate::cluster::relay::RelayedMedia::new(
                 cluster.clone(),
@@ -318,6 +402,7 @@ impl AppState {
             config.auth.max_revoked_per_room,
         );
         Ok(AppState {
+            recorder: recorder_slot.get().cloned(),
             cluster,
             limits: Arc::new(config.limits.clone()),
             media,
@@ -334,6 +419,7 @@ impl AppState {
             audience: Default::default(),
             admission: joins::Admission::new(&config.server),
             revoked,
+            convenings,
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })
@@ -595,9 +681,7 @@ impl Server {
             tracing::warn!(left, "sessions still open at the end of the shutdown grace");
         }
         if let Some(durable) = &self.state.durable {
-            durable
-                .stop(Duration::from_secs(config.shutdown_grace_s.max(1)))
-                .await;
+            durable.stop(Duration::from_secs(config.shutdown_grace_s.max(1))).await;
         }
         if let Some(cluster) = &self.state.cluster {
             cluster.shutdown().await;

@@ -170,6 +170,8 @@ async fn prepare(
         }
         None => state.admission.unlimited(),
     };
+    // A scheduled convening's room holds attendees in its lobby from their first join.
+    state.convenings.gate(&state.rooms, &claims.room).await;
     let room = state.rooms.get_or_start(&claims.room);
     if room.sessions.load(Ordering::Relaxed) >= limits.max_sessions_per_room {
         return Err(ApiError::unavailable(format!(
@@ -350,6 +352,7 @@ async fn join(
             // The room closed between lookup and join (it had been empty): start it again.
             Err(_) if attempt == 0 => {
                 attempt += 1;
+                state.convenings.gate(&state.rooms, name).await;
                 *room = state.rooms.get_or_start(name);
             }
             Err(gone) => {

@@ -96,3 +96,30 @@ test("a webcast turned meeting brings the audience it hid into the roster", () =
   assert.deepEqual([...s.members.keys()].sort(), ["ana", "host", "pia", "quinn"]);
   assert.equal(s.members.get("pia").name, "PIA");
 });
+
+test("an attendee in the lobby is admitted with the room's snapshot; staff hear the start", () => {
+  const lobby = { convening_id: "c1", title: "Launch", starts_at: 1_800_000_000_000, auto_start: false };
+  const s = createState();
+  applyWelcome(s, welcome(member("ana"), [member("ana")], { lobby }));
+  assert.deepEqual(s.lobby, lobby);
+  applyEvent(s, { type: "lobby", lobby: { ...lobby, title: "Launch (moved)" } });
+  assert.equal(s.lobby.title, "Launch (moved)");
+  const pat = member("pat", { role: "presenter", on_stage: true });
+  const notes = applyEvent(s, {
+    type: "admitted",
+    snapshot: {
+      room: "r", settings: { kind: "webcast", chat_enabled: true, qa_mode: "open" }, members: [member("ana"), pat],
+      participant_count: 1, chat: [], questions: [], answered: [], my_votes: [], my_questions: [], breakouts: null,
+      tracks: [{ id: "t1", publisher: "pat", kind: "video", source: "camera", breakout: null }],
+    },
+  });
+  assert.equal(s.lobby, null);
+  assert.equal(s.members.get("pat").role, "presenter");
+  assert.equal(s.tracks.size, 1);
+  assert.equal(s.you.identity, "ana");
+  assert.equal(notes[0].announce, true);
+  const host = createState();
+  applyWelcome(host, welcome(member("host", { role: "host" }), [], { lobby }));
+  applyEvent(host, { type: "convening_started" });
+  assert.equal(host.lobby, null);
+});

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod crowd;
+pub mod postgres;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -446,6 +447,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(count: usize) -> Cluster {
+        Cluster::start_with(count, &[]).await
+    }
+
+    /// As `start`, every node with more environment variables (a shared store's URL).
+    pub async fn start_with(count: usize, env: &[(&str, &str)]) -> Cluster {
         let redis = Redis::start().await;
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < count {
@@ -461,7 +467,9 @@ impl Cluster {
         let nodes: Vec<Node> = ports
             .iter()
             .enumerate()
-            .map(|(i, &port)| Node::spawn(&bin, &format!("n{}", i + 1), port, &redis.url()))
+            .map(|(i, &port)| {
+                Node::spawn_with(&bin, &format!("n{}", i + 1), port, &redis.url(), env)
+            })
             .collect();
         let view = Arc::new(View {
             ws: nodes.iter().map(Node::ws).collect(),

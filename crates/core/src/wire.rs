@@ -23,6 +23,9 @@ pub enum Place {
     #[default]
     Main,
     Breakout(BreakoutId),
+    /// Attendees waiting for a scheduled convening to start: they see only what is
+    /// addressed to the lobby or to them.
+    Lobby,
 }
 
 impl Place {
@@ -31,7 +34,7 @@ impl Place {
     }
     pub fn breakout(self) -> Option<BreakoutId> {
         match self {
-            Place::Main => None,
+            Place::Main | Place::Lobby => None,
             Place::Breakout(id) => Some(id),
         }
     }
@@ -97,6 +100,11 @@ impl Audience {
     }
 
     pub fn includes(&self, viewer: &Viewer) -> bool {
+        if viewer.place == Place::Lobby {
+            // The lobby sees nothing of the room: only what names the lobby or the person.
+            return matches!(self, Audience::Some { places, person, .. }
+                if places.contains(&Place::Lobby) || person.as_deref() == Some(viewer.identity.as_str()));
+        }
         match self {
             Audience::Everyone => true,
             Audience::Some {

@@ -5,7 +5,8 @@
 //! drives the media path with str0m client peers (see `sfu/`); `convene-load udp-floor`
 //! measures the kernel's share of sending a datagram (see `floor.rs`), and `tcp-floor` the
 //! kernel's share of writing a frame to a session socket (see `tcp_floor.rs`). `probe.rs` reads CPU
-//! and memory from `/proc` for chat, votes, sfu and udp-floor.
+//! and memory from `/proc` for chat, votes, sfu and udp-floor; `report` times a convening's
+//! report from a synthetic record (see `report.rs`).
 #![forbid(unsafe_code)]
 
 pub mod chat;
@@ -13,6 +14,7 @@ pub mod failover;
 pub mod floor;
 mod probe;
 pub mod redis_info;
+pub mod report;
 pub mod sfu;
 pub mod tcp_floor;
 
@@ -37,6 +39,8 @@ pub enum LoadCommand {
     Sfu(sfu::SfuArgs),
     /// Plain UDP datagrams to N sockets: the kernel's CPU per datagram, the SFU's floor.
     UdpFloor(floor::FloorArgs),
+    /// A convening's report generated from a synthetic record (5,000 people, 3 hours) in SQLite.
+    Report(report::ReportArgs),
     /// One frame per message to N loopback TCP sockets, no hub: the kernel's CPU per delivery, the hub's floor.
     TcpFloor(tcp_floor::TcpFloorArgs),
 }
@@ -49,5 +53,6 @@ pub async fn run(command: LoadCommand) -> Result<(), LoadError> {
         LoadCommand::Sfu(args) => sfu::run(args).await,
         LoadCommand::UdpFloor(args) => floor::run(args).await,
         LoadCommand::TcpFloor(args) => tcp_floor::run(args).await,
+        LoadCommand::Report(args) => report::run(args).await,
     }
 }

@@ -1,6 +1,8 @@
-//! The durable store: one schema with versioned migrations over SQLite or PostgreSQL, chosen by URL; holds rooms' logs and snapshots.
+//! The durable store: one schema with versioned migrations over SQLite or PostgreSQL, chosen by URL; holds rooms' logs and snapshots, and convenings' records.
 
+pub mod convenings;
 pub mod group;
+pub mod record;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
+pub use convenings::ConveningRow;
 pub use group::GroupCommit;
 
 /// The migrations, embedded in the binary: a node migrates its store when it starts.
@@ -81,6 +84,8 @@ pub enum Write {
     },
     /// The room closed: its log goes.
     Close { room: String },
+    /// A row of a convening's record (idempotent: a replay writes nothing twice).
+    Record(record::RecordWrite),
 }
 
 /// A room's log as stored: the last snapshot and the inputs after it, in order.
@@ -178,6 +183,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                Write::Record(write) => record::apply(&mut tx, write).await?,
                 Write::Close { room } => {
                     for table in [
                         "room_inputs WHERE room",

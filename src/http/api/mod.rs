@@ -4,7 +4,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Query, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use convene_signaling::Role;
 use serde::de::DeserializeOwned;
@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+mod convenings;
 mod exports;
+mod record;
 mod rooms;
 mod tokens;
 
@@ -21,7 +23,9 @@ use super::ws::bearer;
 use super::{ApiError, AppState};
 use convene_core::room::actor::RoomHandle;
 use convene_core::room::operator::{Operation, RoomReport};
+use convenings::*;
 use exports::*;
+use record::*;
 use rooms::*;
 pub(in crate::http) use tokens::TokenResponse;
 use tokens::*;
@@ -56,7 +60,22 @@ pub fn router() -> Router<AppState> {
             delete(audience::revoke_audience_link),
         )
         .route("/rooms/{room}/polls", get(export_polls))
+        .route("/convenings", get(list_convenings).post(create_convening))
+        .route("/convenings/{id}/report", get(convening_report))
+        .route("/convenings/{id}/report/{file}", get(convening_csv))
+        .route("/convenings/{id}/retention", put(set_retention))
+        .route("/convenings/{id}/record", delete(delete_record))
+        .route("/people/{identity}", delete(erase_person))
         .route("/tokens", post(mint_token))
+        .route(
+            "/convenings/{id}",
+            get(describe_convening)
+                .patch(update_convening)
+                .delete(cancel_convening),
+        )
+        .route("/convenings/{id}/start", post(start_convening))
+        .route("/convenings/{id}/end", post(end_convening))
+        .route("/convenings/{id}/invites", post(mint_convening_invite))
         .route("/nodes", get(list_nodes))
 }
 
@@ -87,7 +106,20 @@ pub fn router() -> Router<AppState> {
         audience::mint_audience_link,
         audience::revoke_audience_link,
         audience::join_audience_link,
-        list_nodes
+        list_nodes,
+        list_convenings,
+        convening_report,
+        convening_csv,
+        set_retention,
+        delete_record,
+        erase_person,
+        create_convening,
+        describe_convening,
+        update_convening,
+        cancel_convening,
+        start_convening,
+        end_convening,
+        mint_convening_invite
     ),
     components(schemas(ExportFormat)),
     modifiers(&BearerAuth),

@@ -8,18 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convene_signaling::{
-    CloseReason, Command, ErrorCode, IceServer, Millis, Poll, Question, ServerMessage,
-    PROTOCOL_VERSION,
+    CloseReason, Command, ErrorCode, Millis, Poll, Question, ServerMessage, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use uuid::Uuid;
 
+mod hooks;
 mod restart;
 
 pub use super::command::{JoinTerms, MediaRights, Reply, RoomCommand, RoomInput, Start};
 use super::effects::{effect_of, viewer_before};
-use super::feed::{RoomFeed, WebhookEvent};
+use super::feed::RoomFeed;
 use super::idempotency::Idempotency;
 use super::{Audience, Denied, Event, Joiner, RoomLimits, RoomState, Viewer};
 use crate::bus::EventLog;
@@ -242,28 +242,7 @@ pub struct ActorConfig {
     pub hooks: Arc<dyn RoomHooks>,
 }
 
-/// What a room tells the node around it: timings for metrics, webhook events, and the relay
-/// credentials `welcome` carries. The server implements it; rooms never see how.
-pub trait RoomHooks: Send + Sync + 'static {
-    /// `RoomState::apply` ran for one client command.
-    fn command_handled(&self, _took: Duration) {}
-    /// One envelope was handed to the sink.
-    fn fanned_out(&self, _took: Duration) {}
-    /// A command came from a socket its session had left (it resumed on another): dropped.
-    fn superseded_command(&self) {}
-    /// A webhook event for the node's queue (never waited for).
-    fn webhook(&self, _event: WebhookEvent) {}
-    /// TURN relays and credentials for `identity`, when a relay is configured, expiring by
-    /// `until` (unix seconds) when given.
-    fn ice_servers(&self, _identity: &str, _until: Option<u64>) -> Vec<IceServer> {
-        Vec::new()
-    }
-}
-
-/// Hooks that report nothing: for tests and tools.
-pub struct NoHooks;
-
-impl RoomHooks for NoHooks {}
+pub use hooks::{NoHooks, RoomHooks};
 
 /// A room's state and its sessions' records, driven by inputs with their time: the local
 /// actor below runs one, and so does a cluster node that owns the room. Pure apart from its
@@ -854,6 +833,7 @@ impl RoomCore {
             if let Ok(mut sheet) = self.attendance.lock() {
                 sheet.record(&body, person, now);
             }
+            (self.config.hooks).record(self.state.name(), seq, &body, person, now);
             if let Some(hook) = self.feed.record(&body, now) {
                 self.config.hooks.webhook(hook);
             }

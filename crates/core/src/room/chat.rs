@@ -16,6 +16,11 @@ pub(super) struct Chat {
 }
 
 impl Chat {
+    /// Drops a place's history (the backstage's, when a convening starts).
+    pub(super) fn forget(&mut self, place: Place) {
+        self.history.remove(&place);
+    }
+
     pub(super) fn history(&self, place: Place) -> Vec<ChatMessage> {
         self.history
             .get(&place)

@@ -38,6 +38,19 @@ pub(super) fn effect_of(
             to: Place::from_breakout(*breakout),
             may_publish: state.may_publish(identity),
         }),
+        // Into a scheduled convening's lobby, and out of it when it starts.
+        RoomEvent::Lobby { .. } => Some(SessionEffect::Move {
+            identity: identity.clone(),
+            from: Place::Main,
+            to: Place::Lobby,
+            may_publish: false,
+        }),
+        RoomEvent::Admitted { .. } => Some(SessionEffect::Move {
+            identity: identity.clone(),
+            from: Place::Lobby,
+            to: state.viewer(identity).map_or(Place::Main, |v| v.place),
+            may_publish: state.may_publish(identity),
+        }),
         RoomEvent::Removed { .. } => Some(SessionEffect::Kick {
             identity: identity.clone(),
         }),

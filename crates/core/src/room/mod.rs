@@ -9,12 +9,14 @@ pub mod actor;
 pub mod attendance;
 mod breakouts;
 mod chat;
+mod coalescer;
 pub mod command;
 #[cfg(test)]
 mod core_tests;
 mod effects;
 pub mod feed;
 mod idempotency;
+mod lobby;
 pub mod operator;
 mod persist;
 mod polls;
@@ -36,6 +38,7 @@ pub use breakouts::BreakoutSession;
 pub use qa::{ExportedQuestion, Qa, VOTE_INTERVAL_MS};
 
 pub use crate::wire::{Audience, Place, Viewer};
+use coalescer::Coalescer;
 
 /// A room event and who may see it.
 #[derive(Clone, Debug, PartialEq)]
@@ -173,40 +176,9 @@ pub struct RoomState {
     plans_made: u64,
     /// Ended by the operator: joins are refused until the room is forgotten.
     ended: bool,
-}
-
-/// Sends a value now if the interval has passed, else once when it has.
-#[derive(Default, Serialize, Deserialize)]
-struct Coalescer {
-    dirty: bool,
-    last_sent_at: Option<Millis>,
-}
-
-impl Coalescer {
-    /// Marks a change; true when it may be sent right away.
-    fn changed(&mut self, now: Millis, interval: Millis) -> bool {
-        if self.last_sent_at.is_none_or(|t| now >= t + interval) {
-            self.dirty = false;
-            self.last_sent_at = Some(now);
-            true
-        } else {
-            self.dirty = true;
-            false
-        }
-    }
-    fn due(&mut self, now: Millis, interval: Millis) -> bool {
-        if self.dirty && self.deadline(interval).is_some_and(|d| now >= d) {
-            self.dirty = false;
-            self.last_sent_at = Some(now);
-            true
-        } else {
-            false
-        }
-    }
-    fn deadline(&self, interval: Millis) -> Option<Millis> {
-        self.dirty
-            .then(|| self.last_sent_at.map_or(0, |t| t + interval))
-    }
+    /// A scheduled convening not yet started: attendees wait in its lobby (`lobby.rs`).
+    #[serde(default)]
+    lobby: Option<convene_signaling::Lobby>,
 }
 
 fn check_text(text: &str, max_chars: usize, what: &str) -> Result<String, Denied> {
@@ -240,6 +212,7 @@ impl RoomState {
             count: Coalescer::default(),
             plans_made: 0,
             ended: false,
+            lobby: None,
         }
     }
 
@@ -279,14 +252,15 @@ impl RoomState {
         self.member(identity).map(|m| Viewer {
             identity: m.identity.clone(),
             role: m.role,
-            place: Place::from_breakout(m.breakout),
+            place: self.place_of(m),
         })
     }
 
     /// May this member publish media where they are now?
     pub fn may_publish(&self, identity: &str) -> bool {
         self.member(identity).is_some_and(|m| {
-            m.breakout.is_some() || self.settings.kind == RoomKind::Meeting || m.on_stage
+            (m.breakout.is_some() || self.settings.kind == RoomKind::Meeting || m.on_stage)
+                && self.place_of(m) != Place::Lobby
         })
     }
 
@@ -558,6 +532,7 @@ impl RoomState {
             ));
         };
         let role = sender.role;
+        self.lobby_refusal(cmd, sender)?;
         match cmd {
             Command::Ping => Ok(Outcome::default()),
             Command::UpdateSettings {
@@ -868,6 +843,9 @@ impl RoomState {
 
     /// The room as `viewer` may see it.
     pub fn snapshot(&self, viewer: &Viewer) -> RoomSnapshot {
+        if viewer.place == Place::Lobby {
+            return self.lobby_snapshot(viewer);
+        }
         let members = self.visible_members(viewer);
         let (questions, answered) = self.qa.visible_to(viewer);
         RoomSnapshot {
@@ -889,6 +867,7 @@ impl RoomState {
                 .collect(),
             polls: self.polls.visible_to(viewer.role.is_staff()),
             my_poll_answers: self.polls.answers_of(&viewer.identity),
+            lobby: self.lobby.clone(),
         }
     }
 }

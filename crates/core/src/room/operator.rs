@@ -21,6 +21,10 @@ pub enum Operation {
     },
     /// Removes everyone and refuses later joins until the room is forgotten.
     End { reason: Option<String> },
+    /// A scheduled convening: attendees wait in its lobby until `Open` (`lobby.rs`).
+    Schedule { lobby: convene_signaling::Lobby },
+    /// The convening starts: the lobby's attendees are admitted.
+    Open,
 }
 
 /// A room as the admin API shows it.
@@ -29,6 +33,9 @@ pub struct RoomReport {
     pub settings: RoomSettings,
     pub members: Vec<Member>,
     pub ended: bool,
+    /// A scheduled convening not yet started.
+    #[serde(default)]
+    pub lobby: Option<convene_signaling::Lobby>,
 }
 
 fn reason_text(reason: Option<&str>, default: &str) -> String {
@@ -63,6 +70,8 @@ impl RoomState {
                     now,
                 )
             }
+            Operation::Schedule { lobby } => self.schedule(lobby.clone()),
+            Operation::Open => self.open(),
             Operation::End { reason } => {
                 let reason = reason_text(reason.as_deref(), "this convening has ended");
                 self.ended = true;
@@ -90,6 +99,7 @@ impl RoomState {
             settings: self.settings.clone(),
             members: self.members().cloned().collect(),
             ended: self.ended,
+            lobby: self.lobby().cloned(),
         }
     }
 }
