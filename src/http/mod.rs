@@ -126,6 +126,8 @@ pub struct AppState {
     pub admission: joins::Admission,
     /// Revoked access tokens and audience links (in Redis for a cluster).
     pub revoked: crate::revocation::Revocations,
+    /// Captioning services' posts per convening.
+    pub caption_posts: crate::captions::ServiceBuckets,
 }
 
 /// The node's rooms: links to owners in a cluster, durable actors on one node with the
@@ -235,6 +237,7 @@ impl AppState {
                 breakout_close_countdown_s: limits.breakout_close_countdown_s,
                 breakout_warning_s: limits.breakout_warning_s,
                 sessions_per_identity: limits.sessions_per_identity,
+                captions_kept: limits.captions.kept,
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
@@ -330,6 +333,7 @@ impl AppState {
             audience: Default::default(),
             admission: joins::Admission::new(&config.server),
             revoked,
+            caption_posts: Default::default(),
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })

@@ -2,6 +2,7 @@
 
 use convene_signaling::{LeaveReason, Member, Millis, QaMode, RoomEvent, RoomKind, RoomSettings};
 
+use super::captions::{CaptionAnswer, CaptionOp};
 use super::{Audience, Denied, Event, RoomState};
 
 /// One operator action; every one answers with the room as it is afterwards.
@@ -21,6 +22,9 @@ pub enum Operation {
     },
     /// Removes everyone and refuses later joins until the room is forgotten.
     End { reason: Option<String> },
+    /// Captions: the service endpoint, automatic captions, the export. Answers with a brief
+    /// report (no members: a service posts many lines).
+    Captions(CaptionOp),
 }
 
 /// A room as the admin API shows it.
@@ -29,6 +33,9 @@ pub struct RoomReport {
     pub settings: RoomSettings,
     pub members: Vec<Member>,
     pub ended: bool,
+    /// The answer to a caption operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionAnswer>,
 }
 
 fn reason_text(reason: Option<&str>, default: &str) -> String {
@@ -72,6 +79,16 @@ impl RoomState {
                     .flat_map(|identity| self.remove_member(identity, reason.clone(), now))
                     .collect()
             }
+            Operation::Captions(op) => {
+                let (events, answer) = self.operate_captions(op, now);
+                let report = RoomReport {
+                    settings: self.settings.clone(),
+                    members: Vec::new(),
+                    ended: self.ended,
+                    captions: Some(answer),
+                };
+                return Ok((events, report));
+            }
         };
         Ok((events, self.report()))
     }
@@ -90,6 +107,7 @@ impl RoomState {
             settings: self.settings.clone(),
             members: self.members().cloned().collect(),
             ended: self.ended,
+            captions: None,
         }
     }
 }
