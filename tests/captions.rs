@@ -2,6 +2,7 @@
 //! cluster nodes), a human captioner's right and limits, the captioning service's endpoint
 //! (token, sequence numbers), the WebVTT export, and a captioner reaching 1,000 viewers.
 
+mod cluster_support;
 mod common;
 
 use std::time::{Duration, Instant};
@@ -403,6 +404,52 @@ async fn captions_cross_cluster_nodes_to_subscribers_only() {
     let (status, vtt) = http_get(&url, Some(API_KEY), &[]).await;
     assert_eq!(status, 200, "{vtt}");
     assert!(vtt.contains("Across nodes."), "{vtt}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_captions_survive_a_kill9_restart_of_a_durable_node() {
+    let dir = std::env::temp_dir().join(format!(
+        "convene-captions-{}-{}",
+        std::process::id(),
+        cluster_support::free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Through a link of another name: someone's `pkill -f "convene serve"` misses it.
+    let bin = dir.join("captions-node");
+    std::os::unix::fs::symlink(cluster_support::BIN, &bin).unwrap();
+    let data = dir.join("data").display().to_string();
+    let env = [("CONVENE_DATA_DIR", data.as_str())];
+    let port = cluster_support::free_port();
+    let mut node = cluster_support::Node::spawn_with(&bin, "solo", port, "", &env);
+    node.ready().await;
+    let connect = |identity: &str, role| {
+        let url = format!("{}?token={}", node.ws(), token("r", role, identity, &[]));
+        async move {
+            let mut client = Client::connect(&url).await;
+            assert!(matches!(client.recv().await, ServerMessage::Welcome { .. }));
+            client
+        }
+    };
+    let mut host = connect("host", Role::Host).await;
+    let mut cy = connect("cy", Role::Participant).await;
+    host.ok(grant("cy")).await;
+    // Acknowledged: the input is in the durable log.
+    cy.ok(line("Before the crash.", true)).await;
+    cy.ok(line("Also kept.", true)).await;
+    drop((host, cy));
+    node.kill9().await;
+    node = cluster_support::Node::spawn_with(&bin, "solo", port, "", &env);
+    node.ready().await;
+    let url = format!("{}/api/v1/rooms/r/captions.vtt", node.http());
+    let (status, vtt) = http_get(&url, Some(API_KEY), &[]).await;
+    assert_eq!(status, 200, "{vtt}");
+    assert!(
+        vtt.contains("Before the crash.") && vtt.contains("Also kept."),
+        "{vtt}"
+    );
+    node.kill9().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// How many viewers; `CONVENE_CAPTION_VIEWERS` changes it.
