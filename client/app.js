@@ -425,8 +425,8 @@ $("dev-speaker").onchange = (/** @type {any} */ e) => media.useDevice("speaker",
 
 // The control bar is one row: on a phone, the less used controls live in a "More" menu (a
 // disclosure: Escape or a choice closes it, and focus goes back to its button).
-const BAR = ["mic", "cam", "share", "go-stage", "hand", "layout", "fullscreen", "devices-open", "more", "leave"];
-const OVERFLOW = new Set(["share", "go-stage", "layout", "fullscreen", "devices-open"]);
+const BAR = ["mic", "cam", "share", "go-stage", "hand", "layout", "fullscreen", "cc", "devices-open", "more", "leave"];
+const OVERFLOW = new Set(["share", "go-stage", "cc", "layout", "fullscreen", "devices-open"]);
 /** @param {boolean} open */
 function setMoreMenu(open) {
   const menu = $("more-menu");
