@@ -99,7 +99,7 @@ pub(in crate::http) async fn close_caption_service(
 pub(in crate::http) struct PostQuery {
     /// This post's sequence number: 1, then one more each time.
     #[param(minimum = 0)]
-    seq: Option<u64>,
+    seq: u64,
     /// The endpoint's token, when it is not sent as `Authorization: Bearer`.
     token: Option<String>,
     /// `false`: a partial line a later post replaces (default `true`).
@@ -149,7 +149,12 @@ pub(in crate::http) async fn post_caption(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let q = query(q)?;
+    let q = query(q).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; ?seq=1 first, then one more each post",
+            e.message
+        ))
+    })?;
     let token = bearer(&headers, q.token.as_deref()).ok_or_else(|| {
         ApiError::unauthorized("missing the caption token (Authorization: Bearer, or ?token=)")
     })?;
@@ -172,9 +177,7 @@ pub(in crate::http) async fn post_caption(
             why,
         ));
     }
-    let seq = q
-        .seq
-        .ok_or_else(|| ApiError::bad_request("seq is required: ?seq=1, then one more each post"))?;
+    let seq = q.seq;
     running(&state, &room)?;
     if let Err(retry) = state.caption_posts.take(&room, limits.service) {
         return Err(ApiError::new(
