@@ -8,6 +8,7 @@ import { $, h } from "/dom.js";
 import { createState, applyWelcome, applyEvent, applyAck } from "/store.js";
 import { Connection } from "/connection.js";
 import { Media } from "/media.js";
+import { Captions } from "/captions.js";
 import {
   renderPeople, renderChat, renderQuestions, renderConsole, renderBreakouts, renderTimer, renderStage, renderPolls, barButton,
 } from "/views.js";
@@ -99,6 +100,7 @@ const conn = new Connection(token ?? "", {
 /** @param {string} type @param {any} [fields] */
 const send = (type, fields = {}) => { const id = conn.send(type, fields); scheduleRender(); return id; };
 const media = new Media({ conn, state, notice, changed: () => scheduleRender() });
+const captions = new Captions({ send, byId: $ });
 
 /** Typed text waiting for the ack of the command it was sent with: kept if the command is refused. */
 /** @type {Map<string, {input: string, text: string}>} */
@@ -119,6 +121,7 @@ function handle(msg) {
       tell(applyWelcome(state, msg));
       $("room").textContent = state.room;
       conn.resendUnsent();
+      captions.subscribe();
       // A fresh session after a long drop lost the raised hand: raise it again.
       if (hadHand && !msg.you.hand_raised) send("raise_hand");
       connected();
@@ -129,6 +132,7 @@ function handle(msg) {
     case "resumed":
       state.sessionId = msg.session_id;
       state.resumes++;
+      captions.subscribe();
       connected();
       conn.resendAll();
       break;
@@ -159,6 +163,8 @@ function handle(msg) {
       if (msg.seq <= state.seq) return;
       state.seq = msg.seq;
       const ev = msg.event;
+      // Captions change only the overlay: no page render for each partial.
+      if (ev.type === "caption") return captions.apply(ev.caption);
       tell(applyEvent(state, ev));
       if (ev.type === "track_published") {
         media.placeTrack(ev.track.id);
@@ -253,6 +259,7 @@ function render() {
   if (canModerate(you.role)) renderConsole(ctx);
   renderBar();
   renderStage(ctx);
+  captions.render(you);
   renderStageInvite();
 }
 
@@ -430,8 +437,8 @@ $("dev-speaker").onchange = (/** @type {any} */ e) => media.useDevice("speaker",
 
 // The control bar is one row: on a phone, the less used controls live in a "More" menu (a
 // disclosure: Escape or a choice closes it, and focus goes back to its button).
-const BAR = ["mic", "cam", "share", "go-stage", "hand", "layout", "fullscreen", "devices-open", "more", "leave"];
-const OVERFLOW = new Set(["share", "go-stage", "layout", "fullscreen", "devices-open"]);
+const BAR = ["mic", "cam", "share", "go-stage", "hand", "layout", "fullscreen", "cc", "devices-open", "more", "leave"];
+const OVERFLOW = new Set(["share", "go-stage", "cc", "layout", "fullscreen", "devices-open"]);
 /** @param {boolean} open */
 function setMoreMenu(open) {
   const menu = $("more-menu");

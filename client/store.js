@@ -5,7 +5,7 @@
 /**
  * @typedef {{identity: string, name: string, role: string, presence: string, on_stage: boolean,
  *   hand_raised: boolean, chat_muted: boolean, breakout: number|null, facilitator: boolean,
- *   attrs?: Record<string, string>, media_muted?: string[]}} Member
+ *   attrs?: Record<string, string>, media_muted?: string[], captioner?: boolean}} Member
  * @typedef {{id: number, text: string, author: string|null, author_name: string|null, votes: number,
  *   state: string, live: boolean, edited: boolean, answer: string|null, duplicate_of: number|null,
  *   anonymous?: boolean, asked_at: number, updated_at: number, answered_at: number|null}} Question

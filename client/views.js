@@ -45,6 +45,7 @@ export function renderPeople(c) {
     if (m.breakout != null) bits.push(`${m.facilitator ? "visiting" : "in"} ${roomName(state, m.breakout)}`);
     if (m.presence === "reconnecting") bits.push("reconnecting");
     if (m.chat_muted) bits.push("chat muted");
+    if (m.captioner) bits.push("captioner");
     if ((m.media_muted ?? []).includes("audio")) bits.push("mic muted by a moderator");
     if ((m.media_muted ?? []).includes("video")) bits.push("camera stopped by a moderator");
     text(li.children[1], bits.join(" · "));
@@ -61,6 +62,7 @@ export function renderPeople(c) {
           specs.push({ key: kind, label, name: `${label}: ${m.name}`, onclick: () => c.send("mute_media", { identity: m.identity, kind, muted: !muted }) });
         }
       }
+      specs.push({ key: "captions", label: m.captioner ? "Stop captioning" : "Allow captioning", name: `${m.captioner ? "Stop captioning" : "Allow captioning"}: ${m.name}`, onclick: () => c.send("grant_captions", { identity: m.identity, granted: !m.captioner }) });
       specs.push({ key: "stage", label: m.on_stage ? "Remove from stage" : "Invite to stage", name: m.on_stage ? `Remove from stage: ${m.name}` : `Invite to stage: ${m.name}`, onclick: () => c.send(m.on_stage ? "remove_from_stage" : "invite_to_stage", { identity: m.identity }) });
       if (!canModerate(m.role)) specs.push({ key: "remove", label: "Remove", name: `Remove ${m.name}`, onclick: () => confirm(`Remove ${m.name} from the room?`) && c.send("remove_participant", { identity: m.identity }) });
     }

@@ -116,6 +116,35 @@ pub struct Limits {
     pub abuse: AbuseLimits,
     pub whip_whep: WhipWhepLimits,
     pub convenings: crate::convenings::ConveningLimits,
+    pub captions: CaptionLimits,
+}
+
+/// `[limits.captions]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptionLimits {
+    /// Characters in one caption line from a captioner or a service (at most 1,000).
+    pub max_chars: usize,
+    /// A captioner's updates (every partial and final), per session.
+    pub captioner: Bucket,
+    /// A captioning service's posts, per convening on this node.
+    pub service: Bucket,
+    /// Final lines kept per convening for the WebVTT export; the oldest go first.
+    pub kept: usize,
+}
+
+impl CaptionLimits {
+    pub fn max_chars(&self) -> usize {
+        self.max_chars
+            .clamp(1, convene_signaling::MAX_CAPTION_CHARS)
+    }
+
+    /// Why a line of `text` is refused: too long.
+    pub fn too_long(&self, text: &str) -> Option<String> {
+        let chars = text.chars().count();
+        let max = self.max_chars();
+        (chars > max).then(|| format!("a caption is {chars} characters; the limit is {max}"))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

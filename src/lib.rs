@@ -29,6 +29,7 @@ pub use convene_sfu as sfu;
 
 pub mod auth;
 pub mod bucket;
+pub mod captions;
 pub mod cluster;
 pub mod config;
 pub mod convenings;

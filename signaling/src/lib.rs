@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 
 mod convening;
 pub use convening::Lobby;
+mod captions;
+mod close;
+pub use captions::{Caption, CaptionSource, MAX_CAPTION_CHARS};
+pub use close::CloseReason;
 
 /// Bumped on any incompatible change; sent in `welcome` and `resumed`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -141,6 +145,9 @@ pub struct Member {
     /// publish them again until a moderator allows it (they are never unmuted for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub media_muted: Vec<TrackKind>,
+    /// The host granted this person the caption right: they may send captions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub captioner: bool,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -567,6 +574,28 @@ pub enum Command {
         track_id: Option<String>,
         quality: VideoQuality,
     },
+
+    // Captions.
+    /// Turn captions on or off for this session: only sessions with captions on receive
+    /// `caption` events. Per socket: send it again after a resume.
+    SubscribeCaptions {
+        on: bool,
+    },
+    /// Grant (or take back) the caption right (host, moderator).
+    GrantCaptions {
+        identity: String,
+        granted: bool,
+    },
+    /// A captioner's line as typed: the whole current line each time, `final` when done
+    /// (Enter or a pause). The `ack` carries the caption id.
+    SendCaption {
+        text: String,
+        #[serde(default, rename = "final")]
+        is_final: bool,
+        /// Who is speaking, e.g. "Dr. Ruiz" (optional).
+        #[serde(default)]
+        speaker: Option<String>,
+    },
 }
 
 /// Stable, machine-readable error codes.
@@ -595,74 +624,6 @@ pub enum ErrorCode {
     /// The server is overloaded or shutting down, or (in a cluster) cannot reach the room's
     /// store: retry after `retry_after_ms` with the same `request_id`.
     Unavailable,
-}
-
-/// Why the server closes a socket: a WebSocket close code and reason, one mapping for the whole server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl CloseReason {
-    pub const GOING_AWAY: CloseReason = CloseReason {
-        code: 1001,
-        reason: "going away",
-    };
-    /// The client broke the WebSocket protocol (unmasked frame, reserved bits, bad opcode).
-    pub const PROTOCOL_ERROR: CloseReason = CloseReason {
-        code: 1002,
-        reason: "protocol error",
-    };
-    /// A text frame that is not UTF-8.
-    pub const INVALID_DATA: CloseReason = CloseReason {
-        code: 1007,
-        reason: "text frame is not valid UTF-8",
-    };
-    pub const POLICY: CloseReason = CloseReason {
-        code: 1008,
-        reason: "too many refused messages",
-    };
-    pub const TOO_BIG: CloseReason = CloseReason {
-        code: 1009,
-        reason: "message too big",
-    };
-    pub const RESTARTING: CloseReason = CloseReason {
-        code: 1012,
-        reason: "server restarting",
-    };
-    /// Fell behind the room's events; the client may resume.
-    pub const SLOW: CloseReason = CloseReason {
-        code: 1013,
-        reason: "too slow reading events; resume",
-    };
-    pub const IDLE: CloseReason = CloseReason {
-        code: 4000,
-        reason: "idle timeout",
-    };
-    pub const REMOVED: CloseReason = CloseReason {
-        code: 4001,
-        reason: "removed from the room",
-    };
-    pub const REPLACED: CloseReason = CloseReason {
-        code: 4002,
-        reason: "session resumed elsewhere",
-    };
-    pub const REFUSED: CloseReason = CloseReason {
-        code: 4003,
-        reason: "refused",
-    };
-    /// The same identity joined the room again (another tab, window or device): one live
-    /// session per identity per room, so this one yields. The client must not reconnect.
-    pub const SESSION_REPLACED: CloseReason = CloseReason {
-        code: 4004,
-        reason: "session_replaced: you joined from another window",
-    };
-    /// The access token this session joined with was revoked.
-    pub const REVOKED: CloseReason = CloseReason {
-        code: 4005,
-        reason: "token_revoked",
-    };
 }
 
 /// One member's new place in a bulk move.
@@ -883,6 +844,10 @@ pub enum RoomEvent {
     /// You were let in from the lobby: the room as you may now see it (as in `welcome`).
     Admitted {
         snapshot: Box<RoomSnapshot>,
+    },
+    /// A caption line, partial or final; only to sessions that turned captions on.
+    Caption {
+        caption: Caption,
     },
 }
 

@@ -112,6 +112,10 @@ pub fn router(state: AppState) -> Router<AppState> {
             asset!("media.js", "text/javascript; charset=utf-8"),
         )
         .route(
+            "/captions.js",
+            asset!("captions.js", "text/javascript; charset=utf-8"),
+        )
+        .route(
             "/views.js",
             asset!("views.js", "text/javascript; charset=utf-8"),
         )

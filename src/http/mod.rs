@@ -132,6 +132,8 @@ pub struct AppState {
     pub recorder: Option<Arc<crate::record::Recorder>>,
     /// Scheduled convenings: their plans, lobbies and starts.
     pub convenings: crate::convenings::Convenings,
+    /// Captioning services' posts per convening.
+    pub caption_posts: crate::captions::ServiceBuckets,
 }
 
 /// The node's rooms: links to owners in a cluster, durable actors on one node with the
@@ -319,6 +321,7 @@ impl AppState {
                 breakout_close_countdown_s: limits.breakout_close_countdown_s,
                 breakout_warning_s: limits.breakout_warning_s,
                 sessions_per_identity: limits.sessions_per_identity,
+                captions_kept: limits.captions.kept,
             },
             event_log_len: limits.event_log_len,
             idempotency_window: limits.idempotency_window,
@@ -420,6 +423,7 @@ impl AppState {
             admission: joins::Admission::new(&config.server),
             revoked,
             convenings,
+            caption_posts: Default::default(),
             shutdown: Arc::new(watch::channel(None).0),
             config: Arc::new(config),
         })
@@ -681,7 +685,9 @@ impl Server {
             tracing::warn!(left, "sessions still open at the end of the shutdown grace");
         }
         if let Some(durable) = &self.state.durable {
-            durable.stop(Duration::from_secs(config.shutdown_grace_s.max(1))).await;
+            durable
+                .stop(Duration::from_secs(config.shutdown_grace_s.max(1)))
+                .await;
         }
         if let Some(cluster) = &self.state.cluster {
             cluster.shutdown().await;

@@ -118,6 +118,7 @@ impl Hub {
             staff: staff.then(|| Cursor::on(lanes.staff.clone())),
             place: Cursor::on(lanes.place(place)),
             place_now: place,
+            captions: None,
             lanes,
             direct,
             delivered,
@@ -244,6 +245,8 @@ pub struct EventStream {
     staff: Option<Cursor>,
     place: Cursor,
     place_now: Place,
+    /// The captions lane, while this session has captions on.
+    captions: Option<Cursor>,
     direct: DirectLane,
     delivered: u64,
 }
@@ -252,6 +255,7 @@ enum Source {
     Room,
     Staff,
     Place,
+    Captions,
     Direct,
 }
 
@@ -274,12 +278,22 @@ impl EventStream {
         }
     }
 
+    /// Captions on: read the captions lane from here on; off: stop reading it.
+    pub fn set_captions(&mut self, on: bool) {
+        match (on, self.captions.is_some()) {
+            (true, false) => self.captions = Some(Cursor::on(self.lanes.captions.clone())),
+            (false, true) => self.captions = None,
+            _ => {}
+        }
+    }
+
     /// Whether a shared lane dropped events this session has not read (it must resume).
     pub fn lagging(&self) -> bool {
         let d = self.delivered;
         self.room.lane.lost_after(d)
             || self.place.lane.lost_after(d)
             || self.staff.as_ref().is_some_and(|s| s.lane.lost_after(d))
+            || self.captions.as_ref().is_some_and(|s| s.lane.lost_after(d))
     }
 
     fn cursors(&mut self) -> impl Iterator<Item = &mut Cursor> {
@@ -287,6 +301,7 @@ impl EventStream {
             Some(&mut self.room),
             Some(&mut self.place),
             self.staff.as_mut(),
+            self.captions.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -302,6 +317,10 @@ impl EventStream {
             (self.room.front(), Source::Room),
             (self.place.front(), Source::Place),
             (self.staff.as_ref().and_then(Cursor::front), Source::Staff),
+            (
+                self.captions.as_ref().and_then(Cursor::front),
+                Source::Captions,
+            ),
             (direct, Source::Direct),
         ];
         Ok(candidates
@@ -326,6 +345,7 @@ impl EventStream {
             Source::Room => self.room.buffered.pop_front(),
             Source::Place => self.place.buffered.pop_front(),
             Source::Staff => self.staff.as_mut().and_then(|s| s.buffered.pop_front()),
+            Source::Captions => self.captions.as_mut().and_then(|s| s.buffered.pop_front()),
             Source::Direct => self.direct.pop(),
         }?;
         debug_assert_eq!(envelope.seq, seq);
@@ -342,6 +362,9 @@ impl EventStream {
             if let Some(staff) = &mut self.staff {
                 staff.wake.borrow_and_update();
             }
+            if let Some(captions) = &mut self.captions {
+                captions.wake.borrow_and_update();
+            }
             if let Some(next) = self.try_recv() {
                 return next;
             }
@@ -351,10 +374,17 @@ impl EventStream {
                     None => std::future::pending().await,
                 }
             };
+            let captions = async {
+                match &mut self.captions {
+                    Some(captions) => captions.wake.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.room.wake.changed() => {}
                 _ = self.place.wake.changed() => {}
                 _ = staff => {}
+                _ = captions => {}
                 _ = self.direct.ready() => {}
             }
         }
@@ -415,6 +445,33 @@ mod tests {
             seen.push(event.unwrap().seq);
         }
         assert_eq!(seen, vec![1, 4, 7, 8]);
+    }
+
+    #[tokio::test]
+    async fn captions_reach_only_sessions_that_turned_them_on() {
+        let hub = Hub::new(64);
+        let (ana_out, ana_in) = outbox(16);
+        let _ana = hub.register("r", "ana", ConnectionId::new_v4(), ana_out);
+        let (bo_out, bo_in) = outbox(16);
+        let _bo = hub.register("r", "bo", ConnectionId::new_v4(), bo_out);
+        let mut ana = hub.events("r", false, Place::Main, ana_in.frames.direct_lane(), 0);
+        let mut bo = hub.events("r", false, Place::Main, bo_in.frames.direct_lane(), 0);
+        ana.set_captions(true);
+        hub.deliver("r", envelope(1, Audience::Captions));
+        hub.deliver("r", envelope(2, Audience::Everyone));
+        assert_eq!(ana.recv().await.unwrap().seq, 1);
+        assert_eq!(ana.recv().await.unwrap().seq, 2);
+        assert_eq!(bo.recv().await.unwrap().seq, 2);
+        assert!(bo.try_recv().is_none());
+        // Off again: later captions do not reach her; a waiting reader wakes for them when on.
+        ana.set_captions(false);
+        hub.deliver("r", envelope(3, Audience::Captions));
+        assert!(ana.try_recv().is_none());
+        bo.set_captions(true);
+        let waiter = tokio::spawn(async move { bo.recv().await.map(|e| e.seq) });
+        tokio::task::yield_now().await;
+        hub.deliver("r", envelope(4, Audience::Captions));
+        assert_eq!(waiter.await.unwrap(), Ok(3));
     }
 
     #[tokio::test]

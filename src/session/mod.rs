@@ -122,20 +122,30 @@ where
         relay,
     } = params;
     let session_id = session_start.session_id;
+    // Captions on or off: the reader hears the command, the writer reads the captions lane.
+    let (captions_on, captions) = watch::channel(false);
     let writer = Writer {
         media_access,
         viewer: session_start.viewer.clone(),
         ping_every: Duration::from_secs(limits.ping_interval_s.max(1)),
+        captions_on: false,
     };
     let (pumped, mut pump_ended) = tokio::sync::oneshot::channel();
-    let writer_task =
-        tokio::spawn(writer.run(sink, session_start, events, inbox, shutdown, pumped));
+    let writer_task = tokio::spawn(writer.run(
+        sink,
+        session_start,
+        events,
+        inbox,
+        (shutdown, captions),
+        pumped,
+    ));
     let mut reader = Reader {
         room: room.clone(),
         session_id,
         connection,
         outbox: outbox.clone(),
         limiter: RateLimiter::new(&limits.rate),
+        captions: crate::captions::Captioning::new(&limits.captions, captions_on),
         strikes: 0,
         limits: limits.clone(),
         media,
@@ -236,6 +246,8 @@ struct Writer {
     media_access: watch::Sender<MediaAccess>,
     viewer: Viewer,
     ping_every: Duration,
+    /// This session turned captions on: it delivers what the captions lane carries.
+    captions_on: bool,
 }
 
 enum Next {
@@ -253,14 +265,21 @@ impl Writer {
         start: Start,
         mut events: EventStream,
         mut inbox: Inbox,
-        mut shutdown: watch::Receiver<Option<u64>>,
+        (mut shutdown, mut captions): (watch::Receiver<Option<u64>>, watch::Receiver<bool>),
         pumped: tokio::sync::oneshot::Sender<Option<CloseReason>>,
     ) -> (Option<CloseReason>, watch::Sender<MediaAccess>)
     where
         W: Sink<Message> + Unpin,
     {
         let reason = self
-            .pump(&mut sink, start, &mut events, &mut inbox, &mut shutdown)
+            .pump(
+                &mut sink,
+                start,
+                &mut events,
+                &mut inbox,
+                &mut shutdown,
+                &mut captions,
+            )
             .await;
         let _ = pumped.send(reason);
         if let Some(reason) = reason {
@@ -282,6 +301,7 @@ impl Writer {
         events: &mut EventStream,
         inbox: &mut Inbox,
         shutdown: &mut watch::Receiver<Option<u64>>,
+        captions: &mut watch::Receiver<bool>,
     ) -> Option<CloseReason>
     where
         W: Sink<Message> + Unpin,
@@ -317,6 +337,10 @@ impl Writer {
                     if let Some(after) = after {
                         return self.shutdown(sink, after, events).await;
                     }
+                }
+                Ok(()) = captions.changed() => {
+                    self.captions_on = *captions.borrow_and_update();
+                    events.set_captions(self.captions_on);
                 }
                 event = events.recv() => {
                     // This event, then whatever else is already waiting, then one flush.
@@ -390,7 +414,9 @@ impl Writer {
         event: &Envelope,
         events: &mut EventStream,
     ) -> Next {
-        if event.audience.includes(&self.viewer)
+        let visible = event.audience.includes(&self.viewer)
+            || (self.captions_on && event.audience == convene_core::wire::Audience::Captions);
+        if visible
             && !self
                 .write(sink, Message::Text(event.frame.clone()), events)
                 .await
@@ -479,6 +505,7 @@ struct Reader {
     connection: Uuid,
     outbox: Outbox,
     limiter: RateLimiter,
+    captions: crate::captions::Captioning,
     strikes: u32,
     limits: Arc<Limits>,
     media: Option<MediaLink>,
@@ -621,10 +648,33 @@ impl Reader {
             );
             return true;
         }
+        if let Command::SendCaption { text, .. } = &command {
+            // A captioner's line size and rate, refused here before a cluster relays it.
+            if let Some((code, message, retry_after_ms)) = self.captions.refuse(text) {
+                self.strikes += 1;
+                self.outbox.send(frame(&ServerMessage::Error {
+                    request_id,
+                    code,
+                    message,
+                    retry_after_ms,
+                }));
+                return true;
+            }
+        }
         self.strikes = 0;
         match command {
             Command::Ping => {
                 self.outbox.send(frame(&ServerMessage::Pong));
+                if let Some(request_id) = request_id {
+                    self.outbox.send(frame(&ServerMessage::Ack {
+                        request_id,
+                        id: None,
+                    }));
+                }
+                true
+            }
+            Command::SubscribeCaptions { on } => {
+                self.captions.subscribe(on);
                 if let Some(request_id) = request_id {
                     self.outbox.send(frame(&ServerMessage::Ack {
                         request_id,

@@ -148,7 +148,7 @@ test("the More menu: a button with aria-expanded, keyboard-operable, Escape clos
   assert.equal(await more.getAttribute("aria-expanded"), "true");
   assert.equal(await phone.evaluate(() => document.getElementById("more-menu").contains(document.activeElement)), true, "focus moves into the menu");
   const items = await phone.locator("#more-menu > button:visible").evaluateAll((els) => els.map((e) => e.id));
-  assert.deepEqual(items, ["layout", "fullscreen", "devices-open"]);
+  assert.deepEqual(items, ["layout", "fullscreen", "cc", "devices-open"]);
   assert.deepEqual(await axeViolations(phone), [], "More menu open");
   await phone.keyboard.press("Escape");
   await phone.locator("#more-menu").waitFor({ state: "hidden" });
@@ -171,7 +171,7 @@ test("the More menu: a button with aria-expanded, keyboard-operable, Escape clos
   await phone.setViewportSize({ width: 1200, height: 844 });
   await phone.locator("#more").waitFor({ state: "hidden" });
   const bar = await phone.locator("#controlbar > button:visible").evaluateAll((els) => els.map((e) => e.id));
-  assert.deepEqual(bar, ["hand", "layout", "fullscreen", "devices-open", "leave"]);
+  assert.deepEqual(bar, ["hand", "layout", "fullscreen", "cc", "devices-open", "leave"]);
   await phone.setViewportSize(PHONE.viewport);
   await phone.locator("#more").waitFor({ state: "visible" });
   assert.deepEqual(errors, [], "no uncaught errors in any page");

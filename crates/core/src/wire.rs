@@ -62,6 +62,10 @@ pub enum Audience {
     Rest(String),
     /// Everyone but staff.
     Participants,
+    /// Sessions that turned captions on (`subscribe_captions`). It is a session's choice,
+    /// not the room's, so `includes` is false: a session with captions on reads the
+    /// captions lane and delivers what it carries; replays on resume leave captions out.
+    Captions,
 }
 
 impl Audience {
@@ -118,6 +122,7 @@ impl Audience {
             }
             Audience::Rest(identity) => !viewer.role.is_staff() && viewer.identity != *identity,
             Audience::Participants => !viewer.role.is_staff(),
+            Audience::Captions => false,
         }
     }
 }
@@ -179,6 +184,8 @@ pub enum Lane {
     Staff,
     /// One person's direct lane.
     Person(String),
+    /// Captions: read only by sessions that turned them on, so the rest never wake for them.
+    Captions,
 }
 
 impl Envelope {
@@ -187,6 +194,7 @@ impl Envelope {
     pub fn lanes(&self) -> Vec<Lane> {
         let mut lanes = match &self.audience {
             Audience::Everyone | Audience::Rest(_) | Audience::Participants => vec![Lane::Room],
+            Audience::Captions => vec![Lane::Captions],
             Audience::Some {
                 places,
                 staff,
@@ -289,6 +297,7 @@ mod tests {
         };
         assert_eq!(at(Audience::Everyone, None).lanes(), vec![Lane::Room]);
         assert_eq!(at(Audience::Participants, None).lanes(), vec![Lane::Room]);
+        assert_eq!(at(Audience::Captions, None).lanes(), vec![Lane::Captions]);
         assert_eq!(
             at(Audience::staff_and("bo"), None).lanes(),
             vec![Lane::Staff, Lane::Person("bo".into())]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+mod captions;
 mod convenings;
 mod exports;
 mod record;
@@ -66,6 +67,16 @@ pub fn router() -> Router<AppState> {
         .route("/convenings/{id}/retention", put(set_retention))
         .route("/convenings/{id}/record", delete(delete_record))
         .route("/people/{identity}", delete(erase_person))
+        .route("/rooms/{room}/captions", post(captions::post_caption))
+        .route(
+            "/rooms/{room}/captions/service",
+            post(captions::open_caption_service).delete(captions::close_caption_service),
+        )
+        .route(
+            "/rooms/{room}/captions/auto",
+            axum::routing::put(captions::switch_auto_captions),
+        )
+        .route("/rooms/{room}/captions.vtt", get(captions::export_captions))
         .route("/tokens", post(mint_token))
         .route(
             "/convenings/{id}",
@@ -100,6 +111,11 @@ pub fn router() -> Router<AppState> {
         export_questions,
         export_attendance,
         export_polls,
+        captions::open_caption_service,
+        captions::close_caption_service,
+        captions::post_caption,
+        captions::switch_auto_captions,
+        captions::export_captions,
         mint_token,
         mint_invite,
         revoke_token,

@@ -103,6 +103,7 @@ impl LaneRing {
 pub struct RoomLanes {
     pub room: Arc<LaneRing>,
     pub staff: Arc<LaneRing>,
+    pub captions: Arc<LaneRing>,
     places: Mutex<HashMap<Place, Arc<LaneRing>>>,
     capacity: usize,
 }
@@ -112,6 +113,7 @@ impl RoomLanes {
         RoomLanes {
             room: Arc::new(LaneRing::new(capacity)),
             staff: Arc::new(LaneRing::new(capacity)),
+            captions: Arc::new(LaneRing::new(capacity)),
             places: Mutex::new(HashMap::new()),
             capacity,
         }
@@ -132,6 +134,7 @@ impl RoomLanes {
         match lane {
             Lane::Room => self.room.push(envelope.clone()),
             Lane::Staff => self.staff.push(envelope.clone()),
+            Lane::Captions => self.captions.push(envelope.clone()),
             Lane::Place(place) => self.place(*place).push(envelope.clone()),
             Lane::Person(_) => return None,
         }

@@ -296,6 +296,7 @@ mod tests {
     fn member(identity: &str, role: Role) -> Member {
         Member {
             media_muted: Vec::new(),
+            captioner: false,
             identity: identity.into(),
             name: identity.to_uppercase(),
             role,

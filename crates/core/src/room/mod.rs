@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod attendance;
 mod breakouts;
+pub mod captions;
 mod chat;
 mod coalescer;
 pub mod command;
@@ -124,6 +125,8 @@ pub struct RoomLimits {
     /// Page sessions one identity may hold in the room; a fresh join beyond it closes the
     /// oldest (4004). 1: a new window takes the seat.
     pub sessions_per_identity: usize,
+    /// Final caption lines kept per convening (the WebVTT export); the oldest go first.
+    pub captions_kept: usize,
 }
 
 impl Default for RoomLimits {
@@ -135,6 +138,7 @@ impl Default for RoomLimits {
             breakout_close_countdown_s: 30,
             breakout_warning_s: 60,
             sessions_per_identity: 1,
+            captions_kept: 20_000,
         }
     }
 }
@@ -170,6 +174,8 @@ pub struct RoomState {
     qa: Qa,
     polls: polls::Polls,
     breakouts: Option<BreakoutSession>,
+    #[serde(default)]
+    captions: captions::Captions,
     tracks: BTreeMap<String, Track>,
     count: Coalescer,
     /// Plans made so far, mixed into the auto-assignment shuffle.
@@ -208,6 +214,7 @@ impl RoomState {
             qa: Qa::default(),
             polls: polls::Polls::default(),
             breakouts: None,
+            captions: Default::default(),
             tracks: BTreeMap::new(),
             count: Coalescer::default(),
             plans_made: 0,
@@ -400,6 +407,7 @@ impl RoomState {
         }
         let member = Member {
             media_muted: Vec::new(),
+            captioner: false,
             identity: who.identity.clone(),
             name: who.name,
             role: who.role,
@@ -534,7 +542,11 @@ impl RoomState {
         let role = sender.role;
         self.lobby_refusal(cmd, sender)?;
         match cmd {
-            Command::Ping => Ok(Outcome::default()),
+            // Captions on or off is the session's own choice.
+            Command::Ping | Command::SubscribeCaptions { .. } => Ok(Outcome::default()),
+            Command::GrantCaptions { .. } | Command::SendCaption { .. } => {
+                self.apply_captions(cmd, by, role, now)
+            }
             Command::UpdateSettings {
                 kind,
                 chat_enabled,

@@ -2,6 +2,7 @@
 
 use convene_signaling::{LeaveReason, Member, Millis, QaMode, RoomEvent, RoomKind, RoomSettings};
 
+use super::captions::{CaptionAnswer, CaptionOp};
 use super::{Audience, Denied, Event, RoomState};
 
 /// One operator action; every one answers with the room as it is afterwards.
@@ -25,6 +26,9 @@ pub enum Operation {
     Schedule { lobby: convene_signaling::Lobby },
     /// The convening starts: the lobby's attendees are admitted.
     Open,
+    /// Captions: the service endpoint, automatic captions, the export. Answers with a brief
+    /// report (no members: a service posts many lines).
+    Captions(CaptionOp),
 }
 
 /// A room as the admin API shows it.
@@ -36,6 +40,9 @@ pub struct RoomReport {
     /// A scheduled convening not yet started.
     #[serde(default)]
     pub lobby: Option<convene_signaling::Lobby>,
+    /// The answer to a caption operation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionAnswer>,
 }
 
 fn reason_text(reason: Option<&str>, default: &str) -> String {
@@ -81,6 +88,17 @@ impl RoomState {
                     .flat_map(|identity| self.remove_member(identity, reason.clone(), now))
                     .collect()
             }
+            Operation::Captions(op) => {
+                let (events, answer) = self.operate_captions(op, now);
+                let report = RoomReport {
+                    settings: self.settings.clone(),
+                    members: Vec::new(),
+                    ended: self.ended,
+                    lobby: self.lobby().cloned(),
+                    captions: Some(answer),
+                };
+                return Ok((events, report));
+            }
         };
         Ok((events, self.report()))
     }
@@ -100,6 +118,7 @@ impl RoomState {
             members: self.members().cloned().collect(),
             ended: self.ended,
             lobby: self.lobby().cloned(),
+            captions: None,
         }
     }
 }
