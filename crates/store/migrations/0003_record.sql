@@ -15,6 +15,8 @@ CREATE TABLE record_presence (
     at BIGINT NOT NULL,
     PRIMARY KEY (convening_id, seq, identity)
 );
+-- A report reads one convening's rows by person, in order; erasing a person finds theirs.
+CREATE INDEX record_presence_by_person ON record_presence (convening_id, identity, seq);
 CREATE INDEX record_presence_by_identity ON record_presence (identity);
 
 -- Times the room was not running (a node killed, then rebuilt): gaps, not leaving.

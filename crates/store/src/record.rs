@@ -231,31 +231,7 @@ pub(crate) async fn apply(
                 .execute(conn)
                 .await?;
         }
-        RecordWrite::Question(q) => {
-            sqlx::query(
-                "INSERT INTO record_questions (convening_id, question_id, seq, author, \
-                 author_name, text, state, votes, answer, asked_at, answered_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (convening_id, question_id) DO UPDATE SET seq = excluded.seq, \
-                 author = excluded.author, author_name = excluded.author_name, \
-                 text = excluded.text, state = excluded.state, votes = excluded.votes, \
-                 answer = excluded.answer, answered_at = excluded.answered_at \
-                 WHERE record_questions.seq < excluded.seq",
-            )
-            .bind(q.convening.as_str())
-            .bind(q.question_id)
-            .bind(q.seq)
-            .bind(q.author.as_deref())
-            .bind(q.author_name.as_deref())
-            .bind(q.text.as_str())
-            .bind(q.state.as_str())
-            .bind(q.votes)
-            .bind(q.answer.as_deref())
-            .bind(q.asked_at)
-            .bind(q.answered_at)
-            .execute(conn)
-            .await?;
-        }
+        RecordWrite::Question(q) => upsert_question(conn, q).await?,
         RecordWrite::QuestionVotes {
             convening,
             question_id,
@@ -273,32 +249,7 @@ pub(crate) async fn apply(
             .execute(conn)
             .await?;
         }
-        RecordWrite::Poll(p) => {
-            // A viewer's copy without results never hides the results staff saw.
-            sqlx::query(
-                "INSERT INTO record_polls (convening_id, poll_id, seq, question, options, counts, \
-                 voters, state, created_at, closed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (convening_id, poll_id) DO UPDATE SET seq = excluded.seq, \
-                 question = excluded.question, options = excluded.options, \
-                 counts = COALESCE(excluded.counts, record_polls.counts), \
-                 voters = COALESCE(excluded.voters, record_polls.voters), \
-                 state = excluded.state, closed_at = excluded.closed_at \
-                 WHERE record_polls.seq < excluded.seq",
-            )
-            .bind(p.convening.as_str())
-            .bind(p.poll_id)
-            .bind(p.seq)
-            .bind(p.question.as_str())
-            .bind(p.options.as_str())
-            .bind(p.counts.as_deref())
-            .bind(p.voters)
-            .bind(p.state.as_str())
-            .bind(p.created_at)
-            .bind(p.closed_at)
-            .execute(conn)
-            .await?;
-        }
+        RecordWrite::Poll(p) => upsert_poll(conn, p).await?,
         RecordWrite::Breakout {
             convening,
             breakout,
@@ -315,6 +266,63 @@ pub(crate) async fn apply(
             .await?;
         }
     }
+    Ok(())
+}
+
+/// A question's latest state: the row takes only a later seq.
+async fn upsert_question(conn: &mut AnyConnection, q: &Question) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO record_questions (convening_id, question_id, seq, author, \
+         author_name, text, state, votes, answer, asked_at, answered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (convening_id, question_id) DO UPDATE SET seq = excluded.seq, \
+         author = excluded.author, author_name = excluded.author_name, \
+         text = excluded.text, state = excluded.state, votes = excluded.votes, \
+         answer = excluded.answer, answered_at = excluded.answered_at \
+         WHERE record_questions.seq < excluded.seq",
+    )
+    .bind(q.convening.as_str())
+    .bind(q.question_id)
+    .bind(q.seq)
+    .bind(q.author.as_deref())
+    .bind(q.author_name.as_deref())
+    .bind(q.text.as_str())
+    .bind(q.state.as_str())
+    .bind(q.votes)
+    .bind(q.answer.as_deref())
+    .bind(q.asked_at)
+    .bind(q.answered_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A poll's latest state: the row takes only a later seq.
+async fn upsert_poll(conn: &mut AnyConnection, p: &Poll) -> Result<(), sqlx::Error> {
+    // A viewer's copy without results never hides the results staff saw.
+    sqlx::query(
+        "INSERT INTO record_polls (convening_id, poll_id, seq, question, options, counts, \
+         voters, state, created_at, closed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (convening_id, poll_id) DO UPDATE SET seq = excluded.seq, \
+         question = excluded.question, options = excluded.options, \
+         counts = COALESCE(excluded.counts, record_polls.counts), \
+         voters = COALESCE(excluded.voters, record_polls.voters), \
+         state = excluded.state, closed_at = excluded.closed_at \
+         WHERE record_polls.seq < excluded.seq",
+    )
+    .bind(p.convening.as_str())
+    .bind(p.poll_id)
+    .bind(p.seq)
+    .bind(p.question.as_str())
+    .bind(p.options.as_str())
+    .bind(p.counts.as_deref())
+    .bind(p.voters)
+    .bind(p.state.as_str())
+    .bind(p.created_at)
+    .bind(p.closed_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
