@@ -285,7 +285,9 @@ async fn an_ad_hoc_convening_ends_with_its_room_and_is_reported_from_the_store()
         .unwrap()
         .ends_with(&format!("/api/v1/convenings/{id}/report")));
 
-    // A second node on the same store reads the same bytes.
+    // The node stopped, another on the same store (one at a time: the data directory's
+    // lock) reads the same bytes.
+    t.server.shutdown().await;
     let other = node_on(&dir, None).await;
     let (_, again) = get(&format!("{}/api/v1/convenings/{id}/report", other.http())).await;
     assert_eq!(again, body);

@@ -30,8 +30,8 @@ pub struct DurableRooms {
     /// Set when the node stops: every room commits a final snapshot and lets go.
     stopping: watch::Sender<bool>,
     running: Mutex<Vec<JoinHandle<()>>>,
-    /// Held while the node runs: a second process on the same SQLite file is refused.
-    _data_lock: Option<std::fs::File>,
+    /// Held until the node stops: a second process on the same SQLite file is refused.
+    data_lock: Mutex<Option<std::fs::File>>,
 }
 
 /// Takes the SQLite store's lock file (`<db>.lock`) for this process; `None` for PostgreSQL
@@ -121,7 +121,7 @@ impl DurableRooms {
             rebuilt: Mutex::new(rebuilt),
             stopping: watch::Sender::new(false),
             running: Mutex::new(Vec::new()),
-            _data_lock: data_lock,
+            data_lock: Mutex::new(data_lock),
         })
     }
 
@@ -138,6 +138,8 @@ impl DurableRooms {
                 "rooms still snapshotting at the end of the shutdown grace"
             );
         }
+        // Every room has let go (or the grace is over): the store is free for the next node.
+        self.data_lock.lock().expect("data lock").take();
     }
 
     /// The rebuilt rooms: the registry starts each so their timers and graces run.
