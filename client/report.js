@@ -1,23 +1,28 @@
+// @ts-check
 // The Report page for staff: a convening's attendance, Q&A, polls and chat, read from
 // GET /api/v1/convenings/{id}/report with the API key or a host token (from #token= once, then
 // this tab's sessionStorage), and its CSVs downloaded through the same authorisation.
 
-const $ = (id) => document.getElementById(id);
+import { $ } from "/dom.js";
+
 const id = decodeURIComponent(location.pathname.split("/").filter(Boolean)[1] ?? "");
 const KEY = "convene.report.token";
 
 /** Takes a token from the address (#token=...) into this tab's storage, off the address bar. */
 function token() {
   const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("token")) {
-    sessionStorage.setItem(KEY, hash.get("token"));
+  const given = hash.get("token");
+  if (given) {
+    sessionStorage.setItem(KEY, given);
     history.replaceState(null, "", location.pathname);
   }
   return sessionStorage.getItem(KEY);
 }
 
+/** @param {number | null | undefined} ms */
 const when = (ms) => (ms == null ? "" : new Date(ms).toISOString().replace("T", " ").slice(0, 16) + " UTC");
 
+/** @param {string} tag @param {unknown} [text] @param {string} [className] */
 function el(tag, text, className) {
   const node = document.createElement(tag);
   if (text != null) node.textContent = String(text);
@@ -25,25 +30,49 @@ function el(tag, text, className) {
   return node;
 }
 
+/** @param {unknown[]} cells @param {number[]} [numeric] columns right-aligned */
 function row(cells, numeric = []) {
   const tr = document.createElement("tr");
   cells.forEach((c, i) => tr.append(el("td", c, numeric.includes(i) ? "num" : undefined)));
   return tr;
 }
 
+/** A refusal, with the HTTP status it came with. */
+class ApiError extends Error {
+  /** @param {string} message @param {number} status */
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** @param {string} path */
 async function api(path) {
   const res = await fetch(`/api/v1/convenings/${encodeURIComponent(id)}${path}`, {
     headers: { Authorization: `Bearer ${token()}` },
   });
   if (!res.ok) {
     const body = await res.json().catch(() => ({}));
-    const error = new Error(body.message ?? `the server answered ${res.status}`);
-    error.status = res.status;
-    throw error;
+    throw new ApiError(body.message ?? `the server answered ${res.status}`, res.status);
   }
   return res;
 }
 
+/**
+ * The report's JSON (src/record/report.rs).
+ * @typedef {{ title: string, kind: string, room: string, state: string, started_at?: number | null,
+ *   ended_at?: number | null, retention_days: number }} ConveningInfo
+ * @typedef {{ name: string, identity: string, team: string, minutes_present: number,
+ *   minutes_in_breakouts: number, first_join?: number | null, last_leave?: number | null }} Attendee
+ * @typedef {{ team: string, people: number, minutes_present: number, minutes_in_breakouts: number }} TeamRow
+ * @typedef {{ text: string, state: string, votes: number, author_name?: string | null, answer?: string | null }} QuestionRow
+ * @typedef {{ question: string, options: string[], counts?: number[] | null, voters?: number | null, state: string }} PollRow
+ * @typedef {{ name: string, text: string, at: number, breakout?: string | null }} ChatLine
+ * @typedef {{ convening: ConveningInfo, gaps: [number, number][], attendance: Attendee[], teams: TeamRow[],
+ *   questions: QuestionRow[], polls: PollRow[], chat: ChatLine[] }} Report
+ */
+
+/** @param {Report} report */
 function render(report) {
   const c = report.convening;
   document.title = `Report: ${c.title} · Convene`;
@@ -89,12 +118,13 @@ function render(report) {
 }
 
 /** Fetches a CSV with the token and saves it under the server's file name. */
+/** @param {string} file */
 async function download(file) {
   const res = await api(`/report/${file}`);
   const disposition = res.headers.get("content-disposition") ?? "";
   const name = /filename="([^"]+)"/.exec(disposition)?.[1] ?? file;
   const url = URL.createObjectURL(await res.blob());
-  const a = el("a");
+  const a = /** @type {HTMLAnchorElement} */ (el("a"));
   a.href = url;
   a.download = name;
   document.body.append(a);
@@ -112,21 +142,23 @@ async function load() {
   try {
     render(await (await api("/report")).json());
   } catch (error) {
-    if (error.status === 401 || error.status === 403) sessionStorage.removeItem(KEY);
+    const status = error instanceof ApiError ? error.status : 0;
+    if (status === 401 || status === 403) sessionStorage.removeItem(KEY);
     $("access").hidden = false;
     $("access-error").hidden = false;
-    $("access-error").textContent = `Cannot open the report: ${error.message}`;
+    $("access-error").textContent = `Cannot open the report: ${error instanceof Error ? error.message : error}`;
     $("state").textContent = "Not loaded";
   }
 }
 
-$("access").addEventListener("submit", (e) => {
+$("access").addEventListener("submit", (/** @type {Event} */ e) => {
   e.preventDefault();
   sessionStorage.setItem(KEY, $("access-token").value.trim());
   load();
 });
-document.querySelector(".downloads").addEventListener("click", (e) => {
-  const file = e.target.closest("button")?.dataset.file;
+document.querySelector(".downloads")?.addEventListener("click", (e) => {
+  const target = /** @type {Element | null} */ (e.target);
+  const file = target?.closest("button")?.dataset.file;
   if (file) download(file).catch((error) => { $("state").textContent = `Download failed: ${error.message}`; });
 });
 load();
