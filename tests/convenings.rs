@@ -614,3 +614,31 @@ async fn a_convening_scheduled_a_week_ahead_survives_restarts_and_opens_at_its_s
     node.terminate().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A cluster node without `store.url` keeps plans in memory: it never opens a SQLite file in
+/// its data directory (each node would get a schedule of its own, and nodes started from one
+/// working directory raced to migrate the same file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_node_without_a_store_url_opens_no_local_store() {
+    let redis = cluster_support::Redis::start().await;
+    let data = std::env::temp_dir().join(format!(
+        "convene-cluster-no-store-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let data_dir = data.display().to_string();
+    let node = Node::spawn_with(
+        std::path::Path::new(cluster_support::BIN),
+        "n1",
+        free_port(),
+        &redis.url(),
+        &[("CONVENE_DATA_DIR", data_dir.as_str())],
+    );
+    node.ready().await;
+    assert!(
+        !data.join("convene.db").exists(),
+        "a cluster node without store.url created {}",
+        data.join("convene.db").display()
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -242,18 +242,25 @@ fn store_failed(config: &Config, e: convene_store::StoreError) -> std::io::Error
 }
 
 /// Scheduled convenings, on the record's store when the node has one, else on the store
-/// `[store]` names when there is one (`store.durable_log` or a `store.url`); in memory
-/// otherwise (in-process test servers).
+/// `[store]` names when there is one (a `store.url`, or one node's `store.durable_log`); in
+/// memory otherwise (in-process test servers). A cluster shares plans only through a
+/// `store.url` every node reaches: a data directory of its own would give each node its own.
 async fn open_convenings(
     config: &Config,
     recorder: Option<&Arc<crate::record::Recorder>>,
 ) -> std::io::Result<crate::convenings::Convenings> {
+    let single_node = config.redis.url.is_empty();
     let store = match recorder {
         Some(recorder) => Some(recorder.store().clone()),
-        None if config.store.durable_log || !config.store.url.is_empty() => {
+        None if !config.store.url.is_empty() || (single_node && config.store.durable_log) => {
             Some(open_store(config).await?)
         }
-        None => None,
+        None => {
+            if !single_node {
+                tracing::warn!("a cluster without store.url keeps scheduled convenings in memory, per node: set store.url to a PostgreSQL every node reaches");
+            }
+            None
+        }
     };
     crate::convenings::Convenings::open(
         store,
