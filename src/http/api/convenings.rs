@@ -28,7 +28,9 @@ pub(in crate::http) struct NewConvening {
     title: String,
     kind: Kind,
     /// RFC 3339, e.g. `2026-12-14T18:00:00Z`.
+    #[schema(format = DateTime)]
     starts_at: String,
+    #[schema(format = DateTime)]
     ends_at: String,
     /// Identities (token `sub`) who present, and who moderate.
     #[serde(default)]
@@ -40,7 +42,9 @@ pub(in crate::http) struct NewConvening {
     #[serde(default)]
     settings: PlanSettings,
     /// Days its record is kept after it ends (default `limits.convenings.default_retention_days`).
-    retention_days: Option<u32>,
+    #[serde(default, deserialize_with = "super::whole_number")]
+    #[schema(value_type = Option<u32>)]
+    retention_days: Option<u64>,
 }
 
 /// Changes to a convening that has not started; absent fields stay as they are.
@@ -50,13 +54,17 @@ pub(in crate::http) struct ConveningPatch {
     room: Option<String>,
     title: Option<String>,
     kind: Option<Kind>,
+    #[schema(format = DateTime)]
     starts_at: Option<String>,
+    #[schema(format = DateTime)]
     ends_at: Option<String>,
     presenters: Option<Vec<String>>,
     moderators: Option<Vec<String>>,
     breakouts: Option<Breakouts>,
     settings: Option<PlanSettings>,
-    retention_days: Option<u32>,
+    #[serde(default, deserialize_with = "super::whole_number")]
+    #[schema(value_type = Option<u32>)]
+    retention_days: Option<u64>,
 }
 
 /// A convening as the API shows it (times in RFC 3339, UTC).
@@ -153,63 +161,82 @@ fn identities(what: &str, list: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// A body that parsed and matches the schema, refused for what a schema cannot say (times
+/// relative to now or to each other, limits, names blank once trimmed): 422.
+/// Days as given (a whole number, `90` or `90.0`); past u32 it is out of range anyway (0: refused).
+fn days(given: Option<u64>) -> Option<u32> {
+    given.map(|d| u32::try_from(d).unwrap_or(0))
+}
+
+fn semantic(error: ApiError) -> ApiError {
+    unprocessable(error.message)
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+        message,
+    )
+}
+
 /// Checks a whole convening (new, or patched) against the limits; normalises names.
 fn validate(mut c: Convening, limits: &ConveningLimits, now: u64) -> Result<Convening, ApiError> {
-    c.room = text("room", &c.room, 200)?;
-    c.title = text("title", &c.title, 200)?;
+    c.room = text("room", &c.room, 200).map_err(semantic)?;
+    c.title = text("title", &c.title, 200).map_err(semantic)?;
     if c.ends_at <= c.starts_at {
-        return Err(ApiError::bad_request("ends_at must be after starts_at"));
+        return Err(unprocessable("ends_at must be after starts_at"));
     }
     if c.ends_at - c.starts_at > limits.max_hours_long * 3_600_000 {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "a convening lasts at most {} hours (limits.convenings.max_hours_long)",
             limits.max_hours_long
         )));
     }
     if c.ends_at <= now {
-        return Err(ApiError::bad_request("ends_at is in the past"));
+        return Err(unprocessable("ends_at is in the past"));
     }
     if c.starts_at > now + limits.max_days_ahead * 86_400_000 {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "starts_at is more than {} days ahead (limits.convenings.max_days_ahead)",
             limits.max_days_ahead
         )));
     }
     let plan = &mut c.plan;
-    plan.presenters = identities("presenters", &plan.presenters)?;
-    plan.moderators = identities("moderators", &plan.moderators)?;
+    plan.presenters = identities("presenters", &plan.presenters).map_err(semantic)?;
+    plan.moderators = identities("moderators", &plan.moderators).map_err(semantic)?;
     if plan.presenters.len() + plan.moderators.len() > limits.max_staff {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "at most {} presenters and moderators together (limits.convenings.max_staff)",
             limits.max_staff
         )));
     }
     if let Some(both) = plan.presenters.iter().find(|p| plan.moderators.contains(p)) {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "{both:?} is both a presenter and a moderator: name them once"
         )));
     }
     let teams = std::mem::take(&mut plan.breakouts.teams);
     if teams.len() > limits.max_teams {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "at most {} breakout teams (limits.convenings.max_teams)",
             limits.max_teams
         )));
     }
     let members: usize = teams.values().map(Vec::len).sum();
     if members > limits.max_team_members {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "at most {} identities in all breakout teams (limits.convenings.max_team_members)",
             limits.max_team_members
         )));
     }
     let mut placed = BTreeMap::new();
     for (team, people) in teams {
-        let team = text("each team name", &team, 100)?;
-        let people = identities("a team's members", &people)?;
+        let team = text("each team name", &team, 100).map_err(semantic)?;
+        let people = identities("a team's members", &people).map_err(semantic)?;
         for person in &people {
             if let Some(other) = placed.insert(person.clone(), team.clone()) {
-                return Err(ApiError::bad_request(format!(
+                return Err(unprocessable(format!(
                     "{person:?} is in two teams ({other:?} and {team:?})"
                 )));
             }
@@ -217,10 +244,11 @@ fn validate(mut c: Convening, limits: &ConveningLimits, now: u64) -> Result<Conv
         plan.breakouts.teams.insert(team, people);
     }
     if let Some(attribute) = &plan.breakouts.by_attribute {
-        plan.breakouts.by_attribute = Some(text("breakouts.by_attribute", attribute, 64)?);
+        plan.breakouts.by_attribute =
+            Some(text("breakouts.by_attribute", attribute, 64).map_err(semantic)?);
     }
     if c.retention_days == 0 || c.retention_days > limits.max_retention_days {
-        return Err(ApiError::bad_request(format!(
+        return Err(unprocessable(format!(
             "retention_days must be 1-{} (limits.convenings.max_retention_days)",
             limits.max_retention_days
         )));
@@ -229,7 +257,7 @@ fn validate(mut c: Convening, limits: &ConveningLimits, now: u64) -> Result<Conv
 }
 
 fn time(what: &str, value: &str) -> Result<u64, ApiError> {
-    rfc3339::parse(value).map_err(|e| ApiError::bad_request(format!("{what}: {e}")))
+    rfc3339::parse(value).map_err(|e| unprocessable(format!("{what}: {e}")))
 }
 
 /// The API key, or (`staff`) a host's token for the convening's room, or a moderator's
@@ -286,6 +314,7 @@ pub(in crate::http) async fn list_scheduled(
     responses(
         (status = 201, body = ConveningView, description = "Scheduled"),
         (status = 400, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "Valid JSON the schedule cannot take: times (unreadable, before 1970, past, end before start, too far ahead or too long), limits, blank names"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "The room has a convening, or too many are scheduled"),
@@ -317,7 +346,7 @@ pub(in crate::http) async fn create_convening(
             breakouts: req.breakouts,
             settings: req.settings,
         },
-        retention_days: req.retention_days.unwrap_or(limits.default_retention_days),
+        retention_days: days(req.retention_days).unwrap_or(limits.default_retention_days),
         created_at: now,
         updated_at: now,
     };
@@ -355,6 +384,7 @@ pub(in crate::http) async fn describe_convening(
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "It has started or ended"),
+        (status = 422, body = ErrorBody, description = "Valid JSON the schedule cannot take"),
         (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody),
         (status = 503, body = ErrorBody),
@@ -384,7 +414,7 @@ pub(in crate::http) async fn update_convening(
     c.plan.moderators = patch.moderators.unwrap_or(c.plan.moderators);
     c.plan.breakouts = patch.breakouts.unwrap_or(c.plan.breakouts);
     c.plan.settings = patch.settings.unwrap_or(c.plan.settings);
-    c.retention_days = patch.retention_days.unwrap_or(c.retention_days);
+    c.retention_days = days(patch.retention_days).unwrap_or(c.retention_days);
     c.updated_at = now;
     let c = validate(c, state.convenings.limits(), now)?;
     state.convenings.replace(&state.rooms, c.clone()).await?;

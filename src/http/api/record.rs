@@ -68,6 +68,7 @@ pub(in crate::http) struct ConveningsQuery {
     /// the Convenings page lists them (`ScheduledList`).
     room: Option<String>,
     /// `ended` (default), `live` or `scheduled`.
+    #[param(pattern = "^(ended|live|scheduled)$")]
     state: Option<String>,
 }
 
@@ -122,18 +123,18 @@ pub(in crate::http) async fn list_convenings(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let Some(room) = q.room else {
-        return Ok(super::convenings::list_scheduled(&state, &headers)
-            .await?
-            .into_response());
-    };
-    authorise(&state, &headers, Some(&room)).await?;
     let wanted = q.state.as_deref().unwrap_or("ended");
     if !matches!(wanted, "ended" | "live" | "scheduled") {
         return Err(ApiError::bad_request(
             "state must be ended, live or scheduled",
         ));
     }
+    let Some(room) = q.room else {
+        return Ok(super::convenings::list_scheduled(&state, &headers)
+            .await?
+            .into_response());
+    };
+    authorise(&state, &headers, Some(&room)).await?;
     let convenings = recorder(&state)?
         .store()
         .convenings_of(&room, wanted)
