@@ -183,6 +183,24 @@ async fn the_lobby_holds_attendees_while_staff_rehearse_until_the_host_starts_an
         })
         .await;
     assert_eq!(code, ErrorCode::Forbidden);
+    // Nor do the backstage's captions reach them, even with captions turned on.
+    ana.ok(Command::SubscribeCaptions { on: true }).await;
+    host.ok(Command::SubscribeCaptions { on: true }).await;
+    host.ok(Command::GrantCaptions {
+        identity: "host".into(),
+        granted: true,
+    })
+    .await;
+    host.ok(Command::SendCaption {
+        text: "rehearsing the opening".into(),
+        is_final: true,
+        speaker: None,
+    })
+    .await;
+    host.expect_event(
+        |e| matches!(e, RoomEvent::Caption { caption } if caption.text == "rehearsing the opening"),
+    )
+    .await;
     // Nor may they play the backstage's media over WHEP.
     let (status, text) = http_request(
         "POST",

@@ -414,8 +414,11 @@ impl Writer {
         event: &Envelope,
         events: &mut EventStream,
     ) -> Next {
+        // Captions are the stage's: not for an attendee still waiting in the lobby.
         let visible = event.audience.includes(&self.viewer)
-            || (self.captions_on && event.audience == convene_core::wire::Audience::Captions);
+            || (self.captions_on
+                && event.audience == convene_core::wire::Audience::Captions
+                && self.viewer.place != convene_core::wire::Place::Lobby);
         if visible
             && !self
                 .write(sink, Message::Text(event.frame.clone()), events)
