@@ -482,6 +482,13 @@ struct Expected {
     polls: std::collections::BTreeMap<u64, Vec<u32>>,
     /// message id -> text, as any client saw it (deletions applied)
     seen_chat: std::collections::BTreeMap<u64, String>,
+    /// What was sent, acked or not: a command whose ack a `kill -9` swallowed may still have
+    /// been committed, so the record may hold it (never more than this).
+    sent_questions: std::collections::BTreeSet<String>,
+    /// question id -> upvotes sent for it
+    sent_upvotes: std::collections::BTreeMap<u64, u32>,
+    /// poll id -> votes sent per option
+    sent_polls: std::collections::BTreeMap<u64, Vec<u32>>,
 }
 
 fn expected(logs: &[cluster_support::crowd::Log], deleted: u64, options: usize) -> Expected {
@@ -489,6 +496,21 @@ fn expected(logs: &[cluster_support::crowd::Log], deleted: u64, options: usize) 
     let mut upvotes: Vec<u64> = Vec::new();
     for log in logs {
         for (rid, command) in &log.sent {
+            match command {
+                Command::AskQuestion { text, .. } => {
+                    x.sent_questions.insert(text.clone());
+                }
+                Command::Upvote { question_id } => {
+                    *x.sent_upvotes.entry(*question_id).or_default() += 1;
+                }
+                Command::VotePoll { poll_id, choices } => {
+                    let counts = x.sent_polls.entry(*poll_id).or_insert(vec![0; options]);
+                    for c in choices {
+                        counts[*c as usize] += 1;
+                    }
+                }
+                _ => {}
+            }
             let Some(answer) = log.acked.get(rid) else {
                 continue;
             };
@@ -526,6 +548,8 @@ fn expected(logs: &[cluster_support::crowd::Log], deleted: u64, options: usize) 
 }
 
 /// How the report's Q&A, poll and chat differ from what was acknowledged and seen, or `None`.
+/// Everything acknowledged is there; beyond it, only what was sent and whose ack a `kill -9`
+/// swallowed (committed before the kill), and chat only as clients saw it.
 fn differs(report: &Value, x: &Expected) -> Option<String> {
     let chat: std::collections::BTreeMap<u64, (String, String)> = report["chat"]
         .as_array()?
@@ -541,12 +565,15 @@ fn differs(report: &Value, x: &Expected) -> Option<String> {
             )
         })
         .collect();
-    if chat != x.chat {
-        return Some(format!(
-            "chat: {} in the report, {} acked",
-            chat.len(),
-            x.chat.len()
-        ));
+    for (id, acked) in &x.chat {
+        if chat.get(id) != Some(acked) {
+            return Some(format!("acked message {id} {acked:?} is not in the report"));
+        }
+    }
+    for (id, (_, text)) in &chat {
+        if !x.chat.contains_key(id) && x.seen_chat.get(id) != Some(text) {
+            return Some(format!("message {id} {text:?} was neither acked nor seen"));
+        }
     }
     for (id, text) in &x.seen_chat {
         if chat.get(id).map(|c| &c.1) != Some(text) {
@@ -554,27 +581,42 @@ fn differs(report: &Value, x: &Expected) -> Option<String> {
         }
     }
     let questions = report["questions"].as_array()?;
-    if questions.len() != x.questions.len() {
-        return Some(format!(
-            "questions: {} vs {}",
-            questions.len(),
-            x.questions.len()
-        ));
+    for id in x.questions.keys() {
+        if !questions.iter().any(|q| q["id"].as_u64() == Some(*id)) {
+            return Some(format!("acked question {id} is not in the report"));
+        }
     }
     for q in questions {
         let id = q["id"].as_u64().unwrap();
-        let (text, votes) = &x.questions[&id];
-        if q["text"] != text.as_str() || q["votes"] != *votes {
+        let votes = q["votes"].as_u64().unwrap() as u32;
+        let sent = x.sent_upvotes.get(&id).copied().unwrap_or(0);
+        let acked = match x.questions.get(&id) {
+            Some((text, acked)) if q["text"] == text.as_str() => *acked,
+            Some((text, _)) => return Some(format!("question {id}: {q} vs {text:?}")),
+            None if x.sent_questions.contains(q["text"].as_str().unwrap()) => 0,
+            None => return Some(format!("question {id}: {q} was never asked")),
+        };
+        if votes < acked || votes > sent {
             return Some(format!(
-                "question {id}: {q} vs {text:?} with {votes} upvotes"
+                "question {id}: {votes} votes, {acked} acked and {sent} sent"
             ));
         }
     }
     for p in report["polls"].as_array()? {
         let id = p["id"].as_u64().unwrap();
         let counts: Vec<u32> = serde_json::from_value(p["counts"].clone()).ok()?;
-        if counts != x.polls[&id] {
-            return Some(format!("poll {id}: {counts:?} vs {:?}", x.polls[&id]));
+        let none = vec![0; counts.len()];
+        let acked = x.polls.get(&id).unwrap_or(&none);
+        let sent = x.sent_polls.get(&id).unwrap_or(&none);
+        let within = counts.len() == acked.len()
+            && counts
+                .iter()
+                .zip(acked.iter().zip(sent))
+                .all(|(n, (lo, hi))| lo <= n && n <= hi);
+        if !within {
+            return Some(format!(
+                "poll {id}: {counts:?}, acked {acked:?}, sent {sent:?}"
+            ));
         }
     }
     None
