@@ -26,12 +26,25 @@ pub const LEASE_MS: u64 = 1500;
 /// Lines of each process's output kept for the failure report.
 const LOG_LINES: usize = 400;
 
+/// A port a node can listen on later, chosen below the kernel's ephemeral range
+/// (32768-60999 by default): a port from `bind(0)` is an ephemeral one, which the test's own
+/// thousands of client connections may take before the node binds it (a node then failed
+/// to start with "address in use" now and then in CI).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(NEXT.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 /// The last lines a process wrote (stdout and stderr interleaved).
@@ -347,7 +360,7 @@ impl Node {
                 Instant::now() < deadline,
                 "node {} not healthy within 30 s:\n{}",
                 self.id,
-                self.tail.last(40)
+                self.tail.last(150)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
