@@ -139,7 +139,8 @@ pub struct Erased {
     pub questions: u64,
 }
 
-const CONVENING_COLUMNS: &str = "id, room, title, kind, state, starts_at, ends_at, started_at, \
+pub(crate) const CONVENING_COLUMNS: &str =
+    "id, room, title, kind, state, starts_at, ends_at, started_at, \
      ended_at, plan, retention_days, created_at, updated_at";
 
 /// Tables holding a convening's record (not the convening itself).
@@ -326,7 +327,28 @@ async fn upsert_poll(conn: &mut AnyConnection, p: &Poll) -> Result<(), sqlx::Err
     Ok(())
 }
 
-fn convening(row: &AnyRow) -> Result<Convening, sqlx::Error> {
+/// Binds a convening's columns, in `CONVENING_COLUMNS` order, as `$1`..`$13`.
+pub(crate) fn bind_convening<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    c: &'q Convening,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(c.id.as_str())
+        .bind(c.room.as_str())
+        .bind(c.title.as_str())
+        .bind(c.kind.as_str())
+        .bind(c.state.as_str())
+        .bind(c.starts_at)
+        .bind(c.ends_at)
+        .bind(c.started_at)
+        .bind(c.ended_at)
+        .bind(c.plan.as_str())
+        .bind(c.retention_days)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+}
+
+pub(crate) fn convening(row: &AnyRow) -> Result<Convening, sqlx::Error> {
     Ok(Convening {
         id: row.try_get(0)?,
         room: row.try_get(1)?,
@@ -376,20 +398,7 @@ impl Store {
             "INSERT INTO convenings ({CONVENING_COLUMNS}) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         );
-        sqlx::query(&sql)
-            .bind(c.id.as_str())
-            .bind(c.room.as_str())
-            .bind(c.title.as_str())
-            .bind(c.kind.as_str())
-            .bind(c.state.as_str())
-            .bind(c.starts_at)
-            .bind(c.ends_at)
-            .bind(c.started_at)
-            .bind(c.ended_at)
-            .bind(c.plan.as_str())
-            .bind(c.retention_days)
-            .bind(c.created_at)
-            .bind(c.updated_at)
+        bind_convening(sqlx::query(&sql), c)
             .execute(&self.pool)
             .await?;
         Ok(())
